@@ -1,0 +1,72 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Segmentation.Models;
+
+/// <summary>
+/// U-Net (Ronneberger et al. 2015): a contracting path that halves the size and doubles the channels at each level,
+/// an expanding path that upsamples back and concatenates the same-resolution feature map of the contracting path
+/// (skip connection), and a 1x1 head to class logits. Any input of at least 2^Depth on a side works; the logits have
+/// exactly the input's height and width.
+/// </summary>
+/// <remarks>State-dict keys: <c>stem.*</c>, <c>encoder.{i}.*</c> (the last is the bottleneck), <c>decoder.{i}.*</c>, <c>head.*</c>.</remarks>
+public sealed class UNet : nn.Module<Tensor, Tensor>
+{
+    private readonly DoubleConv stem;
+    private readonly ModuleList<EncoderBlock> encoder;
+    private readonly ModuleList<DecoderBlock> decoder;
+    private readonly Conv2d head;
+
+    /// <summary>The options the model was built with.</summary>
+    public UNetOptions Options { get; }
+
+    /// <summary>Builds the model; <paramref name="options"/> are validated first.</summary>
+    public UNet(UNetOptions? options = null) : base(nameof(UNet))
+    {
+        Options = options ?? new UNetOptions();
+        Options.Validate();
+        var o = Options;
+        var channels = Enumerable.Range(0, o.Depth + 1).Select(i => (long)o.BaseChannels << i).ToArray();
+
+        stem = new DoubleConv(o.InChannels, channels[0], o.Normalization);
+        encoder = nn.ModuleList(Enumerable.Range(1, o.Depth)
+            .Select(i => new EncoderBlock(channels[i - 1], channels[i], o.Normalization, i == o.Depth ? o.Dropout : 0))
+            .ToArray());
+        decoder = nn.ModuleList(Enumerable.Range(0, o.Depth).Reverse()
+            .Select(i => new DecoderBlock(channels[i + 1], channels[i], channels[i], o.Upsampling, o.Normalization))
+            .ToArray());
+        head = nn.Conv2d(channels[0], o.Classes, 1);
+        RegisterComponents();
+    }
+
+    /// <summary>Logits N x Classes x H x W for images N x InChannels x H x W (float).</summary>
+    public override Tensor forward(Tensor input)
+    {
+        CheckInput(input);
+        var skips = new List<Tensor>(Options.Depth);
+        var x = stem.forward(input);
+        foreach (var block in encoder)
+        {
+            skips.Add(x);
+            x = block.forward(x);
+        }
+        for (int i = 0; i < decoder.Count; i++)
+            x = decoder[i].forward(x, skips[skips.Count - 1 - i]);
+        return head.forward(x);
+    }
+
+    /// <summary>Number of trainable parameters.</summary>
+    public long ParameterCount() => parameters().Sum(p => p.numel());
+
+    private void CheckInput(Tensor input)
+    {
+        if (input.dim() != 4)
+            throw new ArgumentException($"UNet expects a batch N x C x H x W; got a tensor of shape [{string.Join(", ", input.shape)}].");
+        if (input.shape[1] != Options.InChannels)
+            throw new ArgumentException($"UNet was built for {Options.InChannels} input channel(s); the batch has {input.shape[1]}.");
+        long min = Options.MinimumInputSize;
+        if (input.shape[2] < min || input.shape[3] < min)
+            throw new ArgumentException($"Input of {input.shape[3]}x{input.shape[2]} (WxH) is too small for a U-Net of depth {Options.Depth}: the minimum is {min}x{min}.");
+    }
+}

@@ -1,0 +1,96 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Segmentation.Models;
+
+/// <summary>Two 3x3 convolutions, each followed by normalisation and ReLU (the U-Net paper's level block).</summary>
+public sealed class DoubleConv : nn.Module<Tensor, Tensor>
+{
+    private readonly Sequential block;
+
+    /// <summary>Creates the block.</summary>
+    public DoubleConv(long inChannels, long outChannels, NormalizationKind norm) : base(nameof(DoubleConv))
+    {
+        bool bias = norm == NormalizationKind.None;
+        block = nn.Sequential(
+            ("conv1", nn.Conv2d(inChannels, outChannels, 3, padding: 1, bias: bias)),
+            ("norm1", Norm(outChannels, norm)),
+            ("relu1", nn.ReLU(inplace: true)),
+            ("conv2", nn.Conv2d(outChannels, outChannels, 3, padding: 1, bias: bias)),
+            ("norm2", Norm(outChannels, norm)),
+            ("relu2", nn.ReLU(inplace: true)));
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input) => block.forward(input);
+
+    private static nn.Module<Tensor, Tensor> Norm(long channels, NormalizationKind norm) => norm switch
+    {
+        NormalizationKind.Batch => nn.BatchNorm2d(channels),
+        NormalizationKind.Group => nn.GroupNorm(Groups(channels), channels),
+        _ => nn.Identity(),
+    };
+
+    /// <summary>Up to 32 groups that divide the channels evenly.</summary>
+    internal static long Groups(long channels)
+    {
+        for (long g = Math.Min(32, channels); g > 1; g--)
+            if (channels % g == 0) return g;
+        return 1;
+    }
+}
+
+/// <summary>Contracting step: 2x2 max-pool (halves the size), optional dropout, then a <see cref="DoubleConv"/> that doubles the channels.</summary>
+public sealed class EncoderBlock : nn.Module<Tensor, Tensor>
+{
+    private readonly MaxPool2d pool;
+    private readonly nn.Module<Tensor, Tensor> dropout;
+    private readonly DoubleConv conv;
+
+    /// <summary>Creates the block.</summary>
+    public EncoderBlock(long inChannels, long outChannels, NormalizationKind norm, double dropout = 0) : base(nameof(EncoderBlock))
+    {
+        pool = nn.MaxPool2d(2);
+        this.dropout = dropout > 0 ? nn.Dropout2d(dropout) : nn.Identity();
+        conv = new DoubleConv(inChannels, outChannels, norm);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input) => conv.forward(dropout.forward(pool.forward(input)));
+}
+
+/// <summary>
+/// Expanding step: upsample x2 (halving the channels), pad to the skip's size so odd sizes work, concatenate the
+/// skip, then a <see cref="DoubleConv"/>.
+/// </summary>
+public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
+{
+    private readonly nn.Module<Tensor, Tensor> up;
+    private readonly DoubleConv conv;
+
+    /// <summary>Creates the block: <paramref name="inChannels"/> from below, <paramref name="skipChannels"/> from the skip.</summary>
+    public DecoderBlock(long inChannels, long skipChannels, long outChannels, UpsamplingMode mode, NormalizationKind norm) : base(nameof(DecoderBlock))
+    {
+        long upChannels = inChannels / 2;
+        up = mode == UpsamplingMode.Transposed
+            ? nn.ConvTranspose2d(inChannels, upChannels, 2, stride: 2)
+            : nn.Sequential(
+                ("upsample", nn.Upsample(scale_factor: new[] { 2.0, 2.0 }, mode: UpsampleMode.Bilinear, align_corners: true)),
+                ("reduce", nn.Conv2d(inChannels, upChannels, 1)));
+        conv = new DoubleConv(skipChannels + upChannels, outChannels, norm);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input, Tensor skip)
+    {
+        var x = up.forward(input);
+        long dy = skip.shape[2] - x.shape[2], dx = skip.shape[3] - x.shape[3];
+        if (dy != 0 || dx != 0)
+            x = nn.functional.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
+        return conv.forward(cat(new[] { skip, x }, 1));
+    }
+}

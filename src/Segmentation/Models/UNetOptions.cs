@@ -1,0 +1,63 @@
+namespace Segmentation.Models;
+
+/// <summary>How the expanding path doubles the resolution.</summary>
+public enum UpsamplingMode
+{
+    /// <summary>2x2 transposed convolution with stride 2 (the U-Net paper's up-convolution).</summary>
+    Transposed,
+    /// <summary>Bilinear upsampling followed by a 1x1 convolution that halves the channels.</summary>
+    Bilinear,
+}
+
+/// <summary>Normalisation after each 3x3 convolution.</summary>
+public enum NormalizationKind
+{
+    /// <summary>BatchNorm2d.</summary>
+    Batch,
+    /// <summary>GroupNorm with up to 32 groups (for small batches).</summary>
+    Group,
+    /// <summary>No normalisation; the convolutions get a bias instead.</summary>
+    None,
+}
+
+/// <summary>The shape of a <see cref="UNet"/>. The defaults are the canonical U-Net (31,037,698 parameters for 3 inputs and 2 classes).</summary>
+public sealed record UNetOptions
+{
+    /// <summary>Input channels: 1 for gray, 3 for RGB, or more.</summary>
+    public int InChannels { get; init; } = 3;
+
+    /// <summary>Output classes (channels of the logits).</summary>
+    public int Classes { get; init; } = 2;
+
+    /// <summary>Channels of the first level; each level below doubles them.</summary>
+    public int BaseChannels { get; init; } = 64;
+
+    /// <summary>Number of 2x2 down-samplings (levels below the first).</summary>
+    public int Depth { get; init; } = 4;
+
+    /// <summary>How the expanding path upsamples.</summary>
+    public UpsamplingMode Upsampling { get; init; } = UpsamplingMode.Transposed;
+
+    /// <summary>Normalisation after each convolution.</summary>
+    public NormalizationKind Normalization { get; init; } = NormalizationKind.Batch;
+
+    /// <summary>Dropout2d probability applied to the input of the bottleneck; 0 turns it off.</summary>
+    public double Dropout { get; init; }
+
+    /// <summary>The smallest height and width the model accepts: 2^Depth.</summary>
+    public int MinimumInputSize => 1 << Depth;
+
+    /// <summary>Throws <see cref="OptionsException"/> naming the first value outside its range.</summary>
+    public void Validate()
+    {
+        if (InChannels < 1) throw new OptionsException($"UNet InChannels is {InChannels}; it must be at least 1.");
+        if (Classes < 1) throw new OptionsException($"UNet Classes is {Classes}; it must be at least 1 (2 for a binary task).");
+        if (BaseChannels < 1) throw new OptionsException($"UNet BaseChannels is {BaseChannels}; it must be at least 1.");
+        if (Depth < 1 || Depth > 8) throw new OptionsException($"UNet Depth is {Depth}; it must be between 1 and 8.");
+        if ((long)BaseChannels << Depth > 65536) throw new OptionsException($"UNet BaseChannels {BaseChannels} at Depth {Depth} gives {(long)BaseChannels << Depth} bottleneck channels; the limit is 65536.");
+        if (Normalization == NormalizationKind.Group && BaseChannels < 2) throw new OptionsException("UNet group normalisation needs BaseChannels of at least 2.");
+        if (double.IsNaN(Dropout) || Dropout < 0 || Dropout >= 1) throw new OptionsException($"UNet Dropout is {Dropout}; it must be in [0, 1).");
+        if (!Enum.IsDefined(Upsampling)) throw new OptionsException($"UNet Upsampling {Upsampling} is not one of: {string.Join(", ", Enum.GetNames<UpsamplingMode>())}.");
+        if (!Enum.IsDefined(Normalization)) throw new OptionsException($"UNet Normalization {Normalization} is not one of: {string.Join(", ", Enum.GetNames<NormalizationKind>())}.");
+    }
+}
