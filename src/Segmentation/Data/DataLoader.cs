@@ -1,0 +1,231 @@
+using System.Collections.Concurrent;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Data;
+
+/// <summary>How a <see cref="DataLoader"/> batches and prepares samples.</summary>
+public sealed record DataLoaderOptions
+{
+    /// <summary>Samples per batch.</summary>
+    public int BatchSize { get; init; } = 8;
+    /// <summary>Shuffle each epoch (seeded by <see cref="Seed"/> and the epoch number).</summary>
+    public bool Shuffle { get; init; } = true;
+    /// <summary>Drop the last batch when it is smaller than <see cref="BatchSize"/>.</summary>
+    public bool DropLast { get; init; }
+    /// <summary>Seed for the order and for every random augmentation.</summary>
+    public int Seed { get; init; }
+    /// <summary>Worker threads that decode and augment; 0 means one per core.</summary>
+    public int Workers { get; init; }
+    /// <summary>Batches prepared ahead of the consumer; 0 means 2 per worker.</summary>
+    public int Prefetch { get; init; }
+    /// <summary>Joint transform applied to each sample (null: none).</summary>
+    public ISampleTransform? Transform { get; init; }
+    /// <summary>Keep decoded samples in memory up to this many bytes (0: no cache), so later epochs skip decoding.</summary>
+    public long CacheBytes { get; init; }
+}
+
+/// <summary>A batch on the host: images N x C x H x W (uint8, planar), masks N x H x W (labels).</summary>
+public sealed class HostBatch
+{
+    /// <summary>Samples in the batch.</summary>
+    public int Count { get; init; }
+    /// <summary>Image channels.</summary>
+    public int Channels { get; init; }
+    /// <summary>Height.</summary>
+    public int Height { get; init; }
+    /// <summary>Width.</summary>
+    public int Width { get; init; }
+    /// <summary>Images, N x C x H x W.</summary>
+    public byte[] Images { get; init; } = Array.Empty<byte>();
+    /// <summary>Labels, N x H x W.</summary>
+    public byte[] Masks { get; init; } = Array.Empty<byte>();
+    /// <summary>Sample names.</summary>
+    public string[] Names { get; init; } = Array.Empty<string>();
+
+    /// <summary>
+    /// Tensors on <paramref name="device"/>: images uint8 N x C x H x W, masks int64 N x H x W. On CUDA the host copies
+    /// are pinned and the transfers non-blocking.
+    /// </summary>
+    public (Tensor Images, Tensor Masks) ToDevice(Device device)
+    {
+        var images = tensor(Images, new long[] { Count, Channels, Height, Width }, ScalarType.Byte);
+        var masks = tensor(Masks, new long[] { Count, Height, Width }, ScalarType.Byte);
+        if (device.type == DeviceType.CUDA)
+        {
+            images = images.pin_memory().to(device, non_blocking: true);
+            masks = masks.pin_memory().to(device, non_blocking: true);
+        }
+        return (images, masks.to_type(ScalarType.Int64));
+    }
+}
+
+/// <summary>
+/// Reads a <see cref="SegmentationDataset"/> in batches with worker threads that decode, augment and collate in
+/// parallel, and a bounded queue of prepared batches. The order of samples and each sample's random augmentation
+/// depend only on (seed, epoch, position), so any worker count yields the same batches. Workers live for one
+/// epoch's enumeration and are joined when it ends, is abandoned, or fails.
+/// </summary>
+public sealed class DataLoader
+{
+    private readonly SegmentationDataset dataset;
+    private readonly ConcurrentDictionary<int, Sample> cache = new();
+    private long cachedBytes;
+    private int activeWorkers;
+
+    /// <summary>Worker threads running now (0 whenever no epoch is being enumerated).</summary>
+    public int ActiveWorkers => Volatile.Read(ref activeWorkers);
+
+    /// <summary>The options.</summary>
+    public DataLoaderOptions Options { get; }
+
+    /// <summary>The data set read.</summary>
+    public SegmentationDataset Dataset => dataset;
+
+    /// <summary>Creates a loader.</summary>
+    public DataLoader(SegmentationDataset dataset, DataLoaderOptions? options = null)
+    {
+        this.dataset = dataset;
+        Options = options ?? new DataLoaderOptions();
+        if (Options.BatchSize < 1) throw new OptionsException($"Batch size {Options.BatchSize} must be at least 1.");
+        if (Options.Workers < 0) throw new OptionsException($"Worker count {Options.Workers} must be 0 (one per core) or more.");
+        if (Options.Prefetch < 0) throw new OptionsException($"Prefetch {Options.Prefetch} must be 0 (automatic) or more.");
+        if (dataset.Count == 0) throw new DataException($"{dataset.Origin}: the data set is empty.");
+        if (Options.DropLast && dataset.Count < Options.BatchSize)
+            throw new DataException($"{dataset.Origin}: {dataset.Count} samples make no full batch of {Options.BatchSize} with drop-last on.");
+    }
+
+    /// <summary>Worker threads actually used.</summary>
+    public int Workers => Options.Workers > 0 ? Options.Workers : Environment.ProcessorCount;
+
+    /// <summary>Batches in one epoch.</summary>
+    public int BatchesPerEpoch => Options.DropLast ? dataset.Count / Options.BatchSize : (dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+
+    /// <summary>Samples in one epoch.</summary>
+    public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * Options.BatchSize : dataset.Count;
+
+    /// <summary>The sample order of an epoch (seeded; identity without shuffle).</summary>
+    public int[] Order(int epoch)
+    {
+        var order = Enumerable.Range(0, dataset.Count).ToArray();
+        if (Options.Shuffle) new Random(HashCode.Combine(Options.Seed, epoch, 0x0D3E)).Shuffle(order);
+        return order;
+    }
+
+    /// <summary>The batches of epoch <paramref name="epoch"/>, in order. Throws the first worker's exception.</summary>
+    public IEnumerable<HostBatch> Epoch(int epoch, CancellationToken cancellation = default, int skipBatches = 0)
+    {
+        var order = Order(epoch);
+        int batches = BatchesPerEpoch;
+        if (skipBatches >= batches) yield break;
+        int workers = Math.Min(Workers, batches - skipBatches);
+        int prefetch = Options.Prefetch > 0 ? Options.Prefetch : 2 * workers;
+        var ready = new HostBatch?[batches];
+        var slots = new SemaphoreSlim(prefetch);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        var gate = new object();
+        int next = skipBatches - 1;
+        Exception? failure = null;
+
+        void Work()
+        {
+            Interlocked.Increment(ref activeWorkers);
+            try
+            {
+                while (true)
+                {
+                    slots.Wait(stop.Token);
+                    int b = Interlocked.Increment(ref next);
+                    if (b >= batches) return;
+                    var batch = Build(order, epoch, b);
+                    lock (gate) { ready[b] = batch; Monitor.PulseAll(gate); }
+                }
+            }
+            catch (OperationCanceledException) { }
+            catch (Exception e)
+            {
+                lock (gate) { failure ??= e; Monitor.PulseAll(gate); }
+                stop.Cancel();
+            }
+            finally { Interlocked.Decrement(ref activeWorkers); }
+        }
+
+        var threads = Enumerable.Range(0, workers).Select(i => new Thread(Work) { IsBackground = true, Name = $"segmentation-loader-{i}" }).ToArray();
+        foreach (var t in threads) t.Start();
+        try
+        {
+            for (int b = skipBatches; b < batches; b++)
+            {
+                HostBatch batch;
+                lock (gate)
+                {
+                    while (ready[b] is null && failure is null && !stop.IsCancellationRequested) Monitor.Wait(gate, 100);
+                    if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+                    cancellation.ThrowIfCancellationRequested();
+                    if (ready[b] is null) throw new OperationCanceledException();
+                    batch = ready[b]!;
+                    ready[b] = null;
+                }
+                slots.Release();
+                yield return batch;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            foreach (var t in threads) t.Join();
+            slots.Dispose();
+        }
+    }
+
+    /// <summary>Sample at <paramref name="position"/> of epoch <paramref name="epoch"/>, decoded and transformed exactly as in that epoch.</summary>
+    public Sample Prepare(int[] order, int epoch, int position)
+    {
+        var sample = LoadCached(order[position]);
+        if (Options.Transform is { } t)
+            sample = t.Apply(sample, new Random(HashCode.Combine(Options.Seed, epoch, position, 0x7A11)), dataset.Description.IgnoreIndex);
+        return sample;
+    }
+
+    private HostBatch Build(int[] order, int epoch, int b)
+    {
+        int start = b * Options.BatchSize, count = Math.Min(Options.BatchSize, order.Length - start);
+        var samples = new Sample[count];
+        for (int i = 0; i < count; i++) samples[i] = Prepare(order, epoch, start + i);
+        return Collate(samples);
+    }
+
+    /// <summary>Stacks same-sized samples into a batch (images transposed to planar C x H x W).</summary>
+    public static HostBatch Collate(IReadOnlyList<Sample> samples)
+    {
+        var first = samples[0];
+        int w = first.Width, h = first.Height, ch = first.Image.Channels, hw = w * h;
+        foreach (var s in samples)
+            if (s.Width != w || s.Height != h || s.Image.Channels != ch)
+                throw new DataException($"A batch holds samples of different sizes: {first.Name} is {w}x{h}x{ch}, {s.Name} is {s.Width}x{s.Height}x{s.Image.Channels}; crop or resize to one size (or use batch size 1).");
+        var images = new byte[samples.Count * ch * hw];
+        var masks = new byte[samples.Count * hw];
+        for (int n = 0; n < samples.Count; n++)
+        {
+            var px = samples[n].Image.Pixels;
+            int baseOffset = n * ch * hw;
+            if (ch == 1) Array.Copy(px, 0, images, baseOffset, hw);
+            else
+                for (int i = 0; i < hw; i++)
+                    for (int c = 0; c < ch; c++) images[baseOffset + c * hw + i] = px[i * ch + c];
+            Array.Copy(samples[n].Mask, 0, masks, n * hw, hw);
+        }
+        return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images, Masks = masks, Names = samples.Select(s => s.Name).ToArray() };
+    }
+
+    private Sample LoadCached(int index)
+    {
+        if (Options.CacheBytes <= 0) return dataset.Load(index);
+        if (cache.TryGetValue(index, out var hit)) return hit;
+        var sample = dataset.Load(index);
+        long size = sample.Image.Pixels.Length + sample.Mask.Length;
+        if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index, sample)) Interlocked.Add(ref cachedBytes, -size); }
+        else Interlocked.Add(ref cachedBytes, -size);
+        return sample;
+    }
+}

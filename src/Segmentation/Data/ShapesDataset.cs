@@ -1,0 +1,140 @@
+namespace Segmentation.Data;
+
+/// <summary>Options of the built-in synthetic <c>shapes</c> data set.</summary>
+public sealed record ShapesOptions
+{
+    /// <summary>Number of samples.</summary>
+    public int Count { get; init; } = 500;
+    /// <summary>Width and height of each image.</summary>
+    public int Size { get; init; } = 96;
+    /// <summary>Seed: the same seed gives the same images.</summary>
+    public int Seed { get; init; }
+    /// <summary>Image channels (3, or 1 for gray).</summary>
+    public int Channels { get; init; } = 3;
+    /// <summary>Most shapes per image (at least one).</summary>
+    public int MaxShapes { get; init; } = 4;
+}
+
+/// <summary>
+/// Built-in synthetic data: circles, rectangles and triangles of random size, colour and position on noisy,
+/// textured backgrounds. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle. Deterministic for a seed;
+/// each sample depends only on (seed, index).
+/// </summary>
+internal sealed class ShapesSource : ISampleSource
+{
+    public static readonly string[] ClassNames = { "background", "circle", "rectangle", "triangle" };
+    private readonly ShapesOptions options;
+
+    public ShapesSource(ShapesOptions options)
+    {
+        if (options.Count < 1) throw new OptionsException($"Shapes Count is {options.Count}; it must be at least 1.");
+        if (options.Size < 16 || options.Size > 4096) throw new OptionsException($"Shapes Size is {options.Size}; it must be between 16 and 4096.");
+        if (options.Channels is not (1 or 3)) throw new OptionsException($"Shapes Channels is {options.Channels}; it must be 1 or 3.");
+        if (options.MaxShapes < 1) throw new OptionsException($"Shapes MaxShapes is {options.MaxShapes}; it must be at least 1.");
+        this.options = options;
+    }
+
+    public int Count => options.Count;
+
+    public string NameOf(int index) => $"shapes-{options.Seed}-{index:D5}";
+
+    public Sample Load(int index)
+    {
+        int n = options.Size, ch = options.Channels;
+        var rng = new Random(HashCode.Combine(options.Seed, index, 0x5A3E));
+        var image = new ImageBuffer(n, n, 3);
+        var mask = new byte[n * n];
+        var px = image.Pixels;
+
+        // Background: a colour gradient, a sinusoidal texture at a random angle, and per-pixel noise.
+        var c0 = RandomColor(rng); var c1 = RandomColor(rng);
+        double angle = rng.NextDouble() * Math.PI, freq = 0.1 + rng.NextDouble() * 0.4, amp = 10 + rng.NextDouble() * 20;
+        double ca = Math.Cos(angle), sa = Math.Sin(angle);
+        for (int y = 0; y < n; y++)
+            for (int x = 0; x < n; x++)
+            {
+                double t = (double)(x + y) / (2 * n);
+                double tex = amp * Math.Sin((x * ca + y * sa) * freq);
+                for (int c = 0; c < 3; c++)
+                    px[(y * n + x) * 3 + c] = Clamp(c0[c] * (1 - t) + c1[c] * t + tex + Gaussian(rng) * 8);
+            }
+
+        int shapes = 1 + rng.Next(options.MaxShapes);
+        for (int s = 0; s < shapes; s++)
+        {
+            int kind = 1 + rng.Next(3);
+            double r = n * (0.08 + rng.NextDouble() * 0.17);
+            double cx = r + rng.NextDouble() * (n - 2 * r), cy = r + rng.NextDouble() * (n - 2 * r);
+            var color = ContrastingColor(rng, c0, c1);
+            double rot = rng.NextDouble() * 2 * Math.PI;
+            double aspect = 0.6 + rng.NextDouble() * 0.8;
+            var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3), Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
+            int x0 = Math.Max(0, (int)(cx - r * 1.5)), x1 = Math.Min(n - 1, (int)(cx + r * 1.5));
+            int y0 = Math.Max(0, (int)(cy - r * 1.5)), y1 = Math.Min(n - 1, (int)(cy + r * 1.5));
+            for (int y = y0; y <= y1; y++)
+                for (int x = x0; x <= x1; x++)
+                {
+                    double px0 = x + 0.5 - cx, py0 = y + 0.5 - cy;
+                    bool inside = kind switch
+                    {
+                        1 => px0 * px0 + py0 * py0 <= r * r,
+                        2 => Math.Abs(px0 * Math.Cos(rot) + py0 * Math.Sin(rot)) <= r * 0.85 && Math.Abs(-px0 * Math.Sin(rot) + py0 * Math.Cos(rot)) <= r * 0.85 * aspect,
+                        _ => InTriangle(x + 0.5, y + 0.5, tri),
+                    };
+                    if (!inside) continue;
+                    mask[y * n + x] = (byte)kind;
+                    for (int c = 0; c < 3; c++)
+                        px[(y * n + x) * 3 + c] = Clamp(color[c] + Gaussian(rng) * 8);
+                }
+        }
+        if (ch == 1)
+        {
+            var gray = new ImageBuffer(n, n, 1);
+            for (int i = 0; i < n * n; i++)
+                gray.Pixels[i] = Clamp(0.299 * px[i * 3] + 0.587 * px[i * 3 + 1] + 0.114 * px[i * 3 + 2]);
+            image = gray;
+        }
+        return new Sample(image, mask, NameOf(index));
+    }
+
+    public static DatasetDescription Description(int channels) => new()
+    {
+        Classes = 4,
+        ClassNames = ClassNames,
+        ClassColors = new[] { new Rgb(0, 0, 0), new Rgb(230, 25, 75), new Rgb(60, 180, 75), new Rgb(0, 130, 200) },
+        IgnoreIndex = 255,
+        Encoding = MaskEncoding.Index,
+        InChannels = channels,
+    };
+
+    private static double[] RandomColor(Random rng) => new[] { rng.NextDouble() * 255, rng.NextDouble() * 255, rng.NextDouble() * 255 };
+
+    private static double[] ContrastingColor(Random rng, double[] a, double[] b)
+    {
+        double[] best = RandomColor(rng);
+        double bestDistance = -1;
+        for (int tries = 0; tries < 8; tries++)
+        {
+            var c = RandomColor(rng);
+            double d = Math.Min(Distance(c, a), Distance(c, b));
+            if (d > bestDistance) { best = c; bestDistance = d; }
+            if (d > 120) break;
+        }
+        return best;
+    }
+
+    private static double Distance(double[] a, double[] b) => Math.Sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+
+    private static bool InTriangle(double x, double y, (double X, double Y)[] t)
+    {
+        double d1 = Sign(x, y, t[0], t[1]), d2 = Sign(x, y, t[1], t[2]), d3 = Sign(x, y, t[2], t[0]);
+        bool neg = d1 < 0 || d2 < 0 || d3 < 0, pos = d1 > 0 || d2 > 0 || d3 > 0;
+        return !(neg && pos);
+    }
+
+    private static double Sign(double x, double y, (double X, double Y) a, (double X, double Y) b) => (x - b.X) * (a.Y - b.Y) - (a.X - b.X) * (y - b.Y);
+
+    private static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+
+    private static byte Clamp(double v) => (byte)Math.Clamp((int)Math.Round(v), 0, 255);
+}

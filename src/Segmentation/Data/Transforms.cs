@@ -1,0 +1,443 @@
+namespace Segmentation.Data;
+
+/// <summary>
+/// A joint transform: image and mask move together. Masks are resampled nearest-neighbour and padded with the
+/// ignore index; photometric transforms change the image only. A transform draws all its randomness from the
+/// <see cref="Random"/> it is given, so a seeded loader reproduces it exactly.
+/// </summary>
+public interface ISampleTransform
+{
+    /// <summary>Returns the transformed sample (a new one, or the input when nothing changes).</summary>
+    Sample Apply(Sample sample, Random rng, int ignoreIndex);
+}
+
+/// <summary>Applies transforms in order.</summary>
+public sealed class Compose : ISampleTransform
+{
+    /// <summary>The transforms, in order.</summary>
+    public IReadOnlyList<ISampleTransform> Transforms { get; }
+
+    /// <summary>Creates the pipeline.</summary>
+    public Compose(params ISampleTransform[] transforms) => Transforms = transforms;
+
+    /// <inheritdoc />
+    public Sample Apply(Sample sample, Random rng, int ignoreIndex)
+    {
+        foreach (var t in Transforms) sample = t.Apply(sample, rng, ignoreIndex);
+        return sample;
+    }
+
+    /// <summary>
+    /// The usual training pipeline (as mmsegmentation's): random scale, random crop (re-drawn while one class covers
+    /// more than <paramref name="catMaxRatio"/> of it), horizontal flip, photometric distortion.
+    /// </summary>
+    public static Compose TrainPreset(int cropHeight, int cropWidth, double minScale = 0.5, double maxScale = 2.0, double catMaxRatio = 0.75, bool verticalFlip = false)
+    {
+        var list = new List<ISampleTransform>();
+        if (minScale != 1 || maxScale != 1) list.Add(new RandomScale(minScale, maxScale));
+        list.Add(new RandomCrop(cropHeight, cropWidth, catMaxRatio));
+        list.Add(new HorizontalFlip());
+        if (verticalFlip) list.Add(new VerticalFlip());
+        list.Add(new ColorJitter(0.25, 0.25, 0.25, 0.02, probability: 0.5));
+        return new Compose(list.ToArray());
+    }
+
+    /// <summary>The evaluation pipeline: nothing, or a resize to a fixed size.</summary>
+    public static Compose EvalPreset(int? height = null, int? width = null)
+        => height is { } h && width is { } w ? new Compose(new Resize(h, w)) : new Compose();
+}
+
+/// <summary>Resize to a fixed size, or (keep ratio) to the largest size that fits it. Bilinear image, nearest mask.</summary>
+public sealed class Resize : ISampleTransform
+{
+    private readonly int height, width;
+    private readonly bool keepRatio;
+
+    /// <summary>Creates the transform.</summary>
+    public Resize(int height, int width, bool keepRatio = false)
+    {
+        if (height < 1 || width < 1) throw new OptionsException($"Resize to {width}x{height}: both sides must be positive.");
+        this.height = height; this.width = width; this.keepRatio = keepRatio;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        int h = height, w = width;
+        if (keepRatio)
+        {
+            double f = Math.Min((double)height / s.Height, (double)width / s.Width);
+            h = Math.Max(1, (int)Math.Round(s.Height * f)); w = Math.Max(1, (int)Math.Round(s.Width * f));
+        }
+        return Ops.Resize(s, w, h);
+    }
+}
+
+/// <summary>Resize by a random factor drawn uniformly from [min, max].</summary>
+public sealed class RandomScale : ISampleTransform
+{
+    private readonly double min, max;
+
+    /// <summary>Creates the transform.</summary>
+    public RandomScale(double min, double max)
+    {
+        if (!(min > 0 && max >= min && max <= 16)) throw new OptionsException($"Random scale range [{min}, {max}] must satisfy 0 < min <= max <= 16.");
+        this.min = min; this.max = max;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        double f = min + rng.NextDouble() * (max - min);
+        return Ops.Resize(s, Math.Max(1, (int)Math.Round(s.Width * f)), Math.Max(1, (int)Math.Round(s.Height * f)));
+    }
+}
+
+/// <summary>
+/// Random crop of a fixed size; smaller samples are padded first (image 0, mask ignore index). With
+/// <c>catMaxRatio</c> &lt; 1 the crop is re-drawn (up to 10 times) while one class covers more than that share of
+/// its labelled pixels (mmsegmentation's <c>cat_max_ratio</c>).
+/// </summary>
+public sealed class RandomCrop : ISampleTransform
+{
+    private readonly int height, width;
+    private readonly double catMaxRatio;
+
+    /// <summary>Creates the transform.</summary>
+    public RandomCrop(int height, int width, double catMaxRatio = 1.0)
+    {
+        if (height < 1 || width < 1) throw new OptionsException($"Crop {width}x{height}: both sides must be positive.");
+        if (!(catMaxRatio > 0 && catMaxRatio <= 1)) throw new OptionsException($"cat_max_ratio {catMaxRatio} must be in (0, 1].");
+        this.height = height; this.width = width; this.catMaxRatio = catMaxRatio;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        s = Ops.PadTo(s, height, width, ignoreIndex);
+        int x = 0, y = 0;
+        for (int attempt = 0; attempt < 10; attempt++)
+        {
+            x = rng.Next(s.Width - width + 1);
+            y = rng.Next(s.Height - height + 1);
+            if (catMaxRatio >= 1 || Acceptable(s, x, y, ignoreIndex)) break;
+        }
+        return Ops.Crop(s, x, y, width, height);
+    }
+
+    private bool Acceptable(Sample s, int x0, int y0, int ignoreIndex)
+    {
+        Span<int> counts = stackalloc int[256];
+        for (int y = y0; y < y0 + height; y++)
+            foreach (var v in s.Mask.AsSpan(y * s.Width + x0, width)) counts[v]++;
+        counts[ignoreIndex] = 0;
+        int total = 0, max = 0, kinds = 0;
+        foreach (var c in counts) { total += c; max = Math.Max(max, c); if (c > 0) kinds++; }
+        return kinds > 1 && max < catMaxRatio * total;
+    }
+}
+
+/// <summary>Center crop (padded with 0 / ignore index when smaller).</summary>
+public sealed class CenterCrop : ISampleTransform
+{
+    private readonly int height, width;
+
+    /// <summary>Creates the transform.</summary>
+    public CenterCrop(int height, int width)
+    {
+        if (height < 1 || width < 1) throw new OptionsException($"Crop {width}x{height}: both sides must be positive.");
+        this.height = height; this.width = width;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        s = Ops.PadTo(s, height, width, ignoreIndex);
+        return Ops.Crop(s, (s.Width - width) / 2, (s.Height - height) / 2, width, height);
+    }
+}
+
+/// <summary>Mirror left–right with a probability.</summary>
+public sealed class HorizontalFlip(double probability = 0.5) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability ? Ops.Remap(s, s.Width, s.Height, (x, y) => (s.Width - 1 - x, y)) : s;
+}
+
+/// <summary>Mirror top–bottom with a probability.</summary>
+public sealed class VerticalFlip(double probability = 0.5) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability ? Ops.Remap(s, s.Width, s.Height, (x, y) => (x, s.Height - 1 - y)) : s;
+}
+
+/// <summary>Rotate by 0, 90, 180 or 270 degrees, chosen uniformly (with a probability of rotating at all).</summary>
+public sealed class RandomRotate90(double probability = 1.0) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (rng.NextDouble() >= probability) return s;
+        int k = rng.Next(4);
+        int w = s.Width, h = s.Height;
+        return k switch
+        {
+            1 => Ops.Remap(s, h, w, (x, y) => (y, h - 1 - x)),   // 90° clockwise: output (x, y) reads input (y, H-1-x)
+            2 => Ops.Remap(s, w, h, (x, y) => (w - 1 - x, h - 1 - y)),
+            3 => Ops.Remap(s, h, w, (x, y) => (w - 1 - y, x)),
+            _ => s,
+        };
+    }
+}
+
+/// <summary>Rotate by a small random angle in [-max, max] degrees about the centre; bilinear image (0 outside), nearest mask (ignore index outside).</summary>
+public sealed class RandomRotation : ISampleTransform
+{
+    private readonly double maxDegrees, probability;
+
+    /// <summary>Creates the transform.</summary>
+    public RandomRotation(double maxDegrees, double probability = 0.5)
+    {
+        if (!(maxDegrees >= 0 && maxDegrees <= 180)) throw new OptionsException($"Rotation of {maxDegrees} degrees: it must be between 0 and 180.");
+        this.maxDegrees = maxDegrees; this.probability = probability;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (rng.NextDouble() >= probability) return s;
+        double a = (rng.NextDouble() * 2 - 1) * maxDegrees * Math.PI / 180;
+        return Ops.Rotate(s, a, ignoreIndex);
+    }
+}
+
+/// <summary>Random brightness, contrast, saturation and hue changes (image only), each factor drawn in [1-x, 1+x] (hue: shift in [-x, x] turns).</summary>
+public sealed class ColorJitter : ISampleTransform
+{
+    private readonly double brightness, contrast, saturation, hue, probability;
+
+    /// <summary>Creates the transform.</summary>
+    public ColorJitter(double brightness = 0.2, double contrast = 0.2, double saturation = 0.2, double hue = 0.0, double probability = 1.0)
+    {
+        if (brightness < 0 || contrast < 0 || saturation < 0 || hue < 0 || hue > 0.5)
+            throw new OptionsException($"Colour jitter ({brightness}, {contrast}, {saturation}, {hue}): amounts must be non-negative and hue at most 0.5.");
+        this.brightness = brightness; this.contrast = contrast; this.saturation = saturation; this.hue = hue; this.probability = probability;
+    }
+
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (rng.NextDouble() >= probability) return s;
+        double b = 1 + (rng.NextDouble() * 2 - 1) * brightness;
+        double c = 1 + (rng.NextDouble() * 2 - 1) * contrast;
+        double sat = 1 + (rng.NextDouble() * 2 - 1) * saturation;
+        double h = (rng.NextDouble() * 2 - 1) * hue;
+        var src = s.Image;
+        var dst = new ImageBuffer(src.Width, src.Height, src.Channels);
+        var p = src.Pixels; var q = dst.Pixels;
+        int ch = src.Channels, n = src.Width * src.Height;
+        double mean = 0;
+        for (int i = 0; i < p.Length; i++) mean += p[i];
+        mean = mean / p.Length * b;
+        bool color = ch >= 3;
+        double cos = Math.Cos(h * 2 * Math.PI), sin = Math.Sin(h * 2 * Math.PI);
+        for (int i = 0; i < n; i++)
+        {
+            int o = i * ch;
+            if (color)
+            {
+                double r = p[o] * b, g = p[o + 1] * b, bl = p[o + 2] * b;
+                r = (r - mean) * c + mean; g = (g - mean) * c + mean; bl = (bl - mean) * c + mean;
+                double y = 0.299 * r + 0.587 * g + 0.114 * bl;
+                r = y + (r - y) * sat; g = y + (g - y) * sat; bl = y + (bl - y) * sat;
+                if (h != 0)
+                {
+                    // Rotate chroma in YIQ space.
+                    double ii = 0.596 * r - 0.274 * g - 0.322 * bl, qq = 0.211 * r - 0.523 * g + 0.312 * bl;
+                    double i2 = ii * cos - qq * sin, q2 = ii * sin + qq * cos;
+                    r = y + 0.956 * i2 + 0.621 * q2; g = y - 0.272 * i2 - 0.647 * q2; bl = y - 1.106 * i2 + 1.703 * q2;
+                }
+                q[o] = Ops.Clamp(r); q[o + 1] = Ops.Clamp(g); q[o + 2] = Ops.Clamp(bl);
+                for (int k = 3; k < ch; k++) q[o + k] = Ops.Clamp((p[o + k] * b - mean) * c + mean);
+            }
+            else
+                for (int k = 0; k < ch; k++) q[o + k] = Ops.Clamp((p[o + k] * b - mean) * c + mean);
+        }
+        return new Sample(dst, s.Mask, s.Name);
+    }
+}
+
+/// <summary>Additive Gaussian noise on the image (std in 0-255 units).</summary>
+public sealed class GaussianNoise(double std = 8, double probability = 0.5) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (rng.NextDouble() >= probability) return s;
+        var dst = new ImageBuffer(s.Width, s.Height, s.Image.Channels);
+        var p = s.Image.Pixels;
+        for (int i = 0; i < p.Length; i++)
+            dst.Pixels[i] = Ops.Clamp(p[i] + std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+        return new Sample(dst, s.Mask, s.Name);
+    }
+}
+
+/// <summary>Gaussian blur of the image with sigma drawn in [0.1, maxSigma].</summary>
+public sealed class GaussianBlur(double maxSigma = 1.5, double probability = 0.5) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (rng.NextDouble() >= probability) return s;
+        double sigma = 0.1 + rng.NextDouble() * Math.Max(0, maxSigma - 0.1);
+        int radius = Math.Max(1, (int)Math.Ceiling(2.5 * sigma));
+        var k = new double[2 * radius + 1];
+        double sum = 0;
+        for (int i = -radius; i <= radius; i++) sum += k[i + radius] = Math.Exp(-i * i / (2 * sigma * sigma));
+        for (int i = 0; i < k.Length; i++) k[i] /= sum;
+        int w = s.Width, h = s.Height, ch = s.Image.Channels;
+        var src = s.Image.Pixels;
+        var tmp = new double[src.Length];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int c = 0; c < ch; c++)
+                {
+                    double acc = 0;
+                    for (int i = -radius; i <= radius; i++) acc += k[i + radius] * src[(y * w + Math.Clamp(x + i, 0, w - 1)) * ch + c];
+                    tmp[(y * w + x) * ch + c] = acc;
+                }
+        var dst = new ImageBuffer(w, h, ch);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int c = 0; c < ch; c++)
+                {
+                    double acc = 0;
+                    for (int i = -radius; i <= radius; i++) acc += k[i + radius] * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
+                    dst.Pixels[(y * w + x) * ch + c] = Ops.Clamp(acc);
+                }
+        return new Sample(dst, s.Mask, s.Name);
+    }
+}
+
+/// <summary>Pixel operations shared by the transforms.</summary>
+internal static class Ops
+{
+    public static byte Clamp(double v) => v <= 0 ? (byte)0 : v >= 255 ? (byte)255 : (byte)(v + 0.5);
+
+    /// <summary>Bilinear image (half-pixel centres, as align_corners=False), nearest mask.</summary>
+    public static Sample Resize(Sample s, int w, int h)
+    {
+        if (w == s.Width && h == s.Height) return s;
+        int sw = s.Width, sh = s.Height, ch = s.Image.Channels;
+        var src = s.Image.Pixels;
+        var img = new ImageBuffer(w, h, ch);
+        var mask = new byte[w * h];
+        double fx = (double)sw / w, fy = (double)sh / h;
+        var x0s = new int[w]; var x1s = new int[w]; var wxs = new double[w]; var nx = new int[w];
+        for (int x = 0; x < w; x++)
+        {
+            double sx = Math.Max(0, (x + 0.5) * fx - 0.5);
+            int x0 = Math.Min((int)sx, sw - 1);
+            x0s[x] = x0; x1s[x] = Math.Min(x0 + 1, sw - 1); wxs[x] = sx - x0;
+            nx[x] = Math.Min((int)((x + 0.5) * fx), sw - 1);
+        }
+        var dst = img.Pixels;
+        for (int y = 0; y < h; y++)
+        {
+            double sy = Math.Max(0, (y + 0.5) * fy - 0.5);
+            int y0 = Math.Min((int)sy, sh - 1), y1 = Math.Min(y0 + 1, sh - 1);
+            double wy = sy - y0;
+            int ny = Math.Min((int)((y + 0.5) * fy), sh - 1);
+            int r0 = y0 * sw, r1 = y1 * sw;
+            for (int x = 0; x < w; x++)
+            {
+                double wx = wxs[x];
+                int a = (r0 + x0s[x]) * ch, b = (r0 + x1s[x]) * ch, c = (r1 + x0s[x]) * ch, d = (r1 + x1s[x]) * ch;
+                int o = (y * w + x) * ch;
+                for (int k = 0; k < ch; k++)
+                {
+                    double top = src[a + k] + (src[b + k] - src[a + k]) * wx;
+                    double bottom = src[c + k] + (src[d + k] - src[c + k]) * wx;
+                    dst[o + k] = Clamp(top + (bottom - top) * wy);
+                }
+                mask[y * w + x] = s.Mask[ny * sw + nx[x]];
+            }
+        }
+        return new Sample(img, mask, s.Name);
+    }
+
+    public static Sample PadTo(Sample s, int h, int w, int ignoreIndex)
+    {
+        if (s.Width >= w && s.Height >= h) return s;
+        int nw = Math.Max(w, s.Width), nh = Math.Max(h, s.Height), ch = s.Image.Channels;
+        var img = new ImageBuffer(nw, nh, ch);
+        var mask = new byte[nw * nh];
+        Array.Fill(mask, (byte)ignoreIndex);
+        for (int y = 0; y < s.Height; y++)
+        {
+            Array.Copy(s.Image.Pixels, y * s.Width * ch, img.Pixels, y * nw * ch, s.Width * ch);
+            Array.Copy(s.Mask, y * s.Width, mask, y * nw, s.Width);
+        }
+        return new Sample(img, mask, s.Name);
+    }
+
+    public static Sample Crop(Sample s, int x0, int y0, int w, int h)
+    {
+        if (x0 == 0 && y0 == 0 && w == s.Width && h == s.Height) return s;
+        int ch = s.Image.Channels;
+        var img = new ImageBuffer(w, h, ch);
+        var mask = new byte[w * h];
+        for (int y = 0; y < h; y++)
+        {
+            Array.Copy(s.Image.Pixels, ((y0 + y) * s.Width + x0) * ch, img.Pixels, y * w * ch, w * ch);
+            Array.Copy(s.Mask, (y0 + y) * s.Width + x0, mask, y * w, w);
+        }
+        return new Sample(img, mask, s.Name);
+    }
+
+    /// <summary>Output (x, y) takes input at map(x, y): exact pixel moves (flips, 90° rotations).</summary>
+    public static Sample Remap(Sample s, int w, int h, Func<int, int, (int X, int Y)> map)
+    {
+        int ch = s.Image.Channels;
+        var img = new ImageBuffer(w, h, ch);
+        var mask = new byte[w * h];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                var (sx, sy) = map(x, y);
+                int si = sy * s.Width + sx, di = y * w + x;
+                mask[di] = s.Mask[si];
+                for (int k = 0; k < ch; k++) img.Pixels[di * ch + k] = s.Image.Pixels[si * ch + k];
+            }
+        return new Sample(img, mask, s.Name);
+    }
+
+    public static Sample Rotate(Sample s, double radians, int ignoreIndex)
+    {
+        int w = s.Width, h = s.Height, ch = s.Image.Channels;
+        double cx = (w - 1) / 2.0, cy = (h - 1) / 2.0, cos = Math.Cos(radians), sin = Math.Sin(radians);
+        var img = new ImageBuffer(w, h, ch);
+        var mask = new byte[w * h];
+        var src = s.Image.Pixels;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double dx = x - cx, dy = y - cy;
+                double sx = cos * dx + sin * dy + cx, sy = -sin * dx + cos * dy + cy;
+                int di = y * w + x;
+                int rx = (int)Math.Round(sx), ry = (int)Math.Round(sy);
+                mask[di] = rx >= 0 && rx < w && ry >= 0 && ry < h ? s.Mask[ry * w + rx] : (byte)ignoreIndex;
+                if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5) continue;
+                int x0 = Math.Clamp((int)Math.Floor(sx), 0, w - 1), y0 = Math.Clamp((int)Math.Floor(sy), 0, h - 1);
+                int x1 = Math.Min(x0 + 1, w - 1), y1 = Math.Min(y0 + 1, h - 1);
+                double fx = Math.Clamp(sx - x0, 0, 1), fy = Math.Clamp(sy - y0, 0, 1);
+                for (int k = 0; k < ch; k++)
+                {
+                    double top = src[(y0 * w + x0) * ch + k] * (1 - fx) + src[(y0 * w + x1) * ch + k] * fx;
+                    double bottom = src[(y1 * w + x0) * ch + k] * (1 - fx) + src[(y1 * w + x1) * ch + k] * fx;
+                    img.Pixels[di * ch + k] = Clamp(top * (1 - fy) + bottom * fy);
+                }
+            }
+        return new Sample(img, mask, s.Name);
+    }
+}
