@@ -102,7 +102,8 @@ public sealed class ConfusionMatrix : IDisposable
     {
         var result = new long[classes, classes];
         if (matrix is null) return result;
-        var flat = matrix.cpu().data<long>().ToArray();
+        using var host = matrix.cpu();
+        var flat = host.data<long>().ToArray();
         for (int i = 0; i < classes; i++)
             for (int j = 0; j < classes; j++)
                 result[i, j] = flat[i * classes + j];
@@ -114,14 +115,15 @@ public sealed class ConfusionMatrix : IDisposable
     {
         if (badPredictions is not null)
         {
-            long bad = badPredictions.cpu().item<long>();
+            long bad = badPredictions.item<long>();
             if (bad > 0)
-                throw new SegmentationException($"Prediction value {badValue!.cpu().item<long>()} (at {bad} valid pixel(s) in all) is outside the classes 0-{classes - 1}.");
+                throw new SegmentationException($"Prediction value {badValue!.item<long>()} (at {bad} valid pixel(s) in all) is outside the classes 0-{classes - 1}.");
         }
         double? perImage = null;
         if (trackPerImage && perImageSum is not null)
         {
-            var sums = perImageSum.cpu().data<double>().ToArray();
+            using var host = perImageSum.cpu();
+            var sums = host.data<double>().ToArray();
             perImage = sums[1] > 0 ? sums[0] / sums[1] : double.NaN;
         }
         return SegmentationMetrics.FromConfusion(ToArray(), ClassNames, perImage);

@@ -1,0 +1,239 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Models;
+using static TorchSharp.torch;
+
+namespace Segmentation.Training;
+
+/// <summary>Where a training run stands: enough to resume exactly.</summary>
+public sealed record TrainingState
+{
+    /// <summary>Epochs completed.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Optimiser steps taken (the schedule's position).</summary>
+    public long OptimizerStep { get; init; }
+    /// <summary>Best validation mean IoU so far (NaN: none yet).</summary>
+    public double BestMeanIoU { get; init; } = double.NaN;
+    /// <summary>Epoch of the best mean IoU (0: none).</summary>
+    public int BestEpoch { get; init; }
+    /// <summary>Evaluations since the best one (for early stopping).</summary>
+    public int EvaluationsWithoutImprovement { get; init; }
+    /// <summary>Wall-clock seconds of training so far.</summary>
+    public double Seconds { get; init; }
+    /// <summary>One record per epoch.</summary>
+    public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
+}
+
+/// <summary>
+/// One file with everything needed to resume or to predict: weights, optimiser state, model options, data set
+/// description (class names, colours, encoding), normalisation, trainer options, progress, RNG state and metrics.
+/// </summary>
+/// <remarks>
+/// Layout: the 8-byte magic <c>SEGCKPT1</c>, a little-endian int32 length and a UTF-8 JSON header, the weights and the
+/// optimiser state in TorchSharp's binary format (int64 length each), and a SHA-256 of everything before it. Loading
+/// parses data only, never code; a truncated or altered file fails the hash check with a clear error. Saves go to a
+/// temporary file that is flushed to disk and then renamed over the target, so a crash or a full disk during a save
+/// leaves the previous file intact.
+/// </remarks>
+public sealed class Checkpoint
+{
+    private static readonly byte[] Magic = "SEGCKPT1"u8.ToArray();
+    private const int FormatVersion = 1;
+    private const long MaxSection = 1L << 34;
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        Converters = { new JsonStringEnumConverter() },
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        WriteIndented = false,
+    };
+
+    /// <summary>Shape of the model.</summary>
+    public required UNetOptions Model { get; init; }
+    /// <summary>What the labels mean.</summary>
+    public required DatasetDescription Dataset { get; init; }
+    /// <summary>Input normalisation used in training.</summary>
+    public required Normalization Normalization { get; init; }
+    /// <summary>How it was trained.</summary>
+    public required TrainerOptions Trainer { get; init; }
+    /// <summary>Progress so far.</summary>
+    public required TrainingState State { get; init; }
+    /// <summary>Where the training and validation data came from.</summary>
+    public string? TrainOrigin { get; init; }
+    /// <summary>Where the validation data came from.</summary>
+    public string? ValOrigin { get; init; }
+    /// <summary>Validation metrics of the epoch saved (null: not evaluated).</summary>
+    public SegmentationMetrics? Metrics { get; init; }
+    /// <summary>Weights in TorchSharp's format.</summary>
+    public required byte[] Weights { get; init; }
+    /// <summary>Optimiser state in TorchSharp's format (empty when not saved).</summary>
+    public byte[] OptimizerState { get; init; } = Array.Empty<byte>();
+    /// <summary>CPU random generator state after the epoch saved.</summary>
+    public byte[] RngState { get; init; } = Array.Empty<byte>();
+
+    /// <summary>Builds the model and loads the weights (on the CPU; move it with <c>.to(device)</c>).</summary>
+    public UNet CreateModel()
+    {
+        var model = new UNet(Model);
+        try
+        {
+            using var reader = new BinaryReader(new MemoryStream(Weights));
+            model.load(reader, strict: true);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            model.Dispose();
+            throw new CheckpointException($"The checkpoint's weights do not fit a U-Net with its own options ({e.Message}).", e);
+        }
+        return model;
+    }
+
+    /// <summary>Serialises a model's weights.</summary>
+    public static byte[] SerializeWeights(UNet model)
+    {
+        var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) model.save(w);
+        return ms.ToArray();
+    }
+
+    /// <summary>Writes the checkpoint atomically to <paramref name="path"/>.</summary>
+    public void Save(string path) => Save(path, null);
+
+    /// <summary>As <see cref="Save(string)"/>; <paramref name="wrap"/> lets tests interpose on the file stream.</summary>
+    internal void Save(string path, Func<Stream, Stream>? wrap)
+    {
+        var full = Path.GetFullPath(path);
+        var dir = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                var stream = wrap?.Invoke(file) ?? file;
+                WriteTo(stream);
+                stream.Flush();
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(tmp); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    private void WriteTo(Stream stream)
+    {
+        var header = Encoding.UTF8.GetBytes(HeaderJson().ToJsonString(Json));
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        void Put(ReadOnlySpan<byte> bytes) { stream.Write(bytes); hash.AppendData(bytes); }
+        Put(Magic);
+        Put(BitConverter.GetBytes(header.Length));
+        Put(header);
+        Put(BitConverter.GetBytes((long)Weights.Length));
+        Put(Weights);
+        Put(BitConverter.GetBytes((long)OptimizerState.Length));
+        Put(OptimizerState);
+        stream.Write(hash.GetHashAndReset());
+    }
+
+    private JsonObject HeaderJson() => new()
+    {
+        ["format"] = "segmentation-checkpoint",
+        ["version"] = FormatVersion,
+        ["model"] = JsonSerializer.SerializeToNode(Model, Json),
+        ["dataset"] = Dataset.ToJson(),
+        ["normalization"] = JsonSerializer.SerializeToNode(Normalization, Json),
+        ["trainer"] = JsonSerializer.SerializeToNode(Trainer, Json),
+        ["state"] = new JsonObject
+        {
+            ["epoch"] = State.Epoch,
+            ["optimizerStep"] = State.OptimizerStep,
+            ["bestMeanIoU"] = double.IsNaN(State.BestMeanIoU) ? null : State.BestMeanIoU,
+            ["bestEpoch"] = State.BestEpoch,
+            ["evaluationsWithoutImprovement"] = State.EvaluationsWithoutImprovement,
+            ["seconds"] = State.Seconds,
+            ["history"] = new JsonArray(State.History.Select(r => (JsonNode?)r.ToJson()).ToArray()),
+        },
+        ["trainOrigin"] = TrainOrigin,
+        ["valOrigin"] = ValOrigin,
+        ["metrics"] = Metrics?.ToJsonObject(),
+        ["rng"] = Convert.ToBase64String(RngState),
+    };
+
+    /// <summary>Reads a checkpoint; any problem is a <see cref="CheckpointException"/> naming the file.</summary>
+    public static Checkpoint Load(string path)
+    {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
+        {
+            throw new CheckpointException($"{path}: cannot read the checkpoint ({e.Message}).", e);
+        }
+        try { return Parse(bytes, path); }
+        catch (CheckpointException) { throw; }
+        catch (Exception e) when (e is JsonException || e is InvalidOperationException || e is FormatException || e is ArgumentException || e is NullReferenceException || e is OptionsException || e is KeyNotFoundException)
+        {
+            throw new CheckpointException($"{path}: the checkpoint's header is malformed ({e.Message}).", e);
+        }
+    }
+
+    private static Checkpoint Parse(byte[] b, string path)
+    {
+        if (b.Length < Magic.Length + 4 + 32 || !b.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+            throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
+        int bodyLength = b.Length - 32;
+        if (!SHA256.HashData(b.AsSpan(0, bodyLength)).AsSpan().SequenceEqual(b.AsSpan(bodyLength)))
+            throw new CheckpointException($"{path}: the checkpoint is truncated or corrupt (its checksum does not match); use another checkpoint, e.g. last.ckpt or best.ckpt.");
+        int pos = Magic.Length;
+        int headerLength = BitConverter.ToInt32(b, pos); pos += 4;
+        if (headerLength < 2 || pos + (long)headerLength > bodyLength) throw new CheckpointException($"{path}: header length {headerLength} does not fit the file.");
+        var header = JsonNode.Parse(b.AsSpan(pos, headerLength))!.AsObject(); pos += headerLength;
+        if (header["format"]?.GetValue<string>() != "segmentation-checkpoint") throw new CheckpointException($"{path}: not a Segmentation checkpoint.");
+        int version = header["version"]!.GetValue<int>();
+        if (version != FormatVersion) throw new CheckpointException($"{path}: checkpoint format version {version}; this library reads version {FormatVersion}.");
+        byte[] Section()
+        {
+            if (pos + 8 > bodyLength) throw new CheckpointException($"{path}: the checkpoint ends early.");
+            long n = BitConverter.ToInt64(b, pos); pos += 8;
+            if (n < 0 || n > MaxSection || pos + n > bodyLength) throw new CheckpointException($"{path}: section length {n} does not fit the file.");
+            var s = b.AsSpan(pos, (int)n).ToArray(); pos += (int)n;
+            return s;
+        }
+        var weights = Section();
+        var optimizer = Section();
+        var state = header["state"]!.AsObject();
+        var model = header["model"].Deserialize<UNetOptions>(Json)!;
+        model.Validate();
+        return new Checkpoint
+        {
+            Model = model,
+            Dataset = DatasetDescription.FromJson(header["dataset"]!.AsObject()),
+            Normalization = header["normalization"].Deserialize<Normalization>(Json)!,
+            Trainer = header["trainer"].Deserialize<TrainerOptions>(Json)!,
+            State = new TrainingState
+            {
+                Epoch = state["epoch"]!.GetValue<int>(),
+                OptimizerStep = state["optimizerStep"]!.GetValue<long>(),
+                BestMeanIoU = state["bestMeanIoU"]?.GetValue<double>() ?? double.NaN,
+                BestEpoch = state["bestEpoch"]!.GetValue<int>(),
+                EvaluationsWithoutImprovement = state["evaluationsWithoutImprovement"]!.GetValue<int>(),
+                Seconds = state["seconds"]!.GetValue<double>(),
+                History = state["history"]!.AsArray().Select(n => EpochRecord.FromJson(n!.AsObject())).ToList(),
+            },
+            TrainOrigin = header["trainOrigin"]?.GetValue<string>(),
+            ValOrigin = header["valOrigin"]?.GetValue<string>(),
+            Metrics = header["metrics"] is JsonObject m ? SegmentationMetrics.FromJsonObject(m) : null,
+            Weights = weights,
+            OptimizerState = optimizer,
+            RngState = Convert.FromBase64String(header["rng"]?.GetValue<string>() ?? ""),
+        };
+    }
+}

@@ -1,0 +1,297 @@
+using System.Diagnostics;
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Training;
+
+/// <summary>
+/// Trains a <see cref="UNet"/>: the data (loader, augmentation), the step (forward, loss, backward, clip, optimiser,
+/// schedule) inside one dispose scope, validation with the <see cref="ConfusionMatrix"/>, the best and last
+/// checkpoints, early stopping, a time limit and exact resume. It reports through <see cref="IProgress{T}"/> and
+/// never writes to the console.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly UNet model;
+    private readonly Device device;
+    private readonly TorchSharp.Modules.OptimizerHelper optimizer;
+    private readonly ISegmentationLoss loss;
+    private readonly IDisposable? lossResource;
+
+    /// <summary>The options, validated.</summary>
+    public TrainerOptions Options { get; }
+    /// <summary>The device the model trains on.</summary>
+    public Device Device => device;
+    /// <summary>The model (moved to <see cref="Device"/>).</summary>
+    public UNet Model => model;
+
+    /// <summary>Creates a trainer; the model is moved to the options' device.</summary>
+    public Trainer(UNet model, TrainerOptions? options = null)
+    {
+        Options = options ?? new TrainerOptions();
+        Options.Validate();
+        if (Options.ClassWeights is { } w && w.Length != model.Options.Classes)
+            throw new OptionsException($"{w.Length} class weights were given for a model with {model.Options.Classes} classes.");
+        if (Options.Crop is { } crop && (crop.Height < model.Options.MinimumInputSize || crop.Width < model.Options.MinimumInputSize))
+            throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {model.Options.MinimumInputSize}x{model.Options.MinimumInputSize} (2^depth).");
+        this.model = model;
+        device = Devices.Resolve(Options.Device);
+        model.to(device);
+        optimizer = Options.Optimizer == OptimizerKind.Sgd
+            ? optim.SGD(model.parameters(), Options.LearningRate, Options.Momentum, weight_decay: Options.WeightDecay)
+            : (TorchSharp.Modules.OptimizerHelper)optim.AdamW(model.parameters(), Options.LearningRate, weight_decay: Options.WeightDecay);
+        var ce = new CrossEntropyLoss(Options.ClassWeights, ignoreIndex: 255, labelSmoothing: Options.LabelSmoothing);
+        loss = Options.Loss switch
+        {
+            LossKind.Dice => new DiceLoss(),
+            LossKind.CrossEntropyDice => new CombinedLoss((ce, 1.0), (new DiceLoss(), Options.DiceWeight)),
+            _ => ce,
+        };
+        lossResource = ce;
+    }
+
+    /// <summary>
+    /// Trains on <paramref name="train"/>, evaluating on <paramref name="val"/> (if given), from scratch or from
+    /// <paramref name="resumeFrom"/> (a checkpoint of this run: weights, optimiser, schedule position, RNG, history).
+    /// </summary>
+    public TrainingResult Fit(SegmentationDataset train, SegmentationDataset? val = null, IProgress<TrainingProgress>? progress = null,
+        Checkpoint? resumeFrom = null, CancellationToken cancellation = default)
+    {
+        var d = train.Description;
+        if (val is not null && val.Description.Classes != d.Classes)
+            throw new DataException($"Training data has {d.Classes} classes, validation data {val.Description.Classes}.");
+        if (d.Classes != model.Options.Classes)
+            throw new OptionsException($"The model has {model.Options.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
+        if (d.InChannels != model.Options.InChannels)
+            throw new OptionsException($"The model takes {model.Options.InChannels} input channel(s) but the data set gives {d.InChannels}.");
+        if (d.IgnoreIndex != 255) throw new OptionsException($"Internal labels use ignore index 255; the data set says {d.IgnoreIndex}.");
+        var normalization = Options.Normalization ?? Normalization.DefaultFor(d.InChannels);
+
+        if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
+        foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
+
+        var trainLoader = new DataLoader(train, new DataLoaderOptions
+        {
+            BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize, Seed = Options.Seed,
+            Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
+        });
+        var valLoader = val is null ? null : new DataLoader(val, new DataLoaderOptions
+        {
+            BatchSize = Options.ValBatchSize ?? Options.BatchSize, Shuffle = false, Workers = Options.Workers,
+            CacheBytes = Options.CacheBytes, Transform = Options.Size is { } s ? new Resize(s.Height, s.Width) : null,
+        });
+
+        int stepsPerEpoch = trainLoader.BatchesPerEpoch;
+        long optimizerStepsPerEpoch = (stepsPerEpoch + Options.AccumulationSteps - 1) / Options.AccumulationSteps;
+        long totalSteps = optimizerStepsPerEpoch * Options.Epochs;
+        var schedule = new LearningRateSchedule(Options.Schedule, Options.LearningRate, totalSteps, (long)(Options.WarmupFraction * totalSteps));
+
+        var state = new TrainingState();
+        if (resumeFrom is not null)
+        {
+            state = resumeFrom.State;
+            if (resumeFrom.OptimizerState.Length > 0)
+            {
+                using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
+                optimizer.load_state_dict(reader);
+            }
+            if (resumeFrom.RngState.Length > 0)
+            {
+                using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
+                random.set_rng_state(rng);
+            }
+        }
+        else random.manual_seed(Options.Seed);
+
+        string? last = Options.CheckpointDirectory is null ? null : Path.Combine(Options.CheckpointDirectory, "last.ckpt");
+        string? best = Options.CheckpointDirectory is null ? null : Path.Combine(Options.CheckpointDirectory, "best.ckpt");
+        var history = state.History.ToList();
+        var clock = Stopwatch.StartNew();
+        double priorSeconds = state.Seconds;
+        string stopReason = "completed";
+        SegmentationMetrics? bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m : null;
+        if (bestMetrics is null && best is not null && File.Exists(best) && resumeFrom is not null)
+        {
+            try { bestMetrics = Checkpoint.Load(best).Metrics; } catch (CheckpointException) { }
+        }
+
+        progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = state.Epoch, Epochs = Options.Epochs, StepsPerEpoch = stepsPerEpoch });
+
+        for (int epoch = state.Epoch + 1; epoch <= Options.Epochs; epoch++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var epochClock = Stopwatch.StartNew();
+            model.train();
+            double lossSum = 0; int images = 0, step = 0;
+            long optStep = state.OptimizerStep;
+            double lr = schedule.RateAt(optStep);
+            using (NewDisposeScope()) optimizer.zero_grad(); // gradient handles are tensors too
+            foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
+            {
+                step++;
+                bool apply = step % Options.AccumulationSteps == 0 || step == stepsPerEpoch;
+                if (apply)
+                {
+                    lr = schedule.RateAt(optStep);
+                    foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+                }
+                float value = TrainStep(batch, normalization, apply);
+                if (apply) optStep++;
+                if (!float.IsFinite(value))
+                {
+                    var lastGood = last is not null && File.Exists(last) ? $"the last good checkpoint is {last} (epoch {state.Epoch})" : "no checkpoint was written yet";
+                    throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. Lower the learning rate or enable gradient clipping.");
+                }
+                lossSum += value * batch.Count;
+                images += batch.Count;
+                double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
+                double remainingImages = (double)(Options.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
+                progress?.Report(new TrainingProgress
+                {
+                    Kind = ProgressKind.Step, Epoch = epoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = stepsPerEpoch,
+                    Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
+                });
+            }
+            double trainSeconds = epochClock.Elapsed.TotalSeconds;
+
+            SegmentationMetrics? metrics = null; double valLoss = double.NaN;
+            bool evaluate = valLoader is not null && (epoch % Options.EvalEvery == 0 || epoch == Options.Epochs);
+            if (evaluate)
+            {
+                (metrics, valLoss) = Evaluate(valLoader!, normalization, d, cancellation);
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = Options.Epochs, Metrics = metrics });
+            }
+
+            var record = new EpochRecord
+            {
+                Epoch = epoch, TrainLoss = lossSum / Math.Max(1, images), ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
+                PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
+                ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
+            };
+            history.Add(record);
+            bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(state.BestMeanIoU) || metrics.MeanIoU > state.BestMeanIoU);
+            state = state with
+            {
+                Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                BestMeanIoU = improved ? metrics!.MeanIoU : state.BestMeanIoU,
+                BestEpoch = improved ? epoch : state.BestEpoch,
+                EvaluationsWithoutImprovement = improved ? 0 : evaluate ? state.EvaluationsWithoutImprovement + 1 : state.EvaluationsWithoutImprovement,
+            };
+            if (improved) bestMetrics = metrics;
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = Options.Epochs, Record = record, LearningRate = lr });
+
+            if (last is not null)
+            {
+                var ckpt = MakeCheckpoint(state, d, normalization, metrics, train.Origin, val?.Origin);
+                ckpt.Save(last);
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = last });
+                if (improved)
+                {
+                    ckpt.Save(best!);
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = best });
+                }
+            }
+
+            if (Options.EarlyStoppingPatience is { } patience && state.EvaluationsWithoutImprovement >= patience && epoch < Options.Epochs)
+            {
+                stopReason = "early stopping";
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {state.BestEpoch}" });
+                break;
+            }
+            if (Options.TimeLimit is { } limit && clock.Elapsed >= limit && epoch < Options.Epochs)
+            {
+                stopReason = "time limit";
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"time limit of {limit} reached after epoch {epoch}" });
+                break;
+            }
+        }
+
+        return new TrainingResult
+        {
+            Epochs = state.Epoch, BestEpoch = state.BestEpoch, Metrics = bestMetrics, History = history, StopReason = stopReason,
+            Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+            BestCheckpoint = best is not null && File.Exists(best) ? best : null, LastCheckpoint = last,
+        };
+    }
+
+    /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one read-back).</summary>
+    internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
+    {
+        using var scope = NewDisposeScope();
+        var (images, masks) = batch.ToDevice(device);
+        var logits = model.forward(normalization.Apply(images));
+        var value = loss.Compute(logits, masks);
+        (Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value).backward();
+        if (applyOptimizer)
+        {
+            if (Options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
+            optimizer.step();
+            optimizer.zero_grad();
+        }
+        return value.item<float>();
+    }
+
+    /// <summary>Metrics and mean loss of the model on a loader's data.</summary>
+    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation)
+    {
+        model.eval();
+        using var cm = new ConfusionMatrix(d.Classes, 255, d.ClassNames);
+        double lossSum = 0; int count = 0;
+        using (no_grad())
+        {
+            foreach (var batch in loader.Epoch(0, cancellation))
+            {
+                using var scope = NewDisposeScope();
+                var (images, masks) = batch.ToDevice(device);
+                var logits = model.forward(normalization.Apply(images));
+                lossSum += loss.Compute(logits, masks).item<float>() * batch.Count;
+                count += batch.Count;
+                cm.Update(logits, masks);
+            }
+        }
+        model.train();
+        return (cm.Compute(), lossSum / Math.Max(1, count));
+    }
+
+    private ISampleTransform? TrainTransform()
+    {
+        var list = new List<ISampleTransform>();
+        if (Options.Size is { } s) list.Add(new Resize(s.Height, s.Width));
+        if (Options.Augment)
+        {
+            if (Options.Crop is { } c) list.AddRange(Compose.TrainPreset(c.Height, c.Width, Options.ScaleMin, Options.ScaleMax, 0.75, Options.VerticalFlip).Transforms);
+            else
+            {
+                list.Add(new HorizontalFlip());
+                if (Options.VerticalFlip) list.Add(new VerticalFlip());
+                list.Add(new ColorJitter(0.25, 0.25, 0.25, 0.02, probability: 0.5));
+            }
+        }
+        else if (Options.Crop is { } c) list.Add(new RandomCrop(c.Height, c.Width));
+        return list.Count == 0 ? null : new Compose(list.ToArray());
+    }
+
+    private Checkpoint MakeCheckpoint(TrainingState state, DatasetDescription d, Normalization normalization, SegmentationMetrics? metrics, string trainOrigin, string? valOrigin)
+    {
+        var opt = new MemoryStream();
+        using (var w = new BinaryWriter(opt, System.Text.Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(w);
+        using var rng = random.get_rng_state();
+        return new Checkpoint
+        {
+            Model = model.Options, Dataset = d, Normalization = normalization, Trainer = Options, State = state,
+            TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
+            Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
+        };
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        lossResource?.Dispose();
+    }
+}

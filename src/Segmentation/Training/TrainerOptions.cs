@@ -1,0 +1,127 @@
+using Segmentation.Data;
+
+namespace Segmentation.Training;
+
+/// <summary>Height and width.</summary>
+public readonly record struct Size2(int Height, int Width)
+{
+    /// <summary>Parses "HxW" or "N" (square).</summary>
+    public static Size2 Parse(string text)
+    {
+        var parts = text.Trim().ToLowerInvariant().Split('x');
+        if (parts.Length == 1 && int.TryParse(parts[0], out var n) && n > 0) return new Size2(n, n);
+        if (parts.Length == 2 && int.TryParse(parts[0], out var h) && int.TryParse(parts[1], out var w) && h > 0 && w > 0) return new Size2(h, w);
+        throw new OptionsException($"Size '{text}' is not of the form HxW (e.g. 256x256) with positive numbers.");
+    }
+
+    /// <summary>"HxW".</summary>
+    public override string ToString() => $"{Height}x{Width}";
+}
+
+/// <summary>Optimiser.</summary>
+public enum OptimizerKind
+{
+    /// <summary>AdamW (decoupled weight decay).</summary>
+    AdamW,
+    /// <summary>SGD with momentum.</summary>
+    Sgd,
+}
+
+/// <summary>Training loss.</summary>
+public enum LossKind
+{
+    /// <summary>Cross-entropy.</summary>
+    CrossEntropy,
+    /// <summary>Soft Dice.</summary>
+    Dice,
+    /// <summary>Cross-entropy + Dice (weights 1 and <see cref="TrainerOptions.DiceWeight"/>).</summary>
+    CrossEntropyDice,
+}
+
+/// <summary>How to train. Defaults follow the common U-Net recipes; everything is validated by <see cref="Validate"/>.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Epochs to train.</summary>
+    public int Epochs { get; init; } = 40;
+    /// <summary>Samples per batch.</summary>
+    public int BatchSize { get; init; } = 4;
+    /// <summary>Samples per validation batch (validation images of one size batch together; use 1 otherwise).</summary>
+    public int? ValBatchSize { get; init; }
+    /// <summary>Random training crop (after random scaling); null trains on whole images.</summary>
+    public Size2? Crop { get; init; }
+    /// <summary>Resize every image (train and validation) to this size first; null keeps the size.</summary>
+    public Size2? Size { get; init; }
+    /// <summary>Random scale range applied before the crop.</summary>
+    public double ScaleMin { get; init; } = 0.5;
+    /// <summary>Random scale range applied before the crop.</summary>
+    public double ScaleMax { get; init; } = 2.0;
+    /// <summary>Flips, scale, crop and colour jitter on the training set; off: only resize/crop.</summary>
+    public bool Augment { get; init; } = true;
+    /// <summary>Also flip vertically (top–bottom has no meaning in road scenes, but does in microscopy).</summary>
+    public bool VerticalFlip { get; init; }
+    /// <summary>Optimiser.</summary>
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+    /// <summary>Base learning rate.</summary>
+    public double LearningRate { get; init; } = 1e-3;
+    /// <summary>Weight decay.</summary>
+    public double WeightDecay { get; init; } = 1e-4;
+    /// <summary>SGD momentum.</summary>
+    public double Momentum { get; init; } = 0.9;
+    /// <summary>Schedule after the warm-up.</summary>
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Poly;
+    /// <summary>Linear warm-up, as a share of all optimiser steps.</summary>
+    public double WarmupFraction { get; init; } = 0.05;
+    /// <summary>Clip the global gradient norm to this (null: no clipping).</summary>
+    public double? GradientClipNorm { get; init; }
+    /// <summary>Batches whose gradients are summed before each optimiser step.</summary>
+    public int AccumulationSteps { get; init; } = 1;
+    /// <summary>Loss.</summary>
+    public LossKind Loss { get; init; } = LossKind.CrossEntropy;
+    /// <summary>Weight of the Dice term in <see cref="LossKind.CrossEntropyDice"/>.</summary>
+    public double DiceWeight { get; init; } = 1.0;
+    /// <summary>Per-class weights of the cross-entropy (null: none).</summary>
+    public float[]? ClassWeights { get; init; }
+    /// <summary>Cross-entropy label smoothing.</summary>
+    public double LabelSmoothing { get; init; }
+    /// <summary>Evaluate on the validation set every N epochs (and after the last).</summary>
+    public int EvalEvery { get; init; } = 1;
+    /// <summary>Stop after this many evaluations without a better mean IoU (null: never).</summary>
+    public int? EarlyStoppingPatience { get; init; }
+    /// <summary>End cleanly after the epoch during which this much wall-clock time has passed (null: no limit).</summary>
+    public TimeSpan? TimeLimit { get; init; }
+    /// <summary>Seed for weights (when the trainer builds them), data order, augmentation and dropout.</summary>
+    public int Seed { get; init; }
+    /// <summary>auto, cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "auto";
+    /// <summary>Loader worker threads (0: one per core).</summary>
+    public int Workers { get; init; }
+    /// <summary>Decoded-sample cache size in bytes (0: off).</summary>
+    public long CacheBytes { get; init; }
+    /// <summary>Input normalisation (null: ImageNet for RGB, symmetric otherwise).</summary>
+    public Normalization? Normalization { get; init; }
+    /// <summary>Folder for <c>last.ckpt</c> and <c>best.ckpt</c> (null: no checkpoints).</summary>
+    public string? CheckpointDirectory { get; init; }
+    /// <summary>Apply <see cref="AllocatorTuning"/> (glibc only) before training.</summary>
+    public bool TuneAllocator { get; init; } = true;
+
+    /// <summary>Throws <see cref="OptionsException"/> naming the first bad value.</summary>
+    public void Validate()
+    {
+        if (Epochs < 1) throw new OptionsException($"Epochs is {Epochs}; it must be at least 1.");
+        if (BatchSize < 1) throw new OptionsException($"Batch size is {BatchSize}; it must be at least 1.");
+        if (ValBatchSize is < 1) throw new OptionsException($"Validation batch size is {ValBatchSize}; it must be at least 1.");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new OptionsException($"Learning rate is {LearningRate}; it must be a positive number.");
+        if (WeightDecay < 0) throw new OptionsException($"Weight decay is {WeightDecay}; it must be at least 0.");
+        if (Momentum < 0 || Momentum >= 1) throw new OptionsException($"Momentum is {Momentum}; it must be in [0, 1).");
+        if (WarmupFraction < 0 || WarmupFraction >= 1) throw new OptionsException($"Warm-up fraction is {WarmupFraction}; it must be in [0, 1).");
+        if (GradientClipNorm is <= 0) throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
+        if (AccumulationSteps < 1) throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
+        if (DiceWeight < 0) throw new OptionsException($"Dice weight is {DiceWeight}; it must be at least 0.");
+        if (EvalEvery < 1) throw new OptionsException($"Evaluate-every is {EvalEvery}; it must be at least 1.");
+        if (EarlyStoppingPatience is < 1) throw new OptionsException($"Early-stopping patience is {EarlyStoppingPatience}; it must be at least 1.");
+        if (TimeLimit is { } t && t <= TimeSpan.Zero) throw new OptionsException($"Time limit is {t}; it must be positive.");
+        if (!(ScaleMin > 0 && ScaleMax >= ScaleMin)) throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
+        if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
+        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Loss)) throw new OptionsException("Unknown optimiser, schedule or loss.");
+    }
+}

@@ -1,0 +1,125 @@
+using System.Text.Json.Nodes;
+using Segmentation.Evaluation;
+
+namespace Segmentation.Training;
+
+/// <summary>One epoch of training: the line written to <c>metrics.jsonl</c>.</summary>
+public sealed record EpochRecord
+{
+    /// <summary>1-based epoch.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Mean training loss.</summary>
+    public double TrainLoss { get; init; }
+    /// <summary>Mean validation loss (NaN when not evaluated).</summary>
+    public double ValLoss { get; init; } = double.NaN;
+    /// <summary>Validation mean IoU (NaN when not evaluated).</summary>
+    public double MeanIoU { get; init; } = double.NaN;
+    /// <summary>Validation pixel accuracy (NaN when not evaluated).</summary>
+    public double PixelAccuracy { get; init; } = double.NaN;
+    /// <summary>Learning rate at the end of the epoch.</summary>
+    public double LearningRate { get; init; }
+    /// <summary>Wall-clock seconds of the epoch (training and evaluation).</summary>
+    public double Seconds { get; init; }
+    /// <summary>Training images per second.</summary>
+    public double ImagesPerSecond { get; init; }
+    /// <summary>Full validation metrics (null when not evaluated).</summary>
+    public SegmentationMetrics? Metrics { get; init; }
+
+    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond</c>, and <c>perClassIoU</c> when evaluated).</summary>
+    public JsonObject ToJson()
+    {
+        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        var o = new JsonObject
+        {
+            ["epoch"] = Epoch, ["trainLoss"] = N(TrainLoss), ["valLoss"] = N(ValLoss), ["meanIoU"] = N(MeanIoU),
+            ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds, ["imagesPerSecond"] = N(ImagesPerSecond),
+        };
+        if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
+        return o;
+    }
+
+    /// <summary>From <see cref="ToJson"/>.</summary>
+    public static EpochRecord FromJson(JsonObject o)
+    {
+        static double D(JsonNode? n) => n is null ? double.NaN : n.GetValue<double>();
+        return new EpochRecord
+        {
+            Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]), MeanIoU = D(o["meanIoU"]),
+            PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]), ImagesPerSecond = D(o["imagesPerSecond"]),
+        };
+    }
+}
+
+/// <summary>What a progress report is about.</summary>
+public enum ProgressKind
+{
+    /// <summary>Training is about to start (totals are set).</summary>
+    Started,
+    /// <summary>A training step finished.</summary>
+    Step,
+    /// <summary>Validation finished.</summary>
+    Evaluated,
+    /// <summary>An epoch finished (its record is set).</summary>
+    Epoch,
+    /// <summary>A checkpoint was written (<see cref="TrainingProgress.Message"/> says which).</summary>
+    Checkpoint,
+    /// <summary>Something worth telling: early stop, time limit, allocator tuning, data warnings.</summary>
+    Message,
+}
+
+/// <summary>A progress report from the trainer (delivered through <see cref="IProgress{T}"/>, on the training thread).</summary>
+public sealed record TrainingProgress
+{
+    /// <summary>What this report is about.</summary>
+    public ProgressKind Kind { get; init; }
+    /// <summary>1-based epoch.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Epochs planned.</summary>
+    public int Epochs { get; init; }
+    /// <summary>1-based step within the epoch.</summary>
+    public int Step { get; init; }
+    /// <summary>Steps per epoch.</summary>
+    public int StepsPerEpoch { get; init; }
+    /// <summary>Loss of the step.</summary>
+    public double Loss { get; init; }
+    /// <summary>Learning rate.</summary>
+    public double LearningRate { get; init; }
+    /// <summary>Training images per second over the epoch so far.</summary>
+    public double ImagesPerSecond { get; init; }
+    /// <summary>Estimated time to the end of training.</summary>
+    public TimeSpan? Eta { get; init; }
+    /// <summary>For <see cref="ProgressKind.Epoch"/>: the record.</summary>
+    public EpochRecord? Record { get; init; }
+    /// <summary>For <see cref="ProgressKind.Evaluated"/>: the metrics.</summary>
+    public SegmentationMetrics? Metrics { get; init; }
+    /// <summary>For messages and checkpoints.</summary>
+    public string? Message { get; init; }
+}
+
+/// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
+public sealed record TrainingResult
+{
+    /// <summary>Epochs completed in all (including before a resume).</summary>
+    public int Epochs { get; init; }
+    /// <summary>Best validation epoch (0 when never evaluated).</summary>
+    public int BestEpoch { get; init; }
+    /// <summary>Validation metrics of the best epoch (null when never evaluated).</summary>
+    public SegmentationMetrics? Metrics { get; init; }
+    /// <summary>One record per epoch.</summary>
+    public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
+    /// <summary>Why training ended: "completed", "early stopping", "time limit", "cancelled".</summary>
+    public string StopReason { get; init; } = "completed";
+    /// <summary>Wall-clock seconds of training (all sessions).</summary>
+    public double Seconds { get; init; }
+    /// <summary>Path of the best checkpoint, when checkpoints were written.</summary>
+    public string? BestCheckpoint { get; init; }
+    /// <summary>Path of the last checkpoint, when checkpoints were written.</summary>
+    public string? LastCheckpoint { get; init; }
+}
+
+/// <summary>Training stopped because the loss became NaN or infinite.</summary>
+public sealed class TrainingDivergedException : SegmentationException
+{
+    /// <summary>Creates the exception.</summary>
+    public TrainingDivergedException(string message) : base(message) { }
+}

@@ -1,0 +1,190 @@
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Tests.Training;
+
+public class TrainerTests
+{
+    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3 };
+
+    private static (SegmentationDataset Train, SegmentationDataset Val) Shapes(int count = 48, int size = 32)
+        => SegmentationDataset.Shapes(new ShapesOptions { Count = count, Size = size, Seed = 11, MaxShapes = 2 }).Split(0.75, seed: 0);
+
+    private static TrainerOptions Quick(string? dir = null, int epochs = 2) => new()
+    {
+        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir, TuneAllocator = false,
+    };
+
+    private static UNet Build(int seed = 5)
+    {
+        random.manual_seed(seed);
+        return new UNet(Tiny);
+    }
+
+    private static float[] Flat(UNet m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
+
+    [Fact]
+    public void The_same_seed_gives_the_same_losses()
+    {
+        var (train, val) = Shapes(24);
+        double[] Run()
+        {
+            using var model = Build();
+            using var trainer = new Trainer(model, Quick());
+            return trainer.Fit(train, val).History.Select(h => h.TrainLoss).ToArray();
+        }
+        Assert.Equal(Run(), Run());
+    }
+
+    [Fact]
+    public void Training_four_epochs_equals_two_then_resuming_for_two()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes(24);
+        using var straight = Build();
+        using (var t = new Trainer(straight, Quick(dir.Sub("a"), 4))) t.Fit(train, val);
+
+        // Two epochs of a 4-epoch run, stopped (cancelled) after the second; then a fresh model resumes from last.ckpt.
+        using (var first = Build())
+        using (var t = new Trainer(first, Quick(dir.Sub("b"), 4)))
+        using (var cts = new CancellationTokenSource())
+        {
+            var stopAfterTwo = new SyncProgress(p => { if (p.Kind == ProgressKind.Epoch && p.Epoch == 2) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => t.Fit(train, val, stopAfterTwo, cancellation: cts.Token));
+        }
+        var ckpt = Checkpoint.Load(dir["b/last.ckpt"]);
+        Assert.Equal(2, ckpt.State.Epoch);
+        using var resumed = ckpt.CreateModel();
+        using (var t = new Trainer(resumed, Quick(dir.Sub("b"), 4)))
+        {
+            var r = t.Fit(train, val, resumeFrom: ckpt);
+            Assert.Equal(4, r.Epochs);
+            Assert.Equal(4, r.History.Count);
+        }
+        Assert.Equal(Flat(straight), Flat(resumed));
+    }
+
+    [Fact]
+    public void Checkpoint_round_trip_gives_identical_predictions_and_keeps_the_description()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes(16);
+        using var model = Build();
+        using (var t = new Trainer(model, Quick(dir.Path, 1))) t.Fit(train, val);
+        var ckpt = Checkpoint.Load(dir["last.ckpt"]);
+        Assert.Equal(new[] { "background", "circle", "rectangle", "triangle" }, ckpt.Dataset.ClassNames);
+        Assert.Equal(Tiny, ckpt.Model);
+        Assert.Single(ckpt.State.History);
+        using var loaded = ckpt.CreateModel();
+        model.eval(); loaded.eval();
+        using var scope = NewDisposeScope();
+        var x = randn(2, 3, 32, 32);
+        Assert.True(model.forward(x).eq(loaded.forward(x)).all().item<bool>());
+    }
+
+    [Fact]
+    public void An_interrupted_save_leaves_the_old_checkpoint_readable()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes(16);
+        using var model = Build();
+        using (var t = new Trainer(model, Quick(dir.Path, 1))) t.Fit(train, val);
+        var path = dir["last.ckpt"];
+        var old = Checkpoint.Load(path);
+        var changed = old;
+        Assert.Throws<IOException>(() => changed.Save(path, s => new FailingStream(s, failAfter: 10_000)));
+        var again = Checkpoint.Load(path);
+        Assert.Equal(old.Weights, again.Weights);
+        Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp", SearchOption.AllDirectories)); // no temporary left behind
+    }
+
+    [Theory]
+    [InlineData("truncated")]
+    [InlineData("flipped")]
+    [InlineData("other")]
+    public void A_malformed_checkpoint_is_a_clear_error(string damage)
+    {
+        using var dir = new TempDir();
+        var (train, _) = Shapes(8);
+        using var model = Build();
+        using (var t = new Trainer(model, Quick(dir.Path, 1))) t.Fit(train);
+        var path = dir["last.ckpt"];
+        var bytes = File.ReadAllBytes(path);
+        if (damage == "truncated") bytes = bytes[..(bytes.Length / 2)];
+        else if (damage == "flipped") bytes[bytes.Length / 2] ^= 0xFF;
+        else bytes = "PK\u0003\u0004 not ours"u8.ToArray();
+        File.WriteAllBytes(path, bytes);
+        var e = Assert.Throws<CheckpointException>(() => Checkpoint.Load(path));
+        Assert.Contains(path, e.Message);
+    }
+
+    [Fact]
+    public void A_NaN_loss_stops_with_the_epoch_step_and_last_good_checkpoint()
+    {
+        using var dir = new TempDir();
+        var (train, _) = Shapes(8);
+        using var model = Build();
+        var bad = new Normalization(new[] { float.NaN, 0f, 0f }, new[] { 1f, 1f, 1f });
+        using var t = new Trainer(model, Quick(dir.Path, 1) with { Normalization = bad });
+        var e = Assert.Throws<TrainingDivergedException>(() => t.Fit(train));
+        Assert.Contains("epoch 1, step 1", e.Message);
+        Assert.Contains("no checkpoint was written yet", e.Message);
+        Assert.False(File.Exists(dir["last.ckpt"]));
+    }
+
+    [Fact]
+    public void Live_tensors_stay_flat_across_epochs()
+    {
+        var (train, val) = Shapes(16);
+        using var model = Build();
+        using var t = new Trainer(model, Quick(null, 4));
+        var live = new List<long>();
+        t.Fit(train, val, new SyncProgress(p =>
+        {
+            if (p.Kind == ProgressKind.Epoch) live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        }));
+        Assert.Equal(4, live.Count);
+        Assert.Equal(live[1], live[3]);
+    }
+
+    [Fact]
+    public void A_short_seeded_run_on_shapes_learns_to_segment()
+    {
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 160, Size = 48, Seed = 3, MaxShapes = 3 }).Split(0.8, seed: 0);
+        random.manual_seed(1);
+        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3 });
+        using var t = new Trainer(model, new TrainerOptions { Epochs = 8, BatchSize = 8, LearningRate = 5e-3, Seed = 1, Workers = 2, Device = "cpu" });
+        var r = t.Fit(train, val);
+        Assert.True(r.History[^1].TrainLoss < r.History[0].TrainLoss * 0.5, $"loss {r.History[0].TrainLoss} -> {r.History[^1].TrainLoss}");
+        Assert.True(r.Metrics!.MeanIoU > 0.6, $"mean IoU {r.Metrics.MeanIoU}");
+    }
+
+    private sealed class SyncProgress(Action<TrainingProgress> action) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => action(value);
+    }
+
+    private sealed class FailingStream(Stream inner, long failAfter) : Stream
+    {
+        private long written;
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => written;
+        public override long Position { get => written; set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            if (written + buffer.Length > failAfter) throw new IOException("No space left on device (simulated)");
+            inner.Write(buffer);
+            written += buffer.Length;
+        }
+    }
+}
