@@ -183,7 +183,7 @@ public sealed class DataLoader
     {
         var sample = LoadCached(order[position]);
         if (Options.Transform is { } t)
-            sample = t.Apply(sample, new Random(HashCode.Combine(Options.Seed, epoch, position, 0x7A11)), dataset.Description.IgnoreIndex);
+            sample = t.Apply(sample, new Random(HashCode.Combine(Options.Seed, epoch, position, 0x7A11)), Labels.Ignore);
         return sample;
     }
 

@@ -44,7 +44,10 @@ public sealed record DatasetDescription
     public string[] ClassNames { get; init; } = Array.Empty<string>();
     /// <summary>One display colour per class.</summary>
     public Rgb[] ClassColors { get; init; } = Array.Empty<Rgb>();
-    /// <summary>Label whose pixels are ignored by losses and metrics (0-255, not a class).</summary>
+    /// <summary>
+    /// Value in the mask files whose pixels are ignored by losses and metrics (0-255, not a class). Decoded masks
+    /// always carry <see cref="Labels.Ignore"/> (255) for these pixels, whatever the file used.
+    /// </summary>
     public int IgnoreIndex { get; init; } = 255;
     /// <summary>How mask files are read.</summary>
     public MaskEncoding Encoding { get; init; } = MaskEncoding.Index;
@@ -225,7 +228,14 @@ public static class ClassPalette
     }
 }
 
-/// <summary>Turns decoded mask values into labels (classes or the ignore index), checking every pixel.</summary>
+/// <summary>The label space of decoded masks.</summary>
+public static class Labels
+{
+    /// <summary>The label of ignored pixels in every decoded mask, padding and batch (whatever value the files use).</summary>
+    public const byte Ignore = 255;
+}
+
+/// <summary>Turns decoded mask values into labels (classes, or <see cref="Labels.Ignore"/>), checking every pixel.</summary>
 public static class MaskDecoder
 {
     /// <summary>Labels, one byte per pixel. Throws <see cref="DataException"/> naming the file, the value and its pixel count.</summary>
@@ -241,7 +251,7 @@ public static class MaskDecoder
                 for (int i = 0; i < values.Length; i++)
                 {
                     int v = values[i];
-                    labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex => (byte)d.IgnoreIndex, _ => Bad(bad, v) };
+                    labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex => Labels.Ignore, _ => Bad(bad, v) };
                 }
                 if (bad.Count > 0) throw Error(path, bad, "binary masks hold only 0 and 255 (or 0 and 1)");
                 break;
@@ -251,7 +261,7 @@ public static class MaskDecoder
                 for (int i = 0; i < values.Length; i++)
                 {
                     int v = values[i];
-                    labels[i] = v < d.Classes || v == d.IgnoreIndex ? (byte)v : Bad(bad, v);
+                    labels[i] = v < d.Classes ? (byte)v : v == d.IgnoreIndex ? Labels.Ignore : Bad(bad, v);
                 }
                 if (bad.Count > 0) throw Error(path, bad, $"the data set has {d.Classes} classes (0-{d.Classes - 1}) and ignore index {d.IgnoreIndex}");
                 break;
@@ -260,7 +270,7 @@ public static class MaskDecoder
                 for (int i = 0; i < values.Length; i++)
                 {
                     int v = raw.Kind == RawMaskKind.Gray ? values[i] * 0x010101 : values[i];
-                    labels[i] = map.TryGetValue(v, out var label) ? (byte)label : Bad(bad, v);
+                    labels[i] = map.TryGetValue(v, out var label) ? (label == d.IgnoreIndex ? Labels.Ignore : (byte)label) : Bad(bad, v);
                 }
                 if (bad.Count > 0)
                 {

@@ -29,6 +29,8 @@ public sealed record DatasetOptions
     public bool SkipUnpaired { get; init; }
     /// <summary>Largest width x height of an image or mask, checked from the header before decoding.</summary>
     public long MaxPixels { get; init; } = ImageReader.DefaultMaxPixels;
+    /// <summary>Use this description (e.g. a checkpoint's) instead of detecting one; the other label options are then ignored.</summary>
+    public DatasetDescription? Description { get; init; }
 }
 
 /// <summary>Class statistics of a data set's masks, for class weights.</summary>
@@ -82,6 +84,8 @@ public sealed class SegmentationDataset
         return new SegmentationDataset(source, picked, Description, DetectionReport, Warnings, Origin);
     }
 
+    private SegmentationDataset WithOrigin(string origin) => new(source, indices, Description, DetectionReport, Warnings, origin);
+
     /// <summary>A seeded random split: <paramref name="trainFraction"/> of the samples for training, the rest for validation.</summary>
     public (SegmentationDataset Train, SegmentationDataset Val) Split(double trainFraction, int seed = 0)
     {
@@ -90,7 +94,8 @@ public sealed class SegmentationDataset
         var order = Enumerable.Range(0, Count).ToArray();
         new Random(seed).Shuffle(order);
         int train = Math.Clamp((int)Math.Round(Count * trainFraction), 1, Count - 1);
-        return (Subset(order[..train].Order()), Subset(order[train..].Order()));
+        string split = $"{Origin}#split={trainFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)},{seed}";
+        return (Subset(order[..train].Order()).WithOrigin(split + ",train"), Subset(order[train..].Order()).WithOrigin(split + ",val"));
     }
 
     /// <summary>The built-in synthetic shapes (background, circle, rectangle, triangle).</summary>
@@ -99,7 +104,46 @@ public sealed class SegmentationDataset
         var o = options ?? new ShapesOptions();
         var src = new ShapesSource(o);
         return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(), ShapesSource.Description(o.Channels),
-            $"builtin:shapes: {o.Count} images {o.Size}x{o.Size}, 4 classes (background, circle, rectangle, triangle), seed {o.Seed}", Array.Empty<string>(), "builtin:shapes");
+            $"builtin:shapes: {o.Count} images {o.Size}x{o.Size}, 4 classes (background, circle, rectangle, triangle), seed {o.Seed}", Array.Empty<string>(),
+            $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}&channels={o.Channels}&maxShapes={o.MaxShapes}");
+    }
+
+    /// <summary>
+    /// Re-opens a data set from its <see cref="Origin"/>: <c>builtin:shapes?count=..&amp;size=..&amp;seed=..</c>, a folder
+    /// (with <c>images/</c> and <c>masks/</c>), either followed by <c>#split=FRACTION,SEED,train|val</c>.
+    /// </summary>
+    public static SegmentationDataset FromOrigin(string origin, DatasetOptions? options = null)
+    {
+        var hash = origin.LastIndexOf("#split=", StringComparison.Ordinal);
+        if (hash >= 0)
+        {
+            var parts = origin[(hash + 7)..].Split(',');
+            if (parts.Length != 3 || !double.TryParse(parts[0], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var fraction)
+                || !int.TryParse(parts[1], out var seed) || parts[2] is not ("train" or "val"))
+                throw new OptionsException($"Data '{origin}': the split suffix must read #split=FRACTION,SEED,train|val.");
+            var (train, val) = FromOrigin(origin[..hash], options).Split(fraction, seed);
+            return parts[2] == "train" ? train : val;
+        }
+        if (origin.StartsWith("builtin:shapes", StringComparison.OrdinalIgnoreCase))
+        {
+            var o = new ShapesOptions();
+            var q = origin.IndexOf('?');
+            if (q >= 0)
+                foreach (var kv in origin[(q + 1)..].Split('&', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var pair = kv.Split('=');
+                    if (pair.Length != 2 || !int.TryParse(pair[1], out var v)) throw new OptionsException($"Data '{origin}': '{kv}' is not NAME=INTEGER.");
+                    o = pair[0].ToLowerInvariant() switch
+                    {
+                        "count" => o with { Count = v }, "size" => o with { Size = v }, "seed" => o with { Seed = v },
+                        "channels" => o with { Channels = v }, "maxshapes" => o with { MaxShapes = v },
+                        _ => throw new OptionsException($"Data '{origin}': unknown setting '{pair[0]}' (count, size, seed, channels, maxShapes)."),
+                    };
+                }
+            else if (origin.Length != "builtin:shapes".Length) throw new OptionsException($"Data '{origin}': the built-in data set is builtin:shapes.");
+            return Shapes(o);
+        }
+        return FromFolder(origin, options);
     }
 
     /// <summary>
@@ -168,7 +212,7 @@ public sealed class SegmentationDataset
             {
                 for (int c = 0; c < n; c++)
                     if (counts[c] > 0) { pixels[c] += counts[c]; imagePixels[c] += valid; }
-                ignored += counts[Description.IgnoreIndex];
+                ignored += counts[Labels.Ignore];
             }
         });
         return new ClassStatistics(pixels, imagePixels, ignored);
@@ -225,6 +269,11 @@ public sealed class SegmentationDataset
     /// <summary>Resolves the encoding, classes and channels by reading the masks (all, up to 1000, in parallel).</summary>
     private static (DatasetDescription, string) Detect(List<(string Image, string Mask, string Stem)> pairs, DatasetOptions o, ImageReader reader, string origin)
     {
+        if (o.Description is { } given)
+        {
+            given.Validate();
+            return (given, $"{origin}: {pairs.Count} pairs; labels as given: {given.Encoding}, {given.Classes} classes, ignore index {given.IgnoreIndex}");
+        }
         if (o.IgnoreIndex < 0 || o.IgnoreIndex > 255) throw new OptionsException($"Ignore index {o.IgnoreIndex} must be between 0 and 255.");
         if (o.Classes is < 1 or > 255) throw new OptionsException($"Class count {o.Classes} must be between 1 and 255.");
         int channels = o.InChannels ?? (reader.ReadImage(pairs[0].Image, 3) is var first && IsGray(first) ? 1 : 3);

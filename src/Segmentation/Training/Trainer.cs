@@ -43,7 +43,7 @@ public sealed class Trainer : IDisposable
         optimizer = Options.Optimizer == OptimizerKind.Sgd
             ? optim.SGD(model.parameters(), Options.LearningRate, Options.Momentum, weight_decay: Options.WeightDecay)
             : (TorchSharp.Modules.OptimizerHelper)optim.AdamW(model.parameters(), Options.LearningRate, weight_decay: Options.WeightDecay);
-        var ce = new CrossEntropyLoss(Options.ClassWeights, ignoreIndex: 255, labelSmoothing: Options.LabelSmoothing);
+        var ce = new CrossEntropyLoss(Options.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: Options.LabelSmoothing);
         loss = Options.Loss switch
         {
             LossKind.Dice => new DiceLoss(),
@@ -67,7 +67,6 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"The model has {model.Options.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
         if (d.InChannels != model.Options.InChannels)
             throw new OptionsException($"The model takes {model.Options.InChannels} input channel(s) but the data set gives {d.InChannels}.");
-        if (d.IgnoreIndex != 255) throw new OptionsException($"Internal labels use ignore index 255; the data set says {d.IgnoreIndex}.");
         var normalization = Options.Normalization ?? Normalization.DefaultFor(d.InChannels);
 
         if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
@@ -239,7 +238,7 @@ public sealed class Trainer : IDisposable
     private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation)
     {
         model.eval();
-        using var cm = new ConfusionMatrix(d.Classes, 255, d.ClassNames);
+        using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames);
         double lossSum = 0; int count = 0;
         using (no_grad())
         {

@@ -75,7 +75,7 @@ public class DatasetTests
         Assert.Equal(7, ds.Description.Classes); // labels 0..6 seen, 11 is void
         var ds11 = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { IgnoreIndex = 11, Classes = 11 });
         var m = ds11.Load(0).Mask;
-        Assert.Equal(11, m[7]);
+        Assert.Equal(Labels.Ignore, m[7]); // void becomes the internal ignore label
         Assert.Equal(3, m[3]);
     }
 
@@ -100,7 +100,7 @@ public class DatasetTests
         var ds = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { PaletteFile = d["classes.csv"], IgnoreIndex = 2 });
         Assert.Equal(MaskEncoding.Palette, ds.Description.Encoding);
         Assert.Equal(new[] { "Sky", "Road" }, ds.Description.ClassNames);
-        Assert.Equal(new byte[] { 0, 0, 1, 1, 2, 2 }, ds.Load(0).Mask[..6]);
+        Assert.Equal(new byte[] { 0, 0, 1, 1, 255, 255 }, ds.Load(0).Mask[..6]);
     }
 
     [Fact]

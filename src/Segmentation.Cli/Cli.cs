@@ -1,0 +1,123 @@
+using System.CommandLine;
+using System.Globalization;
+using Segmentation.Models;
+using Segmentation.Training;
+
+namespace Segmentation.Cli;
+
+/// <summary>
+/// The <c>segment</c> tool: parses the command line, runs a command and turns errors into one line and an exit
+/// code: 0 success, 1 data/input/checkpoint/training errors, 2 usage errors. Stack traces only with --verbose.
+/// </summary>
+public static class Cli
+{
+    /// <summary>Exit code for success.</summary>
+    public const int Ok = 0;
+    /// <summary>Exit code for data, input, checkpoint and training errors.</summary>
+    public const int Failure = 1;
+    /// <summary>Exit code for usage errors.</summary>
+    public const int Usage = 2;
+
+    /// <summary>Runs the tool; returns the exit code.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool interactive = false)
+    {
+        var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
+        var root = new RootCommand("segment: train, evaluate and run U-Net semantic segmentation models (TorchSharp).");
+        root.Options.Add(verbose);
+        var context = new CommandContext(stdout, stderr, interactive);
+        root.Subcommands.Add(TrainCommand.Create(context));
+        root.Subcommands.Add(EvalCommand.Create(context));
+        root.Subcommands.Add(PredictCommand.Create(context));
+        root.Subcommands.Add(ScoreCommand.Create(context));
+        root.Subcommands.Add(SummaryCommand.Create(context));
+        root.Subcommands.Add(BenchCommand.Create(context));
+
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var e in parse.Errors) stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine("Run 'segment --help' (or 'segment COMMAND --help') for usage.");
+            return Usage;
+        }
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            var (code, message) = e switch
+            {
+                OptionsException => (Usage, e.Message),
+                SegmentationException => (Failure, e.Message),
+                IOException or UnauthorizedAccessException => (Failure, e.Message),
+                OperationCanceledException => (Failure, "cancelled"),
+                _ => (Failure, $"unexpected {e.GetType().Name}: {e.Message}"),
+            };
+            context.FinishLine();
+            stderr.WriteLine($"error: {message}");
+            if (parse.GetValue(verbose)) stderr.WriteLine(e.ToString());
+            else if (code == Failure && e is not SegmentationException && e is not IOException) stderr.WriteLine("(run with --verbose for the stack trace)");
+            return code;
+        }
+    }
+
+    internal static double ParseDuration(string text)
+    {
+        var t = text.Trim().ToLowerInvariant();
+        double Num(string s) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0
+            ? v : throw new OptionsException($"Duration '{text}' is not a positive number with a unit (e.g. 90s, 20m, 1.5h).");
+        if (t.EndsWith('h')) return Num(t[..^1]) * 3600;
+        if (t.EndsWith('m')) return Num(t[..^1]) * 60;
+        if (t.EndsWith('s')) return Num(t[..^1]);
+        return Num(t);
+    }
+
+    internal static T ParseEnum<T>(string value, string option, params (string Name, T Value)[] map)
+    {
+        foreach (var (name, v) in map)
+            if (string.Equals(name, value, StringComparison.OrdinalIgnoreCase)) return v;
+        throw new OptionsException($"{option} '{value}' is not one of: {string.Join(", ", map.Select(m => m.Name))}.");
+    }
+
+    internal static UNetOptions ModelOptions(int inChannels, int classes, int baseChannels, int depth, string upsampling, string norm = "batch", double dropout = 0)
+    {
+        var o = new UNetOptions
+        {
+            InChannels = inChannels, Classes = classes, BaseChannels = baseChannels, Depth = depth, Dropout = dropout,
+            Upsampling = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear)),
+            Normalization = ParseEnum(norm, "--norm", ("batch", NormalizationKind.Batch), ("group", NormalizationKind.Group), ("none", NormalizationKind.None)),
+        };
+        o.Validate();
+        return o;
+    }
+}
+
+/// <summary>Where commands write, and whether a terminal is watching.</summary>
+internal sealed class CommandContext(TextWriter stdout, TextWriter stderr, bool interactive)
+{
+    public TextWriter Out { get; } = stdout;
+    public TextWriter Err { get; } = stderr;
+    public bool Interactive { get; } = interactive;
+    private bool openLine;
+
+    /// <summary>Rewrites the current status line (interactive terminals only).</summary>
+    public void Status(TextWriter writer, string line)
+    {
+        if (!Interactive) return;
+        writer.Write("\r" + line.PadRight(Math.Min(Console.IsOutputRedirected ? 100 : Math.Max(40, SafeWidth() - 1), 160)));
+        openLine = true;
+    }
+
+    /// <summary>Ends a status line before normal output.</summary>
+    public void FinishLine(TextWriter? writer = null)
+    {
+        if (!openLine) return;
+        (writer ?? Out).WriteLine();
+        openLine = false;
+    }
+
+    private static int SafeWidth()
+    {
+        try { return Console.WindowWidth; } catch (IOException) { return 100; }
+    }
+}

@@ -1,0 +1,120 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Training;
+
+namespace Segmentation.Cli;
+
+/// <summary>The flags that say how masks are read (shared by train, eval and score).</summary>
+internal sealed class DataFlags
+{
+    public required Option<int?> Classes { get; init; }
+    public required Option<string> Mask { get; init; }
+    public required Option<string?> Palette { get; init; }
+    public required Option<int> IgnoreIndex { get; init; }
+    public required Option<bool> SkipUnpaired { get; init; }
+
+    public static DataFlags Add(Command cmd)
+    {
+        var f = new DataFlags
+        {
+            Classes = new Option<int?>("--classes") { Description = "Number of classes (default: detected from the masks)." },
+            Mask = new Option<string>("--mask") { Description = "Mask encoding: auto, index, binary, palette or indexed.", DefaultValueFactory = _ => "auto" },
+            Palette = new Option<string?>("--palette") { Description = "CSV or JSON file with class names and colours (index,name,r,g,b)." },
+            IgnoreIndex = new Option<int>("--ignore-index") { Description = "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => 255 },
+            SkipUnpaired = new Option<bool>("--skip-unpaired") { Description = "Skip images without masks (and masks without images) instead of failing." },
+        };
+        foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired }) cmd.Options.Add(o);
+        return f;
+    }
+
+    public static DatasetOptions Read(ParseResult p, DataFlags f, int? inChannels) => new()
+    {
+        Classes = p.GetValue(f.Classes),
+        Encoding = Cli.ParseEnum(p.GetValue(f.Mask)!, "--mask", ("auto", MaskEncoding.Auto), ("index", MaskEncoding.Index), ("binary", MaskEncoding.Binary),
+            ("palette", MaskEncoding.Palette), ("indexed", MaskEncoding.IndexedPng)),
+        PaletteFile = p.GetValue(f.Palette),
+        IgnoreIndex = p.GetValue(f.IgnoreIndex),
+        SkipUnpaired = p.GetValue(f.SkipUnpaired),
+        InChannels = inChannels,
+    };
+}
+
+/// <summary>The flags that shape the U-Net (shared by train, summary and bench).</summary>
+internal sealed class ModelFlags
+{
+    public required Option<int?> BaseChannels { get; init; }
+    public required Option<int?> Depth { get; init; }
+    public required Option<string> Upsampling { get; init; }
+    public required Option<string> Norm { get; init; }
+    public required Option<double> Dropout { get; init; }
+
+    public static ModelFlags Add(Command cmd)
+    {
+        var f = new ModelFlags
+        {
+            BaseChannels = new Option<int?>("--base-channels") { Description = "Channels of the first level (default 64; shapes: 16)." },
+            Depth = new Option<int?>("--depth") { Description = "Down-samplings (default 4)." },
+            Upsampling = new Option<string>("--upsampling") { Description = "transposed or bilinear.", DefaultValueFactory = _ => "transposed" },
+            Norm = new Option<string>("--norm") { Description = "batch, group or none.", DefaultValueFactory = _ => "batch" },
+            Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.", DefaultValueFactory = _ => 0 },
+        };
+        foreach (var o in new Option[] { f.BaseChannels, f.Depth, f.Upsampling, f.Norm, f.Dropout }) cmd.Options.Add(o);
+        return f;
+    }
+
+    /// <summary>Model options; classes and input channels are filled in from the data later.</summary>
+    public static UNetOptions Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2) => Cli.ModelOptions(inChannels, classes,
+        p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth) ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
+        p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout));
+}
+
+/// <summary>What a training run was asked to do: written to run.json so --resume can reopen the same data.</summary>
+internal sealed record RunConfig
+{
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true, Converters = { new JsonStringEnumConverter() }, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public required string Data { get; init; }
+    public string? Val { get; init; }
+    public double? ValSplit { get; init; }
+    public required DatasetOptions DataOptions { get; init; }
+    public required UNetOptions Model { get; init; }
+    public string ClassWeights { get; init; } = "none";
+    public required TrainerOptions Trainer { get; init; }
+
+    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+
+    public static RunConfig Load(string path)
+    {
+        try { return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new SegmentationException($"{path}: empty run configuration."); }
+        catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
+        {
+            throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs the run folder written by 'segment train'.", e);
+        }
+    }
+
+    /// <summary>Opens training and validation data: a validation folder, train/ + val/ folders, or a seeded split.</summary>
+    public (SegmentationDataset Train, SegmentationDataset? Val) OpenData()
+    {
+        if (Val is not null)
+        {
+            var train = SegmentationDataset.FromOrigin(Data, DataOptions);
+            return (train, SegmentationDataset.FromFolder(Val, DataOptions with { Description = train.Description }));
+        }
+        if (!Data.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) && Directory.Exists(Data) && SegmentationDataset.HasSplitFolders(Data) && !Directory.Exists(Path.Combine(Data, "images")))
+        {
+            var (t, v) = SegmentationDataset.FromSplitFolders(Data, DataOptions);
+            return (t, v);
+        }
+        var all = SegmentationDataset.FromOrigin(Data, DataOptions);
+        double fraction = ValSplit ?? 0.2;
+        if (fraction == 0) return (all, null);
+        if (!(fraction > 0 && fraction < 1)) throw new OptionsException($"--val-split {fraction} must be between 0 and 1.");
+        return all.Split(1 - fraction, Trainer.Seed);
+    }
+}

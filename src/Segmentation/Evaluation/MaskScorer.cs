@@ -1,0 +1,54 @@
+using Segmentation.Data;
+using static TorchSharp.torch;
+
+namespace Segmentation.Evaluation;
+
+/// <summary>Scores a folder of predicted masks against a folder of ground-truth masks with the <see cref="ConfusionMatrix"/> rule.</summary>
+public static class MaskScorer
+{
+    /// <summary>
+    /// Pairs files by name (extension ignored); reads both through the data layer's mask encodings (predictions as
+    /// class indices unless the encoding is palette, ground truth with <paramref name="encoding"/>). Every
+    /// ground-truth mask needs a prediction; extra predictions are an error too.
+    /// </summary>
+    public static SegmentationMetrics ScoreFolders(string predictionDir, string truthDir, int classes, int ignoreIndex = 255,
+        MaskEncoding encoding = MaskEncoding.Auto, string? paletteFile = null, string[]? classNames = null, bool perImage = true)
+    {
+        if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.", predictionDir);
+        if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.", truthDir);
+        // The data layer pairs the folders: predictions stand in as "images", truth as "masks".
+        var preds = Files(predictionDir);
+        var truth = Files(truthDir);
+        var missing = truth.Keys.Where(k => !preds.ContainsKey(k)).Order().ToList();
+        var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+            throw new DataException($"{predictionDir}: {missing.Count} ground-truth mask(s) without a prediction ({string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", ..." : "")}) and {extra.Count} prediction(s) without ground truth ({string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", ..." : "")}).", predictionDir);
+        if (truth.Count == 0) throw new DataException($"{truthDir}: no masks found.", truthDir);
+
+        // Pairing through the data layer: each prediction stands as the "image" of its ground-truth mask, so sizes
+        // are checked and the truth is decoded and validated with the requested encoding.
+        var keys = truth.Keys.Order(StringComparer.OrdinalIgnoreCase).ToList();
+        var truthSet = SegmentationDataset.FromPairs(keys.Select(k => (preds[k], truth[k])),
+            new DatasetOptions { Classes = classes, IgnoreIndex = ignoreIndex, Encoding = encoding, PaletteFile = paletteFile, ClassNames = classNames, InChannels = 1 });
+        var d = truthSet.Description;
+        var reader = new ImageReader();
+        using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames, perImage);
+        for (int i = 0; i < keys.Count; i++)
+        {
+            var t = truthSet.Load(i);
+            var raw = reader.ReadMask(preds[keys[i]], paletteIndices: d.Encoding != MaskEncoding.Palette);
+            // Predictions are class indices (or palette colours); values outside the classes are reported by the matrix.
+            long[] p = d.Encoding == MaskEncoding.Palette
+                ? Array.ConvertAll(MaskDecoder.Decode(raw, d, preds[keys[i]]), v => (long)v)
+                : Array.ConvertAll(raw.Values, v => (long)v);
+            using var scope = NewDisposeScope();
+            cm.Update(tensor(p, new long[] { raw.Height, raw.Width }),
+                      tensor(t.Mask, new long[] { raw.Height, raw.Width }, ScalarType.Byte).to_type(ScalarType.Int64));
+        }
+        return cm.Compute();
+    }
+
+    private static Dictionary<string, string> Files(string dir) =>
+        Directory.EnumerateFiles(dir).Where(f => Path.GetExtension(f).ToLowerInvariant() is ".png" or ".bmp" or ".tif" or ".tiff" or ".gif")
+            .ToDictionary(f => Path.GetFileNameWithoutExtension(f), f => f, StringComparer.OrdinalIgnoreCase);
+}

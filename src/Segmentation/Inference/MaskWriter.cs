@@ -1,0 +1,93 @@
+using Segmentation.Data;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Segmentation.Inference;
+
+/// <summary>Writes predictions as PNG files through ImageSharp.</summary>
+public static class MaskWriter
+{
+    /// <summary>Class indices as an 8-bit gray PNG (value = class).</summary>
+    public static void SaveLabels(string path, byte[] labels, int width, int height)
+    {
+        using var img = Image.LoadPixelData<L8>(labels, width, height);
+        Save(img, path);
+    }
+
+    /// <summary>Each class in its colour (RGB PNG).</summary>
+    public static void SaveColorized(string path, byte[] labels, int width, int height, IReadOnlyList<Rgb> colors)
+    {
+        using var img = new Image<Rgb24>(width, height);
+        img.ProcessPixelRows(rows =>
+        {
+            for (int y = 0; y < height; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < width; x++) row[x] = ToPixel(Color(labels[y * width + x], colors));
+            }
+        });
+        Save(img, path);
+    }
+
+    /// <summary>The image with class colours blended over it (<paramref name="alpha"/> = colour weight; background class 0 left clear when <paramref name="skipClassZero"/>).</summary>
+    public static void SaveOverlay(string path, ImageBuffer image, byte[] labels, IReadOnlyList<Rgb> colors, double alpha = 0.5, bool skipClassZero = true)
+    {
+        int w = image.Width, h = image.Height, ch = image.Channels;
+        using var img = new Image<Rgb24>(w, h);
+        img.ProcessPixelRows(rows =>
+        {
+            for (int y = 0; y < h; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < w; x++)
+                {
+                    int i = y * w + x;
+                    byte r = image.Pixels[i * ch], g = image.Pixels[i * ch + (ch > 1 ? 1 : 0)], b = image.Pixels[i * ch + (ch > 2 ? 2 : 0)];
+                    int label = labels[i];
+                    if (label < colors.Count && !(skipClassZero && label == 0))
+                    {
+                        var c = colors[label];
+                        r = (byte)(r * (1 - alpha) + c.R * alpha); g = (byte)(g * (1 - alpha) + c.G * alpha); b = (byte)(b * (1 - alpha) + c.B * alpha);
+                    }
+                    row[x] = new Rgb24(r, g, b);
+                }
+            }
+        });
+        Save(img, path);
+    }
+
+    /// <summary>The probability of class <paramref name="cls"/> as a gray PNG (0-255).</summary>
+    public static void SaveProbability(string path, float[] probabilities, int cls, int width, int height)
+    {
+        var bytes = new byte[width * height];
+        int offset = cls * width * height;
+        for (int i = 0; i < bytes.Length; i++) bytes[i] = (byte)Math.Clamp((int)Math.Round(probabilities[offset + i] * 255), 0, 255);
+        SaveLabels(path, bytes, width, height);
+    }
+
+    /// <summary>Saves an image buffer (1 or 3+ channels) as PNG.</summary>
+    public static void SaveImage(string path, ImageBuffer image)
+    {
+        if (image.Channels == 1) { SaveLabels(path, image.Pixels, image.Width, image.Height); return; }
+        var rgb = new byte[image.Width * image.Height * 3];
+        for (int i = 0; i < image.Width * image.Height; i++)
+            for (int c = 0; c < 3; c++) rgb[i * 3 + c] = image.Pixels[i * image.Channels + c];
+        using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
+        Save(img, path);
+    }
+
+    private static Rgb Color(int label, IReadOnlyList<Rgb> colors) => label < colors.Count ? colors[label] : new Rgb(255, 255, 255);
+
+    private static Rgb24 ToPixel(Rgb c) => new(c.R, c.G, c.B);
+
+    private static void Save(Image img, string path)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        try { img.SaveAsPng(path); }
+        catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
+        {
+            throw new SegmentationException($"{path}: cannot write the image ({e.Message}).", e);
+        }
+    }
+}

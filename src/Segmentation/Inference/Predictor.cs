@@ -1,0 +1,160 @@
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Models;
+using Segmentation.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Inference;
+
+/// <summary>How a <see cref="Predictor"/> runs the model.</summary>
+public sealed record PredictorOptions
+{
+    /// <summary>auto, cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "auto";
+    /// <summary>Sliding-window size; null predicts the whole image at once.</summary>
+    public Size2? Window { get; init; }
+    /// <summary>Sliding-window stride; null uses two thirds of the window.</summary>
+    public Size2? Stride { get; init; }
+    /// <summary>Average the logits of the image and its horizontal mirror.</summary>
+    public bool FlipTta { get; init; }
+    /// <summary>Resize inputs to this size before the model and the logits back to the input size after (as in training with a fixed size).</summary>
+    public Size2? Size { get; init; }
+}
+
+/// <summary>A prediction for one image.</summary>
+public sealed class Prediction
+{
+    /// <summary>Width.</summary>
+    public int Width { get; init; }
+    /// <summary>Height.</summary>
+    public int Height { get; init; }
+    /// <summary>Classes.</summary>
+    public int Classes { get; init; }
+    /// <summary>Class index per pixel (argmax).</summary>
+    public byte[] Labels { get; init; } = Array.Empty<byte>();
+    /// <summary>Softmax probabilities, C x H x W (null unless asked for).</summary>
+    public float[]? Probabilities { get; init; }
+}
+
+/// <summary>
+/// Runs a trained model from a checkpoint alone: whole-image or sliding-window prediction (logits averaged where
+/// windows overlap, as mmsegmentation's <c>slide</c> mode), optional flip test-time augmentation.
+/// </summary>
+public sealed class Predictor : IDisposable
+{
+    private readonly UNet model;
+    private readonly Device device;
+
+    /// <summary>What the labels mean (names, colours).</summary>
+    public DatasetDescription Description { get; }
+    /// <summary>Input normalisation used in training.</summary>
+    public Normalization Normalization { get; }
+    /// <summary>The options.</summary>
+    public PredictorOptions Options { get; }
+    /// <summary>The model's options.</summary>
+    public UNetOptions ModelOptions => model.Options;
+
+    /// <summary>Builds the model from a checkpoint.</summary>
+    public Predictor(Checkpoint checkpoint, PredictorOptions? options = null)
+    {
+        Options = options ?? new PredictorOptions();
+        int min = checkpoint.Model.MinimumInputSize;
+        if (Options.Window is { } w && (w.Height < min || w.Width < min))
+            throw new OptionsException($"Sliding window {w} is smaller than the model's minimum input {min}x{min}.");
+        if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1)) throw new OptionsException($"Stride {s} must be positive.");
+        Description = checkpoint.Dataset;
+        Normalization = checkpoint.Normalization;
+        device = Devices.Resolve(Options.Device);
+        model = checkpoint.CreateModel();
+        model.to(device);
+        model.eval();
+    }
+
+    /// <summary>Loads <paramref name="checkpointPath"/> and builds the predictor.</summary>
+    public static Predictor FromFile(string checkpointPath, PredictorOptions? options = null) => new(Checkpoint.Load(checkpointPath), options);
+
+    /// <summary>Predicts one image (channels must match the model's).</summary>
+    public Prediction Predict(ImageBuffer image, bool probabilities = false)
+    {
+        if (image.Channels != model.Options.InChannels)
+            throw new DataException($"The image has {image.Channels} channel(s); the model takes {model.Options.InChannels}.");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") });
+        var (x, _) = batch.ToDevice(device);
+        var logits = Logits(Normalization.Apply(x))[0];
+        var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
+        float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
+        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Options.Classes, Labels = labels.data<byte>().ToArray(), Probabilities = probs };
+    }
+
+    /// <summary>Logits N x C x H x W for a normalised batch N x C x H x W, with the configured window and TTA.</summary>
+    public Tensor Logits(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        long h = images.shape[2], w = images.shape[3];
+        var x = images;
+        if (Options.Size is { } size) x = nn.functional.interpolate(x, new long[] { size.Height, size.Width }, mode: InterpolationMode.Bilinear, align_corners: false);
+        var logits = Forward(x);
+        if (Options.FlipTta) logits = (logits + Forward(x.flip(3)).flip(3)) / 2;
+        if (Options.Size is not null) logits = nn.functional.interpolate(logits, new long[] { h, w }, mode: InterpolationMode.Bilinear, align_corners: false);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    private Tensor Forward(Tensor x)
+    {
+        long h = x.shape[2], w = x.shape[3];
+        int min = model.Options.MinimumInputSize;
+        if (Options.Window is not { } win || (win.Height >= h && win.Width >= w))
+            return h < min || w < min ? PaddedForward(x, min) : model.forward(x);
+
+        long ch = Math.Min(win.Height, h), cw = Math.Min(win.Width, w);
+        var stride = Options.Stride ?? new Size2(Math.Max(1, win.Height * 2 / 3), Math.Max(1, win.Width * 2 / 3));
+        long sh = stride.Height, sw = stride.Width;
+        long rows = Math.Max(h - ch + sh - 1, 0) / sh + 1, cols = Math.Max(w - cw + sw - 1, 0) / sw + 1;
+        var sum = zeros(new long[] { x.shape[0], model.Options.Classes, h, w }, x.dtype, x.device);
+        var count = zeros(new long[] { 1, 1, h, w }, x.dtype, x.device);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+            {
+                using var scope = NewDisposeScope();
+                long y2 = Math.Min(r * sh + ch, h), x2 = Math.Min(c * sw + cw, w);
+                long y1 = Math.Max(y2 - ch, 0), x1 = Math.Max(x2 - cw, 0);
+                var window = x[.., .., (int)y1..(int)y2, (int)x1..(int)x2];
+                var part = window.shape[2] < min || window.shape[3] < min ? PaddedForward(window, min) : model.forward(window);
+                sum[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(part);
+                count[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(1);
+            }
+        return sum / count;
+    }
+
+    /// <summary>Images smaller than the model's minimum are padded (reflect) up to it and the logits cropped back.</summary>
+    private Tensor PaddedForward(Tensor x, int min)
+    {
+        long h = x.shape[2], w = x.shape[3];
+        long ph = Math.Max(0, min - h), pw = Math.Max(0, min - w);
+        var padded = nn.functional.pad(x, new[] { 0, pw, 0, ph }, PaddingModes.Replicate);
+        return model.forward(padded)[.., .., ..(int)h, ..(int)w];
+    }
+
+    /// <summary>Scores the model on a data set with this predictor's window, TTA and size.</summary>
+    public SegmentationMetrics Evaluate(SegmentationDataset data, int batchSize = 1, int workers = 0, bool perImage = true, CancellationToken cancellation = default)
+    {
+        if (data.Description.Classes != model.Options.Classes)
+            throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model {model.Options.Classes}.");
+        var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false, Workers = workers });
+        using var cm = new ConfusionMatrix(Description.Classes, Labels.Ignore, Description.ClassNames, trackPerImage: perImage);
+        using var _ = no_grad();
+        foreach (var batch in loader.Epoch(0, cancellation))
+        {
+            using var scope = NewDisposeScope();
+            var (images, masks) = batch.ToDevice(device);
+            cm.Update(Logits(Normalization.Apply(images)), masks);
+        }
+        return cm.Compute();
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => model.Dispose();
+}
