@@ -16,8 +16,9 @@ internal static class TrainCommand
     /// <summary>The built-in main job: chosen to finish on a 2-core CPU in under 3 minutes with a validation mean IoU of at least 0.90.</summary>
     internal static class ShapesDefaults
     {
-        public const int Count = 600, Size = 64, BaseChannels = 16, Depth = 4, Epochs = 14, BatchSize = 8;
-        public const double LearningRate = 3e-3;
+        public const int Count = 600, Size = 64, BaseChannels = 16, Depth = 4, Epochs = 20, BatchSize = 8;
+        public const double LearningRate = 5e-3;
+        public const string Loss = "ce+dice";
     }
 
     public static Command Create(CommandContext ctx)
@@ -28,11 +29,11 @@ internal static class TrainCommand
         var valSplit = new Option<double?>("--val-split") { Description = "Share of --data held out for validation when there is no validation folder (default 0.2)." };
         var d = DataFlags.Add(cmd);
         var inChannels = new Option<int?>("--in-channels") { Description = "Image channels fed to the model (default: 1 for gray data, else 3)." };
-        var epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 14)." };
+        var epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 20)." };
         var batch = new Option<int?>("--batch-size") { Description = "Batch size (default 4; shapes: 8)." };
         var crop = new Option<string?>("--crop") { Description = "Random training crop HxW, after random scaling (e.g. 256x256)." };
         var size = new Option<string?>("--size") { Description = "Resize every image to HxW first." };
-        var lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 3e-3)." };
+        var lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 5e-3)." };
         var optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
         var schedule = new Option<string>("--schedule") { Description = "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
         var warmup = new Option<double>("--warmup") { Description = "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
@@ -40,7 +41,7 @@ internal static class TrainCommand
         var clip = new Option<double?>("--clip") { Description = "Clip the gradient norm to this." };
         var accumulate = new Option<int>("--accumulate") { Description = "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
         var model = ModelFlags.Add(cmd);
-        var loss = new Option<string>("--loss") { Description = "ce, dice or ce+dice.", DefaultValueFactory = _ => "ce" };
+        var loss = new Option<string?>("--loss") { Description = "ce, dice or ce+dice (default ce; shapes: ce+dice)." };
         var classWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
         var smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
         var noAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
@@ -91,7 +92,7 @@ internal static class TrainCommand
                     Schedule = Cli.ParseEnum(p.GetValue(schedule)!, "--schedule", ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
                     WarmupFraction = p.GetValue(warmup), WeightDecay = p.GetValue(weightDecay), GradientClipNorm = p.GetValue(clip),
                     AccumulationSteps = p.GetValue(accumulate),
-                    Loss = Cli.ParseEnum(p.GetValue(loss)!, "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
+                    Loss = Cli.ParseEnum(p.GetValue(loss) ?? (shapes ? ShapesDefaults.Loss : "ce"), "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
                     LabelSmoothing = p.GetValue(smoothing), Augment = !p.GetValue(noAugment), VerticalFlip = p.GetValue(vflip),
                     EvalEvery = p.GetValue(evalEvery), EarlyStoppingPatience = p.GetValue(patience), Workers = p.GetValue(workers),
                     CacheBytes = (long)p.GetValue(cacheMb) << 20, Device = p.GetValue(device)!, Seed = p.GetValue(seed),
@@ -210,10 +211,10 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 ctx.FinishLine(log);
                 if (!headerShown)
                 {
-                    log.WriteLine("epoch  train loss  val loss  mean IoU  pixel acc  lr        seconds  img/s");
+                    log.WriteLine("epoch  train loss  val loss  mean IoU  pixel acc  lr        seconds  img/s  RSS MiB");
                     headerShown = true;
                 }
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}  {r.LearningRate,-8:0.0e+0}  {r.Seconds,7:F1}  {r.ImagesPerSecond,5:F1}"));
+                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}  {r.LearningRate,-8:0.0e+0}  {r.Seconds,7:F1}  {r.ImagesPerSecond,5:F1}  {r.ResidentMemoryMB,7:F0}"));
                 File.AppendAllText(metricsPath, r.ToJson().ToJsonString() + Environment.NewLine);
                 break;
             case ProgressKind.Message:

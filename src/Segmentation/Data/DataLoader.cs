@@ -108,7 +108,7 @@ public sealed class DataLoader
     public int[] Order(int epoch)
     {
         var order = Enumerable.Range(0, dataset.Count).ToArray();
-        if (Options.Shuffle) new Random(HashCode.Combine(Options.Seed, epoch, 0x0D3E)).Shuffle(order);
+        if (Options.Shuffle) new Random(Seeds.Mix(Options.Seed, epoch, 0x0D3E)).Shuffle(order);
         return order;
     }
 
@@ -183,7 +183,7 @@ public sealed class DataLoader
     {
         var sample = LoadCached(order[position]);
         if (Options.Transform is { } t)
-            sample = t.Apply(sample, new Random(HashCode.Combine(Options.Seed, epoch, position, 0x7A11)), Labels.Ignore);
+            sample = t.Apply(sample, new Random(Seeds.Mix(Options.Seed, epoch, position, 0x7A11)), Labels.Ignore);
         return sample;
     }
 

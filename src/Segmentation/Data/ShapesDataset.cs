@@ -41,7 +41,7 @@ internal sealed class ShapesSource : ISampleSource
     public Sample Load(int index)
     {
         int n = options.Size, ch = options.Channels;
-        var rng = new Random(HashCode.Combine(options.Seed, index, 0x5A3E));
+        var rng = new Random(Seeds.Mix(options.Seed, index, 0x5A3E));
         var image = new ImageBuffer(n, n, 3);
         var mask = new byte[n * n];
         var px = image.Pixels;

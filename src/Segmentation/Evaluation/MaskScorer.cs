@@ -42,10 +42,25 @@ public static class MaskScorer
                 ? Array.ConvertAll(MaskDecoder.Decode(raw, d, preds[keys[i]]), v => (long)v)
                 : Array.ConvertAll(raw.Values, v => (long)v);
             using var scope = NewDisposeScope();
+            CheckPrediction(preds[keys[i]], p, t.Mask, d.Classes);
             cm.Update(tensor(p, new long[] { raw.Height, raw.Width }),
                       tensor(t.Mask, new long[] { raw.Height, raw.Width }, ScalarType.Byte).to_type(ScalarType.Int64));
         }
         return cm.Compute();
+    }
+
+    /// <summary>A predicted label outside the classes at a pixel that counts is an error naming the file, the value and its pixels.</summary>
+    private static void CheckPrediction(string path, long[] prediction, byte[] truth, int classes)
+    {
+        long bad = -1; int count = 0;
+        for (int j = 0; j < prediction.Length; j++)
+            if (truth[j] != Labels.Ignore && (prediction[j] < 0 || prediction[j] >= classes))
+            {
+                if (bad < 0) bad = prediction[j];
+                if (prediction[j] == bad) count++;
+            }
+        if (bad >= 0)
+            throw new DataException($"{path}: predicted value {bad} at {count} pixel(s), but there are {classes} classes (0-{classes - 1}).", path);
     }
 
     private static Dictionary<string, string> Files(string dir) =>

@@ -169,7 +169,7 @@ public sealed class Trainer : IDisposable
             {
                 Epoch = epoch, TrainLoss = lossSum / Math.Max(1, images), ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
                 PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
-                ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
+                ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics, ResidentMemoryMB = ResidentMemoryMB(),
             };
             history.Add(record);
             bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(state.BestMeanIoU) || metrics.MeanIoU > state.BestMeanIoU);
@@ -285,6 +285,12 @@ public sealed class Trainer : IDisposable
             TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
             Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
         };
+    }
+
+    private static double ResidentMemoryMB()
+    {
+        using var self = Process.GetCurrentProcess();
+        return Math.Round(self.WorkingSet64 / 1048576.0, 1);
     }
 
     /// <inheritdoc />

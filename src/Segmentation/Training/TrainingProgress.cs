@@ -22,10 +22,12 @@ public sealed record EpochRecord
     public double Seconds { get; init; }
     /// <summary>Training images per second.</summary>
     public double ImagesPerSecond { get; init; }
+    /// <summary>Resident memory of the process at the end of the epoch, in MiB (how flat native memory stays).</summary>
+    public double ResidentMemoryMB { get; init; } = double.NaN;
     /// <summary>Full validation metrics (null when not evaluated).</summary>
     public SegmentationMetrics? Metrics { get; init; }
 
-    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond</c>, and <c>perClassIoU</c> when evaluated).</summary>
+    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond, rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
     public JsonObject ToJson()
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
@@ -33,6 +35,7 @@ public sealed record EpochRecord
         {
             ["epoch"] = Epoch, ["trainLoss"] = N(TrainLoss), ["valLoss"] = N(ValLoss), ["meanIoU"] = N(MeanIoU),
             ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds, ["imagesPerSecond"] = N(ImagesPerSecond),
+            ["rssMB"] = N(ResidentMemoryMB),
         };
         if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
         return o;
@@ -46,6 +49,7 @@ public sealed record EpochRecord
         {
             Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]), MeanIoU = D(o["meanIoU"]),
             PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]), ImagesPerSecond = D(o["imagesPerSecond"]),
+            ResidentMemoryMB = D(o["rssMB"]),
         };
     }
 }

@@ -1,0 +1,36 @@
+// Train on a folder of gray images and binary masks: the ISBI 2012 membranes layout
+//   DIR/images/00.png ... DIR/masks/00.png ...   (masks hold 0 and 255; 0/1 works too)
+//   dotnet run --project samples/TrainMembranes -c Release -- ../shared/datasets/isbi2012-membrane/train [minutes]
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Training;
+
+string dir = args.Length > 0 ? args[0] : "../shared/datasets/isbi2012-membrane/train";
+double minutes = args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20;
+
+// Binary masks: 0 and 255 become classes 0 and 1 (any other value is an error that names the file).
+var data = SegmentationDataset.FromFolder(dir, new DatasetOptions { Encoding = MaskEncoding.Binary, ClassNames = new[] { "membrane", "cell" } });
+Console.WriteLine(data.DetectionReport);
+var (train, val) = data.Split(25.0 / 30, seed: 0); // 25 train / 5 val of the 30 labelled slices
+
+var model = new UNet(new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 32, Depth = 4 });
+using var trainer = new Trainer(model, new TrainerOptions
+{
+    Epochs = 200, BatchSize = 4, Crop = new Size2(256, 256), ScaleMin = 0.75, ScaleMax = 1.5,
+    VerticalFlip = true,                       // microscopy has no "up"
+    Loss = LossKind.CrossEntropyDice, LearningRate = 1e-3,
+    ValBatchSize = 1, EarlyStoppingPatience = 30,
+    TimeLimit = TimeSpan.FromMinutes(minutes), // ends cleanly after the epoch in which the limit passes
+    CacheBytes = 512L << 20,                   // decode each slice once
+    CheckpointDirectory = "runs/membranes-sample",
+});
+
+var progress = new Progress<TrainingProgress>(p =>
+{
+    if (p.Kind == ProgressKind.Epoch && !double.IsNaN(p.Record!.MeanIoU))
+        Console.WriteLine($"epoch {p.Epoch,3}  loss {p.Record.TrainLoss:F4}  val mean IoU {p.Record.MeanIoU:F4}  pixel error {1 - p.Record.PixelAccuracy:F4}");
+    else if (p.Kind == ProgressKind.Message) Console.WriteLine(p.Message);
+});
+var best = trainer.Fit(train, val, progress);
+Console.WriteLine($"{best.StopReason} after {best.Epochs} epochs, {best.Seconds / 60:F1} min; best epoch {best.BestEpoch}:");
+Console.Write(best.Metrics);

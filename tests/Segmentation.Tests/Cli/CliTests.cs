@@ -1,0 +1,178 @@
+using System.Text.Json.Nodes;
+using Segmentation.Cli;
+
+namespace Segmentation.Tests.Cli;
+
+public class CliTests
+{
+    private sealed record Result(int Code, string Out, string Err)
+    {
+        public JsonObject LastJson() => JsonNode.Parse(Out.TrimEnd().Split('\n')[^1])!.AsObject();
+    }
+
+    private static Result Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = Segmentation.Cli.Cli.Run(args, o, e);
+        return new Result(code, o.ToString(), e.ToString());
+    }
+
+    // A tiny shapes run: 24 images of 32x32, a small U-Net, seconds on a CPU.
+    private const string TinyShapes = "builtin:shapes?count=24&size=32&seed=2";
+    private static readonly string[] TinyModel = { "--base-channels", "8", "--depth", "3", "--batch-size", "4", "--workers", "1", "--device", "cpu" };
+
+    [Theory]
+    [InlineData("train", "--no-such-flag")]
+    [InlineData("frobnicate")]
+    [InlineData("score", "--gt", "x")] // --pred is required
+    [InlineData("train", "--epochs", "many")]
+    public void Usage_errors_exit_with_2_and_point_to_help(params string[] args)
+    {
+        var r = Run(args);
+        Assert.Equal(2, r.Code);
+        Assert.Contains("segment --help", r.Err);
+    }
+
+    [Theory]
+    [InlineData("--crop", "256by256", "Size '256by256'")]
+    [InlineData("--upsampling", "nearest", "--upsampling 'nearest' is not one of: transposed, bilinear")]
+    [InlineData("--time-limit", "soon", "Duration 'soon'")]
+    [InlineData("--val-split", "1.5", "--val-split 1.5")]
+    public void Bad_option_values_exit_with_2_and_name_the_value(string flag, string value, string expected)
+    {
+        using var d = new TempDir();
+        var r = Run(new[] { "train", "--data", TinyShapes, "--out", d.Path, flag, value }.Concat(TinyModel).ToArray());
+        Assert.Equal(2, r.Code);
+        Assert.Contains(expected, r.Err);
+        Assert.DoesNotContain("   at ", r.Err); // no stack trace
+    }
+
+    [Fact]
+    public void A_missing_data_folder_exits_with_1_and_one_line_naming_it()
+    {
+        using var d = new TempDir();
+        var missing = d["no-such-folder"];
+        var r = Run("train", "--data", missing, "--out", d["run"]);
+        Assert.Equal(1, r.Code);
+        Assert.Contains(missing, r.Err);
+        Assert.Single(r.Err.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void A_damaged_checkpoint_exits_with_1_naming_the_file_and_verbose_adds_the_stack_trace()
+    {
+        using var d = new TempDir();
+        File.WriteAllText(d["bad.ckpt"], "not a checkpoint");
+        var r = Run("eval", "--checkpoint", d["bad.ckpt"]);
+        Assert.Equal(1, r.Code);
+        Assert.Contains("bad.ckpt", r.Err);
+        Assert.DoesNotContain("   at ", r.Err);
+        var v = Run("eval", "--checkpoint", d["bad.ckpt"], "--verbose");
+        Assert.Equal(1, v.Code);
+        Assert.Contains("   at ", v.Err);
+    }
+
+    [Fact]
+    public void Summary_json_has_the_canonical_parameter_count_and_the_layers()
+    {
+        var r = Run("summary", "--json");
+        Assert.Equal(0, r.Code);
+        var j = r.LastJson();
+        Assert.Equal(31_037_698, (long)j["params"]!);
+        var layers = j["layers"]!.AsArray();
+        Assert.Equal(31_037_698, layers.Sum(l => (long)l!["params"]!));
+        Assert.True((long)j["macs"]! > 0);
+        Assert.Equal(new long[] { 2, 256, 256 }, layers[^1]!["output"]!.AsArray().Select(x => (long)x!).ToArray());
+    }
+
+    [Fact]
+    public void Score_gives_the_evaluator_keys_and_the_known_answer()
+    {
+        using var d = new TempDir();
+        // Truth 0 0 1 1 / 2 2 255 0; prediction 0 1 1 1 / 2 0 2 0: class IoUs 2/4, 2/3, 1/2.
+        byte[] truth = { 0, 0, 1, 1, 2, 2, 255, 0 }, pred = { 0, 1, 1, 1, 2, 0, 2, 0 };
+        TempDir.SaveGray(d["gt/m.png"], 4, 2, (x, y) => truth[y * 4 + x]);
+        TempDir.SaveGray(d["pred/m.png"], 4, 2, (x, y) => pred[y * 4 + x]);
+        var r = Run("score", "--pred", d["pred"], "--gt", d["gt"], "--classes", "3", "--mask", "index", "--json");
+        Assert.Equal(0, r.Code);
+        var j = r.LastJson();
+        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "meanAccuracy", "meanDice", "frequencyWeightedIoU", "perClassIoU", "perClassAccuracy", "perClassDice", "classNames", "confusionMatrix" })
+            Assert.True(j.ContainsKey(key), key);
+        Assert.Equal((0.5 + 2.0 / 3 + 0.5) / 3, (double)j["meanIoU"]!, 10);
+        Assert.Equal(5.0 / 7, (double)j["pixelAccuracy"]!, 10);
+    }
+
+    [Fact]
+    public void Train_eval_predict_round_trip_on_a_tiny_shapes_run()
+    {
+        using var d = new TempDir();
+        var run = d["run"];
+        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run, "--json" }.Concat(TinyModel).ToArray());
+        Assert.True(train.Code == 0, train.Err);
+
+        // summary.json, and the same object as the last line of standard output.
+        var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "summary.json")))!.AsObject();
+        Assert.Equal(summary.ToJsonString(), train.LastJson().ToJsonString());
+        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "perClassIoU", "confusionMatrix", "bestEpoch", "params", "device", "seconds" })
+            Assert.True(summary.ContainsKey(key), key);
+        Assert.Equal("cpu", (string)summary["device"]!);
+
+        // metrics.jsonl: one object per epoch with the documented keys.
+        var lines = File.ReadAllLines(Path.Combine(run, "metrics.jsonl"));
+        Assert.Equal(2, lines.Length);
+        for (int i = 0; i < 2; i++)
+        {
+            var e = JsonNode.Parse(lines[i])!.AsObject();
+            Assert.Equal(i + 1, (int)e["epoch"]!);
+            foreach (var key in new[] { "trainLoss", "valLoss", "meanIoU", "pixelAccuracy", "lr", "seconds", "imagesPerSecond" })
+                Assert.True(e.ContainsKey(key), key);
+        }
+        foreach (var f in new[] { "last.ckpt", "best.ckpt", "curves.png", "run.json" }) Assert.True(File.Exists(Path.Combine(run, f)), f);
+        Assert.NotEmpty(Directory.GetFiles(Path.Combine(run, "overlays"), "*.png"));
+
+        // eval on the checkpoint's own validation data gives the best epoch's numbers again.
+        var eval = Run("eval", "--checkpoint", Path.Combine(run, "best.ckpt"), "--device", "cpu", "--json");
+        Assert.True(eval.Code == 0, eval.Err);
+        var bestEpoch = (int)summary["bestEpoch"]!;
+        var bestLine = JsonNode.Parse(lines[bestEpoch - 1])!.AsObject();
+        Assert.Equal((double)bestLine["meanIoU"]!, (double)eval.LastJson()["meanIoU"]!, 6);
+        Assert.Equal((double)summary["pixelAccuracy"]!, (double)eval.LastJson()["pixelAccuracy"]!, 6);
+
+        // predict writes one class-index PNG per input, of the input's size, plus the requested pictures.
+        TempDir.SaveRgb(d["in/a.png"], 40, 36, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), (byte)(y * 7), 90));
+        TempDir.SaveRgb(d["in/b.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(200, (byte)(x * 8), (byte)(y * 8)));
+        var predict = Run("predict", "--checkpoint", Path.Combine(run, "best.ckpt"), "--input", d["in"], "--out", d["out"], "--overlay", "--color", "--device", "cpu");
+        Assert.True(predict.Code == 0, predict.Err);
+        var mask = new Segmentation.Data.ImageReader().ReadMask(d["out/a.png"]);
+        Assert.Equal((40, 36), (mask.Width, mask.Height));
+        Assert.All(mask.Values, v => Assert.InRange(v, 0, 3));
+        foreach (var f in new[] { "b.png", "a_overlay.png", "a_color.png" }) Assert.True(File.Exists(d["out/" + f]), f);
+
+        // --resume continues the same run to 3 epochs.
+        var resumed = Run("train", "--out", run, "--resume", "--epochs", "3", "--json");
+        Assert.True(resumed.Code == 0, resumed.Err);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Length);
+        Assert.Equal(3, (int)resumed.LastJson()["epochs"]!);
+    }
+
+    [Fact]
+    public void Bench_train_json_has_the_step_time_and_the_bare_loop_ratio()
+    {
+        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "3", "--warmup", "1", "--device", "cpu", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        var j = r.LastJson();
+        foreach (var key in new[] { "stepSeconds", "imagesPerSecond", "params", "device", "bareStepSeconds", "overheadRatio" })
+            Assert.True(j.ContainsKey(key), key);
+        Assert.True((double)j["stepSeconds"]! > 0);
+        Assert.Equal(3, j["steps"]!.AsArray().Count);
+    }
+
+    [Fact]
+    public void Durations_take_seconds_minutes_and_hours()
+    {
+        Assert.Equal(90, Segmentation.Cli.Cli.ParseDuration("90s"));
+        Assert.Equal(1200, Segmentation.Cli.Cli.ParseDuration("20m"));
+        Assert.Equal(5400, Segmentation.Cli.Cli.ParseDuration("1.5h"));
+    }
+}
