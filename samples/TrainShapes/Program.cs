@@ -11,7 +11,7 @@ var (train, val) = data.Split(0.8, seed: 0);
 var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 4 });
 using var trainer = new Trainer(model, new TrainerOptions
 {
-    Epochs = 16, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Augment = false,
+    Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice,
     CheckpointDirectory = "runs/shapes-sample",
 });
 

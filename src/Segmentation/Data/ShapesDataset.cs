@@ -16,8 +16,8 @@ public sealed record ShapesOptions
 }
 
 /// <summary>
-/// Built-in synthetic data: circles, rectangles and triangles of random size, colour and position on noisy,
-/// textured backgrounds. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle. Deterministic for a seed;
+/// Built-in synthetic data: circles, rectangles and triangles of random size, colour, rotation and position
+/// (never overlapping) on noisy, textured backgrounds. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle. Deterministic for a seed;
 /// each sample depends only on (seed, index).
 /// </summary>
 internal sealed class ShapesSource : ISampleSource
@@ -59,15 +59,28 @@ internal sealed class ShapesSource : ISampleSource
                     px[(y * n + x) * 3 + c] = Clamp(c0[c] * (1 - t) + c1[c] * t + tex + Gaussian(rng) * 8);
             }
 
+        // Shapes do not overlap (their bounding circles are disjoint), so every visible outline is the whole shape
+        // and the label of each pixel can be told from the picture; a shape with no free place is left out.
         int shapes = 1 + rng.Next(options.MaxShapes);
+        var placed = new List<(double X, double Y, double R)>();
         for (int s = 0; s < shapes; s++)
         {
             int kind = 1 + rng.Next(3);
-            double r = n * (0.08 + rng.NextDouble() * 0.17);
-            double cx = r + rng.NextDouble() * (n - 2 * r), cy = r + rng.NextDouble() * (n - 2 * r);
-            var color = ContrastingColor(rng, c0, c1);
+            double r = n * (0.1 + rng.NextDouble() * 0.15);
             double rot = rng.NextDouble() * 2 * Math.PI;
             double aspect = 0.6 + rng.NextDouble() * 0.8;
+            double bound = kind == 2 ? 0.85 * r * Math.Sqrt(1 + aspect * aspect) : r;
+            double cx = 0, cy = 0;
+            bool free = false;
+            for (int attempt = 0; attempt < 30 && !free; attempt++)
+            {
+                cx = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
+                cy = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
+                free = placed.All(p => Math.Sqrt((p.X - cx) * (p.X - cx) + (p.Y - cy) * (p.Y - cy)) > p.R + bound + 1);
+            }
+            if (!free) continue;
+            placed.Add((cx, cy, bound));
+            var color = ContrastingColor(rng, c0, c1);
             var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3), Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
             int x0 = Math.Max(0, (int)(cx - r * 1.5)), x1 = Math.Min(n - 1, (int)(cx + r * 1.5));
             int y0 = Math.Max(0, (int)(cy - r * 1.5)), y1 = Math.Min(n - 1, (int)(cy + r * 1.5));

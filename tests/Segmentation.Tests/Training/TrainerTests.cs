@@ -153,13 +153,14 @@ public class TrainerTests
     [Fact]
     public void A_short_seeded_run_on_shapes_learns_to_segment()
     {
-        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 160, Size = 48, Seed = 3, MaxShapes = 3 }).Split(0.8, seed: 0);
+        // The main job's recipe (CE + Dice, AdamW 3e-3, poly) at a quarter of its cost: 320 images of 48x48, depth 3.
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 320, Size = 48, Seed = 3, MaxShapes = 3 }).Split(0.8, seed: 0);
         random.manual_seed(1);
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3 });
-        using var t = new Trainer(model, new TrainerOptions { Epochs = 8, BatchSize = 8, LearningRate = 5e-3, Seed = 1, Workers = 2, Device = "cpu" });
+        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 3 });
+        using var t = new Trainer(model, new TrainerOptions { Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 1, Workers = 2, Device = "cpu" });
         var r = t.Fit(train, val);
-        Assert.True(r.History[^1].TrainLoss < r.History[0].TrainLoss * 0.5, $"loss {r.History[0].TrainLoss} -> {r.History[^1].TrainLoss}");
-        Assert.True(r.Metrics!.MeanIoU > 0.6, $"mean IoU {r.Metrics.MeanIoU}");
+        Assert.True(r.History[^1].TrainLoss < r.History[0].TrainLoss * 0.3, $"loss per epoch {string.Join(", ", r.History.Select(h => h.TrainLoss.ToString("F3")))}");
+        Assert.True(r.Metrics!.MeanIoU > 0.8, $"mean IoU {r.Metrics.MeanIoU}; per epoch {string.Join(", ", r.History.Select(h => h.MeanIoU.ToString("F3")))}");
     }
 
     private sealed class SyncProgress(Action<TrainingProgress> action) : IProgress<TrainingProgress>
