@@ -6,7 +6,8 @@ namespace Segmentation.Cli;
 
 /// <summary>
 /// curves.png: two panels side by side, left the training (blue) and validation (orange) loss, right the validation
-/// mean IoU (green) on a 0–1 axis with grid lines at every 0.1; one point per epoch.
+/// mean IoU (green) on a 0–1 axis with grid lines at every 0.1; one point per epoch. Titles, legend and axis values
+/// are drawn with a small built-in 5x7 font, so no font file is needed.
 /// </summary>
 internal static class CurvePlot
 {
@@ -24,7 +25,58 @@ internal static class CurvePlot
         Series(img, 0, train, maxLoss, new Rgb24(31, 119, 180));
         Series(img, 0, val, maxLoss, new Rgb24(255, 127, 14));
         Series(img, PanelW, history.Select(h => h.MeanIoU).ToArray(), 1, new Rgb24(44, 160, 44));
+
+        var black = new Rgb24(0, 0, 0);
+        string epochs = history.Count == 0 ? "0" : history[^1].Epoch.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Text(img, Margin + 8, 4, "train loss", new Rgb24(31, 119, 180));
+        Text(img, Margin + 8 + 12 * 11, 4, "val loss", new Rgb24(255, 127, 14));
+        Text(img, PanelW + Margin + 8, 4, "mean IoU", new Rgb24(44, 160, 44));
+        Text(img, 2, Y(1) + 12, maxLoss.ToString(maxLoss >= 10 ? "0" : "0.00", System.Globalization.CultureInfo.InvariantCulture), black, 1);
+        Text(img, PanelW + 2, Y(1) + 2, "1.0", black, 1);
+        Text(img, PanelW + 2, Y(0.5) - 3, "0.5", black, 1);
+        foreach (var x0 in new[] { 0, PanelW })
+        {
+            Text(img, x0 + 2, Y(0) - 7, "0", black, 1);
+            Text(img, x0 + PanelW / 2 - 15, PanelH - Margin + 6, "epoch", black, 1);
+            Text(img, x0 + PanelW - Margin / 2 - 6 * epochs.Length, PanelH - Margin + 6, epochs, black, 1);
+        }
         img.SaveAsPng(path);
+    }
+
+    // 5x7 glyphs, one string of 35 cells per character ('#' = ink), for the few characters the plot writes.
+    private static readonly Dictionary<char, string> Glyphs = new()
+    {
+        ['0'] = ".###.#...##..###.#.###..##...#.###.", ['1'] = "..#...##....#....#....#....#...###.",
+        ['2'] = ".###.#...#....#...#...#...#...#####", ['3'] = "#####...#...#.....#.....##...#.###.",
+        ['4'] = "...#...##..#.#.#..#.#####...#....#.", ['5'] = "######....####.....#....##...#.###.",
+        ['6'] = "..##..#...#....####.#...##...#.###.", ['7'] = "#####....#...#...#...#....#....#...",
+        ['8'] = ".###.#...##...#.###.#...##...#.###.", ['9'] = ".###.#...##...#.####....#...#..##..",
+        ['.'] = "..........................##...##..", ['a'] = "...........###.....#.#####...#.####",
+        ['c'] = "...........###.#....#....#...#.###.", ['e'] = "...........###.#...#######.....###.",
+        ['h'] = "#....#....#.##.##..##...##...##...#", ['i'] = "..#........##....#....#....#...###.",
+        ['l'] = ".##....#....#....#....#....#...###.", ['m'] = "..........##.#.#.#.##.#.##...##...#",
+        ['n'] = "..........#.##.##..##...##...##...#", ['o'] = "...........###.#...##...##...#.###.",
+        ['p'] = "..........####.#...#####.#....#....", ['r'] = "..........#.##.##..##....#....#....",
+        ['s'] = "...........#####.....###.....#####.", ['t'] = ".#....#...###...#....#....#..#..##.",
+        ['v'] = "..........#...##...##...#.#.#...#..", ['I'] = ".###...#....#....#....#....#...###.",
+        ['U'] = "#...##...##...##...##...##...#.###.", [' '] = "...................................",
+    };
+
+    private static void Text(Image<Rgb24> img, int x, int y, string text, Rgb24 color, int scale = 2)
+    {
+        foreach (var ch in text)
+        {
+            if (Glyphs.TryGetValue(ch, out var g))
+                for (int i = 0; i < 35 && i < g.Length; i++)
+                    if (g[i] == '#')
+                        for (int sy = 0; sy < scale; sy++)
+                            for (int sx = 0; sx < scale; sx++)
+                            {
+                                int px = x + (i % 5) * scale + sx, py = y + (i / 5) * scale + sy;
+                                if (px >= 0 && px < img.Width && py >= 0 && py < img.Height) img[px, py] = color;
+                            }
+            x += 6 * scale;
+        }
     }
 
     private static void Axes(Image<Rgb24> img, int x0)
