@@ -6,7 +6,7 @@ using Segmentation.Models;
 using Segmentation.Training;
 
 string dir = args.Length > 0 ? args[0] : "../shared/datasets/isbi2012-membrane/train";
-double minutes = args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20;
+double minutes = args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 30;
 
 // Binary masks: 0 and 255 become classes 0 and 1 (any other value is an error that names the file).
 var data = SegmentationDataset.FromFolder(dir, new DatasetOptions { Encoding = MaskEncoding.Binary, ClassNames = new[] { "membrane", "cell" } });
@@ -16,11 +16,12 @@ var (train, val) = data.Split(25.0 / 30, seed: 0); // 25 train / 5 val of the 30
 var model = new UNet(new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 32, Depth = 4 });
 using var trainer = new Trainer(model, new TrainerOptions
 {
-    Epochs = 200, BatchSize = 4, Crop = new Size2(256, 256), ScaleMin = 0.75, ScaleMax = 1.5,
+    // The README's ISBI recipe: 80 epochs took 25 minutes on a 2-core CPU (mean IoU 0.78, pixel error 0.092).
+    Epochs = 80, BatchSize = 4, Crop = new Size2(256, 256),  // random scale 0.5-2.0, then a 256x256 crop
     VerticalFlip = true,                       // microscopy has no "up"
     Loss = LossKind.CrossEntropyDice, LearningRate = 1e-3,
     ValBatchSize = 1, EarlyStoppingPatience = 30,
-    TimeLimit = TimeSpan.FromMinutes(minutes), // ends cleanly after the epoch in which the limit passes
+    TimeLimit = TimeSpan.FromMinutes(minutes), // a safety net: ends cleanly after the epoch in which it passes
     CacheBytes = 512L << 20,                   // decode each slice once
     CheckpointDirectory = "runs/membranes-sample",
 });

@@ -8,6 +8,7 @@ using Segmentation.Training;
 var data = SegmentationDataset.Shapes(new ShapesOptions { Count = 600, Size = 64, Seed = 0 });
 var (train, val) = data.Split(0.8, seed: 0);
 
+TorchSharp.torch.random.manual_seed(0); // the same weights every run
 var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 4 });
 using var trainer = new Trainer(model, new TrainerOptions
 {
