@@ -108,11 +108,12 @@ internal sealed class CommandContext(TextWriter stdout, TextWriter stderr, bool 
         openLine = true;
     }
 
-    /// <summary>Ends a status line before normal output.</summary>
+    /// <summary>Clears the status line before normal output, so tables stay contiguous.</summary>
     public void FinishLine(TextWriter? writer = null)
     {
         if (!openLine) return;
-        (writer ?? Out).WriteLine();
+        var w = writer ?? Out;
+        w.Write("\r" + new string(' ', Math.Min(Console.IsOutputRedirected ? 100 : Math.Max(40, SafeWidth() - 1), 160)) + "\r");
         openLine = false;
     }
 
