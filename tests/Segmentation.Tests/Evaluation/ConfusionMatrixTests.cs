@@ -146,4 +146,20 @@ public class ConfusionMatrixTests
         Assert.Equal(1.0, back.MeanIoU);
         Assert.Contains("dog", cm.Compute().ToString());
     }
+
+    [Fact]
+    public void Tracking_per_image_IoU_leaves_the_data_set_matrix_unchanged()
+    {
+        // 8 x 36 x 48 = 13,824 pixels, a multiple of 256: a total summed as bytes would wrap to exactly 0.
+        random.manual_seed(0);
+        using var logits = randn(new long[] { 8, 12, 36, 48 });
+        using var target = randint(0, 12, new long[] { 8, 36, 48 });
+        using var tracked = new ConfusionMatrix(12, trackPerImage: true);
+        using var plain = new ConfusionMatrix(12);
+        tracked.Update(logits, target);
+        plain.Update(logits, target);
+        Assert.Equal(plain.ToArray(), tracked.ToArray());
+        Assert.Equal(13_824, tracked.ToArray().Cast<long>().Sum());
+        Assert.Equal(plain.Compute().MeanIoU, tracked.Compute().MeanIoU, 12);
+    }
 }
