@@ -22,7 +22,13 @@ public static class MaskScorer
         var missing = truth.Keys.Where(k => !preds.ContainsKey(k)).Order().ToList();
         var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
         if (missing.Count > 0 || extra.Count > 0)
-            throw new DataException($"{predictionDir}: {missing.Count} ground-truth mask(s) without a prediction ({string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", ..." : "")}) and {extra.Count} prediction(s) without ground truth ({string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", ..." : "")}).", predictionDir);
+        {
+            static string List(List<string> names) => string.Join(", ", names.Take(5)) + (names.Count > 5 ? $", ... ({names.Count} in all)" : "");
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"{missing.Count} ground-truth mask(s) in {truthDir} have no prediction ({List(missing)})");
+            if (extra.Count > 0) parts.Add($"{extra.Count} prediction(s) have no ground-truth mask ({List(extra)})");
+            throw new DataException($"{predictionDir}: {string.Join("; ", parts)}. Masks pair by file name.", predictionDir);
+        }
         if (truth.Count == 0) throw new DataException($"{truthDir}: no masks found.", truthDir);
 
         // Pairing through the data layer: each prediction stands as the "image" of its ground-truth mask, so sizes
