@@ -206,6 +206,9 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 int width = 20, filled = (int)Math.Round(width * (double)p.Step / Math.Max(1, p.StepsPerEpoch));
                 ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} [{new string('#', filled)}{new string('-', width - filled)}] {p.Step}/{p.StepsPerEpoch} loss {p.Loss:F4} lr {p.LearningRate:0.0e+0} {p.ImagesPerSecond:F1} img/s ETA {Format(p.Eta)}");
                 break;
+            case ProgressKind.ValidationStep:
+                ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
+                break;
             case ProgressKind.Epoch:
                 var r = p.Record!;
                 ctx.FinishLine(log);

@@ -161,7 +161,11 @@ public sealed class Trainer : IDisposable
             bool evaluate = valLoader is not null && (epoch % Options.EvalEvery == 0 || epoch == Options.Epochs);
             if (evaluate)
             {
-                (metrics, valLoss) = Evaluate(valLoader!, normalization, d, cancellation);
+                int valSteps = valLoader!.BatchesPerEpoch, currentEpoch = epoch;
+                (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, step => progress?.Report(new TrainingProgress
+                {
+                    Kind = ProgressKind.ValidationStep, Epoch = currentEpoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = valSteps,
+                }));
                 progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = Options.Epochs, Metrics = metrics });
             }
 
@@ -244,11 +248,11 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Metrics and mean loss of the model on a loader's data.</summary>
-    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation)
+    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
     {
         model.eval();
         using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames);
-        double lossSum = 0; int count = 0;
+        double lossSum = 0; int count = 0, batches = 0;
         using (no_grad())
         {
             foreach (var batch in loader.Epoch(0, cancellation))
@@ -259,6 +263,7 @@ public sealed class Trainer : IDisposable
                 lossSum += loss.Compute(logits, masks).item<float>() * batch.Count;
                 count += batch.Count;
                 cm.Update(logits, masks);
+                onBatch(++batches);
             }
         }
         model.train();

@@ -61,6 +61,8 @@ public enum ProgressKind
     Started,
     /// <summary>A training step finished.</summary>
     Step,
+    /// <summary>A validation batch finished (<see cref="TrainingProgress.Step"/> of <see cref="TrainingProgress.StepsPerEpoch"/> batches).</summary>
+    ValidationStep,
     /// <summary>Validation finished.</summary>
     Evaluated,
     /// <summary>An epoch finished (its record is set).</summary>

@@ -151,6 +151,21 @@ public class TrainerTests
     }
 
     [Fact]
+    public void Validation_reports_each_batch_before_the_epoch()
+    {
+        var (train, val) = Shapes(48); // 12 validation images: 3 batches of 4
+        using var model = Build();
+        using var t = new Trainer(model, Quick(null, 2));
+        var seen = new List<string>();
+        t.Fit(train, val, new SyncProgress(p =>
+        {
+            if (p.Kind == ProgressKind.ValidationStep) seen.Add($"{p.Epoch}:{p.Step}/{p.StepsPerEpoch}");
+            if (p.Kind == ProgressKind.Epoch) seen.Add($"epoch {p.Epoch}");
+        }));
+        Assert.Equal(new[] { "1:1/3", "1:2/3", "1:3/3", "epoch 1", "2:1/3", "2:2/3", "2:3/3", "epoch 2" }, seen);
+    }
+
+    [Fact]
     public void A_short_seeded_run_on_shapes_learns_to_segment()
     {
         // The main job's recipe (CE + Dice, AdamW 3e-3, poly) at a quarter of its cost: 320 images of 48x48, depth 3.
