@@ -78,6 +78,7 @@ public class TrainerTests
         Assert.Equal(new[] { "background", "circle", "rectangle", "triangle" }, ckpt.Dataset.ClassNames);
         Assert.Equal(Tiny, ckpt.Model);
         Assert.Single(ckpt.State.History);
+        Assert.True(ckpt.State.History[0].ResidentMemoryMB > 0); // metrics.jsonl rewritten on resume keeps rssMB
         using var loaded = ckpt.CreateModel();
         model.eval(); loaded.eval();
         using var scope = NewDisposeScope();
