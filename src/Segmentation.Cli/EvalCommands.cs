@@ -63,7 +63,7 @@ internal static class EvalCommand
         {
             var ckpt = Checkpoint.Load(p.GetValue(f.Checkpoint)!);
             var spec = p.GetValue(data) ?? ckpt.ValOrigin ?? throw new OptionsException("The checkpoint has no validation data; give --data.");
-            if (Directory.Exists(spec) && SegmentationDataset.HasSplitFolders(spec) && !Directory.Exists(Path.Combine(spec, "images"))) spec = Path.Combine(spec, "val");
+            if (DataFlags.IsSplitFolder(spec)) spec = Path.Combine(spec, "val");
             var set = SegmentationDataset.FromOrigin(spec, new DatasetOptions { Description = ckpt.Dataset });
             using var predictor = f.Open(p, ckpt);
             var clock = Stopwatch.StartNew();
@@ -263,7 +263,7 @@ internal static class BenchCommand
         cmd.SetAction(p =>
         {
             var spec = p.GetValue(data)!;
-            if (Directory.Exists(spec) && SegmentationDataset.HasSplitFolders(spec) && !Directory.Exists(Path.Combine(spec, "images"))) spec = Path.Combine(spec, "train");
+            if (DataFlags.IsSplitFolder(spec)) spec = Path.Combine(spec, "train");
             var set = SegmentationDataset.FromOrigin(spec, DataFlags.Read(p, d, null));
             var c = Size2.Parse(p.GetValue(crop)!);
             var loader = new DataLoader(set, new DataLoaderOptions

@@ -30,6 +30,10 @@ internal sealed class DataFlags
         return f;
     }
 
+    /// <summary>True when <paramref name="spec"/> is a folder laid out as train/ and val/ (rather than images/ and masks/).</summary>
+    public static bool IsSplitFolder(string spec) =>
+        SegmentationDataset.HasSplitFolders(spec) && !Directory.Exists(Path.Combine(spec, "images"));
+
     public static DatasetOptions Read(ParseResult p, DataFlags f, int? inChannels) => new()
     {
         Classes = p.GetValue(f.Classes),
@@ -106,7 +110,7 @@ internal sealed record RunConfig
             var train = SegmentationDataset.FromOrigin(Data, DataOptions);
             return (train, SegmentationDataset.FromFolder(Val, DataOptions with { Description = train.Description }));
         }
-        if (!Data.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) && Directory.Exists(Data) && SegmentationDataset.HasSplitFolders(Data) && !Directory.Exists(Path.Combine(Data, "images")))
+        if (!Data.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) && DataFlags.IsSplitFolder(Data))
         {
             var (t, v) = SegmentationDataset.FromSplitFolders(Data, DataOptions);
             return (t, v);
