@@ -31,6 +31,7 @@ public static class Cli
         root.Subcommands.Add(ScoreCommand.Create(context));
         root.Subcommands.Add(SummaryCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(DoctorCommand.Create(context));
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -221,6 +221,7 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 File.AppendAllText(metricsPath, r.ToJson().ToJsonString() + Environment.NewLine);
                 break;
             case ProgressKind.Message:
+            case ProgressKind.Convolutions:
                 ctx.FinishLine(log);
                 log.WriteLine(p.Message);
                 break;

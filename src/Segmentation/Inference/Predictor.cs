@@ -55,6 +55,9 @@ public sealed class Predictor : IDisposable
     /// <summary>The model's options.</summary>
     public UNetOptions ModelOptions => model.Options;
 
+    /// <summary>The latest convolution check of the model (it runs before the first input of each shape).</summary>
+    public ConvolutionReport? Convolutions => model.Convolutions;
+
     /// <summary>Builds the model from a checkpoint.</summary>
     public Predictor(Checkpoint checkpoint, PredictorOptions? options = null)
     {

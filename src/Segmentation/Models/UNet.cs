@@ -16,7 +16,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     private readonly DoubleConv stem;
     private readonly ModuleList<EncoderBlock> encoder;
     private readonly ModuleList<DecoderBlock> decoder;
-    private readonly Conv2d head;
+    private readonly Convolution head;
 
     /// <summary>The options the model was built with.</summary>
     public UNetOptions Options { get; }
@@ -27,6 +27,8 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         Options = options ?? new UNetOptions();
         Options.Validate();
         var o = Options;
+        NativeRuntime.EnsureInitialized();
+        using var seed = o.Seed is { } s ? SeededGenerator(s) : null;
         var channels = Enumerable.Range(0, o.Depth + 1).Select(i => (long)o.BaseChannels << i).ToArray();
 
         stem = new DoubleConv(o.InChannels, channels[0], o.Normalization);
@@ -36,7 +38,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         decoder = nn.ModuleList(Enumerable.Range(0, o.Depth).Reverse()
             .Select(i => new DecoderBlock(channels[i + 1], channels[i], channels[i], o.Upsampling, o.Normalization))
             .ToArray());
-        head = nn.Conv2d(channels[0], o.Classes, 1);
+        head = new Convolution(channels[0], o.Classes, 1);
         RegisterComponents();
     }
 
@@ -44,6 +46,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         CheckInput(input);
+        if (VerifyConvolutions && !routing) RouteConvolutions(input.shape, training && is_grad_enabled());
         var skips = new List<Tensor>(Options.Depth);
         var x = stem.forward(input);
         foreach (var block in encoder)
@@ -54,6 +57,46 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         for (int i = 0; i < decoder.Count; i++)
             x = decoder[i].forward(x, skips[skips.Count - 1 - i]);
         return head.forward(x);
+    }
+
+    /// <summary>
+    /// Check every convolution against float64 before the first input of each shape, and route it through a kernel
+    /// that is right (<see cref="ConvolutionCheck"/>). On by default: libtorch's CPU kernels are wrong for some channel
+    /// counts on some CPUs. Turning it off keeps libtorch's direct kernels, unchecked.
+    /// </summary>
+    public bool VerifyConvolutions { get; set; } = true;
+
+    /// <summary>The report of the latest convolution check (null before the first).</summary>
+    public ConvolutionReport? Convolutions { get; private set; }
+
+    private readonly HashSet<(long, long, long, long, bool)> routedInputs = new();
+    private bool routing;
+
+    /// <summary>
+    /// Checks and routes the convolutions for inputs of <paramref name="inputShape"/> (N x C x H x W), with
+    /// gradients when <paramref name="training"/>; <see cref="forward"/> does this by itself for each new shape.
+    /// Returns the report, or null when that shape was checked before.
+    /// </summary>
+    public ConvolutionReport? RouteConvolutions(long[] inputShape, bool training)
+    {
+        if (inputShape.Length != 4) throw new ArgumentException($"Expected an input shape N x C x H x W; got [{string.Join(", ", inputShape)}].");
+        if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training))) return null;
+        routing = true;
+        try { return Convolutions = ConvolutionCheck.Configure(this, inputShape, training); }
+        finally { routing = false; }
+    }
+
+    /// <summary>Seeds the global generator for the weights and puts its state back when disposed.</summary>
+    private static IDisposable SeededGenerator(int seed)
+    {
+        var saved = random.get_rng_state();
+        random.manual_seed(seed);
+        return new RestoreGenerator(saved);
+    }
+
+    private sealed class RestoreGenerator(Tensor state) : IDisposable
+    {
+        public void Dispose() { random.set_rng_state(state); state.Dispose(); }
     }
 
     /// <summary>Number of trainable parameters.</summary>

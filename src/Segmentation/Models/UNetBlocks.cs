@@ -14,10 +14,10 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
     {
         bool bias = norm == NormalizationKind.None;
         block = nn.Sequential(
-            ("conv1", nn.Conv2d(inChannels, outChannels, 3, padding: 1, bias: bias)),
+            ("conv1", new Convolution(inChannels, outChannels, 3, padding: 1, bias: bias)),
             ("norm1", Norm(outChannels, norm)),
             ("relu1", nn.ReLU(inplace: true)),
-            ("conv2", nn.Conv2d(outChannels, outChannels, 3, padding: 1, bias: bias)),
+            ("conv2", new Convolution(outChannels, outChannels, 3, padding: 1, bias: bias)),
             ("norm2", Norm(outChannels, norm)),
             ("relu2", nn.ReLU(inplace: true)));
         RegisterComponents();
@@ -29,7 +29,7 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
     private static nn.Module<Tensor, Tensor> Norm(long channels, NormalizationKind norm) => norm switch
     {
         NormalizationKind.Batch => nn.BatchNorm2d(channels),
-        NormalizationKind.Group => nn.GroupNorm(Groups(channels), channels),
+        NormalizationKind.Group => new GroupNorm(Groups(channels), channels),
         _ => nn.Identity(),
     };
 
@@ -76,10 +76,10 @@ public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
     {
         long upChannels = inChannels / 2;
         up = mode == UpsamplingMode.Transposed
-            ? nn.ConvTranspose2d(inChannels, upChannels, 2, stride: 2)
+            ? new Convolution(inChannels, upChannels, 2, stride: 2, transposed: true)
             : nn.Sequential(
                 ("upsample", nn.Upsample(scale_factor: new[] { 2.0, 2.0 }, mode: UpsampleMode.Bilinear, align_corners: true)),
-                ("reduce", nn.Conv2d(inChannels, upChannels, 1)));
+                ("reduce", new Convolution(inChannels, upChannels, 1)));
         conv = new DoubleConv(skipChannels + upChannels, outChannels, norm);
         RegisterComponents();
     }
@@ -93,4 +93,40 @@ public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
             x = nn.functional.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
         return conv.forward(cat(new[] { skip, x }, 1));
     }
+}
+
+/// <summary>
+/// Group normalisation (Wu and He 2018) with its affine weight 1 and bias 0 at the start, as PyTorch initialises it.
+/// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves both uninitialised (whatever the allocator returned: 1e25, NaN), so
+/// this one is ours; <c>nn.functional.group_norm</c> computes it. State-dict keys <c>weight</c> and <c>bias</c>, as there.
+/// </summary>
+public sealed class GroupNorm : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // state-dict names
+    private Parameter weight;
+    private Parameter bias;
+#pragma warning restore IDE1006
+
+    /// <summary>Groups the channels are split into.</summary>
+    public long Groups { get; }
+    /// <summary>Added to the variance.</summary>
+    public double Epsilon { get; }
+
+    /// <summary>Creates the layer; <paramref name="channels"/> must be a multiple of <paramref name="groups"/>.</summary>
+    public GroupNorm(long groups, long channels, double epsilon = 1e-5) : base(nameof(GroupNorm))
+    {
+        if (groups < 1 || channels % groups != 0) throw new ArgumentException($"GroupNorm: {channels} channels cannot be split into {groups} equal groups.");
+        Groups = groups; Epsilon = epsilon;
+        weight = new Parameter(ones(channels));
+        bias = new Parameter(zeros(channels));
+        RegisterComponents();
+    }
+
+    /// <summary>The per-channel scale.</summary>
+    public Parameter Weight => weight;
+    /// <summary>The per-channel shift.</summary>
+    public Parameter Bias => bias;
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input) => nn.functional.group_norm(input, Groups, weight, bias, Epsilon);
 }

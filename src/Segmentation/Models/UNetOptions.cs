@@ -44,6 +44,12 @@ public sealed record UNetOptions
     /// <summary>Dropout2d probability applied to the input of the bottleneck; 0 turns it off.</summary>
     public double Dropout { get; init; }
 
+    /// <summary>
+    /// Seed of the initial weights: the same seed gives the same weights, whatever ran before in the process (the
+    /// global generator is left as it was). Null draws them from the global generator (<c>torch.random.manual_seed</c>).
+    /// </summary>
+    public int? Seed { get; init; } = 0;
+
     /// <summary>The smallest height and width the model accepts: 2^Depth.</summary>
     public int MinimumInputSize => 1 << Depth;
 

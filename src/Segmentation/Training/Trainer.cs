@@ -28,6 +28,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
     public UNet Model => model;
 
+
     /// <summary>Creates a trainer; the model is moved to the options' device.</summary>
     public Trainer(UNet model, TrainerOptions? options = null)
     {
@@ -138,12 +139,16 @@ public sealed class Trainer : IDisposable
                     lr = schedule.RateAt(optStep);
                     foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                 }
+                CheckConvolutions(batch, training: true, progress);
                 float value = TrainStep(batch, normalization, apply);
                 if (apply) optStep++;
                 if (!float.IsFinite(value))
                 {
                     var lastGood = last is not null && File.Exists(last) ? $"the last good checkpoint is {last} (epoch {state.Epoch})" : "no checkpoint was written yet";
-                    throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. Lower the learning rate or enable gradient clipping.");
+                    throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
+                        + (epoch == 1 && step <= 10
+                            ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
+                            : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
                 }
                 lossSum += value * batch.Count;
                 images += batch.Count;
@@ -162,7 +167,7 @@ public sealed class Trainer : IDisposable
             if (evaluate)
             {
                 int valSteps = valLoader!.BatchesPerEpoch, currentEpoch = epoch;
-                (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, step => progress?.Report(new TrainingProgress
+                (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, batch => CheckConvolutions(batch, training: false, progress), step => progress?.Report(new TrainingProgress
                 {
                     Kind = ProgressKind.ValidationStep, Epoch = currentEpoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = valSteps,
                 }));
@@ -225,6 +230,16 @@ public sealed class Trainer : IDisposable
         };
     }
 
+    /// <summary>
+    /// Before the first batch of each new shape: checks every convolution of the model at that shape against float64
+    /// and routes it through a right kernel (<see cref="ConvolutionCheck"/>), reporting what it chose.
+    /// </summary>
+    private void CheckConvolutions(HostBatch batch, bool training, IProgress<TrainingProgress>? progress)
+    {
+        if (model.RouteConvolutions(new long[] { batch.Count, batch.Channels, batch.Height, batch.Width }, training) is not { } report) return;
+        progress?.Report(new TrainingProgress { Kind = ProgressKind.Convolutions, Convolutions = report, Message = report.Summary() });
+    }
+
     /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one read-back).</summary>
     internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
     {
@@ -243,7 +258,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Metrics and mean loss of the model on a loader's data.</summary>
-    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
+    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<HostBatch> beforeBatch, Action<int> onBatch)
     {
         model.eval();
         using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames);
@@ -252,6 +267,7 @@ public sealed class Trainer : IDisposable
         {
             foreach (var batch in loader.Epoch(0, cancellation))
             {
+                beforeBatch(batch);
                 using var scope = NewDisposeScope();
                 var (images, masks) = batch.ToDevice(device);
                 var logits = model.forward(normalization.Apply(images));

@@ -48,6 +48,10 @@ public sealed record TrainingBenchmarkResult
     public string Device { get; init; } = "";
     /// <summary>Allocator tuning status.</summary>
     public string Allocator { get; init; } = "";
+    /// <summary>What the convolution check chose for the trainer's model.</summary>
+    public string Convolutions { get; init; } = "";
+    /// <summary>Seconds the convolution check took (once per process and shape).</summary>
+    public double CheckSeconds { get; init; }
 }
 
 /// <summary>
@@ -92,6 +96,11 @@ public static class TrainingBenchmark
             return loss.item<float>();
         }
 
+        // As the trainer does before its first step (the bare loop's model checks itself on its first forward).
+        model.train();
+        var routes = model.RouteConvolutions(new long[] { o.BatchSize, o.Model.InChannels, h, w }, training: true)!;
+        progress?.Report(routes.Summary());
+
         var ours = new List<double>();
         var bare = new List<double>();
         model.train();
@@ -117,7 +126,7 @@ public static class TrainingBenchmark
         {
             StepSeconds = median, ImagesPerSecond = o.BatchSize / median, Steps = ours.ToArray(), BareSteps = bare.ToArray(),
             BareStepSeconds = bare.Count > 0 ? Median(bare) : double.NaN, Parameters = model.ParameterCount(), Device = device.ToString(),
-            Allocator = AllocatorTuning.Status,
+            Allocator = AllocatorTuning.Status, Convolutions = routes.Summary(), CheckSeconds = routes.Seconds,
         };
     }
 

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Segmentation.Evaluation;
+using Segmentation.Models;
 
 namespace Segmentation.Training;
 
@@ -69,6 +70,8 @@ public enum ProgressKind
     Epoch,
     /// <summary>A checkpoint was written (<see cref="TrainingProgress.Message"/> says which).</summary>
     Checkpoint,
+    /// <summary>The convolution check ran for a new input shape and routed the layers (<see cref="TrainingProgress.Convolutions"/>).</summary>
+    Convolutions,
     /// <summary>Something worth telling: early stop, time limit, allocator tuning, data warnings.</summary>
     Message,
 }
@@ -100,6 +103,8 @@ public sealed record TrainingProgress
     public SegmentationMetrics? Metrics { get; init; }
     /// <summary>For messages and checkpoints.</summary>
     public string? Message { get; init; }
+    /// <summary>For <see cref="ProgressKind.Convolutions"/>: what the check found and chose.</summary>
+    public ConvolutionReport? Convolutions { get; init; }
 }
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>

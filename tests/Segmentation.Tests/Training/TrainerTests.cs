@@ -83,7 +83,9 @@ public class TrainerTests
         model.eval(); loaded.eval();
         using var scope = NewDisposeScope();
         var x = randn(2, 3, 32, 32);
-        Assert.True(model.forward(x).eq(loaded.forward(x)).all().item<bool>());
+        // The trained model's layers may take another (equally right) convolution route than the fresh one: the
+        // trained one was also checked at its training shapes. Same weights, same logits to float32 rounding.
+        Assert.True(model.forward(x).allclose(loaded.forward(x), rtol: 1e-5, atol: 1e-6));
     }
 
     [Fact]

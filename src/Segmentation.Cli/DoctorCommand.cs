@@ -1,0 +1,115 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Cli;
+
+/// <summary>
+/// <c>segment doctor</c>: what the numbers depend on here (versions, device, threads, instruction sets, allocator),
+/// and the convolution check of a model configuration (the trainer's own, run at the shapes that model sees) with a verdict.
+/// </summary>
+internal static class DoctorCommand
+{
+    public static Command Create(CommandContext ctx)
+    {
+        var cmd = new Command("doctor", "Check this machine's kernels for a model configuration against float64, and print what the numbers depend on. Defaults: the main job's model (segment train).");
+        var m = ModelFlags.Add(cmd);
+        var inChannels = new Option<int>("--in-channels") { DefaultValueFactory = _ => 3 };
+        var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 4 };
+        var size = new Option<string>("--size") { Description = "Training input HxW (the crop, or the image size).", DefaultValueFactory = _ => $"{TrainCommand.ShapesDefaults.Size}x{TrainCommand.ShapesDefaults.Size}" };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => TrainCommand.ShapesDefaults.BatchSize };
+        var threads = new Option<int?>("--threads") { Description = "libtorch threads to check with (default: as training would run)." };
+        var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object." };
+        foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var options = ModelFlags.Read(p, m, shapes: true, p.GetValue(inChannels), p.GetValue(classes));
+            var s = Size2.Parse(p.GetValue(size)!);
+            if (p.GetValue(batch) < 1) throw new OptionsException($"--batch-size {p.GetValue(batch)} must be at least 1.");
+            if (p.GetValue(threads) is { } t)
+            {
+                if (t < 1) throw new OptionsException($"--threads {t} must be at least 1.");
+                set_num_threads(t);
+            }
+            NativeRuntime.EnsureInitialized();
+            var dev = Devices.Resolve(p.GetValue(device));
+            AllocatorTuning.Apply();
+            var facts = Facts(dev);
+            using var model = new UNet(options);
+            model.to(dev);
+            var report = ConvolutionCheck.Configure(model, new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true);
+            string verdict = Verdict(report);
+            if (p.GetValue(json))
+            {
+                var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["seconds"] = Math.Round(report.Seconds, 3) };
+                foreach (var (k, v) in facts) o[k] = v;
+                o["layers"] = new JsonArray(report.Layers.Select(l => (JsonNode?)new JsonObject
+                {
+                    ["layer"] = l.Layer, ["shape"] = l.Shapes[0].ToString(), ["route"] = l.Route.ToString().ToLowerInvariant(),
+                    ["tried"] = new JsonArray(l.Tried.Select(x => (JsonNode?)new JsonObject
+                    {
+                        ["route"] = x.Result.Route.ToString().ToLowerInvariant(), ["passed"] = x.Result.Passed, ["finite"] = x.Result.Finite,
+                        ["outputError"] = x.Result.OutputError, ["inputGradientError"] = x.Result.InputGradientError, ["weightGradientError"] = x.Result.WeightGradientError,
+                    }).ToArray()),
+                }).ToArray());
+                ctx.Out.WriteLine(o.ToJsonString());
+                return Cli.Ok;
+            }
+            int kw = facts.Max(f => f.Key.Length);
+            foreach (var (k, v) in facts) ctx.Out.WriteLine($"{k.PadRight(kw)}  {v}");
+            ctx.Out.WriteLine();
+            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Normalization.ToString().ToLowerInvariant()} norm; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
+            int w = Math.Max(5, report.Layers.Max(l => l.Layer.Length));
+            ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"checked at",-44}  {"direct",-18}  {"padded",-18}  {"unfold",-18}  route");
+            foreach (var l in report.Layers)
+                ctx.Out.WriteLine($"{l.Layer.PadRight(w)}  {l.Shapes[0],-44}  {Cell(l, ConvolutionRoute.Direct),-18}  {Cell(l, ConvolutionRoute.Padded),-18}  {Cell(l, ConvolutionRoute.Unfold),-18}  {l.Route.ToString().ToLowerInvariant()}");
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checked in {report.Seconds:F2} s; tolerance {ConvolutionCheck.Tolerance:0e0} of the float64 result's largest magnitude"));
+            ctx.Out.WriteLine($"verdict: {verdict}");
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary>The facts a numerical result depends on, in print order.</summary>
+    internal static List<KeyValuePair<string, string>> Facts(Device dev)
+    {
+        var torchSharp = typeof(TorchSharp.torch).Assembly.GetName().Version;
+        return new()
+        {
+            new("segmentation", typeof(UNet).Assembly.GetName().Version?.ToString(3) ?? "?"),
+            new("torchsharp", torchSharp?.ToString(3) ?? "?"),
+            new("libtorch", __version__ ?? "?"),
+            new("device", dev.ToString()),
+            new("cuda", cuda.is_available() ? $"available, {cuda.device_count()} device(s)" : "not available"),
+            new("cpu", $"{NativeRuntime.CpuModel()}, {Environment.ProcessorCount} logical core(s)"),
+            new("threads", $"{get_num_threads()} (libtorch intra-op)"),
+            new("aten cpu capability", NativeRuntime.CpuCapability() ?? "unknown"),
+            new("onednn isa", NativeRuntime.OneDnnIsa()),
+            new("allocator", AllocatorTuning.Status),
+            new("libtorch log level", NativeRuntime.LogLevel is { } lv ? $"{lv} ({(lv >= 2 ? "warnings silenced" : "warnings shown")})" : "unknown"),
+        };
+    }
+
+    private static string Cell(LayerRoute l, ConvolutionRoute route)
+    {
+        var tries = l.Tried.Where(t => t.Result.Route == route).Select(t => t.Result).ToList();
+        if (tries.Count == 0) return "-";
+        if (tries.Any(r => !r.Finite)) return "FAIL non-finite";
+        double e = tries.Max(r => Math.Max(r.OutputError, Math.Max(r.InputGradientError, r.WeightGradientError)));
+        return string.Create(CultureInfo.InvariantCulture, $"{(tries.All(r => r.Passed) ? "ok" : "FAIL")} {e:0.0e0}");
+    }
+
+    private static string Verdict(ConvolutionReport report)
+    {
+        var rerouted = report.Layers.Where(l => l.Route != ConvolutionRoute.Direct).ToList();
+        return rerouted.Count == 0
+            ? $"OK: all {report.Layers.Count} convolutions match float64 with libtorch's direct kernels"
+            : $"OK: all {report.Layers.Count} convolutions have a route that matches float64; the direct kernel was wrong for {rerouted.Count} ({string.Join(", ", rerouted.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))}), so training uses the route shown";
+    }
+}

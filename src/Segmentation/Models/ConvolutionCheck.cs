@@ -1,0 +1,232 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Segmentation.Models;
+
+/// <summary>One convolution as a model really runs it: channels, kernel, the input it sees, and whether its input needs a gradient.</summary>
+/// <param name="Transposed">Transposed convolution.</param>
+/// <param name="InChannels">Input channels.</param>
+/// <param name="OutChannels">Output channels.</param>
+/// <param name="Kernel">Square kernel size.</param>
+/// <param name="Stride">Stride.</param>
+/// <param name="Padding">Zero padding.</param>
+/// <param name="Batch">Batch size checked (the real one, at most <see cref="ConvolutionCheck.MaxBatch"/>).</param>
+/// <param name="Height">Input height checked (the real one, at most <see cref="ConvolutionCheck.MaxExtent"/>).</param>
+/// <param name="Width">Input width checked (likewise).</param>
+/// <param name="InputGradient">Training needs the gradient with respect to the input (every layer but the first).</param>
+/// <param name="Backward">Training: weight (and input) gradients are checked too; inference checks the output only.</param>
+public sealed record ConvolutionShape(bool Transposed, long InChannels, long OutChannels, int Kernel, int Stride, int Padding,
+    long Batch, long Height, long Width, bool InputGradient, bool Backward)
+{
+    /// <summary>Output height or width for an input extent.</summary>
+    public long OutputExtent(long input) => Transposed ? (input - 1) * Stride - 2 * Padding + Kernel : (input + 2 * Padding - Kernel) / Stride + 1;
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        $"{(Transposed ? "T" : "")}{Kernel}x{Kernel}{(Stride > 1 ? $"/s{Stride}" : "")} {InChannels}->{OutChannels} at {Batch}x{InChannels}x{Height}x{Width}{(Backward ? InputGradient ? " (fwd+bwd)" : " (fwd+dW)" : " (fwd)")}";
+}
+
+/// <summary>How one route did on one shape: the largest error of each result relative to the float64 reference's largest magnitude.</summary>
+/// <param name="Route">The route tried.</param>
+/// <param name="OutputError">Forward output.</param>
+/// <param name="InputGradientError">Gradient with respect to the input (0 when not needed).</param>
+/// <param name="WeightGradientError">Gradient with respect to the weight and bias (0 for inference).</param>
+/// <param name="Finite">Every value of every result was finite.</param>
+public sealed record RouteResult(ConvolutionRoute Route, double OutputError, double InputGradientError, double WeightGradientError, bool Finite)
+{
+    /// <summary>Within <see cref="ConvolutionCheck.Tolerance"/> everywhere, and finite.</summary>
+    public bool Passed => Finite && Math.Max(OutputError, Math.Max(InputGradientError, WeightGradientError)) <= ConvolutionCheck.Tolerance;
+}
+
+/// <summary>The route chosen for one layer of a model, and the evidence.</summary>
+/// <param name="Layer">State-dict name of the layer.</param>
+/// <param name="Shapes">The shapes it was checked at.</param>
+/// <param name="Route">The first route that passed at every shape.</param>
+/// <param name="Tried">Every route tried at every shape, in order.</param>
+public sealed record LayerRoute(string Layer, IReadOnlyList<ConvolutionShape> Shapes, ConvolutionRoute Route, IReadOnlyList<(ConvolutionShape Shape, RouteResult Result)> Tried);
+
+/// <summary>What <see cref="ConvolutionCheck.Configure"/> found for a model.</summary>
+/// <param name="Layers">One entry per convolution layer.</param>
+/// <param name="Seconds">Time spent (cached shapes cost nothing).</param>
+/// <param name="Threads">libtorch intra-op threads during the check (results hold for that count).</param>
+/// <param name="Device">Device checked.</param>
+public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double Seconds, int Threads, string Device)
+{
+    /// <summary>One line: how many layers take each route, and the shapes that could not go direct.</summary>
+    public string Summary()
+    {
+        var counts = Enum.GetValues<ConvolutionRoute>().Select(r => (r, n: Layers.Count(l => l.Route == r))).Where(x => x.n > 0)
+            .Select(x => $"{x.n} {x.r.ToString().ToLowerInvariant()}");
+        var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => $"{l.Layer} ({l.Shapes[0].InChannels}->{l.Shapes[0].OutChannels} {(l.Shapes[0].Transposed ? "T" : "")}{l.Shapes[0].Kernel}x{l.Shapes[0].Kernel}): {l.Route.ToString().ToLowerInvariant()}").ToList();
+        return $"convolution check ({Device}, {Threads} thread(s), {Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
+            + (rerouted.Count > 0 ? $"; the direct kernel was wrong for {string.Join("; ", rerouted)}" : "; every direct kernel was right");
+    }
+}
+
+/// <summary>
+/// Trust no kernel: checks each convolution a model uses, at the shapes it really sees, against a float64 reference
+/// (which libtorch computes without oneDNN), and routes each layer through the first of <see cref="ConvolutionRoute.Direct"/>,
+/// <see cref="ConvolutionRoute.Padded"/>, <see cref="ConvolutionRoute.Unfold"/> that is right. On the CPU the check runs
+/// with libtorch's allocator filling new memory with junk, so a kernel that reads memory it never wrote fails every
+/// time instead of now and then. Verdicts are cached per process by shape, thread count and device.
+/// </summary>
+public static class ConvolutionCheck
+{
+    /// <summary>Largest error accepted, relative to the reference's largest magnitude (float32 is about 1e-6 here; broken kernels 0.1 to 1).</summary>
+    public const double Tolerance = 2e-4;
+    /// <summary>Inputs larger than this are checked at this height and width (the kernels' blocking repeats; the cost does not).</summary>
+    public const int MaxExtent = 32;
+    /// <summary>Batches larger than this are checked at this size.</summary>
+    public const int MaxBatch = 2;
+    /// <summary>Work of one checked pass, at most (the extent shrinks for wide layers).</summary>
+    public const double MaxMultiplyAccumulates = 40e6;
+    private const int Trials = 2;
+
+    private static readonly ConcurrentDictionary<(ConvolutionShape, ConvolutionRoute, int, string), RouteResult> Cache = new();
+
+    /// <summary>
+    /// Learns the shapes <paramref name="model"/>'s convolutions see for an input of <paramref name="inputShape"/> (one
+    /// forward pass in eval mode, which changes no statistics), checks them and sets each layer's route. With
+    /// <paramref name="training"/> the gradients are checked too. Layers keep the shapes of earlier calls, so a route
+    /// stays right for all of them. Throws when no route is right (which would mean even a matrix product is wrong).
+    /// </summary>
+    public static ConvolutionReport Configure(nn.Module model, long[] inputShape, bool training)
+    {
+        NativeRuntime.EnsureInitialized();
+        var clock = Stopwatch.StartNew();
+        var layers = model.named_modules().Where(m => m.module is Convolution).Select(m => (name: m.name, layer: (Convolution)m.module)).ToList();
+        if (layers.Count == 0) return new ConvolutionReport(Array.Empty<LayerRoute>(), 0, get_num_threads(), "none");
+        var device = layers[0].layer.Weight.device;
+        var (seen, order) = ObserveShapes(model, layers.Select(l => l.layer).ToList(), inputShape, device, training);
+
+        var result = new List<LayerRoute>();
+        foreach (var (name, layer) in layers.OrderBy(l => seen.TryGetValue(l.layer, out _) ? order.IndexOf(l.layer) : int.MaxValue))
+        {
+            if (!seen.TryGetValue(layer, out var shape)) continue; // not reached by this input
+            var shapes = layer.CheckedShapes;
+            if (!shapes.Contains(shape)) shapes.Add(shape);
+            var tried = new List<(ConvolutionShape, RouteResult)>();
+            ConvolutionRoute? chosen = null;
+            foreach (var route in Enum.GetValues<ConvolutionRoute>())
+            {
+                bool all = true;
+                foreach (var s in shapes)
+                {
+                    var r = Check(s, route, device);
+                    tried.Add((s, r));
+                    if (!r.Passed) { all = false; break; }
+                }
+                if (all) { chosen = route; break; }
+            }
+            if (chosen is null)
+                throw new SegmentationException($"No convolution route computes {name} ({shape}) correctly on {device}: even the im2col route differs from the float64 reference. Run 'segment doctor' for details.");
+            layer.Route = chosen.Value;
+            result.Add(new LayerRoute(name, shapes.ToArray(), chosen.Value, tried));
+        }
+        return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString());
+    }
+
+    /// <summary>Checks one route at one shape (cached): float32 on <paramref name="device"/> against float64 on the CPU.</summary>
+    public static RouteResult Check(ConvolutionShape shape, ConvolutionRoute route, Device device)
+    {
+        var key = (shape, route, get_num_threads(), device.ToString());
+        return Cache.GetOrAdd(key, _ => Measure(shape, route, device));
+    }
+
+    private static RouteResult Measure(ConvolutionShape s, ConvolutionRoute route, Device device)
+    {
+        double ey = 0, ex = 0, ew = 0; bool finite = true;
+        using var junk = device.type == DeviceType.CPU ? NativeRuntime.JunkFill() : null;
+        // Junk fill makes one trial decisive on the CPU; a second, with other data, is cheap insurance for small layers.
+        int trials = s.InChannels * s.OutChannels * s.Kernel * s.Kernel < 1 << 20 ? Trials : 1;
+        for (int trial = 0; trial < trials && finite; trial++)
+        {
+            using var scope = NewDisposeScope();
+            var g = new Generator((ulong)(0x5EED + trial));
+            var wShape = s.Transposed ? new[] { s.InChannels, s.OutChannels, s.Kernel, s.Kernel } : new[] { s.OutChannels, s.InChannels, s.Kernel, s.Kernel };
+            double fanIn = (s.Transposed ? s.OutChannels : s.InChannels) * s.Kernel * s.Kernel;
+            var x64 = randn(new[] { s.Batch, s.InChannels, s.Height, s.Width }, float64, generator: g);
+            var w64 = randn(wShape, float64, generator: g) / Math.Sqrt(fanIn);
+            var b64 = randn(new[] { s.OutChannels }, float64, generator: g) * 0.1;
+            var dy64 = randn(new[] { s.Batch, s.OutChannels, s.OutputExtent(s.Height), s.OutputExtent(s.Width) }, float64, generator: g);
+            var reference = Run(ConvolutionRoute.Direct, x64, w64, b64, dy64, s);
+            var got = Run(route, x64.to(float32).to(device), w64.to(float32).to(device), b64.to(float32).to(device), dy64.to(float32).to(device), s);
+            finite &= got.AllFinite();
+            if (!finite) break;
+            ey = Math.Max(ey, Error(got.y, reference.y));
+            if (got.dx is not null) ex = Math.Max(ex, Error(got.dx, reference.dx!));
+            if (got.dw is not null) ew = Math.Max(ew, Math.Max(Error(got.dw, reference.dw!), Error(got.db!, reference.db!)));
+        }
+        return new RouteResult(route, ey, ex, ew, finite);
+    }
+
+    private sealed record Outcome(Tensor y, Tensor? dx, Tensor? dw, Tensor? db)
+    {
+        public bool AllFinite() => new[] { y, dx, dw, db }.All(t => t is null || t.isfinite().all().item<bool>());
+    }
+
+    private static Outcome Run(ConvolutionRoute route, Tensor x, Tensor w, Tensor b, Tensor? dy, ConvolutionShape s)
+    {
+        bool backward = dy is not null && s.Backward;
+        using var grad = backward ? enable_grad() : no_grad();
+        x = x.detach().requires_grad_(backward && s.InputGradient);
+        w = w.detach().requires_grad_(backward);
+        b = b.detach().requires_grad_(backward);
+        var y = Convolution.Apply(route, x, w, b, s.Stride, s.Padding, s.Transposed);
+        if (!backward) return new Outcome(y.detach().cpu(), null, null, null);
+        y.backward(new[] { dy! });
+        return new Outcome(y.detach().cpu(), s.InputGradient ? x.grad!.cpu() : null, w.grad!.cpu(), b.grad!.cpu());
+    }
+
+    private static double Error(Tensor got, Tensor reference)
+    {
+        double scale = reference.abs().max().item<double>();
+        return (got.to(float64) - reference).abs().max().item<double>() / Math.Max(scale, 1e-30);
+    }
+
+    /// <summary>
+    /// The largest extent checked for a layer: <see cref="MaxExtent"/>, less for wide layers so that one pass stays
+    /// within <see cref="MaxMultiplyAccumulates"/> (the float64 reference is what costs), never under the kernel or 4.
+    /// </summary>
+    private static long ExtentFor(Convolution c, long batch)
+    {
+        double perPixel = (double)batch * c.InChannels * c.OutChannels * c.Kernel * c.Kernel / (c.Transposed ? 1 : c.Stride * c.Stride);
+        long byBudget = (long)Math.Sqrt(MaxMultiplyAccumulates / perPixel);
+        return Math.Clamp(byBudget, Math.Max(4, c.Kernel), MaxExtent);
+    }
+
+    /// <summary>An input extent brought down to <paramref name="cap"/>, keeping its parity (odd sizes take other code paths).</summary>
+    private static long Shrink(long extent, long cap) => extent <= cap ? extent : cap - ((cap - extent) & 1);
+
+    private static (Dictionary<Convolution, ConvolutionShape>, List<Convolution>) ObserveShapes(nn.Module model, List<Convolution> layers, long[] inputShape, Device device, bool training)
+    {
+        var seen = new Dictionary<Convolution, ConvolutionShape>();
+        var order = new List<Convolution>();
+        void Observe(Convolution c, Tensor x)
+        {
+            if (!seen.ContainsKey(c)) order.Add(c);
+            long batch = Math.Min(x.shape[0], MaxBatch), cap = ExtentFor(c, batch);
+            seen[c] = new ConvolutionShape(c.Transposed, c.InChannels, c.OutChannels, c.Kernel, c.Stride, c.Padding,
+                batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training);
+        }
+        bool wasTraining = model.training;
+        foreach (var l in layers) l.Observer = Observe;
+        try
+        {
+            model.eval();
+            using var scope = NewDisposeScope();
+            using var grad = training ? enable_grad() : no_grad();
+            using var input = zeros(inputShape, device: device);
+            if (model is nn.Module<Tensor, Tensor> m) m.forward(input);
+            else throw new ArgumentException($"{model.GetType().Name} is not a module from one tensor to one tensor.");
+        }
+        finally
+        {
+            foreach (var l in layers) l.Observer = null;
+            if (wasTraining) model.train();
+        }
+        return (seen, order);
+    }
+}
