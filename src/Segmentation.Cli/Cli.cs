@@ -19,12 +19,12 @@ public static class Cli
     public const int Usage = 2;
 
     /// <summary>Runs the tool; returns the exit code.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool interactive = false)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool outIsTerminal = false, bool errIsTerminal = false)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
         var root = new RootCommand("segment: train, evaluate and run U-Net semantic segmentation models (TorchSharp).");
         root.Options.Add(verbose);
-        var context = new CommandContext(stdout, stderr, interactive);
+        var context = new CommandContext(stdout, stderr, outIsTerminal, errIsTerminal);
         root.Subcommands.Add(TrainCommand.Create(context));
         root.Subcommands.Add(EvalCommand.Create(context));
         root.Subcommands.Add(PredictCommand.Create(context));
@@ -94,28 +94,28 @@ public static class Cli
 }
 
 /// <summary>Where commands write, and whether a terminal is watching.</summary>
-internal sealed class CommandContext(TextWriter stdout, TextWriter stderr, bool interactive)
+internal sealed class CommandContext(TextWriter stdout, TextWriter stderr, bool outIsTerminal, bool errIsTerminal)
 {
     public TextWriter Out { get; } = stdout;
     public TextWriter Err { get; } = stderr;
-    public bool Interactive { get; } = interactive;
-    private bool openLine;
+    /// <summary>Whether a terminal shows what is written to <paramref name="writer"/> (standard output or error).</summary>
+    public bool IsTerminal(TextWriter writer) => ReferenceEquals(writer, Out) ? outIsTerminal : ReferenceEquals(writer, Err) && errIsTerminal;
+    private TextWriter? openLine; // the writer whose status line is showing
 
     /// <summary>Rewrites the current status line (interactive terminals only).</summary>
     public void Status(TextWriter writer, string line)
     {
-        if (!Interactive) return;
-        writer.Write("\r" + line.PadRight(Math.Min(Console.IsOutputRedirected ? 100 : Math.Max(40, SafeWidth() - 1), 160)));
-        openLine = true;
+        if (!IsTerminal(writer)) return;
+        writer.Write("\r" + line.PadRight(Math.Min(Math.Max(40, SafeWidth() - 1), 160)));
+        openLine = writer;
     }
 
     /// <summary>Clears the status line before normal output, so tables stay contiguous.</summary>
     public void FinishLine(TextWriter? writer = null)
     {
-        if (!openLine) return;
-        var w = writer ?? Out;
-        w.Write("\r" + new string(' ', Math.Min(Console.IsOutputRedirected ? 100 : Math.Max(40, SafeWidth() - 1), 160)) + "\r");
-        openLine = false;
+        if (openLine is not { } w) return;
+        w.Write("\r" + new string(' ', Math.Min(Math.Max(40, SafeWidth() - 1), 160)) + "\r");
+        openLine = null;
     }
 
     private static int SafeWidth()

@@ -43,7 +43,8 @@ internal static class DoctorCommand
             var facts = Facts(dev);
             using var model = new UNet(options);
             model.to(dev);
-            var report = ConvolutionCheck.Configure(model, new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true);
+            model.train();
+            var report = model.RouteConvolutions(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true)!;
             string verdict = Verdict(report);
             if (p.GetValue(json))
             {

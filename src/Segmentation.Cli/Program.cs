@@ -2,5 +2,5 @@ namespace Segmentation.Cli;
 
 internal static class Program
 {
-    private static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error, interactive: !Console.IsOutputRedirected);
+    private static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error, outIsTerminal: !Console.IsOutputRedirected, errIsTerminal: !Console.IsErrorRedirected);
 }

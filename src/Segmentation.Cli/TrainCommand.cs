@@ -191,6 +191,11 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
     private readonly string metricsPath;
     private bool headerShown;
 
+    private readonly System.Diagnostics.Stopwatch sincePlain = System.Diagnostics.Stopwatch.StartNew();
+
+    /// <summary>Without a terminal (CI, tee, nohup) a plain progress line is printed this often, so a slow epoch never looks like a hang.</summary>
+    public TimeSpan PlainInterval { get; init; } = TimeSpan.FromSeconds(30);
+
     public TrainingReporter(CommandContext ctx, TextWriter log, string metricsPath, IReadOnlyList<EpochRecord>? previous)
     {
         this.ctx = ctx; this.log = log; this.metricsPath = metricsPath;
@@ -204,10 +209,13 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
         {
             case ProgressKind.Step:
                 int width = 20, filled = (int)Math.Round(width * (double)p.Step / Math.Max(1, p.StepsPerEpoch));
-                ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} [{new string('#', filled)}{new string('-', width - filled)}] {p.Step}/{p.StepsPerEpoch} loss {p.Loss:F4} lr {p.LearningRate:0.0e+0} {p.ImagesPerSecond:F1} img/s ETA {Format(p.Eta)}");
+                string step = string.Create(CultureInfo.InvariantCulture, $"{p.Step}/{p.StepsPerEpoch} loss {p.Loss:F4} lr {p.LearningRate:0.0e+0} {p.ImagesPerSecond:F1} img/s ETA {Format(p.Eta)}");
+                ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} [{new string('#', filled)}{new string('-', width - filled)}] {step}");
+                Plain($"epoch {p.Epoch}/{p.Epochs} step {step}");
                 break;
             case ProgressKind.ValidationStep:
                 ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
+                Plain($"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
                 break;
             case ProgressKind.Epoch:
                 var r = p.Record!;
@@ -226,6 +234,14 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 log.WriteLine(p.Message);
                 break;
         }
+    }
+
+    /// <summary>A plain line at most every <see cref="PlainInterval"/>, when no terminal shows the status line.</summary>
+    private void Plain(string line)
+    {
+        if (ctx.IsTerminal(log) || sincePlain.Elapsed < PlainInterval) return;
+        log.WriteLine(line);
+        sincePlain.Restart();
     }
 
     private static string F(double v) => double.IsNaN(v) ? "-" : v.ToString("F4", CultureInfo.InvariantCulture);

@@ -128,6 +128,15 @@ public static class ConvolutionCheck
         return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString());
     }
 
+    /// <summary>The first route that is right at <paramref name="shape"/> on <paramref name="device"/> (checked, cached).</summary>
+    public static ConvolutionRoute Choose(ConvolutionShape shape, Device device)
+    {
+        NativeRuntime.EnsureInitialized();
+        foreach (var route in Enum.GetValues<ConvolutionRoute>())
+            if (Check(shape, route, device).Passed) return route;
+        throw new SegmentationException($"No convolution route computes {shape} correctly on {device}: even the im2col route differs from the float64 reference.");
+    }
+
     /// <summary>Checks one route at one shape (cached): float32 on <paramref name="device"/> against float64 on the CPU.</summary>
     public static RouteResult Check(ConvolutionShape shape, ConvolutionRoute route, Device device)
     {
@@ -212,6 +221,8 @@ public static class ConvolutionCheck
                 batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training);
         }
         bool wasTraining = model.training;
+        bool selfCheck = model is UNet u && u.VerifyConvolutions;
+        if (model is UNet u0) u0.VerifyConvolutions = false; // this pass only observes
         foreach (var l in layers) l.Observer = Observe;
         try
         {
@@ -226,6 +237,7 @@ public static class ConvolutionCheck
         {
             foreach (var l in layers) l.Observer = null;
             if (wasTraining) model.train();
+            if (model is UNet u1) u1.VerifyConvolutions = selfCheck;
         }
         return (seen, order);
     }

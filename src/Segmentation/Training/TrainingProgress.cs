@@ -134,3 +134,19 @@ public sealed class TrainingDivergedException : SegmentationException
     /// <summary>Creates the exception.</summary>
     public TrainingDivergedException(string message) : base(message) { }
 }
+
+/// <summary>
+/// An <see cref="IProgress{T}"/> that runs its handler on the reporting thread, at once and in order. Use it for
+/// console output: <see cref="Progress{T}"/> posts each report to the thread pool when there is no synchronisation
+/// context (a console application), so reports can arrive out of order, and after <see cref="Trainer.Fit"/> returned.
+/// </summary>
+public sealed class SynchronousProgress<T> : IProgress<T>
+{
+    private readonly Action<T> handler;
+
+    /// <summary>Creates the reporter.</summary>
+    public SynchronousProgress(Action<T> handler) => this.handler = handler ?? throw new ArgumentNullException(nameof(handler));
+
+    /// <inheritdoc />
+    public void Report(T value) => handler(value);
+}

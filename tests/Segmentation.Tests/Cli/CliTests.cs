@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Segmentation.Cli;
 
@@ -174,5 +175,67 @@ public class CliTests
         Assert.Equal(90, Segmentation.Cli.Cli.ParseDuration("90s"));
         Assert.Equal(1200, Segmentation.Cli.Cli.ParseDuration("20m"));
         Assert.Equal(5400, Segmentation.Cli.Cli.ParseDuration("1.5h"));
+    }
+
+    [Fact]
+    public void Doctor_checks_every_convolution_of_the_model_and_names_what_it_found_and_chose()
+    {
+        var r = Run("doctor", "--base-channels", "8", "--depth", "2", "--size", "32x32", "--batch-size", "2", "--json");
+        Assert.Equal(0, r.Code);
+        var o = r.LastJson();
+        Assert.StartsWith("OK", o["verdict"]!.GetValue<string>());
+        foreach (var key in new[] { "torchsharp", "libtorch", "device", "threads", "aten cpu capability", "onednn isa", "allocator" })
+            Assert.False(string.IsNullOrEmpty(o[key]?.GetValue<string>()), key);
+        var layers = o["layers"]!.AsArray();
+        Assert.Equal(2 + 2 * 2 + 2 * 3 + 1, layers.Count); // stem, 2 encoder blocks, 2 decoder blocks (up + 2 convs), head
+        foreach (var l in layers)
+        {
+            var tried = l!["tried"]!.AsArray();
+            Assert.True(tried[^1]!["passed"]!.GetValue<bool>(), l.ToJsonString());
+            Assert.Equal(tried[^1]!["route"]!.GetValue<string>(), l["route"]!.GetValue<string>());
+        }
+    }
+
+    [Fact]
+    public async Task No_libtorch_warning_reaches_the_user()
+    {
+        // A separate process, as a user runs it: libtorch writes its warnings to file descriptor 2 directly, so an
+        // in-process run cannot see them. Without the fix this CPU printed "NNPACK.cpp:56 Could not initialize NNPACK!"
+        // once per convolution shape.
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "segment.dll"), "doctor", "--base-channels", "4", "--depth", "2", "--size", "32x32", "--batch-size", "2" })
+            psi.ArgumentList.Add(a);
+        psi.Environment.Remove("TORCH_CPP_LOG_LEVEL");
+        using var p = Process.Start(psi)!;
+        var errTask = p.StandardError.ReadToEndAsync();
+        var output = await p.StandardOutput.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await p.WaitForExitAsync(timeout.Token);
+        string err = await errTask;
+        Assert.Equal(0, p.ExitCode);
+        Assert.Contains("verdict: OK", output);
+        Assert.DoesNotContain("NNPACK", err);
+        Assert.DoesNotContain("[W", err);
+    }
+
+    [Fact]
+    public void Without_a_terminal_training_prints_a_plain_progress_line_at_the_interval()
+    {
+        using var d = new TempDir();
+        var log = new StringWriter();
+        var ctx = new CommandContext(log, new StringWriter(), outIsTerminal: false, errIsTerminal: false);
+        var reporter = new TrainingReporter(ctx, log, d["metrics.jsonl"], null) { PlainInterval = TimeSpan.Zero };
+        reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 5, StepsPerEpoch = 10, Loss = 0.5 });
+        reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.ValidationStep, Epoch = 1, Epochs = 3, Step = 2, StepsPerEpoch = 4 });
+        var lines = log.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.StartsWith("epoch 1/3 step 5/10 loss 0.5000", lines[0]);
+        Assert.Equal("epoch 1/3 validating 2/4", lines[1].TrimEnd());
+        Assert.DoesNotContain('\r', log.ToString()); // no status-line rewriting without a terminal
+
+        var quiet = new StringWriter();
+        var slow = new TrainingReporter(new CommandContext(quiet, new StringWriter(), false, false), quiet, d["m2.jsonl"], null);
+        slow.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 1, StepsPerEpoch = 10 });
+        Assert.Equal("", quiet.ToString()); // the default interval (30 s) has not passed
     }
 }
