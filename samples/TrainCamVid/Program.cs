@@ -30,7 +30,7 @@ using var trainer = new Trainer(model, new TrainerOptions
     TimeLimit = TimeSpan.FromMinutes(minutes), CacheBytes = 1L << 30,
     CheckpointDirectory = "runs/camvid-sample",
 });
-var progress = new Progress<TrainingProgress>(p =>
+var progress = new SynchronousProgress<TrainingProgress>(p => // in order, on the training thread
 {
     if (p.Kind == ProgressKind.Epoch)
         Console.WriteLine($"epoch {p.Epoch,3}  loss {p.Record!.TrainLoss:F4}" + (double.IsNaN(p.Record.MeanIoU) ? "" : $"  val mean IoU {p.Record.MeanIoU:F4}"));

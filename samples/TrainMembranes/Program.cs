@@ -26,7 +26,7 @@ using var trainer = new Trainer(model, new TrainerOptions
     CheckpointDirectory = "runs/membranes-sample",
 });
 
-var progress = new Progress<TrainingProgress>(p =>
+var progress = new SynchronousProgress<TrainingProgress>(p => // in order, on the training thread
 {
     if (p.Kind == ProgressKind.Epoch && !double.IsNaN(p.Record!.MeanIoU))
         Console.WriteLine($"epoch {p.Epoch,3}  loss {p.Record.TrainLoss:F4}  val mean IoU {p.Record.MeanIoU:F4}  pixel error {1 - p.Record.PixelAccuracy:F4}");

@@ -8,8 +8,7 @@ using Segmentation.Training;
 var data = SegmentationDataset.Shapes(new ShapesOptions { Count = 600, Size = 64, Seed = 0 });
 var (train, val) = data.Split(0.8, seed: 0);
 
-TorchSharp.torch.random.manual_seed(0); // the same weights every run
-var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 4 });
+var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 4, Seed = 0 }); // the seed fixes the weights
 using var trainer = new Trainer(model, new TrainerOptions
 {
     Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice,
@@ -17,7 +16,7 @@ using var trainer = new Trainer(model, new TrainerOptions
 });
 
 // The library never prints: progress arrives here, and the script decides what to show.
-var progress = new Progress<TrainingProgress>(p =>
+var progress = new SynchronousProgress<TrainingProgress>(p => // in order, on the training thread
 {
     if (p.Kind == ProgressKind.Epoch)
         Console.WriteLine($"epoch {p.Epoch,2}/{p.Epochs}  loss {p.Record!.TrainLoss:F4}  val mean IoU {p.Record.MeanIoU:F4}  {p.Record.ImagesPerSecond:F0} img/s");

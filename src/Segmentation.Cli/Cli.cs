@@ -17,6 +17,8 @@ public static class Cli
     public const int Failure = 1;
     /// <summary>Exit code for usage errors.</summary>
     public const int Usage = 2;
+    /// <summary>Exit code when training was stopped by SIGINT or SIGTERM (after writing the summary): 128 + SIGINT, as shells report it.</summary>
+    public const int Interrupted = 130;
 
     /// <summary>Runs the tool; returns the exit code.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool outIsTerminal = false, bool errIsTerminal = false)

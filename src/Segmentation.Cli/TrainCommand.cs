@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Segmentation.Data;
@@ -55,8 +56,9 @@ internal static class TrainCommand
         var timeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
         var outDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
         var json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
-        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, seed, timeLimit, outDir, resume, json })
+        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, seed, timeLimit, outDir, resume, overwrite, json })
             cmd.Options.Add(o);
 
         cmd.SetAction(p =>
@@ -66,6 +68,16 @@ internal static class TrainCommand
             string dir = p.GetValue(outDir) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
             Checkpoint? resumeFrom = null;
             RunConfig config;
+            var run = new RunFolder(dir);
+            if (p.GetValue(resume) && p.GetValue(overwrite)) throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
+            if (!p.GetValue(resume) && run.HoldsRun)
+            {
+                if (!p.GetValue(overwrite))
+                    throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
+                foreach (var f in run.RunFiles.Append(Path.Combine(run.Directory, "curves.png")).Where(File.Exists)) File.Delete(f);
+                if (Directory.Exists(Path.Combine(run.Directory, "overlays"))) Directory.Delete(Path.Combine(run.Directory, "overlays"), recursive: true);
+                log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
+            }
             if (p.GetValue(resume))
             {
                 if (p.GetValue(outDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
@@ -111,6 +123,21 @@ internal static class TrainCommand
         return cmd;
     }
 
+    /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
+    private static string DescribeRun(RunFolder run)
+    {
+        try
+        {
+            var last = Checkpoint.Load(run.Last);
+            var s = last.State;
+            return $"epoch {s.Epoch} of {last.Trainer.Epochs} in last.ckpt{(s.BestEpoch > 0 ? string.Create(CultureInfo.InvariantCulture, $", best mean IoU {s.BestMeanIoU:F4} at epoch {s.BestEpoch}") : "")}";
+        }
+        catch (SegmentationException)
+        {
+            return string.Join(", ", run.RunFiles.Where(File.Exists).Select(Path.GetFileName));
+        }
+    }
+
     private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom, bool asJson)
     {
         var (train, validation) = config.OpenData();
@@ -130,10 +157,9 @@ internal static class TrainCommand
         }
         else if (resumeFrom is not null) trainerOptions = resumeFrom.Trainer with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
 
-        var modelOptions = (resumeFrom?.Model ?? config.Model) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
+        var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
         if (resumeFrom is null) config.Save(Path.Combine(dir, "run.json"));
-        random.manual_seed(trainerOptions.Seed);
         using var model = resumeFrom?.CreateModel() ?? new UNet(modelOptions);
         using var trainer = new Trainer(model, trainerOptions);
         log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}");
@@ -141,12 +167,25 @@ internal static class TrainCommand
 
         var metricsPath = Path.Combine(dir, "metrics.jsonl");
         var reporter = new TrainingReporter(ctx, log, metricsPath, resumeFrom?.State.History);
-        var result = trainer.Fit(train, validation, reporter, resumeFrom);
+        using var interrupt = new CancellationTokenSource();
+        int signals = 0;
+        void OnSignal(PosixSignalContext c)
+        {
+            if (Interlocked.Increment(ref signals) > 1) return; // a second Ctrl-C ends the process at once
+            c.Cancel = true;
+            interrupt.Cancel();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        var result = trainer.Fit(train, validation, reporter, resumeFrom, interrupt.Token);
         ctx.FinishLine(log);
+        bool interrupted = result.StopReason == "cancelled";
+        if (interrupted) result = result with { StopReason = "interrupted" };
 
+        var run = new RunFolder(dir);
         CurvePlot.Save(Path.Combine(dir, "curves.png"), result.History);
-        var bestPath = result.BestCheckpoint ?? result.LastCheckpoint!;
-        if (validation is not null) WriteOverlays(bestPath, validation, Path.Combine(dir, "overlays"), trainerOptions.Device);
+        string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
+        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, Path.Combine(dir, "overlays"), trainerOptions.Device);
 
         var summary = result.Metrics?.ToJsonObject() ?? new JsonObject();
         summary["bestEpoch"] = result.BestEpoch;
@@ -155,16 +194,25 @@ internal static class TrainCommand
         summary["device"] = trainer.Device.ToString();
         summary["seconds"] = Math.Round(result.Seconds, 2);
         summary["stopReason"] = result.StopReason;
-        summary["checkpoint"] = Path.GetFullPath(bestPath);
-        File.WriteAllText(Path.Combine(dir, "summary.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        summary["checkpoint"] = bestPath is null ? null : Path.GetFullPath(bestPath);
+        RunFolder.WriteAllTextAtomic(run.Summary, summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
+        if (interrupted)
+        {
+            log.WriteLine(result.Epochs > 0
+                ? $"interrupted: stopped after epoch {result.Epochs} of {trainerOptions.Epochs} (the unfinished epoch is dropped); continue with: segment train --out {dir} --resume"
+                : $"interrupted during epoch 1: no checkpoint was written; run the same command again (with --overwrite) to start over");
+            if (asJson) ctx.Out.WriteLine(summary.ToJsonString());
+            return Cli.Interrupted;
+        }
         log.WriteLine($"done: {result.StopReason} after {result.Epochs} epoch(s) in {result.Seconds:F1} s");
         if (result.Metrics is { } m)
         {
             log.WriteLine($"best epoch {result.BestEpoch}:");
             log.Write(m.ToString());
         }
-        log.WriteLine($"wrote {Path.Combine(dir, "summary.json")}, metrics.jsonl, curves.png, best.ckpt, last.ckpt");
+        var written = new[] { run.Summary, run.Metrics, Path.Combine(dir, "curves.png"), run.Best, run.Last }.Where(File.Exists).Select(Path.GetFileName);
+        log.WriteLine($"wrote {string.Join(", ", written)} in {run.Directory}");
         if (asJson) ctx.Out.WriteLine(summary.ToJsonString());
         return Cli.Ok;
     }

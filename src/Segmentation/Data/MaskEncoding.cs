@@ -55,6 +55,8 @@ public sealed record DatasetDescription
     public Dictionary<int, int>? ColorToLabel { get; init; }
     /// <summary>Image channels fed to the model.</summary>
     public int InChannels { get; init; } = 3;
+    /// <summary>For <see cref="MaskEncoding.Binary"/>: gray values at or above this are class 1 (null: only 0 and 255, or 0 and 1, are allowed).</summary>
+    public int? BinaryThreshold { get; init; }
 
     /// <summary>Checks consistency; throws <see cref="OptionsException"/>.</summary>
     public void Validate()
@@ -68,6 +70,7 @@ public sealed record DatasetDescription
         if (Encoding == MaskEncoding.Palette && (ColorToLabel is null || ColorToLabel.Count == 0)) throw new OptionsException("Palette masks need a colour-to-class map (a palette file).");
         if (Encoding == MaskEncoding.Binary && Classes != 2) throw new OptionsException($"Binary masks have 2 classes; {Classes} were given.");
         if (InChannels < 1) throw new OptionsException($"Input channels {InChannels} must be at least 1.");
+        if (BinaryThreshold is { } t && (Encoding != MaskEncoding.Binary || t < 1 || t > 65535)) throw new OptionsException($"Binary threshold {t} needs binary masks and a value from 1 to 65535.");
     }
 
     /// <summary>Default names ("class 0" ...) and distinct colours for <paramref name="classes"/> classes.</summary>
@@ -101,6 +104,7 @@ public sealed record DatasetDescription
         ["encoding"] = Encoding.ToString(),
         ["colorToLabel"] = ColorToLabel is null ? null : new JsonObject(ColorToLabel.Select(kv => KeyValuePair.Create(Rgb.FromPacked(kv.Key).ToString(), (JsonNode?)kv.Value))),
         ["inChannels"] = InChannels,
+        ["binaryThreshold"] = BinaryThreshold,
     };
 
     /// <summary>From <see cref="ToJson"/>'s output.</summary>
@@ -115,6 +119,7 @@ public sealed record DatasetDescription
             Encoding = Enum.Parse<MaskEncoding>(o["encoding"]!.GetValue<string>()),
             ColorToLabel = o["colorToLabel"] is JsonObject m ? m.ToDictionary(kv => ClassPalette.ParseColor(kv.Key, "checkpoint").Packed, kv => kv.Value!.GetValue<int>()) : null,
             InChannels = o["inChannels"]!.GetValue<int>(),
+            BinaryThreshold = o["binaryThreshold"]?.GetValue<int>(),
         };
         d.Validate();
         return d;
@@ -248,12 +253,15 @@ public static class MaskDecoder
         {
             case MaskEncoding.Binary:
                 RequireKind(raw, path, RawMaskKind.Gray, "binary");
-                for (int i = 0; i < values.Length; i++)
-                {
-                    int v = values[i];
-                    labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex => Labels.Ignore, _ => Bad(bad, v) };
-                }
-                if (bad.Count > 0) throw Error(path, bad, "binary masks hold only 0 and 255 (or 0 and 1)");
+                if (d.BinaryThreshold is { } threshold)
+                    for (int i = 0; i < values.Length; i++) labels[i] = values[i] >= threshold ? (byte)1 : (byte)0;
+                else
+                    for (int i = 0; i < values.Length; i++)
+                    {
+                        int v = values[i];
+                        labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex => Labels.Ignore, _ => Bad(bad, v) };
+                    }
+                if (bad.Count > 0) throw Error(path, bad, "binary masks hold only 0 and 255 (or 0 and 1); for masks saved lossily (JPEG) give a threshold (--binary-threshold 128)");
                 break;
             case MaskEncoding.Index:
             case MaskEncoding.IndexedPng:

@@ -27,6 +27,11 @@ public sealed record DatasetOptions
     public int? InChannels { get; init; }
     /// <summary>Skip images without a mask (and masks without an image) instead of failing; each is listed in <see cref="SegmentationDataset.Warnings"/>.</summary>
     public bool SkipUnpaired { get; init; }
+    /// <summary>
+    /// For binary masks: gray values at or above this are class 1, the rest class 0 (for masks saved lossily, e.g. as
+    /// JPEG). Null accepts only 0 and 255 (or 0 and 1).
+    /// </summary>
+    public int? BinaryThreshold { get; init; }
     /// <summary>Largest width x height of an image or mask, checked from the header before decoding.</summary>
     public long MaxPixels { get; init; } = ImageReader.DefaultMaxPixels;
     /// <summary>Use this description (e.g. a checkpoint's) instead of detecting one; the other label options are then ignored.</summary>
@@ -282,7 +287,7 @@ public sealed class SegmentationDataset
         int step = Math.Max(1, pairs.Count / 1000);
         var scanned = Enumerable.Range(0, pairs.Count).Where(i => i % step == 0).ToList();
         var kinds = new ConcurrentDictionary<RawMaskKind, string>();
-        var grayValues = new ConcurrentDictionary<int, byte>();
+        var histogram = new MaskHistogram();
         bool needValues = o.Encoding is MaskEncoding.Auto or MaskEncoding.Index or MaskEncoding.IndexedPng && o.Classes is null && palette is null;
         if (o.Encoding == MaskEncoding.Auto || needValues)
         {
@@ -290,13 +295,10 @@ public sealed class SegmentationDataset
             {
                 var raw = reader.ReadMask(pairs[i].Mask);
                 kinds.TryAdd(raw.Kind, pairs[i].Mask);
-                if (raw.Kind != RawMaskKind.Rgb)
-                {
-                    var seen = new HashSet<int>(raw.Values);
-                    foreach (var v in seen) grayValues.TryAdd(v, 0);
-                }
+                if (raw.Kind != RawMaskKind.Rgb) histogram.Add(raw.Values, pairs[i].Mask);
             });
         }
+        var grayValues = histogram.Values;
 
         var encoding = o.Encoding;
         if (encoding == MaskEncoding.Auto)
@@ -304,14 +306,10 @@ public sealed class SegmentationDataset
             if (kinds.ContainsKey(RawMaskKind.Rgb)) encoding = MaskEncoding.Palette;
             else if (palette is not null) encoding = MaskEncoding.Palette;
             else if (kinds.ContainsKey(RawMaskKind.Indexed) && !kinds.ContainsKey(RawMaskKind.Gray)) encoding = MaskEncoding.IndexedPng;
-            else
-            {
-                var values = grayValues.Keys.Where(v => v != o.IgnoreIndex || v == 255).ToHashSet();
-                bool binary255 = values.Contains(255) && values.All(v => v is 0 or 255) && o.Classes is null or 2;
-                bool binary65535 = values.Contains(65535) && values.All(v => v is 0 or 65535);
-                encoding = binary255 || binary65535 ? MaskEncoding.Binary : MaskEncoding.Index;
-            }
+            else encoding = histogram.LooksBinary(o.IgnoreIndex, o.Classes, origin) ? MaskEncoding.Binary : MaskEncoding.Index;
         }
+        if (encoding is MaskEncoding.Index or MaskEncoding.IndexedPng && o.Classes is null && palette is null)
+            histogram.RefuseAccidentalLabels(o.IgnoreIndex, origin);
 
         DatasetDescription d;
         string detail;
@@ -324,11 +322,11 @@ public sealed class SegmentationDataset
                 detail = $"RGB palette from {Path.GetFileName(o.PaletteFile)} ({d.ColorToLabel!.Count} colours)";
                 break;
             case MaskEncoding.Binary:
-                d = new DatasetDescription { Classes = 2, Encoding = MaskEncoding.Binary };
-                detail = grayValues.ContainsKey(255) || grayValues.ContainsKey(65535) ? "binary 0/255 -> classes 0/1" : "binary 0/1";
+                d = new DatasetDescription { Classes = 2, Encoding = MaskEncoding.Binary, BinaryThreshold = o.BinaryThreshold };
+                detail = o.BinaryThreshold is { } t ? $"binary, gray values >= {t} -> class 1" : grayValues.Contains(255) || grayValues.Contains(65535) ? "binary 0/255 -> classes 0/1" : "binary 0/1";
                 break;
             default:
-                int classes = o.Classes ?? palette?.Count(e => e.Index != o.IgnoreIndex) ?? InferClasses(grayValues.Keys, o.IgnoreIndex, origin);
+                int classes = o.Classes ?? palette?.Count(e => e.Index != o.IgnoreIndex) ?? InferClasses(grayValues, o.IgnoreIndex, origin);
                 d = new DatasetDescription { Classes = classes, Encoding = encoding };
                 detail = encoding == MaskEncoding.IndexedPng ? "indexed PNG (palette index = class)" : "gray value = class index";
                 break;

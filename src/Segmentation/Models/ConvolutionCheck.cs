@@ -52,7 +52,9 @@ public sealed record LayerRoute(string Layer, IReadOnlyList<ConvolutionShape> Sh
 /// <param name="Seconds">Time spent (cached shapes cost nothing).</param>
 /// <param name="Threads">libtorch intra-op threads during the check (results hold for that count).</param>
 /// <param name="Device">Device checked.</param>
-public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double Seconds, int Threads, string Device)
+/// <param name="Input">The model input the shapes were observed for (N x C x H x W).</param>
+/// <param name="Training">Gradients were checked too.</param>
+public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double Seconds, int Threads, string Device, long[] Input, bool Training)
 {
     /// <summary>One line: how many layers take each route, and the shapes that could not go direct.</summary>
     public string Summary()
@@ -60,7 +62,7 @@ public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double 
         var counts = Enum.GetValues<ConvolutionRoute>().Select(r => (r, n: Layers.Count(l => l.Route == r))).Where(x => x.n > 0)
             .Select(x => $"{x.n} {x.r.ToString().ToLowerInvariant()}");
         var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => $"{l.Layer} ({l.Shapes[0].InChannels}->{l.Shapes[0].OutChannels} {(l.Shapes[0].Transposed ? "T" : "")}{l.Shapes[0].Kernel}x{l.Shapes[0].Kernel}): {l.Route.ToString().ToLowerInvariant()}").ToList();
-        return $"convolution check ({Device}, {Threads} thread(s), {Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
+        return $"convolution check for {(Training ? "training" : "inference")} input {string.Join("x", Input)} ({Device}, {Threads} thread(s), {Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
             + (rerouted.Count > 0 ? $"; the direct kernel was wrong for {string.Join("; ", rerouted)}" : "; every direct kernel was right");
     }
 }
@@ -97,7 +99,7 @@ public static class ConvolutionCheck
         NativeRuntime.EnsureInitialized();
         var clock = Stopwatch.StartNew();
         var layers = model.named_modules().Where(m => m.module is Convolution).Select(m => (name: m.name, layer: (Convolution)m.module)).ToList();
-        if (layers.Count == 0) return new ConvolutionReport(Array.Empty<LayerRoute>(), 0, get_num_threads(), "none");
+        if (layers.Count == 0) return new ConvolutionReport(Array.Empty<LayerRoute>(), 0, get_num_threads(), "none", inputShape, training);
         var device = layers[0].layer.Weight.device;
         var (seen, order) = ObserveShapes(model, layers.Select(l => l.layer).ToList(), inputShape, device, training);
 
@@ -125,7 +127,7 @@ public static class ConvolutionCheck
             layer.Route = chosen.Value;
             result.Add(new LayerRoute(name, shapes.ToArray(), chosen.Value, tried));
         }
-        return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString());
+        return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString(), inputShape.ToArray(), training);
     }
 
     /// <summary>The first route that is right at <paramref name="shape"/> on <paramref name="device"/> (checked, cached).</summary>

@@ -28,6 +28,9 @@ public sealed class Trainer : IDisposable
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
     public UNet Model => model;
 
+    /// <summary>Called between the checkpoint writes of an epoch (tests interrupt there to simulate a kill).</summary>
+    internal Action<string>? CheckpointBoundary { get; set; }
+
 
     /// <summary>Creates a trainer; the model is moved to the options' device.</summary>
     public Trainer(UNet model, TrainerOptions? options = null)
@@ -107,8 +110,14 @@ public sealed class Trainer : IDisposable
         }
         else random.manual_seed(Options.Seed);
 
-        string? last = Options.CheckpointDirectory is null ? null : Path.Combine(Options.CheckpointDirectory, "last.ckpt");
-        string? best = Options.CheckpointDirectory is null ? null : Path.Combine(Options.CheckpointDirectory, "best.ckpt");
+        var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
+        string? last = run?.Last, best = run?.Best;
+        if (run is not null)
+        {
+            // An interrupted run leaves files behind: temporary saves, and best.ckpt out of step with last.ckpt.
+            var repairs = resumeFrom is not null ? run.Repair() : run.SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save").ToList();
+            foreach (var line in repairs) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"{run.Directory}: {line}" });
+        }
         var history = state.History.ToList();
         var clock = Stopwatch.StartNew();
         double priorSeconds = state.Seconds;
@@ -121,105 +130,110 @@ public sealed class Trainer : IDisposable
 
         progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = state.Epoch, Epochs = Options.Epochs, StepsPerEpoch = stepsPerEpoch });
 
-        for (int epoch = state.Epoch + 1; epoch <= Options.Epochs; epoch++)
+        try
         {
-            cancellation.ThrowIfCancellationRequested();
-            var epochClock = Stopwatch.StartNew();
-            model.train();
-            double lossSum = 0; int images = 0, step = 0;
-            long optStep = state.OptimizerStep;
-            double lr = schedule.RateAt(optStep);
-            using (NewDisposeScope()) optimizer.zero_grad(); // gradient handles are tensors too
-            foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
+            for (int epoch = state.Epoch + 1; epoch <= Options.Epochs; epoch++)
             {
-                step++;
-                bool apply = step % Options.AccumulationSteps == 0 || step == stepsPerEpoch;
-                if (apply)
+                if (cancellation.IsCancellationRequested) { stopReason = "cancelled"; break; }
+                var epochClock = Stopwatch.StartNew();
+                model.train();
+                double lossSum = 0; int images = 0, step = 0;
+                long optStep = state.OptimizerStep;
+                double lr = schedule.RateAt(optStep);
+                using (NewDisposeScope()) optimizer.zero_grad(); // gradient handles are tensors too
+                foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
                 {
-                    lr = schedule.RateAt(optStep);
-                    foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+                    step++;
+                    bool apply = step % Options.AccumulationSteps == 0 || step == stepsPerEpoch;
+                    if (apply)
+                    {
+                        lr = schedule.RateAt(optStep);
+                        foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+                    }
+                    CheckConvolutions(batch, training: true, progress);
+                    float value = TrainStep(batch, normalization, apply);
+                    if (apply) optStep++;
+                    if (!float.IsFinite(value))
+                    {
+                        var lastGood = last is not null && File.Exists(last) ? $"the last good checkpoint is {last} (epoch {state.Epoch})" : "no checkpoint was written yet";
+                        throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
+                            + (epoch == 1 && step <= 10
+                                ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
+                                : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
+                    }
+                    lossSum += value * batch.Count;
+                    images += batch.Count;
+                    double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
+                    double remainingImages = (double)(Options.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
+                    progress?.Report(new TrainingProgress
+                    {
+                        Kind = ProgressKind.Step, Epoch = epoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = stepsPerEpoch,
+                        Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
+                    });
                 }
-                CheckConvolutions(batch, training: true, progress);
-                float value = TrainStep(batch, normalization, apply);
-                if (apply) optStep++;
-                if (!float.IsFinite(value))
+                double trainSeconds = epochClock.Elapsed.TotalSeconds;
+
+                SegmentationMetrics? metrics = null; double valLoss = double.NaN;
+                bool evaluate = valLoader is not null && (epoch % Options.EvalEvery == 0 || epoch == Options.Epochs);
+                if (evaluate)
                 {
-                    var lastGood = last is not null && File.Exists(last) ? $"the last good checkpoint is {last} (epoch {state.Epoch})" : "no checkpoint was written yet";
-                    throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
-                        + (epoch == 1 && step <= 10
-                            ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
-                            : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
+                    int valSteps = valLoader!.BatchesPerEpoch, currentEpoch = epoch;
+                    (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, batch => CheckConvolutions(batch, training: false, progress), step => progress?.Report(new TrainingProgress
+                    {
+                        Kind = ProgressKind.ValidationStep, Epoch = currentEpoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = valSteps,
+                    }));
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = Options.Epochs, Metrics = metrics });
                 }
-                lossSum += value * batch.Count;
-                images += batch.Count;
-                double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
-                double remainingImages = (double)(Options.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
-                progress?.Report(new TrainingProgress
-                {
-                    Kind = ProgressKind.Step, Epoch = epoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = stepsPerEpoch,
-                    Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
-                });
-            }
-            double trainSeconds = epochClock.Elapsed.TotalSeconds;
 
-            SegmentationMetrics? metrics = null; double valLoss = double.NaN;
-            bool evaluate = valLoader is not null && (epoch % Options.EvalEvery == 0 || epoch == Options.Epochs);
-            if (evaluate)
-            {
-                int valSteps = valLoader!.BatchesPerEpoch, currentEpoch = epoch;
-                (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, batch => CheckConvolutions(batch, training: false, progress), step => progress?.Report(new TrainingProgress
+                var record = new EpochRecord
                 {
-                    Kind = ProgressKind.ValidationStep, Epoch = currentEpoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = valSteps,
-                }));
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = Options.Epochs, Metrics = metrics });
-            }
-
-            var record = new EpochRecord
-            {
-                Epoch = epoch, TrainLoss = lossSum / Math.Max(1, images), ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
-                PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
-                ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
-            };
-            ReleaseMemory();
-            record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch
-            history.Add(record);
-            bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(state.BestMeanIoU) || metrics.MeanIoU > state.BestMeanIoU);
-            state = state with
-            {
-                Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
-                BestMeanIoU = improved ? metrics!.MeanIoU : state.BestMeanIoU,
-                BestEpoch = improved ? epoch : state.BestEpoch,
-                EvaluationsWithoutImprovement = improved ? 0 : evaluate ? state.EvaluationsWithoutImprovement + 1 : state.EvaluationsWithoutImprovement,
-            };
-            if (improved) bestMetrics = metrics;
-
-            if (last is not null)
-            {
-                var ckpt = MakeCheckpoint(state, d, normalization, metrics, train.Origin, val?.Origin);
-                ckpt.Save(last);
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = last });
-                if (improved)
+                    Epoch = epoch, TrainLoss = lossSum / Math.Max(1, images), ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
+                    PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
+                    ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
+                };
+                ReleaseMemory();
+                record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch
+                history.Add(record);
+                bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(state.BestMeanIoU) || metrics.MeanIoU > state.BestMeanIoU);
+                state = state with
                 {
-                    ckpt.Save(best!);
-                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = best });
+                    Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                    BestMeanIoU = improved ? metrics!.MeanIoU : state.BestMeanIoU,
+                    BestEpoch = improved ? epoch : state.BestEpoch,
+                    EvaluationsWithoutImprovement = improved ? 0 : evaluate ? state.EvaluationsWithoutImprovement + 1 : state.EvaluationsWithoutImprovement,
+                };
+                if (improved) bestMetrics = metrics;
+
+                if (run is not null)
+                {
+                    var ckpt = MakeCheckpoint(state, d, normalization, metrics, train.Origin, val?.Origin);
+                    run.SaveEpoch(ckpt, improved, CheckpointBoundary);
+                    if (improved) progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = best });
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = last });
+                    ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
                 }
-                ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
+
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = Options.Epochs, Record = record, LearningRate = lr });
+
+                if (Options.EarlyStoppingPatience is { } patience && state.EvaluationsWithoutImprovement >= patience && epoch < Options.Epochs)
+                {
+                    stopReason = "early stopping";
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {state.BestEpoch}" });
+                    break;
+                }
+                if (Options.TimeLimit is { } limit && clock.Elapsed >= limit && epoch < Options.Epochs)
+                {
+                    stopReason = "time limit";
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"time limit of {limit} reached after epoch {epoch}" });
+                    break;
+                }
             }
 
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = Options.Epochs, Record = record, LearningRate = lr });
-
-            if (Options.EarlyStoppingPatience is { } patience && state.EvaluationsWithoutImprovement >= patience && epoch < Options.Epochs)
-            {
-                stopReason = "early stopping";
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {state.BestEpoch}" });
-                break;
-            }
-            if (Options.TimeLimit is { } limit && clock.Elapsed >= limit && epoch < Options.Epochs)
-            {
-                stopReason = "time limit";
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"time limit of {limit} reached after epoch {epoch}" });
-                break;
-            }
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            // Stopped between two steps: the unfinished epoch is dropped; the files hold the last finished one.
+            stopReason = "cancelled";
         }
 
         return new TrainingResult

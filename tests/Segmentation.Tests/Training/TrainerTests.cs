@@ -49,7 +49,9 @@ public class TrainerTests
         using (var cts = new CancellationTokenSource())
         {
             var stopAfterTwo = new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Epoch && p.Epoch == 2) cts.Cancel(); });
-            Assert.ThrowsAny<OperationCanceledException>(() => t.Fit(train, val, stopAfterTwo, cancellation: cts.Token));
+            var stopped = t.Fit(train, val, stopAfterTwo, cancellation: cts.Token);
+            Assert.Equal("cancelled", stopped.StopReason);
+            Assert.Equal(2, stopped.Epochs);
         }
         var ckpt = Checkpoint.Load(dir["b/last.ckpt"]);
         Assert.Equal(2, ckpt.State.Epoch);

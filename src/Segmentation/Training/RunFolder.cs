@@ -1,0 +1,134 @@
+namespace Segmentation.Training;
+
+/// <summary>
+/// The files of one training run and the order they are written in. The one place that spells their names.
+/// </summary>
+/// <remarks>
+/// What a record claims is never ahead of the files it names. When an epoch improves on the best mean IoU the trainer
+/// (1) renames best.ckpt to .best.previous.ckpt, (2) writes the new best.ckpt, (3) writes last.ckpt, which records
+/// the new best epoch, and (4) deletes .best.previous.ckpt; otherwise it writes last.ckpt alone. Each write is atomic
+/// (a temporary file, flushed, renamed). An interruption between any two steps leaves files from which
+/// <see cref="Repair"/> restores the state last.ckpt records.
+/// </remarks>
+public sealed class RunFolder
+{
+    /// <summary>The run's folder.</summary>
+    public string Directory { get; }
+
+    /// <summary>Opens (does not create) the run folder at <paramref name="directory"/>.</summary>
+    public RunFolder(string directory) => Directory = Path.GetFullPath(directory);
+
+    /// <summary>The checkpoint of the latest epoch (resume from it).</summary>
+    public string Last => Path.Combine(Directory, "last.ckpt");
+    /// <summary>The checkpoint of the best validation epoch.</summary>
+    public string Best => Path.Combine(Directory, "best.ckpt");
+    /// <summary>The previous best.ckpt while a new one is being written.</summary>
+    public string PreviousBest => Path.Combine(Directory, ".best.previous.ckpt");
+    /// <summary>What the run was asked to do (the CLI's settings).</summary>
+    public string RunJson => Path.Combine(Directory, "run.json");
+    /// <summary>One JSON object per epoch.</summary>
+    public string Metrics => Path.Combine(Directory, "metrics.jsonl");
+    /// <summary>The outcome, written when the run stops.</summary>
+    public string Summary => Path.Combine(Directory, "summary.json");
+
+    /// <summary>Files that make a folder a run (any of them).</summary>
+    public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary };
+
+    /// <summary>True when the folder holds any file of a run.</summary>
+    public bool HoldsRun => RunFiles.Any(File.Exists);
+
+    /// <summary>
+    /// Writes one epoch's checkpoint in the order that keeps the folder consistent at every point (see the remarks);
+    /// <paramref name="boundary"/> is called between the steps (tests interrupt there).
+    /// </summary>
+    public void SaveEpoch(Checkpoint checkpoint, bool improved, Action<string>? boundary = null)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        if (improved)
+        {
+            if (File.Exists(Best)) File.Move(Best, PreviousBest, overwrite: true);
+            boundary?.Invoke("previous best set aside");
+            checkpoint.Save(Best);
+            boundary?.Invoke("best written");
+        }
+        checkpoint.Save(Last);
+        boundary?.Invoke("last written");
+        if (improved && File.Exists(PreviousBest)) File.Delete(PreviousBest);
+    }
+
+    /// <summary>
+    /// Brings best.ckpt back in line with what last.ckpt records after an interruption, and deletes temporary files
+    /// that interrupted saves left behind. Returns what it did, one line each (empty when nothing was needed).
+    /// </summary>
+    public IReadOnlyList<string> Repair()
+    {
+        var done = new List<string>(SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save"));
+        if (!File.Exists(Last)) return done;
+        var state = Checkpoint.Load(Last).State;
+        int wanted = state.BestEpoch;
+        int? bestEpoch = EpochOf(Best), previousEpoch = EpochOf(PreviousBest);
+        if (wanted == 0)
+        {
+            if (previousEpoch is not null) { File.Delete(PreviousBest); done.Add("deleted .best.previous.ckpt (no best epoch recorded)"); }
+            return done;
+        }
+        if (bestEpoch == wanted)
+        {
+            if (File.Exists(PreviousBest)) { File.Delete(PreviousBest); done.Add($"deleted .best.previous.ckpt (best.ckpt already holds epoch {wanted})"); }
+        }
+        else if (previousEpoch == wanted)
+        {
+            File.Move(PreviousBest, Best, overwrite: true);
+            done.Add($"restored best.ckpt (epoch {wanted}) from .best.previous.ckpt; the interrupted write {(bestEpoch is { } e ? $"of epoch {e} " : "")}is dropped");
+        }
+        else if (state.Epoch == wanted)
+        {
+            File.Copy(Last, Best, overwrite: true);
+            done.Add($"restored best.ckpt (epoch {wanted}) from last.ckpt");
+        }
+        else
+            throw new CheckpointException($"{Best}: last.ckpt records epoch {wanted} as the best, but best.ckpt {(bestEpoch is { } b ? $"holds epoch {b}" : "is missing or damaged")} and no other file holds epoch {wanted}; the best weights of that epoch are lost. Evaluate last.ckpt instead, or start a new run.");
+        return done;
+    }
+
+    /// <summary>Deletes the temporary files of interrupted checkpoint saves (<c>.NAME.GUID.tmp</c>); returns their paths.</summary>
+    public IReadOnlyList<string> SweepTemporaryFiles()
+    {
+        if (!System.IO.Directory.Exists(Directory)) return Array.Empty<string>();
+        var swept = new List<string>();
+        foreach (var f in System.IO.Directory.EnumerateFiles(Directory, ".*.tmp"))
+        {
+            try { File.Delete(f); swept.Add(f); }
+            catch (IOException) { }
+        }
+        return swept;
+    }
+
+    /// <summary>Writes a text file atomically: a temporary file beside it, flushed to disk, then renamed over it.</summary>
+    public static void WriteAllTextAtomic(string path, string text)
+    {
+        var full = Path.GetFullPath(path);
+        var tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                file.Write(System.Text.Encoding.UTF8.GetBytes(text));
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(tmp); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    private static int? EpochOf(string path)
+    {
+        if (!File.Exists(path)) return null;
+        try { return Checkpoint.Load(path).State.Epoch; }
+        catch (CheckpointException) { return null; }
+    }
+}
