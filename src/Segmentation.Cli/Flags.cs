@@ -15,6 +15,7 @@ internal sealed class DataFlags
     public required Option<string?> Palette { get; init; }
     public required Option<int> IgnoreIndex { get; init; }
     public required Option<bool> SkipUnpaired { get; init; }
+    public required Option<int?> BinaryThreshold { get; init; }
 
     public static DataFlags Add(Command cmd)
     {
@@ -25,8 +26,9 @@ internal sealed class DataFlags
             Palette = new Option<string?>("--palette") { Description = "CSV or JSON file with class names and colours (index,name,r,g,b)." },
             IgnoreIndex = new Option<int>("--ignore-index") { Description = "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => 255 },
             SkipUnpaired = new Option<bool>("--skip-unpaired") { Description = "Skip images without masks (and masks without images) instead of failing." },
+            BinaryThreshold = new Option<int?>("--binary-threshold") { Description = "Binary masks: gray values at or above this are the foreground (for masks saved lossily, e.g. JPEG)." },
         };
-        foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired, f.BinaryThreshold }) cmd.Options.Add(o);
         return f;
     }
 
@@ -43,6 +45,9 @@ internal sealed class DataFlags
         IgnoreIndex = p.GetValue(f.IgnoreIndex),
         SkipUnpaired = p.GetValue(f.SkipUnpaired),
         InChannels = inChannels,
+        BinaryThreshold = p.GetValue(f.BinaryThreshold) is { } t
+            ? p.GetValue(f.Mask) is "binary" or "auto" ? t : throw new OptionsException($"--binary-threshold {t} applies to binary masks; --mask is {p.GetValue(f.Mask)}.")
+            : null,
     };
 }
 

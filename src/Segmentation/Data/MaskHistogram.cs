@@ -68,11 +68,12 @@ internal sealed class MaskHistogram
         if (rare.Count == 0 && labels.Count <= MaxDetectedClasses) return;
 
         string Share(long n) => (100.0 * n / labelled).ToString(n * 1000 < labelled ? "0.####" : "0.#", CultureInfo.InvariantCulture) + "%";
-        var top = labels.OrderByDescending(l => l.Pixels).Take(2).ToList();
-        bool lossyBinary = labels.Count > 2 && top.Count == 2 && top.Min(t => t.Value) <= 32 && top.Max(t => t.Value) >= 223 && top.Sum(t => t.Pixels) >= labelled * 0.9;
+        // Dark and bright clusters with a few values smeared between them: a black-and-white mask after a lossy save.
+        long dark = labels.Where(l => l.Value <= 32).Sum(l => l.Pixels), bright = labels.Where(l => l.Value >= 223).Sum(l => l.Pixels);
+        bool lossyBinary = labels.Count > 2 && labels[^1].Value >= 223 && dark >= labelled / 100 && bright >= labelled / 100 && dark + bright >= labelled * 0.9;
         if (lossyBinary)
-            throw new DataException($"{origin}: the masks look like binary masks saved lossily (JPEG?): gray values {top.Min(t => t.Value)} and {top.Max(t => t.Value)} cover {Share(top.Sum(t => t.Pixels))} of the pixels and {labels.Count - 2} other values the rest (e.g. {Example(rare.Count > 0 ? rare : labels)}). "
-                + "Read them as binary with a threshold (--mask binary --binary-threshold 128), or save the masks as PNG.", top[0].First);
+            throw new DataException($"{origin}: the masks look like binary masks saved lossily (JPEG?): gray values up to 32 cover {Share(dark)} of the pixels, values from 223 up {Share(bright)}, and {labels.Count(l => l.Value is > 32 and < 223)} values in between the rest (e.g. {Example(rare.Count > 0 ? rare : labels)}). "
+                + "Read them as binary with a threshold (--mask binary --binary-threshold 128), or save the masks as PNG.", labels[0].First);
         if (labels.Count > MaxDetectedClasses)
             throw new DataException($"{origin}: the masks hold {labels.Count} distinct gray values (e.g. {Example(labels)}): more than {MaxDetectedClasses}, so they look like photographs or lossy saves, not class indices. If they are classes, give the class count (--classes); for binary masks use --mask binary --binary-threshold 128.", labels[0].First);
         int max = labels[^1].Value;

@@ -306,7 +306,7 @@ public sealed class SegmentationDataset
             if (kinds.ContainsKey(RawMaskKind.Rgb)) encoding = MaskEncoding.Palette;
             else if (palette is not null) encoding = MaskEncoding.Palette;
             else if (kinds.ContainsKey(RawMaskKind.Indexed) && !kinds.ContainsKey(RawMaskKind.Gray)) encoding = MaskEncoding.IndexedPng;
-            else encoding = histogram.LooksBinary(o.IgnoreIndex, o.Classes, origin) ? MaskEncoding.Binary : MaskEncoding.Index;
+            else encoding = o.BinaryThreshold is not null || histogram.LooksBinary(o.IgnoreIndex, o.Classes, origin) ? MaskEncoding.Binary : MaskEncoding.Index;
         }
         if (encoding is MaskEncoding.Index or MaskEncoding.IndexedPng && o.Classes is null && palette is null)
             histogram.RefuseAccidentalLabels(o.IgnoreIndex, origin);

@@ -5,10 +5,11 @@ namespace Segmentation.Training;
 /// </summary>
 /// <remarks>
 /// What a record claims is never ahead of the files it names. When an epoch improves on the best mean IoU the trainer
-/// (1) renames best.ckpt to .best.previous.ckpt, (2) writes the new best.ckpt, (3) writes last.ckpt, which records
-/// the new best epoch, and (4) deletes .best.previous.ckpt; otherwise it writes last.ckpt alone. Each write is atomic
-/// (a temporary file, flushed, renamed). An interruption between any two steps leaves files from which
-/// <see cref="Repair"/> restores the state last.ckpt records.
+/// (1) keeps the current best.ckpt as .best.previous.ckpt (a hard link: no copy, and best.ckpt stays in place), (2)
+/// writes the new best.ckpt, (3) writes last.ckpt, which records the new best epoch, and (4) deletes
+/// .best.previous.ckpt; otherwise it writes last.ckpt alone. Each write is atomic (a temporary file, flushed, renamed).
+/// So at every point the files are at or ahead of what last.ckpt records, never behind it, and <see cref="Repair"/>
+/// brings them back to exactly what it records.
 /// </remarks>
 public sealed class RunFolder
 {
@@ -46,7 +47,7 @@ public sealed class RunFolder
         System.IO.Directory.CreateDirectory(Directory);
         if (improved)
         {
-            if (File.Exists(Best)) File.Move(Best, PreviousBest, overwrite: true);
+            if (File.Exists(Best)) KeepCopy(Best, PreviousBest);
             boundary?.Invoke("previous best set aside");
             checkpoint.Save(Best);
             boundary?.Invoke("best written");
@@ -78,7 +79,7 @@ public sealed class RunFolder
         }
         else if (previousEpoch == wanted)
         {
-            File.Move(PreviousBest, Best, overwrite: true);
+            File.Move(PreviousBest, Best, overwrite: true); // an atomic rename
             done.Add($"restored best.ckpt (epoch {wanted}) from .best.previous.ckpt; the interrupted write {(bestEpoch is { } e ? $"of epoch {e} " : "")}is dropped");
         }
         else if (state.Epoch == wanted)
@@ -124,6 +125,22 @@ public sealed class RunFolder
             throw;
         }
     }
+
+    /// <summary>A second name for <paramref name="source"/>'s content: a hard link where the file system allows, else a copy.</summary>
+    private static void KeepCopy(string source, string target)
+    {
+        if (File.Exists(target)) File.Delete(target);
+        bool linked = false;
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())
+        {
+            try { linked = link(source, target) == 0; }
+            catch (Exception e) when (e is DllNotFoundException || e is EntryPointNotFoundException) { }
+        }
+        if (!linked) File.Copy(source, target, overwrite: true);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true)]
+    private static extern int link(string oldPath, string newPath);
 
     private static int? EpochOf(string path)
     {

@@ -1,0 +1,193 @@
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Training;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Jpeg;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Segmentation.Tests.Integrity;
+
+/// <summary>Nothing the user gave is silently misread, and nothing the user had is lost (issue: integrity).</summary>
+public class IntegrityTests
+{
+    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 2, Seed = 4 };
+
+    private static (SegmentationDataset, SegmentationDataset) Shapes()
+        => SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 16, Seed = 3, MaxShapes = 2 }).Split(0.75, seed: 0);
+
+    private static TrainerOptions Options(string dir, int epochs) => new()
+    {
+        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 1, Workers = 1, Device = "cpu", CheckpointDirectory = dir, TuneAllocator = false,
+    };
+
+    /// <summary>Every (epoch, boundary) at which a kill can fall between checkpoint writes.</summary>
+    public static IEnumerable<object[]> Boundaries()
+    {
+        foreach (int epoch in new[] { 1, 2, 3 })
+            foreach (var b in new[] { "previous best set aside", "best written", "last written" })
+                yield return new object[] { epoch, b };
+    }
+
+    [Theory]
+    [MemberData(nameof(Boundaries))]
+    public void An_interruption_at_any_checkpoint_write_leaves_a_run_that_resume_makes_consistent(int epoch, string boundary)
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes();
+        using (var model = new UNet(Tiny))
+        using (var t = new Trainer(model, Options(dir.Path, 4)))
+        {
+            // The kill: the write sequence stops dead at this boundary (an exception the trainer does not catch).
+            int finished = 0;
+            t.CheckpointBoundary = b =>
+            {
+                if (b == boundary && finished + 1 == epoch) throw new SimulatedKill();
+                if (b == "last written") finished++;
+            };
+            bool killed = false;
+            try { t.Fit(train, val); } catch (SimulatedKill) { killed = true; }
+            if (!killed) return; // this epoch did not improve, so there was no best write to interrupt
+        }
+        var run = new RunFolder(dir.Path);
+        if (!File.Exists(run.Last)) return; // killed before the first last.ckpt: nothing to resume, nothing claimed
+
+        // Before any repair, the files are never behind what last.ckpt records: best.ckpt holds its best epoch or a later one.
+        var recorded = Checkpoint.Load(run.Last).State;
+        if (recorded.BestEpoch > 0) Assert.True(Checkpoint.Load(run.Best).State.Epoch >= recorded.BestEpoch, "best.ckpt is older than the best epoch last.ckpt records");
+
+        // Whatever the boundary, after Repair best.ckpt holds the epoch last.ckpt records as best.
+        run.Repair();
+        var last = Checkpoint.Load(run.Last);
+        var best = Checkpoint.Load(run.Best);
+        Assert.Equal(last.State.BestEpoch, best.State.Epoch);
+        Assert.Equal(last.State.BestMeanIoU, best.Metrics!.MeanIoU);
+        Assert.False(File.Exists(run.PreviousBest));
+        Assert.Empty(Directory.EnumerateFiles(dir.Path, ".*.tmp"));
+
+        // And the run resumes to the end, with best.ckpt equal to what the result reports.
+        using var resumed = last.CreateModel();
+        using var t2 = new Trainer(resumed, Options(dir.Path, 4));
+        var r = t2.Fit(train, val, resumeFrom: last);
+        Assert.Equal(4, r.Epochs);
+        var finalBest = Checkpoint.Load(run.Best);
+        Assert.Equal(r.BestEpoch, finalBest.State.Epoch);
+        Assert.Equal(r.Metrics!.MeanIoU, finalBest.Metrics!.MeanIoU);
+        Assert.Equal(r.BestEpoch, Checkpoint.Load(run.Last).State.BestEpoch);
+    }
+
+    private sealed class SimulatedKill : Exception { }
+
+    [Fact]
+    public void Repair_restores_the_best_checkpoint_from_last_when_the_best_write_never_happened()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes();
+        using (var model = new UNet(Tiny))
+        using (var t = new Trainer(model, Options(dir.Path, 1))) t.Fit(train, val);
+        var run = new RunFolder(dir.Path);
+        File.Delete(run.Best); // a disk that filled up, or a copy that lost it
+        var done = run.Repair();
+        Assert.Contains(done, l => l.Contains("from last.ckpt"));
+        Assert.Equal(1, Checkpoint.Load(run.Best).State.Epoch);
+    }
+
+    [Fact]
+    public void Temporary_files_of_interrupted_saves_are_swept_when_the_run_folder_is_opened()
+    {
+        using var dir = new TempDir();
+        File.WriteAllBytes(dir[".last.ckpt.0123456789abcdef.tmp"], new byte[1000]);
+        var (train, val) = Shapes();
+        using var model = new UNet(Tiny);
+        using var t = new Trainer(model, Options(dir.Path, 1));
+        var messages = new List<string>();
+        t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Message) messages.Add(p.Message!); }));
+        Assert.False(File.Exists(dir[".last.ckpt.0123456789abcdef.tmp"]));
+        Assert.Contains(messages, m => m.Contains(".last.ckpt.0123456789abcdef.tmp"));
+    }
+
+    [Fact]
+    public void Cancelling_stops_between_steps_and_the_files_hold_the_last_finished_epoch()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes();
+        using var model = new UNet(Tiny);
+        using var t = new Trainer(model, Options(dir.Path, 5));
+        using var cts = new CancellationTokenSource();
+        var r = t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Step && p.Epoch == 2 && p.Step == 1) cts.Cancel(); }), cancellation: cts.Token);
+        Assert.Equal("cancelled", r.StopReason);
+        Assert.Equal(1, r.Epochs);
+        Assert.Equal(1, Checkpoint.Load(dir["last.ckpt"]).State.Epoch);
+    }
+
+    // ---- masks ----
+
+    private static void Pair(TempDir d, string name, int size, Func<int, int, byte> mask)
+    {
+        TempDir.SaveRgb(d[$"images/{name}.png"], size, size, (x, y) => new Rgb24((byte)(x * 9), (byte)(y * 9), 40));
+        TempDir.SaveGray(d[$"masks/{name}.png"], size, size, mask);
+    }
+
+    [Fact]
+    public void Mixed_0_1_and_0_255_binary_masks_are_refused_naming_one_of_each()
+    {
+        using var d = new TempDir();
+        Pair(d, "a", 16, (x, y) => x < 8 ? (byte)255 : (byte)0);
+        Pair(d, "b", 16, (x, y) => y < 8 ? (byte)1 : (byte)0);
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path));
+        Assert.Contains("a.png holds 0 and 255", e.Message);
+        Assert.Contains("b.png holds 0 and 1", e.Message);
+        Assert.Contains("--mask binary", e.Message);
+        // Said explicitly, both are read with their foreground.
+        var data = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Encoding = MaskEncoding.Binary });
+        Assert.Equal(128, data.Load(0).Mask.Count(v => v == 1));
+        Assert.Equal(128, data.Load(1).Mask.Count(v => v == 1));
+    }
+
+    [Fact]
+    public void Index_masks_whose_void_is_255_are_still_read_as_index_with_ignore()
+    {
+        using var d = new TempDir();
+        Pair(d, "a", 16, (x, y) => x < 4 ? (byte)255 : x < 10 ? (byte)1 : (byte)0);
+        Pair(d, "b", 16, (x, y) => y < 8 ? (byte)1 : (byte)0);
+        var data = SegmentationDataset.FromFolder(d.Path);
+        Assert.Equal(MaskEncoding.Index, data.Description.Encoding);
+        Assert.Equal(2, data.Description.Classes);
+    }
+
+    [Fact]
+    public void One_stray_pixel_value_is_refused_naming_the_file_the_value_and_the_gap()
+    {
+        using var d = new TempDir();
+        for (int i = 0; i < 6; i++) Pair(d, $"m{i}", 32, (x, y) => (byte)((x / 8 + y / 8 + i) % 4));
+        Pair(d, "stray", 32, (x, y) => x == 5 && y == 7 ? (byte)7 : (byte)((x / 8) % 4));
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path));
+        Assert.Contains("label 7 occurs at 1 pixel(s) in 1 mask(s)", e.Message);
+        Assert.Contains("stray.png", e.Message);
+        Assert.Contains("labels 4-6 never occur", e.Message);
+        Assert.Contains("--classes", e.Message);
+        // A class count given explicitly is the user's word: then 7 is simply out of range for 4 classes, named by file.
+        var given = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Classes = 8 });
+        Assert.Equal(8, given.Description.Classes);
+    }
+
+    [Fact]
+    public void Binary_masks_saved_as_jpeg_are_refused_with_the_threshold_to_use_and_read_with_it()
+    {
+        using var d = new TempDir();
+        for (int i = 0; i < 3; i++)
+        {
+            TempDir.SaveRgb(d[$"images/j{i}.png"], 48, 48, (x, y) => new Rgb24((byte)(x * 5), 80, (byte)(y * 5)));
+            using var mask = new Image<L8>(48, 48);
+            for (int y = 0; y < 48; y++) for (int x = 0; x < 48; x++) mask[x, y] = new L8((x - 24) * (x - 24) + (y - 24) * (y - 24) < 150 + i * 40 ? (byte)255 : (byte)0);
+            Directory.CreateDirectory(d["masks"]);
+            mask.SaveAsJpeg(d[$"masks/j{i}.jpg"], new JpegEncoder { Quality = 75 });
+        }
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path));
+        Assert.Contains("saved lossily", e.Message);
+        Assert.Contains("--binary-threshold 128", e.Message);
+        var data = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Encoding = MaskEncoding.Binary, BinaryThreshold = 128 });
+        Assert.Equal(2, data.Description.Classes);
+        int foreground = data.Load(0).Mask.Count(v => v == 1);
+        Assert.InRange(foreground, 440, 510); // the disc of radius sqrt(150): pi * 150 = 471 pixels
+    }
+}
