@@ -238,4 +238,59 @@ public class CliTests
         slow.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 1, StepsPerEpoch = 10 });
         Assert.Equal("", quiet.ToString()); // the default interval (30 s) has not passed
     }
+
+    [Fact]
+    public void Training_into_a_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten()
+    {
+        using var d = new TempDir();
+        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(0, first.Code);
+        var before = File.ReadAllBytes(d["run/last.ckpt"]);
+
+        var again = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(2, again.Code);
+        Assert.Contains("already holds a run (epoch 1 of 1 in last.ckpt", again.Err);
+        Assert.Contains("--resume", again.Err);
+        Assert.Contains("--overwrite", again.Err);
+        Assert.Equal(before, File.ReadAllBytes(d["run/last.ckpt"])); // nothing was touched
+
+        var over = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--seed", "9", "--out", d["run"], "--overwrite" }.Concat(TinyModel).ToArray());
+        Assert.Equal(0, over.Code);
+        Assert.NotEqual(before, File.ReadAllBytes(d["run/last.ckpt"]));
+    }
+
+    [Fact]
+    public async Task Sigint_stops_training_at_a_safe_point_writes_an_interrupted_summary_and_says_how_to_resume()
+    {
+        using var d = new TempDir();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "segment.dll"), "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs", "50", "--out", d["run"] }.Concat(TinyModel))
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        // Wait for the first finished epoch (its row in metrics.jsonl), then interrupt as Ctrl-C does.
+        var lines = new List<string>();
+        string? line;
+        while ((line = await p.StandardOutput.ReadLineAsync()) is not null)
+        {
+            lines.Add(line);
+            if (line.TrimStart().StartsWith("1 ", StringComparison.Ordinal)) break;
+        }
+        Assert.NotNull(line);
+        Assert.Equal(0, kill(p.Id, 2)); // SIGINT
+        lines.AddRange((await p.StandardOutput.ReadToEndAsync()).Split('\n'));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await p.WaitForExitAsync(timeout.Token);
+        Assert.Equal(130, p.ExitCode);
+        var summary = JsonNode.Parse(File.ReadAllText(d["run/summary.json"]))!;
+        Assert.Equal("interrupted", summary["stopReason"]!.GetValue<string>());
+        int epochs = summary["epochs"]!.GetValue<int>();
+        Assert.InRange(epochs, 1, 49);
+        Assert.Equal(epochs, Segmentation.Training.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
+        Assert.Contains(lines, l => l.Contains("interrupted: stopped after epoch") && l.Contains("--resume"));
+        Assert.DoesNotContain("Unhandled", await err);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
 }
