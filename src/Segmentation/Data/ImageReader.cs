@@ -2,7 +2,10 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Metadata;
+using SixLabors.ImageSharp.Metadata.Profiles.Exif;
 using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
 
 namespace Segmentation.Data;
 
@@ -80,7 +83,23 @@ public sealed class ImageReader
             throw new DataException($"{path}: the header declares a size of {info.Width}x{info.Height}.", path);
         if (pixels > MaxPixels)
             throw new DataException($"{path}: the header declares {info.Width}x{info.Height} = {pixels:N0} pixels, over the limit of {MaxPixels:N0}; raise the pixel limit if the file is genuine.", path);
-        return (info, (info.Width, info.Height));
+        // The size as displayed: EXIF orientations 5-8 turn the stored image by a quarter.
+        return (info, Orientation(info.Metadata) is >= 5 and <= 8 ? (info.Height, info.Width) : (info.Width, info.Height));
+    }
+
+    /// <summary>The EXIF orientation (1-8; 1 when absent or out of range).</summary>
+    private static int Orientation(ImageMetadata metadata)
+    {
+        var value = metadata.ExifProfile?.GetValue(ExifTag.Orientation);
+        return value is null ? 1 : value.Value is >= 1 and <= 8 ? value.Value : 1;
+    }
+
+    /// <summary>Loads pixels and turns them as the EXIF orientation says, as viewers (and PIL's exif_transpose) show them.</summary>
+    private Image<TPixel> LoadOriented<TPixel>(byte[] bytes) where TPixel : unmanaged, IPixel<TPixel>
+    {
+        var image = Image.Load<TPixel>(configuration, bytes);
+        if (Orientation(image.Metadata) != 1) image.Mutate(c => c.AutoOrient());
+        return image;
     }
 
     /// <summary>Decodes an image to <paramref name="channels"/> channels: gray from colour by luminance, gray to RGB by replication, alpha dropped.</summary>
@@ -93,12 +112,12 @@ public sealed class ImageReader
         {
             if (channels == 1)
             {
-                using var gray = Image.Load<L8>(configuration, bytes);
+                using var gray = LoadOriented<L8>(bytes);
                 var px = new byte[gray.Width * gray.Height];
                 gray.CopyPixelDataTo(px);
                 return new ImageBuffer(gray.Width, gray.Height, 1, px);
             }
-            using var rgb = Image.Load<Rgb24>(configuration, bytes);
+            using var rgb = LoadOriented<Rgb24>(bytes);
             var rgbBytes = new byte[rgb.Width * rgb.Height * 3];
             rgb.CopyPixelDataTo(rgbBytes);
             if (channels == 3) return new ImageBuffer(rgb.Width, rgb.Height, 3, rgbBytes);
@@ -124,7 +143,7 @@ public sealed class ImageReader
         if (png.ColorType == PngColorType.Grayscale && png.BitDepth is PngBitDepth.Bit16)
             return Guard(path, () =>
             {
-                using var g16 = Image.Load<L16>(configuration, bytes);
+                using var g16 = LoadOriented<L16>(bytes);
                 var px = new L16[w * h];
                 g16.CopyPixelDataTo(px);
                 return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p.PackedValue));
@@ -132,14 +151,14 @@ public sealed class ImageReader
         if (png.ColorType == PngColorType.Grayscale)
             return Guard(path, () =>
             {
-                using var g8 = Image.Load<L8>(configuration, bytes);
+                using var g8 = LoadOriented<L8>(bytes);
                 var px = new byte[w * h];
                 g8.CopyPixelDataTo(px);
                 return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p));
             });
         return Guard(path, () =>
         {
-            using var image = Image.Load<Rgba64>(configuration, bytes);
+            using var image = LoadOriented<Rgba64>(bytes);
             var values = new int[w * h];
             bool gray = true;
             bool sixteen = false;

@@ -190,4 +190,28 @@ public class IntegrityTests
         int foreground = data.Load(0).Mask.Count(v => v == 1);
         Assert.InRange(foreground, 440, 510); // the disc of radius sqrt(150): pi * 150 = 471 pixels
     }
+
+    [Fact]
+    public void Exif_orientation_is_applied_so_images_line_up_with_masks_drawn_on_the_displayed_image()
+    {
+        using var d = new TempDir();
+        // Stored 40 wide x 20 high with a bright block at the stored top-left; orientation 6 says "turn 90 degrees
+        // clockwise to display", so viewers show it 20 wide x 40 high with the block at the top-right.
+        using (var img = new Image<Rgb24>(40, 20, new Rgb24(0, 0, 90)))
+        {
+            for (int y = 0; y < 6; y++) for (int x = 0; x < 8; x++) img[x, y] = new Rgb24(255, 220, 60);
+            img.Metadata.ExifProfile = new SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifProfile();
+            img.Metadata.ExifProfile.SetValue(SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifTag.Orientation, (ushort)6);
+            Directory.CreateDirectory(d["images"]);
+            img.SaveAsJpeg(d["images/turned.jpg"], new JpegEncoder { Quality = 100 });
+        }
+        TempDir.SaveGray(d["masks/turned.png"], 20, 40, (x, y) => x >= 14 && y < 8 ? (byte)255 : (byte)0); // drawn on the displayed image
+        var data = SegmentationDataset.FromFolder(d.Path);
+        var sample = data.Load(0);
+        Assert.Equal((20, 40), (sample.Image.Width, sample.Image.Height));
+        byte Pixel(int x, int y) => sample.Image.Pixels[(y * 20 + x) * 3];
+        Assert.True(Pixel(17, 3) > 200, $"the block is at the displayed top-right; corners TL {Pixel(2, 3)} TR {Pixel(17, 3)} BL {Pixel(2, 36)} BR {Pixel(17, 36)}");
+        Assert.True(Pixel(2, 3) < 50, "and not at the stored top-left");
+        Assert.Equal(1, sample.Mask[3 * 20 + 17]);
+    }
 }
