@@ -100,6 +100,8 @@ internal static class PredictCommand
                 : File.Exists(path) ? new List<string> { path } : throw new DataException($"{path}: no such file or folder.", path);
             if (files.Count == 0) throw new DataException($"{path}: no images found.", path);
             var dir = p.GetValue(outDir)!;
+            var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities) ? ckpt.Dataset.Classes : 0);
+            CheckOutputs(files, outputs, dir);
             Directory.CreateDirectory(dir);
             using var predictor = f.Open(p, ckpt);
             var reader = new ImageReader();
@@ -124,7 +126,40 @@ internal static class PredictCommand
         });
         return cmd;
     }
+
+    /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
+    internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay, int probabilityClasses) =>
+        inputs.Select(file =>
+        {
+            var stem = Path.GetFileNameWithoutExtension(file);
+            var names = new List<string> { stem + ".png" };
+            if (color) names.Add(stem + "_color.png");
+            if (overlay) names.Add(stem + "_overlay.png");
+            for (int c = 0; c < probabilityClasses; c++) names.Add($"{stem}_prob_{c}.png");
+            return names;
+        }).ToList();
+
+    /// <summary>
+    /// Refuses, before anything is written, two inputs whose outputs share a name (a.png and a.jpg; a.png's overlay and
+    /// an input named a_overlay.png) and outputs that would overwrite an input.
+    /// </summary>
+    internal static void CheckOutputs(List<string> inputs, List<List<string>> outputs, string dir)
+    {
+        var owner = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        var clashes = new List<string>();
+        for (int i = 0; i < inputs.Count; i++)
+            foreach (var name in outputs[i])
+                if (!owner.TryAdd(name, inputs[i]) && clashes.Count < 5)
+                    clashes.Add($"{Path.GetFileName(owner[name])} and {Path.GetFileName(inputs[i])} would both write {name}");
+        if (clashes.Count > 0)
+            throw new DataException($"{dir}: {string.Join("; ", clashes)}. Rename the inputs, or predict them into separate folders.", dir);
+        var inputSet = inputs.Select(Path.GetFullPath).ToHashSet(StringComparer.Ordinal);
+        var overwrites = owner.Keys.Select(n => Path.GetFullPath(Path.Combine(dir, n))).Where(inputSet.Contains).Take(3).ToList();
+        if (overwrites.Count > 0)
+            throw new DataException($"{dir}: predicting here would overwrite the input {string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.", overwrites[0]);
+    }
 }
+internal static partial class PredictOutputs { }
 
 /// <summary><c>segment score</c>: our Mean IoU rule on two folders of masks.</summary>
 internal static class ScoreCommand

@@ -293,4 +293,23 @@ public class CliTests
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int signal);
+
+    [Fact]
+    public void Predict_refuses_inputs_whose_outputs_would_collide_before_writing_anything()
+    {
+        using var d = new TempDir();
+        Assert.Equal(0, Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray()).Code);
+        TempDir.SaveRgb(d["in/a.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 0, 90));
+        TempDir.SaveRgb(d["in/a.jpg"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(0, (byte)(y * 6), 90));
+        TempDir.SaveRgb(d["in/a_overlay.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, 9));
+        var r = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"], "--overlay");
+        Assert.Equal(1, r.Code);
+        Assert.Contains("a.jpg and a.png would both write a.png", r.Err);
+        Assert.Contains("would both write a_overlay.png", r.Err);
+        Assert.False(Directory.Exists(d["out"]));
+
+        var intoInput = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in/a.png"], "--out", d["in"]);
+        Assert.Equal(1, intoInput.Code);
+        Assert.Contains("would overwrite the input a.png", intoInput.Err);
+    }
 }
