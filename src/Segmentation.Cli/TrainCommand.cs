@@ -261,6 +261,10 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} [{new string('#', filled)}{new string('-', width - filled)}] {step}");
                 Plain($"epoch {p.Epoch}/{p.Epochs} step {step}");
                 break;
+            case ProgressKind.DataCheck:
+                ctx.Status(log, $"{p.Message} {p.Step}/{p.StepsPerEpoch}");
+                Plain($"{p.Message} {p.Step}/{p.StepsPerEpoch}");
+                break;
             case ProgressKind.ValidationStep:
                 ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
                 Plain($"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");

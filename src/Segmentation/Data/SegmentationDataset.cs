@@ -82,6 +82,51 @@ public sealed class SegmentationDataset
         return source.Load(indices[index]);
     }
 
+    /// <summary>
+    /// Decodes every sample (headers, sizes, pixels, labels) in parallel, so a run starts on good data or not at all:
+    /// one bad file surfaces now, not in epoch 2. Throws one <see cref="DataException"/> listing every bad file (the
+    /// first ten by name). <paramref name="progress"/> gets the count checked so far, on the calling thread.
+    /// </summary>
+    public void Validate(IProgress<int>? progress = null, CancellationToken cancellation = default)
+    {
+        var failures = new ConcurrentBag<(int Index, DataException Error)>();
+        int done = 0;
+        var work = Task.Run(() => Parallel.For(0, Count, new ParallelOptions { CancellationToken = cancellation }, i =>
+        {
+            try { Load(i); }
+            catch (DataException e) { failures.Add((i, e)); }
+            Interlocked.Increment(ref done);
+        }), cancellation);
+        // Progress goes out on the caller's thread, a few times a second.
+        while (!work.Wait(250)) progress?.Report(Volatile.Read(ref done));
+        work.GetAwaiter().GetResult();
+        progress?.Report(Count);
+        if (failures.IsEmpty) return;
+        var sorted = failures.OrderBy(f => f.Index).ToList();
+        throw new DataException($"{Origin}: {sorted.Count} of {Count} samples cannot be used:{Environment.NewLine}"
+            + string.Join(Environment.NewLine, sorted.Take(10).Select(f => "  " + f.Error.Message))
+            + (sorted.Count > 10 ? $"{Environment.NewLine}  ... and {sorted.Count - 10} more" : ""), sorted[0].Error.FilePath);
+    }
+
+    /// <summary>
+    /// A fingerprint of the files behind this data set (paths, sizes, modification times) and its description; null for
+    /// generated data. Equal fingerprints mean <see cref="Validate"/> need not run again.
+    /// </summary>
+    public string? Fingerprint()
+    {
+        if (source is not FileSource files) return null;
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        void Add(string text) => hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text + "\n"));
+        Add(Description.ToJson().ToJsonString());
+        foreach (var i in indices)
+            foreach (var path in files.PathsOf(i))
+            {
+                var info = new FileInfo(path);
+                Add($"{Path.GetFullPath(path)}|{(info.Exists ? info.Length : -1)}|{(info.Exists ? info.LastWriteTimeUtc.Ticks : 0)}");
+            }
+        return Convert.ToHexString(hash.GetHashAndReset());
+    }
+
     /// <summary>A data set over some of this one's samples.</summary>
     public SegmentationDataset Subset(IEnumerable<int> which)
     {
@@ -378,6 +423,7 @@ public sealed class SegmentationDataset
 
         public int Count => pairs.Count;
         public string NameOf(int index) => pairs[index].Stem;
+        public IEnumerable<string> PathsOf(int index) { yield return pairs[index].Image; yield return pairs[index].Mask; }
 
         public Sample Load(int index)
         {

@@ -31,9 +31,11 @@ public sealed class RunFolder
     public string Metrics => Path.Combine(Directory, "metrics.jsonl");
     /// <summary>The outcome, written when the run stops.</summary>
     public string Summary => Path.Combine(Directory, "summary.json");
+    /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them again).</summary>
+    public string Validated => Path.Combine(Directory, ".validated");
 
     /// <summary>Files that make a folder a run (any of them).</summary>
-    public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary };
+    public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary, Validated };
 
     /// <summary>True when the folder holds any file of a run.</summary>
     public bool HoldsRun => RunFiles.Any(File.Exists);

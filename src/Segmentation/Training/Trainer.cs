@@ -77,6 +77,8 @@ public sealed class Trainer : IDisposable
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
         foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
 
+        ValidateData(train, val, Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory), progress, cancellation);
+
         var trainLoader = new DataLoader(train, new DataLoaderOptions
         {
             BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize, Seed = Options.Seed,
@@ -242,6 +244,29 @@ public sealed class Trainer : IDisposable
             Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
             BestCheckpoint = best is not null && File.Exists(best) ? best : null, LastCheckpoint = last,
         };
+    }
+
+    /// <summary>
+    /// Every sample of both data sets is decoded once before the first step, so bad files are all reported now; a run
+    /// folder remembers the fingerprints of data validated before, so a resume on unchanged files skips it.
+    /// </summary>
+    private static void ValidateData(SegmentationDataset train, SegmentationDataset? val, RunFolder? run, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var known = run is not null && File.Exists(run.Validated) ? File.ReadAllLines(run.Validated).ToHashSet() : new HashSet<string>();
+        var fresh = new List<string>();
+        foreach (var (data, role) in new[] { (train, "training"), (val, "validation") })
+        {
+            if (data is null || data.Fingerprint() is not { } print || known.Contains(print)) continue;
+            var clock = Stopwatch.StartNew();
+            data.Validate(new SynchronousProgress<int>(n => progress?.Report(new TrainingProgress { Kind = ProgressKind.DataCheck, Step = n, StepsPerEpoch = data.Count, Message = $"checking {role} data" })), cancellation);
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"checked all {data.Count} {role} pairs (decoded, sizes and labels) in {clock.Elapsed.TotalSeconds:F1} s" });
+            fresh.Add(print);
+        }
+        if (run is not null && fresh.Count > 0)
+        {
+            Directory.CreateDirectory(run.Directory);
+            RunFolder.WriteAllTextAtomic(run.Validated, string.Join("\n", known.Concat(fresh)) + "\n");
+        }
     }
 
     /// <summary>

@@ -70,6 +70,8 @@ public enum ProgressKind
     Epoch,
     /// <summary>A checkpoint was written (<see cref="TrainingProgress.Message"/> says which).</summary>
     Checkpoint,
+    /// <summary>The data is being checked before training (<see cref="TrainingProgress.Step"/> of <see cref="TrainingProgress.StepsPerEpoch"/> samples; <see cref="TrainingProgress.Message"/> says which set).</summary>
+    DataCheck,
     /// <summary>The convolution check ran for a new input shape and routed the layers (<see cref="TrainingProgress.Convolutions"/>).</summary>
     Convolutions,
     /// <summary>Something worth telling: early stop, time limit, allocator tuning, data warnings.</summary>

@@ -214,4 +214,49 @@ public class IntegrityTests
         Assert.True(Pixel(2, 3) < 50, "and not at the stored top-left");
         Assert.Equal(1, sample.Mask[3 * 20 + 17]);
     }
+
+    private static void Folder(TempDir d, int count)
+    {
+        for (int i = 0; i < count; i++)
+            Pair(d, $"p{i:00}", 16, (x, y) => (byte)((x / 4 + y / 4 + i) % 3));
+    }
+
+    [Fact]
+    public void Every_bad_pair_is_reported_before_the_first_step_even_those_a_short_run_would_never_load()
+    {
+        using var d = new TempDir();
+        Folder(d, 10);
+        TempDir.SaveGray(d["masks/p03.png"], 16, 12, (x, y) => 0);                       // wrong size
+        File.WriteAllBytes(d["images/p07.png"], File.ReadAllBytes(d["images/p07.png"])[..60]); // truncated
+        var data = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Classes = 3 });
+        using var model = new UNet(Tiny with { Classes = 3 });
+        using var t = new Trainer(model, Options(d["run"], 1) with { BatchSize = 8 });
+        int steps = 0;
+        var e = Assert.Throws<DataException>(() => t.Fit(data, null, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Step) steps++; })));
+        Assert.Equal(0, steps);
+        Assert.Contains("2 of 10 samples cannot be used", e.Message);
+        Assert.Contains("p03.png: mask is 16x12", e.Message);
+        Assert.Contains("p07.png", e.Message);
+    }
+
+    [Fact]
+    public void A_resume_on_unchanged_data_does_not_check_it_again_and_changed_data_is_checked()
+    {
+        using var d = new TempDir();
+        Folder(d, 8);
+        var (train, val) = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Classes = 3 }).Split(0.75, seed: 1);
+        List<string> Checks(int epochs, Checkpoint? from)
+        {
+            var lines = new List<string>();
+            using var model = from?.CreateModel() ?? new UNet(Tiny with { Classes = 3 });
+            using var t = new Trainer(model, Options(d["run"], epochs));
+            t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Message?.StartsWith("checked all") == true) lines.Add(p.Message); }), from);
+            return lines;
+        }
+        Assert.Equal(2, Checks(1, null).Count);                                      // training and validation data
+        Assert.Empty(Checks(2, Checkpoint.Load(d["run/last.ckpt"])));               // resumed, nothing changed
+        TempDir.SaveGray(d["masks/p00.png"], 16, 16, (x, y) => 1);                   // an edit under the run
+        File.SetLastWriteTimeUtc(d["masks/p00.png"], DateTime.UtcNow.AddMinutes(1));
+        Assert.Single(Checks(3, Checkpoint.Load(d["run/last.ckpt"])));              // the set holding p00 is checked again
+    }
 }
