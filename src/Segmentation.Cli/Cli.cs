@@ -38,7 +38,7 @@ public static class Cli
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var e in parse.Errors) stderr.WriteLine($"error: {e.Message}");
+            foreach (var e in parse.Errors) stderr.WriteLine($"error: {Readable(e.Message)}");
             stderr.WriteLine("Run 'segment --help' (or 'segment COMMAND --help') for usage.");
             return Usage;
         }
@@ -46,8 +46,10 @@ public static class Cli
         {
             return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
-        catch (Exception e)
+        catch (Exception caught)
         {
+            // Parallel work wraps what went wrong; the user needs the error inside.
+            var e = caught is AggregateException { InnerExceptions.Count: > 0 } agg ? agg.Flatten().InnerExceptions.OrderBy(x => x is SegmentationException ? 0 : 1).First() : caught;
             var (code, message) = e switch
             {
                 OptionsException => (Usage, e.Message),
@@ -63,6 +65,17 @@ public static class Cli
             return code;
         }
     }
+
+    /// <summary>System.CommandLine's parse messages with .NET type names (System.Nullable`1[System.Double]) in words.</summary>
+    internal static string Readable(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"System\.Nullable`1\[System\.(\w+)\]|System\.(\w+)", m => (m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value) switch
+        {
+            "Int32" or "Int64" => "a whole number",
+            "Double" or "Single" => "a number",
+            "Boolean" => "true or false",
+            "String" => "text",
+            var other => other,
+        });
 
     internal static double ParseDuration(string text)
     {

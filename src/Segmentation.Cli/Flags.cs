@@ -88,23 +88,48 @@ internal sealed record RunConfig
         WriteIndented = true, Converters = { new JsonStringEnumConverter() }, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
+    /// <summary>The data: builtin:shapes..., or a folder as an absolute path.</summary>
     public required string Data { get; init; }
     public string? Val { get; init; }
+    /// <summary>The data folders relative to the run folder, for a project moved as a whole.</summary>
+    public string? DataRelative { get; init; }
+    public string? ValRelative { get; init; }
     public double? ValSplit { get; init; }
     public required DatasetOptions DataOptions { get; init; }
     public required UNetOptions Model { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
 
-    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
-
-    public static RunConfig Load(string path)
+    /// <summary>Writes run.json atomically, with the data folders also relative to the run folder.</summary>
+    public void Save(string path)
     {
-        try { return JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new SegmentationException($"{path}: empty run configuration."); }
+        var runDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        string? Relative(string? spec) => spec is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? null : Path.GetRelativePath(runDir, spec);
+        RunFolder.WriteAllTextAtomic(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val) }, Json));
+    }
+
+    /// <summary>A data spec as stored: folders absolute, so that eval and --resume work from any directory.</summary>
+    public static string Absolute(string spec) => spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? spec : Path.GetFullPath(spec);
+
+    /// <summary>Reads run.json; a data folder that moved with the run folder is found through its relative path.</summary>
+    public static RunConfig Load(string path, string? runDir = null, TextWriter? log = null)
+    {
+        RunConfig config;
+        try { config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new SegmentationException($"{path}: empty run configuration."); }
         catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
         {
             throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs the run folder written by 'segment train'.", e);
         }
+        if (runDir is null) return config;
+        string? Moved(string? spec, string? relative)
+        {
+            if (spec is null || relative is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) || Directory.Exists(spec)) return spec;
+            var candidate = Path.GetFullPath(Path.Combine(runDir, relative));
+            if (!Directory.Exists(candidate)) return spec; // reported as missing where it is opened
+            log?.WriteLine($"{spec} is gone; using {candidate}, where it sits relative to the run folder");
+            return candidate;
+        }
+        return config with { Data = Moved(config.Data, config.DataRelative)!, Val = Moved(config.Val, config.ValRelative) };
     }
 
     /// <summary>Opens training and validation data: a validation folder, train/ + val/ folders, or a seeded split.</summary>

@@ -83,9 +83,24 @@ internal static class TrainCommand
                 if (p.GetValue(outDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
                 var lastPath = Path.Combine(dir, "last.ckpt");
                 if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
+                RefuseFlagsThatCannotChange(p, cmd, dir);
                 resumeFrom = Checkpoint.Load(lastPath);
-                config = RunConfig.Load(Path.Combine(dir, "run.json"));
-                if (p.GetValue(epochs) is { } more) config = config with { Trainer = config.Trainer with { Epochs = more } };
+                config = RunConfig.Load(Path.Combine(dir, "run.json"), dir, log);
+                var t0 = config.Trainer;
+                config = config with
+                {
+                    Trainer = t0 with
+                    {
+                        Epochs = p.GetValue(epochs) ?? t0.Epochs,
+                        TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : t0.TimeLimit,
+                        Workers = p.GetResult(workers) is { Implicit: false } ? p.GetValue(workers) : t0.Workers,
+                        CacheBytes = p.GetResult(cacheMb) is { Implicit: false } ? Math.Max(-1, p.GetValue(cacheMb)) * (1L << 20) : t0.CacheBytes,
+                        Device = p.GetResult(device) is { Implicit: false } ? p.GetValue(device)! : t0.Device,
+                        EvalEvery = p.GetResult(evalEvery) is { Implicit: false } ? p.GetValue(evalEvery) : t0.EvalEvery,
+                        EarlyStoppingPatience = p.GetValue(patience) ?? t0.EarlyStoppingPatience,
+                    },
+                };
+                config.Trainer.Validate();
                 log.WriteLine($"resuming {lastPath}: epoch {resumeFrom.State.Epoch} of {config.Trainer.Epochs} done");
             }
             else
@@ -107,13 +122,16 @@ internal static class TrainCommand
                     Loss = Cli.ParseEnum(p.GetValue(loss) ?? (shapes ? ShapesDefaults.Loss : "ce"), "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
                     LabelSmoothing = p.GetValue(smoothing), Augment = !p.GetValue(noAugment), VerticalFlip = p.GetValue(vflip),
                     EvalEvery = p.GetValue(evalEvery), EarlyStoppingPatience = p.GetValue(patience), Workers = p.GetValue(workers),
-                    CacheBytes = (long)p.GetValue(cacheMb) << 20, Device = p.GetValue(device)!, Seed = p.GetValue(seed),
+                    CacheBytes = p.GetValue(cacheMb) >= 0 ? (long)p.GetValue(cacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(cacheMb)} must be 0 (no cache) or more."),
+                    Device = p.GetValue(device)!, Seed = p.GetValue(seed),
                     TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
                 };
                 trainerOptions.Validate();
+                var dataOptions = DataFlags.Read(p, d, p.GetValue(inChannels));
                 config = new RunConfig
                 {
-                    Data = dataSpec, Val = p.GetValue(val), ValSplit = p.GetValue(valSplit), DataOptions = DataFlags.Read(p, d, p.GetValue(inChannels)),
+                    Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(valSplit),
+                    DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
                     Model = ModelFlags.Read(p, model, shapes), ClassWeights = Cli.ParseEnum(p.GetValue(classWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
                     Trainer = trainerOptions,
                 };
@@ -121,6 +139,17 @@ internal static class TrainCommand
             return Train(ctx, log, dir, config, resumeFrom, asJson);
         });
         return cmd;
+    }
+
+    /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it is.</summary>
+    internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb", "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose" };
+
+    /// <summary>--resume continues the run as it was set up: any other flag given is refused, by name.</summary>
+    private static void RefuseFlagsThatCannotChange(ParseResult p, Command cmd, string dir)
+    {
+        var given = cmd.Options.Where(o => p.GetResult(o) is { Implicit: false } && !ResumeSafeFlags.Contains(o.Name)).Select(o => o.Name).ToList();
+        if (given.Count > 0)
+            throw new OptionsException($"--resume continues the run in {dir} as it was set up (run.json), so {string.Join(", ", given)} cannot change under it; drop {(given.Count == 1 ? "it" : "them")}, or start a new run. A resume may change: {string.Join(", ", ResumeSafeFlags.Where(f => f is not ("--out" or "--resume" or "--verbose")))}.");
     }
 
     /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
@@ -157,6 +186,9 @@ internal static class TrainCommand
         }
         else if (resumeFrom is not null) trainerOptions = resumeFrom.Trainer with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
 
+        if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes || train.Description.InChannels != resumeFrom.Model.InChannels
+            || train.Description.Encoding != resumeFrom.Dataset.Encoding || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
+            throw new DataException($"{config.Data}: the data changed since the run started: it now reads as {train.Description.Classes} classes ({train.Description.Encoding}, ignore index {train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index {resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the data, or start a new run.", config.Data);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
         if (resumeFrom is null) config.Save(Path.Combine(dir, "run.json"));

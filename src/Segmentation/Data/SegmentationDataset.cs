@@ -127,6 +127,19 @@ public sealed class SegmentationDataset
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
+    /// <summary>
+    /// The one image size every sample has, read from the file headers (no decoding), or null when sizes differ
+    /// (then samples cannot share a batch without a resize or crop).
+    /// </summary>
+    public (int Width, int Height)? UniformSize()
+    {
+        if (source is ShapesSource) return Count == 0 ? null : (Load(0).Image.Width, Load(0).Image.Height);
+        if (source is not FileSource files) return null;
+        var sizes = new ConcurrentDictionary<(int, int), byte>();
+        Parallel.ForEach(indices, i => sizes.TryAdd(files.ImageSize(i), 0));
+        return sizes.Count == 1 ? sizes.Keys.First() : null;
+    }
+
     /// <summary>A data set over some of this one's samples.</summary>
     public SegmentationDataset Subset(IEnumerable<int> which)
     {
@@ -353,6 +366,8 @@ public sealed class SegmentationDataset
             else if (kinds.ContainsKey(RawMaskKind.Indexed) && !kinds.ContainsKey(RawMaskKind.Gray)) encoding = MaskEncoding.IndexedPng;
             else encoding = o.BinaryThreshold is not null || histogram.LooksBinary(o.IgnoreIndex, o.Classes, origin) ? MaskEncoding.Binary : MaskEncoding.Index;
         }
+        if (encoding is MaskEncoding.Index or MaskEncoding.IndexedPng or MaskEncoding.Binary && kinds.TryGetValue(RawMaskKind.Rgb, out var colourMask))
+            throw new DataException($"{colourMask}: the mask is a colour image, but the mask encoding is {encoding.ToString().ToLowerInvariant()}, which reads gray values; for colour masks use the palette encoding with a palette file (--mask palette --palette classes.csv).", colourMask);
         if (encoding is MaskEncoding.Index or MaskEncoding.IndexedPng && o.Classes is null && palette is null)
             histogram.RefuseAccidentalLabels(o.IgnoreIndex, origin);
 
@@ -424,6 +439,7 @@ public sealed class SegmentationDataset
         public int Count => pairs.Count;
         public string NameOf(int index) => pairs[index].Stem;
         public IEnumerable<string> PathsOf(int index) { yield return pairs[index].Image; yield return pairs[index].Mask; }
+        public (int, int) ImageSize(int index) => reader.Identify(pairs[index].Image);
 
         public Sample Load(int index)
         {

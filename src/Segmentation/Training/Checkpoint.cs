@@ -187,11 +187,19 @@ public sealed class Checkpoint
 
     private static Checkpoint Parse(byte[] b, string path)
     {
-        if (b.Length < Magic.Length + 4 + 32 || !b.AsSpan(0, Magic.Length).SequenceEqual(Magic))
-            throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
+        bool magic = b.Length >= Magic.Length && b.AsSpan(0, Magic.Length).SequenceEqual(Magic);
+        if (!magic) throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
+        string other = Path.GetFileName(path) switch
+        {
+            "last.ckpt" => "; best.ckpt beside it may still be whole (evaluate it, or start a new run from it)",
+            "best.ckpt" => "; last.ckpt beside it may still be whole",
+            _ => "; use another checkpoint",
+        };
+        if (b.Length < Magic.Length + 4 + 32)
+            throw new CheckpointException($"{path}: the checkpoint is truncated ({b.Length} bytes, less than any whole checkpoint){other}.");
         int bodyLength = b.Length - 32;
         if (!SHA256.HashData(b.AsSpan(0, bodyLength)).AsSpan().SequenceEqual(b.AsSpan(bodyLength)))
-            throw new CheckpointException($"{path}: the checkpoint is truncated or corrupt (its checksum does not match); use another checkpoint, e.g. last.ckpt or best.ckpt.");
+            throw new CheckpointException($"{path}: the checkpoint is truncated or corrupt (its checksum does not match){other}.");
         int pos = Magic.Length;
         int headerLength = BitConverter.ToInt32(b, pos); pos += 4;
         if (headerLength < 2 || pos + (long)headerLength > bodyLength) throw new CheckpointException($"{path}: header length {headerLength} does not fit the file.");

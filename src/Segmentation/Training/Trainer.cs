@@ -43,6 +43,7 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {model.Options.MinimumInputSize}x{model.Options.MinimumInputSize} (2^depth).");
         this.model = model;
         device = Devices.Resolve(Options.Device);
+        if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model.Options, stepSize, Options.BatchSize, device);
         model.to(device);
         optimizer = Options.Optimizer == OptimizerKind.Sgd
             ? optim.SGD(model.parameters(), Options.LearningRate, Options.Momentum, weight_decay: Options.WeightDecay)
@@ -84,9 +85,15 @@ public sealed class Trainer : IDisposable
             BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize, Seed = Options.Seed,
             Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
         });
+        int valBatch = Options.ValBatchSize ?? Options.BatchSize;
+        if (val is not null && Options.ValBatchSize is null && Options.Size is null && valBatch > 1 && val.UniformSize() is null)
+        {
+            valBatch = 1; // full-size images of different sizes cannot share a batch
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"validation images differ in size: validating one image at a time (set a validation batch size, or --size, to change that)" });
+        }
         var valLoader = val is null ? null : new DataLoader(val, new DataLoaderOptions
         {
-            BatchSize = Options.ValBatchSize ?? Options.BatchSize, Shuffle = false, Workers = Options.Workers,
+            BatchSize = valBatch, Shuffle = false, Workers = Options.Workers,
             CacheBytes = Options.CacheBytes, Transform = Options.Size is { } s ? new Resize(s.Height, s.Width) : null,
         });
 
@@ -244,6 +251,21 @@ public sealed class Trainer : IDisposable
             Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
             BestCheckpoint = best is not null && File.Exists(best) ? best : null, LastCheckpoint = last,
         };
+    }
+
+    /// <summary>
+    /// Refuses a step whose activations alone (every layer's output and its gradient, float32, estimated from the
+    /// model's layer table) would not fit the memory there is, instead of swapping, being killed or overflowing.
+    /// </summary>
+    private static void CheckMemory(UNetOptions o, Size2 size, int batch, Device device)
+    {
+        if (device.type != DeviceType.CPU) return; // CUDA reports its own out-of-memory error, with figures
+        if (size.Height < o.MinimumInputSize || size.Width < o.MinimumInputSize) return; // refused with its own message
+        double perImage = ModelSummary.For(o, size.Height, size.Width).Layers.Sum(l => (double)l.OutputShape.Aggregate(1L, (a, b) => a * b));
+        double needed = perImage * batch * sizeof(float) * 2;
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (needed > available)
+            throw new OptionsException($"A training step at {size} with batch {batch} needs about {needed / (1L << 30):N1} GiB for this U-Net's activations alone; this machine has {available / (double)(1L << 30):N1} GiB. Use a smaller crop or size (--crop, --size) or batch (--batch-size).");
     }
 
     /// <summary>
