@@ -105,7 +105,7 @@ internal sealed record RunConfig
     {
         var runDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         string? Relative(string? spec) => spec is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? null : Path.GetRelativePath(runDir, spec);
-        RunFolder.WriteAllTextAtomic(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val) }, Json));
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val) }, Json));
     }
 
     /// <summary>A data spec as stored: folders absolute, so that eval and --resume work from any directory.</summary>

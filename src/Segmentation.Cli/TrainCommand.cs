@@ -227,7 +227,7 @@ internal static class TrainCommand
         summary["seconds"] = Math.Round(result.Seconds, 2);
         summary["stopReason"] = result.StopReason;
         summary["checkpoint"] = bestPath is null ? null : Path.GetFullPath(bestPath);
-        RunFolder.WriteAllTextAtomic(run.Summary, summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(run.Summary, summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
         if (interrupted)
         {

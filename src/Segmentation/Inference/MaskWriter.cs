@@ -84,21 +84,9 @@ public static class MaskWriter
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
-        // Atomic: a crash or a full disk leaves the previous file (or none), never half a PNG.
-        var full = Path.GetFullPath(path);
-        var tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                img.SaveAsPng(file);
-                file.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, full, overwrite: true);
-        }
+        try { AtomicFile.Write(path, s => img.SaveAsPng(s)); } // a crash leaves the previous file, never half a PNG
         catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
         {
-            try { File.Delete(tmp); } catch (IOException) { }
             throw new SegmentationException($"{path}: cannot write the image ({e.Message}).", e);
         }
     }

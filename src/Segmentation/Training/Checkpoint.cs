@@ -105,29 +105,7 @@ public sealed class Checkpoint
     public void Save(string path) => Save(path, null);
 
     /// <summary>As <see cref="Save(string)"/>; <paramref name="wrap"/> lets tests interpose on the file stream.</summary>
-    internal void Save(string path, Func<Stream, Stream>? wrap)
-    {
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                var stream = wrap?.Invoke(file) ?? file;
-                WriteTo(stream);
-                stream.Flush();
-                file.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch (IOException) { }
-            throw;
-        }
-    }
+    internal void Save(string path, Func<Stream, Stream>? wrap) => AtomicFile.Write(path, WriteTo, wrap);
 
     private void WriteTo(Stream stream)
     {

@@ -107,27 +107,6 @@ public sealed class RunFolder
         return swept;
     }
 
-    /// <summary>Writes a text file atomically: a temporary file beside it, flushed to disk, then renamed over it.</summary>
-    public static void WriteAllTextAtomic(string path, string text)
-    {
-        var full = Path.GetFullPath(path);
-        var tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var file = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                file.Write(System.Text.Encoding.UTF8.GetBytes(text));
-                file.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch (IOException) { }
-            throw;
-        }
-    }
-
     /// <summary>A second name for <paramref name="source"/>'s content: a hard link where the file system allows, else a copy.</summary>
     private static void KeepCopy(string source, string target)
     {

@@ -287,7 +287,7 @@ public sealed class Trainer : IDisposable
         if (run is not null && fresh.Count > 0)
         {
             Directory.CreateDirectory(run.Directory);
-            RunFolder.WriteAllTextAtomic(run.Validated, string.Join("\n", known.Concat(fresh)) + "\n");
+            AtomicFile.WriteAllText(run.Validated, string.Join("\n", known.Concat(fresh)) + "\n");
         }
     }
 

@@ -6,18 +6,7 @@ namespace Segmentation.Tests.Cli;
 
 public class CliTests
 {
-    private sealed record Result(int Code, string Out, string Err)
-    {
-        public JsonObject LastJson() => JsonNode.Parse(Out.TrimEnd().Split('\n')[^1])!.AsObject();
-    }
-
-    private static Result Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Segmentation.Cli.Cli.Run(args, o, e);
-        return new Result(code, o.ToString(), e.ToString());
-    }
+    private static CliResult Run(params string[] args) => CliResult.Run(args);
 
     // A tiny shapes run: 24 images of 32x32, a small U-Net, seconds on a CPU.
     private const string TinyShapes = "builtin:shapes?count=24&size=32&seed=2";

@@ -6,15 +6,7 @@ namespace Segmentation.Tests.Integrity;
 /// <summary>The fragile and unclear cases of the integrity issue, as a user meets them through <c>segment</c>.</summary>
 public class CliIntegrityTests
 {
-    private sealed record Result(int Code, string Out, string Err);
-
-    private static Result Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Segmentation.Cli.Cli.Run(args, o, e);
-        return new Result(code, o.ToString(), e.ToString());
-    }
+    private static Segmentation.Tests.Cli.CliResult Run(params string[] args) => Segmentation.Tests.Cli.CliResult.Run(args);
 
     private const string TinyShapes = "builtin:shapes?count=24&size=32&seed=2";
     private static readonly string[] TinyModel = { "--base-channels", "8", "--depth", "2", "--batch-size", "4", "--workers", "1", "--device", "cpu" };
