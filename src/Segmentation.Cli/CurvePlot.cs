@@ -40,7 +40,7 @@ internal static class CurvePlot
             Text(img, x0 + PanelW / 2 - 15, PanelH - Margin + 6, "epoch", black, 1);
             Text(img, x0 + PanelW - Margin / 2 - 6 * epochs.Length, PanelH - Margin + 6, epochs, black, 1);
         }
-        img.SaveAsPng(path);
+        AtomicFile.Write(path, stream => img.SaveAsPng(stream));
     }
 
     // 5x7 glyphs, one string of 35 cells per character ('#' = ink), for the few characters the plot writes.

@@ -349,12 +349,22 @@ public sealed class SegmentationDataset
         bool needValues = o.Encoding is MaskEncoding.Auto or MaskEncoding.Index or MaskEncoding.IndexedPng && o.Classes is null && palette is null;
         if (o.Encoding == MaskEncoding.Auto || needValues)
         {
-            Parallel.ForEach(scanned, i =>
+            try
             {
-                var raw = reader.ReadMask(pairs[i].Mask);
-                kinds.TryAdd(raw.Kind, pairs[i].Mask);
-                if (raw.Kind != RawMaskKind.Rgb) histogram.Add(raw.Values, pairs[i].Mask);
-            });
+                Parallel.ForEach(scanned, i =>
+                {
+                    var raw = reader.ReadMask(pairs[i].Mask);
+                    kinds.TryAdd(raw.Kind, pairs[i].Mask);
+                    if (raw.Kind != RawMaskKind.Rgb) histogram.Add(raw.Values, pairs[i].Mask);
+                });
+            }
+            catch (AggregateException e) when (e.InnerExceptions.OfType<DataException>().Any())
+            {
+                // The caller gets the file's own error, not the parallel loop's wrapper.
+                var bad = e.InnerExceptions.OfType<DataException>().OrderBy(x => x.FilePath, StringComparer.Ordinal).ToList();
+                if (bad.Count == 1) throw bad[0];
+                throw new DataException($"{bad.Count} masks cannot be read: {bad[0].Message} (and {string.Join(", ", bad.Skip(1).Take(5).Select(x => Path.GetFileName(x.FilePath)))}{(bad.Count > 6 ? ", ..." : "")})", bad[0].FilePath, e);
+            }
         }
         var grayValues = histogram.Values;
 

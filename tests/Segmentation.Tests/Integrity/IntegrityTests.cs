@@ -259,4 +259,15 @@ public class IntegrityTests
         File.SetLastWriteTimeUtc(d["masks/p00.png"], DateTime.UtcNow.AddMinutes(1));
         Assert.Single(Checks(3, Checkpoint.Load(d["run/last.ckpt"])));              // the set holding p00 is checked again
     }
+
+    [Fact]
+    public void A_mask_that_cannot_be_read_during_detection_is_the_files_own_error_not_an_aggregate()
+    {
+        using var d = new TempDir();
+        Folder(d, 6);
+        File.WriteAllBytes(d["masks/p04.png"], new byte[] { 0x89, 0x50, 0x4E, 0x47, 1, 2, 3 });
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path));
+        Assert.EndsWith("p04.png", e.FilePath);
+        Assert.Contains("p04.png", e.Message);
+    }
 }
