@@ -26,9 +26,13 @@ internal static class DoctorCommand
         var threads = new Option<int?>("--threads") { Description = "libtorch threads to check with (default: as training would run)." };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
-        foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json }) cmd.Options.Add(o);
+        var sweep = new Option<bool>("--sweep") { Description = "Instead of a model: check every route on a grid of channel counts (--channels), sizes (--sizes) and kernels (3x3, 3x3/s2, 7x7/s2, 1x1, 1x1/s2, transposed 2x2)." };
+        var channels = new Option<string>("--channels") { Description = "Channel counts for --sweep (every in/out pair).", DefaultValueFactory = _ => "1,3,4,8,12,16,20,24,40,48,64" };
+        var sizes = new Option<string>("--sizes") { Description = "Input sizes for --sweep (square).", DefaultValueFactory = _ => "5,8,13,32" };
+        foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json, sweep, channels, sizes }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
+            if (p.GetValue(sweep)) return Sweep(ctx, p.GetValue(channels)!, p.GetValue(sizes)!, p.GetValue(threads), p.GetValue(json));
             var options = ModelFlags.Read(p, m, shapes: true, p.GetValue(inChannels), p.GetValue(classes));
             var s = Size2.Parse(p.GetValue(size)!);
             if (p.GetValue(batch) < 1) throw new OptionsException($"--batch-size {p.GetValue(batch)} must be at least 1.");
@@ -75,6 +79,45 @@ internal static class DoctorCommand
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// Every route on every (in, out, size, kernel) of a grid, against float64: how many shapes each route gets wrong
+    /// here, and the first of them. What the README's figures on this machine's kernels come from.
+    /// </summary>
+    private static int Sweep(CommandContext ctx, string channelList, string sizeList, int? threads, bool asJson)
+    {
+        static int[] Ints(string list, string flag) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(x => int.TryParse(x, out var v) && v is > 0 and <= 4096 ? v : throw new OptionsException($"{flag} '{x}' is not a whole number from 1 to 4096.")).ToArray();
+        var cs = Ints(channelList, "--channels");
+        var ss = Ints(sizeList, "--sizes");
+        if (threads is { } t) set_num_threads(t >= 1 ? t : throw new OptionsException($"--threads {t} must be at least 1."));
+        NativeRuntime.EnsureInitialized();
+        var kinds = new (string Name, int K, int S, int P, bool T)[] { ("3x3", 3, 1, 1, false), ("3x3/s2", 3, 2, 1, false), ("7x7/s2", 7, 2, 3, false), ("1x1", 1, 1, 0, false), ("1x1/s2", 1, 2, 0, false), ("T2x2", 2, 2, 0, true) };
+        var wrong = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => new List<string>());
+        int total = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        foreach (var cin in cs) foreach (var cout in cs) foreach (var hw in ss) foreach (var k in kinds)
+        {
+            if (hw < k.K && !k.T) continue;
+            var shape = new ConvolutionShape(k.T, cin, cout, k.K, k.S, k.P, 2, hw, hw, true, true);
+            total++;
+            foreach (var route in Enum.GetValues<ConvolutionRoute>())
+                if (!ConvolutionCheck.Check(shape, route, CPU).Passed) wrong[route].Add(shape.ToString());
+            ctx.Status(ctx.Err, $"swept {total} shapes");
+        }
+        ctx.FinishLine();
+        if (asJson)
+        {
+            var o = new JsonObject { ["shapes"] = total, ["threads"] = get_num_threads(), ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1) };
+            foreach (var (route, list) in wrong) o[route.ToString().ToLowerInvariant()] = new JsonObject { ["wrong"] = list.Count, ["first"] = new JsonArray(list.Take(10).Select(x => (JsonNode?)x).ToArray()) };
+            ctx.Out.WriteLine(o.ToJsonString());
+            return Cli.Ok;
+        }
+        ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s:");
+        foreach (var (route, list) in wrong)
+            ctx.Out.WriteLine($"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong{(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}");
+        return Cli.Ok;
     }
 
     /// <summary>The facts a numerical result depends on, in print order.</summary>

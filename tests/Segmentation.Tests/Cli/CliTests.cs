@@ -303,4 +303,15 @@ public class CliTests
         Assert.Equal(1, intoInput.Code);
         Assert.Contains("would overwrite the input a.png", intoInput.Err);
     }
+
+    [Fact]
+    public void Doctor_sweep_checks_every_route_on_the_grid_and_im2col_is_never_wrong()
+    {
+        var r = Run("doctor", "--sweep", "--channels", "3,16", "--sizes", "6,9", "--json");
+        Assert.Equal(0, r.Code);
+        var o = r.LastJson();
+        Assert.Equal(2 * 2 * 2 * 6 - 2 * 2 * 1, o["shapes"]!.GetValue<int>()); // 7x7 kernels skip the 6x6 input
+        Assert.Equal(0, o["unfold"]!["wrong"]!.GetValue<int>());
+        foreach (var route in new[] { "direct", "padded" }) Assert.NotNull(o[route]!["wrong"]);
+    }
 }
