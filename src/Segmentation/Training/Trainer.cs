@@ -65,6 +65,35 @@ public sealed class Trainer : IDisposable
     public TrainingResult Fit(SegmentationDataset train, SegmentationDataset? val = null, IProgress<TrainingProgress>? progress = null,
         Checkpoint? resumeFrom = null, CancellationToken cancellation = default)
     {
+        var d = CheckData(train, val);
+        if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
+        foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
+        var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
+        ValidateData(train, val, run, progress, cancellation);
+
+        var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run, progress, cancellation);
+        fit.Start(resumeFrom);
+        try
+        {
+            for (int epoch = fit.State.Epoch + 1; epoch <= Options.Epochs; epoch++)
+            {
+                if (cancellation.IsCancellationRequested) { fit.StopReason = "cancelled"; break; }
+                fit.RunEpoch(epoch);
+                if (fit.ShouldStop(epoch)) break;
+            }
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            // Stopped between two steps: the unfinished epoch is dropped; the files hold the last finished one.
+            fit.StopReason = "cancelled";
+        }
+        return fit.Result();
+    }
+
+    /// <summary>The data must fit the model and each other; returns the training data's description.</summary>
+    private DatasetDescription CheckData(SegmentationDataset train, SegmentationDataset? val)
+    {
         var d = train.Description;
         if (val is not null && val.Description.Classes != d.Classes)
             throw new DataException($"Training data has {d.Classes} classes, validation data {val.Description.Classes}.");
@@ -72,185 +101,221 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"The model has {model.Options.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
         if (d.InChannels != model.Options.InChannels)
             throw new OptionsException($"The model takes {model.Options.InChannels} input channel(s) but the data set gives {d.InChannels}.");
-        var normalization = Options.Normalization ?? Normalization.DefaultFor(d.InChannels);
+        return d;
+    }
 
-        if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
-        foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
+    /// <summary>One call of <see cref="Fit"/>: its loaders, schedule, state and history, epoch by epoch.</summary>
+    private sealed class FitRun
+    {
+        private readonly Trainer t;
+        private readonly SegmentationDataset train;
+        private readonly SegmentationDataset? val;
+        private readonly Normalization normalization;
+        private readonly RunFolder? run;
+        private readonly IProgress<TrainingProgress>? progress;
+        private readonly CancellationToken cancellation;
+        private readonly DataLoader trainLoader;
+        private readonly DataLoader? valLoader;
+        private readonly LearningRateSchedule schedule;
+        private readonly Stopwatch clock = new();
+        private readonly List<EpochRecord> history = new();
+        private SegmentationMetrics? bestMetrics;
+        private double priorSeconds;
 
-        ValidateData(train, val, Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory), progress, cancellation);
+        public TrainingState State { get; private set; } = new();
+        public string StopReason { get; set; } = "completed";
+        private TrainerOptions O => t.Options;
 
+        public FitRun(Trainer trainer, SegmentationDataset train, SegmentationDataset? val, Normalization normalization, RunFolder? run,
+            IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+        {
+            t = trainer; this.train = train; this.val = val; this.normalization = normalization; this.run = run;
+            this.progress = progress; this.cancellation = cancellation;
+            (trainLoader, valLoader) = trainer.Loaders(train, val, progress);
+            long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
+            long totalSteps = optimizerStepsPerEpoch * O.Epochs;
+            schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps, (long)(O.WarmupFraction * totalSteps));
+        }
+
+        /// <summary>From scratch (seeded) or from a checkpoint of this run (optimiser, RNG, history), after repairing the run folder.</summary>
+        public void Start(Checkpoint? resumeFrom)
+        {
+            if (resumeFrom is not null)
+            {
+                State = resumeFrom.State;
+                if (resumeFrom.OptimizerState.Length > 0)
+                {
+                    using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
+                    t.optimizer.load_state_dict(reader);
+                }
+                if (resumeFrom.RngState.Length > 0)
+                {
+                    using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
+                    random.set_rng_state(rng);
+                }
+            }
+            else random.manual_seed(O.Seed);
+            if (run is not null)
+            {
+                // An interrupted run leaves files behind: temporary saves, and best.ckpt out of step with last.ckpt.
+                var repairs = resumeFrom is not null ? run.Repair() : run.SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save").ToList();
+                foreach (var line in repairs) Report(ProgressKind.Message, 0, message: $"{run.Directory}: {line}");
+            }
+            history.AddRange(State.History);
+            priorSeconds = State.Seconds;
+            bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m : null;
+            if (bestMetrics is null && resumeFrom is not null && run is not null && File.Exists(run.Best))
+            {
+                try { bestMetrics = Checkpoint.Load(run.Best).Metrics; } catch (CheckpointException) { }
+            }
+            clock.Start();
+            t.Started(progress, State.Epoch, trainLoader.BatchesPerEpoch);
+        }
+
+        /// <summary>Trains one epoch, evaluates it when due, records it and writes its checkpoints.</summary>
+        public void RunEpoch(int epoch)
+        {
+            var epochClock = Stopwatch.StartNew();
+            var (lossMean, images, lr, optStep) = TrainEpoch(epoch, epochClock);
+            double trainSeconds = epochClock.Elapsed.TotalSeconds;
+            bool evaluate = valLoader is not null && (epoch % O.EvalEvery == 0 || epoch == O.Epochs);
+            var (metrics, valLoss) = evaluate ? EvaluateEpoch(epoch) : (null, double.NaN);
+            var record = new EpochRecord
+            {
+                Epoch = epoch, TrainLoss = lossMean, ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
+                PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
+                ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
+            };
+            t.ReleaseMemory();
+            record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch
+            history.Add(record);
+            bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(State.BestMeanIoU) || metrics.MeanIoU > State.BestMeanIoU);
+            State = State with
+            {
+                Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                BestMeanIoU = improved ? metrics!.MeanIoU : State.BestMeanIoU,
+                BestEpoch = improved ? epoch : State.BestEpoch,
+                EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1 : State.EvaluationsWithoutImprovement,
+            };
+            if (improved) bestMetrics = metrics;
+            SaveCheckpoints(epoch, metrics, improved);
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = O.Epochs, Record = record, LearningRate = lr });
+        }
+
+        private (double LossMean, int Images, double LearningRate, long OptimizerStep) TrainEpoch(int epoch, Stopwatch epochClock)
+        {
+            t.model.train();
+            double lossSum = 0; int images = 0, step = 0, steps = trainLoader.BatchesPerEpoch;
+            long optStep = State.OptimizerStep;
+            double lr = schedule.RateAt(optStep);
+            using (NewDisposeScope()) t.optimizer.zero_grad(); // gradient handles are tensors too
+            foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
+            {
+                step++;
+                bool apply = step % O.AccumulationSteps == 0 || step == steps;
+                if (apply)
+                {
+                    lr = schedule.RateAt(optStep);
+                    foreach (var g in t.optimizer.ParamGroups) g.LearningRate = lr;
+                }
+                t.CheckConvolutions(batch, training: true, progress);
+                float value = t.TrainStep(batch, normalization, apply);
+                if (apply) optStep++;
+                if (!float.IsFinite(value)) throw Diverged(value, epoch, step, lr);
+                lossSum += value * batch.Count;
+                images += batch.Count;
+                double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
+                double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
+                progress?.Report(new TrainingProgress
+                {
+                    Kind = ProgressKind.Step, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = steps,
+                    Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
+                });
+            }
+            return (lossSum / Math.Max(1, images), images, lr, optStep);
+        }
+
+        private TrainingDivergedException Diverged(float value, int epoch, int step, double lr)
+        {
+            var lastGood = run is not null && File.Exists(run.Last) ? $"the last good checkpoint is {run.Last} (epoch {State.Epoch})" : "no checkpoint was written yet";
+            return new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
+                + (epoch == 1 && step <= 10
+                    ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
+                    : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
+        }
+
+        private (SegmentationMetrics? Metrics, double Loss) EvaluateEpoch(int epoch)
+        {
+            int valSteps = valLoader!.BatchesPerEpoch;
+            var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, batch => t.CheckConvolutions(batch, training: false, progress),
+                step => progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps }));
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs, Metrics = metrics });
+            return (metrics, loss);
+        }
+
+        private void SaveCheckpoints(int epoch, SegmentationMetrics? metrics, bool improved)
+        {
+            if (run is null) return;
+            var ckpt = t.MakeCheckpoint(State, train.Description, normalization, metrics, train.Origin, val?.Origin);
+            run.SaveEpoch(ckpt, improved, t.CheckpointBoundary);
+            if (improved) Report(ProgressKind.Checkpoint, epoch, message: run.Best);
+            Report(ProgressKind.Checkpoint, epoch, message: run.Last);
+            t.ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
+        }
+
+        /// <summary>Early stopping and the time limit, checked after each epoch but the last.</summary>
+        public bool ShouldStop(int epoch)
+        {
+            if (epoch >= O.Epochs) return false;
+            if (O.EarlyStoppingPatience is { } patience && State.EvaluationsWithoutImprovement >= patience)
+            {
+                StopReason = "early stopping";
+                Report(ProgressKind.Message, epoch, $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {State.BestEpoch}");
+                return true;
+            }
+            if (O.TimeLimit is { } limit && clock.Elapsed >= limit)
+            {
+                StopReason = "time limit";
+                Report(ProgressKind.Message, epoch, $"time limit of {limit} reached after epoch {epoch}");
+                return true;
+            }
+            return false;
+        }
+
+        public TrainingResult Result() => new()
+        {
+            Epochs = State.Epoch, BestEpoch = State.BestEpoch, Metrics = bestMetrics, History = history, StopReason = StopReason,
+            Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+            BestCheckpoint = run is not null && File.Exists(run.Best) ? run.Best : null, LastCheckpoint = run?.Last,
+        };
+
+        private void Report(ProgressKind kind, int epoch, string? message) =>
+            progress?.Report(new TrainingProgress { Kind = kind, Epoch = epoch, Epochs = O.Epochs, Message = message });
+    }
+
+    private void Started(IProgress<TrainingProgress>? progress, int epoch, int stepsPerEpoch) =>
+        progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = epoch, Epochs = Options.Epochs, StepsPerEpoch = stepsPerEpoch });
+
+    /// <summary>The training loader (shuffled, augmented) and the validation loader (one image at a time when sizes differ).</summary>
+    private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val, IProgress<TrainingProgress>? progress)
+    {
         var trainLoader = new DataLoader(train, new DataLoaderOptions
         {
             BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize, Seed = Options.Seed,
             Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
         });
+        if (val is null) return (trainLoader, null);
         int valBatch = Options.ValBatchSize ?? Options.BatchSize;
-        if (val is not null && Options.ValBatchSize is null && Options.Size is null && valBatch > 1 && val.UniformSize() is null)
+        if (Options.ValBatchSize is null && Options.Size is null && valBatch > 1 && val.UniformSize() is null)
         {
             valBatch = 1; // full-size images of different sizes cannot share a batch
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"validation images differ in size: validating one image at a time (set a validation batch size, or --size, to change that)" });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = "validation images differ in size: validating one image at a time (set a validation batch size, or --size, to change that)" });
         }
-        var valLoader = val is null ? null : new DataLoader(val, new DataLoaderOptions
+        return (trainLoader, new DataLoader(val, new DataLoaderOptions
         {
             BatchSize = valBatch, Shuffle = false, Workers = Options.Workers,
             CacheBytes = Options.CacheBytes, Transform = Options.Size is { } s ? new Resize(s.Height, s.Width) : null,
-        });
-
-        int stepsPerEpoch = trainLoader.BatchesPerEpoch;
-        long optimizerStepsPerEpoch = (stepsPerEpoch + Options.AccumulationSteps - 1) / Options.AccumulationSteps;
-        long totalSteps = optimizerStepsPerEpoch * Options.Epochs;
-        var schedule = new LearningRateSchedule(Options.Schedule, Options.LearningRate, totalSteps, (long)(Options.WarmupFraction * totalSteps));
-
-        var state = new TrainingState();
-        if (resumeFrom is not null)
-        {
-            state = resumeFrom.State;
-            if (resumeFrom.OptimizerState.Length > 0)
-            {
-                using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
-                optimizer.load_state_dict(reader);
-            }
-            if (resumeFrom.RngState.Length > 0)
-            {
-                using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
-                random.set_rng_state(rng);
-            }
-        }
-        else random.manual_seed(Options.Seed);
-
-        var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
-        string? last = run?.Last, best = run?.Best;
-        if (run is not null)
-        {
-            // An interrupted run leaves files behind: temporary saves, and best.ckpt out of step with last.ckpt.
-            var repairs = resumeFrom is not null ? run.Repair() : run.SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save").ToList();
-            foreach (var line in repairs) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"{run.Directory}: {line}" });
-        }
-        var history = state.History.ToList();
-        var clock = Stopwatch.StartNew();
-        double priorSeconds = state.Seconds;
-        string stopReason = "completed";
-        SegmentationMetrics? bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m : null;
-        if (bestMetrics is null && best is not null && File.Exists(best) && resumeFrom is not null)
-        {
-            try { bestMetrics = Checkpoint.Load(best).Metrics; } catch (CheckpointException) { }
-        }
-
-        progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = state.Epoch, Epochs = Options.Epochs, StepsPerEpoch = stepsPerEpoch });
-
-        try
-        {
-            for (int epoch = state.Epoch + 1; epoch <= Options.Epochs; epoch++)
-            {
-                if (cancellation.IsCancellationRequested) { stopReason = "cancelled"; break; }
-                var epochClock = Stopwatch.StartNew();
-                model.train();
-                double lossSum = 0; int images = 0, step = 0;
-                long optStep = state.OptimizerStep;
-                double lr = schedule.RateAt(optStep);
-                using (NewDisposeScope()) optimizer.zero_grad(); // gradient handles are tensors too
-                foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
-                {
-                    step++;
-                    bool apply = step % Options.AccumulationSteps == 0 || step == stepsPerEpoch;
-                    if (apply)
-                    {
-                        lr = schedule.RateAt(optStep);
-                        foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
-                    }
-                    CheckConvolutions(batch, training: true, progress);
-                    float value = TrainStep(batch, normalization, apply);
-                    if (apply) optStep++;
-                    if (!float.IsFinite(value))
-                    {
-                        var lastGood = last is not null && File.Exists(last) ? $"the last good checkpoint is {last} (epoch {state.Epoch})" : "no checkpoint was written yet";
-                        throw new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
-                            + (epoch == 1 && step <= 10
-                                ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
-                                : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
-                    }
-                    lossSum += value * batch.Count;
-                    images += batch.Count;
-                    double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
-                    double remainingImages = (double)(Options.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
-                    progress?.Report(new TrainingProgress
-                    {
-                        Kind = ProgressKind.Step, Epoch = epoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = stepsPerEpoch,
-                        Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
-                    });
-                }
-                double trainSeconds = epochClock.Elapsed.TotalSeconds;
-
-                SegmentationMetrics? metrics = null; double valLoss = double.NaN;
-                bool evaluate = valLoader is not null && (epoch % Options.EvalEvery == 0 || epoch == Options.Epochs);
-                if (evaluate)
-                {
-                    int valSteps = valLoader!.BatchesPerEpoch, currentEpoch = epoch;
-                    (metrics, valLoss) = Evaluate(valLoader, normalization, d, cancellation, batch => CheckConvolutions(batch, training: false, progress), step => progress?.Report(new TrainingProgress
-                    {
-                        Kind = ProgressKind.ValidationStep, Epoch = currentEpoch, Epochs = Options.Epochs, Step = step, StepsPerEpoch = valSteps,
-                    }));
-                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = Options.Epochs, Metrics = metrics });
-                }
-
-                var record = new EpochRecord
-                {
-                    Epoch = epoch, TrainLoss = lossSum / Math.Max(1, images), ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
-                    PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
-                    ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
-                };
-                ReleaseMemory();
-                record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch
-                history.Add(record);
-                bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(state.BestMeanIoU) || metrics.MeanIoU > state.BestMeanIoU);
-                state = state with
-                {
-                    Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
-                    BestMeanIoU = improved ? metrics!.MeanIoU : state.BestMeanIoU,
-                    BestEpoch = improved ? epoch : state.BestEpoch,
-                    EvaluationsWithoutImprovement = improved ? 0 : evaluate ? state.EvaluationsWithoutImprovement + 1 : state.EvaluationsWithoutImprovement,
-                };
-                if (improved) bestMetrics = metrics;
-
-                if (run is not null)
-                {
-                    var ckpt = MakeCheckpoint(state, d, normalization, metrics, train.Origin, val?.Origin);
-                    run.SaveEpoch(ckpt, improved, CheckpointBoundary);
-                    if (improved) progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = best });
-                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Checkpoint, Epoch = epoch, Epochs = Options.Epochs, Message = last });
-                    ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
-                }
-
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = Options.Epochs, Record = record, LearningRate = lr });
-
-                if (Options.EarlyStoppingPatience is { } patience && state.EvaluationsWithoutImprovement >= patience && epoch < Options.Epochs)
-                {
-                    stopReason = "early stopping";
-                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {state.BestEpoch}" });
-                    break;
-                }
-                if (Options.TimeLimit is { } limit && clock.Elapsed >= limit && epoch < Options.Epochs)
-                {
-                    stopReason = "time limit";
-                    progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Epoch = epoch, Message = $"time limit of {limit} reached after epoch {epoch}" });
-                    break;
-                }
-            }
-
-        }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
-        {
-            // Stopped between two steps: the unfinished epoch is dropped; the files hold the last finished one.
-            stopReason = "cancelled";
-        }
-
-        return new TrainingResult
-        {
-            Epochs = state.Epoch, BestEpoch = state.BestEpoch, Metrics = bestMetrics, History = history, StopReason = stopReason,
-            Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
-            BestCheckpoint = best is not null && File.Exists(best) ? best : null, LastCheckpoint = last,
-        };
+        }));
     }
 
     /// <summary>
