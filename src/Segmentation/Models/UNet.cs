@@ -69,7 +69,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     /// <summary>The report of the latest convolution check (null before the first).</summary>
     public ConvolutionReport? Convolutions { get; private set; }
 
-    private readonly HashSet<(long, long, long, long, bool, int)> routedInputs = new();
+    private readonly HashSet<(long, long, long, long, bool, int, string)> routedInputs = new();
     private bool routing;
 
     /// <summary>
@@ -80,8 +80,9 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     public ConvolutionReport? RouteConvolutions(long[] inputShape, bool training)
     {
         if (inputShape.Length != 4) throw new ArgumentException($"Expected an input shape N x C x H x W; got [{string.Join(", ", inputShape)}].");
-        // Kernels are chosen per thread count (oneDNN splits work by threads), so a new count is checked again.
-        if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads()))) return null;
+        // Kernels are chosen per thread count (oneDNN splits work by threads) and per device, so a new one is checked again.
+        string device = head.Weight.device.ToString();
+        if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(), device))) return null;
         routing = true;
         try { return Convolutions = ConvolutionCheck.Configure(this, inputShape, training); }
         finally { routing = false; }

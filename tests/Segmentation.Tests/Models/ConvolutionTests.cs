@@ -69,6 +69,17 @@ public class ConvolutionTests
         Assert.All(report.Layers.Skip(1), l => Assert.True(l.Shapes[0].InputGradient, l.Layer)); // every layer after the stem's first
         Assert.False(report.Layers[0].Shapes[0].InputGradient); // the image itself needs no gradient
         Assert.Null(model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true)); // checked once per shape
+
+        int before = get_num_threads();
+        set_num_threads(before == 1 ? 2 : 1);
+        try
+        {
+            // Another thread count runs other kernel code: the same shape is checked again.
+            var again = model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true);
+            Assert.NotNull(again);
+            Assert.Equal(get_num_threads(), again!.Threads);
+        }
+        finally { set_num_threads(before); }
     }
 
     [Fact]
