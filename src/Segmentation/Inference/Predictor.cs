@@ -18,7 +18,10 @@ public sealed record PredictorOptions
     public Size2? Stride { get; init; }
     /// <summary>Average the logits of the image and its horizontal mirror.</summary>
     public bool FlipTta { get; init; }
-    /// <summary>Resize inputs to this size before the model and the logits back to the input size after (as in training with a fixed size).</summary>
+    /// <summary>
+    /// Resize inputs to this size before the model and the logits back to the input size after (as in training with a
+    /// fixed size). Null: the size the checkpoint was trained at, if it was trained at a fixed size, else none.
+    /// </summary>
     public Size2? Size { get; init; }
 }
 
@@ -62,6 +65,7 @@ public sealed class Predictor : IDisposable
     public Predictor(Checkpoint checkpoint, PredictorOptions? options = null)
     {
         Options = options ?? new PredictorOptions();
+        if (Options.Size is null && checkpoint.Trainer.Size is { } trained) Options = Options with { Size = trained }; // predict as it was trained
         int min = checkpoint.Model.MinimumInputSize;
         if (Options.Window is { } w && (w.Height < min || w.Width < min))
             throw new OptionsException($"Sliding window {w} is smaller than the model's minimum input {min}x{min}.");

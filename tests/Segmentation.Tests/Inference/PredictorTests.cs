@@ -144,4 +144,25 @@ public sealed class PredictorTests : IDisposable
         for (int i = 0; i < 4; i++)
             Assert.Equal(new[] { colors[i].R, colors[i].G, colors[i].B }, img.Pixels[(i * 3)..(i * 3 + 3)]);
     }
+
+    [Fact]
+    public void A_model_trained_at_a_fixed_size_predicts_at_that_size_from_the_checkpoint_alone()
+    {
+        // A --size model used to be run at the image's native size by Predictor.FromFile (the run's overlays and the
+        // PredictFromCheckpoint sample), which the model never saw in training.
+        using var d = new TempDir();
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 12, Size = 40, Seed = 5, MaxShapes = 2 }).Split(0.75, seed: 0);
+        using (var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 2 }))
+        using (var t = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Size = new Size2(24, 24), Workers = 1, Device = "cpu", CheckpointDirectory = d.Path, TuneAllocator = false }))
+            t.Fit(train, val);
+        using var byDefault = Predictor.FromFile(d["last.ckpt"]);
+        Assert.Equal(new Size2(24, 24), byDefault.Options.Size);
+        using var explicitSize = Predictor.FromFile(d["last.ckpt"], new PredictorOptions { Size = new Size2(24, 24) });
+        using var native = Predictor.FromFile(d["last.ckpt"], new PredictorOptions { Size = new Size2(40, 40) });
+        var image = val.Load(0).Image;
+        var a = byDefault.Predict(image, probabilities: true);
+        Assert.Equal((40, 40), (a.Width, a.Height));
+        Assert.Equal(explicitSize.Predict(image, probabilities: true).Probabilities, a.Probabilities);
+        Assert.NotEqual(native.Predict(image, probabilities: true).Probabilities, a.Probabilities);
+    }
 }
