@@ -159,7 +159,6 @@ internal static class PredictCommand
             throw new DataException($"{dir}: predicting here would overwrite the input {string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.", overwrites[0]);
     }
 }
-internal static partial class PredictOutputs { }
 
 /// <summary><c>segment score</c>: our Mean IoU rule on two folders of masks.</summary>
 internal static class ScoreCommand

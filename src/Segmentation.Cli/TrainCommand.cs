@@ -74,8 +74,8 @@ internal static class TrainCommand
             {
                 if (!p.GetValue(overwrite))
                     throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
-                foreach (var f in run.RunFiles.Append(Path.Combine(run.Directory, "curves.png")).Where(File.Exists)) File.Delete(f);
-                if (Directory.Exists(Path.Combine(run.Directory, "overlays"))) Directory.Delete(Path.Combine(run.Directory, "overlays"), recursive: true);
+                foreach (var f in run.RunFiles.Append(run.Curves).Where(File.Exists)) File.Delete(f);
+                if (Directory.Exists(run.Overlays)) Directory.Delete(run.Overlays, recursive: true);
                 log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
             }
             if (p.GetValue(resume))
@@ -197,8 +197,8 @@ internal static class TrainCommand
         log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
-        var metricsPath = Path.Combine(dir, "metrics.jsonl");
-        var reporter = new TrainingReporter(ctx, log, metricsPath, resumeFrom?.State.History);
+        var run = new RunFolder(dir);
+        var reporter = new TrainingReporter(ctx, log, run.Metrics, resumeFrom?.State.History);
         using var interrupt = new CancellationTokenSource();
         int signals = 0;
         void OnSignal(PosixSignalContext c)
@@ -214,10 +214,9 @@ internal static class TrainCommand
         bool interrupted = result.StopReason == "cancelled";
         if (interrupted) result = result with { StopReason = "interrupted" };
 
-        var run = new RunFolder(dir);
-        CurvePlot.Save(Path.Combine(dir, "curves.png"), result.History);
+        CurvePlot.Save(run.Curves, result.History);
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
-        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, Path.Combine(dir, "overlays"), trainerOptions.Device);
+        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device);
 
         var summary = result.Metrics?.ToJsonObject() ?? new JsonObject();
         summary["bestEpoch"] = result.BestEpoch;
@@ -243,7 +242,7 @@ internal static class TrainCommand
             log.WriteLine($"best epoch {result.BestEpoch}:");
             log.Write(m.ToString());
         }
-        var written = new[] { run.Summary, run.Metrics, Path.Combine(dir, "curves.png"), run.Best, run.Last }.Where(File.Exists).Select(Path.GetFileName);
+        var written = new[] { run.Summary, run.Metrics, run.Curves, run.Best, run.Last }.Where(File.Exists).Select(Path.GetFileName);
         log.WriteLine($"wrote {string.Join(", ", written)} in {run.Directory}");
         if (asJson) ctx.Out.WriteLine(summary.ToJsonString());
         return Cli.Ok;

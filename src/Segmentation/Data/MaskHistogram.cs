@@ -43,8 +43,8 @@ internal sealed class MaskHistogram
     /// </summary>
     public bool LooksBinary(int ignoreIndex, int? classes, string origin)
     {
-        var values = Values.ToHashSet();
         if (classes is not (null or 2)) return false;
+        var values = Values.Where(v => v != ignoreIndex || v == 255).ToHashSet(); // an ignore label other than 255 is not a class value
         if (values.Contains(255) && values.All(v => v is 0 or 255)) return true;
         if (values.Contains(65535) && values.All(v => v is 0 or 65535)) return true;
         if (values.All(v => v is 0 or 1 or 255) && only1 is not null && only255 is not null && both is null)

@@ -133,7 +133,12 @@ public sealed class SegmentationDataset
     /// </summary>
     public (int Width, int Height)? UniformSize()
     {
-        if (source is ShapesSource) return Count == 0 ? null : (Load(0).Image.Width, Load(0).Image.Height);
+        if (source is ShapesSource)
+        {
+            if (Count == 0) return null;
+            var first = Load(0).Image; // generated at one size
+            return (first.Width, first.Height);
+        }
         if (source is not FileSource files) return null;
         var sizes = new ConcurrentDictionary<(int, int), byte>();
         Parallel.ForEach(indices, i => sizes.TryAdd(files.ImageSize(i), 0));

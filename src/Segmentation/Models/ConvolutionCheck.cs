@@ -109,23 +109,9 @@ public static class ConvolutionCheck
             if (!seen.TryGetValue(layer, out var shape)) continue; // not reached by this input
             var shapes = layer.CheckedShapes;
             if (!shapes.Contains(shape)) shapes.Add(shape);
-            var tried = new List<(ConvolutionShape, RouteResult)>();
-            ConvolutionRoute? chosen = null;
-            foreach (var route in Enum.GetValues<ConvolutionRoute>())
-            {
-                bool all = true;
-                foreach (var s in shapes)
-                {
-                    var r = Check(s, route, device);
-                    tried.Add((s, r));
-                    if (!r.Passed) { all = false; break; }
-                }
-                if (all) { chosen = route; break; }
-            }
-            if (chosen is null)
-                throw new SegmentationException($"No convolution route computes {name} ({shape}) correctly on {device}: even the im2col route differs from the float64 reference. Run 'segment doctor' for details.");
-            layer.Route = chosen.Value;
-            result.Add(new LayerRoute(name, shapes.ToArray(), chosen.Value, tried));
+            var (chosen, tried) = FirstRight(shapes, device, $"{name} ({shape})");
+            layer.Route = chosen;
+            result.Add(new LayerRoute(name, shapes.ToArray(), chosen, tried));
         }
         return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString(), inputShape.ToArray(), training);
     }
@@ -134,9 +120,25 @@ public static class ConvolutionCheck
     public static ConvolutionRoute Choose(ConvolutionShape shape, Device device)
     {
         NativeRuntime.EnsureInitialized();
+        return FirstRight(new[] { shape }, device, shape.ToString()).Route;
+    }
+
+    /// <summary>The first route right at every one of <paramref name="shapes"/>, and every check made on the way.</summary>
+    private static (ConvolutionRoute Route, List<(ConvolutionShape, RouteResult)> Tried) FirstRight(IReadOnlyList<ConvolutionShape> shapes, Device device, string what)
+    {
+        var tried = new List<(ConvolutionShape, RouteResult)>();
         foreach (var route in Enum.GetValues<ConvolutionRoute>())
-            if (Check(shape, route, device).Passed) return route;
-        throw new SegmentationException($"No convolution route computes {shape} correctly on {device}: even the im2col route differs from the float64 reference.");
+        {
+            bool all = true;
+            foreach (var s in shapes)
+            {
+                var r = Check(s, route, device);
+                tried.Add((s, r));
+                if (!r.Passed) { all = false; break; }
+            }
+            if (all) return (route, tried);
+        }
+        throw new SegmentationException($"No convolution route computes {what} correctly on {device}: even the im2col route differs from the float64 reference. Run 'segment doctor' for details.");
     }
 
     /// <summary>Checks one route at one shape (cached): float32 on <paramref name="device"/> against float64 on the CPU.</summary>

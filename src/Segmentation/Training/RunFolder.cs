@@ -31,6 +31,10 @@ public sealed class RunFolder
     public string Metrics => Path.Combine(Directory, "metrics.jsonl");
     /// <summary>The outcome, written when the run stops.</summary>
     public string Summary => Path.Combine(Directory, "summary.json");
+    /// <summary>Training and validation curves.</summary>
+    public string Curves => Path.Combine(Directory, "curves.png");
+    /// <summary>Prediction overlays of a few validation images.</summary>
+    public string Overlays => Path.Combine(Directory, "overlays");
     /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them again).</summary>
     public string Validated => Path.Combine(Directory, ".validated");
 
@@ -65,7 +69,7 @@ public sealed class RunFolder
     /// </summary>
     public IReadOnlyList<string> Repair()
     {
-        var done = new List<string>(SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save"));
+        var done = new List<string>(SweepTemporaryFiles());
         if (!File.Exists(Last)) return done;
         var state = Checkpoint.Load(Last).State;
         int wanted = state.BestEpoch;
@@ -94,14 +98,14 @@ public sealed class RunFolder
         return done;
     }
 
-    /// <summary>Deletes the temporary files of interrupted checkpoint saves (<c>.NAME.GUID.tmp</c>); returns their paths.</summary>
+    /// <summary>Deletes the temporary files of interrupted saves (<c>.NAME.GUID.tmp</c>); returns what it did, one line each.</summary>
     public IReadOnlyList<string> SweepTemporaryFiles()
     {
         if (!System.IO.Directory.Exists(Directory)) return Array.Empty<string>();
         var swept = new List<string>();
         foreach (var f in System.IO.Directory.EnumerateFiles(Directory, ".*.tmp"))
         {
-            try { File.Delete(f); swept.Add(f); }
+            try { File.Delete(f); swept.Add($"deleted {Path.GetFileName(f)}, left by an interrupted save"); }
             catch (IOException) { }
         }
         return swept;

@@ -31,7 +31,6 @@ public sealed class Trainer : IDisposable
     /// <summary>Called between the checkpoint writes of an epoch (tests interrupt there to simulate a kill).</summary>
     internal Action<string>? CheckpointBoundary { get; set; }
 
-
     /// <summary>Creates a trainer; the model is moved to the options' device.</summary>
     public Trainer(UNet model, TrainerOptions? options = null)
     {
@@ -120,6 +119,7 @@ public sealed class Trainer : IDisposable
         private readonly Stopwatch clock = new();
         private readonly List<EpochRecord> history = new();
         private SegmentationMetrics? bestMetrics;
+        private ConvolutionReport? reported;
         private double priorSeconds;
 
         public TrainingState State { get; private set; } = new();
@@ -132,6 +132,7 @@ public sealed class Trainer : IDisposable
             t = trainer; this.train = train; this.val = val; this.normalization = normalization; this.run = run;
             this.progress = progress; this.cancellation = cancellation;
             (trainLoader, valLoader) = trainer.Loaders(train, val, progress);
+            reported = trainer.model.Convolutions; // only checks made during this call are news
             long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
             long totalSteps = optimizerStepsPerEpoch * O.Epochs;
             schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps, (long)(O.WarmupFraction * totalSteps));
@@ -158,7 +159,7 @@ public sealed class Trainer : IDisposable
             if (run is not null)
             {
                 // An interrupted run leaves files behind: temporary saves, and best.ckpt out of step with last.ckpt.
-                var repairs = resumeFrom is not null ? run.Repair() : run.SweepTemporaryFiles().Select(f => $"deleted {Path.GetFileName(f)}, left by an interrupted save").ToList();
+                var repairs = resumeFrom is not null ? run.Repair() : run.SweepTemporaryFiles();
                 foreach (var line in repairs) Report(ProgressKind.Message, 0, message: $"{run.Directory}: {line}");
             }
             history.AddRange(State.History);
@@ -169,7 +170,7 @@ public sealed class Trainer : IDisposable
                 try { bestMetrics = Checkpoint.Load(run.Best).Metrics; } catch (CheckpointException) { }
             }
             clock.Start();
-            t.Started(progress, State.Epoch, trainLoader.BatchesPerEpoch);
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = State.Epoch, Epochs = O.Epochs, StepsPerEpoch = trainLoader.BatchesPerEpoch });
         }
 
         /// <summary>Trains one epoch, evaluates it when due, records it and writes its checkpoints.</summary>
@@ -218,8 +219,8 @@ public sealed class Trainer : IDisposable
                     lr = schedule.RateAt(optStep);
                     foreach (var g in t.optimizer.ParamGroups) g.LearningRate = lr;
                 }
-                t.CheckConvolutions(batch, training: true, progress);
                 float value = t.TrainStep(batch, normalization, apply);
+                ReportConvolutions();
                 if (apply) optStep++;
                 if (!float.IsFinite(value)) throw Diverged(value, epoch, step, lr);
                 lossSum += value * batch.Count;
@@ -247,8 +248,11 @@ public sealed class Trainer : IDisposable
         private (SegmentationMetrics? Metrics, double Loss) EvaluateEpoch(int epoch)
         {
             int valSteps = valLoader!.BatchesPerEpoch;
-            var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, batch => t.CheckConvolutions(batch, training: false, progress),
-                step => progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps }));
+            var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
+            {
+                ReportConvolutions();
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
+            });
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs, Metrics = metrics });
             return (metrics, loss);
         }
@@ -289,12 +293,20 @@ public sealed class Trainer : IDisposable
             BestCheckpoint = run is not null && File.Exists(run.Best) ? run.Best : null, LastCheckpoint = run?.Last,
         };
 
+        /// <summary>
+        /// The model checks its convolutions before the first input of each shape (<see cref="UNet.RouteConvolutions"/>);
+        /// a check that ran in the last forward pass is reported once, before that batch's own progress.
+        /// </summary>
+        private void ReportConvolutions()
+        {
+            if (t.model.Convolutions is not { } report || ReferenceEquals(report, reported)) return;
+            reported = report;
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Convolutions, Convolutions = report, Message = report.Summary() });
+        }
+
         private void Report(ProgressKind kind, int epoch, string? message) =>
             progress?.Report(new TrainingProgress { Kind = kind, Epoch = epoch, Epochs = O.Epochs, Message = message });
     }
-
-    private void Started(IProgress<TrainingProgress>? progress, int epoch, int stepsPerEpoch) =>
-        progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = epoch, Epochs = Options.Epochs, StepsPerEpoch = stepsPerEpoch });
 
     /// <summary>The training loader (shuffled, augmented) and the validation loader (one image at a time when sizes differ).</summary>
     private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val, IProgress<TrainingProgress>? progress)
@@ -356,16 +368,6 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    /// <summary>
-    /// Before the first batch of each new shape: checks every convolution of the model at that shape against float64
-    /// and routes it through a right kernel (<see cref="ConvolutionCheck"/>), reporting what it chose.
-    /// </summary>
-    private void CheckConvolutions(HostBatch batch, bool training, IProgress<TrainingProgress>? progress)
-    {
-        if (model.RouteConvolutions(new long[] { batch.Count, batch.Channels, batch.Height, batch.Width }, training) is not { } report) return;
-        progress?.Report(new TrainingProgress { Kind = ProgressKind.Convolutions, Convolutions = report, Message = report.Summary() });
-    }
-
     /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one read-back).</summary>
     internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
     {
@@ -384,7 +386,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Metrics and mean loss of the model on a loader's data.</summary>
-    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<HostBatch> beforeBatch, Action<int> onBatch)
+    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
     {
         model.eval();
         using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames);
@@ -393,7 +395,6 @@ public sealed class Trainer : IDisposable
         {
             foreach (var batch in loader.Epoch(0, cancellation))
             {
-                beforeBatch(batch);
                 using var scope = NewDisposeScope();
                 var (images, masks) = batch.ToDevice(device);
                 var logits = model.forward(normalization.Apply(images));

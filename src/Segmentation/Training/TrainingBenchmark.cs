@@ -97,7 +97,6 @@ public static class TrainingBenchmark
         }
 
         // As the trainer does before its first step (the bare loop's model checks itself on its first forward).
-        model.train();
         var routes = model.RouteConvolutions(new long[] { o.BatchSize, o.Model.InChannels, h, w }, training: true)!;
         progress?.Report(routes.Summary());
 
