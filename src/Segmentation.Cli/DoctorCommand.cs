@@ -26,13 +26,15 @@ internal static class DoctorCommand
         var threads = new Option<int?>("--threads") { Description = "libtorch threads to check with (default: as training would run)." };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the type the convolutions are checked in (as --precision trains them).", DefaultValueFactory = _ => "fp32" };
         var sweep = new Option<bool>("--sweep") { Description = "Instead of a model: check every route on a grid of channel counts (--channels), sizes (--sizes) and kernels (3x3, 3x3/s2, 7x7/s2, 1x1, 1x1/s2, transposed 2x2)." };
         var channels = new Option<string>("--channels") { Description = "Channel counts for --sweep (every in/out pair).", DefaultValueFactory = _ => "1,3,4,8,12,16,20,24,40,48,64" };
         var sizes = new Option<string>("--sizes") { Description = "Input sizes for --sweep (square).", DefaultValueFactory = _ => "5,8,13,32" };
-        foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json, sweep, channels, sizes }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json, precision, sweep, channels, sizes }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            if (p.GetValue(sweep)) return Sweep(ctx, p.GetValue(channels)!, p.GetValue(sizes)!, p.GetValue(threads), p.GetValue(json));
+            var type = Precisions.Parse(p.GetValue(precision)!);
+            if (p.GetValue(sweep)) return Sweep(ctx, p.GetValue(channels)!, p.GetValue(sizes)!, p.GetValue(threads), p.GetValue(json), type, Devices.Resolve(p.GetValue(device)));
             var options = ModelFlags.Read(p, m, shapes: true, p.GetValue(inChannels), p.GetValue(classes));
             var s = Size2.Parse(p.GetValue(size)!);
             if (p.GetValue(batch) < 1) throw new OptionsException($"--batch-size {p.GetValue(batch)} must be at least 1.");
@@ -47,12 +49,13 @@ internal static class DoctorCommand
             var facts = Facts(dev);
             using var model = new UNet(options);
             model.to(dev);
+            model.Precision = type;
             model.train();
             var report = model.RouteConvolutions(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true)!;
             string verdict = Verdict(report);
             if (p.GetValue(json))
             {
-                var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["seconds"] = Math.Round(report.Seconds, 3) };
+                var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["precision"] = type.ShortName(), ["seconds"] = Math.Round(report.Seconds, 3) };
                 foreach (var (k, v) in facts) o[k] = v;
                 o["layers"] = new JsonArray(report.Layers.Select(l => (JsonNode?)new JsonObject
                 {
@@ -69,12 +72,12 @@ internal static class DoctorCommand
             int kw = facts.Max(f => f.Key.Length);
             foreach (var (k, v) in facts) ctx.Out.WriteLine($"{k.PadRight(kw)}  {v}");
             ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Normalization.ToString().ToLowerInvariant()} norm; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
+            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Normalization.ToString().ToLowerInvariant()} norm, {type.ShortName()}; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
             int w = Math.Max(5, report.Layers.Max(l => l.Layer.Length));
             ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"checked at",-44}  {"direct",-18}  {"padded",-18}  {"unfold",-18}  route");
             foreach (var l in report.Layers)
                 ctx.Out.WriteLine($"{l.Layer.PadRight(w)}  {l.Shapes[0],-44}  {Cell(l, ConvolutionRoute.Direct),-18}  {Cell(l, ConvolutionRoute.Padded),-18}  {Cell(l, ConvolutionRoute.Unfold),-18}  {l.Route.ToString().ToLowerInvariant()}");
-            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checked in {report.Seconds:F2} s; tolerance {ConvolutionCheck.Tolerance:0e0} of the float64 result's largest magnitude"));
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checked in {report.Seconds:F2} s; tolerance {ConvolutionCheck.ToleranceFor(type.ComputeType()):0e0} of the float64 result's largest magnitude"));
             ctx.Out.WriteLine($"verdict: {verdict}");
             return Cli.Ok;
         });
@@ -85,7 +88,7 @@ internal static class DoctorCommand
     /// Every route on every (in, out, size, kernel) of a grid, against float64: how many shapes each route gets wrong
     /// here, and the first of them. What the README's figures on this machine's kernels come from.
     /// </summary>
-    private static int Sweep(CommandContext ctx, string channelList, string sizeList, int? threads, bool asJson)
+    private static int Sweep(CommandContext ctx, string channelList, string sizeList, int? threads, bool asJson, Precision precision, Device device)
     {
         static int[] Ints(string list, string flag) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(x => int.TryParse(x, out var v) && v is > 0 and <= 4096 ? v : throw new OptionsException($"{flag} '{x}' is not a whole number from 1 to 4096.")).ToArray();
@@ -95,28 +98,33 @@ internal static class DoctorCommand
         NativeRuntime.EnsureInitialized();
         var kinds = new (string Name, int K, int S, int P, bool T)[] { ("3x3", 3, 1, 1, false), ("3x3/s2", 3, 2, 1, false), ("7x7/s2", 7, 2, 3, false), ("1x1", 1, 1, 0, false), ("1x1/s2", 1, 2, 0, false), ("T2x2", 2, 2, 0, true) };
         var wrong = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => new List<string>());
+        var worst = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => 0.0); // largest error among the shapes that passed
         int total = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         foreach (var cin in cs) foreach (var cout in cs) foreach (var hw in ss) foreach (var k in kinds)
         {
             if (hw < k.K && !k.T) continue;
-            var shape = new ConvolutionShape(k.T, cin, cout, k.K, k.S, k.P, 2, hw, hw, true, true);
+            var shape = new ConvolutionShape(k.T, cin, cout, k.K, k.S, k.P, 2, hw, hw, true, true, precision.ComputeType());
             total++;
             foreach (var route in Enum.GetValues<ConvolutionRoute>())
-                if (!ConvolutionCheck.Check(shape, route, CPU).Passed) wrong[route].Add(shape.ToString());
+            {
+                var r = ConvolutionCheck.Check(shape, route, device);
+                if (r.Passed) worst[route] = Math.Max(worst[route], Math.Max(r.OutputError, Math.Max(r.InputGradientError, r.WeightGradientError)));
+                else wrong[route].Add(shape.ToString());
+            }
             ctx.Status(ctx.Err, $"swept {total} shapes");
         }
         ctx.FinishLine();
         if (asJson)
         {
-            var o = new JsonObject { ["shapes"] = total, ["threads"] = get_num_threads(), ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1) };
-            foreach (var (route, list) in wrong) o[route.ToString().ToLowerInvariant()] = new JsonObject { ["wrong"] = list.Count, ["first"] = new JsonArray(list.Take(10).Select(x => (JsonNode?)x).ToArray()) };
+            var o = new JsonObject { ["shapes"] = total, ["threads"] = get_num_threads(), ["device"] = device.ToString(), ["precision"] = precision.ShortName(), ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1) };
+            foreach (var (route, list) in wrong) o[route.ToString().ToLowerInvariant()] = new JsonObject { ["wrong"] = list.Count, ["largestPassingError"] = worst[route], ["first"] = new JsonArray(list.Take(10).Select(x => (JsonNode?)x).ToArray()) };
             ctx.Out.WriteLine(o.ToJsonString());
             return Cli.Ok;
         }
-        ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s:");
+        ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {precision.ShortName()} on {device}, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s; tolerance {ConvolutionCheck.ToleranceFor(precision.ComputeType()):0e0}:");
         foreach (var (route, list) in wrong)
-            ctx.Out.WriteLine($"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong{(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}");
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong (largest error of the rest {worst[route]:0.0e0}){(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}"));
         return Cli.Ok;
     }
 

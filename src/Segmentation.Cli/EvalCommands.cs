@@ -19,6 +19,7 @@ internal sealed class PredictFlags
     public required Option<string?> Stride { get; init; }
     public required Option<string?> Tta { get; init; }
     public required Option<string> Device { get; init; }
+    public required Option<string> Precision { get; init; }
 
     public static PredictFlags Add(Command cmd)
     {
@@ -29,8 +30,9 @@ internal sealed class PredictFlags
             Stride = new Option<string?>("--stride") { Description = "Sliding-window stride HxW (default: 2/3 of the window)." },
             Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip." },
             Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" },
+            Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).", DefaultValueFactory = _ => "fp32" },
         };
-        foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device, f.Precision }) cmd.Options.Add(o);
         return f;
     }
 
@@ -41,7 +43,7 @@ internal sealed class PredictFlags
         if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null) throw new OptionsException("--stride needs --slide.");
         return new Predictor(ckpt, new PredictorOptions
         {
-            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Trainer.Size,
+            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Trainer.Size, Precision = Precisions.Parse(p.GetValue(Precision)!),
             Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st ? Size2.Parse(st) : null,
         });
     }
@@ -251,9 +253,10 @@ internal static class BenchCommand
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 2 };
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "auto" };
         var noBare = new Option<bool>("--no-bare") { Description = "Skip the bare TorchSharp loop." };
+        var precision = new Option<string>("--precision") { Description = "Comma-separated precisions to time side by side (fp32, bf16, fp16); the first is the baseline.", DefaultValueFactory = _ => "fp32" };
         var allocator = new Option<string>("--allocator") { Description = "tuned (mallopt, the trainer's default) or default (glibc as it is).", DefaultValueFactory = _ => "tuned" };
         var json = new Option<bool>("--json");
-        foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, allocator, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision, allocator, json }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var mode = Cli.ParseEnum(p.GetValue(allocator)!, "--allocator", ("tuned", true), ("default", false));
@@ -262,24 +265,40 @@ internal static class BenchCommand
             {
                 Model = ModelFlags.Read(p, m, shapes: false, p.GetValue(inChannels), p.GetValue(classes)), BatchSize = p.GetValue(batch),
                 Size = Size2.Parse(p.GetValue(size)!), Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), Device = p.GetValue(device)!, CompareBare = !p.GetValue(noBare),
+                Precisions = p.GetValue(precision)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precisions.Parse).ToArray(),
             };
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
             var r = TrainingBenchmark.Run(options, new Progress(log));
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"trainer step: median {r.StepSeconds:F3} s ({r.ImagesPerSecond:F2} images/s), {r.Parameters:N0} parameters, device {r.Device}, allocator {(mode ? r.Allocator : "default")}"));
-            if (!double.IsNaN(r.BareStepSeconds))
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bare loop:    median {r.BareStepSeconds:F3} s; trainer/bare = {r.OverheadRatio:F3}"));
-            if (p.GetValue(json))
-                ctx.Out.WriteLine(new JsonObject
-                {
-                    ["stepSeconds"] = r.StepSeconds, ["imagesPerSecond"] = r.ImagesPerSecond, ["params"] = r.Parameters, ["device"] = r.Device,
-                    ["bareStepSeconds"] = double.IsNaN(r.BareStepSeconds) ? null : r.BareStepSeconds,
-                    ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
-                    ["allocator"] = mode ? r.Allocator : "default", ["steps"] = new JsonArray(r.Steps.Select(x => (JsonNode?)x).ToArray()),
-                }.ToJsonString());
+            PrintTrainBenchmark(log, r, mode);
+            if (p.GetValue(json)) ctx.Out.WriteLine(TrainBenchmarkJson(r, mode).ToJsonString());
             return Cli.Ok;
         });
         return cmd;
     }
+
+    private static void PrintTrainBenchmark(TextWriter log, TrainingBenchmarkResult r, bool tunedAllocator)
+    {
+        log.WriteLine($"{r.Parameters:N0} parameters, device {r.Device}, allocator {(tunedAllocator ? r.Allocator : "default")}"
+            + (r.DeviceMemoryMiB is { } mib ? string.Create(CultureInfo.InvariantCulture, $", device memory in use after the steps {mib:F0} MiB") : ""));
+        var first = r.Contenders[0];
+        foreach (var c in r.Contenders)
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{c.Name,-14} median {c.StepSeconds:F3} s ({c.ImagesPerSecond:F2} images/s){(ReferenceEquals(c, first) ? "" : $"; {first.Name}/{c.Name} = {first.StepSeconds / c.StepSeconds:F3}")}"));
+    }
+
+    private static JsonObject TrainBenchmarkJson(TrainingBenchmarkResult r, bool tunedAllocator) => new()
+    {
+        ["stepSeconds"] = r.StepSeconds, ["imagesPerSecond"] = r.ImagesPerSecond, ["params"] = r.Parameters, ["device"] = r.Device,
+        ["bareStepSeconds"] = double.IsNaN(r.BareStepSeconds) ? null : r.BareStepSeconds,
+        ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
+        ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
+        ["allocator"] = tunedAllocator ? r.Allocator : "default",
+        ["contenders"] = new JsonArray(r.Contenders.Select(c => (JsonNode?)new JsonObject
+        {
+            ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds, ["imagesPerSecond"] = c.ImagesPerSecond,
+            ["steps"] = new JsonArray(c.Steps.Select(x => (JsonNode?)x).ToArray()),
+        }).ToArray()),
+    };
 
     private static Command Loader(CommandContext ctx)
     {

@@ -52,13 +52,14 @@ internal static class TrainCommand
         var workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
         var cacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var timeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
         var outDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
         var json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
-        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, seed, timeLimit, outDir, resume, overwrite, json })
+        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, precision, seed, timeLimit, outDir, resume, overwrite, json })
             cmd.Options.Add(o);
 
         cmd.SetAction(p =>
@@ -123,7 +124,7 @@ internal static class TrainCommand
                     LabelSmoothing = p.GetValue(smoothing), Augment = !p.GetValue(noAugment), VerticalFlip = p.GetValue(vflip),
                     EvalEvery = p.GetValue(evalEvery), EarlyStoppingPatience = p.GetValue(patience), Workers = p.GetValue(workers),
                     CacheBytes = p.GetValue(cacheMb) >= 0 ? (long)p.GetValue(cacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(cacheMb)} must be 0 (no cache) or more."),
-                    Device = p.GetValue(device)!, Seed = p.GetValue(seed),
+                    Device = p.GetValue(device)!, Seed = p.GetValue(seed), Precision = Precisions.Parse(p.GetValue(precision)!),
                     TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
                 };
                 trainerOptions.Validate();
@@ -194,7 +195,7 @@ internal static class TrainCommand
         if (resumeFrom is null) config.Save(Path.Combine(dir, "run.json"));
         using var model = resumeFrom?.CreateModel() ?? new UNet(modelOptions);
         using var trainer = new Trainer(model, trainerOptions);
-        log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}");
+        log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
@@ -216,13 +217,14 @@ internal static class TrainCommand
 
         CurvePlot.Save(run.Curves, result.History);
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
-        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device);
+        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device, trainerOptions.Precision);
 
         var summary = result.Metrics?.ToJsonObject() ?? new JsonObject();
         summary["bestEpoch"] = result.BestEpoch;
         summary["epochs"] = result.Epochs;
         summary["params"] = model.ParameterCount();
         summary["device"] = trainer.Device.ToString();
+        summary["precision"] = trainerOptions.Precision.ShortName();
         summary["seconds"] = Math.Round(result.Seconds, 2);
         summary["stopReason"] = result.StopReason;
         summary["checkpoint"] = bestPath is null ? null : Path.GetFullPath(bestPath);
@@ -248,9 +250,9 @@ internal static class TrainCommand
         return Cli.Ok;
     }
 
-    private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device)
+    private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device, Precision precision)
     {
-        using var predictor = Predictor.FromFile(checkpoint, new PredictorOptions { Device = device });
+        using var predictor = Predictor.FromFile(checkpoint, new PredictorOptions { Device = device, Precision = precision });
         var colors = predictor.Description.ClassColors;
         for (int i = 0; i < Math.Min(4, val.Count); i++)
         {

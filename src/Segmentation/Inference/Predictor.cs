@@ -23,6 +23,8 @@ public sealed record PredictorOptions
     /// fixed size). Null: the size the checkpoint was trained at, if it was trained at a fixed size, else none.
     /// </summary>
     public Size2? Size { get; init; }
+    /// <summary>The arithmetic of the convolutions; any checkpoint runs in any (the weights stay float32).</summary>
+    public Precision Precision { get; init; } = Precision.Float32;
 }
 
 /// <summary>A prediction for one image.</summary>
@@ -75,6 +77,7 @@ public sealed class Predictor : IDisposable
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
         model.to(device);
+        model.Precision = Options.Precision;
         model.eval();
     }
 

@@ -57,6 +57,12 @@ public sealed class Convolution : nn.Module<Tensor, Tensor>
     /// <summary>How <see cref="forward"/> computes; <see cref="ConvolutionRoute.Direct"/> until a check says otherwise.</summary>
     public ConvolutionRoute Route { get; set; }
 
+    /// <summary>
+    /// The type the convolution computes in (<see cref="Precision"/>): input, weight and bias are cast to it and the
+    /// output stays in it; the parameters themselves stay float32. Float32 unless a model sets it.
+    /// </summary>
+    public ScalarType ComputeType { get; set; } = ScalarType.Float32;
+
     /// <summary>The weight (out x in x k x k, or in x out x k x k when transposed).</summary>
     public Parameter Weight => weight;
     /// <summary>The bias, if any.</summary>
@@ -95,16 +101,31 @@ public sealed class Convolution : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         Observer?.Invoke(this, input);
-        return Apply(Route, input, weight, bias, Stride, Padding, Transposed);
+        if (ComputeType == weight.dtype) return Apply(Route, input, weight, bias, Stride, Padding, Transposed);
+        using var scope = NewDisposeScope();
+        var x = input.dtype == ComputeType ? input : input.to(ComputeType);
+        return Apply(Route, x, weight.to(ComputeType), bias?.to(ComputeType), Stride, Padding, Transposed).MoveToOuterDisposeScope();
     }
 
     /// <summary>The convolution of <paramref name="x"/> by <paramref name="w"/> along <paramref name="route"/>.</summary>
     internal static Tensor Apply(ConvolutionRoute route, Tensor x, Tensor w, Tensor? b, int stride, int padding, bool transposed) => route switch
     {
         ConvolutionRoute.Padded => PaddedConvolution(x, w, b, stride, padding, transposed),
-        ConvolutionRoute.Unfold => transposed ? UnfoldTransposed(x, w, b, stride, padding) : UnfoldConvolution(x, w, b, stride, padding),
+        ConvolutionRoute.Unfold => x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64
+            ? transposed ? UnfoldTransposed(x, w, b, stride, padding) : UnfoldConvolution(x, w, b, stride, padding)
+            : InFloat32(x, w, b, (x32, w32, b32) => transposed ? UnfoldTransposed(x32, w32, b32, stride, padding) : UnfoldConvolution(x32, w32, b32, stride, padding)),
         _ => DirectConvolution(x, w, b, stride, padding, transposed),
     };
+
+    /// <summary>
+    /// The fallback route accumulates in float32 whatever the type it is given (fold sums overlapping columns, which in
+    /// bfloat16 would lose what the kernels it stands in for keep), and returns that type.
+    /// </summary>
+    private static Tensor InFloat32(Tensor x, Tensor w, Tensor? b, Func<Tensor, Tensor, Tensor?, Tensor> route)
+    {
+        using var scope = NewDisposeScope();
+        return route(x.to(ScalarType.Float32), w.to(ScalarType.Float32), b?.to(ScalarType.Float32)).to(x.dtype).MoveToOuterDisposeScope();
+    }
 
     private static Tensor DirectConvolution(Tensor x, Tensor w, Tensor? b, int stride, int padding, bool transposed)
     {

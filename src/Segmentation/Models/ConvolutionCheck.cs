@@ -17,15 +17,16 @@ namespace Segmentation.Models;
 /// <param name="Width">Input width checked (likewise).</param>
 /// <param name="InputGradient">Training needs the gradient with respect to the input (every layer but the first).</param>
 /// <param name="Backward">Training: weight (and input) gradients are checked too; inference checks the output only.</param>
+/// <param name="DataType">The type the convolution computes in (float32, or bfloat16/float16 under mixed precision).</param>
 public sealed record ConvolutionShape(bool Transposed, long InChannels, long OutChannels, int Kernel, int Stride, int Padding,
-    long Batch, long Height, long Width, bool InputGradient, bool Backward)
+    long Batch, long Height, long Width, bool InputGradient, bool Backward, ScalarType DataType = ScalarType.Float32)
 {
     /// <summary>Output height or width for an input extent.</summary>
     public long OutputExtent(long input) => Transposed ? (input - 1) * Stride - 2 * Padding + Kernel : (input + 2 * Padding - Kernel) / Stride + 1;
 
     /// <inheritdoc />
     public override string ToString() =>
-        $"{(Transposed ? "T" : "")}{Kernel}x{Kernel}{(Stride > 1 ? $"/s{Stride}" : "")} {InChannels}->{OutChannels} at {Batch}x{InChannels}x{Height}x{Width}{(Backward ? InputGradient ? " (fwd+bwd)" : " (fwd+dW)" : " (fwd)")}";
+        $"{(Transposed ? "T" : "")}{Kernel}x{Kernel}{(Stride > 1 ? $"/s{Stride}" : "")} {InChannels}->{OutChannels} at {Batch}x{InChannels}x{Height}x{Width}{(Backward ? InputGradient ? " (fwd+bwd)" : " (fwd+dW)" : " (fwd)")}{(DataType == ScalarType.Float32 ? "" : $" {ConvolutionCheck.TypeName(DataType)}")}";
 }
 
 /// <summary>How one route did on one shape: the largest error of each result relative to the float64 reference's largest magnitude.</summary>
@@ -34,10 +35,12 @@ public sealed record ConvolutionShape(bool Transposed, long InChannels, long Out
 /// <param name="InputGradientError">Gradient with respect to the input (0 when not needed).</param>
 /// <param name="WeightGradientError">Gradient with respect to the weight and bias (0 for inference).</param>
 /// <param name="Finite">Every value of every result was finite.</param>
-public sealed record RouteResult(ConvolutionRoute Route, double OutputError, double InputGradientError, double WeightGradientError, bool Finite)
+/// <param name="Tolerance">The largest error accepted for the type checked (<see cref="ConvolutionCheck.ToleranceFor"/>).</param>
+public sealed record RouteResult(ConvolutionRoute Route, double OutputError, double InputGradientError, double WeightGradientError, bool Finite,
+    double Tolerance = ConvolutionCheck.Tolerance)
 {
-    /// <summary>Within <see cref="ConvolutionCheck.Tolerance"/> everywhere, and finite.</summary>
-    public bool Passed => Finite && Math.Max(OutputError, Math.Max(InputGradientError, WeightGradientError)) <= ConvolutionCheck.Tolerance;
+    /// <summary>Within <see cref="Tolerance"/> everywhere, and finite.</summary>
+    public bool Passed => Finite && Math.Max(OutputError, Math.Max(InputGradientError, WeightGradientError)) <= Tolerance;
 }
 
 /// <summary>The route chosen for one layer of a model, and the evidence.</summary>
@@ -76,8 +79,33 @@ public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double 
 /// </summary>
 public static class ConvolutionCheck
 {
-    /// <summary>Largest error accepted, relative to the reference's largest magnitude (float32 is about 1e-6 here; broken kernels 0.1 to 1).</summary>
+    /// <summary>Largest float32 error accepted, relative to the reference's largest magnitude (float32 is about 1e-6 here; broken kernels 0.1 to 1).</summary>
     public const double Tolerance = 2e-4;
+    /// <summary>
+    /// Largest bfloat16 error accepted. The reference is computed in float64 from the same bfloat16-rounded inputs, so
+    /// what remains is the output's own rounding (2^-9 of a value) and the kernel's accumulation order: right kernels
+    /// stay under 0.6 % here (<c>segment doctor --sweep --precision bf16</c>); broken ones are off by 10 % to 100 %.
+    /// </summary>
+    public const double BFloat16Tolerance = 2e-2;
+    /// <summary>Largest float16 error accepted (three more mantissa bits than bfloat16: right kernels stay under 0.2 % here).</summary>
+    public const double Float16Tolerance = 1e-2;
+
+    /// <summary>The tolerance for a type the convolutions compute in.</summary>
+    public static double ToleranceFor(ScalarType type) => type switch
+    {
+        ScalarType.BFloat16 => BFloat16Tolerance,
+        ScalarType.Float16 => Float16Tolerance,
+        _ => Tolerance,
+    };
+
+    /// <summary>fp32, bf16 or fp16.</summary>
+    internal static string TypeName(ScalarType type) => type switch
+    {
+        ScalarType.BFloat16 => "bf16",
+        ScalarType.Float16 => "fp16",
+        ScalarType.Float32 => "fp32",
+        _ => type.ToString(),
+    };
     /// <summary>Inputs larger than this are checked at this height and width (the kernels' blocking repeats; the cost does not).</summary>
     public const int MaxExtent = 32;
     /// <summary>Batches larger than this are checked at this size.</summary>
@@ -141,7 +169,7 @@ public static class ConvolutionCheck
         throw new SegmentationException($"No convolution route computes {what} correctly on {device}: even the im2col route differs from the float64 reference. Run 'segment doctor' for details.");
     }
 
-    /// <summary>Checks one route at one shape (cached): float32 on <paramref name="device"/> against float64 on the CPU.</summary>
+    /// <summary>Checks one route at one shape (cached): the shape's type on <paramref name="device"/> against float64 on the CPU.</summary>
     public static RouteResult Check(ConvolutionShape shape, ConvolutionRoute route, Device device)
     {
         var key = (shape, route, get_num_threads(), device.ToString());
@@ -160,19 +188,21 @@ public static class ConvolutionCheck
             var g = new Generator((ulong)(0x5EED + trial));
             var wShape = s.Transposed ? new[] { s.InChannels, s.OutChannels, s.Kernel, s.Kernel } : new[] { s.OutChannels, s.InChannels, s.Kernel, s.Kernel };
             double fanIn = (s.Transposed ? s.OutChannels : s.InChannels) * s.Kernel * s.Kernel;
-            var x64 = randn(new[] { s.Batch, s.InChannels, s.Height, s.Width }, float64, generator: g);
-            var w64 = randn(wShape, float64, generator: g) / Math.Sqrt(fanIn);
-            var b64 = randn(new[] { s.OutChannels }, float64, generator: g) * 0.1;
-            var dy64 = randn(new[] { s.Batch, s.OutChannels, s.OutputExtent(s.Height), s.OutputExtent(s.Width) }, float64, generator: g);
-            var reference = Run(ConvolutionRoute.Direct, x64, w64, b64, dy64, s);
-            var got = Run(route, x64.to(float32).to(device), w64.to(float32).to(device), b64.to(float32).to(device), dy64.to(float32).to(device), s);
+            // Drawn in float64 and rounded to the type checked; the reference computes on the rounded values in float64.
+            var dt = s.DataType;
+            var x = randn(new[] { s.Batch, s.InChannels, s.Height, s.Width }, float64, generator: g).to(dt);
+            var w = (randn(wShape, float64, generator: g) / Math.Sqrt(fanIn)).to(dt);
+            var b = (randn(new[] { s.OutChannels }, float64, generator: g) * 0.1).to(dt);
+            var dy = randn(new[] { s.Batch, s.OutChannels, s.OutputExtent(s.Height), s.OutputExtent(s.Width) }, float64, generator: g).to(dt);
+            var reference = Run(ConvolutionRoute.Direct, x.to(float64), w.to(float64), b.to(float64), dy.to(float64), s);
+            var got = Run(route, x.to(device), w.to(device), b.to(device), dy.to(device), s);
             finite &= got.AllFinite();
             if (!finite) break;
             ey = Math.Max(ey, Error(got.y, reference.y));
             if (got.dx is not null) ex = Math.Max(ex, Error(got.dx, reference.dx!));
             if (got.dw is not null) ew = Math.Max(ew, Math.Max(Error(got.dw, reference.dw!), Error(got.db!, reference.db!)));
         }
-        return new RouteResult(route, ey, ex, ew, finite);
+        return new RouteResult(route, ey, ex, ew, finite, ToleranceFor(s.DataType));
     }
 
     private sealed record Outcome(Tensor y, Tensor? dx, Tensor? dw, Tensor? db)
@@ -222,7 +252,7 @@ public static class ConvolutionCheck
             if (!seen.ContainsKey(c)) order.Add(c);
             long batch = Math.Min(x.shape[0], MaxBatch), cap = ExtentFor(c, batch);
             seen[c] = new ConvolutionShape(c.Transposed, c.InChannels, c.OutChannels, c.Kernel, c.Stride, c.Padding,
-                batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training);
+                batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training, c.ComputeType);
         }
         bool wasTraining = model.training;
         bool selfCheck = model is UNet u && u.VerifyConvolutions;

@@ -103,6 +103,26 @@ public static class NativeRuntime
         return $"{line?.Split(':', 2)[1].Trim() ?? "unknown"}{(family is null ? "" : $" (family {family.Split(':', 2)[1].Trim()})")}";
     }
 
+    /// <summary>
+    /// CUDA: bytes of device memory in use (total less free, as <c>cudaMemGetInfo</c> reports it: this process's
+    /// context and cached blocks, and any other process's), through the CUDA runtime libtorch loaded; null where it
+    /// cannot be read.
+    /// </summary>
+    public static long? CudaMemoryInUse()
+    {
+        if (!cuda.is_available()) return null;
+        foreach (var name in new[] { "libcudart.so.13", "libcudart.so.12", "libcudart.so" })
+        {
+            var lib = OpenLoaded(name);
+            if (lib == IntPtr.Zero || !NativeLibrary.TryGetExport(lib, "cudaMemGetInfo", out var fn)) continue;
+            ulong free = 0, total = 0;
+            int status;
+            unsafe { status = ((delegate* unmanaged<ulong*, ulong*, int>)fn)(&free, &total); }
+            return status == 0 ? (long)(total - free) : null;
+        }
+        return null;
+    }
+
     private static IntPtr? Flag(string name) => c10 != IntPtr.Zero && NativeLibrary.TryGetExport(c10, name, out var p) ? p : null;
 
     private static IntPtr OpenLoaded(string soname)

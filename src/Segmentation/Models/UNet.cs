@@ -56,8 +56,25 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         }
         for (int i = 0; i < decoder.Count; i++)
             x = decoder[i].forward(x, skips[skips.Count - 1 - i]);
-        return head.forward(x);
+        var logits = head.forward(x);
+        return logits.dtype == ScalarType.Float32 ? logits : logits.to(ScalarType.Float32);
     }
+
+    /// <summary>
+    /// The arithmetic of the convolutions (<see cref="Models.Precision"/>); parameters stay float32 and the logits
+    /// come out float32 whatever it is. Float32 by default; not part of the weights, so any checkpoint runs in any.
+    /// </summary>
+    public Precision Precision
+    {
+        get => precision;
+        set
+        {
+            precision = value;
+            foreach (var c in modules().OfType<Convolution>()) c.ComputeType = value.ComputeType();
+        }
+    }
+
+    private Precision precision = Precision.Float32;
 
     /// <summary>
     /// Check every convolution against float64 before the first input of each shape, and route it through a kernel
@@ -69,7 +86,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     /// <summary>The report of the latest convolution check (null before the first).</summary>
     public ConvolutionReport? Convolutions { get; private set; }
 
-    private readonly HashSet<(long, long, long, long, bool, int, string)> routedInputs = new();
+    private readonly HashSet<(long, long, long, long, bool, int, string, Precision)> routedInputs = new();
     private bool routing;
 
     /// <summary>
@@ -80,9 +97,9 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     public ConvolutionReport? RouteConvolutions(long[] inputShape, bool training)
     {
         if (inputShape.Length != 4) throw new ArgumentException($"Expected an input shape N x C x H x W; got [{string.Join(", ", inputShape)}].");
-        // Kernels are chosen per thread count (oneDNN splits work by threads) and per device, so a new one is checked again.
+        // Kernels are chosen per thread count (oneDNN splits work by threads), device and type, so a new one is checked again.
         string device = head.Weight.device.ToString();
-        if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(), device))) return null;
+        if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(), device, precision))) return null;
         routing = true;
         try { return Convolutions = ConvolutionCheck.Configure(this, inputShape, training); }
         finally { routing = false; }

@@ -127,6 +127,11 @@ public sealed class GroupNorm : nn.Module<Tensor, Tensor>
     /// <summary>The per-channel shift.</summary>
     public Parameter Bias => bias;
 
-    /// <inheritdoc />
-    public override Tensor forward(Tensor input) => nn.functional.group_norm(input, Groups, weight, bias, Epsilon);
+    /// <summary>In float32 whatever the input's type (as autocast does), and returned in the input's type.</summary>
+    public override Tensor forward(Tensor input)
+    {
+        if (input.dtype == weight.dtype) return nn.functional.group_norm(input, Groups, weight, bias, Epsilon);
+        using var scope = NewDisposeScope();
+        return nn.functional.group_norm(input.to(weight.dtype), Groups, weight, bias, Epsilon).to(input.dtype).MoveToOuterDisposeScope();
+    }
 }

@@ -27,6 +27,10 @@ public sealed record TrainingState
     public double Seconds { get; init; }
     /// <summary>One record per epoch.</summary>
     public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
+    /// <summary>float16 training: the loss scale after the epoch (null: no loss scaling).</summary>
+    public double? LossScale { get; init; }
+    /// <summary>float16 training: good steps since the loss scale last changed.</summary>
+    public int LossScaleGoodSteps { get; init; }
 }
 
 /// <summary>
@@ -139,6 +143,8 @@ public sealed class Checkpoint
             ["evaluationsWithoutImprovement"] = State.EvaluationsWithoutImprovement,
             ["seconds"] = State.Seconds,
             ["history"] = new JsonArray(State.History.Select(r => (JsonNode?)r.ToJson()).ToArray()),
+            ["lossScale"] = State.LossScale,
+            ["lossScaleGoodSteps"] = State.LossScaleGoodSteps,
         },
         ["trainOrigin"] = TrainOrigin,
         ["valOrigin"] = ValOrigin,
@@ -213,6 +219,8 @@ public sealed class Checkpoint
                 EvaluationsWithoutImprovement = state["evaluationsWithoutImprovement"]!.GetValue<int>(),
                 Seconds = state["seconds"]!.GetValue<double>(),
                 History = state["history"]!.AsArray().Select(n => EpochRecord.FromJson(n!.AsObject())).ToList(),
+                LossScale = state["lossScale"]?.GetValue<double>(),
+                LossScaleGoodSteps = state["lossScaleGoodSteps"]?.GetValue<int>() ?? 0,
             },
             TrainOrigin = header["trainOrigin"]?.GetValue<string>(),
             ValOrigin = header["valOrigin"]?.GetValue<string>(),

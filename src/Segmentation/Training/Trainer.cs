@@ -20,6 +20,10 @@ public sealed class Trainer : IDisposable
     private readonly TorchSharp.Modules.OptimizerHelper optimizer;
     private readonly ISegmentationLoss loss;
     private readonly IDisposable? lossResource;
+    private readonly LossScaler? scaler;
+
+    /// <summary>float16 training gives up after this many steps in a row skipped for non-finite gradients.</summary>
+    public const int MaxConsecutiveSkippedSteps = 30;
 
     /// <summary>The options, validated.</summary>
     public TrainerOptions Options { get; }
@@ -27,6 +31,8 @@ public sealed class Trainer : IDisposable
     public Device Device => device;
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
     public UNet Model => model;
+    /// <summary>The loss scaler of float16 training (null otherwise).</summary>
+    public LossScaler? Scaler => scaler;
 
     /// <summary>Called between the checkpoint writes of an epoch (tests interrupt there to simulate a kill).</summary>
     internal Action<string>? CheckpointBoundary { get; set; }
@@ -44,6 +50,8 @@ public sealed class Trainer : IDisposable
         device = Devices.Resolve(Options.Device);
         if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model.Options, stepSize, Options.BatchSize, device);
         model.to(device);
+        model.Precision = Options.Precision;
+        scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
         optimizer = Options.Optimizer == OptimizerKind.Sgd
             ? optim.SGD(model.parameters(), Options.LearningRate, Options.Momentum, weight_decay: Options.WeightDecay)
             : (TorchSharp.Modules.OptimizerHelper)optim.AdamW(model.parameters(), Options.LearningRate, weight_decay: Options.WeightDecay);
@@ -68,6 +76,8 @@ public sealed class Trainer : IDisposable
         if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
         foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
+        if (Options.Precision == Precision.Float16 && device.type == DeviceType.CPU)
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a 64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
         var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
         ValidateData(train, val, run, progress, cancellation);
 
@@ -149,6 +159,7 @@ public sealed class Trainer : IDisposable
                     using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
                     t.optimizer.load_state_dict(reader);
                 }
+                if (t.scaler is not null && resumeFrom.State.LossScale is { } scale) t.scaler.Restore(scale, resumeFrom.State.LossScaleGoodSteps);
                 if (resumeFrom.RngState.Length > 0)
                 {
                     using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
@@ -194,6 +205,7 @@ public sealed class Trainer : IDisposable
             State = State with
             {
                 Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                LossScale = t.scaler?.Scale, LossScaleGoodSteps = t.scaler?.GoodSteps ?? 0,
                 BestMeanIoU = improved ? metrics!.MeanIoU : State.BestMeanIoU,
                 BestEpoch = improved ? epoch : State.BestEpoch,
                 EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1 : State.EvaluationsWithoutImprovement,
@@ -207,7 +219,7 @@ public sealed class Trainer : IDisposable
         {
             t.model.train();
             double lossSum = 0; int images = 0, step = 0, steps = trainLoader.BatchesPerEpoch;
-            long optStep = State.OptimizerStep;
+            long optStep = State.OptimizerStep, skippedBefore = t.scaler?.SkippedSteps ?? 0;
             double lr = schedule.RateAt(optStep);
             using (NewDisposeScope()) t.optimizer.zero_grad(); // gradient handles are tensors too
             foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
@@ -222,9 +234,9 @@ public sealed class Trainer : IDisposable
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
                 if (apply) optStep++;
-                if (!float.IsFinite(value)) throw Diverged(value, epoch, step, lr);
-                lossSum += value * batch.Count;
                 images += batch.Count;
+                if (float.IsFinite(value)) lossSum += value * batch.Count;
+                else if (t.scaler is null || t.scaler.ConsecutiveSkips >= MaxConsecutiveSkippedSteps) throw Diverged(value, epoch, step, lr);
                 double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
                 double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
                 progress?.Report(new TrainingProgress
@@ -233,6 +245,8 @@ public sealed class Trainer : IDisposable
                     Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
                 });
             }
+            if (t.scaler is { } sc && sc.SkippedSteps > skippedBefore)
+                Report(ProgressKind.Message, epoch, $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; loss scale now {sc.Scale:g4}");
             return (lossSum / Math.Max(1, images), images, lr, optStep);
         }
 
@@ -375,11 +389,18 @@ public sealed class Trainer : IDisposable
         var (images, masks) = batch.ToDevice(device);
         var logits = model.forward(normalization.Apply(images));
         var value = loss.Compute(logits, masks);
-        (Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value).backward();
+        var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
+        (scaler is null ? objective : scaler.ScaleLoss(objective)).backward();
         if (applyOptimizer)
         {
-            if (Options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
-            optimizer.step();
+            // float16: gradients back to their true size, and a step with an overflow is skipped (the scale backs off).
+            bool finite = scaler?.Unscale(model.parameters()) ?? true;
+            if (finite)
+            {
+                if (Options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
+                optimizer.step();
+            }
+            scaler?.Update(finite);
             optimizer.zero_grad();
         }
         return value.item<float>();

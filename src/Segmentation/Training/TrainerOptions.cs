@@ -107,6 +107,15 @@ public sealed record TrainerOptions
     public Normalization? Normalization { get; init; }
     /// <summary>Folder for <c>last.ckpt</c> and <c>best.ckpt</c> (null: no checkpoints).</summary>
     public string? CheckpointDirectory { get; init; }
+    /// <summary>
+    /// The arithmetic of the convolutions (<see cref="Models.Precision"/>): float32 master weights and optimiser state
+    /// whatever it is; float16 trains with dynamic loss scaling (<see cref="LossScaler"/>).
+    /// </summary>
+    public Models.Precision Precision { get; init; } = Models.Precision.Float32;
+    /// <summary>float16 only: the loss scale to start from (it then adapts, as <see cref="LossScaler"/> says).</summary>
+    public double InitialLossScale { get; init; } = 65536;
+    /// <summary>float16 only: good steps in a row before the loss scale doubles.</summary>
+    public int LossScaleGrowthInterval { get; init; } = 2000;
     /// <summary>Apply <see cref="AllocatorTuning"/> (glibc only) before training.</summary>
     public bool TuneAllocator { get; init; } = true;
 
@@ -129,6 +138,8 @@ public sealed record TrainerOptions
         if (!(ScaleMin > 0 && ScaleMax >= ScaleMin)) throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
         if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
         if (CacheBytes < 0) throw new OptionsException($"The sample cache is {CacheBytes / (1 << 20)} MiB; it must be 0 (off) or more.");
-        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Loss)) throw new OptionsException("Unknown optimiser, schedule or loss.");
+        if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new OptionsException($"Initial loss scale is {InitialLossScale}; it must be a positive number.");
+        if (LossScaleGrowthInterval < 1) throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least 1.");
+        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Loss) || !Enum.IsDefined(Precision)) throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
     }
 }

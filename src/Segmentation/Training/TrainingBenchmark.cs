@@ -21,42 +21,60 @@ public sealed record TrainingBenchmarkOptions
     public int Warmup { get; init; } = 2;
     /// <summary>Device.</summary>
     public string Device { get; init; } = "auto";
-    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step) on the same batch, alternating step by step.</summary>
+    /// <summary>
+    /// The trainer's step is timed once per precision listed, each with its own model and optimiser, alternating step
+    /// by step (the first is the baseline of the ratios).
+    /// </summary>
+    public IReadOnlyList<Precision> Precisions { get; init; } = new[] { Precision.Float32 };
+    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step, float32) on the same batch, alternating step by step.</summary>
     public bool CompareBare { get; init; } = true;
     /// <summary>Seed.</summary>
     public int Seed { get; init; }
 }
 
+/// <summary>One contender's timings.</summary>
+/// <param name="Name">trainer fp32, trainer bf16, ..., or bare fp32.</param>
+/// <param name="Precision">Its precision.</param>
+/// <param name="Steps">Every timed step, in seconds.</param>
+/// <param name="BatchSize">Images per step.</param>
+public sealed record BenchmarkContender(string Name, Precision Precision, double[] Steps, int BatchSize)
+{
+    /// <summary>Median seconds per step.</summary>
+    public double StepSeconds => TrainingBenchmark.Median(Steps);
+    /// <summary>Batch / median.</summary>
+    public double ImagesPerSecond => BatchSize / StepSeconds;
+}
+
 /// <summary>Timings of <see cref="TrainingBenchmark.Run"/>.</summary>
 public sealed record TrainingBenchmarkResult
 {
-    /// <summary>Median seconds of the trainer's step.</summary>
-    public double StepSeconds { get; init; }
-    /// <summary>Images per second of the trainer's step (batch / median).</summary>
-    public double ImagesPerSecond { get; init; }
+    /// <summary>The trainer once per precision asked for, then the bare loop if compared.</summary>
+    public IReadOnlyList<BenchmarkContender> Contenders { get; init; } = Array.Empty<BenchmarkContender>();
+    /// <summary>Median seconds of the first trainer's step.</summary>
+    public double StepSeconds => Contenders[0].StepSeconds;
+    /// <summary>Images per second of the first trainer's step.</summary>
+    public double ImagesPerSecond => Contenders[0].ImagesPerSecond;
     /// <summary>Median seconds of the bare loop's step (NaN when not compared).</summary>
-    public double BareStepSeconds { get; init; } = double.NaN;
-    /// <summary>Trainer median / bare median (NaN when not compared).</summary>
+    public double BareStepSeconds => Contenders.FirstOrDefault(c => c.Name.StartsWith("bare", StringComparison.Ordinal))?.StepSeconds ?? double.NaN;
+    /// <summary>First trainer median / bare median (NaN when not compared).</summary>
     public double OverheadRatio => StepSeconds / BareStepSeconds;
-    /// <summary>Every timed trainer step.</summary>
-    public double[] Steps { get; init; } = Array.Empty<double>();
-    /// <summary>Every timed bare step.</summary>
-    public double[] BareSteps { get; init; } = Array.Empty<double>();
     /// <summary>Model parameters.</summary>
     public long Parameters { get; init; }
     /// <summary>Device used.</summary>
     public string Device { get; init; } = "";
     /// <summary>Allocator tuning status.</summary>
     public string Allocator { get; init; } = "";
-    /// <summary>What the convolution check chose for the trainer's model.</summary>
-    public string Convolutions { get; init; } = "";
-    /// <summary>Seconds the convolution check took (once per process and shape).</summary>
+    /// <summary>What the convolution checks chose, one line per precision.</summary>
+    public IReadOnlyList<string> Convolutions { get; init; } = Array.Empty<string>();
+    /// <summary>Seconds the convolution checks took (once per process, shape and precision).</summary>
     public double CheckSeconds { get; init; }
+    /// <summary>CUDA: device memory in use after the timed steps (the caching allocator keeps its peak), in MiB; null elsewhere.</summary>
+    public double? DeviceMemoryMiB { get; init; }
 }
 
 /// <summary>
-/// Times the trainer's training step on one fixed random batch and, side by side (alternating step by step, each with
-/// its own model and optimiser), the same step written as a bare TorchSharp loop.
+/// Times the trainer's training step on one fixed random batch, once per precision and, side by side (alternating step
+/// by step, each with its own model and optimiser), the same step written as a bare TorchSharp loop.
 /// </summary>
 public static class TrainingBenchmark
 {
@@ -64,68 +82,97 @@ public static class TrainingBenchmark
     public static TrainingBenchmarkResult Run(TrainingBenchmarkOptions o, IProgress<string>? progress = null)
     {
         if (o.Steps < 1 || o.Warmup < 0 || o.BatchSize < 1) throw new OptionsException("Benchmark steps and batch size must be at least 1 and warm-up at least 0.");
+        if (o.Precisions.Count == 0 || o.Precisions.Distinct().Count() != o.Precisions.Count) throw new OptionsException("Benchmark precisions must be listed once each, at least one.");
         random.manual_seed(o.Seed);
+        var batch = RandomBatch(o);
+        var norm = Normalization.DefaultFor(o.Model.InChannels);
+        var disposables = new List<IDisposable>();
+        try
+        {
+            var steps = new List<(string Name, Precision Precision, Action Step)>();
+            var routes = new List<ConvolutionReport>();
+            Device device = CPU;
+            long parameters = 0;
+            foreach (var precision in o.Precisions)
+            {
+                var model = new UNet(o.Model);
+                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, TuneAllocator = false, LearningRate = 1e-4, Precision = precision });
+                disposables.Add(trainer); disposables.Add(model);
+                (device, parameters) = (trainer.Device, model.ParameterCount());
+                // As the trainer does before its first step.
+                var report = model.RouteConvolutions(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, training: true)!;
+                routes.Add(report);
+                progress?.Report($"{precision.ShortName()}: {report.Summary()}");
+                model.train();
+                steps.Add(($"trainer {precision.ShortName()}", precision, () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
+            }
+            if (o.CompareBare) steps.Add(("bare fp32", Precision.Float32, BareLoop(o, batch, norm, device, disposables)));
+            var timings = Alternate(steps, o, progress);
+            return new TrainingBenchmarkResult
+            {
+                Contenders = steps.Select((s, i) => new BenchmarkContender(s.Name, s.Precision, timings[i].ToArray(), o.BatchSize)).ToArray(),
+                Parameters = parameters, Device = device.ToString(), Allocator = AllocatorTuning.Status,
+                Convolutions = routes.Select((r, i) => $"{o.Precisions[i].ShortName()}: {r.Summary()}").ToArray(), CheckSeconds = routes.Sum(r => r.Seconds),
+                DeviceMemoryMiB = device.type == DeviceType.CUDA ? NativeRuntime.CudaMemoryInUse() / 1048576.0 : null,
+            };
+        }
+        finally
+        {
+            foreach (var d in Enumerable.Reverse(disposables)) d.Dispose();
+        }
+    }
+
+    /// <summary>Warm-up and timed steps, one step of each contender in turn.</summary>
+    private static List<double>[] Alternate(List<(string Name, Precision Precision, Action Step)> steps, TrainingBenchmarkOptions o, IProgress<string>? progress)
+    {
+        var timings = steps.Select(_ => new List<double>()).ToArray();
+        for (int i = 0; i < o.Warmup + o.Steps; i++)
+        {
+            var line = new List<string>();
+            for (int c = 0; c < steps.Count; c++)
+            {
+                var sw = Stopwatch.StartNew();
+                steps[c].Step(); // each step ends by reading its loss back, so the device has finished it
+                double t = sw.Elapsed.TotalSeconds;
+                if (i >= o.Warmup) timings[c].Add(t);
+                line.Add($"{steps[c].Name} {t:F3} s");
+            }
+            progress?.Report($"step {i + 1}/{o.Warmup + o.Steps}{(i < o.Warmup ? " (warm-up)" : "")}: {string.Join(", ", line)}");
+        }
+        return timings;
+    }
+
+    /// <summary>A fixed random batch of the benchmark's shape.</summary>
+    private static HostBatch RandomBatch(TrainingBenchmarkOptions o)
+    {
         var (h, w) = (o.Size.Height, o.Size.Width);
         var rng = new Random(o.Seed);
         var images = new byte[o.BatchSize * o.Model.InChannels * h * w];
         var masks = new byte[o.BatchSize * h * w];
         rng.NextBytes(images);
         for (int i = 0; i < masks.Length; i++) masks[i] = (byte)rng.Next(o.Model.Classes);
-        var batch = new HostBatch { Count = o.BatchSize, Channels = o.Model.InChannels, Height = h, Width = w, Images = images, Masks = masks };
-        var norm = Normalization.DefaultFor(o.Model.InChannels);
+        return new HostBatch { Count = o.BatchSize, Channels = o.Model.InChannels, Height = h, Width = w, Images = images, Masks = masks };
+    }
 
-        using var model = new UNet(o.Model);
-        using var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, TuneAllocator = false, LearningRate = 1e-4 });
-        var device = trainer.Device;
-
-        using var bareModel = new UNet(o.Model);
-        bareModel.to(device);
-        bareModel.train();
-        using var bareOpt = optim.AdamW(bareModel.parameters(), 1e-4, weight_decay: 1e-4);
-        using var fixedImages = tensor(images, new long[] { o.BatchSize, o.Model.InChannels, h, w }, ScalarType.Byte).to(device);
-        using var fixedMasks = tensor(masks, new long[] { o.BatchSize, h, w }, ScalarType.Byte).to(device).to_type(ScalarType.Int64);
-        using var bareInput = norm.Apply(fixedImages);
-
-        float BareStep()
+    /// <summary>The same step as a bare TorchSharp loop on its own model (which checks its convolutions on its first forward).</summary>
+    private static Action BareLoop(TrainingBenchmarkOptions o, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
+    {
+        var model = new UNet(o.Model);
+        model.to(device);
+        model.train();
+        var optimizer = optim.AdamW(model.parameters(), 1e-4, weight_decay: 1e-4);
+        var images = tensor(batch.Images, new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device);
+        var masks = tensor(batch.Masks, new long[] { o.BatchSize, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device).to_type(ScalarType.Int64);
+        var input = norm.Apply(images);
+        owned.AddRange(new IDisposable[] { model, optimizer, images, masks, input });
+        return () =>
         {
             using var scope = NewDisposeScope();
-            bareOpt.zero_grad();
-            var loss = nn.functional.cross_entropy(bareModel.forward(bareInput), fixedMasks, ignore_index: 255);
+            optimizer.zero_grad();
+            var loss = nn.functional.cross_entropy(model.forward(input), masks, ignore_index: 255);
             loss.backward();
-            bareOpt.step();
-            return loss.item<float>();
-        }
-
-        // As the trainer does before its first step (the bare loop's model checks itself on its first forward).
-        var routes = model.RouteConvolutions(new long[] { o.BatchSize, o.Model.InChannels, h, w }, training: true)!;
-        progress?.Report(routes.Summary());
-
-        var ours = new List<double>();
-        var bare = new List<double>();
-        model.train();
-        for (int i = 0; i < o.Warmup + o.Steps; i++)
-        {
-            var sw = Stopwatch.StartNew();
-            trainer.TrainStep(batch, norm, applyOptimizer: true);
-            double t = sw.Elapsed.TotalSeconds;
-            if (i >= o.Warmup) ours.Add(t);
-            string line = $"step {i + 1}/{o.Warmup + o.Steps}{(i < o.Warmup ? " (warm-up)" : "")}: trainer {t:F3} s";
-            if (o.CompareBare)
-            {
-                sw.Restart();
-                BareStep();
-                double b = sw.Elapsed.TotalSeconds;
-                if (i >= o.Warmup) bare.Add(b);
-                line += $", bare {b:F3} s";
-            }
-            progress?.Report(line);
-        }
-        double median = Median(ours);
-        return new TrainingBenchmarkResult
-        {
-            StepSeconds = median, ImagesPerSecond = o.BatchSize / median, Steps = ours.ToArray(), BareSteps = bare.ToArray(),
-            BareStepSeconds = bare.Count > 0 ? Median(bare) : double.NaN, Parameters = model.ParameterCount(), Device = device.ToString(),
-            Allocator = AllocatorTuning.Status, Convolutions = routes.Summary(), CheckSeconds = routes.Seconds,
+            optimizer.step();
+            loss.item<float>();
         };
     }
 

@@ -36,6 +36,50 @@ public class ConvolutionTests
         finally { set_num_threads(before); }
     }
 
+    public static IEnumerable<object[]> LowPrecisionCases()
+    {
+        foreach (int c in new[] { 1, 3, 8, 16, 48 })
+            foreach (string kind in new[] { "3x3", "T2x2" })
+                yield return new object[] { c, kind };
+        yield return new object[] { -1, "3x3" }; // 3 -> 16, the stem's shape: wrong input gradients from the direct bf16 kernel on Zen 5
+        yield return new object[] { -2, "T2x2" }; // 16 -> 8: wrong outputs there
+    }
+
+    [Theory]
+    [MemberData(nameof(LowPrecisionCases))]
+    public void The_routed_bfloat16_convolution_matches_float64_within_the_bfloat16_tolerance(int channels, string kind)
+    {
+        var (cin, cout) = channels switch { -1 => (3, 16), -2 => (16, 8), _ => (channels, channels) };
+        var (k, stride, padding, transposed) = kind == "3x3" ? (3, 1, 1, false) : (2, 2, 0, true);
+        using var layer = new Convolution(cin, cout, k, stride, padding, bias: true, transposed: transposed) { ComputeType = ScalarType.BFloat16 };
+        var shape = new ConvolutionShape(transposed, cin, cout, k, stride, padding, 2, 16, 16, true, true, ScalarType.BFloat16);
+        layer.Route = ConvolutionCheck.Choose(shape, CPU);
+        for (int trial = 0; trial < 2; trial++) AssertMatchesFloat64(layer, 2, 16, 16, seed: trial, ScalarType.BFloat16, ConvolutionCheck.BFloat16Tolerance);
+    }
+
+    [Fact]
+    public void A_low_precision_model_checks_its_convolutions_in_that_precision()
+    {
+        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2 });
+        model.Precision = Precision.BFloat16;
+        model.train();
+        using (var scope = NewDisposeScope())
+        {
+            var logits = model.forward(randn(2, 3, 16, 16));
+            Assert.Equal(ScalarType.Float32, logits.dtype); // losses and metrics see float32
+            logits.sum().backward();
+        }
+        Assert.All(model.Convolutions!.Layers, l => Assert.Equal(ScalarType.BFloat16, l.Shapes[0].DataType));
+        Assert.All(model.Convolutions!.Layers, l => Assert.True(l.Tried.Last().Result.Passed, $"{l.Layer}: {l.Tried.Last().Result}"));
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype)); // master weights stay float32
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.grad!.dtype));
+        // Back in float32, the same input shape is checked again, in float32.
+        model.Precision = Precision.Float32;
+        var again = model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true);
+        Assert.NotNull(again);
+        Assert.All(again!.Layers, l => Assert.Equal(ScalarType.Float32, l.Shapes[^1].DataType));
+    }
+
     [Theory]
     [InlineData(5, 7, 3, 1, 1, false, 13, 17)]
     [InlineData(6, 4, 3, 2, 1, false, 15, 16)]
@@ -125,31 +169,35 @@ public class ConvolutionTests
 
     private static float[] Flat(UNet m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
 
-    /// <summary>Forward and backward of <paramref name="layer"/> in float32 against the same convolution in float64 (libtorch's non-oneDNN path).</summary>
-    private static void AssertMatchesFloat64(Convolution layer, int n, int h, int w, int seed)
+    /// <summary>
+    /// Forward and backward of <paramref name="layer"/> in float32 (or <paramref name="type"/>) against the same
+    /// convolution in float64 (libtorch's non-oneDNN path) of the same values rounded to that type.
+    /// </summary>
+    private static void AssertMatchesFloat64(Convolution layer, int n, int h, int w, int seed, ScalarType type = ScalarType.Float32, double tolerance = 1e-4)
     {
         using var scope = NewDisposeScope();
         var g = new Generator((ulong)(1000 + seed));
-        var x64 = randn(new long[] { n, layer.InChannels, h, w }, float64, generator: g);
-        var w64 = layer.Weight.detach().to(float64);
-        var b64 = layer.Bias!.detach().to(float64);
+        var x64 = randn(new long[] { n, layer.InChannels, h, w }, float64, generator: g).to(type).to(float64);
+        var w64 = layer.Weight.detach().to(type).to(float64);
+        var b64 = layer.Bias!.detach().to(type).to(float64);
 
         var xr = x64.clone().requires_grad_(true); var wr = w64.clone().requires_grad_(true); var br = b64.clone().requires_grad_(true);
         long[] s = { layer.Stride, layer.Stride }, p = { layer.Padding, layer.Padding };
         var yr = layer.Transposed ? F.conv_transpose2d(xr, wr, br, strides: s, padding: p) : F.conv2d(xr, wr, br, strides: s, padding: p);
-        var dy = randn(yr.shape, float64, generator: g);
+        var dy = randn(yr.shape, float64, generator: g).to(type).to(float64);
         yr.backward(new[] { dy });
 
-        var x = x64.to(float32).requires_grad_(true);
+        var x = x64.to(type).requires_grad_(true);
         layer.zero_grad();
         var y = layer.forward(x);
-        y.backward(new[] { dy.to(float32) });
+        Assert.Equal(type, y.dtype);
+        y.backward(new[] { dy.to(type) });
 
         void Near(string what, Tensor got, Tensor expected)
         {
             double scale = expected.abs().max().item<double>();
             double err = (got.to(float64) - expected).abs().max().item<double>() / scale;
-            Assert.True(err < 1e-4, $"{what} of {layer.InChannels}->{layer.OutChannels} {(layer.Transposed ? "T" : "")}{layer.Kernel}x{layer.Kernel} via {layer.Route}: relative error {err:E2} at {get_num_threads()} thread(s)");
+            Assert.True(err < tolerance, $"{what} of {layer.InChannels}->{layer.OutChannels} {(layer.Transposed ? "T" : "")}{layer.Kernel}x{layer.Kernel} via {layer.Route} in {type}: relative error {err:E2} at {get_num_threads()} thread(s)");
         }
         Near("output", y, yr);
         Near("input gradient", x.grad!, xr.grad!);
