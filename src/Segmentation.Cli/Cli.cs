@@ -23,6 +23,7 @@ public static class Cli
     /// <summary>Runs the tool; returns the exit code.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool outIsTerminal = false, bool errIsTerminal = false)
     {
+        Segmentation.Models.NativeRuntime.PreloadShim();
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
         var root = new RootCommand("segment: train, evaluate and run U-Net semantic segmentation models (TorchSharp).");
         root.Options.Add(verbose);

@@ -293,6 +293,7 @@ internal static class BenchCommand
         ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
         ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
         ["allocator"] = tunedAllocator ? r.Allocator : "default",
+        ["steps"] = new JsonArray(r.Contenders[0].Steps.Select(x => (JsonNode?)x).ToArray()),
         ["contenders"] = new JsonArray(r.Contenders.Select(c => (JsonNode?)new JsonObject
         {
             ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds, ["imagesPerSecond"] = c.ImagesPerSecond,

@@ -12,6 +12,37 @@ namespace Segmentation.Models;
 public static class NativeRuntime
 {
     private const int RTLD_LAZY = 1, RTLD_NOLOAD = 4;
+
+    /// <summary>
+    /// Environment variable naming a <c>libLibTorchSharp.so</c> to load instead of the one beside TorchSharp (for
+    /// instance one built against a Python install's libtorch on a GPU machine; docs/gpu.md). Its libtorch libraries
+    /// are found as the system finds libraries (<c>LD_LIBRARY_PATH</c>).
+    /// </summary>
+    public const string ShimVariable = "SEGMENTATION_LIBTORCHSHARP";
+    private static bool shimChecked;
+
+    /// <summary>
+    /// Loads the shim named by <see cref="ShimVariable"/>, if set, before anything touches TorchSharp: TorchSharp's
+    /// own look-up then finds it already loaded. Runs when this assembly is first used; executables and test assemblies
+    /// that may touch TorchSharp first call it themselves. A named file that does not load is an error naming it.
+    /// </summary>
+    public static void PreloadShim()
+    {
+        lock (Gate)
+        {
+            if (shimChecked) return;
+            shimChecked = true;
+            if (Environment.GetEnvironmentVariable(ShimVariable) is not { Length: > 0 } path) return;
+            if (!File.Exists(path)) throw new SegmentationException($"{ShimVariable} names {path}, which does not exist.");
+            try { NativeLibrary.Load(Path.GetFullPath(path)); }
+            catch (DllNotFoundException e) { throw new SegmentationException($"{ShimVariable}: {path} does not load ({e.Message}); its libtorch libraries must be on LD_LIBRARY_PATH.", e); }
+        }
+    }
+
+#pragma warning disable CA2255 // a library module initializer, on purpose: it must run before TorchSharp's first call
+    [System.Runtime.CompilerServices.ModuleInitializer]
+    internal static void PreloadShimOnLoad() => PreloadShim();
+#pragma warning restore CA2255
     private const int LogLevelError = 2;
     private static readonly object Gate = new();
     private static bool initialized;

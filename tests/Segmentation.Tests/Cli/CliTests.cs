@@ -38,6 +38,9 @@ public class CliTests
         Assert.DoesNotContain("   at ", r.Err); // no stack trace
     }
 
+    /// <summary>segment.dll beside the test assembly (not AppContext.BaseDirectory, which is the runner's under xUnit's console runner).</summary>
+    private static string SegmentDll => Path.Combine(Path.GetDirectoryName(typeof(CliTests).Assembly.Location)!, "segment.dll");
+
     [Fact]
     public void A_missing_data_folder_exits_with_1_and_one_line_naming_it()
     {
@@ -159,6 +162,20 @@ public class CliTests
     }
 
     [Fact]
+    public void Bench_train_times_each_precision_side_by_side()
+    {
+        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "2", "--warmup", "0", "--device", "cpu", "--precision", "fp32,bf16", "--no-bare", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        var contenders = r.LastJson()["contenders"]!.AsArray();
+        Assert.Equal(new[] { "trainer fp32", "trainer bf16" }, contenders.Select(c => (string)c!["name"]!));
+        Assert.All(contenders, c => Assert.Equal(2, c!["steps"]!.AsArray().Count));
+        Assert.Contains("trainer fp32/trainer bf16 = ", r.Err); // the ratio against the first (the log is on standard error with --json)
+        var bad = Run("bench", "train", "--precision", "fp8");
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("Precision 'fp8' is not one of: fp32, bf16, fp16.", bad.Err);
+    }
+
+    [Fact]
     public void Durations_take_seconds_minutes_and_hours()
     {
         Assert.Equal(90, Segmentation.Cli.Cli.ParseDuration("90s"));
@@ -192,7 +209,7 @@ public class CliTests
         // in-process run cannot see them. Without the fix this CPU printed "NNPACK.cpp:56 Could not initialize NNPACK!"
         // once per convolution shape.
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "segment.dll"), "doctor", "--base-channels", "4", "--depth", "2", "--size", "32x32", "--batch-size", "2" })
+        foreach (var a in new[] { SegmentDll, "doctor", "--base-channels", "4", "--depth", "2", "--size", "32x32", "--batch-size", "2" })
             psi.ArgumentList.Add(a);
         psi.Environment.Remove("TORCH_CPP_LOG_LEVEL");
         using var p = Process.Start(psi)!;
@@ -253,7 +270,7 @@ public class CliTests
     {
         using var d = new TempDir();
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "segment.dll"), "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs", "50", "--out", d["run"] }.Concat(TinyModel))
+        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs", "50", "--out", d["run"] }.Concat(TinyModel))
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The GPU check (docs/gpu.md). Runs on a GPU machine that has PyTorch (with its CUDA libraries) but no .NET SDK and no
+# network, from the repository root, with .gpu/bundle.tar.xz made by tools/gpu/bundle.sh. In one script, under 8 minutes:
+#   1. ldd -r of TorchSharp 0.107.0's shim against the machine's libtorch; if symbols are missing, the shim is
+#      rebuilt there from TorchSharp's src/Native (in the bundle) against that libtorch, and checked again;
+#   2. segment doctor on CUDA in fp32, bf16 and fp16;
+#   3. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
+#   4. the canonical U-Net (batch 16, 256x256) in fp32, bf16 and fp16: `segment bench train` and the same model in
+#      PyTorch eager (tools/gpu/torch_unet.py), one after the other in each precision: images/s and device memory;
+#   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
+#   6. the whole test suite on this machine's libtorch (CPU), if time is left.
+# Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu.log") 2>&1
+start=$(date +%s)
+say() { echo; echo "== [$(( $(date +%s) - start )) s] $*"; }
+left() { echo $(( ${BUDGET:-470} - ($(date +%s) - start) )); }
+root=$(pwd)
+B=/tmp/segmentation-gpu
+rm -rf "$B"; mkdir -p "$B"
+tar -xJf .gpu/bundle.tar.xz -C "$B" || { echo "no bundle: run tools/gpu/bundle.sh first"; exit 2; }
+PY=${PYTHON:-python3}
+TORCH=$($PY -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+NV=$($PY -c 'import glob, os, site; print(":".join(sorted({d for s in site.getsitepackages() for d in glob.glob(os.path.join(s, "nvidia", "*", "lib")) + glob.glob(os.path.join(s, "nvidia", "*", "*", "lib"))})))')
+export LD_LIBRARY_PATH="$TORCH/lib:$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DOTNET_ROOT="$B/dotnet" DOTNET_ROLL_FORWARD=Major DOTNET_CLI_TELEMETRY_OPTOUT=1 HOME="$B/home" PATH="$B/dotnet:$PATH"
+mkdir -p "$HOME"
+DOTNET="$B/dotnet/dotnet"
+SEG="$DOTNET $B/cli/segment.dll"
+
+say "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c 'import torch; print("torch", torch.__version__, "| CUDA", torch.version.cuda, "| cuDNN", torch.backends.cudnn.version(), "| cxx11 abi", torch.compiled_with_cxx11_abi(), "|", torch.cuda.get_device_name())'
+echo "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+cat "$B/torchsharp/COMMIT"
+
+say "1. ldd -r of TorchSharp 0.107.0's libLibTorchSharp.so (built against libtorch 2.10) against this libtorch"
+SHIM="$B/cli/libLibTorchSharp.so"
+ldd -r "$SHIM" > "$OUT/ldd.txt" 2>&1
+missing=$(grep -c "undefined symbol" "$OUT/ldd.txt")
+grep "not found" "$OUT/ldd.txt"
+echo "undefined symbols: $missing"
+grep "undefined symbol" "$OUT/ldd.txt" | sed 's/^\s*undefined symbol: \([^ ]*\).*/\1/' | head -12 | c++filt
+if [ "$missing" -gt 0 ]; then
+  say "1b. rebuilding the shim from TorchSharp's src/Native against this libtorch"
+  src="$B/torchsharp/src/Native/LibTorchSharp"; obj="$B/shim"; mkdir -p "$obj"
+  abi=$($PY -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')
+  flags="-O2 -std=c++17 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -D__LINUX__ -D_NO_ASYNCRTIMP -D_NO_PPLXIMP -w -I$TORCH/include -I$TORCH/include/torch/csrc/api/include"
+  ls "$src"/*.cpp | xargs -P "$(nproc)" -I{} sh -c "g++ $flags -c {} -o $obj/\$(basename {}).o 2> $obj/\$(basename {}).err || { echo FAILED {}; head -20 $obj/\$(basename {}).err; }"
+  gcc -O2 -fPIC -msse4.2 -c "$src/crc32c.c" -o "$obj/crc32c.o"
+  if g++ -shared -o "$obj/libLibTorchSharp.so" "$obj"/*.o -L"$TORCH/lib" -ltorch -ltorch_cpu -lc10 -Wl,-rpath,'$ORIGIN' -Wl,-Bsymbolic -Wl,-Bsymbolic-functions; then
+    SHIM="$obj/libLibTorchSharp.so"
+    cp "$SHIM" "$OUT/libLibTorchSharp.so"
+    echo "rebuilt: $(ldd -r "$SHIM" 2>&1 | grep -c 'undefined symbol') undefined symbols left"
+  else
+    echo "the shim did not link; the .NET steps below will fail"
+  fi
+fi
+export SEGMENTATION_LIBTORCHSHARP="$SHIM"
+
+say "2. segment doctor on CUDA"
+for p in fp32 bf16 fp16; do timeout 90 $SEG doctor --device cuda --precision $p | tail -4; done
+
+say "3. CUDA tests"
+timeout 240 $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -class Segmentation.Tests.Cuda.CudaTests -nocolor 2>&1 | grep -v '^\s*at ' | tail -40
+
+say "4. canonical U-Net, batch 16, 256x256, on the GPU: ours and PyTorch eager, in turn"
+for p in fp32 bf16 fp16; do
+  timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --no-bare --precision $p --json 2> "$OUT/bench-$p.err" | tail -1 | sed "s/^/{\"who\":\"segmentation\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+  tail -3 "$OUT/bench-$p.err"
+  timeout 120 $PY "$root/tools/gpu/torch_unet.py" --device cuda --precision $p --batch-size 16 --size 256 --steps 20 --warmup 5 | sed "s/^/{\"who\":\"pytorch\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+done
+
+say "5. the same model on this machine's CPU (batch 2, 256x256): ours and PyTorch, in turn"
+if [ "$(left)" -gt 150 ]; then
+  for p in fp32 bf16; do
+    timeout 90 $SEG bench train --device cpu --batch-size 2 --size 256x256 --steps 5 --warmup 1 --no-bare --precision $p --json 2> /dev/null | tail -1 | sed "s/^/{\"who\":\"segmentation-cpu\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+    timeout 90 $PY "$root/tools/gpu/torch_unet.py" --device cpu --precision $p --batch-size 2 --size 256 --steps 5 --warmup 1 | sed "s/^/{\"who\":\"pytorch-cpu\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+  done
+else echo "skipped: $(left) s left"; fi
+
+say "summary"
+$PY - "$OUT/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def get(who, p):
+    return next((r["r"] for r in rows if r["who"] == who and r["precision"] == p), None)
+for dev, ours, theirs in (("cuda", "segmentation", "pytorch"), ("cpu", "segmentation-cpu", "pytorch-cpu")):
+    for p in ("fp32", "bf16", "fp16"):
+        a, b = get(ours, p), get(theirs, p)
+        if not a and not b: continue
+        fa = f"{a['imagesPerSecond']:8.1f} img/s, {a.get('deviceMemoryMiB') or 0:7.0f} MiB" if a else "   failed"
+        fb = f"{b['imagesPerSecond']:8.1f} img/s, {b.get('deviceMemoryMiB') or 0:7.0f} MiB (max allocated {b.get('maxAllocatedMiB') or 0:.0f})" if b else "   failed"
+        ratio = f"ours/pytorch = {a['imagesPerSecond'] / b['imagesPerSecond']:.3f}" if a and b else ""
+        print(f"{dev:4} {p}: segmentation {fa} | pytorch {fb} | {ratio}")
+PY
+
+say "6. the whole test suite on this machine's libtorch (CPU)"
+if [ "$(left)" -gt 100 ]; then
+  timeout $(( $(left) - 10 )) $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -nocolor -notrait "none=none" > "$OUT/tests-all.log" 2>&1
+  grep -E "\[FAIL\]|TEST EXECUTION SUMMARY|Total:" "$OUT/tests-all.log" | head -20
+else echo "skipped: $(left) s left"; fi
+say "done"
