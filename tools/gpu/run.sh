@@ -4,9 +4,9 @@
 #   1. ldd -r of TorchSharp 0.107.0's shim against the machine's libtorch; if symbols are missing, the shim is
 #      rebuilt there from TorchSharp's src/Native (in the bundle) against that libtorch, and checked again;
 #   2. segment doctor on CUDA in fp32, bf16 and fp16;
-#   3. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
-#   4. the canonical U-Net (batch 16, 256x256) in fp32, bf16 and fp16: `segment bench train` and the same model in
+#   3. the canonical U-Net (batch 16, 256x256) in fp32, bf16 and fp16: `segment bench train` and the same model in
 #      PyTorch eager (tools/gpu/torch_unet.py), one after the other in each precision: images/s and device memory;
+#   4. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
@@ -63,15 +63,15 @@ export SEGMENTATION_LIBTORCHSHARP="$SHIM"
 say "2. segment doctor on CUDA"
 for p in fp32 bf16 fp16; do timeout 90 $SEG doctor --device cuda --precision $p | tail -4; done
 
-say "3. CUDA tests"
-timeout 240 $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -class Segmentation.Tests.Cuda.CudaTests -nocolor 2>&1 | grep -v '^\s*at ' | tail -40
-
-say "4. canonical U-Net, batch 16, 256x256, on the GPU: ours and PyTorch eager, in turn"
+say "3. canonical U-Net, batch 16, 256x256, on the GPU: ours and PyTorch eager, in turn"
 for p in fp32 bf16 fp16; do
   timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --no-bare --precision $p --json 2> "$OUT/bench-$p.err" | tail -1 | sed "s/^/{\"who\":\"segmentation\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
   tail -3 "$OUT/bench-$p.err"
   timeout 120 $PY "$root/tools/gpu/torch_unet.py" --device cuda --precision $p --batch-size 16 --size 256 --steps 20 --warmup 5 | sed "s/^/{\"who\":\"pytorch\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
 done
+
+say "4. CUDA tests"
+timeout 240 $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -class Segmentation.Tests.Cuda.CudaTests -nocolor 2>&1 | grep -v '^\s*at ' | tail -40
 
 say "5. the same model on this machine's CPU (batch 2, 256x256): ours and PyTorch, in turn"
 if [ "$(left)" -gt 150 ]; then
