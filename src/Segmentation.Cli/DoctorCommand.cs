@@ -77,7 +77,7 @@ internal static class DoctorCommand
             ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"checked at",-44}  {"direct",-18}  {"padded",-18}  {"unfold",-18}  route");
             foreach (var l in report.Layers)
                 ctx.Out.WriteLine($"{l.Layer.PadRight(w)}  {l.Shapes[0],-44}  {Cell(l, ConvolutionRoute.Direct),-18}  {Cell(l, ConvolutionRoute.Padded),-18}  {Cell(l, ConvolutionRoute.Unfold),-18}  {l.Route.ToString().ToLowerInvariant()}");
-            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checked in {report.Seconds:F2} s; tolerance {ConvolutionCheck.ToleranceFor(type.ComputeType()):0e0} of the float64 result's largest magnitude"));
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checked in {report.Seconds:F2} s; tolerance {ConvolutionCheck.ToleranceFor(type.ComputeType(), dev):0e0} of the float64 result's largest magnitude"));
             ctx.Out.WriteLine($"verdict: {verdict}");
             return Cli.Ok;
         });
@@ -122,7 +122,7 @@ internal static class DoctorCommand
             ctx.Out.WriteLine(o.ToJsonString());
             return Cli.Ok;
         }
-        ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {precision.ShortName()} on {device}, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s; tolerance {ConvolutionCheck.ToleranceFor(precision.ComputeType()):0e0}:");
+        ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {precision.ShortName()} on {device}, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s; tolerance {ConvolutionCheck.ToleranceFor(precision.ComputeType(), device):0e0}:");
         foreach (var (route, list) in wrong)
             ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong (largest error of the rest {worst[route]:0.0e0}){(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}"));
         return Cli.Ok;

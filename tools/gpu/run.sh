@@ -70,11 +70,21 @@ for p in fp32 bf16 fp16; do
   timeout 120 $PY "$root/tools/gpu/torch_unet.py" --device cuda --precision $p --batch-size 16 --size 256 --steps 20 --warmup 5 | sed "s/^/{\"who\":\"pytorch\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
 done
 
+say "3b. where our time goes: the trainer's step beside a bare TorchSharp loop on the same model (bf16, fp16; the bare loop has no loss scaling and keeps its batch on the GPU)"
+for p in bf16 fp16; do
+  timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --precision $p --json 2> "$OUT/bare-$p.err" | tail -1 | sed "s/^/{\"who\":\"segmentation+bare\",\"precision\":\"$p\",\"r\":/; s/$/}/" >> "$OUT/results.jsonl"
+  tail -2 "$OUT/bare-$p.err"
+done
+if [ "${DIAG:-0}" = 1 ]; then
+  echo "-- bf16 with a 512 MiB gen0 budget (fewer .NET collections)"
+  DOTNET_GCgen0size=0x20000000 timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --precision bf16 --no-bare 2>&1 | tail -1
+fi
+
 say "4. CUDA tests"
 timeout 240 $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -class Segmentation.Tests.Cuda.CudaTests -nocolor 2>&1 | grep -v '^\s*at ' | tail -40
 
 say "5. the same model on this machine's CPU (batch 2, 256x256): ours and PyTorch, in turn"
-if [ "$(left)" -gt 150 ]; then
+if [ "${CPU:-1}" = 1 ] && [ "$(left)" -gt 150 ]; then
   for p in fp32 bf16; do
     timeout 90 $SEG bench train --device cpu --batch-size 2 --size 256x256 --steps 5 --warmup 1 --no-bare --precision $p --json 2> /dev/null | tail -1 | sed "s/^/{\"who\":\"segmentation-cpu\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
     timeout 90 $PY "$root/tools/gpu/torch_unet.py" --device cpu --precision $p --batch-size 2 --size 256 --steps 5 --warmup 1 | sed "s/^/{\"who\":\"pytorch-cpu\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
@@ -98,7 +108,7 @@ for dev, ours, theirs in (("cuda", "segmentation", "pytorch"), ("cpu", "segmenta
 PY
 
 say "6. the whole test suite on this machine's libtorch (CPU)"
-if [ "$(left)" -gt 100 ]; then
+if [ "${SUITE:-1}" = 1 ] && [ "$(left)" -gt 100 ]; then
   timeout $(( $(left) - 10 )) $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -nocolor -notrait "none=none" > "$OUT/tests-all.log" 2>&1
   grep -E "\[FAIL\]|TEST EXECUTION SUMMARY|Total:" "$OUT/tests-all.log" | head -20
 else echo "skipped: $(left) s left"; fi

@@ -26,7 +26,7 @@ public sealed record TrainingBenchmarkOptions
     /// by step (the first is the baseline of the ratios).
     /// </summary>
     public IReadOnlyList<Precision> Precisions { get; init; } = new[] { Precision.Float32 };
-    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step, float32) on the same batch, alternating step by step.</summary>
+    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step, in the first precision, without loss scaling) on the same batch, alternating step by step.</summary>
     public bool CompareBare { get; init; } = true;
     /// <summary>Seed.</summary>
     public int Seed { get; init; }
@@ -106,7 +106,7 @@ public static class TrainingBenchmark
                 model.train();
                 steps.Add(($"trainer {precision.ShortName()}", precision, () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
             }
-            if (o.CompareBare) steps.Add(("bare fp32", Precision.Float32, BareLoop(o, batch, norm, device, disposables)));
+            if (o.CompareBare) steps.Add(($"bare {o.Precisions[0].ShortName()}", o.Precisions[0], BareLoop(o, batch, norm, device, disposables)));
             var timings = Alternate(steps, o, progress);
             return new TrainingBenchmarkResult
             {
@@ -159,6 +159,7 @@ public static class TrainingBenchmark
     {
         var model = new UNet(o.Model);
         model.to(device);
+        model.Precision = o.Precisions[0];
         model.train();
         var optimizer = optim.AdamW(model.parameters(), 1e-4, weight_decay: 1e-4);
         var images = tensor(batch.Images, new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device);
