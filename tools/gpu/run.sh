@@ -9,6 +9,7 @@
 #   4. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
+# Steps 2, 5 and 6 can be left out with DOCTOR=0, CPU=0, SUITE=0; DIAG=1 adds a .NET GC experiment.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -61,7 +62,7 @@ fi
 export SEGMENTATION_LIBTORCHSHARP="$SHIM"
 
 say "2. segment doctor on CUDA"
-for p in fp32 bf16 fp16; do timeout 90 $SEG doctor --device cuda --precision $p | tail -4; done
+if [ "${DOCTOR:-1}" = 1 ]; then for p in fp32 bf16 fp16; do timeout 90 $SEG doctor --device cuda --precision $p | tail -4; done; fi
 
 say "3. canonical U-Net, batch 16, 256x256, on the GPU: ours and PyTorch eager, in turn"
 for p in fp32 bf16 fp16; do
