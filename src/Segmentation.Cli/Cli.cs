@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Segmentation.Models;
+using Segmentation.Models.Encoders;
 using Segmentation.Training;
 
 namespace Segmentation.Cli;
@@ -96,11 +97,12 @@ public static class Cli
         throw new OptionsException($"{option} '{value}' is not one of: {string.Join(", ", map.Select(m => m.Name))}.");
     }
 
-    internal static UNetOptions ModelOptions(int inChannels, int classes, int baseChannels, int depth, string upsampling, string norm = "batch", double dropout = 0)
+    internal static UNetOptions ModelOptions(int inChannels, int classes, int baseChannels, int depth, string upsampling, string norm = "batch", double dropout = 0, string encoder = "unet")
     {
         var o = new UNetOptions
         {
             InChannels = inChannels, Classes = classes, BaseChannels = baseChannels, Depth = depth, Dropout = dropout,
+            Encoder = ParseEnum(encoder, "--encoder", ("unet", EncoderKind.UNet), ("resnet18", EncoderKind.ResNet18), ("resnet34", EncoderKind.ResNet34), ("resnet50", EncoderKind.ResNet50)),
             Upsampling = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear)),
             Normalization = ParseEnum(norm, "--norm", ("batch", NormalizationKind.Batch), ("group", NormalizationKind.Group), ("none", NormalizationKind.None)),
         };

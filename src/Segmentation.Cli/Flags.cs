@@ -59,6 +59,7 @@ internal sealed class ModelFlags
     public required Option<string> Upsampling { get; init; }
     public required Option<string> Norm { get; init; }
     public required Option<double> Dropout { get; init; }
+    public required Option<string> Encoder { get; init; }
 
     public static ModelFlags Add(Command cmd)
     {
@@ -69,15 +70,16 @@ internal sealed class ModelFlags
             Upsampling = new Option<string>("--upsampling") { Description = "transposed or bilinear.", DefaultValueFactory = _ => "transposed" },
             Norm = new Option<string>("--norm") { Description = "batch, group or none.", DefaultValueFactory = _ => "batch" },
             Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.", DefaultValueFactory = _ => 0 },
+            Encoder = new Option<string>("--encoder") { Description = "unet (the paper's), resnet18, resnet34 or resnet50 (torchvision layouts, with segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do not apply).", DefaultValueFactory = _ => "unet" },
         };
-        foreach (var o in new Option[] { f.BaseChannels, f.Depth, f.Upsampling, f.Norm, f.Dropout }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm, f.Dropout }) cmd.Options.Add(o);
         return f;
     }
 
     /// <summary>Model options; classes and input channels are filled in from the data later.</summary>
     public static UNetOptions Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2) => Cli.ModelOptions(inChannels, classes,
         p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth) ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
-        p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout));
+        p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!);
 }
 
 /// <summary>What a training run was asked to do: written to run.json so --resume can reopen the same data.</summary>
@@ -97,6 +99,8 @@ internal sealed record RunConfig
     public double? ValSplit { get; init; }
     public required DatasetOptions DataOptions { get; init; }
     public required UNetOptions Model { get; init; }
+    /// <summary>Pretrained encoder weights the run started from (absolute path; read once, at the start).</summary>
+    public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
 

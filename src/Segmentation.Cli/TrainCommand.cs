@@ -52,6 +52,9 @@ internal static class TrainCommand
         var workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
         var cacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var encoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder)." };
+        var encoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
+        var freezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
         var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var timeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
@@ -59,7 +62,7 @@ internal static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
         var json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
-        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, precision, seed, timeLimit, outDir, resume, overwrite, json })
+        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, precision, encoderWeights, encoderLr, freezeEncoder, seed, timeLimit, outDir, resume, overwrite, json })
             cmd.Options.Add(o);
 
         cmd.SetAction(p =>
@@ -125,6 +128,7 @@ internal static class TrainCommand
                     EvalEvery = p.GetValue(evalEvery), EarlyStoppingPatience = p.GetValue(patience), Workers = p.GetValue(workers),
                     CacheBytes = p.GetValue(cacheMb) >= 0 ? (long)p.GetValue(cacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(cacheMb)} must be 0 (no cache) or more."),
                     Device = p.GetValue(device)!, Seed = p.GetValue(seed), Precision = Precisions.Parse(p.GetValue(precision)!),
+                    EncoderLearningRateScale = p.GetValue(encoderLr), FreezeEncoderEpochs = p.GetValue(freezeEncoder),
                     TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
                 };
                 trainerOptions.Validate();
@@ -133,7 +137,8 @@ internal static class TrainCommand
                 {
                     Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(valSplit),
                     DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
-                    Model = ModelFlags.Read(p, model, shapes), ClassWeights = Cli.ParseEnum(p.GetValue(classWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
+                    Model = ModelFlags.Read(p, model, shapes),
+                    EncoderWeights = p.GetValue(encoderWeights) is { } ew ? Path.GetFullPath(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(classWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
                     Trainer = trainerOptions,
                 };
             }
@@ -194,6 +199,8 @@ internal static class TrainCommand
         Directory.CreateDirectory(dir);
         if (resumeFrom is null) config.Save(Path.Combine(dir, "run.json"));
         using var model = resumeFrom?.CreateModel() ?? new UNet(modelOptions);
+        if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
+            log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
         using var trainer = new Trainer(model, trainerOptions);
         log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");

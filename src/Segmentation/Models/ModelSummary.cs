@@ -1,3 +1,6 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
 namespace Segmentation.Models;
 
 /// <summary>One layer of a <see cref="ModelSummary"/>.</summary>
@@ -8,7 +11,11 @@ namespace Segmentation.Models;
 /// <param name="MultiplyAccumulates">Multiply-accumulates for one image.</param>
 public sealed record LayerSummary(string Name, string Kind, long[] OutputShape, long Parameters, long MultiplyAccumulates);
 
-/// <summary>Layer table, parameter count and multiply-accumulates of a U-Net for an input size, computed from its options.</summary>
+/// <summary>
+/// Layer table, parameter count and multiply-accumulates of a U-Net for an input size, read off the model itself: it is
+/// built and run once on a blank image of that size, recording what each convolution sees (so there is one description
+/// of each architecture, the code that builds it).
+/// </summary>
 public sealed record ModelSummary(UNetOptions Options, int Height, int Width, IReadOnlyList<LayerSummary> Layers)
 {
     /// <summary>Total trainable parameters (equals <see cref="UNet.ParameterCount"/>).</summary>
@@ -17,49 +24,78 @@ public sealed record ModelSummary(UNetOptions Options, int Height, int Width, IR
     /// <summary>Total multiply-accumulates per image (convolutions only; normalisation, pooling and activations are not counted).</summary>
     public long MultiplyAccumulates => Layers.Sum(l => l.MultiplyAccumulates);
 
-    /// <summary>Computes the table for an input of <paramref name="height"/> x <paramref name="width"/>.</summary>
+    /// <summary>Convolution and normalisation outputs per image: what a training step keeps for the backward pass.</summary>
+    public long ActivationElements => Layers.Sum(l => l.OutputShape.Aggregate(1L, (a, b) => a * b));
+
+    /// <summary>Computes the table for an input of <paramref name="height"/> x <paramref name="width"/> (one forward pass at that size on the CPU).</summary>
     public static ModelSummary For(UNetOptions o, int height, int width)
     {
         o.Validate();
         if (height < o.MinimumInputSize || width < o.MinimumInputSize)
-            throw new OptionsException($"Input {width}x{height} is too small for depth {o.Depth}: the minimum is {o.MinimumInputSize}x{o.MinimumInputSize}.");
+            throw new OptionsException($"Input {width}x{height} is too small for this U-Net: the minimum is {o.MinimumInputSize}x{o.MinimumInputSize}.");
+        using var model = new UNet(o with { Seed = 0 }) { VerifyConvolutions = false };
+        model.eval();
+        var seen = new Dictionary<Convolution, (long[] Output, long Macs)>();
+        var convolutions = model.modules().OfType<Convolution>().ToList();
+        foreach (var c in convolutions) c.Observer = (layer, x) => seen[layer] = Observed(layer, x);
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var grad = no_grad();
+            model.forward(zeros(1, o.InChannels, height, width));
+        }
+        finally
+        {
+            foreach (var c in convolutions) c.Observer = null;
+        }
+        return new ModelSummary(o, height, width, Rows(model, seen));
+    }
+
+    /// <summary>
+    /// Activation elements per image at <paramref name="height"/> x <paramref name="width"/>, from one small traced pass
+    /// scaled by the pixel count (cheap at any size; off by rounding at odd sizes only).
+    /// </summary>
+    public static double EstimateActivationElements(UNetOptions o, int height, int width)
+    {
+        int probe = Math.Max(64, o.MinimumInputSize);
+        return For(o, probe, probe).ActivationElements * ((double)height * width / ((double)probe * probe));
+    }
+
+    private static (long[] Output, long Macs) Observed(Convolution c, Tensor x)
+    {
+        long inH = x.shape[2], inW = x.shape[3];
+        long Out(long e) => c.Transposed ? (e - 1) * c.Stride - 2 * c.Padding + c.Kernel : (e + 2 * c.Padding - c.Kernel) / c.Stride + 1;
+        long outH = Out(inH), outW = Out(inW);
+        long perPosition = c.InChannels * c.OutChannels * c.Kernel * c.Kernel;
+        return (new[] { c.OutChannels, outH, outW }, perPosition * (c.Transposed ? inH * inW : outH * outW));
+    }
+
+    /// <summary>Convolutions and normalisations in module order; a normalisation has the shape of the convolution before it.</summary>
+    private static List<LayerSummary> Rows(UNet model, Dictionary<Convolution, (long[] Output, long Macs)> seen)
+    {
         var rows = new List<LayerSummary>();
-        bool bias = o.Normalization == NormalizationKind.None;
-        long NormParams(long c) => o.Normalization == NormalizationKind.None ? 0 : 2 * c;
-
-        void Conv(string name, long cin, long cout, int k, long h, long w, bool withBias, string kind = "Conv2d")
-            => rows.Add(new LayerSummary(name, kind, new[] { cout, h, w }, cin * cout * k * k + (withBias ? cout : 0), cin * cout * k * k * h * w));
-        void Double(string prefix, long cin, long cout, long h, long w)
+        long[] last = Array.Empty<long>();
+        foreach (var (name, module) in DepthFirst(model, ""))
         {
-            Conv($"{prefix}.block.conv1", cin, cout, 3, h, w, bias);
-            if (NormParams(cout) > 0) rows.Add(new LayerSummary($"{prefix}.block.norm1", o.Normalization + "Norm", new[] { cout, h, w }, NormParams(cout), 0));
-            Conv($"{prefix}.block.conv2", cout, cout, 3, h, w, bias);
-            if (NormParams(cout) > 0) rows.Add(new LayerSummary($"{prefix}.block.norm2", o.Normalization + "Norm", new[] { cout, h, w }, NormParams(cout), 0));
+            long parameters = module.parameters(recurse: false).Sum(p => p.numel());
+            if (module is Convolution c && seen.TryGetValue(c, out var s))
+            {
+                last = s.Output;
+                rows.Add(new LayerSummary(name, c.Transposed ? "ConvTranspose2d" : "Conv2d", s.Output, parameters, s.Macs));
+            }
+            else if (module is BatchNorm2d || module is GroupNorm)
+                rows.Add(new LayerSummary(name, module is GroupNorm ? "GroupNorm" : "BatchNorm2d", last, parameters, 0));
         }
+        return rows;
+    }
 
-        var ch = Enumerable.Range(0, o.Depth + 1).Select(i => (long)o.BaseChannels << i).ToArray();
-        var sizes = new List<(long H, long W)> { (height, width) };
-        for (int i = 1; i <= o.Depth; i++) sizes.Add((sizes[i - 1].H / 2, sizes[i - 1].W / 2));
-
-        Double("stem", o.InChannels, ch[0], height, width);
-        for (int i = 1; i <= o.Depth; i++)
+    /// <summary>Every submodule, each followed by its own submodules (TorchSharp's <c>named_modules</c> lists a level at a time).</summary>
+    private static IEnumerable<(string Name, nn.Module Module)> DepthFirst(nn.Module module, string prefix)
+    {
+        foreach (var (name, child) in module.named_children())
         {
-            rows.Add(new LayerSummary($"encoder.{i - 1}.pool", "MaxPool2d", new[] { ch[i - 1], sizes[i].H, sizes[i].W }, 0, 0));
-            Double($"encoder.{i - 1}.conv", ch[i - 1], ch[i], sizes[i].H, sizes[i].W);
+            yield return (prefix + name, child);
+            foreach (var inner in DepthFirst(child, prefix + name + ".")) yield return inner;
         }
-        for (int j = 0; j < o.Depth; j++)
-        {
-            int level = o.Depth - 1 - j;
-            var (h, w) = sizes[level];
-            long up = ch[level + 1] / 2;
-            var (uh, uw) = (sizes[level + 1].H * 2, sizes[level + 1].W * 2);
-            if (o.Upsampling == UpsamplingMode.Transposed)
-                rows.Add(new LayerSummary($"decoder.{j}.up", "ConvTranspose2d", new[] { up, uh, uw }, ch[level + 1] * up * 4 + up, ch[level + 1] * up * 4 * sizes[level + 1].H * sizes[level + 1].W));
-            else
-                Conv($"decoder.{j}.up.reduce", ch[level + 1], up, 1, uh, uw, true);
-            Double($"decoder.{j}.conv", ch[level] + up, ch[level], h, w);
-        }
-        Conv("head", ch[0], o.Classes, 1, height, width, true);
-        return new ModelSummary(o, height, width, rows);
     }
 }

@@ -1,25 +1,34 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using Segmentation.Models.Encoders;
 using static TorchSharp.torch;
 
 namespace Segmentation.Models;
 
 /// <summary>
-/// U-Net (Ronneberger et al. 2015): a contracting path that halves the size and doubles the channels at each level,
-/// an expanding path that upsamples back and concatenates the same-resolution feature map of the contracting path
-/// (skip connection), and a 1x1 head to class logits. Any input of at least 2^Depth on a side works; the logits have
-/// exactly the input's height and width.
+/// A U-Net: an <see cref="Encoder"/> (the contracting path), a <see cref="Decoder"/> built from the encoder's stages
+/// (the expanding path, joined to it by skip connections), and a head to class logits. With the default options it is
+/// the U-Net of Ronneberger et al. (2015); with a ResNet encoder it is segmentation_models.pytorch's <c>Unet</c>. Any
+/// input of at least <see cref="UNetOptions.MinimumInputSize"/> on a side works; the logits have exactly the input's
+/// height and width.
 /// </summary>
-/// <remarks>State-dict keys: <c>stem.*</c>, <c>encoder.{i}.*</c> (the last is the bottleneck), <c>decoder.{i}.*</c>, <c>head.*</c>.</remarks>
+/// <remarks>
+/// State-dict keys: <c>encoder.*</c> (for the U-Net encoder <c>encoder.stem.*</c> and <c>encoder.blocks.{i}.*</c>; for
+/// ResNets torchvision's names), <c>decoder.blocks.{i}.*</c>, and <c>head.*</c> (U-Net encoder) or
+/// <c>segmentation_head.0.*</c> (ResNets, smp's name). <see cref="LegacyKey"/> maps the keys of 0.1's checkpoints.
+/// </remarks>
 public sealed class UNet : nn.Module<Tensor, Tensor>
 {
-    private readonly DoubleConv stem;
-    private readonly ModuleList<EncoderBlock> encoder;
-    private readonly ModuleList<DecoderBlock> decoder;
-    private readonly Convolution head;
+    private readonly Encoder encoder;
+    private readonly Decoder decoder;
+    private readonly nn.Module<Tensor, Tensor> head;
+    private readonly Convolution headConvolution;
 
     /// <summary>The options the model was built with.</summary>
     public UNetOptions Options { get; }
+
+    /// <summary>The encoder (for freezing it, a lower learning rate, or pretrained weights).</summary>
+    public Encoder Encoder => encoder;
 
     /// <summary>Builds the model; <paramref name="options"/> are validated first.</summary>
     public UNet(UNetOptions? options = null) : base(nameof(UNet))
@@ -29,17 +38,54 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         var o = Options;
         NativeRuntime.EnsureInitialized();
         using var seed = o.Seed is { } s ? SeededGenerator(s) : null;
-        var channels = Enumerable.Range(0, o.Depth + 1).Select(i => (long)o.BaseChannels << i).ToArray();
+        if (o.Encoder == EncoderKind.UNet)
+        {
+            encoder = new UNetEncoder(o.InChannels, o.BaseChannels, o.Depth, o.Normalization, o.Dropout);
+            decoder = new UNetDecoder(encoder.Stages, o.Upsampling, o.Normalization);
+            head = headConvolution = new Convolution(decoder.OutChannels, o.Classes, 1);
+        }
+        else
+        {
+            encoder = new ResNetEncoder(o.Encoder, o.InChannels);
+            decoder = new SmpDecoder(encoder.Stages, o.DecoderChannels ?? SmpDecoder.DefaultChannels, o.Normalization);
+            headConvolution = new Convolution(decoder.OutChannels, o.Classes, 3, padding: 1);
+            head = nn.Sequential(("0", headConvolution));
+        }
+        register_module("encoder", encoder);
+        register_module("decoder", decoder);
+        register_module(o.Encoder == EncoderKind.UNet ? "head" : "segmentation_head", head);
+    }
 
-        stem = new DoubleConv(o.InChannels, channels[0], o.Normalization);
-        encoder = nn.ModuleList(Enumerable.Range(1, o.Depth)
-            .Select(i => new EncoderBlock(channels[i - 1], channels[i], o.Normalization, i == o.Depth ? o.Dropout : 0))
-            .ToArray());
-        decoder = nn.ModuleList(Enumerable.Range(0, o.Depth).Reverse()
-            .Select(i => new DecoderBlock(channels[i + 1], channels[i], channels[i], o.Upsampling, o.Normalization))
-            .ToArray());
-        head = new Convolution(channels[0], o.Classes, 1);
-        RegisterComponents();
+    /// <summary>
+    /// Loads pretrained encoder weights from a torchvision-layout state dict (<c>.pth</c> or <c>.safetensors</c>; the
+    /// classifier <c>fc.*</c> is left out, and keys may carry an <c>encoder.</c> prefix, as smp's do). An RGB first
+    /// convolution is fitted to this model's input channels (<see cref="ResNetEncoder.AdaptFirstConvolution"/>).
+    /// Returns the number of tensors loaded.
+    /// </summary>
+    public int LoadEncoderWeights(string path)
+    {
+        if (encoder is not ResNetEncoder) throw new OptionsException($"Pretrained encoder weights need a ResNet encoder; this model's encoder is {Options.Encoder}.");
+        using var scope = NewDisposeScope();
+        var source = StateDicts.ReadFile(path)
+            .Where(kv => !kv.Key.StartsWith("fc.", StringComparison.Ordinal))
+            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..] : kv.Key, kv => kv.Value);
+        if (source.TryGetValue("conv1.weight", out var first) && first.shape.Length == 4 && first.shape[1] != Options.InChannels)
+            source["conv1.weight"] = ResNetEncoder.AdaptFirstConvolution(first, Options.InChannels);
+        StateDicts.Load(encoder, source, $"{path} ({Options.Encoder} encoder weights)", key => key.EndsWith("num_batches_tracked", StringComparison.Ordinal));
+        return source.Count;
+    }
+
+    /// <summary>
+    /// The key a 0.1 checkpoint's key has now (0.1 had only the U-Net encoder, with <c>stem.*</c>, <c>encoder.{i}.*</c>
+    /// and <c>decoder.{i}.*</c> at the top), or the key itself.
+    /// </summary>
+    public static string LegacyKey(string key)
+    {
+        if (key.StartsWith("stem.", StringComparison.Ordinal)) return "encoder." + key;
+        foreach (var part in new[] { "encoder.", "decoder." })
+            if (key.StartsWith(part, StringComparison.Ordinal) && key.Length > part.Length && char.IsDigit(key[part.Length]))
+                return part + "blocks." + key[part.Length..];
+        return key;
     }
 
     /// <summary>Logits N x Classes x H x W for images N x InChannels x H x W (float).</summary>
@@ -47,16 +93,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     {
         CheckInput(input);
         if (VerifyConvolutions && !routing) RouteConvolutions(input.shape, training && is_grad_enabled());
-        var skips = new List<Tensor>(Options.Depth);
-        var x = stem.forward(input);
-        foreach (var block in encoder)
-        {
-            skips.Add(x);
-            x = block.forward(x);
-        }
-        for (int i = 0; i < decoder.Count; i++)
-            x = decoder[i].forward(x, skips[skips.Count - 1 - i]);
-        var logits = head.forward(x);
+        var logits = head.forward(decoder.forward(encoder.forward(input)));
         return logits.dtype == ScalarType.Float32 ? logits : logits.to(ScalarType.Float32);
     }
 
@@ -98,7 +135,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     {
         if (inputShape.Length != 4) throw new ArgumentException($"Expected an input shape N x C x H x W; got [{string.Join(", ", inputShape)}].");
         // Kernels are chosen per thread count (oneDNN splits work by threads), device and type, so a new one is checked again.
-        string device = head.Weight.device.ToString();
+        string device = headConvolution.Weight.device.ToString();
         if (!routedInputs.Add((inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(), device, precision))) return null;
         routing = true;
         try { return Convolutions = ConvolutionCheck.Configure(this, inputShape, training); }
@@ -129,6 +166,6 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"UNet was built for {Options.InChannels} input channel(s); the batch has {input.shape[1]}.");
         long min = Options.MinimumInputSize;
         if (input.shape[2] < min || input.shape[3] < min)
-            throw new ArgumentException($"Input of {input.shape[3]}x{input.shape[2]} (WxH) is too small for a U-Net of depth {Options.Depth}: the minimum is {min}x{min}.");
+            throw new ArgumentException($"Input of {input.shape[3]}x{input.shape[2]} (WxH) is too small for {(Options.Encoder == EncoderKind.UNet ? $"a U-Net of depth {Options.Depth}" : $"a {Options.Encoder} U-Net")}: the minimum is {min}x{min}.");
     }
 }

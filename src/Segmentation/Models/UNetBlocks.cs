@@ -26,7 +26,7 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => block.forward(input);
 
-    private static nn.Module<Tensor, Tensor> Norm(long channels, NormalizationKind norm) => norm switch
+    internal static nn.Module<Tensor, Tensor> Norm(long channels, NormalizationKind norm) => norm switch
     {
         NormalizationKind.Batch => nn.BatchNorm2d(channels),
         NormalizationKind.Group => new GroupNorm(Groups(channels), channels),

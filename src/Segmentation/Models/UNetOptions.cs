@@ -1,3 +1,5 @@
+using Segmentation.Models.Encoders;
+
 namespace Segmentation.Models;
 
 /// <summary>How the expanding path doubles the resolution.</summary>
@@ -50,8 +52,18 @@ public sealed record UNetOptions
     /// </summary>
     public int? Seed { get; init; } = 0;
 
-    /// <summary>The smallest height and width the model accepts: 2^Depth.</summary>
-    public int MinimumInputSize => 1 << Depth;
+    /// <summary>
+    /// The encoder. <see cref="EncoderKind.UNet"/> (the default) is the paper's, shaped by <see cref="BaseChannels"/>,
+    /// <see cref="Depth"/>, <see cref="Upsampling"/> and <see cref="Dropout"/>; a ResNet gets segmentation_models.pytorch's
+    /// decoder (<see cref="DecoderChannels"/>), and those four options do not apply to it.
+    /// </summary>
+    public EncoderKind Encoder { get; init; } = EncoderKind.UNet;
+
+    /// <summary>ResNet encoders: output channels of the five decoder blocks (null: smp's 256, 128, 64, 32, 16).</summary>
+    public int[]? DecoderChannels { get; init; }
+
+    /// <summary>The smallest height and width the model accepts: 2^Depth (32 for ResNet encoders).</summary>
+    public int MinimumInputSize => Encoder == EncoderKind.UNet ? 1 << Depth : 32;
 
     /// <summary>Throws <see cref="OptionsException"/> naming the first value outside its range.</summary>
     public void Validate()
@@ -63,6 +75,11 @@ public sealed record UNetOptions
         if ((long)BaseChannels << Depth > 65536) throw new OptionsException($"UNet BaseChannels {BaseChannels} at Depth {Depth} gives {(long)BaseChannels << Depth} bottleneck channels; the limit is 65536.");
         if (Normalization == NormalizationKind.Group && BaseChannels < 2) throw new OptionsException("UNet group normalisation needs BaseChannels of at least 2.");
         if (double.IsNaN(Dropout) || Dropout < 0 || Dropout >= 1) throw new OptionsException($"UNet Dropout is {Dropout}; it must be in [0, 1).");
+        if (!Enum.IsDefined(Encoder)) throw new OptionsException($"UNet Encoder {Encoder} is not one of: {string.Join(", ", Enum.GetNames<EncoderKind>())}.");
+        if (DecoderChannels is { } dc && (Encoder == EncoderKind.UNet || dc.Length != 5 || dc.Any(c => c < 1 || c > 65536)))
+            throw new OptionsException(Encoder == EncoderKind.UNet
+                ? "UNet DecoderChannels apply to ResNet encoders; the U-Net encoder's decoder mirrors it (BaseChannels, Depth)."
+                : $"UNet DecoderChannels [{string.Join(", ", dc)}] must be 5 counts from 1 to 65536 (one per decoder block).");
         if (!Enum.IsDefined(Upsampling)) throw new OptionsException($"UNet Upsampling {Upsampling} is not one of: {string.Join(", ", Enum.GetNames<UpsamplingMode>())}.");
         if (!Enum.IsDefined(Normalization)) throw new OptionsException($"UNet Normalization {Normalization} is not one of: {string.Join(", ", Enum.GetNames<NormalizationKind>())}.");
     }

@@ -86,8 +86,10 @@ public sealed class Checkpoint
         var model = new UNet(Model);
         try
         {
-            using var reader = new BinaryReader(new MemoryStream(Weights));
-            model.load(reader, strict: true);
+            // By name, so that 0.1's checkpoints (stem.*, encoder.{i}.*, decoder.{i}.*) load into today's layout.
+            using var scope = NewDisposeScope();
+            var weights = StateDicts.ReadTorchSharp(Weights).ToDictionary(kv => UNet.LegacyKey(kv.Key), kv => kv.Value);
+            StateDicts.Load(model, weights, "The checkpoint's weights");
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -21,6 +21,7 @@ public sealed class Trainer : IDisposable
     private readonly ISegmentationLoss loss;
     private readonly IDisposable? lossResource;
     private readonly LossScaler? scaler;
+    private readonly double[] groupScales;
 
     /// <summary>float16 training gives up after this many steps in a row skipped for non-finite gradients.</summary>
     public const int MaxConsecutiveSkippedSteps = 30;
@@ -52,9 +53,7 @@ public sealed class Trainer : IDisposable
         model.to(device);
         model.Precision = Options.Precision;
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
-        optimizer = Options.Optimizer == OptimizerKind.Sgd
-            ? optim.SGD(model.parameters(), Options.LearningRate, Options.Momentum, weight_decay: Options.WeightDecay)
-            : (TorchSharp.Modules.OptimizerHelper)optim.AdamW(model.parameters(), Options.LearningRate, weight_decay: Options.WeightDecay);
+        (optimizer, groupScales) = CreateOptimizer(model, Options);
         var ce = new CrossEntropyLoss(Options.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: Options.LabelSmoothing);
         loss = Options.Loss switch
         {
@@ -98,6 +97,42 @@ public sealed class Trainer : IDisposable
             fit.StopReason = "cancelled";
         }
         return fit.Result();
+    }
+
+    /// <summary>
+    /// One parameter group, or two (encoder first, then the rest) when the encoder learns at another rate or starts
+    /// frozen; returns the optimiser and each group's share of the scheduled learning rate.
+    /// </summary>
+    private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(UNet model, TrainerOptions o)
+    {
+        bool split = o.EncoderLearningRateScale != 1 || o.FreezeEncoderEpochs > 0;
+        var encoderParameters = model.Encoder.parameters().ToHashSet();
+        var groups = new List<(List<TorchSharp.Modules.Parameter> Parameters, double Scale)>();
+        if (split)
+        {
+            groups.Add((model.parameters().Where(encoderParameters.Contains).ToList(), o.EncoderLearningRateScale));
+            groups.Add((model.parameters().Where(p => !encoderParameters.Contains(p)).ToList(), 1.0));
+        }
+        else groups.Add((model.parameters().ToList(), 1.0));
+        var scales = groups.Select(g => g.Scale).ToArray();
+        if (o.Optimizer == OptimizerKind.Sgd)
+            return (optim.SGD(groups.Select(g => new TorchSharp.Modules.SGD.ParamGroup(g.Parameters, o.LearningRate * g.Scale, o.Momentum, weight_decay: o.WeightDecay)), o.LearningRate, o.Momentum, weight_decay: o.WeightDecay), scales);
+        return (optim.AdamW(groups.Select(g => new TorchSharp.Modules.AdamW.ParamGroup(g.Parameters, o.LearningRate * g.Scale, weight_decay: o.WeightDecay)), o.LearningRate, weight_decay: o.WeightDecay), scales);
+    }
+
+    /// <summary>Sets every group's learning rate: the scheduled rate times the group's share.</summary>
+    private void SetLearningRate(double lr)
+    {
+        int i = 0;
+        foreach (var g in optimizer.ParamGroups) g.LearningRate = lr * groupScales[Math.Min(i++, groupScales.Length - 1)];
+    }
+
+    /// <summary>Freezes the encoder during the first <see cref="TrainerOptions.FreezeEncoderEpochs"/> epochs, and thaws it after.</summary>
+    private void FreezeEncoderFor(int epoch)
+    {
+        if (Options.FreezeEncoderEpochs == 0) return;
+        bool frozen = epoch <= Options.FreezeEncoderEpochs;
+        foreach (var p in model.Encoder.parameters()) p.requires_grad_(!frozen);
     }
 
     /// <summary>The data must fit the model and each other; returns the training data's description.</summary>
@@ -218,6 +253,7 @@ public sealed class Trainer : IDisposable
         private (double LossMean, int Images, double LearningRate, long OptimizerStep) TrainEpoch(int epoch, Stopwatch epochClock)
         {
             t.model.train();
+            t.FreezeEncoderFor(epoch);
             double lossSum = 0; int images = 0, step = 0, steps = trainLoader.BatchesPerEpoch;
             long optStep = State.OptimizerStep, skippedBefore = t.scaler?.SkippedSteps ?? 0;
             double lr = schedule.RateAt(optStep);
@@ -229,7 +265,7 @@ public sealed class Trainer : IDisposable
                 if (apply)
                 {
                     lr = schedule.RateAt(optStep);
-                    foreach (var g in t.optimizer.ParamGroups) g.LearningRate = lr;
+                    t.SetLearningRate(lr);
                 }
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
@@ -352,7 +388,7 @@ public sealed class Trainer : IDisposable
     {
         if (device.type != DeviceType.CPU) return; // CUDA reports its own out-of-memory error, with figures
         if (size.Height < o.MinimumInputSize || size.Width < o.MinimumInputSize) return; // refused with its own message
-        double perImage = ModelSummary.For(o, size.Height, size.Width).Layers.Sum(l => (double)l.OutputShape.Aggregate(1L, (a, b) => a * b));
+        double perImage = ModelSummary.EstimateActivationElements(o, size.Height, size.Width);
         double needed = perImage * batch * sizeof(float) * 2;
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available)

@@ -112,6 +112,10 @@ public sealed record TrainerOptions
     /// whatever it is; float16 trains with dynamic loss scaling (<see cref="LossScaler"/>).
     /// </summary>
     public Models.Precision Precision { get; init; } = Models.Precision.Float32;
+    /// <summary>The encoder's learning rate as a share of <see cref="LearningRate"/> (for instance 0.1 for a pretrained encoder).</summary>
+    public double EncoderLearningRateScale { get; init; } = 1;
+    /// <summary>Epochs at the start during which the encoder is frozen (no gradients, no updates; its batch norm statistics still follow the data).</summary>
+    public int FreezeEncoderEpochs { get; init; }
     /// <summary>float16 only: the loss scale to start from (it then adapts, as <see cref="LossScaler"/> says).</summary>
     public double InitialLossScale { get; init; } = 65536;
     /// <summary>float16 only: good steps in a row before the loss scale doubles.</summary>
@@ -138,6 +142,8 @@ public sealed record TrainerOptions
         if (!(ScaleMin > 0 && ScaleMax >= ScaleMin)) throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
         if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
         if (CacheBytes < 0) throw new OptionsException($"The sample cache is {CacheBytes / (1 << 20)} MiB; it must be 0 (off) or more.");
+        if (!(EncoderLearningRateScale >= 0) || double.IsInfinity(EncoderLearningRateScale)) throw new OptionsException($"Encoder learning-rate scale is {EncoderLearningRateScale}; it must be 0 or more.");
+        if (FreezeEncoderEpochs < 0) throw new OptionsException($"Freeze-encoder epochs is {FreezeEncoderEpochs}; it must be 0 or more.");
         if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new OptionsException($"Initial loss scale is {InitialLossScale}; it must be a positive number.");
         if (LossScaleGrowthInterval < 1) throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least 1.");
         if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Loss) || !Enum.IsDefined(Precision)) throw new OptionsException("Unknown optimiser, schedule, loss or precision.");

@@ -34,10 +34,11 @@ public class UNetTests
     {
         using var model = Small();
         var keys = model.state_dict().Keys.ToList();
-        Assert.Contains("stem.block.conv1.weight", keys);
-        Assert.Contains("encoder.2.conv.block.norm2.running_mean", keys);
-        Assert.Contains("decoder.0.up.weight", keys);
+        Assert.Contains("encoder.stem.block.conv1.weight", keys);
+        Assert.Contains("encoder.blocks.2.conv.block.norm2.running_mean", keys);
+        Assert.Contains("decoder.blocks.0.up.weight", keys);
         Assert.Contains("head.bias", keys);
+        Assert.All(keys, k => Assert.Equal(k, UNet.LegacyKey(k))); // today's keys are left alone by the 0.1 mapping
     }
 
     [Fact]
