@@ -162,6 +162,34 @@ public class CliTests
     }
 
     [Fact]
+    public void Train_with_a_pretrained_ResNet_encoder_runs_end_to_end_and_summary_counts_it()
+    {
+        using var d = new TempDir();
+        // Pretrained weights as torchvision writes them: made here, saved as a .pth with the classifier.
+        using (var scope = TorchSharp.torch.NewDisposeScope())
+        {
+            var file = new System.Collections.Hashtable();
+            foreach (var (key, shape) in Segmentation.Tests.Models.EncoderTests.TorchvisionLayout(Segmentation.Models.Encoders.EncoderKind.ResNet18))
+                file[key] = key.EndsWith("num_batches_tracked") ? TorchSharp.torch.tensor(0L) : TorchSharp.torch.randn(shape) * 0.01;
+            TorchSharp.PyBridge.PyTorchPickler.PickleStateDict(d["resnet18.pth"], file);
+        }
+        var r = Run("train", "--data", "builtin:shapes?count=24&size=32&seed=3", "--encoder", "resnet18", "--encoder-weights", d["resnet18.pth"],
+            "--freeze-encoder-epochs", "1", "--encoder-lr-scale", "0.1", "--epochs", "2", "--batch-size", "4", "--workers", "1", "--device", "cpu", "--out", d["run"], "--json");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains($"encoder weights: 120 tensors from {d["resnet18.pth"]}", r.Err);
+        var summary = r.LastJson();
+        Assert.Equal(14_328_209 + 3 * (16 * 9 + 1), (long)summary["params"]!); // smp's count for 1 class, plus 3 more 3x3 head filters (4 classes)
+        Assert.True(Segmentation.Training.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder == Segmentation.Models.Encoders.EncoderKind.ResNet18);
+
+        var s = Run("summary", "--encoder", "resnet34", "--classes", "1", "--json");
+        Assert.Equal(0, s.Code);
+        Assert.Equal(24_436_369, (long)s.LastJson()["params"]!);
+        var bad = Run("train", "--encoder", "resnet18", "--encoder-weights", d["missing.pth"], "--out", d["run2"]);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("missing.pth: no such weights file", bad.Err);
+    }
+
+    [Fact]
     public void Bench_train_times_each_precision_side_by_side()
     {
         var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "2", "--warmup", "0", "--device", "cpu", "--precision", "fp32,bf16", "--no-bare", "--json");
