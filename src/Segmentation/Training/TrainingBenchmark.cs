@@ -106,7 +106,11 @@ public static class TrainingBenchmark
                 model.train();
                 steps.Add(($"trainer {precision.ShortName()}", precision, () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
             }
-            if (o.CompareBare) steps.Add(($"bare {o.Precisions[0].ShortName()}", o.Precisions[0], BareLoop(o, batch, norm, device, disposables)));
+            if (o.CompareBare)
+            {
+                var bare = o.Model.Encoder == Models.Encoders.EncoderKind.UNet ? o.Precisions[0] : Precision.Float32;
+                steps.Add(($"bare {bare.ShortName()}", bare, BareLoop(o, batch, norm, device, disposables)));
+            }
             var timings = Alternate(steps, o, progress);
             return new TrainingBenchmarkResult
             {
@@ -154,12 +158,22 @@ public static class TrainingBenchmark
         return new HostBatch { Count = o.BatchSize, Channels = o.Model.InChannels, Height = h, Width = w, Images = images, Masks = masks };
     }
 
-    /// <summary>The same step as a bare TorchSharp loop on its own model (which checks its convolutions on its first forward).</summary>
+    /// <summary>
+    /// The same step as a bare TorchSharp loop on its own model: for ResNet encoders the same layers written straight on
+    /// TorchSharp (<see cref="StraightResNetUNet"/>, float32); for the U-Net encoder our model (which checks its
+    /// convolutions on its first forward), in the first precision.
+    /// </summary>
     private static Action BareLoop(TrainingBenchmarkOptions o, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
     {
-        var model = new UNet(o.Model);
+        nn.Module<Tensor, Tensor> model;
+        if (o.Model.Encoder == Models.Encoders.EncoderKind.UNet)
+            model = new UNet(o.Model) { Precision = o.Precisions[0] };
+        else
+        {
+            random.manual_seed(o.Seed);
+            model = new StraightResNetUNet(o.Model.Encoder, o.Model.InChannels, o.Model.Classes);
+        }
         model.to(device);
-        model.Precision = o.Precisions[0];
         model.train();
         var optimizer = optim.AdamW(model.parameters(), 1e-4, weight_decay: 1e-4);
         var images = tensor(batch.Images, new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device);

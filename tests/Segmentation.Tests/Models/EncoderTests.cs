@@ -99,6 +99,20 @@ public class EncoderTests
     }
 
     [Theory]
+    [InlineData(EncoderKind.ResNet34)]
+    [InlineData(EncoderKind.ResNet50)]
+    public void The_benchmarks_straight_TorchSharp_model_has_the_same_layers(EncoderKind kind)
+    {
+        using var ours = new UNet(ResNet(kind, classes: 2));
+        using var straight = new Segmentation.Training.StraightResNetUNet(kind, 3, 2);
+        Assert.Equal(ours.ParameterCount(), straight.parameters().Sum(p => p.numel()));
+        using var scope = NewDisposeScope();
+        using var grad = no_grad();
+        straight.eval();
+        Assert.Equal(new long[] { 1, 2, 64, 96 }, straight.forward(randn(1, 3, 64, 96)).shape);
+    }
+
+    [Theory]
     [InlineData(EncoderKind.ResNet18)]
     [InlineData(EncoderKind.ResNet34)]
     [InlineData(EncoderKind.ResNet50)]
