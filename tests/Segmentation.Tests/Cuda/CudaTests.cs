@@ -100,28 +100,5 @@ public class CudaTests
     [InlineData(Precision.BFloat16, 0.95)]
     [InlineData(Precision.Float16, 0.99)]
     public void Low_precision_on_CUDA_matches_float32_within_the_documented_tolerance(Precision precision, double minCosine)
-    {
-        using var scope = NewDisposeScope();
-        var g = new Generator(7);
-        var x = randn(new long[] { 2, 3, 40, 40 }, generator: g).cuda();
-        var masks = randint(0, 4, new long[] { 2, 40, 40 }, generator: g).cuda();
-        (Tensor Logits, float Loss, Tensor Gradient) Run(Precision p)
-        {
-            using var net = new UNet(Tiny with { Seed = 3 });
-            net.to(CUDA);
-            net.Precision = p;
-            net.train();
-            var logits = net.forward(x);
-            var loss = nn.functional.cross_entropy(logits, masks);
-            loss.backward();
-            return (logits.detach(), loss.item<float>(), cat(net.parameters().Select(q => q.grad!.flatten()).ToArray()));
-        }
-        var (y32, l32, g32) = Run(Precision.Float32);
-        var (yLow, lLow, gLow) = Run(precision);
-        double logitError = (yLow - y32).abs().max().item<float>() / y32.abs().max().item<float>();
-        double cosine = (g32 * gLow).sum().item<float>() / (g32.norm().item<float>() * gLow.norm().item<float>());
-        Assert.True(logitError < 0.05, $"logits differ by {logitError:P2} of their largest magnitude");
-        Assert.True(Math.Abs(lLow - l32) / l32 < 0.01, $"loss {lLow} against {l32}");
-        Assert.True(cosine >= minCosine, $"gradient cosine {cosine:F4} < {minCosine}");
-    }
+        => Segmentation.Tests.Training.PrecisionTests.AssertMatchesFloat32(precision, NormalizationKind.Batch, minCosine, CUDA);
 }

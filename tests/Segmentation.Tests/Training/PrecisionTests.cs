@@ -104,14 +104,19 @@ public class PrecisionTests
     [InlineData(Precision.BFloat16, NormalizationKind.Group, 0.95)]
     [InlineData(Precision.Float16, NormalizationKind.Batch, 0.99)]
     public void Low_precision_forward_and_backward_match_float32_within_the_documented_tolerance(Precision precision, NormalizationKind norm, double minCosine)
+        => AssertMatchesFloat32(precision, norm, minCosine, CPU);
+
+    /// <summary>One batch through the same weights in float32 and in <paramref name="precision"/> on <paramref name="device"/>, held to the documented tolerance.</summary>
+    internal static void AssertMatchesFloat32(Precision precision, NormalizationKind norm, double minCosine, Device device)
     {
         using var scope = NewDisposeScope();
         var g = new Generator(7);
-        var x = randn(new long[] { 2, 3, 40, 40 }, generator: g);
-        var masks = randint(0, 4, new long[] { 2, 40, 40 }, generator: g);
+        var x = randn(new long[] { 2, 3, 40, 40 }, generator: g).to(device);
+        var masks = randint(0, 4, new long[] { 2, 40, 40 }, generator: g).to(device);
         (Tensor Logits, float Loss, Tensor Gradient) Run(Precision p)
         {
             using var net = new UNet(Tiny with { Normalization = norm, Seed = 3 });
+            net.to(device);
             net.Precision = p;
             net.train();
             var logits = net.forward(x);
