@@ -99,6 +99,7 @@ internal static class DoctorCommand
         var kinds = new (string Name, int K, int S, int P, bool T)[] { ("3x3", 3, 1, 1, false), ("3x3/s2", 3, 2, 1, false), ("7x7/s2", 7, 2, 3, false), ("1x1", 1, 1, 0, false), ("1x1/s2", 1, 2, 0, false), ("T2x2", 2, 2, 0, true) };
         var wrong = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => new List<string>());
         var worst = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => 0.0); // largest error among the shapes that passed
+        var quarantined = Enum.GetValues<ConvolutionRoute>().ToDictionary(r => r, _ => 0); // not tried: known to kill the process
         int total = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         foreach (var cin in cs) foreach (var cout in cs) foreach (var hw in ss) foreach (var k in kinds)
@@ -108,6 +109,7 @@ internal static class DoctorCommand
             total++;
             foreach (var route in Enum.GetValues<ConvolutionRoute>())
             {
+                if (!ConvolutionCheck.Candidates(shape, device).Contains(route)) { quarantined[route]++; continue; }
                 var r = ConvolutionCheck.Check(shape, route, device);
                 if (r.Passed) worst[route] = Math.Max(worst[route], Math.Max(r.OutputError, Math.Max(r.InputGradientError, r.WeightGradientError)));
                 else wrong[route].Add(shape.ToString());
@@ -118,13 +120,13 @@ internal static class DoctorCommand
         if (asJson)
         {
             var o = new JsonObject { ["shapes"] = total, ["threads"] = get_num_threads(), ["device"] = device.ToString(), ["precision"] = precision.ShortName(), ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1) };
-            foreach (var (route, list) in wrong) o[route.ToString().ToLowerInvariant()] = new JsonObject { ["wrong"] = list.Count, ["largestPassingError"] = worst[route], ["first"] = new JsonArray(list.Take(10).Select(x => (JsonNode?)x).ToArray()) };
+            foreach (var (route, list) in wrong) o[route.ToString().ToLowerInvariant()] = new JsonObject { ["wrong"] = list.Count, ["notTried"] = quarantined[route], ["largestPassingError"] = worst[route], ["first"] = new JsonArray(list.Take(10).Select(x => (JsonNode?)x).ToArray()) };
             ctx.Out.WriteLine(o.ToJsonString());
             return Cli.Ok;
         }
         ctx.Out.WriteLine($"{total} shapes (channels {channelList} in and out, sizes {sizeList}, {kinds.Length} kernels), batch 2, {precision.ShortName()} on {device}, {get_num_threads()} thread(s), against float64 with junk-filled allocations, {clock.Elapsed.TotalSeconds:F0} s; tolerance {ConvolutionCheck.ToleranceFor(precision.ComputeType(), device):0e0}:");
         foreach (var (route, list) in wrong)
-            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong (largest error of the rest {worst[route]:0.0e0}){(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}"));
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {route.ToString().ToLowerInvariant(),-7} {list.Count,5} wrong (largest error of the rest {worst[route]:0.0e0}){(quarantined[route] > 0 ? $", {quarantined[route]} not tried (1x1 stride-2 backward: the kernel crashes the process)" : "")}{(list.Count > 0 ? $", e.g. {string.Join("; ", list.Take(4))}" : "")}"));
         return Cli.Ok;
     }
 
@@ -159,9 +161,11 @@ internal static class DoctorCommand
 
     private static string Verdict(ConvolutionReport report)
     {
-        var rerouted = report.Layers.Where(l => l.Route != ConvolutionRoute.Direct).ToList();
-        return rerouted.Count == 0
-            ? $"OK: all {report.Layers.Count} convolutions match float64 with libtorch's direct kernels"
-            : $"OK: all {report.Layers.Count} convolutions have a route that matches float64; the direct kernel was wrong for {rerouted.Count} ({string.Join(", ", rerouted.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))}), so training uses the route shown";
+        var rerouted = report.Layers.Where(l => l.Route != ConvolutionRoute.Direct && l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct)).ToList();
+        var untried = report.Layers.Where(l => !l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct)).ToList();
+        string crashing = untried.Count == 0 ? "" : $"; {untried.Count} take {string.Join(", ", untried.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))} without trying the direct kernel, which crashes the process for 1x1 stride-2 gradients on the CPU";
+        if (rerouted.Count == 0 && untried.Count == 0) return $"OK: all {report.Layers.Count} convolutions match float64 with libtorch's direct kernels";
+        string wrong = rerouted.Count == 0 ? "" : $"; the direct kernel was wrong for {rerouted.Count} ({string.Join(", ", rerouted.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))}), so training uses the route shown";
+        return $"OK: all {report.Layers.Count} convolutions have a route that matches float64{wrong}{crashing}";
     }
 }

@@ -64,7 +64,7 @@ public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double 
     {
         var counts = Enum.GetValues<ConvolutionRoute>().Select(r => (r, n: Layers.Count(l => l.Route == r))).Where(x => x.n > 0)
             .Select(x => $"{x.n} {x.r.ToString().ToLowerInvariant()}");
-        var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => $"{l.Layer} ({l.Shapes[0].InChannels}->{l.Shapes[0].OutChannels} {(l.Shapes[0].Transposed ? "T" : "")}{l.Shapes[0].Kernel}x{l.Shapes[0].Kernel}): {l.Route.ToString().ToLowerInvariant()}").ToList();
+        var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => $"{l.Layer} ({l.Shapes[0].InChannels}->{l.Shapes[0].OutChannels} {(l.Shapes[0].Transposed ? "T" : "")}{l.Shapes[0].Kernel}x{l.Shapes[0].Kernel}{(l.Shapes[0].Stride > 1 ? $"/s{l.Shapes[0].Stride}" : "")}): {l.Route.ToString().ToLowerInvariant()}{(l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct) ? "" : " (direct not tried: it crashes)")}").ToList();
         return $"convolution check for {(Training ? "training" : "inference")} input {string.Join("x", Input)} ({Device}, {Threads} thread(s), {Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
             + (rerouted.Count > 0 ? $"; the direct kernel was wrong for {string.Join("; ", rerouted)}" : "; every direct kernel was right");
     }
@@ -158,11 +158,25 @@ public static class ConvolutionCheck
         return FirstRight(new[] { shape }, device, shape.ToString()).Route;
     }
 
+    /// <summary>
+    /// Shapes whose oneDNN kernels must not even be tried on the CPU, because trying kills the process: libtorch 2.10's
+    /// <c>jit_1x1</c> backward pass of a 1x1 stride-2 convolution divides by zero (SIGFPE) for 512->1024 and
+    /// 1024->2048 channels (ResNet-50's shortcuts) at every size tried, on the AVX-512 build machine. No in-process check
+    /// survives that, so every 1x1 stride-2 convolution that needs gradients takes the im2col route on the CPU, checked
+    /// like any other. (Forward-only use, inference, is not affected and goes through the check as usual.)
+    /// </summary>
+    public static bool Quarantined(ConvolutionShape s, Device device) =>
+        device.type == DeviceType.CPU && s.Backward && !s.Transposed && s.Kernel == 1 && s.Stride == 2;
+
+    /// <summary>The routes to try for <paramref name="shape"/> on <paramref name="device"/>, in order.</summary>
+    public static IEnumerable<ConvolutionRoute> Candidates(ConvolutionShape shape, Device device) =>
+        Quarantined(shape, device) ? new[] { ConvolutionRoute.Unfold } : Enum.GetValues<ConvolutionRoute>();
+
     /// <summary>The first route right at every one of <paramref name="shapes"/>, and every check made on the way.</summary>
     private static (ConvolutionRoute Route, List<(ConvolutionShape, RouteResult)> Tried) FirstRight(IReadOnlyList<ConvolutionShape> shapes, Device device, string what)
     {
         var tried = new List<(ConvolutionShape, RouteResult)>();
-        foreach (var route in Enum.GetValues<ConvolutionRoute>())
+        foreach (var route in shapes.Any(s => Quarantined(s, device)) ? new[] { ConvolutionRoute.Unfold } : Enum.GetValues<ConvolutionRoute>())
         {
             bool all = true;
             foreach (var s in shapes)
