@@ -25,126 +25,96 @@ internal static class TrainCommand
     public static Command Create(CommandContext ctx)
     {
         var cmd = new Command("train", "Train a U-Net. Without --data it trains on the built-in shapes data set (the README's main job).");
-        var data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/), or builtin:shapes.", DefaultValueFactory = _ => "builtin:shapes" };
-        var val = new Option<string?>("--val") { Description = "Validation folder (images/ and masks/)." };
-        var valSplit = new Option<double?>("--val-split") { Description = "Share of --data held out for validation when there is no validation folder (default 0.2)." };
-        var d = DataFlags.Add(cmd);
-        var inChannels = new Option<int?>("--in-channels") { Description = "Image channels fed to the model (default: 1 for gray data, else 3)." };
-        var epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 12)." };
-        var batch = new Option<int?>("--batch-size") { Description = "Batch size (default 4; shapes: 8)." };
-        var crop = new Option<string?>("--crop") { Description = "Random training crop HxW, after random scaling (e.g. 256x256)." };
-        var size = new Option<string?>("--size") { Description = "Resize every image to HxW first." };
-        var lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 3e-3)." };
-        var optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
-        var schedule = new Option<string>("--schedule") { Description = "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
-        var warmup = new Option<double>("--warmup") { Description = "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
-        var weightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 1e-4 };
-        var clip = new Option<double?>("--clip") { Description = "Clip the gradient norm to this." };
-        var accumulate = new Option<int>("--accumulate") { Description = "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
-        var model = ModelFlags.Add(cmd);
-        var loss = new Option<string?>("--loss") { Description = "ce, dice or ce+dice (default ce; shapes: ce+dice)." };
-        var classWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
-        var smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
-        var noAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
-        var vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
-        var evalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
-        var patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without a better mean IoU." };
-        var workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
-        var cacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
-        var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
-        var encoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder)." };
-        var encoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
-        var freezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
-        var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-        var timeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
-        var outDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
-        var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
-        var json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
-        foreach (var o in new Option[] { data, val, valSplit, inChannels, epochs, batch, crop, size, lr, optimizer, schedule, warmup, weightDecay, clip, accumulate, loss, classWeights, smoothing, noAugment, vflip, evalEvery, patience, workers, cacheMb, device, precision, encoderWeights, encoderLr, freezeEncoder, seed, timeLimit, outDir, resume, overwrite, json })
-            cmd.Options.Add(o);
-
-        cmd.SetAction(p =>
-        {
-            bool asJson = p.GetValue(json);
-            var log = asJson ? ctx.Err : ctx.Out;
-            string dir = p.GetValue(outDir) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-            Checkpoint? resumeFrom = null;
-            RunConfig config;
-            var run = new RunFolder(dir);
-            if (p.GetValue(resume) && p.GetValue(overwrite)) throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
-            if (!p.GetValue(resume) && run.HoldsRun)
-            {
-                if (!p.GetValue(overwrite))
-                    throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
-                foreach (var f in run.RunFiles.Append(run.Curves).Where(File.Exists)) File.Delete(f);
-                if (Directory.Exists(run.Overlays)) Directory.Delete(run.Overlays, recursive: true);
-                log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
-            }
-            if (p.GetValue(resume))
-            {
-                if (p.GetValue(outDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
-                var lastPath = Path.Combine(dir, "last.ckpt");
-                if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
-                RefuseFlagsThatCannotChange(p, cmd, dir);
-                resumeFrom = Checkpoint.Load(lastPath);
-                config = RunConfig.Load(Path.Combine(dir, "run.json"), dir, log);
-                var t0 = config.Trainer;
-                config = config with
-                {
-                    Trainer = t0 with
-                    {
-                        Epochs = p.GetValue(epochs) ?? t0.Epochs,
-                        TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : t0.TimeLimit,
-                        Workers = p.GetResult(workers) is { Implicit: false } ? p.GetValue(workers) : t0.Workers,
-                        CacheBytes = p.GetResult(cacheMb) is { Implicit: false } ? Math.Max(-1, p.GetValue(cacheMb)) * (1L << 20) : t0.CacheBytes,
-                        Device = p.GetResult(device) is { Implicit: false } ? p.GetValue(device)! : t0.Device,
-                        EvalEvery = p.GetResult(evalEvery) is { Implicit: false } ? p.GetValue(evalEvery) : t0.EvalEvery,
-                        EarlyStoppingPatience = p.GetValue(patience) ?? t0.EarlyStoppingPatience,
-                    },
-                };
-                config.Trainer.Validate();
-                log.WriteLine($"resuming {lastPath}: epoch {resumeFrom.State.Epoch} of {config.Trainer.Epochs} done");
-            }
-            else
-            {
-                string dataSpec = p.GetValue(data)!;
-                bool shapes = dataSpec.StartsWith("builtin:shapes", StringComparison.OrdinalIgnoreCase);
-                if (shapes && !dataSpec.Contains('?')) dataSpec = $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(seed)}";
-                var trainerOptions = new TrainerOptions
-                {
-                    Epochs = p.GetValue(epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
-                    BatchSize = p.GetValue(batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
-                    Crop = p.GetValue(crop) is { } c ? Size2.Parse(c) : null,
-                    Size = p.GetValue(size) is { } s ? Size2.Parse(s) : null,
-                    LearningRate = p.GetValue(lr) ?? (shapes ? ShapesDefaults.LearningRate : 1e-3),
-                    Optimizer = Cli.ParseEnum(p.GetValue(optimizer)!, "--optimizer", ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)),
-                    Schedule = Cli.ParseEnum(p.GetValue(schedule)!, "--schedule", ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
-                    WarmupFraction = p.GetValue(warmup), WeightDecay = p.GetValue(weightDecay), GradientClipNorm = p.GetValue(clip),
-                    AccumulationSteps = p.GetValue(accumulate),
-                    Loss = Cli.ParseEnum(p.GetValue(loss) ?? (shapes ? ShapesDefaults.Loss : "ce"), "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
-                    LabelSmoothing = p.GetValue(smoothing), Augment = !p.GetValue(noAugment), VerticalFlip = p.GetValue(vflip),
-                    EvalEvery = p.GetValue(evalEvery), EarlyStoppingPatience = p.GetValue(patience), Workers = p.GetValue(workers),
-                    CacheBytes = p.GetValue(cacheMb) >= 0 ? (long)p.GetValue(cacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(cacheMb)} must be 0 (no cache) or more."),
-                    Device = p.GetValue(device)!, Seed = p.GetValue(seed), Precision = Precisions.Parse(p.GetValue(precision)!),
-                    EncoderLearningRateScale = p.GetValue(encoderLr), FreezeEncoderEpochs = p.GetValue(freezeEncoder),
-                    TimeLimit = p.GetValue(timeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
-                };
-                trainerOptions.Validate();
-                var dataOptions = DataFlags.Read(p, d, p.GetValue(inChannels));
-                config = new RunConfig
-                {
-                    Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(valSplit),
-                    DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
-                    Model = ModelFlags.Read(p, model, shapes),
-                    EncoderWeights = p.GetValue(encoderWeights) is { } ew ? Path.GetFullPath(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(classWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
-                    Trainer = trainerOptions,
-                };
-            }
-            return Train(ctx, log, dir, config, resumeFrom, asJson);
-        });
+        var flags = new TrainFlags(cmd);
+        cmd.SetAction(p => Run(ctx, cmd, flags, p));
         return cmd;
+    }
+
+    private static int Run(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p)
+    {
+        bool asJson = p.GetValue(flags.Json);
+        var log = asJson ? ctx.Err : ctx.Out;
+        string dir = p.GetValue(flags.OutDir) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        Checkpoint? resumeFrom = null;
+        RunConfig config;
+        var run = new RunFolder(dir);
+        if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite)) throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
+        if (!p.GetValue(flags.Resume) && run.HoldsRun)
+        {
+            if (!p.GetValue(flags.Overwrite))
+                throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
+            foreach (var f in run.RunFiles.Append(run.Curves).Where(File.Exists)) File.Delete(f);
+            if (Directory.Exists(run.Overlays)) Directory.Delete(run.Overlays, recursive: true);
+            log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
+        }
+        if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
+        else config = NewRun(p, flags);
+        return Train(ctx, log, dir, config, resumeFrom, asJson);
+    }
+
+    /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last checkpoint.</summary>
+    private static (RunConfig, Checkpoint) Resume(ParseResult p, Command cmd, TrainFlags flags, string dir, TextWriter log)
+    {
+        if (p.GetValue(flags.OutDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
+        var lastPath = Path.Combine(dir, "last.ckpt");
+        if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
+        RefuseFlagsThatCannotChange(p, cmd, dir);
+        var resumeFrom = Checkpoint.Load(lastPath);
+        var config = RunConfig.Load(Path.Combine(dir, "run.json"), dir, log);
+        var t0 = config.Trainer;
+        config = config with
+        {
+            Trainer = t0 with
+            {
+                Epochs = p.GetValue(flags.Epochs) ?? t0.Epochs,
+                TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : t0.TimeLimit,
+                Workers = p.GetResult(flags.Workers) is { Implicit: false } ? p.GetValue(flags.Workers) : t0.Workers,
+                CacheBytes = p.GetResult(flags.CacheMb) is { Implicit: false } ? Math.Max(-1, p.GetValue(flags.CacheMb)) * (1L << 20) : t0.CacheBytes,
+                Device = p.GetResult(flags.Device) is { Implicit: false } ? p.GetValue(flags.Device)! : t0.Device,
+                EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery) : t0.EvalEvery,
+                EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.EarlyStoppingPatience,
+            },
+        };
+        config.Trainer.Validate();
+        log.WriteLine($"resuming {lastPath}: epoch {resumeFrom.State.Epoch} of {config.Trainer.Epochs} done");
+        return (config, resumeFrom);
+    }
+
+    /// <summary>A new run's configuration from the flags (the built-in shapes data get the main job's defaults).</summary>
+    private static RunConfig NewRun(ParseResult p, TrainFlags flags)
+    {
+        string dataSpec = p.GetValue(flags.Data)!;
+        bool shapes = dataSpec.StartsWith("builtin:shapes", StringComparison.OrdinalIgnoreCase);
+        if (shapes && !dataSpec.Contains('?')) dataSpec = $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(flags.Seed)}";
+        var trainerOptions = new TrainerOptions
+        {
+            Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
+            BatchSize = p.GetValue(flags.Batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
+            Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
+            Size = p.GetValue(flags.Size) is { } s ? Size2.Parse(s) : null,
+            LearningRate = p.GetValue(flags.Lr) ?? (shapes ? ShapesDefaults.LearningRate : 1e-3),
+            Optimizer = Cli.ParseEnum(p.GetValue(flags.Optimizer)!, "--optimizer", ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)),
+            Schedule = Cli.ParseEnum(p.GetValue(flags.Schedule)!, "--schedule", ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
+            WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay), GradientClipNorm = p.GetValue(flags.Clip),
+            AccumulationSteps = p.GetValue(flags.Accumulate),
+            Loss = Cli.ParseEnum(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce"), "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
+            LabelSmoothing = p.GetValue(flags.Smoothing), Augment = !p.GetValue(flags.NoAugment), VerticalFlip = p.GetValue(flags.Vflip),
+            EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience), Workers = p.GetValue(flags.Workers),
+            CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
+            Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed), Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
+            EncoderLearningRateScale = p.GetValue(flags.EncoderLr), FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
+            TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
+        };
+        trainerOptions.Validate();
+        var dataOptions = DataFlags.Read(p, flags.D, p.GetValue(flags.InChannels));
+        return new RunConfig
+        {
+            Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(flags.Val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(flags.ValSplit),
+            DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
+            Model = ModelFlags.Read(p, flags.Model, shapes),
+            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? Path.GetFullPath(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
+            Trainer = trainerOptions,
+        };
     }
 
     /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it is.</summary>
@@ -339,4 +309,55 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
     private static string F(double v) => double.IsNaN(v) ? "-" : v.ToString("F4", CultureInfo.InvariantCulture);
 
     private static string Format(TimeSpan? t) => t is { } v ? (v.TotalHours >= 1 ? v.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : v.ToString(@"mm\:ss", CultureInfo.InvariantCulture)) : "--:--";
+}
+
+/// <summary>The flags of <c>segment train</c>.</summary>
+internal sealed class TrainFlags
+{
+    public readonly Option<string> Data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/), or builtin:shapes.", DefaultValueFactory = _ => "builtin:shapes" };
+    public readonly Option<string?> Val = new Option<string?>("--val") { Description = "Validation folder (images/ and masks/)." };
+    public readonly Option<double?> ValSplit = new Option<double?>("--val-split") { Description = "Share of --data held out for validation when there is no validation folder (default 0.2)." };
+    public readonly Option<int?> InChannels = new Option<int?>("--in-channels") { Description = "Image channels fed to the model (default: 1 for gray data, else 3)." };
+    public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 12)." };
+    public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Batch size (default 4; shapes: 8)." };
+    public readonly Option<string?> Crop = new Option<string?>("--crop") { Description = "Random training crop HxW, after random scaling (e.g. 256x256)." };
+    public readonly Option<string?> Size = new Option<string?>("--size") { Description = "Resize every image to HxW first." };
+    public readonly Option<double?> Lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 3e-3)." };
+    public readonly Option<string> Optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
+    public readonly Option<string> Schedule = new Option<string>("--schedule") { Description = "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
+    public readonly Option<double> Warmup = new Option<double>("--warmup") { Description = "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
+    public readonly Option<double> WeightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 1e-4 };
+    public readonly Option<double?> Clip = new Option<double?>("--clip") { Description = "Clip the gradient norm to this." };
+    public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description = "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
+    public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = "ce, dice or ce+dice (default ce; shapes: ce+dice)." };
+    public readonly Option<string> ClassWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
+    public readonly Option<double> Smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
+    public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
+    public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
+    public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
+    public readonly Option<int?> Patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without a better mean IoU." };
+    public readonly Option<int> Workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
+    public readonly Option<int> CacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
+    public readonly Option<string> Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder)." };
+    public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
+    public readonly Option<string> Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
+    public readonly Option<int> Seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+    public readonly Option<string?> TimeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
+    public readonly Option<string?> OutDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
+    public readonly Option<bool> Resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
+    public readonly Option<bool> Overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
+    public readonly Option<bool> Json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
+    public readonly DataFlags D;
+    public readonly ModelFlags Model;
+
+    /// <summary>Adds the flags to <paramref name="cmd"/>: the data flags, the model flags, then the rest.</summary>
+    public TrainFlags(Command cmd)
+    {
+        D = DataFlags.Add(cmd);
+        Model = ModelFlags.Add(cmd);
+        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, NoAugment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Json })
+            cmd.Options.Add(o);
+    }
 }
