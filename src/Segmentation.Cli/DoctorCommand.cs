@@ -53,22 +53,7 @@ internal static class DoctorCommand
             model.train();
             var report = model.RouteConvolutions(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true)!;
             string verdict = Verdict(report);
-            if (p.GetValue(json))
-            {
-                var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["precision"] = type.ShortName(), ["seconds"] = Math.Round(report.Seconds, 3) };
-                foreach (var (k, v) in facts) o[k] = v;
-                o["layers"] = new JsonArray(report.Layers.Select(l => (JsonNode?)new JsonObject
-                {
-                    ["layer"] = l.Layer, ["shape"] = l.Shapes[0].ToString(), ["route"] = l.Route.ToString().ToLowerInvariant(),
-                    ["tried"] = new JsonArray(l.Tried.Select(x => (JsonNode?)new JsonObject
-                    {
-                        ["route"] = x.Result.Route.ToString().ToLowerInvariant(), ["passed"] = x.Result.Passed, ["finite"] = x.Result.Finite,
-                        ["outputError"] = x.Result.OutputError, ["inputGradientError"] = x.Result.InputGradientError, ["weightGradientError"] = x.Result.WeightGradientError,
-                    }).ToArray()),
-                }).ToArray());
-                ctx.Out.WriteLine(o.ToJsonString());
-                return Cli.Ok;
-            }
+            if (p.GetValue(json)) return PrintJson(ctx, verdict, type, report, facts);
             int kw = facts.Max(f => f.Key.Length);
             foreach (var (k, v) in facts) ctx.Out.WriteLine($"{k.PadRight(kw)}  {v}");
             ctx.Out.WriteLine();
@@ -82,6 +67,24 @@ internal static class DoctorCommand
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>The model check as one JSON object.</summary>
+    private static int PrintJson(CommandContext ctx, string verdict, Precision type, ConvolutionReport report, List<KeyValuePair<string, string>> facts)
+    {
+        var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["precision"] = type.ShortName(), ["seconds"] = Math.Round(report.Seconds, 3) };
+        foreach (var (k, v) in facts) o[k] = v;
+        o["layers"] = new JsonArray(report.Layers.Select(l => (JsonNode?)new JsonObject
+        {
+            ["layer"] = l.Layer, ["shape"] = l.Shapes[0].ToString(), ["route"] = l.Route.ToString().ToLowerInvariant(),
+            ["tried"] = new JsonArray(l.Tried.Select(x => (JsonNode?)new JsonObject
+            {
+                ["route"] = x.Result.Route.ToString().ToLowerInvariant(), ["passed"] = x.Result.Passed, ["finite"] = x.Result.Finite,
+                ["outputError"] = x.Result.OutputError, ["inputGradientError"] = x.Result.InputGradientError, ["weightGradientError"] = x.Result.WeightGradientError,
+            }).ToArray()),
+        }).ToArray());
+        ctx.Out.WriteLine(o.ToJsonString());
+        return Cli.Ok;
     }
 
     /// <summary>
