@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Encoders;
 using Segmentation.Training;
 using static TorchSharp.torch;
 
@@ -150,17 +151,7 @@ internal static class TrainCommand
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
 
-        var trainerOptions = config.Trainer with { CheckpointDirectory = dir };
-        if (config.ClassWeights != "none" && resumeFrom is null)
-        {
-            var stats = train.ComputeClassStatistics();
-            var weights = config.ClassWeights == "median-frequency"
-                ? ClassWeights.MedianFrequency(stats.ClassPixels, stats.PixelsOfImagesWithClass)
-                : ClassWeights.InverseFrequency(stats.ClassPixels);
-            trainerOptions = trainerOptions with { ClassWeights = weights };
-            log.WriteLine($"class weights ({config.ClassWeights}): {string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
-        }
-        else if (resumeFrom is not null) trainerOptions = resumeFrom.Trainer with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
+        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log);
 
         if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes || train.Description.InChannels != resumeFrom.Model.InChannels
             || train.Description.Encoding != resumeFrom.Dataset.Encoding || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
@@ -172,7 +163,10 @@ internal static class TrainCommand
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
         using var trainer = new Trainer(model, trainerOptions);
-        log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
+        string shape = modelOptions.Encoder == EncoderKind.UNet
+            ? $"base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling"
+            : $"{modelOptions.Encoder.ToString().ToLowerInvariant()} encoder, smp decoder";
+        log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, {shape}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
@@ -192,6 +186,31 @@ internal static class TrainCommand
         bool interrupted = result.StopReason == "cancelled";
         if (interrupted) result = result with { StopReason = "interrupted" };
 
+        return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(), validation, asJson);
+    }
+
+    /// <summary>The trainer's options: the run's, with class weights computed from the data for a new run, or the checkpoint's on a resume.</summary>
+    private static TrainerOptions TrainerOptionsFor(RunConfig config, SegmentationDataset train, Checkpoint? resumeFrom, string dir, TextWriter log)
+    {
+        var trainerOptions = config.Trainer with { CheckpointDirectory = dir };
+        if (config.ClassWeights != "none" && resumeFrom is null)
+        {
+            var stats = train.ComputeClassStatistics();
+            var weights = config.ClassWeights == "median-frequency"
+                ? ClassWeights.MedianFrequency(stats.ClassPixels, stats.PixelsOfImagesWithClass)
+                : ClassWeights.InverseFrequency(stats.ClassPixels);
+            trainerOptions = trainerOptions with { ClassWeights = weights };
+            log.WriteLine($"class weights ({config.ClassWeights}): {string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
+        }
+        else if (resumeFrom is not null) trainerOptions = resumeFrom.Trainer with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
+        return trainerOptions;
+    }
+
+    /// <summary>After training: curves, overlays, summary.json (atomically), and what to tell the user.</summary>
+    private static int Finish(CommandContext ctx, TextWriter log, RunFolder run, TrainingResult result, bool interrupted, TrainerOptions trainerOptions,
+        TorchSharp.torch.Device device, long parameters, SegmentationDataset? validation, bool asJson)
+    {
+        string dir = run.Directory;
         CurvePlot.Save(run.Curves, result.History);
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
         if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device, trainerOptions.Precision);
@@ -199,8 +218,8 @@ internal static class TrainCommand
         var summary = result.Metrics?.ToJsonObject() ?? new JsonObject();
         summary["bestEpoch"] = result.BestEpoch;
         summary["epochs"] = result.Epochs;
-        summary["params"] = model.ParameterCount();
-        summary["device"] = trainer.Device.ToString();
+        summary["params"] = parameters;
+        summary["device"] = device.ToString();
         summary["precision"] = trainerOptions.Precision.ShortName();
         summary["seconds"] = Math.Round(result.Seconds, 2);
         summary["stopReason"] = result.StopReason;
