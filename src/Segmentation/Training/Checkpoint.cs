@@ -171,16 +171,19 @@ public sealed class Checkpoint
         }
     }
 
+    /// <summary>Where a user with a damaged checkpoint can turn: the run's other checkpoint, if this is one of them.</summary>
+    private static string OtherCheckpointHint(string path) => Path.GetFileName(path) switch
+    {
+        "last.ckpt" => "; best.ckpt beside it may still be whole (evaluate it, or start a new run from it)",
+        "best.ckpt" => "; last.ckpt beside it may still be whole",
+        _ => "; use another checkpoint",
+    };
+
     private static Checkpoint Parse(byte[] b, string path)
     {
         bool magic = b.Length >= Magic.Length && b.AsSpan(0, Magic.Length).SequenceEqual(Magic);
         if (!magic) throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
-        string other = Path.GetFileName(path) switch
-        {
-            "last.ckpt" => "; best.ckpt beside it may still be whole (evaluate it, or start a new run from it)",
-            "best.ckpt" => "; last.ckpt beside it may still be whole",
-            _ => "; use another checkpoint",
-        };
+        string other = OtherCheckpointHint(path);
         if (b.Length < Magic.Length + 4 + 32)
             throw new CheckpointException($"{path}: the checkpoint is truncated ({b.Length} bytes, less than any whole checkpoint){other}.");
         int bodyLength = b.Length - 32;
