@@ -176,7 +176,8 @@ public static class ConvolutionCheck
     private static (ConvolutionRoute Route, List<(ConvolutionShape, RouteResult)> Tried) FirstRight(IReadOnlyList<ConvolutionShape> shapes, Device device, string what)
     {
         var tried = new List<(ConvolutionShape, RouteResult)>();
-        foreach (var route in shapes.Any(s => Quarantined(s, device)) ? new[] { ConvolutionRoute.Unfold } : Enum.GetValues<ConvolutionRoute>())
+        // The routes every shape may try, in order.
+        foreach (var route in shapes.Select(s => Candidates(s, device)).Aggregate((a, b) => a.Intersect(b)))
         {
             bool all = true;
             foreach (var s in shapes)

@@ -31,34 +31,48 @@ public sealed record ModelSummary(UNetOptions Options, int Height, int Width, IR
     public static ModelSummary For(UNetOptions o, int height, int width)
     {
         o.Validate();
+        using var model = new UNet(o with { Seed = 0 });
+        return For(model, height, width);
+    }
+
+    /// <summary>
+    /// The table of <paramref name="model"/> itself: one forward pass in eval mode without gradients or its
+    /// convolution check, on the model's device; its mode and check setting are put back, and no statistic changes.
+    /// </summary>
+    public static ModelSummary For(UNet model, int height, int width)
+    {
+        var o = model.Options;
         if (height < o.MinimumInputSize || width < o.MinimumInputSize)
             throw new OptionsException($"Input {width}x{height} is too small for this U-Net: the minimum is {o.MinimumInputSize}x{o.MinimumInputSize}.");
-        using var model = new UNet(o with { Seed = 0 }) { VerifyConvolutions = false };
-        model.eval();
+        bool wasTraining = model.training, verify = model.VerifyConvolutions;
         var seen = new Dictionary<Convolution, (long[] Output, long Macs)>();
         var convolutions = model.modules().OfType<Convolution>().ToList();
         foreach (var c in convolutions) c.Observer = (layer, x) => seen[layer] = Observed(layer, x);
         try
         {
+            model.VerifyConvolutions = false;
+            model.eval();
             using var scope = NewDisposeScope();
             using var grad = no_grad();
-            model.forward(zeros(1, o.InChannels, height, width));
+            model.forward(zeros(new long[] { 1, o.InChannels, height, width }, device: convolutions[0].Weight.device));
         }
         finally
         {
             foreach (var c in convolutions) c.Observer = null;
+            model.VerifyConvolutions = verify;
+            if (wasTraining) model.train();
         }
         return new ModelSummary(o, height, width, Rows(model, seen));
     }
 
     /// <summary>
-    /// Activation elements per image at <paramref name="height"/> x <paramref name="width"/>, from one small traced pass
-    /// scaled by the pixel count (cheap at any size; off by rounding at odd sizes only).
+    /// Activation elements per image of <paramref name="model"/> at <paramref name="height"/> x <paramref name="width"/>,
+    /// from one small traced pass scaled by the pixel count (cheap at any size; off by rounding at odd sizes only).
     /// </summary>
-    public static double EstimateActivationElements(UNetOptions o, int height, int width)
+    public static double EstimateActivationElements(UNet model, int height, int width)
     {
-        int probe = Math.Max(64, o.MinimumInputSize);
-        return For(o, probe, probe).ActivationElements * ((double)height * width / ((double)probe * probe));
+        int probe = Math.Max(64, model.Options.MinimumInputSize);
+        return For(model, probe, probe).ActivationElements * ((double)height * width / ((double)probe * probe));
     }
 
     private static (long[] Output, long Macs) Observed(Convolution c, Tensor x)

@@ -49,7 +49,7 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {model.Options.MinimumInputSize}x{model.Options.MinimumInputSize} (2^depth).");
         this.model = model;
         device = Devices.Resolve(Options.Device);
-        if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model.Options, stepSize, Options.BatchSize, device);
+        if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize, device);
         model.to(device);
         model.Precision = Options.Precision;
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
@@ -384,11 +384,12 @@ public sealed class Trainer : IDisposable
     /// Refuses a step whose activations alone (every layer's output and its gradient, float32, estimated from the
     /// model's layer table) would not fit the memory there is, instead of swapping, being killed or overflowing.
     /// </summary>
-    private static void CheckMemory(UNetOptions o, Size2 size, int batch, Device device)
+    private static void CheckMemory(UNet model, Size2 size, int batch, Device device)
     {
         if (device.type != DeviceType.CPU) return; // CUDA reports its own out-of-memory error, with figures
+        var o = model.Options;
         if (size.Height < o.MinimumInputSize || size.Width < o.MinimumInputSize) return; // refused with its own message
-        double perImage = ModelSummary.EstimateActivationElements(o, size.Height, size.Width);
+        double perImage = ModelSummary.EstimateActivationElements(model, size.Height, size.Width);
         double needed = perImage * batch * sizeof(float) * 2;
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available)

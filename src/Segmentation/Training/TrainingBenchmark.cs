@@ -109,7 +109,7 @@ public static class TrainingBenchmark
             if (o.CompareBare)
             {
                 var bare = o.Model.Encoder == Models.Encoders.EncoderKind.UNet ? o.Precisions[0] : Precision.Float32;
-                steps.Add(($"bare {bare.ShortName()}", bare, BareLoop(o, batch, norm, device, disposables)));
+                steps.Add(($"bare {bare.ShortName()}", bare, BareLoop(o, bare, batch, norm, device, disposables)));
             }
             var timings = Alternate(steps, o, progress);
             return new TrainingBenchmarkResult
@@ -161,13 +161,13 @@ public static class TrainingBenchmark
     /// <summary>
     /// The same step as a bare TorchSharp loop on its own model: for ResNet encoders the same layers written straight on
     /// TorchSharp (<see cref="StraightResNetUNet"/>, float32); for the U-Net encoder our model (which checks its
-    /// convolutions on its first forward), in the first precision.
+    /// convolutions on its first forward), in <paramref name="precision"/>.
     /// </summary>
-    private static Action BareLoop(TrainingBenchmarkOptions o, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
+    private static Action BareLoop(TrainingBenchmarkOptions o, Precision precision, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
     {
         nn.Module<Tensor, Tensor> model;
         if (o.Model.Encoder == Models.Encoders.EncoderKind.UNet)
-            model = new UNet(o.Model) { Precision = o.Precisions[0] };
+            model = new UNet(o.Model) { Precision = precision };
         else
         {
             random.manual_seed(o.Seed);
