@@ -97,12 +97,19 @@ public static class Cli
         throw new OptionsException($"{option} '{value}' is not one of: {string.Join(", ", map.Select(m => m.Name))}.");
     }
 
+    /// <summary>The <c>--encoder</c> names.</summary>
+    internal static readonly (string Name, EncoderKind Value)[] Encoders =
+        { ("unet", EncoderKind.UNet), ("resnet18", EncoderKind.ResNet18), ("resnet34", EncoderKind.ResNet34), ("resnet50", EncoderKind.ResNet50), ("mlnet-resnet18", EncoderKind.MlNetResNet18) };
+
+    /// <summary>The <c>--encoder</c> name of <paramref name="kind"/>.</summary>
+    internal static string EncoderName(EncoderKind kind) => Encoders.First(e => e.Value == kind).Name;
+
     internal static UNetOptions ModelOptions(int inChannels, int classes, int baseChannels, int depth, string upsampling, string norm = "batch", double dropout = 0, string encoder = "unet")
     {
         var o = new UNetOptions
         {
             InChannels = inChannels, Classes = classes, BaseChannels = baseChannels, Depth = depth, Dropout = dropout,
-            Encoder = ParseEnum(encoder, "--encoder", ("unet", EncoderKind.UNet), ("resnet18", EncoderKind.ResNet18), ("resnet34", EncoderKind.ResNet34), ("resnet50", EncoderKind.ResNet50)),
+            Encoder = ParseEnum(encoder, "--encoder", Encoders),
             Upsampling = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear)),
             Normalization = ParseEnum(norm, "--norm", ("batch", NormalizationKind.Batch), ("group", NormalizationKind.Group), ("none", NormalizationKind.None)),
         };

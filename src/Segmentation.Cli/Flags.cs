@@ -70,7 +70,7 @@ internal sealed class ModelFlags
             Upsampling = new Option<string>("--upsampling") { Description = "transposed or bilinear.", DefaultValueFactory = _ => "transposed" },
             Norm = new Option<string>("--norm") { Description = "batch, group or none.", DefaultValueFactory = _ => "batch" },
             Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.", DefaultValueFactory = _ => 0 },
-            Encoder = new Option<string>("--encoder") { Description = "unet (the paper's), resnet18, resnet34 or resnet50 (torchvision layouts, with segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do not apply).", DefaultValueFactory = _ => "unet" },
+            Encoder = new Option<string>("--encoder") { Description = "unet (the paper's), resnet18, resnet34, resnet50 (torchvision layouts) or mlnet-resnet18 (ML.NET's ImageNet-trained ResNet-18, blocks 2-2-2-3; --encoder-weights builtin), with segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do not apply).", DefaultValueFactory = _ => "unet" },
         };
         foreach (var o in new Option[] { f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm, f.Dropout }) cmd.Options.Add(o);
         return f;

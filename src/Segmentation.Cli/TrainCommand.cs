@@ -113,9 +113,18 @@ internal static class TrainCommand
             Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(flags.Val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(flags.ValSplit),
             DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
             Model = ModelFlags.Read(p, flags.Model, shapes),
-            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? Path.GetFullPath(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
+            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
             Trainer = trainerOptions,
         };
+    }
+
+    /// <summary>The weights file <c>--encoder-weights</c> names: a path, or <c>builtin</c> for ML.NET's ResNet18.onnx in the NuGet cache.</summary>
+    private static string EncoderWeightsFile(string value)
+    {
+        if (value != "builtin") return Path.GetFullPath(value);
+        return MlNetResNet18.FindInNuGetCache() ?? throw new OptionsException(
+            $"--encoder-weights builtin: {MlNetResNet18.Package} {MlNetResNet18.Version} is not in the NuGet cache ($NUGET_PACKAGES or ~/.nuget/packages); "
+            + $"`dotnet restore src/Segmentation.Cli` puts it there, or pass the path of its {MlNetResNet18.FileInPackage}.");
     }
 
     /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it is.</summary>
@@ -165,7 +174,7 @@ internal static class TrainCommand
         using var trainer = new Trainer(model, trainerOptions);
         string shape = modelOptions.Encoder == EncoderKind.UNet
             ? $"base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling"
-            : $"{modelOptions.Encoder.ToString().ToLowerInvariant()} encoder, smp decoder";
+            : $"{Cli.EncoderName(modelOptions.Encoder)} encoder, smp decoder";
         log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, {shape}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
@@ -358,7 +367,7 @@ internal sealed class TrainFlags
     public readonly Option<int> Workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
     public readonly Option<int> CacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
     public readonly Option<string> Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
-    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder)." };
+    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder); for --encoder mlnet-resnet18, builtin (ML.NET's ImageNet-trained ResNet18.onnx from the NuGet cache) or that file's path." };
     public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
     public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
     public readonly Option<string> Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };

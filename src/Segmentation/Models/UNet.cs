@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using Segmentation.Models.Encoders;
+using Segmentation.Data;
 using static TorchSharp.torch;
 
 namespace Segmentation.Models;
@@ -60,12 +61,26 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     /// Loads pretrained encoder weights from a torchvision-layout state dict (<c>.pth</c> or <c>.safetensors</c>; the
     /// classifier <c>fc.*</c> is left out, and keys may carry an <c>encoder.</c> prefix, as smp's do). An RGB first
     /// convolution is fitted to this model's input channels (<see cref="ResNetEncoder.AdaptFirstConvolution"/>).
+    /// Or, for <see cref="EncoderKind.MlNetResNet18"/>, ML.NET's <c>ResNet18.onnx</c> (<see cref="MlNetResNet18"/>), whose
+    /// input convention is folded into the first layer for images normalised by <paramref name="inputNormalization"/>
+    /// (default: what the trainer uses, <see cref="Normalization.DefaultFor"/>).
     /// Returns the number of tensors loaded.
     /// </summary>
-    public int LoadEncoderWeights(string path)
+    public int LoadEncoderWeights(string path, Normalization? inputNormalization = null)
     {
         if (encoder is not ResNetEncoder) throw new OptionsException($"Pretrained encoder weights need a ResNet encoder; this model's encoder is {Options.Encoder}.");
         using var scope = NewDisposeScope();
+        bool onnx = path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+        if (onnx != (Options.Encoder == EncoderKind.MlNetResNet18))
+            throw new OptionsException(onnx
+                ? $"{path}: ONNX encoder weights are read for the mlnet-resnet18 encoder (ML.NET's ResNet18.onnx) only; this model's encoder is {Options.Encoder}."
+                : $"{path}: the mlnet-resnet18 encoder takes ML.NET's ResNet18.onnx ({MlNetResNet18.Package} {MlNetResNet18.Version}), not a .pth or .safetensors file.");
+        if (onnx)
+        {
+            var weights = MlNetResNet18.ReadWeights(path, Options.InChannels, inputNormalization ?? Normalization.DefaultFor(Options.InChannels));
+            StateDicts.Load(encoder, weights, $"{path} ({Options.Encoder} encoder weights)", key => key.EndsWith("num_batches_tracked", StringComparison.Ordinal));
+            return weights.Count;
+        }
         var source = StateDicts.ReadFile(path)
             .Where(kv => !kv.Key.StartsWith("fc.", StringComparison.Ordinal))
             .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..] : kv.Key, kv => kv.Value);

@@ -38,4 +38,10 @@ public enum EncoderKind
     ResNet34,
     /// <summary>torchvision's ResNet-50 (bottleneck blocks 3-4-6-3).</summary>
     ResNet50,
+    /// <summary>
+    /// ML.NET's ImageNet-trained ResNet-18 layout (basic blocks 2-2-2-3; see <see cref="MlNetResNet18"/>): torchvision's
+    /// names, one more <c>layer4</c> block than ResNet-18. Its pretrained weights ship in a NuGet package, so it is the
+    /// pretrained encoder a machine without downloads can have.
+    /// </summary>
+    MlNetResNet18,
 }

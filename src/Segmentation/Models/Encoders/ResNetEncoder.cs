@@ -30,6 +30,7 @@ public sealed class ResNetEncoder : Encoder
         EncoderKind.ResNet18 => (new[] { 2, 2, 2, 2 }, false),
         EncoderKind.ResNet34 => (new[] { 3, 4, 6, 3 }, false),
         EncoderKind.ResNet50 => (new[] { 3, 4, 6, 3 }, true),
+        EncoderKind.MlNetResNet18 => (new[] { 2, 2, 2, 3 }, false),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), $"{kind} is not a ResNet."),
     };
 
