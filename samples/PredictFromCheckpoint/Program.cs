@@ -1,5 +1,6 @@
 // Evaluate a checkpoint on a labelled folder, then write masks and overlays for a folder of images.
 //   dotnet run --project samples/PredictFromCheckpoint -c Release -- runs/camvid-sample/best.ckpt ../shared/datasets/camvid/val out/
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Training;

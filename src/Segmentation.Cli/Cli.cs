@@ -111,7 +111,7 @@ public static class Cli
             InChannels = inChannels, Classes = classes, BaseChannels = baseChannels, Depth = depth, Dropout = dropout,
             Encoder = ParseEnum(encoder, "--encoder", Encoders),
             Upsampling = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear)),
-            Normalization = ParseEnum(norm, "--norm", ("batch", NormalizationKind.Batch), ("group", NormalizationKind.Group), ("none", NormalizationKind.None)),
+            Norm = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group), ("none", NormLayer.None)),
         };
         o.Validate();
         return o;

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Segmentation.Data;
 
 namespace Segmentation.Evaluation;
 
@@ -41,7 +42,7 @@ public sealed class ConfusionMatrix : IDisposable
     public IReadOnlyList<string>? ClassNames { get; }
 
     /// <summary>Creates an empty matrix.</summary>
-    public ConfusionMatrix(int classes, int ignoreIndex = 255, IReadOnlyList<string>? classNames = null, bool trackPerImage = false)
+    public ConfusionMatrix(int classes, int ignoreIndex = Labels.Ignore, IReadOnlyList<string>? classNames = null, bool trackPerImage = false)
     {
         if (classes < 1) throw new OptionsException($"ConfusionMatrix needs at least 1 class; got {classes}.");
         if (classNames is not null && classNames.Count != classes)

@@ -11,7 +11,7 @@ public static class MaskScorer
     /// class indices unless the encoding is palette, ground truth with <paramref name="encoding"/>). Every
     /// ground-truth mask needs a prediction; extra predictions are an error too.
     /// </summary>
-    public static SegmentationMetrics ScoreFolders(string predictionDir, string truthDir, int classes, int ignoreIndex = 255,
+    public static SegmentationMetrics ScoreFolders(string predictionDir, string truthDir, int classes, int ignoreIndex = Labels.Ignore,
         MaskEncoding encoding = MaskEncoding.Auto, string? paletteFile = null, string[]? classNames = null, bool perImage = true)
     {
         if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.", predictionDir);

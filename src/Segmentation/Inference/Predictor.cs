@@ -1,7 +1,7 @@
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
-using Segmentation.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -67,13 +67,13 @@ public sealed class Predictor : IDisposable
     public Predictor(Checkpoint checkpoint, PredictorOptions? options = null)
     {
         Options = options ?? new PredictorOptions();
-        if (Options.Size is null && checkpoint.Trainer.Size is { } trained) Options = Options with { Size = trained }; // predict as it was trained
+        if (Options.Size is null && checkpoint.Preprocessing.Size is { } trained) Options = Options with { Size = trained }; // predict as it was trained
         int min = checkpoint.Model.MinimumInputSize;
         if (Options.Window is { } w && (w.Height < min || w.Width < min))
             throw new OptionsException($"Sliding window {w} is smaller than the model's minimum input {min}x{min}.");
         if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1)) throw new OptionsException($"Stride {s} must be positive.");
         Description = checkpoint.Dataset;
-        Normalization = checkpoint.Normalization;
+        Normalization = checkpoint.Preprocessing.Normalization;
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
         model.to(device);
@@ -154,15 +154,7 @@ public sealed class Predictor : IDisposable
         if (data.Description.Classes != model.Options.Classes)
             throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model {model.Options.Classes}.");
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false, Workers = workers });
-        using var cm = new ConfusionMatrix(Description.Classes, Labels.Ignore, Description.ClassNames, trackPerImage: perImage);
-        using var _ = no_grad();
-        foreach (var batch in loader.Epoch(0, cancellation))
-        {
-            using var scope = NewDisposeScope();
-            var (images, masks) = batch.ToDevice(device);
-            cm.Update(Logits(Normalization.Apply(images)), masks);
-        }
-        return cm.Compute();
+        return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage, cancellation: cancellation).Metrics;
     }
 
     /// <inheritdoc />

@@ -41,14 +41,14 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         using var seed = o.Seed is { } s ? SeededGenerator(s) : null;
         if (o.Encoder == EncoderKind.UNet)
         {
-            encoder = new UNetEncoder(o.InChannels, o.BaseChannels, o.Depth, o.Normalization, o.Dropout);
-            decoder = new UNetDecoder(encoder.Stages, o.Upsampling, o.Normalization);
+            encoder = new UNetEncoder(o.InChannels, o.BaseChannels, o.Depth, o.Norm, o.Dropout);
+            decoder = new UNetDecoder(encoder.Stages, o.Upsampling, o.Norm);
             head = headConvolution = new Convolution(decoder.OutChannels, o.Classes, 1);
         }
         else
         {
             encoder = new ResNetEncoder(o.Encoder, o.InChannels);
-            decoder = new SmpDecoder(encoder.Stages, o.DecoderChannels ?? SmpDecoder.DefaultChannels, o.Normalization);
+            decoder = new SmpDecoder(encoder.Stages, o.DecoderChannels ?? SmpDecoder.DefaultChannels, o.Norm);
             headConvolution = new Convolution(decoder.OutChannels, o.Classes, 3, padding: 1);
             head = nn.Sequential(("0", headConvolution));
         }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Segmentation.Models.Encoders;
 
 namespace Segmentation.Models;
@@ -12,7 +13,7 @@ public enum UpsamplingMode
 }
 
 /// <summary>Normalisation after each 3x3 convolution.</summary>
-public enum NormalizationKind
+public enum NormLayer
 {
     /// <summary>BatchNorm2d.</summary>
     Batch,
@@ -40,8 +41,12 @@ public sealed record UNetOptions
     /// <summary>How the expanding path upsamples.</summary>
     public UpsamplingMode Upsampling { get; init; } = UpsamplingMode.Transposed;
 
-    /// <summary>Normalisation after each convolution.</summary>
-    public NormalizationKind Normalization { get; init; } = NormalizationKind.Batch;
+    /// <summary>The normalisation layer after each convolution (the input's normalisation is preprocessing, stored in the checkpoint).</summary>
+    public NormLayer Norm { get; init; } = NormLayer.Batch;
+
+    /// <summary>What files written before 0.3 call <see cref="Norm"/>; read, never written.</summary>
+    [JsonInclude, JsonPropertyName("Normalization")]
+    private NormLayer? LegacyNormalization { init { if (value is { } v) Norm = v; } }
 
     /// <summary>Dropout2d probability applied to the input of the bottleneck; 0 turns it off.</summary>
     public double Dropout { get; init; }
@@ -73,7 +78,7 @@ public sealed record UNetOptions
         if (BaseChannels < 1) throw new OptionsException($"UNet BaseChannels is {BaseChannels}; it must be at least 1.");
         if (Depth < 1 || Depth > 8) throw new OptionsException($"UNet Depth is {Depth}; it must be between 1 and 8.");
         if ((long)BaseChannels << Depth > 65536) throw new OptionsException($"UNet BaseChannels {BaseChannels} at Depth {Depth} gives {(long)BaseChannels << Depth} bottleneck channels; the limit is 65536.");
-        if (Normalization == NormalizationKind.Group && BaseChannels < 2) throw new OptionsException("UNet group normalisation needs BaseChannels of at least 2.");
+        if (Norm == NormLayer.Group && BaseChannels < 2) throw new OptionsException("UNet group normalisation needs BaseChannels of at least 2.");
         if (double.IsNaN(Dropout) || Dropout < 0 || Dropout >= 1) throw new OptionsException($"UNet Dropout is {Dropout}; it must be in [0, 1).");
         if (!Enum.IsDefined(Encoder)) throw new OptionsException($"UNet Encoder {Encoder} is not one of: {string.Join(", ", Enum.GetNames<EncoderKind>())}.");
         if (DecoderChannels is { } dc && (Encoder == EncoderKind.UNet || dc.Length != 5 || dc.Any(c => c < 1 || c > 65536)))
@@ -81,6 +86,6 @@ public sealed record UNetOptions
                 ? "UNet DecoderChannels apply to ResNet encoders; the U-Net encoder's decoder mirrors it (BaseChannels, Depth)."
                 : $"UNet DecoderChannels [{string.Join(", ", dc)}] must be 5 counts from 1 to 65536 (one per decoder block).");
         if (!Enum.IsDefined(Upsampling)) throw new OptionsException($"UNet Upsampling {Upsampling} is not one of: {string.Join(", ", Enum.GetNames<UpsamplingMode>())}.");
-        if (!Enum.IsDefined(Normalization)) throw new OptionsException($"UNet Normalization {Normalization} is not one of: {string.Join(", ", Enum.GetNames<NormalizationKind>())}.");
+        if (!Enum.IsDefined(Norm)) throw new OptionsException($"UNet Norm {Norm} is not one of: {string.Join(", ", Enum.GetNames<NormLayer>())}.");
     }
 }

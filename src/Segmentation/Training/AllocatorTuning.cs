@@ -14,33 +14,34 @@ public static class AllocatorTuning
 {
     private const int M_TRIM_THRESHOLD = -1;
     private const int M_MMAP_MAX = -4;
-    private static int applied;
 
-    /// <summary>What <see cref="Apply"/> did, for logs.</summary>
-    public static string Status { get; private set; } = "not applied";
+    /// <summary>mallopt settings are process-wide and made once: the outcome is computed once, thread-safely, and never changes.</summary>
+    private static readonly Lazy<(bool Applied, string Status)> outcome = new(Tune, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>What <see cref="Apply"/> did ("not applied" before it ran), for logs.</summary>
+    public static string Status => outcome.IsValueCreated ? outcome.Value.Status : "not applied";
 
     /// <summary>
     /// Keeps freed memory in the process: no mmap for large blocks (M_MMAP_MAX = 0) and no trimming of the heap
-    /// (M_TRIM_THRESHOLD = 16 GiB). Peak resident memory grows somewhat (freed blocks stay mapped for reuse).
+    /// (M_TRIM_THRESHOLD = 2 GiB). Peak resident memory grows somewhat (freed blocks stay mapped for reuse).
     /// Returns true when the settings were applied now or before.
     /// </summary>
-    public static bool Apply()
+    public static bool Apply() => outcome.Value.Applied;
+
+    private static (bool, string) Tune()
     {
-        if (Interlocked.Exchange(ref applied, 1) == 1) return Status.StartsWith("applied", StringComparison.Ordinal);
-        if (Environment.GetEnvironmentVariable("SEGMENTATION_MALLOC_TUNING") == "0") { Status = "off (SEGMENTATION_MALLOC_TUNING=0)"; return false; }
-        if (!OperatingSystem.IsLinux()) { Status = "not applied (not Linux)"; return false; }
+        if (Environment.GetEnvironmentVariable("SEGMENTATION_MALLOC_TUNING") == "0") return (false, "off (SEGMENTATION_MALLOC_TUNING=0)");
+        if (!OperatingSystem.IsLinux()) return (false, "not applied (not Linux)");
         if ((Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "").Contains("glibc.malloc", StringComparison.Ordinal))
-        { Status = "not applied (GLIBC_TUNABLES sets malloc)"; return false; }
+            return (false, "not applied (GLIBC_TUNABLES sets malloc)");
         try
         {
             bool ok = mallopt(M_MMAP_MAX, 0) == 1 & mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1;
-            Status = ok ? "applied (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)" : "refused by mallopt";
-            return ok;
+            return (ok, ok ? "applied (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)" : "refused by mallopt");
         }
         catch (Exception e) when (e is DllNotFoundException || e is EntryPointNotFoundException)
         {
-            Status = "not applied (no glibc mallopt)";
-            return false;
+            return (false, "not applied (no glibc mallopt)");
         }
     }
 
@@ -51,7 +52,7 @@ public static class AllocatorTuning
     /// </summary>
     public static void ReleaseFreeMemory()
     {
-        if (Volatile.Read(ref applied) == 0 || !Status.StartsWith("applied", StringComparison.Ordinal)) return;
+        if (!outcome.IsValueCreated || !outcome.Value.Applied) return;
         try { malloc_trim(0); }
         catch (Exception e) when (e is DllNotFoundException || e is EntryPointNotFoundException) { }
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
@@ -19,7 +20,6 @@ public sealed class Trainer : IDisposable
     private readonly Device device;
     private readonly TorchSharp.Modules.OptimizerHelper optimizer;
     private readonly ISegmentationLoss loss;
-    private readonly IDisposable? lossResource;
     private readonly LossScaler? scaler;
     private readonly double[] groupScales;
 
@@ -54,14 +54,7 @@ public sealed class Trainer : IDisposable
         model.Precision = Options.Precision;
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
-        var ce = new CrossEntropyLoss(Options.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: Options.LabelSmoothing);
-        loss = Options.Loss switch
-        {
-            LossKind.Dice => new DiceLoss(),
-            LossKind.CrossEntropyDice => new CombinedLoss((ce, 1.0), (new DiceLoss(), Options.DiceWeight)),
-            _ => ce,
-        };
-        lossResource = ce;
+        loss = LossRegistry.Create(Options);
     }
 
     /// <summary>
@@ -443,27 +436,16 @@ public sealed class Trainer : IDisposable
         return value.item<float>();
     }
 
-    /// <summary>Metrics and mean loss of the model on a loader's data.</summary>
+    /// <summary>Metrics and mean loss of the model on a loader's data (the one evaluation loop, in eval mode).</summary>
     private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
     {
         model.eval();
-        using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames);
-        double lossSum = 0; int count = 0, batches = 0;
-        using (no_grad())
+        try
         {
-            foreach (var batch in loader.Epoch(0, cancellation))
-            {
-                using var scope = NewDisposeScope();
-                var (images, masks) = batch.ToDevice(device);
-                var logits = model.forward(normalization.Apply(images));
-                lossSum += loss.Compute(logits, masks).item<float>() * batch.Count;
-                count += batch.Count;
-                cm.Update(logits, masks);
-                onBatch(++batches);
-            }
+            var result = Evaluator.Run(loader, device, d, normalization, model.forward, (logits, masks) => loss.Compute(logits, masks), onBatch: onBatch, cancellation: cancellation);
+            return (result.Metrics, result.MeanLoss);
         }
-        model.train();
-        return (cm.Compute(), lossSum / Math.Max(1, count));
+        finally { model.train(); }
     }
 
     private ISampleTransform? TrainTransform()
@@ -491,7 +473,7 @@ public sealed class Trainer : IDisposable
         using var rng = random.get_rng_state();
         return new Checkpoint
         {
-            Model = model.Options, Dataset = d, Normalization = normalization, Trainer = Options, State = state,
+            Model = model.Options, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size), TrainerSettings = Options.ToJson(), State = state,
             TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
             Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
         };
@@ -518,6 +500,6 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         optimizer.Dispose();
-        lossResource?.Dispose();
+        (loss as IDisposable)?.Dispose();
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using Segmentation.Checkpoints;
 using Segmentation.Cli;
 
 namespace Segmentation.Tests.Cli;
@@ -179,7 +180,7 @@ public class CliTests
         Assert.Contains($"encoder weights: 120 tensors from {d["resnet18.pth"]}", r.Err);
         var summary = r.LastJson();
         Assert.Equal(14_328_209 + 3 * (16 * 9 + 1), (long)summary["params"]!); // smp's count for 1 class, plus 3 more 3x3 head filters (4 classes)
-        Assert.True(Segmentation.Training.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder == Segmentation.Models.Encoders.EncoderKind.ResNet18);
+        Assert.True(Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder == Segmentation.Models.Encoders.EncoderKind.ResNet18);
 
         var s = Run("summary", "--encoder", "resnet34", "--classes", "1", "--json");
         Assert.Equal(0, s.Code);
@@ -322,7 +323,7 @@ public class CliTests
         Assert.Equal("interrupted", summary["stopReason"]!.GetValue<string>());
         int epochs = summary["epochs"]!.GetValue<int>();
         Assert.InRange(epochs, 1, 49);
-        Assert.Equal(epochs, Segmentation.Training.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
+        Assert.Equal(epochs, Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
         Assert.Contains(lines, l => l.Contains("interrupted: stopped after epoch") && l.Contains("--resume"));
         Assert.DoesNotContain("Unhandled", await err);
     }

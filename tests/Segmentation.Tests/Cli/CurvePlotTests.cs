@@ -1,3 +1,4 @@
+using Segmentation.Checkpoints;
 using Segmentation.Cli;
 using Segmentation.Training;
 

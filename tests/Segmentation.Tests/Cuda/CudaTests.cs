@@ -1,3 +1,4 @@
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Inference;
@@ -100,5 +101,5 @@ public class CudaTests
     [InlineData(Precision.BFloat16, 0.95)]
     [InlineData(Precision.Float16, 0.99)]
     public void Low_precision_on_CUDA_matches_float32_within_the_documented_tolerance(Precision precision, double minCosine)
-        => Segmentation.Tests.Training.PrecisionTests.AssertMatchesFloat32(precision, NormalizationKind.Batch, minCosine, CUDA);
+        => Segmentation.Tests.Training.PrecisionTests.AssertMatchesFloat32(precision, NormLayer.Batch, minCosine, CUDA);
 }

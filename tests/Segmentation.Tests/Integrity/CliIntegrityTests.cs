@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using SixLabors.ImageSharp.PixelFormats;
+using Segmentation.Checkpoints;
 
 namespace Segmentation.Tests.Integrity;
 
@@ -35,7 +36,7 @@ public class CliIntegrityTests
         Assert.Contains("A resume may change: --epochs, --time-limit", r.Err);
         var ok = Run("train", "--out", d["run"], "--resume", "--epochs", "2", "--workers", "1");
         Assert.Equal(0, ok.Code);
-        Assert.Equal(2, Segmentation.Training.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
+        Assert.Equal(2, Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
     }
 
     [Fact]

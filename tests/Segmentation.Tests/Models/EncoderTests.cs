@@ -1,4 +1,5 @@
 using System.Collections;
+using Segmentation.Checkpoints;
 using Segmentation.Models;
 using Segmentation.Models.Encoders;
 using Segmentation.Training;
@@ -217,8 +218,8 @@ public class EncoderTests
         Assert.True(model.state_dict().Count < 128);
         var ckpt = new Checkpoint
         {
-            Model = o, Dataset = new Segmentation.Data.DatasetDescription { Classes = 2, ClassNames = new[] { "a", "b" } }, Normalization = Segmentation.Data.Normalization.ImageNet,
-            Trainer = new TrainerOptions(), State = new TrainingState(), Weights = ms.ToArray(),
+            Model = o, Dataset = new Segmentation.Data.DatasetDescription { Classes = 2, ClassNames = new[] { "a", "b" } }, Preprocessing = new Preprocessing(Segmentation.Data.Normalization.ImageNet),
+            TrainerSettings = new TrainerOptions().ToJson(), State = new TrainingState(), Weights = ms.ToArray(),
         };
         using var loaded = ckpt.CreateModel();
         model.eval(); loaded.eval();

@@ -9,14 +9,14 @@ public class UNetTests
     private static UNet Small(UNetOptions? o = null) => new(o ?? new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 4, Depth = 3 });
 
     [Theory]
-    [InlineData(253, 317, 1, 3, UpsamplingMode.Transposed, NormalizationKind.Batch)]
-    [InlineData(16, 16, 3, 2, UpsamplingMode.Bilinear, NormalizationKind.Group)]
-    [InlineData(64, 33, 5, 7, UpsamplingMode.Transposed, NormalizationKind.None)]
-    [InlineData(37, 41, 3, 1, UpsamplingMode.Bilinear, NormalizationKind.Batch)]
-    public void Logits_have_the_input_size_and_one_channel_per_class(int h, int w, int inChannels, int classes, UpsamplingMode up, NormalizationKind norm)
+    [InlineData(253, 317, 1, 3, UpsamplingMode.Transposed, NormLayer.Batch)]
+    [InlineData(16, 16, 3, 2, UpsamplingMode.Bilinear, NormLayer.Group)]
+    [InlineData(64, 33, 5, 7, UpsamplingMode.Transposed, NormLayer.None)]
+    [InlineData(37, 41, 3, 1, UpsamplingMode.Bilinear, NormLayer.Batch)]
+    public void Logits_have_the_input_size_and_one_channel_per_class(int h, int w, int inChannels, int classes, UpsamplingMode up, NormLayer norm)
     {
         using var scope = NewDisposeScope();
-        using var model = new UNet(new UNetOptions { InChannels = inChannels, Classes = classes, BaseChannels = 4, Depth = 4, Upsampling = up, Normalization = norm });
+        using var model = new UNet(new UNetOptions { InChannels = inChannels, Classes = classes, BaseChannels = 4, Depth = 4, Upsampling = up, Norm = norm });
         model.eval();
         var logits = model.forward(randn(2, inChannels, h, w));
         Assert.Equal(new long[] { 2, classes, h, w }, logits.shape);

@@ -1,3 +1,4 @@
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
 using Segmentation.Training;
@@ -100,14 +101,14 @@ public class PrecisionTests
     /// 0.996). Single gradient entries differ by more: ReLU and max-pool decisions flip where activations are near zero.
     /// </summary>
     [Theory]
-    [InlineData(Precision.BFloat16, NormalizationKind.Batch, 0.95)]
-    [InlineData(Precision.BFloat16, NormalizationKind.Group, 0.95)]
-    [InlineData(Precision.Float16, NormalizationKind.Batch, 0.99)]
-    public void Low_precision_forward_and_backward_match_float32_within_the_documented_tolerance(Precision precision, NormalizationKind norm, double minCosine)
+    [InlineData(Precision.BFloat16, NormLayer.Batch, 0.95)]
+    [InlineData(Precision.BFloat16, NormLayer.Group, 0.95)]
+    [InlineData(Precision.Float16, NormLayer.Batch, 0.99)]
+    public void Low_precision_forward_and_backward_match_float32_within_the_documented_tolerance(Precision precision, NormLayer norm, double minCosine)
         => AssertMatchesFloat32(precision, norm, minCosine, CPU);
 
     /// <summary>One batch through the same weights in float32 and in <paramref name="precision"/> on <paramref name="device"/>, held to the documented tolerance.</summary>
-    internal static void AssertMatchesFloat32(Precision precision, NormalizationKind norm, double minCosine, Device device)
+    internal static void AssertMatchesFloat32(Precision precision, NormLayer norm, double minCosine, Device device)
     {
         using var scope = NewDisposeScope();
         var g = new Generator(7);
@@ -115,7 +116,7 @@ public class PrecisionTests
         var masks = randint(0, 4, new long[] { 2, 40, 40 }, generator: g).to(device);
         (Tensor Logits, float Loss, Tensor Gradient) Run(Precision p)
         {
-            using var net = new UNet(Tiny with { Normalization = norm, Seed = 3 });
+            using var net = new UNet(Tiny with { Norm = norm, Seed = 3 });
             net.to(device);
             net.Precision = p;
             net.train();
@@ -159,12 +160,12 @@ public class PrecisionTests
             Assert.Equal(2, t.Fit(train, val, stopAfterTwo, cancellation: cts.Token).Epochs);
         }
         var ckpt = Checkpoint.Load(dir["b/last.ckpt"]);
-        Assert.Equal(precision, ckpt.Trainer.Precision);
+        Assert.Equal(precision, TrainerOptions.FromCheckpoint(ckpt).Precision);
         if (precision == Precision.Float16) Assert.True(ckpt.State.LossScale > 1024, $"loss scale {ckpt.State.LossScale} did not grow");
         else Assert.Null(ckpt.State.LossScale);
         using var resumed = ckpt.CreateModel();
         Assert.All(resumed.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype)); // checkpoints stay float32
-        using (var t = new Trainer(resumed, ckpt.Trainer with { CheckpointDirectory = dir.Sub("b") }))
+        using (var t = new Trainer(resumed, TrainerOptions.FromCheckpoint(ckpt) with { CheckpointDirectory = dir.Sub("b") }))
         {
             Assert.Equal(precision, t.Model.Precision);
             t.Fit(train, val, resumeFrom: ckpt);

@@ -1,3 +1,4 @@
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
 using Segmentation.Training;
@@ -181,15 +182,15 @@ public class TrainerTests
     }
 
     [Theory]
-    [InlineData(8, NormalizationKind.Batch)]
-    [InlineData(16, NormalizationKind.Group)]
-    [InlineData(8, NormalizationKind.Group)]
-    public void Small_and_group_norm_models_lower_the_loss_without_NaN(int baseChannels, NormalizationKind norm)
+    [InlineData(8, NormLayer.Batch)]
+    [InlineData(16, NormLayer.Group)]
+    [InlineData(8, NormLayer.Group)]
+    public void Small_and_group_norm_models_lower_the_loss_without_NaN(int baseChannels, NormLayer norm)
     {
         // Both went NaN in the first step on AMD Zen 5 (oneDNN's backward kernels below 16 channels; GroupNorm's
         // uninitialised affine parameters). Right by construction now: the loss must fall on data a U-Net learns.
         var (train, val) = Shapes(32);
-        using var model = new UNet(Tiny with { BaseChannels = baseChannels, Normalization = norm, Seed = 3 });
+        using var model = new UNet(Tiny with { BaseChannels = baseChannels, Norm = norm, Seed = 3 });
         using var trainer = new Trainer(model, Quick(epochs: 4));
         var r = trainer.Fit(train, val);
         var losses = r.History.Select(h => h.TrainLoss).ToArray();

@@ -16,7 +16,7 @@ public sealed class UNetEncoder : Encoder
     private readonly int inChannels;
 
     /// <summary>Creates the encoder; dropout applies to the input of the deepest block.</summary>
-    public UNetEncoder(int inChannels, int baseChannels, int depth, NormalizationKind norm, double dropout) : base(nameof(UNetEncoder))
+    public UNetEncoder(int inChannels, int baseChannels, int depth, NormLayer norm, double dropout) : base(nameof(UNetEncoder))
     {
         this.inChannels = inChannels;
         stages = Enumerable.Range(0, depth + 1).Select(i => new EncoderStage(baseChannels << i, 1 << i)).ToArray();

@@ -38,7 +38,7 @@ public sealed class UNetDecoder : Decoder
     private readonly long outChannels;
 
     /// <summary>Builds one block per stage below the first.</summary>
-    public UNetDecoder(IReadOnlyList<EncoderStage> stages, UpsamplingMode mode, NormalizationKind norm) : base(nameof(UNetDecoder))
+    public UNetDecoder(IReadOnlyList<EncoderStage> stages, UpsamplingMode mode, NormLayer norm) : base(nameof(UNetDecoder))
     {
         if (stages[0].Stride != 1) throw new ArgumentException("The U-Net decoder needs an encoder whose first stage is at full resolution.");
         int n = stages.Count - 1;
@@ -75,7 +75,7 @@ public sealed class SmpDecoder : Decoder
     public static readonly int[] DefaultChannels = { 256, 128, 64, 32, 16 };
 
     /// <summary>One block per halving of the encoder's deepest stride.</summary>
-    public SmpDecoder(IReadOnlyList<EncoderStage> stages, IReadOnlyList<int> decoderChannels, NormalizationKind norm) : base(nameof(SmpDecoder))
+    public SmpDecoder(IReadOnlyList<EncoderStage> stages, IReadOnlyList<int> decoderChannels, NormLayer norm) : base(nameof(SmpDecoder))
     {
         int n = (int)Math.Round(Math.Log2(stages[^1].Stride));
         if (decoderChannels.Count != n)
@@ -115,15 +115,15 @@ public sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tensor>
     private readonly Sequential conv1, conv2;
 
     /// <summary>Creates the block.</summary>
-    public SmpDecoderBlock(long inChannels, long skipChannels, long outChannels, NormalizationKind norm) : base(nameof(SmpDecoderBlock))
+    public SmpDecoderBlock(long inChannels, long skipChannels, long outChannels, NormLayer norm) : base(nameof(SmpDecoderBlock))
     {
         conv1 = ConvNormRelu(inChannels + skipChannels, outChannels, norm);
         conv2 = ConvNormRelu(outChannels, outChannels, norm);
         RegisterComponents();
     }
 
-    private static Sequential ConvNormRelu(long cin, long cout, NormalizationKind norm) => nn.Sequential(
-        ("0", new Convolution(cin, cout, 3, padding: 1, bias: norm == NormalizationKind.None)),
+    private static Sequential ConvNormRelu(long cin, long cout, NormLayer norm) => nn.Sequential(
+        ("0", new Convolution(cin, cout, 3, padding: 1, bias: norm == NormLayer.None)),
         ("1", DoubleConv.Norm(cout, norm)),
         ("2", nn.ReLU(inplace: true)));
 

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Segmentation.Data;
 
 namespace Segmentation.Training;
 
@@ -18,7 +19,7 @@ public sealed class CrossEntropyLoss : ISegmentationLoss, IDisposable
     private readonly double labelSmoothing;
 
     /// <summary>Creates the loss. <paramref name="classWeights"/> has one weight per class, or is null.</summary>
-    public CrossEntropyLoss(float[]? classWeights = null, int ignoreIndex = 255, double labelSmoothing = 0)
+    public CrossEntropyLoss(float[]? classWeights = null, int ignoreIndex = Labels.Ignore, double labelSmoothing = 0)
     {
         if (labelSmoothing < 0 || labelSmoothing >= 1) throw new OptionsException($"Label smoothing is {labelSmoothing}; it must be in [0, 1).");
         if (classWeights is not null && classWeights.Any(w => !float.IsFinite(w) || w < 0))
@@ -57,7 +58,7 @@ public sealed class DiceLoss : ISegmentationLoss
     private readonly double smooth;
 
     /// <summary>Creates the loss.</summary>
-    public DiceLoss(int ignoreIndex = 255, double smooth = 1.0)
+    public DiceLoss(int ignoreIndex = Labels.Ignore, double smooth = 1.0)
     {
         if (smooth < 0) throw new OptionsException($"Dice smoothing is {smooth}; it must be at least 0.");
         this.ignoreIndex = ignoreIndex;
@@ -96,7 +97,7 @@ public sealed class DiceLoss : ISegmentationLoss
 }
 
 /// <summary>A weighted sum of losses, e.g. cross-entropy + Dice.</summary>
-public sealed class CombinedLoss : ISegmentationLoss
+public sealed class CombinedLoss : ISegmentationLoss, IDisposable
 {
     private readonly (ISegmentationLoss Loss, double Weight)[] terms;
 
@@ -117,6 +118,12 @@ public sealed class CombinedLoss : ISegmentationLoss
             total = total is null ? term : total + term;
         }
         return total!;
+    }
+
+    /// <summary>Disposes the terms that own native memory.</summary>
+    public void Dispose()
+    {
+        foreach (var (loss, _) in terms) (loss as IDisposable)?.Dispose();
     }
 }
 

@@ -10,9 +10,9 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
     private readonly Sequential block;
 
     /// <summary>Creates the block.</summary>
-    public DoubleConv(long inChannels, long outChannels, NormalizationKind norm) : base(nameof(DoubleConv))
+    public DoubleConv(long inChannels, long outChannels, NormLayer norm) : base(nameof(DoubleConv))
     {
-        bool bias = norm == NormalizationKind.None;
+        bool bias = norm == NormLayer.None;
         block = nn.Sequential(
             ("conv1", new Convolution(inChannels, outChannels, 3, padding: 1, bias: bias)),
             ("norm1", Norm(outChannels, norm)),
@@ -26,10 +26,10 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => block.forward(input);
 
-    internal static nn.Module<Tensor, Tensor> Norm(long channels, NormalizationKind norm) => norm switch
+    internal static nn.Module<Tensor, Tensor> Norm(long channels, NormLayer norm) => norm switch
     {
-        NormalizationKind.Batch => nn.BatchNorm2d(channels),
-        NormalizationKind.Group => new GroupNorm(Groups(channels), channels),
+        NormLayer.Batch => nn.BatchNorm2d(channels),
+        NormLayer.Group => new GroupNorm(Groups(channels), channels),
         _ => nn.Identity(),
     };
 
@@ -50,7 +50,7 @@ public sealed class EncoderBlock : nn.Module<Tensor, Tensor>
     private readonly DoubleConv conv;
 
     /// <summary>Creates the block.</summary>
-    public EncoderBlock(long inChannels, long outChannels, NormalizationKind norm, double dropout = 0) : base(nameof(EncoderBlock))
+    public EncoderBlock(long inChannels, long outChannels, NormLayer norm, double dropout = 0) : base(nameof(EncoderBlock))
     {
         pool = nn.MaxPool2d(2);
         this.dropout = dropout > 0 ? nn.Dropout2d(dropout) : nn.Identity();
@@ -72,7 +72,7 @@ public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
     private readonly DoubleConv conv;
 
     /// <summary>Creates the block: <paramref name="inChannels"/> from below, <paramref name="skipChannels"/> from the skip.</summary>
-    public DecoderBlock(long inChannels, long skipChannels, long outChannels, UpsamplingMode mode, NormalizationKind norm) : base(nameof(DecoderBlock))
+    public DecoderBlock(long inChannels, long skipChannels, long outChannels, UpsamplingMode mode, NormLayer norm) : base(nameof(DecoderBlock))
     {
         long upChannels = inChannels / 2;
         up = mode == UpsamplingMode.Transposed

@@ -57,7 +57,7 @@ internal static class DoctorCommand
             int kw = facts.Max(f => f.Key.Length);
             foreach (var (k, v) in facts) ctx.Out.WriteLine($"{k.PadRight(kw)}  {v}");
             ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Normalization.ToString().ToLowerInvariant()} norm, {type.ShortName()}; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
+            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Norm.ToString().ToLowerInvariant()} norm, {type.ShortName()}; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
             int w = Math.Max(5, report.Layers.Max(l => l.Layer.Length));
             ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"checked at",-44}  {"direct",-18}  {"padded",-18}  {"unfold",-18}  route");
             foreach (var l in report.Layers)

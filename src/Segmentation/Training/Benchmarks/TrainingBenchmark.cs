@@ -184,7 +184,7 @@ public static class TrainingBenchmark
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
-            var loss = nn.functional.cross_entropy(model.forward(input), masks, ignore_index: 255);
+            var loss = nn.functional.cross_entropy(model.forward(input), masks, ignore_index: Labels.Ignore);
             loss.backward();
             optimizer.step();
             loss.item<float>();

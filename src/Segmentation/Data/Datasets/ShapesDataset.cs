@@ -115,7 +115,7 @@ internal sealed class ShapesSource : ISampleSource
         Classes = 4,
         ClassNames = ClassNames,
         ClassColors = new[] { new Rgb(0, 0, 0), new Rgb(230, 25, 75), new Rgb(60, 180, 75), new Rgb(0, 130, 200) },
-        IgnoreIndex = 255,
+        IgnoreIndex = Labels.Ignore,
         Encoding = MaskEncoding.Index,
         InChannels = channels,
     };

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
@@ -98,7 +99,7 @@ internal static class TrainCommand
             Schedule = Cli.ParseEnum(p.GetValue(flags.Schedule)!, "--schedule", ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
             WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay), GradientClipNorm = p.GetValue(flags.Clip),
             AccumulationSteps = p.GetValue(flags.Accumulate),
-            Loss = Cli.ParseEnum(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce"), "--loss", ("ce", LossKind.CrossEntropy), ("dice", LossKind.Dice), ("ce+dice", LossKind.CrossEntropyDice)),
+            Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
             LabelSmoothing = p.GetValue(flags.Smoothing), Augment = !p.GetValue(flags.NoAugment), VerticalFlip = p.GetValue(flags.Vflip),
             EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience), Workers = p.GetValue(flags.Workers),
             CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
@@ -145,7 +146,7 @@ internal static class TrainCommand
         {
             var last = Checkpoint.Load(run.Last);
             var s = last.State;
-            return $"epoch {s.Epoch} of {last.Trainer.Epochs} in last.ckpt{(s.BestEpoch > 0 ? string.Create(CultureInfo.InvariantCulture, $", best mean IoU {s.BestMeanIoU:F4} at epoch {s.BestEpoch}") : "")}";
+            return $"epoch {s.Epoch} of {TrainerOptions.FromCheckpoint(last).Epochs} in last.ckpt{(s.BestEpoch > 0 ? string.Create(CultureInfo.InvariantCulture, $", best mean IoU {s.BestMeanIoU:F4} at epoch {s.BestEpoch}") : "")}";
         }
         catch (SegmentationException)
         {
@@ -211,7 +212,7 @@ internal static class TrainCommand
             trainerOptions = trainerOptions with { ClassWeights = weights };
             log.WriteLine($"class weights ({config.ClassWeights}): {string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
         }
-        else if (resumeFrom is not null) trainerOptions = resumeFrom.Trainer with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
+        else if (resumeFrom is not null) trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
         return trainerOptions;
     }
 
@@ -266,126 +267,5 @@ internal static class TrainCommand
             MaskWriter.SaveOverlay(Path.Combine(dir, $"{sample.Name}_pred.png"), sample.Image, prediction.Labels, colors);
             MaskWriter.SaveOverlay(Path.Combine(dir, $"{sample.Name}_truth.png"), sample.Image, sample.Mask, colors);
         }
-    }
-}
-
-/// <summary>Presents training progress: a live status line on a terminal, one line per epoch always, and metrics.jsonl.</summary>
-internal sealed class TrainingReporter : IProgress<TrainingProgress>
-{
-    private readonly CommandContext ctx;
-    private readonly TextWriter log;
-    private readonly string metricsPath;
-    private bool headerShown;
-
-    private readonly System.Diagnostics.Stopwatch sincePlain = System.Diagnostics.Stopwatch.StartNew();
-
-    /// <summary>Without a terminal (CI, tee, nohup) a plain progress line is printed this often, so a slow epoch never looks like a hang.</summary>
-    public TimeSpan PlainInterval { get; init; } = TimeSpan.FromSeconds(30);
-
-    public TrainingReporter(CommandContext ctx, TextWriter log, string metricsPath, IReadOnlyList<EpochRecord>? previous)
-    {
-        this.ctx = ctx; this.log = log; this.metricsPath = metricsPath;
-        // metrics.jsonl always matches the run's history (on resume it is rewritten from the checkpoint).
-        File.WriteAllLines(metricsPath, (previous ?? Array.Empty<EpochRecord>()).Select(r => r.ToJson().ToJsonString()));
-    }
-
-    public void Report(TrainingProgress p)
-    {
-        switch (p.Kind)
-        {
-            case ProgressKind.Step:
-                int width = 20, filled = (int)Math.Round(width * (double)p.Step / Math.Max(1, p.StepsPerEpoch));
-                string step = string.Create(CultureInfo.InvariantCulture, $"{p.Step}/{p.StepsPerEpoch} loss {p.Loss:F4} lr {p.LearningRate:0.0e+0} {p.ImagesPerSecond:F1} img/s ETA {Format(p.Eta)}");
-                ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} [{new string('#', filled)}{new string('-', width - filled)}] {step}");
-                Plain($"epoch {p.Epoch}/{p.Epochs} step {step}");
-                break;
-            case ProgressKind.DataCheck:
-                ctx.Status(log, $"{p.Message} {p.Step}/{p.StepsPerEpoch}");
-                Plain($"{p.Message} {p.Step}/{p.StepsPerEpoch}");
-                break;
-            case ProgressKind.ValidationStep:
-                ctx.Status(log, $"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
-                Plain($"epoch {p.Epoch}/{p.Epochs} validating {p.Step}/{p.StepsPerEpoch}");
-                break;
-            case ProgressKind.Epoch:
-                var r = p.Record!;
-                ctx.FinishLine(log);
-                if (!headerShown)
-                {
-                    log.WriteLine("epoch  train loss  val loss  mean IoU  pixel acc  lr        seconds  img/s  RSS MiB");
-                    headerShown = true;
-                }
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}  {r.LearningRate,-8:0.0e+0}  {r.Seconds,7:F1}  {r.ImagesPerSecond,5:F1}  {r.ResidentMemoryMB,7:F0}"));
-                File.AppendAllText(metricsPath, r.ToJson().ToJsonString() + Environment.NewLine);
-                break;
-            case ProgressKind.Message:
-            case ProgressKind.Convolutions:
-                ctx.FinishLine(log);
-                log.WriteLine(p.Message);
-                break;
-        }
-    }
-
-    /// <summary>A plain line at most every <see cref="PlainInterval"/>, when no terminal shows the status line.</summary>
-    private void Plain(string line)
-    {
-        if (ctx.IsTerminal(log) || sincePlain.Elapsed < PlainInterval) return;
-        log.WriteLine(line);
-        sincePlain.Restart();
-    }
-
-    private static string F(double v) => double.IsNaN(v) ? "-" : v.ToString("F4", CultureInfo.InvariantCulture);
-
-    private static string Format(TimeSpan? t) => t is { } v ? (v.TotalHours >= 1 ? v.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : v.ToString(@"mm\:ss", CultureInfo.InvariantCulture)) : "--:--";
-}
-
-/// <summary>The flags of <c>segment train</c>.</summary>
-internal sealed class TrainFlags
-{
-    public readonly Option<string> Data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/), or builtin:shapes.", DefaultValueFactory = _ => "builtin:shapes" };
-    public readonly Option<string?> Val = new Option<string?>("--val") { Description = "Validation folder (images/ and masks/)." };
-    public readonly Option<double?> ValSplit = new Option<double?>("--val-split") { Description = "Share of --data held out for validation when there is no validation folder (default 0.2)." };
-    public readonly Option<int?> InChannels = new Option<int?>("--in-channels") { Description = "Image channels fed to the model (default: 1 for gray data, else 3)." };
-    public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 12)." };
-    public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Batch size (default 4; shapes: 8)." };
-    public readonly Option<string?> Crop = new Option<string?>("--crop") { Description = "Random training crop HxW, after random scaling (e.g. 256x256)." };
-    public readonly Option<string?> Size = new Option<string?>("--size") { Description = "Resize every image to HxW first." };
-    public readonly Option<double?> Lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 3e-3)." };
-    public readonly Option<string> Optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
-    public readonly Option<string> Schedule = new Option<string>("--schedule") { Description = "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
-    public readonly Option<double> Warmup = new Option<double>("--warmup") { Description = "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
-    public readonly Option<double> WeightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 1e-4 };
-    public readonly Option<double?> Clip = new Option<double?>("--clip") { Description = "Clip the gradient norm to this." };
-    public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description = "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
-    public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = "ce, dice or ce+dice (default ce; shapes: ce+dice)." };
-    public readonly Option<string> ClassWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
-    public readonly Option<double> Smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
-    public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
-    public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
-    public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
-    public readonly Option<int?> Patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without a better mean IoU." };
-    public readonly Option<int> Workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
-    public readonly Option<int> CacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
-    public readonly Option<string> Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
-    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder); for --encoder mlnet-resnet18, builtin (ML.NET's ImageNet-trained ResNet18.onnx from the NuGet cache) or that file's path." };
-    public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
-    public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
-    public readonly Option<string> Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
-    public readonly Option<int> Seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-    public readonly Option<string?> TimeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
-    public readonly Option<string?> OutDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
-    public readonly Option<bool> Resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
-    public readonly Option<bool> Overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
-    public readonly Option<bool> Json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
-    public readonly DataFlags D;
-    public readonly ModelFlags Model;
-
-    /// <summary>Adds the flags to <paramref name="cmd"/>: the data flags, the model flags, then the rest.</summary>
-    public TrainFlags(Command cmd)
-    {
-        D = DataFlags.Add(cmd);
-        Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, NoAugment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Json })
-            cmd.Options.Add(o);
     }
 }

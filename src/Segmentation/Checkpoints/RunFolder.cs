@@ -1,4 +1,4 @@
-namespace Segmentation.Training;
+namespace Segmentation.Checkpoints;
 
 /// <summary>
 /// The files of one training run and the order they are written in. The one place that spells their names.

@@ -18,7 +18,7 @@ public sealed record DatasetOptions
     /// <summary>Number of classes; null infers it (largest label + 1, or the palette's classes).</summary>
     public int? Classes { get; init; }
     /// <summary>Label ignored by losses and metrics.</summary>
-    public int IgnoreIndex { get; init; } = 255;
+    public int IgnoreIndex { get; init; } = Labels.Ignore;
     /// <summary>Palette file (CSV or JSON) with class names and colours; required for RGB masks.</summary>
     public string? PaletteFile { get; init; }
     /// <summary>Class names; null uses the palette's or defaults.</summary>

@@ -1,59 +1,9 @@
 using System.Text.Json.Nodes;
 using Segmentation.Evaluation;
+using Segmentation.Checkpoints;
 using Segmentation.Models;
 
 namespace Segmentation.Training;
-
-/// <summary>One epoch of training: the line written to <c>metrics.jsonl</c>.</summary>
-public sealed record EpochRecord
-{
-    /// <summary>1-based epoch.</summary>
-    public int Epoch { get; init; }
-    /// <summary>Mean training loss.</summary>
-    public double TrainLoss { get; init; }
-    /// <summary>Mean validation loss (NaN when not evaluated).</summary>
-    public double ValLoss { get; init; } = double.NaN;
-    /// <summary>Validation mean IoU (NaN when not evaluated).</summary>
-    public double MeanIoU { get; init; } = double.NaN;
-    /// <summary>Validation pixel accuracy (NaN when not evaluated).</summary>
-    public double PixelAccuracy { get; init; } = double.NaN;
-    /// <summary>Learning rate at the end of the epoch.</summary>
-    public double LearningRate { get; init; }
-    /// <summary>Wall-clock seconds of the epoch (training and evaluation).</summary>
-    public double Seconds { get; init; }
-    /// <summary>Training images per second.</summary>
-    public double ImagesPerSecond { get; init; }
-    /// <summary>Resident memory of the process at the end of the epoch, in MiB (how flat native memory stays).</summary>
-    public double ResidentMemoryMB { get; init; } = double.NaN;
-    /// <summary>Full validation metrics (null when not evaluated).</summary>
-    public SegmentationMetrics? Metrics { get; init; }
-
-    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond, rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
-    public JsonObject ToJson()
-    {
-        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
-        var o = new JsonObject
-        {
-            ["epoch"] = Epoch, ["trainLoss"] = N(TrainLoss), ["valLoss"] = N(ValLoss), ["meanIoU"] = N(MeanIoU),
-            ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds, ["imagesPerSecond"] = N(ImagesPerSecond),
-            ["rssMB"] = N(ResidentMemoryMB),
-        };
-        if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
-        return o;
-    }
-
-    /// <summary>From <see cref="ToJson"/>.</summary>
-    public static EpochRecord FromJson(JsonObject o)
-    {
-        static double D(JsonNode? n) => n is null ? double.NaN : n.GetValue<double>();
-        return new EpochRecord
-        {
-            Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]), MeanIoU = D(o["meanIoU"]),
-            PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]), ImagesPerSecond = D(o["imagesPerSecond"]),
-            ResidentMemoryMB = D(o["rssMB"]),
-        };
-    }
-}
 
 /// <summary>What a progress report is about.</summary>
 public enum ProgressKind

@@ -8,34 +8,12 @@ using Segmentation.Evaluation;
 using Segmentation.Models;
 using static TorchSharp.torch;
 
-namespace Segmentation.Training;
-
-/// <summary>Where a training run stands: enough to resume exactly.</summary>
-public sealed record TrainingState
-{
-    /// <summary>Epochs completed.</summary>
-    public int Epoch { get; init; }
-    /// <summary>Optimiser steps taken (the schedule's position).</summary>
-    public long OptimizerStep { get; init; }
-    /// <summary>Best validation mean IoU so far (NaN: none yet).</summary>
-    public double BestMeanIoU { get; init; } = double.NaN;
-    /// <summary>Epoch of the best mean IoU (0: none).</summary>
-    public int BestEpoch { get; init; }
-    /// <summary>Evaluations since the best one (for early stopping).</summary>
-    public int EvaluationsWithoutImprovement { get; init; }
-    /// <summary>Wall-clock seconds of training so far.</summary>
-    public double Seconds { get; init; }
-    /// <summary>One record per epoch.</summary>
-    public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
-    /// <summary>float16 training: the loss scale after the epoch (null: no loss scaling).</summary>
-    public double? LossScale { get; init; }
-    /// <summary>float16 training: good steps since the loss scale last changed.</summary>
-    public int LossScaleGoodSteps { get; init; }
-}
+namespace Segmentation.Checkpoints;
 
 /// <summary>
-/// One file with everything needed to resume or to predict: weights, optimiser state, model options, data set
-/// description (class names, colours, encoding), normalisation, trainer options, progress, RNG state and metrics.
+/// The hand-off file: everything a predictor needs (weights, model options, what the labels mean, the preprocessing)
+/// and everything a resumed run needs (optimiser state, the trainer's options as it wrote them, progress, RNG state,
+/// metrics). It knows no trainer: inference reads it without the training stage.
 /// </summary>
 /// <remarks>
 /// Layout: the 8-byte magic <c>SEGCKPT1</c>, a little-endian int32 length and a UTF-8 JSON header, the weights and the
@@ -61,10 +39,10 @@ public sealed class Checkpoint
     public required UNetOptions Model { get; init; }
     /// <summary>What the labels mean.</summary>
     public required DatasetDescription Dataset { get; init; }
-    /// <summary>Input normalisation used in training.</summary>
-    public required Normalization Normalization { get; init; }
-    /// <summary>How it was trained.</summary>
-    public required TrainerOptions Trainer { get; init; }
+    /// <summary>What every input goes through before the model (normalisation, and the resize when it was trained at a fixed size).</summary>
+    public required Preprocessing Preprocessing { get; init; }
+    /// <summary>How it was trained: the trainer's options as it wrote them (it reads them back on resume; nothing else needs them).</summary>
+    public required JsonObject TrainerSettings { get; init; }
     /// <summary>Progress so far.</summary>
     public required TrainingState State { get; init; }
     /// <summary>Where the training and validation data came from.</summary>
@@ -134,8 +112,9 @@ public sealed class Checkpoint
         ["version"] = FormatVersion,
         ["model"] = JsonSerializer.SerializeToNode(Model, Json),
         ["dataset"] = Dataset.ToJson(),
-        ["normalization"] = JsonSerializer.SerializeToNode(Normalization, Json),
-        ["trainer"] = JsonSerializer.SerializeToNode(Trainer, Json),
+        ["normalization"] = JsonSerializer.SerializeToNode(Preprocessing.Normalization, Json),
+        ["resize"] = Preprocessing.Size is { } size ? JsonSerializer.SerializeToNode(size, Json) : null,
+        ["trainer"] = TrainerSettings.DeepClone(),
         ["state"] = new JsonObject
         {
             ["epoch"] = State.Epoch,
@@ -213,8 +192,10 @@ public sealed class Checkpoint
         {
             Model = model,
             Dataset = DatasetDescription.FromJson(header["dataset"]!.AsObject()),
-            Normalization = header["normalization"].Deserialize<Normalization>(Json)!,
-            Trainer = header["trainer"].Deserialize<TrainerOptions>(Json)!,
+            // Files from before "resize" had it only in the trainer's options.
+            Preprocessing = new Preprocessing(header["normalization"].Deserialize<Normalization>(Json)!,
+                (header["resize"] ?? header["trainer"]?["Size"]).Deserialize<Size2?>(Json)),
+            TrainerSettings = header["trainer"]!.AsObject().DeepClone().AsObject(),
             State = new TrainingState
             {
                 Epoch = state["epoch"]!.GetValue<int>(),

@@ -24,7 +24,7 @@ internal sealed class DataFlags
             Classes = new Option<int?>("--classes") { Description = "Number of classes (default: detected from the masks)." },
             Mask = new Option<string>("--mask") { Description = "Mask encoding: auto, index, binary, palette or indexed.", DefaultValueFactory = _ => "auto" },
             Palette = new Option<string?>("--palette") { Description = "CSV or JSON file with class names and colours (index,name,r,g,b)." },
-            IgnoreIndex = new Option<int>("--ignore-index") { Description = "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => 255 },
+            IgnoreIndex = new Option<int>("--ignore-index") { Description = "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => Labels.Ignore },
             SkipUnpaired = new Option<bool>("--skip-unpaired") { Description = "Skip images without masks (and masks without images) instead of failing." },
             BinaryThreshold = new Option<int?>("--binary-threshold") { Description = "Binary masks: gray values at or above this are the foreground (for masks saved lossily, e.g. JPEG)." },
         };

@@ -48,7 +48,7 @@ public sealed record DatasetDescription
     /// Value in the mask files whose pixels are ignored by losses and metrics (0-255, not a class). Decoded masks
     /// always carry <see cref="Labels.Ignore"/> (255) for these pixels, whatever the file used.
     /// </summary>
-    public int IgnoreIndex { get; init; } = 255;
+    public int IgnoreIndex { get; init; } = Labels.Ignore;
     /// <summary>How mask files are read.</summary>
     public MaskEncoding Encoding { get; init; } = MaskEncoding.Index;
     /// <summary>For <see cref="MaskEncoding.Palette"/>: packed colour to label (a class, or the ignore index).</summary>

@@ -1,0 +1,179 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Inference;
+using Segmentation.Models;
+using Segmentation.Training;
+using static TorchSharp.torch;
+
+namespace Segmentation.Cli;
+
+/// <summary><c>segment bench train|loader|eval</c>.</summary>
+internal static class BenchCommand
+{
+    public static Command Create(CommandContext ctx)
+    {
+        var cmd = new Command("bench", "Benchmarks: training step, data loader, evaluator.");
+        cmd.Subcommands.Add(Train(ctx));
+        cmd.Subcommands.Add(Loader(ctx));
+        cmd.Subcommands.Add(Eval(ctx));
+        return cmd;
+    }
+
+    private static Command Train(CommandContext ctx)
+    {
+        var cmd = new Command("train", "Time the training step on random data, side by side with a bare TorchSharp loop.");
+        var m = ModelFlags.Add(cmd);
+        var inChannels = new Option<int>("--in-channels") { DefaultValueFactory = _ => 3 };
+        var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 2 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 2 };
+        var size = new Option<string>("--size") { DefaultValueFactory = _ => "256x256" };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 10 };
+        var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 2 };
+        var device = new Option<string>("--device") { DefaultValueFactory = _ => "auto" };
+        var noBare = new Option<bool>("--no-bare") { Description = "Skip the bare TorchSharp loop." };
+        var precision = new Option<string>("--precision") { Description = "Comma-separated precisions to time side by side (fp32, bf16, fp16); the first is the baseline.", DefaultValueFactory = _ => "fp32" };
+        var allocator = new Option<string>("--allocator") { Description = "tuned (mallopt, the trainer's default) or default (glibc as it is).", DefaultValueFactory = _ => "tuned" };
+        var json = new Option<bool>("--json");
+        foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision, allocator, json }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var mode = Cli.ParseEnum(p.GetValue(allocator)!, "--allocator", ("tuned", true), ("default", false));
+            if (mode) AllocatorTuning.Apply();
+            var options = new TrainingBenchmarkOptions
+            {
+                Model = ModelFlags.Read(p, m, shapes: false, p.GetValue(inChannels), p.GetValue(classes)), BatchSize = p.GetValue(batch),
+                Size = Size2.Parse(p.GetValue(size)!), Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), Device = p.GetValue(device)!, CompareBare = !p.GetValue(noBare),
+                Precisions = p.GetValue(precision)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precisions.Parse).ToArray(),
+            };
+            var log = p.GetValue(json) ? ctx.Err : ctx.Out;
+            var r = TrainingBenchmark.Run(options, new Progress(log));
+            PrintTrainBenchmark(log, r, mode);
+            if (p.GetValue(json)) ctx.Out.WriteLine(TrainBenchmarkJson(r, mode).ToJsonString());
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    private static void PrintTrainBenchmark(TextWriter log, TrainingBenchmarkResult r, bool tunedAllocator)
+    {
+        log.WriteLine($"{r.Parameters:N0} parameters, device {r.Device}, allocator {(tunedAllocator ? r.Allocator : "default")}"
+            + (r.DeviceMemoryMiB is { } mib ? string.Create(CultureInfo.InvariantCulture, $", device memory in use after the steps {mib:F0} MiB") : ""));
+        var first = r.Contenders[0];
+        foreach (var c in r.Contenders)
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{c.Name,-14} median {c.StepSeconds:F3} s ({c.ImagesPerSecond:F2} images/s){(ReferenceEquals(c, first) ? "" : $"; {first.Name}/{c.Name} = {first.StepSeconds / c.StepSeconds:F3}")}"));
+    }
+
+    private static JsonObject TrainBenchmarkJson(TrainingBenchmarkResult r, bool tunedAllocator) => new()
+    {
+        ["stepSeconds"] = r.StepSeconds, ["imagesPerSecond"] = r.ImagesPerSecond, ["params"] = r.Parameters, ["device"] = r.Device,
+        ["bareStepSeconds"] = double.IsNaN(r.BareStepSeconds) ? null : r.BareStepSeconds,
+        ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
+        ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
+        ["allocator"] = tunedAllocator ? r.Allocator : "default",
+        ["steps"] = new JsonArray(r.Contenders[0].Steps.Select(x => (JsonNode?)x).ToArray()),
+        ["contenders"] = new JsonArray(r.Contenders.Select(c => (JsonNode?)new JsonObject
+        {
+            ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds, ["imagesPerSecond"] = c.ImagesPerSecond,
+            ["steps"] = new JsonArray(c.Steps.Select(x => (JsonNode?)x).ToArray()),
+        }).ToArray()),
+    };
+
+    private static Command Loader(CommandContext ctx)
+    {
+        var cmd = new Command("loader", "Time the data pipeline (read, decode, augment, collate) on a folder.");
+        var data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/: train/ is read).", Required = true };
+        var d = DataFlags.Add(cmd);
+        var workers = new Option<int>("--workers") { DefaultValueFactory = _ => 2 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
+        var crop = new Option<string>("--crop") { DefaultValueFactory = _ => "256x256" };
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
+        var cache = new Option<bool>("--cache") { Description = "Cache decoded samples in memory (epochs after the first skip decoding)." };
+        var tensors = new Option<bool>("--tensors") { Description = "Also turn each batch into tensors (uint8 images, int64 masks)." };
+        var json = new Option<bool>("--json");
+        foreach (var o in new Option[] { data, workers, batch, crop, epochs, cache, tensors, json }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var spec = p.GetValue(data)!;
+            if (DataFlags.IsSplitFolder(spec)) spec = Path.Combine(spec, "train");
+            var set = SegmentationDataset.FromOrigin(spec, DataFlags.Read(p, d, null));
+            var c = Size2.Parse(p.GetValue(crop)!);
+            var loader = new DataLoader(set, new DataLoaderOptions
+            {
+                BatchSize = p.GetValue(batch), Workers = p.GetValue(workers), Shuffle = true, DropLast = false,
+                Transform = new Compose(new RandomCrop(c.Height, c.Width), new HorizontalFlip()), CacheBytes = p.GetValue(cache) ? 8L << 30 : 0,
+            });
+            var log = p.GetValue(json) ? ctx.Err : ctx.Out;
+            var rates = new List<double>();
+            for (int e = 0; e < p.GetValue(epochs); e++)
+            {
+                var clock = Stopwatch.StartNew();
+                int images = 0;
+                foreach (var b in loader.Epoch(e))
+                {
+                    images += b.Count;
+                    if (p.GetValue(tensors))
+                    {
+                        using var scope = NewDisposeScope();
+                        b.ToDevice(CPU);
+                    }
+                }
+                rates.Add(images / clock.Elapsed.TotalSeconds);
+                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {e + 1}: {images} images in {clock.Elapsed.TotalSeconds:F2} s = {rates[^1]:F1} images/s"));
+            }
+            double steady = rates.Count > 1 ? rates.Skip(1).Average() : rates[0];
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{set.Origin}: {loader.Workers} workers, batch {loader.Options.BatchSize}, crop {c}: {steady:F1} images/s (epochs after the first{(p.GetValue(cache) ? ", cached" : "")})"));
+            if (p.GetValue(json))
+                ctx.Out.WriteLine(new JsonObject
+                {
+                    ["imagesPerSecond"] = steady, ["firstEpochImagesPerSecond"] = rates[0], ["workers"] = loader.Workers, ["batchSize"] = loader.Options.BatchSize,
+                    ["cache"] = p.GetValue(cache), ["epochs"] = new JsonArray(rates.Select(x => (JsonNode?)x).ToArray()),
+                }.ToJsonString());
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    private static Command Eval(CommandContext ctx)
+    {
+        var cmd = new Command("eval", "Time the evaluator's confusion-matrix updates on random predictions.");
+        var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 12 };
+        var size = new Option<string>("--size") { DefaultValueFactory = _ => "360x480" };
+        var images = new Option<int>("--images") { DefaultValueFactory = _ => 200 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
+        var device = new Option<string>("--device") { DefaultValueFactory = _ => "auto" };
+        var json = new Option<bool>("--json");
+        foreach (var o in new Option[] { classes, size, images, batch, device, json }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var s = Size2.Parse(p.GetValue(size)!);
+            int n = p.GetValue(classes), b = p.GetValue(batch), total = p.GetValue(images);
+            var dev = Devices.Resolve(p.GetValue(device));
+            random.manual_seed(0);
+            using var logits = randn(new long[] { b, n, s.Height, s.Width }, device: dev);
+            using var target = randint(0, n, new long[] { b, s.Height, s.Width }, device: dev);
+            using var cm = new ConfusionMatrix(n, trackPerImage: true);
+            cm.Update(logits, target); // warm-up
+            cm.Reset();
+            var clock = Stopwatch.StartNew();
+            int done = 0;
+            while (done < total) { cm.Update(logits, target); done += b; }
+            var metrics = cm.Compute();
+            double rate = done / clock.Elapsed.TotalSeconds;
+            var log = p.GetValue(json) ? ctx.Err : ctx.Out;
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"evaluator: {done} images of {s} with {n} classes (argmax from logits) in {clock.Elapsed.TotalSeconds:F2} s = {rate:F1} images/s on {dev} (mean IoU {metrics.MeanIoU:F4})"));
+            if (p.GetValue(json)) ctx.Out.WriteLine(new JsonObject { ["imagesPerSecond"] = rate, ["images"] = done, ["device"] = dev.ToString() }.ToJsonString());
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    private sealed class Progress(TextWriter log) : IProgress<string>
+    {
+        public void Report(string value) => log.WriteLine(value);
+    }
+}

@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Segmentation.Checkpoints;
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Inference;
+using Segmentation.Models;
+using Segmentation.Training;
+using static TorchSharp.torch;
+
+namespace Segmentation.Cli;
+
+/// <summary><c>segment predict</c>: masks for images.</summary>
+internal static class PredictCommand
+{
+    public static Command Create(CommandContext ctx)
+    {
+        var cmd = new Command("predict", "Predict masks: <name>.png holds class indices; --color, --overlay and --probabilities add pictures.");
+        var f = PredictFlags.Add(cmd);
+        var input = new Option<string>("--input") { Description = "An image file or a folder of images.", Required = true };
+        var outDir = new Option<string>("--out") { Description = "Output folder.", Required = true };
+        var overlay = new Option<bool>("--overlay") { Description = "Also write <name>_overlay.png (classes blended over the image)." };
+        var color = new Option<bool>("--color") { Description = "Also write <name>_color.png (each class in its colour)." };
+        var probabilities = new Option<bool>("--probabilities") { Description = "Also write <name>_prob_<class>.png per class (probability x 255)." };
+        foreach (var o in new Option[] { input, outDir, overlay, color, probabilities }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var ckpt = Checkpoint.Load(p.GetValue(f.Checkpoint)!);
+            var path = p.GetValue(input)!;
+            var files = Directory.Exists(path)
+                ? Directory.EnumerateFiles(path).Where(x => Path.GetExtension(x).ToLowerInvariant() is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".tif" or ".tiff" or ".webp" or ".tga").Order().ToList()
+                : File.Exists(path) ? new List<string> { path } : throw new DataException($"{path}: no such file or folder.", path);
+            if (files.Count == 0) throw new DataException($"{path}: no images found.", path);
+            var dir = p.GetValue(outDir)!;
+            var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities) ? ckpt.Dataset.Classes : 0);
+            CheckOutputs(files, outputs, dir);
+            Directory.CreateDirectory(dir);
+            using var predictor = f.Open(p, ckpt);
+            var reader = new ImageReader();
+            var d = predictor.Description;
+            var clock = Stopwatch.StartNew();
+            foreach (var file in files)
+            {
+                var image = reader.ReadImage(file, d.InChannels);
+                var pred = predictor.Predict(image, p.GetValue(probabilities));
+                var stem = Path.GetFileNameWithoutExtension(file);
+                MaskWriter.SaveLabels(Path.Combine(dir, stem + ".png"), pred.Labels, pred.Width, pred.Height);
+                if (p.GetValue(color)) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width, pred.Height, d.ClassColors);
+                if (p.GetValue(overlay)) MaskWriter.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), image, pred.Labels, d.ClassColors);
+                if (pred.Probabilities is { } probs)
+                    for (int c = 0; c < pred.Classes; c++)
+                        MaskWriter.SaveProbability(Path.Combine(dir, $"{stem}_prob_{c}.png"), probs, c, pred.Width, pred.Height);
+                ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
+            }
+            ctx.FinishLine();
+            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
+    internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay, int probabilityClasses) =>
+        inputs.Select(file =>
+        {
+            var stem = Path.GetFileNameWithoutExtension(file);
+            var names = new List<string> { stem + ".png" };
+            if (color) names.Add(stem + "_color.png");
+            if (overlay) names.Add(stem + "_overlay.png");
+            for (int c = 0; c < probabilityClasses; c++) names.Add($"{stem}_prob_{c}.png");
+            return names;
+        }).ToList();
+
+    /// <summary>
+    /// Refuses, before anything is written, two inputs whose outputs share a name (a.png and a.jpg; a.png's overlay and
+    /// an input named a_overlay.png) and outputs that would overwrite an input.
+    /// </summary>
+    internal static void CheckOutputs(List<string> inputs, List<List<string>> outputs, string dir)
+    {
+        var owner = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        var clashes = new List<string>();
+        for (int i = 0; i < inputs.Count; i++)
+            foreach (var name in outputs[i])
+                if (!owner.TryAdd(name, inputs[i]) && clashes.Count < 5)
+                    clashes.Add($"{Path.GetFileName(owner[name])} and {Path.GetFileName(inputs[i])} would both write {name}");
+        if (clashes.Count > 0)
+            throw new DataException($"{dir}: {string.Join("; ", clashes)}. Rename the inputs, or predict them into separate folders.", dir);
+        var inputSet = inputs.Select(Path.GetFullPath).ToHashSet(StringComparer.Ordinal);
+        var overwrites = owner.Keys.Select(n => Path.GetFullPath(Path.Combine(dir, n))).Where(inputSet.Contains).Take(3).ToList();
+        if (overwrites.Count > 0)
+            throw new DataException($"{dir}: predicting here would overwrite the input {string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.", overwrites[0]);
+    }
+}

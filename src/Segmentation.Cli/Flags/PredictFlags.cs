@@ -1,0 +1,51 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Segmentation.Checkpoints;
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Inference;
+using Segmentation.Models;
+using Segmentation.Training;
+using static TorchSharp.torch;
+
+namespace Segmentation.Cli;
+
+/// <summary>Flags of sliding-window and TTA prediction.</summary>
+internal sealed class PredictFlags
+{
+    public required Option<string> Checkpoint { get; init; }
+    public required Option<string?> Slide { get; init; }
+    public required Option<string?> Stride { get; init; }
+    public required Option<string?> Tta { get; init; }
+    public required Option<string> Device { get; init; }
+    public required Option<string> Precision { get; init; }
+
+    public static PredictFlags Add(Command cmd)
+    {
+        var f = new PredictFlags
+        {
+            Checkpoint = new Option<string>("--checkpoint") { Description = "A .ckpt written by 'segment train'.", Required = true },
+            Slide = new Option<string?>("--slide") { Description = "Sliding-window size HxW (logits averaged where windows overlap)." },
+            Stride = new Option<string?>("--stride") { Description = "Sliding-window stride HxW (default: 2/3 of the window)." },
+            Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip." },
+            Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" },
+            Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).", DefaultValueFactory = _ => "fp32" },
+        };
+        foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device, f.Precision }) cmd.Options.Add(o);
+        return f;
+    }
+
+    public Predictor Open(ParseResult p, Checkpoint ckpt)
+    {
+        var tta = p.GetValue(Tta);
+        if (tta is not null && tta != "flip") throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null) throw new OptionsException("--stride needs --slide.");
+        return new Predictor(ckpt, new PredictorOptions
+        {
+            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Preprocessing.Size, Precision = Precisions.Parse(p.GetValue(Precision)!),
+            Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st ? Size2.Parse(st) : null,
+        });
+    }
+}

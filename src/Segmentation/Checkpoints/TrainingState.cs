@@ -1,0 +1,78 @@
+using System.Text.Json.Nodes;
+using Segmentation.Evaluation;
+
+namespace Segmentation.Checkpoints;
+
+/// <summary>Where a training run stands: enough to resume exactly.</summary>
+public sealed record TrainingState
+{
+    /// <summary>Epochs completed.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Optimiser steps taken (the schedule's position).</summary>
+    public long OptimizerStep { get; init; }
+    /// <summary>Best validation mean IoU so far (NaN: none yet).</summary>
+    public double BestMeanIoU { get; init; } = double.NaN;
+    /// <summary>Epoch of the best mean IoU (0: none).</summary>
+    public int BestEpoch { get; init; }
+    /// <summary>Evaluations since the best one (for early stopping).</summary>
+    public int EvaluationsWithoutImprovement { get; init; }
+    /// <summary>Wall-clock seconds of training so far.</summary>
+    public double Seconds { get; init; }
+    /// <summary>One record per epoch.</summary>
+    public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
+    /// <summary>float16 training: the loss scale after the epoch (null: no loss scaling).</summary>
+    public double? LossScale { get; init; }
+    /// <summary>float16 training: good steps since the loss scale last changed.</summary>
+    public int LossScaleGoodSteps { get; init; }
+}
+
+/// <summary>One epoch of training: the line written to <c>metrics.jsonl</c>.</summary>
+public sealed record EpochRecord
+{
+    /// <summary>1-based epoch.</summary>
+    public int Epoch { get; init; }
+    /// <summary>Mean training loss.</summary>
+    public double TrainLoss { get; init; }
+    /// <summary>Mean validation loss (NaN when not evaluated).</summary>
+    public double ValLoss { get; init; } = double.NaN;
+    /// <summary>Validation mean IoU (NaN when not evaluated).</summary>
+    public double MeanIoU { get; init; } = double.NaN;
+    /// <summary>Validation pixel accuracy (NaN when not evaluated).</summary>
+    public double PixelAccuracy { get; init; } = double.NaN;
+    /// <summary>Learning rate at the end of the epoch.</summary>
+    public double LearningRate { get; init; }
+    /// <summary>Wall-clock seconds of the epoch (training and evaluation).</summary>
+    public double Seconds { get; init; }
+    /// <summary>Training images per second.</summary>
+    public double ImagesPerSecond { get; init; }
+    /// <summary>Resident memory of the process at the end of the epoch, in MiB (how flat native memory stays).</summary>
+    public double ResidentMemoryMB { get; init; } = double.NaN;
+    /// <summary>Full validation metrics (null when not evaluated).</summary>
+    public SegmentationMetrics? Metrics { get; init; }
+
+    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond, rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
+    public JsonObject ToJson()
+    {
+        static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        var o = new JsonObject
+        {
+            ["epoch"] = Epoch, ["trainLoss"] = N(TrainLoss), ["valLoss"] = N(ValLoss), ["meanIoU"] = N(MeanIoU),
+            ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds, ["imagesPerSecond"] = N(ImagesPerSecond),
+            ["rssMB"] = N(ResidentMemoryMB),
+        };
+        if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
+        return o;
+    }
+
+    /// <summary>From <see cref="ToJson"/>.</summary>
+    public static EpochRecord FromJson(JsonObject o)
+    {
+        static double D(JsonNode? n) => n is null ? double.NaN : n.GetValue<double>();
+        return new EpochRecord
+        {
+            Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]), MeanIoU = D(o["meanIoU"]),
+            PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]), ImagesPerSecond = D(o["imagesPerSecond"]),
+            ResidentMemoryMB = D(o["rssMB"]),
+        };
+    }
+}

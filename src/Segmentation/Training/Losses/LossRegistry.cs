@@ -1,0 +1,47 @@
+using Segmentation.Data;
+
+namespace Segmentation.Training;
+
+/// <summary>Training loss (see <see cref="LossRegistry"/> for the names and what each is built from).</summary>
+public enum LossKind
+{
+    /// <summary>Cross-entropy.</summary>
+    CrossEntropy,
+    /// <summary>Soft Dice.</summary>
+    Dice,
+    /// <summary>Cross-entropy + Dice (weights 1 and <see cref="TrainerOptions.DiceWeight"/>).</summary>
+    CrossEntropyDice,
+}
+
+/// <summary>
+/// The losses there are: one line each, with the name the CLI and run files use and how the trainer builds it from
+/// its options. A new loss is an <see cref="ISegmentationLoss"/>, a <see cref="LossKind"/> member and a line here.
+/// </summary>
+public static class LossRegistry
+{
+    /// <summary>One loss: its kind, its name (<c>--loss</c>), a line of help, and how to build it.</summary>
+    public sealed record Entry(LossKind Kind, string Name, string Description, Func<TrainerOptions, ISegmentationLoss> Create);
+
+    /// <summary>Every loss, in the order help lists them.</summary>
+    public static IReadOnlyList<Entry> All { get; } = new Entry[]
+    {
+        new(LossKind.CrossEntropy, "ce", "cross-entropy (class weights, label smoothing)", CrossEntropy),
+        new(LossKind.Dice, "dice", "soft Dice over the classes", _ => new DiceLoss()),
+        new(LossKind.CrossEntropyDice, "ce+dice", "cross-entropy + DiceWeight x Dice", o => new CombinedLoss((CrossEntropy(o), 1.0), (new DiceLoss(), o.DiceWeight))),
+    };
+
+    private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: o.LabelSmoothing);
+
+    /// <summary>The loss <paramref name="options"/> ask for (dispose it if it is <see cref="IDisposable"/>).</summary>
+    public static ISegmentationLoss Create(TrainerOptions options) => Find(options.Loss).Create(options);
+
+    /// <summary>The kind named <paramref name="name"/> (case-insensitive); the error lists the names.</summary>
+    public static LossKind Parse(string name) =>
+        All.FirstOrDefault(e => string.Equals(e.Name, name, StringComparison.OrdinalIgnoreCase))?.Kind
+        ?? throw new OptionsException($"Loss '{name}' is not one of: {string.Join(", ", All.Select(e => e.Name))}.");
+
+    /// <summary>The name of <paramref name="kind"/>.</summary>
+    public static string NameOf(LossKind kind) => Find(kind).Name;
+
+    private static Entry Find(LossKind kind) => All.FirstOrDefault(e => e.Kind == kind) ?? throw new OptionsException($"Loss {kind} is not one of: {string.Join(", ", All.Select(e => e.Kind))}.");
+}
