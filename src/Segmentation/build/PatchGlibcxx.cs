@@ -76,17 +76,7 @@ public class PatchGlibcxxVersionNeeds : Task
         int Sh(int index) => (int)shoff + index * shentsize;
         int strtab = (int)U64(b, Sh((int)U32(b, Sh(verneed) + 40)) + 24); // sh_link -> .dynstr offset
 
-        // Names of the dynamic symbols for each version index.
-        var symbolsByVersion = new Dictionary<int, List<string>>();
-        int dynOff = (int)U64(b, Sh(dynsym) + 24), dynSize = (int)U64(b, Sh(dynsym) + 32);
-        int dynStr = (int)U64(b, Sh((int)U32(b, Sh(dynsym) + 40)) + 24);
-        int verOff = (int)U64(b, Sh(versym) + 24);
-        for (int s = 0; s < dynSize / 24; s++)
-        {
-            int idx = U16(b, verOff + 2 * s) & 0x7fff;
-            if (!symbolsByVersion.TryGetValue(idx, out var list)) symbolsByVersion[idx] = list = new List<string>();
-            list.Add(Str(b, dynStr + (int)U32(b, dynOff + 24 * s)));
-        }
+        var symbolsByVersion = SymbolsByVersion(b, Sh(dynsym), Sh((int)U32(b, Sh(dynsym) + 40)), Sh(versym));
 
         int vn = (int)U64(b, Sh(verneed) + 24);
         int count = (int)U32(b, Sh(verneed) + 44); // sh_info: number of entries
@@ -113,6 +103,22 @@ public class PatchGlibcxxVersionNeeds : Task
             vn += (int)next;
         }
         return result;
+    }
+
+    /// <summary>Names of the dynamic symbols for each version index (from .dynsym, its string table and .gnu.version).</summary>
+    private static Dictionary<int, List<string>> SymbolsByVersion(byte[] b, int dynsymHeader, int dynstrHeader, int versymHeader)
+    {
+        var symbolsByVersion = new Dictionary<int, List<string>>();
+        int dynOff = (int)U64(b, dynsymHeader + 24), dynSize = (int)U64(b, dynsymHeader + 32);
+        int dynStr = (int)U64(b, dynstrHeader + 24);
+        int verOff = (int)U64(b, versymHeader + 24);
+        for (int s = 0; s < dynSize / 24; s++)
+        {
+            int idx = U16(b, verOff + 2 * s) & 0x7fff;
+            if (!symbolsByVersion.TryGetValue(idx, out var list)) symbolsByVersion[idx] = list = new List<string>();
+            list.Add(Str(b, dynStr + (int)U32(b, dynOff + 24 * s)));
+        }
+        return symbolsByVersion;
     }
 
     private static ushort U16(byte[] b, int o) => (ushort)(b[o] | b[o + 1] << 8);

@@ -40,13 +40,22 @@ internal sealed class ShapesSource : ISampleSource
 
     public Sample Load(int index)
     {
-        int n = options.Size, ch = options.Channels;
+        int n = options.Size;
         var rng = new Random(Seeds.Mix(options.Seed, index, 0x5A3E));
         var image = new ImageBuffer(n, n, 3);
         var mask = new byte[n * n];
-        var px = image.Pixels;
+        var (c0, c1) = PaintBackground(rng, image.Pixels, n);
+        // Shapes do not overlap (their bounding circles are disjoint), so every visible outline is the whole shape
+        // and the label of each pixel can be told from the picture; a shape with no free place is left out.
+        int shapes = 1 + rng.Next(options.MaxShapes);
+        var placed = new List<(double X, double Y, double R)>();
+        for (int s = 0; s < shapes; s++) PaintShape(rng, image.Pixels, mask, n, placed, c0, c1);
+        return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index));
+    }
 
-        // Background: a colour gradient, a sinusoidal texture at a random angle, and per-pixel noise.
+    /// <summary>A colour gradient, a sinusoidal texture at a random angle, and per-pixel noise; returns the gradient's two colours.</summary>
+    private static (double[], double[]) PaintBackground(Random rng, byte[] px, int n)
+    {
         var c0 = RandomColor(rng); var c1 = RandomColor(rng);
         double angle = rng.NextDouble() * Math.PI, freq = 0.1 + rng.NextDouble() * 0.4, amp = 10 + rng.NextDouble() * 20;
         double ca = Math.Cos(angle), sa = Math.Sin(angle);
@@ -58,56 +67,56 @@ internal sealed class ShapesSource : ISampleSource
                 for (int c = 0; c < 3; c++)
                     px[(y * n + x) * 3 + c] = Clamp(c0[c] * (1 - t) + c1[c] * t + tex + Gaussian(rng) * 8);
             }
+        return (c0, c1);
+    }
 
-        // Shapes do not overlap (their bounding circles are disjoint), so every visible outline is the whole shape
-        // and the label of each pixel can be told from the picture; a shape with no free place is left out.
-        int shapes = 1 + rng.Next(options.MaxShapes);
-        var placed = new List<(double X, double Y, double R)>();
-        for (int s = 0; s < shapes; s++)
+    /// <summary>Draws one random shape (circle 1, rectangle 2, triangle 3) where it overlaps none placed so far, if there is room.</summary>
+    private static void PaintShape(Random rng, byte[] px, byte[] mask, int n, List<(double X, double Y, double R)> placed, double[] c0, double[] c1)
+    {
+        int kind = 1 + rng.Next(3);
+        double r = n * (0.1 + rng.NextDouble() * 0.15);
+        double rot = rng.NextDouble() * 2 * Math.PI;
+        double aspect = 0.6 + rng.NextDouble() * 0.8;
+        double bound = kind == 2 ? 0.85 * r * Math.Sqrt(1 + aspect * aspect) : r;
+        double cx = 0, cy = 0;
+        bool free = false;
+        for (int attempt = 0; attempt < 30 && !free; attempt++)
         {
-            int kind = 1 + rng.Next(3);
-            double r = n * (0.1 + rng.NextDouble() * 0.15);
-            double rot = rng.NextDouble() * 2 * Math.PI;
-            double aspect = 0.6 + rng.NextDouble() * 0.8;
-            double bound = kind == 2 ? 0.85 * r * Math.Sqrt(1 + aspect * aspect) : r;
-            double cx = 0, cy = 0;
-            bool free = false;
-            for (int attempt = 0; attempt < 30 && !free; attempt++)
+            cx = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
+            cy = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
+            free = placed.All(p => Math.Sqrt((p.X - cx) * (p.X - cx) + (p.Y - cy) * (p.Y - cy)) > p.R + bound + 1);
+        }
+        if (!free) return;
+        placed.Add((cx, cy, bound));
+        var color = ContrastingColor(rng, c0, c1);
+        var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3), Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
+        int x0 = Math.Max(0, (int)(cx - r * 1.5)), x1 = Math.Min(n - 1, (int)(cx + r * 1.5));
+        int y0 = Math.Max(0, (int)(cy - r * 1.5)), y1 = Math.Min(n - 1, (int)(cy + r * 1.5));
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++)
             {
-                cx = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
-                cy = bound + rng.NextDouble() * Math.Max(0, n - 2 * bound);
-                free = placed.All(p => Math.Sqrt((p.X - cx) * (p.X - cx) + (p.Y - cy) * (p.Y - cy)) > p.R + bound + 1);
-            }
-            if (!free) continue;
-            placed.Add((cx, cy, bound));
-            var color = ContrastingColor(rng, c0, c1);
-            var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3), Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
-            int x0 = Math.Max(0, (int)(cx - r * 1.5)), x1 = Math.Min(n - 1, (int)(cx + r * 1.5));
-            int y0 = Math.Max(0, (int)(cy - r * 1.5)), y1 = Math.Min(n - 1, (int)(cy + r * 1.5));
-            for (int y = y0; y <= y1; y++)
-                for (int x = x0; x <= x1; x++)
+                double px0 = x + 0.5 - cx, py0 = y + 0.5 - cy;
+                bool inside = kind switch
                 {
-                    double px0 = x + 0.5 - cx, py0 = y + 0.5 - cy;
-                    bool inside = kind switch
-                    {
-                        1 => px0 * px0 + py0 * py0 <= r * r,
-                        2 => Math.Abs(px0 * Math.Cos(rot) + py0 * Math.Sin(rot)) <= r * 0.85 && Math.Abs(-px0 * Math.Sin(rot) + py0 * Math.Cos(rot)) <= r * 0.85 * aspect,
-                        _ => InTriangle(x + 0.5, y + 0.5, tri),
-                    };
-                    if (!inside) continue;
-                    mask[y * n + x] = (byte)kind;
-                    for (int c = 0; c < 3; c++)
-                        px[(y * n + x) * 3 + c] = Clamp(color[c] + Gaussian(rng) * 8);
-                }
-        }
-        if (ch == 1)
-        {
-            var gray = new ImageBuffer(n, n, 1);
-            for (int i = 0; i < n * n; i++)
-                gray.Pixels[i] = Clamp(0.299 * px[i * 3] + 0.587 * px[i * 3 + 1] + 0.114 * px[i * 3 + 2]);
-            image = gray;
-        }
-        return new Sample(image, mask, NameOf(index));
+                    1 => px0 * px0 + py0 * py0 <= r * r,
+                    2 => Math.Abs(px0 * Math.Cos(rot) + py0 * Math.Sin(rot)) <= r * 0.85 && Math.Abs(-px0 * Math.Sin(rot) + py0 * Math.Cos(rot)) <= r * 0.85 * aspect,
+                    _ => InTriangle(x + 0.5, y + 0.5, tri),
+                };
+                if (!inside) continue;
+                mask[y * n + x] = (byte)kind;
+                for (int c = 0; c < 3; c++)
+                    px[(y * n + x) * 3 + c] = Clamp(color[c] + Gaussian(rng) * 8);
+            }
+    }
+
+    private static ImageBuffer ToGray(ImageBuffer rgb)
+    {
+        int pixels = rgb.Width * rgb.Height;
+        var gray = new ImageBuffer(rgb.Width, rgb.Height, 1);
+        var px = rgb.Pixels;
+        for (int i = 0; i < pixels; i++)
+            gray.Pixels[i] = Clamp(0.299 * px[i * 3] + 0.587 * px[i * 3 + 1] + 0.114 * px[i * 3 + 2]);
+        return gray;
     }
 
     public static DatasetDescription Description(int channels) => new()

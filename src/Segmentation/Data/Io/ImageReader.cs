@@ -224,33 +224,13 @@ public sealed class ImageReader
     {
         ReadOnlySpan<byte> signature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
         if (bytes.Length < 33 || !bytes.AsSpan(0, 8).SequenceEqual(signature)) return null;
-        int width = 0, height = 0, bitDepth = 0, colorType = 0, interlace = 0;
         using var idat = new MemoryStream();
-        int pos = 8;
-        while (pos + 12 <= bytes.Length)
-        {
-            int length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(pos));
-            if (length < 0 || pos + 12 + (long)length > bytes.Length) throw new DataException($"{path}: truncated PNG chunk at byte {pos}.", path);
-            var type = System.Text.Encoding.ASCII.GetString(bytes, pos + 4, 4);
-            var data = bytes.AsSpan(pos + 8, length);
-            if (type == "IHDR")
-            {
-                width = BinaryPrimitives.ReadInt32BigEndian(data);
-                height = BinaryPrimitives.ReadInt32BigEndian(data[4..]);
-                bitDepth = data[8]; colorType = data[9]; interlace = data[12];
-                if (colorType != 3) return null;
-                if (interlace != 0) throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask without interlacing.", path);
-            }
-            else if (type == "IDAT") idat.Write(data);
-            else if (type == "IEND") break;
-            pos += 12 + length;
-        }
-        if (colorType != 3) return null;
+        var header = ReadChunks(path, bytes, idat);
+        if (header is not { } h) return null;
         try
         {
-            int bitsPerRow = width * bitDepth;
-            int stride = (bitsPerRow + 7) / 8;
-            var raw = new byte[(long)(stride + 1) * height];
+            int stride = (h.Width * h.BitDepth + 7) / 8;
+            var raw = new byte[(long)(stride + 1) * h.Height];
             idat.Position = 0;
             using (var z = new ZLibStream(idat, CompressionMode.Decompress))
             {
@@ -262,30 +242,56 @@ public sealed class ImageReader
                     read += n;
                 }
             }
-            var prev = new byte[stride];
-            var cur = new byte[stride];
-            var values = new int[width * height];
-            int bpp = Math.Max(1, bitDepth / 8);
-            for (int y = 0; y < height; y++)
-            {
-                int filter = raw[y * (stride + 1)];
-                Array.Copy(raw, y * (stride + 1) + 1, cur, 0, stride);
-                Unfilter(filter, cur, prev, bpp, path);
-                for (int x = 0; x < width; x++)
-                {
-                    int bit = x * bitDepth;
-                    int b = cur[bit >> 3];
-                    values[y * width + x] = bitDepth switch
-                    {
-                        8 => b,
-                        _ => (b >> (8 - bitDepth - (bit & 7))) & ((1 << bitDepth) - 1),
-                    };
-                }
-                (prev, cur) = (cur, prev);
-            }
-            return new RawMask(width, height, RawMaskKind.Indexed, values);
+            return new RawMask(h.Width, h.Height, RawMaskKind.Indexed, Indices(raw, h.Width, h.Height, h.BitDepth, stride, path));
         }
         catch (InvalidDataException e) { throw new DataException($"{path}: corrupt PNG image data ({e.Message}).", path, e); }
+    }
+
+    /// <summary>Walks a PNG's chunks, collecting IDAT into <paramref name="idat"/>; the header when it is a non-interlaced palette PNG, else null.</summary>
+    private static (int Width, int Height, int BitDepth)? ReadChunks(string path, byte[] bytes, MemoryStream idat)
+    {
+        (int Width, int Height, int BitDepth)? header = null;
+        int pos = 8;
+        while (pos + 12 <= bytes.Length)
+        {
+            int length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(pos));
+            if (length < 0 || pos + 12 + (long)length > bytes.Length) throw new DataException($"{path}: truncated PNG chunk at byte {pos}.", path);
+            var type = System.Text.Encoding.ASCII.GetString(bytes, pos + 4, 4);
+            var data = bytes.AsSpan(pos + 8, length);
+            if (type == "IHDR")
+            {
+                if (data[9] != 3) return null; // colour type 3: palette
+                if (data[12] != 0) throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask without interlacing.", path);
+                header = (BinaryPrimitives.ReadInt32BigEndian(data), BinaryPrimitives.ReadInt32BigEndian(data[4..]), data[8]);
+            }
+            else if (type == "IDAT") idat.Write(data);
+            else if (type == "IEND") break;
+            pos += 12 + length;
+        }
+        return header;
+    }
+
+    /// <summary>The palette index of each pixel from the inflated scanlines (filter byte + <paramref name="stride"/> bytes each).</summary>
+    private static int[] Indices(byte[] raw, int width, int height, int bitDepth, int stride, string path)
+    {
+        var prev = new byte[stride];
+        var cur = new byte[stride];
+        var values = new int[width * height];
+        int bpp = Math.Max(1, bitDepth / 8);
+        for (int y = 0; y < height; y++)
+        {
+            int filter = raw[y * (stride + 1)];
+            Array.Copy(raw, y * (stride + 1) + 1, cur, 0, stride);
+            Unfilter(filter, cur, prev, bpp, path);
+            for (int x = 0; x < width; x++)
+            {
+                int bit = x * bitDepth;
+                int b = cur[bit >> 3];
+                values[y * width + x] = bitDepth == 8 ? b : (b >> (8 - bitDepth - (bit & 7))) & ((1 << bitDepth) - 1);
+            }
+            (prev, cur) = (cur, prev);
+        }
+        return values;
     }
 
     private static void Unfilter(int filter, byte[] cur, byte[] prev, int bpp, string path)

@@ -127,21 +127,53 @@ public sealed class DataLoader
     /// <summary>The batches of epoch <paramref name="epoch"/>, in order. Throws the first worker's exception.</summary>
     public IEnumerable<HostBatch> Epoch(int epoch, CancellationToken cancellation = default, int skipBatches = 0)
     {
-        var order = Order(epoch);
         int batches = BatchesPerEpoch;
         if (skipBatches >= batches) yield break;
         int workers = Math.Min(Workers, batches - skipBatches);
-        int prefetch = Options.Prefetch > 0 ? Options.Prefetch : 2 * workers;
-        var ready = new HostBatch?[batches];
-        var slots = new SemaphoreSlim(prefetch);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        var gate = new object();
-        int next = skipBatches - 1;
-        Exception? failure = null;
-
-        void Work()
+        using var queue = new EpochQueue(this, Order(epoch), epoch, batches, skipBatches, Options.Prefetch > 0 ? Options.Prefetch : 2 * workers, cancellation);
+        var threads = Enumerable.Range(0, workers).Select(i => new Thread(queue.Work) { IsBackground = true, Name = $"segmentation-loader-{i}" }).ToArray();
+        foreach (var t in threads) t.Start();
+        try
         {
-            Interlocked.Increment(ref activeWorkers);
+            for (int b = skipBatches; b < batches; b++) yield return queue.Take(b);
+        }
+        finally
+        {
+            queue.Stop();
+            foreach (var t in threads) t.Join();
+        }
+    }
+
+    /// <summary>
+    /// One epoch's hand-off between the workers and the consumer: workers claim batch numbers in order and build them
+    /// while fewer than <c>prefetch</c> are waiting; the consumer takes them in order. The first failure wins and stops all.
+    /// </summary>
+    private sealed class EpochQueue : IDisposable
+    {
+        private readonly DataLoader loader;
+        private readonly int[] order;
+        private readonly int epoch, batches;
+        private readonly HostBatch?[] ready;
+        private readonly SemaphoreSlim slots;
+        private readonly CancellationTokenSource stop;
+        private readonly CancellationToken cancellation;
+        private readonly object gate = new();
+        private int next;
+        private Exception? failure;
+
+        public EpochQueue(DataLoader loader, int[] order, int epoch, int batches, int skipBatches, int prefetch, CancellationToken cancellation)
+        {
+            (this.loader, this.order, this.epoch, this.batches, this.cancellation) = (loader, order, epoch, batches, cancellation);
+            ready = new HostBatch?[batches];
+            slots = new SemaphoreSlim(prefetch);
+            stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+            next = skipBatches - 1;
+        }
+
+        /// <summary>A worker thread's loop.</summary>
+        public void Work()
+        {
+            Interlocked.Increment(ref loader.activeWorkers);
             try
             {
                 while (true)
@@ -149,7 +181,7 @@ public sealed class DataLoader
                     slots.Wait(stop.Token);
                     int b = Interlocked.Increment(ref next);
                     if (b >= batches) return;
-                    var batch = Build(order, epoch, b);
+                    var batch = loader.Build(order, epoch, b);
                     lock (gate) { ready[b] = batch; Monitor.PulseAll(gate); }
                 }
             }
@@ -159,34 +191,33 @@ public sealed class DataLoader
                 lock (gate) { failure ??= e; Monitor.PulseAll(gate); }
                 stop.Cancel();
             }
-            finally { Interlocked.Decrement(ref activeWorkers); }
+            finally { Interlocked.Decrement(ref loader.activeWorkers); }
         }
 
-        var threads = Enumerable.Range(0, workers).Select(i => new Thread(Work) { IsBackground = true, Name = $"segmentation-loader-{i}" }).ToArray();
-        foreach (var t in threads) t.Start();
-        try
+        /// <summary>Batch <paramref name="b"/>, once built; rethrows a worker's failure, or the cancellation.</summary>
+        public HostBatch Take(int b)
         {
-            for (int b = skipBatches; b < batches; b++)
+            HostBatch batch;
+            lock (gate)
             {
-                HostBatch batch;
-                lock (gate)
-                {
-                    while (ready[b] is null && failure is null && !stop.IsCancellationRequested) Monitor.Wait(gate, 100);
-                    if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
-                    cancellation.ThrowIfCancellationRequested();
-                    if (ready[b] is null) throw new OperationCanceledException();
-                    batch = ready[b]!;
-                    ready[b] = null;
-                }
-                slots.Release();
-                yield return batch;
+                while (ready[b] is null && failure is null && !stop.IsCancellationRequested) Monitor.Wait(gate, 100);
+                if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+                cancellation.ThrowIfCancellationRequested();
+                if (ready[b] is null) throw new OperationCanceledException();
+                batch = ready[b]!;
+                ready[b] = null;
             }
+            slots.Release();
+            return batch;
         }
-        finally
+
+        /// <summary>Tells the workers to stop (they finish the batch in hand).</summary>
+        public void Stop() => stop.Cancel();
+
+        public void Dispose()
         {
-            stop.Cancel();
-            foreach (var t in threads) t.Join();
             slots.Dispose();
+            stop.Dispose();
         }
     }
 
