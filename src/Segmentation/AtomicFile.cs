@@ -5,7 +5,7 @@ namespace Segmentation;
 /// content goes to a temporary file beside it (<c>.NAME.GUID.tmp</c>), is flushed to disk, and is renamed over the
 /// target. Run folders sweep such temporary files left by interrupted writes.
 /// </summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     /// <summary>Writes <paramref name="path"/> through <paramref name="write"/>; <paramref name="wrap"/> lets tests interpose on the stream.</summary>
     public static void Write(string path, Action<Stream> write, Func<Stream, Stream>? wrap = null)

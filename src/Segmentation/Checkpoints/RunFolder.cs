@@ -11,7 +11,7 @@ namespace Segmentation.Checkpoints;
 /// So at every point the files are at or ahead of what last.ckpt records, never behind it, and <see cref="Repair"/>
 /// brings them back to exactly what it records.
 /// </remarks>
-public sealed class RunFolder
+internal sealed class RunFolder
 {
     /// <summary>The run's folder.</summary>
     public string Directory { get; }

@@ -6,14 +6,14 @@ namespace Segmentation.Evaluation;
 /// <summary>What one pass over a data set gave: the metrics, and the mean loss when a loss was given (else NaN).</summary>
 /// <param name="Metrics">Everything derived from the one confusion matrix.</param>
 /// <param name="MeanLoss">Loss averaged over images.</param>
-public sealed record EvaluationResult(SegmentationMetrics Metrics, double MeanLoss);
+internal sealed record EvaluationResult(SegmentationMetrics Metrics, double MeanLoss);
 
 /// <summary>
 /// The one evaluation loop (as torchvision's <c>evaluate</c>): batches to the device, normalised, through the model,
 /// into one <see cref="ConfusionMatrix"/> on the device, one scope per batch, no gradients. The trainer's validation
 /// and the predictor's <c>Evaluate</c> both run it; they differ only in how logits are made.
 /// </summary>
-public static class Evaluator
+internal static class Evaluator
 {
     /// <summary>Runs <paramref name="logits"/> over <paramref name="loader"/>'s batches (one epoch, in order).</summary>
     /// <param name="loader">The data, unshuffled.</param>

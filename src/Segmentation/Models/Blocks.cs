@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Segmentation.Models;
 
 /// <summary>Two 3x3 convolutions, each followed by normalisation and ReLU (the U-Net paper's level block).</summary>
-public sealed class DoubleConv : nn.Module<Tensor, Tensor>
+internal sealed class DoubleConv : nn.Module<Tensor, Tensor>
 {
     private readonly Sequential block;
 
@@ -43,7 +43,7 @@ public sealed class DoubleConv : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Contracting step: 2x2 max-pool (halves the size), optional dropout, then a <see cref="DoubleConv"/> that doubles the channels.</summary>
-public sealed class EncoderBlock : nn.Module<Tensor, Tensor>
+internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>
 {
     private readonly MaxPool2d pool;
     private readonly nn.Module<Tensor, Tensor> dropout;
@@ -66,7 +66,7 @@ public sealed class EncoderBlock : nn.Module<Tensor, Tensor>
 /// Expanding step: upsample x2 (halving the channels), pad to the skip's size so odd sizes work, concatenate the
 /// skip, then a <see cref="DoubleConv"/>.
 /// </summary>
-public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> up;
     private readonly DoubleConv conv;
@@ -100,7 +100,7 @@ public sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
 /// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves both uninitialised (whatever the allocator returned: 1e25, NaN), so
 /// this one is ours; <c>nn.functional.group_norm</c> computes it. State-dict keys <c>weight</c> and <c>bias</c>, as there.
 /// </summary>
-public sealed class GroupNorm : nn.Module<Tensor, Tensor>
+internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // state-dict names
     private Parameter weight;

@@ -32,7 +32,7 @@ public enum ConvolutionRoute
 /// touching its parameters. State-dict keys (<c>weight</c>, <c>bias</c>), shapes and initialisation are those of
 /// <c>nn.Conv2d</c> and <c>nn.ConvTranspose2d</c>, so checkpoints are interchangeable with them.
 /// </summary>
-public sealed class Convolution : nn.Module<Tensor, Tensor>
+internal sealed class Convolution : nn.Module<Tensor, Tensor>
 {
     /// <summary>Channel multiple the <see cref="ConvolutionRoute.Padded"/> route pads to.</summary>
     public const int PadMultiple = 32;

@@ -77,7 +77,7 @@ public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double 
 /// with libtorch's allocator filling new memory with junk, so a kernel that reads memory it never wrote fails every
 /// time instead of now and then. Verdicts are cached per process by shape, thread count and device.
 /// </summary>
-public static class ConvolutionCheck
+internal static class ConvolutionCheck
 {
     /// <summary>Largest float32 error accepted, relative to the reference's largest magnitude (float32 is about 1e-6 here; broken kernels 0.1 to 1).</summary>
     public const double Tolerance = 2e-4;

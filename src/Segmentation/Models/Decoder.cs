@@ -11,7 +11,7 @@ namespace Segmentation.Models;
 /// <see cref="Encoder.Stages"/> and build identical blocks in a loop (<c>blocks.{i}</c>); each block doubles the
 /// resolution, and takes the encoder map of that stride as its skip where there is one.
 /// </summary>
-public abstract class Decoder : nn.Module<Tensor[], Tensor>
+internal abstract class Decoder : nn.Module<Tensor[], Tensor>
 {
     /// <summary>Creates the module.</summary>
     protected Decoder(string name) : base(name) { }
@@ -32,7 +32,7 @@ public abstract class Decoder : nn.Module<Tensor[], Tensor>
 /// the channels, concatenates the skip of the same stride and applies a <see cref="DoubleConv"/> to the skip's
 /// channel count. With the default options this is the canonical U-Net's decoder.
 /// </summary>
-public sealed class UNetDecoder : Decoder
+internal sealed class UNetDecoder : Decoder
 {
     private readonly ModuleList<DecoderBlock> blocks;
     private readonly long outChannels;
@@ -65,7 +65,7 @@ public sealed class UNetDecoder : Decoder
 /// that stride (if the encoder has one), then two 3x3 convolution + normalisation + ReLU (<c>conv1.0</c>,
 /// <c>conv1.1</c>, ...: smp's names), ending at full resolution with <c>decoderChannels[^1]</c> channels.
 /// </summary>
-public sealed class SmpDecoder : Decoder
+internal sealed class SmpDecoder : Decoder
 {
     private readonly ModuleList<SmpDecoderBlock> blocks;
     private readonly int[] skipIndex;
@@ -110,7 +110,7 @@ public sealed class SmpDecoder : Decoder
 }
 
 /// <summary>One block of <see cref="SmpDecoder"/>.</summary>
-public sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tensor>
+internal sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tensor>
 {
     private readonly Sequential conv1, conv2;
 

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Segmentation.Models;
 
 /// <summary>Turns a device name into a TorchSharp device. Nothing else in the library assumes a device.</summary>
-public static class Devices
+internal static class Devices
 {
     /// <summary>
     /// <c>auto</c> (CUDA when available, else CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.

@@ -9,7 +9,7 @@ namespace Segmentation.Models;
 /// (<c>FLAGS_caffe2_log_level</c>, <c>FLAGS_caffe2_cpu_allocator_do_junk_fill</c>), and facts for diagnostics.
 /// Everything here degrades to doing nothing where the symbols are absent (another platform or libtorch build).
 /// </summary>
-public static class NativeRuntime
+internal static class NativeRuntime
 {
     private const int RTLD_LAZY = 1, RTLD_NOLOAD = 4;
 

@@ -10,7 +10,7 @@ namespace Segmentation.Models;
 /// TorchSharp's own format, PyTorch's <c>torch.save(state_dict)</c> (<c>.pth</c>, <c>.pt</c>; read as data by
 /// TorchSharp.PyBridge's unpickler, which builds only tensors and plain containers) and <c>.safetensors</c>.
 /// </summary>
-public static class StateDicts
+internal static class StateDicts
 {
     /// <summary>Reads a state dict in TorchSharp's format (what <c>Module.save</c> writes).</summary>
     public static Dictionary<string, Tensor> ReadTorchSharp(byte[] bytes)

@@ -10,7 +10,7 @@ namespace Segmentation.Training;
 /// variable <c>SEGMENTATION_MALLOC_TUNING=0</c> turns it off everywhere, and an explicit <c>GLIBC_TUNABLES</c>
 /// with malloc settings is left to win.
 /// </summary>
-public static class AllocatorTuning
+internal static class AllocatorTuning
 {
     private const int M_TRIM_THRESHOLD = -1;
     private const int M_MMAP_MAX = -4;

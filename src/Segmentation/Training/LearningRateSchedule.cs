@@ -12,7 +12,7 @@ public enum ScheduleKind
 }
 
 /// <summary>Linear warm-up then poly, cosine or constant; a pure function of the optimiser step, so resuming needs only the step.</summary>
-public sealed record LearningRateSchedule(ScheduleKind Kind, double BaseRate, long TotalSteps, long WarmupSteps = 0, double Power = 0.9, double MinRate = 0)
+internal sealed record LearningRateSchedule(ScheduleKind Kind, double BaseRate, long TotalSteps, long WarmupSteps = 0, double Power = 0.9, double MinRate = 0)
 {
     /// <summary>The rate for optimiser step <paramref name="step"/> (0-based).</summary>
     public double RateAt(long step)

@@ -11,7 +11,7 @@ namespace Segmentation.Training;
 /// multiplied by <see cref="BackoffFactor"/>; after <see cref="GrowthInterval"/> good steps in a row it is multiplied
 /// by <see cref="GrowthFactor"/>. Its state (<see cref="Scale"/>, <see cref="GoodSteps"/>) is part of a checkpoint.
 /// </summary>
-public sealed class LossScaler
+internal sealed class LossScaler
 {
     /// <summary>PyTorch's defaults: 2^16, x2 every 2000 good steps, x0.5 on overflow.</summary>
     public LossScaler(double initialScale = 65536, double growthFactor = 2, double backoffFactor = 0.5, int growthInterval = 2000)

@@ -33,7 +33,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
     public UNet Model => model;
     /// <summary>The loss scaler of float16 training (null otherwise).</summary>
-    public LossScaler? Scaler => scaler;
+    internal LossScaler? Scaler => scaler;
 
     /// <summary>Called between the checkpoint writes of an epoch (tests interrupt there to simulate a kill).</summary>
     internal Action<string>? CheckpointBoundary { get; set; }

@@ -34,7 +34,7 @@ public sealed class ImageBuffer
 }
 
 /// <summary>What a mask file holds before it is turned into class indices.</summary>
-public enum RawMaskKind
+internal enum RawMaskKind
 {
     /// <summary>One gray value per pixel (8 or 16 bits).</summary>
     Gray,
@@ -45,7 +45,7 @@ public enum RawMaskKind
 }
 
 /// <summary>A mask file as decoded: one integer per pixel whose meaning depends on <see cref="Kind"/>.</summary>
-public sealed record RawMask(int Width, int Height, RawMaskKind Kind, int[] Values);
+internal sealed record RawMask(int Width, int Height, RawMaskKind Kind, int[] Values);
 
 /// <summary>
 /// Decodes images and masks through ImageSharp with a pixel limit that is checked from the file header, before any
@@ -133,7 +133,7 @@ public sealed class ImageReader
     /// Decodes a mask: indexed PNGs as palette indices (unless <paramref name="paletteIndices"/> is false: then as
     /// colours), gray as 8- or 16-bit values, colour as packed RGB.
     /// </summary>
-    public RawMask ReadMask(string path, bool paletteIndices = true)
+    internal RawMask ReadMask(string path, bool paletteIndices = true)
     {
         var bytes = ReadAll(path);
         var (info, (w, h)) = Identify(path, bytes);

@@ -241,7 +241,7 @@ public static class Labels
 }
 
 /// <summary>Turns decoded mask values into labels (classes, or <see cref="Labels.Ignore"/>), checking every pixel.</summary>
-public static class MaskDecoder
+internal static class MaskDecoder
 {
     /// <summary>Labels, one byte per pixel. Throws <see cref="DataException"/> naming the file, the value and its pixel count.</summary>
     public static byte[] Decode(RawMask raw, DatasetDescription d, string path)

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Segmentation.Data;
 
 /// <summary>How a <see cref="DataLoader"/> batches and prepares samples.</summary>
-public sealed record DataLoaderOptions
+internal sealed record DataLoaderOptions
 {
     /// <summary>Samples per batch.</summary>
     public int BatchSize { get; init; } = 8;
@@ -26,7 +26,7 @@ public sealed record DataLoaderOptions
 }
 
 /// <summary>A batch on the host: images N x C x H x W (uint8, planar), masks N x H x W (labels).</summary>
-public sealed class HostBatch
+internal sealed class HostBatch
 {
     /// <summary>Samples in the batch.</summary>
     public int Count { get; init; }
@@ -78,7 +78,7 @@ public sealed class HostBatch
 /// depend only on (seed, epoch, position), so any worker count yields the same batches. Workers live for one
 /// epoch's enumeration and are joined when it ends, is abandoned, or fails.
 /// </summary>
-public sealed class DataLoader
+internal sealed class DataLoader
 {
     private readonly SegmentationDataset dataset;
     private readonly ConcurrentDictionary<int, Sample> cache = new();

@@ -13,7 +13,7 @@ namespace Segmentation.Models.Encoders;
 /// channel count: <c>conv1</c> takes that many; <see cref="AdaptFirstConvolution"/> fits pretrained RGB weights to it.
 /// Initialised as torchvision initialises it (Kaiming normal, fan-out, for convolutions; batch norm 1 and 0).
 /// </summary>
-public sealed class ResNetEncoder : Encoder
+internal sealed class ResNetEncoder : Encoder
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1;
@@ -101,7 +101,7 @@ public sealed class ResNetEncoder : Encoder
 }
 
 /// <summary>torchvision's ResNet basic block: two 3x3 convolutions and a shortcut (1x1 convolution when the shape changes).</summary>
-public sealed class BasicBlock : nn.Module<Tensor, Tensor>
+internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2;
@@ -132,7 +132,7 @@ public sealed class BasicBlock : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>torchvision's ResNet bottleneck (v1.5: the stride on the 3x3): 1x1 down, 3x3, 1x1 up to 4x the width.</summary>
-public sealed class Bottleneck : nn.Module<Tensor, Tensor>
+internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2, conv3;

@@ -8,7 +8,7 @@ namespace Segmentation.Models.Encoders;
 /// <see cref="EncoderBlock"/>s that halve the size and double the channels. Stages: base channels at stride 1, twice
 /// that at stride 2, and so on. State-dict keys <c>stem.*</c>, <c>blocks.{i}.*</c>.
 /// </summary>
-public sealed class UNetEncoder : Encoder
+internal sealed class UNetEncoder : Encoder
 {
     private readonly DoubleConv stem;
     private readonly ModuleList<EncoderBlock> blocks;

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Segmentation.Training;
 
 /// <summary>What <see cref="TrainingBenchmark"/> measures.</summary>
-public sealed record TrainingBenchmarkOptions
+internal sealed record TrainingBenchmarkOptions
 {
     /// <summary>Model shape.</summary>
     public UNetOptions Model { get; init; } = new();
@@ -37,7 +37,7 @@ public sealed record TrainingBenchmarkOptions
 /// <param name="Precision">Its precision.</param>
 /// <param name="Steps">Every timed step, in seconds.</param>
 /// <param name="BatchSize">Images per step.</param>
-public sealed record BenchmarkContender(string Name, Precision Precision, double[] Steps, int BatchSize)
+internal sealed record BenchmarkContender(string Name, Precision Precision, double[] Steps, int BatchSize)
 {
     /// <summary>Median seconds per step.</summary>
     public double StepSeconds => TrainingBenchmark.Median(Steps);
@@ -46,7 +46,7 @@ public sealed record BenchmarkContender(string Name, Precision Precision, double
 }
 
 /// <summary>Timings of <see cref="TrainingBenchmark.Run"/>.</summary>
-public sealed record TrainingBenchmarkResult
+internal sealed record TrainingBenchmarkResult
 {
     /// <summary>The trainer once per precision asked for, then the bare loop if compared.</summary>
     public IReadOnlyList<BenchmarkContender> Contenders { get; init; } = Array.Empty<BenchmarkContender>();
@@ -76,7 +76,7 @@ public sealed record TrainingBenchmarkResult
 /// Times the trainer's training step on one fixed random batch, once per precision and, side by side (alternating step
 /// by step, each with its own model and optimiser), the same step written as a bare TorchSharp loop.
 /// </summary>
-public static class TrainingBenchmark
+internal static class TrainingBenchmark
 {
     /// <summary>Runs the benchmark. Allocator tuning is whatever the process has (see <see cref="AllocatorTuning"/>).</summary>
     public static TrainingBenchmarkResult Run(TrainingBenchmarkOptions o, IProgress<string>? progress = null)
