@@ -58,11 +58,11 @@ internal static class TrainCommand
     private static (RunConfig, Checkpoint) Resume(ParseResult p, Command cmd, TrainFlags flags, string dir, TextWriter log)
     {
         if (p.GetValue(flags.OutDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
-        var lastPath = Path.Combine(dir, "last.ckpt");
+        var lastPath = new RunFolder(dir).Last;
         if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
         RefuseFlagsThatCannotChange(p, cmd, dir);
         var resumeFrom = Checkpoint.Load(lastPath);
-        var config = RunConfig.Load(Path.Combine(dir, "run.json"), dir, log);
+        var config = RunConfig.Load(new RunFolder(dir).RunJson, dir, log);
         var t0 = config.Trainer;
         config = config with
         {
@@ -168,7 +168,7 @@ internal static class TrainCommand
             throw new DataException($"{config.Data}: the data changed since the run started: it now reads as {train.Description.Classes} classes ({train.Description.Encoding}, ignore index {train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index {resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the data, or start a new run.", config.Data);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
-        if (resumeFrom is null) config.Save(Path.Combine(dir, "run.json"));
+        if (resumeFrom is null) config.Save(new RunFolder(dir).RunJson);
         using var model = resumeFrom?.CreateModel() ?? new UNet(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
