@@ -1,11 +1,12 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models;
 
 /// <summary>Two 3x3 convolutions, each followed by normalisation and ReLU (the U-Net paper's level block).</summary>
-internal sealed class DoubleConv : nn.Module<Tensor, Tensor>
+internal sealed class DoubleConv : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
     private readonly Sequential block;
 
@@ -26,6 +27,9 @@ internal sealed class DoubleConv : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => block.forward(input);
 
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string input, string path) => g.Module(block, input, path + ".block");
+
     internal static nn.Module<Tensor, Tensor> Norm(long channels, NormLayer norm) => norm switch
     {
         NormLayer.Batch => nn.BatchNorm2d(channels),
@@ -43,7 +47,7 @@ internal sealed class DoubleConv : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Contracting step: 2x2 max-pool (halves the size), optional dropout, then a <see cref="DoubleConv"/> that doubles the channels.</summary>
-internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>
+internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
     private readonly MaxPool2d pool;
     private readonly nn.Module<Tensor, Tensor> dropout;
@@ -60,6 +64,9 @@ internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>
 
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => conv.forward(dropout.forward(pool.forward(input)));
+
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string input, string path) => conv.ExportOnnx(g, g.MaxPool(input, 2, 2, 0), path + ".conv");
 }
 
 /// <summary>
@@ -93,6 +100,15 @@ internal sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
             x = nn.functional.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
         return conv.forward(cat(new[] { skip, x }, 1));
     }
+
+    /// <summary>The same in ONNX: the upsampled map is aligned to the skip by a pad computed from both shapes.</summary>
+    public string ExportOnnx(OnnxGraph g, string input, string skip, string path)
+    {
+        string x = up is Sequential s
+            ? s.named_children().Aggregate(input, (v, c) => c.module is Upsample ? g.Upsample2(v, bilinear: true) : g.Module(c.module, v, $"{path}.up.{c.name}"))
+            : g.Module(up, input, path + ".up");
+        return conv.ExportOnnx(g, g.Concat(skip, g.AlignTo(x, skip)), path + ".conv");
+    }
 }
 
 /// <summary>
@@ -100,7 +116,7 @@ internal sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
 /// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves both uninitialised (whatever the allocator returned: 1e25, NaN), so
 /// this one is ours; <c>nn.functional.group_norm</c> computes it. State-dict keys <c>weight</c> and <c>bias</c>, as there.
 /// </summary>
-internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
+internal sealed class GroupNorm : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
 #pragma warning disable IDE1006 // state-dict names
     private Parameter weight;
@@ -134,4 +150,7 @@ internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         return nn.functional.group_norm(input.to(weight.dtype), Groups, weight, bias, Epsilon).to(input.dtype).MoveToOuterDisposeScope();
     }
+
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string input, string path) => g.GroupNorm(input, path, Groups, Epsilon, weight, bias);
 }

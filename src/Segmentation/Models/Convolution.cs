@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models;
 
@@ -32,7 +33,7 @@ public enum ConvolutionRoute
 /// touching its parameters. State-dict keys (<c>weight</c>, <c>bias</c>), shapes and initialisation are those of
 /// <c>nn.Conv2d</c> and <c>nn.ConvTranspose2d</c>, so checkpoints are interchangeable with them.
 /// </summary>
-internal sealed class Convolution : nn.Module<Tensor, Tensor>
+internal sealed class Convolution : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
     /// <summary>Channel multiple the <see cref="ConvolutionRoute.Padded"/> route pads to.</summary>
     public const int PadMultiple = 32;
@@ -172,4 +173,7 @@ internal sealed class Convolution : nn.Module<Tensor, Tensor>
     }
 
     private static long RoundUp(long channels) => (channels + PadMultiple - 1) / PadMultiple * PadMultiple;
+
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string input, string path) => g.Convolution(input, path, weight, bias, Kernel, Stride, Padding, Transposed);
 }

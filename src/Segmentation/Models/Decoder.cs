@@ -2,6 +2,7 @@ using Segmentation.Models.Encoders;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models;
 
@@ -18,6 +19,9 @@ internal abstract class Decoder : nn.Module<Tensor[], Tensor>
 
     /// <summary>Channels of the output (the head's input).</summary>
     public abstract long OutChannels { get; }
+
+    /// <summary>Adds the decoder to an ONNX graph: the encoder's feature names in, the last map's name out.</summary>
+    public abstract string ExportOnnx(OnnxGraph g, string[] features, string path);
 
     /// <summary>Pads (or crops, for negative differences) <paramref name="x"/> to the height and width of <paramref name="like"/>, centred.</summary>
     internal static Tensor Align(Tensor x, Tensor like)
@@ -56,6 +60,13 @@ internal sealed class UNetDecoder : Decoder
     {
         var x = features[^1];
         for (int i = 0; i < blocks.Count; i++) x = blocks[i].forward(x, features[features.Length - 2 - i]);
+        return x;
+    }
+
+    public override string ExportOnnx(OnnxGraph g, string[] features, string path)
+    {
+        var x = features[^1];
+        for (int i = 0; i < blocks.Count; i++) x = blocks[i].ExportOnnx(g, x, features[features.Length - 2 - i], $"{path}.blocks.{i}");
         return x;
     }
 }
@@ -107,6 +118,14 @@ internal sealed class SmpDecoder : Decoder
             x = blocks[i].forward(x, skipIndex[i] < 0 ? null : features[skipIndex[i]], features[0]);
         return x;
     }
+
+    public override string ExportOnnx(OnnxGraph g, string[] features, string path)
+    {
+        var x = features[^1];
+        for (int i = 0; i < blocks.Count; i++)
+            x = blocks[i].ExportOnnx(g, x, skipIndex[i] < 0 ? null : features[skipIndex[i]], features[0], $"{path}.blocks.{i}");
+        return x;
+    }
 }
 
 /// <summary>One block of <see cref="SmpDecoder"/>.</summary>
@@ -133,5 +152,12 @@ internal sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tenso
         x = F.interpolate(x, scale_factor: new[] { 2.0, 2.0 }, mode: InterpolationMode.Nearest);
         x = skip is null ? Decoder.Align(x, input) : cat(new[] { Decoder.Align(x, skip), skip }, 1);
         return conv2.forward(conv1.forward(x));
+    }
+
+    public string ExportOnnx(OnnxGraph g, string x, string? skip, string input, string path)
+    {
+        x = g.Upsample2(x, bilinear: false);
+        x = skip is null ? g.AlignTo(x, input) : g.Concat(g.AlignTo(x, skip), skip);
+        return g.Module(conv2, g.Module(conv1, x, path + ".conv1"), path + ".conv2");
     }
 }

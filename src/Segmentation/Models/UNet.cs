@@ -3,6 +3,7 @@ using TorchSharp.Modules;
 using Segmentation.Models.Encoders;
 using Segmentation.Data;
 using static TorchSharp.torch;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models;
 
@@ -110,6 +111,19 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
         if (VerifyConvolutions && !routing) RouteConvolutions(input.shape, training && is_grad_enabled());
         var logits = head.forward(decoder.forward(encoder.forward(input)));
         return logits.dtype == ScalarType.Float32 ? logits : logits.to(ScalarType.Float32);
+    }
+
+    /// <summary>
+    /// The model's eval-mode computation as an ONNX graph (float32, input <paramref name="input"/> N x InChannels x H x W,
+    /// normalised; output <paramref name="output"/>, the logits), written by the modules themselves.
+    /// </summary>
+    internal Onnx.GraphProto ToOnnxGraph(string input, string output)
+    {
+        var g = new OnnxGraph();
+        var features = encoder.ExportOnnx(g, input, "encoder");
+        var logits = g.Module(head, decoder.ExportOnnx(g, features, "decoder"), Options.Encoder == EncoderKind.UNet ? "head" : "segmentation_head");
+        g.Rename(logits, output);
+        return g.Graph;
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models.Encoders;
 
@@ -22,6 +23,9 @@ public abstract class Encoder : nn.Module<Tensor, Tensor[]>
 
     /// <summary>Image channels the encoder takes.</summary>
     public abstract int InChannels { get; }
+
+    /// <summary>Adds the encoder to an ONNX graph; returns the names of the input and each feature map, as <c>forward</c> returns them.</summary>
+    internal abstract string[] ExportOnnx(OnnxGraph g, string input, string path);
 
     /// <summary>The largest stride: inputs must be at least this large on each side.</summary>
     public int OutputStride => Stages[^1].Stride;

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models.Encoders;
 
@@ -82,6 +83,16 @@ internal sealed class ResNetEncoder : Encoder
         return new[] { input, f1, f2, f3, f4, layer4.forward(f4) };
     }
 
+    /// <inheritdoc />
+    internal override string[] ExportOnnx(OnnxGraph g, string input, string path)
+    {
+        var f1 = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, input, path + ".conv1"), path + ".bn1"));
+        var f2 = g.Module(layer1, g.MaxPool(f1, 3, 2, 1), path + ".layer1");
+        var f3 = g.Module(layer2, f2, path + ".layer2");
+        var f4 = g.Module(layer3, f3, path + ".layer3");
+        return new[] { input, f1, f2, f3, f4, g.Module(layer4, f4, path + ".layer4") };
+    }
+
     /// <summary>
     /// Fits a pretrained first convolution (out x 3 x 7 x 7) to <paramref name="inChannels"/> input channels as
     /// segmentation_models.pytorch does: 1 channel gets the sum over the RGB filters (a gray image is R = G = B, so it
@@ -101,7 +112,7 @@ internal sealed class ResNetEncoder : Encoder
 }
 
 /// <summary>torchvision's ResNet basic block: two 3x3 convolutions and a shortcut (1x1 convolution when the shape changes).</summary>
-internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
+internal sealed class BasicBlock : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2;
@@ -129,10 +140,18 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
         var y = bn2.forward(conv2.forward(F.relu(bn1.forward(conv1.forward(x)), inplace: true)));
         return F.relu(y.add_(downsample?.forward(x) ?? x), inplace: true);
     }
+
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string x, string path)
+    {
+        var y = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, x, path + ".conv1"), path + ".bn1"));
+        y = g.BatchNorm(bn2, conv2.ExportOnnx(g, y, path + ".conv2"), path + ".bn2");
+        return g.Relu(g.Add(y, downsample is null ? x : g.Module(downsample, x, path + ".downsample")));
+    }
 }
 
 /// <summary>torchvision's ResNet bottleneck (v1.5: the stride on the 3x3): 1x1 down, 3x3, 1x1 up to 4x the width.</summary>
-internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
+internal sealed class Bottleneck : nn.Module<Tensor, Tensor>, IOnnxExportable
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2, conv3;
@@ -160,5 +179,14 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
         y = F.relu(bn2.forward(conv2.forward(y)), inplace: true);
         y = bn3.forward(conv3.forward(y));
         return F.relu(y.add_(downsample?.forward(x) ?? x), inplace: true);
+    }
+
+    /// <inheritdoc />
+    public string ExportOnnx(OnnxGraph g, string x, string path)
+    {
+        var y = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, x, path + ".conv1"), path + ".bn1"));
+        y = g.Relu(g.BatchNorm(bn2, conv2.ExportOnnx(g, y, path + ".conv2"), path + ".bn2"));
+        y = g.BatchNorm(bn3, conv3.ExportOnnx(g, y, path + ".conv3"), path + ".bn3");
+        return g.Relu(g.Add(y, downsample is null ? x : g.Module(downsample, x, path + ".downsample")));
     }
 }

@@ -1,5 +1,6 @@
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Segmentation.Models.Export;
 
 namespace Segmentation.Models.Encoders;
 
@@ -39,6 +40,16 @@ internal sealed class UNetEncoder : Encoder
         features[0] = input;
         var x = features[1] = stem.forward(input);
         for (int i = 0; i < blocks.Count; i++) x = features[i + 2] = blocks[i].forward(x);
+        return features;
+    }
+
+    /// <inheritdoc />
+    internal override string[] ExportOnnx(OnnxGraph g, string input, string path)
+    {
+        var features = new string[stages.Length + 1];
+        features[0] = input;
+        var x = features[1] = stem.ExportOnnx(g, input, path + ".stem");
+        for (int i = 0; i < blocks.Count; i++) x = features[i + 2] = blocks[i].ExportOnnx(g, x, $"{path}.blocks.{i}");
         return features;
     }
 }

@@ -1,0 +1,84 @@
+using System.Globalization;
+using System.Text.Json;
+using Google.Protobuf;
+using Onnx;
+using Segmentation.Checkpoints;
+using Segmentation.Models;
+
+namespace Segmentation.Inference;
+
+/// <summary>
+/// Writes a checkpoint's model as an ONNX file (opset 17), which TorchSharp cannot do: the model's modules write their
+/// own eval-mode computation (<c>UNet.ToOnnxGraph</c>), so the graph is the model, not a third description of it.
+/// Input <c>images</c>: float32 N x C x H x W, normalised as in training, any batch, height and width the model takes
+/// (odd sizes too: the pad that aligns each upsampled map with its skip is computed from the shapes at run time).
+/// Output <c>logits</c>: float32 N x classes x H x W. The metadata carries what a predictor needs besides: classes,
+/// their names and colours, the normalisation, the resize and the ignore label.
+/// </summary>
+public static class OnnxExport
+{
+    /// <summary>The operator set the graph uses.</summary>
+    public const int Opset = 17;
+
+    /// <summary>The graph's input name.</summary>
+    public const string Input = "images";
+
+    /// <summary>The graph's output name.</summary>
+    public const string Output = "logits";
+
+    /// <summary>Writes <paramref name="checkpoint"/>'s model to <paramref name="path"/> (atomically).</summary>
+    public static void Write(Checkpoint checkpoint, string path)
+    {
+        var model = Build(checkpoint);
+        AtomicFile.Write(path, stream => model.WriteTo(stream));
+    }
+
+    /// <summary>The ONNX model of <paramref name="checkpoint"/>.</summary>
+    public static ModelProto Build(Checkpoint checkpoint)
+    {
+        using var unet = checkpoint.CreateModel();
+        unet.eval();
+        var graph = unet.ToOnnxGraph(Input, Output);
+        graph.Name = "segmentation_unet";
+        graph.Input.Add(Value(Input, checkpoint.Model.InChannels));
+        graph.Output.Add(Value(Output, checkpoint.Model.Classes));
+        var model = new ModelProto
+        {
+            IrVersion = 8, ProducerName = "Segmentation", Graph = graph,
+            ProducerVersion = typeof(OnnxExport).Assembly.GetName().Version?.ToString() ?? "",
+            DocString = $"U-Net ({checkpoint.Model.Encoder} encoder), {checkpoint.Model.InChannels} -> {checkpoint.Model.Classes} classes; input (pixel / 255 - mean) / std per channel",
+        };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
+        foreach (var (key, value) in Metadata(checkpoint)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        return model;
+    }
+
+    /// <summary>What a predictor needs besides the graph, as the model's metadata.</summary>
+    public static IEnumerable<(string Key, string Value)> Metadata(Checkpoint c)
+    {
+        var p = c.Preprocessing;
+        yield return ("classes", c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
+        yield return ("class_names", JsonSerializer.Serialize(c.Dataset.ClassNames));
+        yield return ("class_colors", JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
+        yield return ("in_channels", c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
+        yield return ("normalization_mean", JsonSerializer.Serialize(p.Normalization.Mean));
+        yield return ("normalization_std", JsonSerializer.Serialize(p.Normalization.Std));
+        yield return ("resize", p.Size?.ToString() ?? "");
+        yield return ("ignore_index", c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
+        yield return ("minimum_input_size", c.Model.MinimumInputSize.ToString(CultureInfo.InvariantCulture));
+    }
+
+    private static ValueInfoProto Value(string name, long channels)
+    {
+        var shape = new TensorShapeProto();
+        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "batch" });
+        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = channels });
+        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "height" });
+        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "width" });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
+        };
+    }
+}

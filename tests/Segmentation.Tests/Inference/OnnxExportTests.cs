@@ -1,0 +1,100 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Google.Protobuf;
+using Onnx;
+using Segmentation.Checkpoints;
+using Segmentation.Data;
+using Segmentation.Inference;
+using Segmentation.Models;
+using Segmentation.Models.Encoders;
+using Segmentation.Training;
+using static TorchSharp.torch;
+
+namespace Segmentation.Tests.Inference;
+
+/// <summary>Our ONNX export, run by ONNX Runtime, gives TorchSharp's logits.</summary>
+public class OnnxExportTests
+{
+    private static Checkpoint CheckpointOf(UNet model) => new()
+    {
+        Model = model.Options,
+        Dataset = new DatasetDescription { Classes = model.Options.Classes, ClassNames = Enumerable.Range(0, model.Options.Classes).Select(i => $"c{i}").ToArray(), ClassColors = DatasetDescription.Defaults(model.Options.Classes).Colors },
+        Preprocessing = new Preprocessing(Normalization.ImageNet, new Size2(64, 96)), TrainerSettings = new TrainerOptions().ToJson(), State = new TrainingState(),
+        Weights = Checkpoint.SerializeWeights(model),
+    };
+
+    /// <summary>Random weights, and batch-norm statistics that are not the identity, so that every part of the graph shows.</summary>
+    private static UNet Model(UNetOptions options)
+    {
+        var model = new UNet(options);
+        var g = new TorchSharp.torch.Generator(11);
+        using (no_grad())
+            foreach (var (name, t) in model.state_dict())
+            {
+                if (name.EndsWith("running_mean")) t.copy_(randn(t.shape, generator: g) * 0.1);
+                else if (name.EndsWith("running_var")) t.copy_(rand(t.shape, generator: g) + 0.5);
+                else if (name.EndsWith(".bias") || name.EndsWith("norm1.weight") || name.EndsWith("norm2.weight")) t.copy_(randn(t.shape, generator: g) * 0.1 + (name.EndsWith("weight") ? 1 : 0));
+            }
+        model.eval();
+        return model;
+    }
+
+    public static IEnumerable<object[]> Cases()
+    {
+        var sizes = new[] { (64, 64), (253, 317), (512, 512) };
+        var models = new (string Name, UNetOptions Options)[]
+        {
+            ("plain transposed", new UNetOptions { InChannels = 3, Classes = 3, BaseChannels = 8, Depth = 4, Seed = 1 }),
+            ("plain bilinear, group norm", new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 8, Depth = 3, Upsampling = UpsamplingMode.Bilinear, Norm = NormLayer.Group, Seed = 2 }),
+            ("resnet18", new UNetOptions { Encoder = EncoderKind.ResNet18, InChannels = 3, Classes = 4, Seed = 3 }),
+        };
+        foreach (var (name, _) in models)
+            foreach (var (h, w) in sizes)
+                yield return new object[] { name, h, w };
+    }
+
+    private static UNetOptions OptionsNamed(string name) => name switch
+    {
+        "plain transposed" => new UNetOptions { InChannels = 3, Classes = 3, BaseChannels = 8, Depth = 4, Seed = 1 },
+        "plain bilinear, group norm" => new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 8, Depth = 3, Upsampling = UpsamplingMode.Bilinear, Norm = NormLayer.Group, Seed = 2 },
+        _ => new UNetOptions { Encoder = EncoderKind.ResNet18, InChannels = 3, Classes = 4, Seed = 3 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Onnx_Runtime_gives_TorchSharps_logits(string model, int height, int width)
+    {
+        using var scope = NewDisposeScope();
+        using var unet = Model(OptionsNamed(model));
+        var onnx = OnnxExport.Build(CheckpointOf(unet));
+        int c = unet.Options.InChannels;
+        var x = randn(new long[] { 2, c, height, width }, generator: new TorchSharp.torch.Generator(5));
+        TorchSharp.torch.Tensor expected;
+        using (no_grad()) expected = unet.forward(x);
+
+        using var session = new InferenceSession(onnx.ToByteArray());
+        var input = new DenseTensor<float>(x.data<float>().ToArray(), new[] { 2, c, height, width });
+        using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(OnnxExport.Input, input) });
+        var output = results.Single(r => r.Name == OnnxExport.Output).AsTensor<float>();
+        Assert.Equal(expected.shape, output.Dimensions.ToArray().Select(d => (long)d).ToArray());
+        var actual = tensor(output.ToArray(), expected.shape);
+        double error = (actual - expected).abs().max().item<float>();
+        Assert.True(error <= 1e-4, $"{model} at {height}x{width}: max |ONNX Runtime - TorchSharp| = {error:E2} (logits up to {expected.abs().max().item<float>():F2})");
+    }
+
+    [Fact]
+    public void The_model_carries_what_a_predictor_needs()
+    {
+        using var unet = Model(OptionsNamed("plain transposed"));
+        var onnx = OnnxExport.Build(CheckpointOf(unet));
+        var meta = onnx.MetadataProps.ToDictionary(p => p.Key, p => p.Value);
+        Assert.Equal("3", meta["classes"]);
+        Assert.Equal("[\"c0\",\"c1\",\"c2\"]", meta["class_names"]);
+        Assert.Equal("64x96", meta["resize"]);
+        Assert.Equal("255", meta["ignore_index"]);
+        Assert.Contains("0.485", meta["normalization_mean"]);
+        Assert.Equal(OnnxExport.Opset, onnx.OpsetImport.Single().Version);
+        // Weights are initializers named by their state-dict keys.
+        Assert.Contains(onnx.Graph.Initializer, t => t.Name == "encoder.stem.block.conv1.weight");
+    }
+}
