@@ -54,7 +54,10 @@ internal static class StateDicts
                 if (table[wrapper] is Hashtable inner) table = inner;
             var result = new Dictionary<string, Tensor>();
             foreach (DictionaryEntry e in table)
+            {
                 if (e.Key is string k && e.Value is Tensor t) result[k] = t;
+                else throw new SegmentationException($"{path}: entry '{e.Key}' holds {Describe(e.Value)}, not a tensor; a state dict holds only tensors (read as data: nothing in the file was run).");
+            }
             if (result.Count == 0) throw new SegmentationException($"{path}: holds no tensors by name (expected a state dict saved with torch.save(model.state_dict(), ...)).");
             return result;
         }
@@ -63,6 +66,13 @@ internal static class StateDicts
             throw new SegmentationException($"{path}: cannot read it as a PyTorch state dict (.pth) or .safetensors file ({e.Message}).", e);
         }
     }
+
+    private static string Describe(object? value) => value switch
+    {
+        null => "None",
+        string text => $"the text '{(text.Length > 40 ? text[..40] + "..." : text)}'",
+        _ => $"a {value.GetType().Name}",
+    };
 
     /// <summary>
     /// Copies <paramref name="source"/> into <paramref name="module"/> by name (float tensors are converted to the

@@ -1,0 +1,31 @@
+using System.CommandLine;
+using Segmentation.Checkpoints;
+
+namespace Segmentation.Cli;
+
+/// <summary><c>segment import</c>: a PyTorch state dict as a checkpoint of ours.</summary>
+internal static class ImportCommand
+{
+    internal static PyTorchLayout ParseLayout(string value, string option) =>
+        Cli.ParseEnum(value, option, ("milesial", PyTorchLayout.Milesial), ("smp", PyTorchLayout.Smp));
+
+    public static Command Create(CommandContext ctx)
+    {
+        var cmd = new Command("import", "Make a checkpoint from a PyTorch state dict: milesial/Pytorch-UNet's UNet(bilinear=False) or segmentation_models.pytorch's Unet(resnet18|34|50). The model's shape is read from the tensors; the source's preprocessing is recorded, so predict gives its masks.");
+        var file = new Option<string>("--pytorch") { Description = "The state dict: .pth (torch.save(model.state_dict())) or .safetensors.", Required = true };
+        var from = new Option<string>("--from") { Description = "milesial or smp: whose key names and preprocessing.", Required = true };
+        var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };
+        foreach (var o in new Option[] { file, from, output }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var layout = ParseLayout(p.GetValue(from)!, "--from");
+            var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, layout);
+            var path = p.GetValue(output)!;
+            checkpoint.Save(path);
+            var m = checkpoint.Model;
+            ctx.Out.WriteLine($"wrote {path}: U-Net {m.InChannels}->{m.Classes}, {(m.Encoder == Segmentation.Models.Encoders.EncoderKind.UNet ? $"base {m.BaseChannels}, depth {m.Depth}" : Cli.EncoderName(m.Encoder) + " encoder")}, inputs normalised with mean [{string.Join(", ", checkpoint.Preprocessing.Normalization.Mean)}], std [{string.Join(", ", checkpoint.Preprocessing.Normalization.Std)}]");
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}

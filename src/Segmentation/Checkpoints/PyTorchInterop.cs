@@ -1,0 +1,140 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Models.Encoders;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace Segmentation.Checkpoints;
+
+/// <summary>The Python model classes whose state dicts map onto ours key for key.</summary>
+public enum PyTorchLayout
+{
+    /// <summary>milesial/Pytorch-UNet's <c>UNet(n_channels, n_classes, bilinear=False)</c>; inputs pixel / 255.</summary>
+    Milesial,
+    /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs ImageNet-normalised.</summary>
+    Smp,
+}
+
+/// <summary>
+/// PyTorch weights in and out. <see cref="Import"/> reads a state dict saved by PyTorch (<c>.pth</c>, read as data
+/// by TorchSharp.PyBridge: tensors and the dictionaries around them, never other objects; or <c>.safetensors</c>),
+/// maps its keys onto our model's, infers the model's shape from the tensors, and makes a checkpoint that records the
+/// source's preprocessing, so prediction gives the source's masks. <see cref="Export"/> writes the reverse, loadable with
+/// <c>torch.load(..., weights_only=True)</c> or <c>safetensors.torch.load_file</c> into the same Python classes.
+/// </summary>
+public static class PyTorchInterop
+{
+    // milesial's DoubleConv is nn.Sequential(conv, bn, relu, conv, bn, relu): indices 0, 1, 3, 4 hold weights.
+    private static readonly Dictionary<string, string> MilesialIndex = new() { ["0"] = "conv1", ["1"] = "norm1", ["3"] = "conv2", ["4"] = "norm2" };
+    private static readonly Dictionary<string, string> OursIndex = MilesialIndex.ToDictionary(kv => kv.Value, kv => kv.Key);
+
+    /// <summary>Our key for a milesial key (null: not one of milesial's).</summary>
+    internal static string? FromMilesial(string key)
+    {
+        Match m;
+        if ((m = Regex.Match(key, @"^inc\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[1].Value, out var a))
+            return $"encoder.stem.block.{a}.{m.Groups[2].Value}";
+        if ((m = Regex.Match(key, @"^down(\d+)\.maxpool_conv\.1\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[2].Value, out var b))
+            return $"encoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.conv.block.{b}.{m.Groups[3].Value}";
+        if ((m = Regex.Match(key, @"^up(\d+)\.up\.(weight|bias)$")).Success)
+            return $"decoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.up.{m.Groups[2].Value}";
+        if ((m = Regex.Match(key, @"^up(\d+)\.conv\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[2].Value, out var c))
+            return $"decoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.conv.block.{c}.{m.Groups[3].Value}";
+        if ((m = Regex.Match(key, @"^outc\.conv\.(weight|bias)$")).Success) return $"head.{m.Groups[1].Value}";
+        return null;
+    }
+
+    /// <summary>milesial's key for one of ours (null: ours has no milesial counterpart).</summary>
+    internal static string? ToMilesial(string key)
+    {
+        Match m;
+        if ((m = Regex.Match(key, @"^encoder\.stem\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
+            return $"inc.double_conv.{OursIndex[m.Groups[1].Value]}.{m.Groups[2].Value}";
+        if ((m = Regex.Match(key, @"^encoder\.blocks\.(\d+)\.conv\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
+            return $"down{int.Parse(m.Groups[1].Value) + 1}.maxpool_conv.1.double_conv.{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
+        if ((m = Regex.Match(key, @"^decoder\.blocks\.(\d+)\.up\.(weight|bias)$")).Success)
+            return $"up{int.Parse(m.Groups[1].Value) + 1}.up.{m.Groups[2].Value}";
+        if ((m = Regex.Match(key, @"^decoder\.blocks\.(\d+)\.conv\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
+            return $"up{int.Parse(m.Groups[1].Value) + 1}.conv.double_conv.{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
+        if ((m = Regex.Match(key, @"^head\.(weight|bias)$")).Success) return $"outc.conv.{m.Groups[1].Value}";
+        return null;
+    }
+
+    /// <summary>Reads a PyTorch state dict of <paramref name="layout"/> into a checkpoint; problems are errors naming the file and the keys.</summary>
+    public static Checkpoint Import(string path, PyTorchLayout layout)
+    {
+        using var scope = NewDisposeScope();
+        var source = StateDicts.ReadFile(path);
+        var (options, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source) : Smp(path, source);
+        using var model = new UNet(options);
+        StateDicts.Load(model, weights, $"{path} ({layout} state dict, mapped to ours)");
+        var (names, colors) = DatasetDescription.Defaults(options.Classes);
+        return new Checkpoint
+        {
+            Model = options,
+            Dataset = new DatasetDescription { Classes = options.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index, InChannels = options.InChannels },
+            Preprocessing = new Preprocessing(normalization),
+            TrainerSettings = new JsonObject(), State = new TrainingState(),
+            TrainOrigin = $"imported from {Path.GetFullPath(path)} ({layout})",
+            Weights = Checkpoint.SerializeWeights(model),
+        };
+    }
+
+    private static (UNetOptions, Dictionary<string, Tensor>, Normalization) Milesial(string path, Dictionary<string, Tensor> source)
+    {
+        if (!source.ContainsKey("up1.up.weight") && source.ContainsKey("up1.conv.double_conv.0.weight"))
+            throw new SegmentationException($"{path}: a milesial UNet with bilinear=True (its up blocks have no weights); only bilinear=False maps onto this library's U-Net.");
+        var unknown = source.Keys.Where(k => FromMilesial(k) is null).ToList();
+        if (unknown.Count > 0)
+            throw new SegmentationException($"{path}: {unknown.Count} key(s) are not milesial/Pytorch-UNet's: {string.Join(", ", unknown.Take(5))}{(unknown.Count > 5 ? ", ..." : "")}.");
+        var first = Need(path, source, "inc.double_conv.0.weight");
+        var head = Need(path, source, "outc.conv.weight");
+        int depth = source.Keys.Select(k => Regex.Match(k, @"^down(\d+)\.")).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
+        var options = new UNetOptions { InChannels = (int)first.shape[1], Classes = (int)head.shape[0], BaseChannels = (int)first.shape[0], Depth = depth };
+        options.Validate();
+        var weights = source.ToDictionary(kv => FromMilesial(kv.Key)!, kv => kv.Value);
+        var zero = Enumerable.Repeat(0f, options.InChannels).ToArray();
+        return (options, weights, new Normalization(zero, Enumerable.Repeat(1f, options.InChannels).ToArray()));
+    }
+
+    private static (UNetOptions, Dictionary<string, Tensor>, Normalization) Smp(string path, Dictionary<string, Tensor> source)
+    {
+        var first = Need(path, source, "encoder.conv1.weight");
+        var head = Need(path, source, "segmentation_head.0.weight");
+        var blocks = Enumerable.Range(1, 4).Select(l => source.Keys.Select(k => Regex.Match(k, $@"^encoder\.layer{l}\.(\d+)\.")).Where(m => m.Success).Select(m => m.Groups[1].Value).Distinct().Count()).ToArray();
+        bool bottleneck = source.Keys.Any(k => k.Contains(".conv3.", StringComparison.Ordinal));
+        var kinds = new[] { EncoderKind.ResNet18, EncoderKind.ResNet34, EncoderKind.ResNet50, EncoderKind.MlNetResNet18 };
+        var kind = kinds.Where(k => ResNetEncoder.Layout(k).Blocks.SequenceEqual(blocks) && ResNetEncoder.Layout(k).Bottleneck == bottleneck).Cast<EncoderKind?>().FirstOrDefault()
+            ?? throw new SegmentationException($"{path}: an encoder with blocks {string.Join("-", blocks)}{(bottleneck ? " (bottlenecks)" : "")}; this library has smp's resnet18 (2-2-2-2), resnet34 (3-4-6-3) and resnet50 (3-4-6-3, bottlenecks).");
+        var decoder = Enumerable.Range(0, 5).Select(i => (int)Need(path, source, $"decoder.blocks.{i}.conv1.0.weight").shape[0]).ToArray();
+        var options = new UNetOptions { Encoder = kind, InChannels = (int)first.shape[1], Classes = (int)head.shape[0], DecoderChannels = decoder };
+        options.Validate();
+        return (options, source, Normalization.DefaultFor(options.InChannels));
+    }
+
+    private static Tensor Need(string path, Dictionary<string, Tensor> source, string key) =>
+        source.TryGetValue(key, out var t) ? t : throw new SegmentationException($"{path}: no '{key}'; is it a state dict of that model?");
+
+    /// <summary>
+    /// Writes the checkpoint's weights with <paramref name="layout"/>'s key names: a PyTorch <c>.pth</c>, or a
+    /// <c>.safetensors</c> file when the path ends so. The model must be one that layout describes.
+    /// </summary>
+    public static void Export(Checkpoint checkpoint, string path, PyTorchLayout layout)
+    {
+        var o = checkpoint.Model;
+        if (layout == PyTorchLayout.Milesial && (o.Encoder != EncoderKind.UNet || o.Upsampling != UpsamplingMode.Transposed || o.Norm != NormLayer.Batch))
+            throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net with transposed upsampling and batch norm; this checkpoint's model is {o.Encoder}, {o.Upsampling}, {o.Norm}.");
+        if (layout == PyTorchLayout.Smp && o.Encoder is not (EncoderKind.ResNet18 or EncoderKind.ResNet34 or EncoderKind.ResNet50))
+            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here; this checkpoint's is {o.Encoder}.");
+        using var scope = NewDisposeScope();
+        using var model = checkpoint.CreateModel();
+        var dict = model.state_dict().ToDictionary(kv => layout == PyTorchLayout.Milesial ? ToMilesial(kv.Key) ?? throw new InvalidOperationException($"no milesial key for {kv.Key}") : kv.Key, kv => kv.Value.cpu());
+        bool safetensors = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
+        var bytes = new MemoryStream(); // PyBridge closes the stream it writes to
+        if (safetensors) Safetensors.SaveStateDict(bytes, dict);
+        else PyTorchPickler.PickleStateDict(bytes, dict);
+        AtomicFile.Write(path, stream => stream.Write(bytes.ToArray()));
+    }
+}
