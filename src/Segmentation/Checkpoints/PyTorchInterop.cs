@@ -126,6 +126,8 @@ public static class PyTorchInterop
         var o = checkpoint.Model;
         if (layout == PyTorchLayout.Milesial && (o.Encoder != EncoderKind.UNet || o.Upsampling != UpsamplingMode.Transposed || o.Norm != NormLayer.Batch))
             throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net with transposed upsampling and batch norm; this checkpoint's model is {o.Encoder}, {o.Upsampling}, {o.Norm}.");
+        if (layout == PyTorchLayout.Milesial && (o.BaseChannels != 64 || o.Depth != 4))
+            throw new OptionsException($"milesial's UNet class has 64 base channels and depth 4; this checkpoint's model has {o.BaseChannels} and {o.Depth} (the keys would map, but its class could not take them).");
         if (layout == PyTorchLayout.Smp && o.Encoder is not (EncoderKind.ResNet18 or EncoderKind.ResNet34 or EncoderKind.ResNet50))
             throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here; this checkpoint's is {o.Encoder}.");
         using var scope = NewDisposeScope();

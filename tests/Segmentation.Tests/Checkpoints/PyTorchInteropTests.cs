@@ -76,7 +76,7 @@ public class PyTorchInteropTests
     {
         using var dir = new TempDir();
         var options = encoder == EncoderKind.UNet
-            ? new UNetOptions { InChannels = 1, Classes = 3, BaseChannels = 8, Depth = 2, Seed = 4 }
+            ? new UNetOptions { InChannels = 1, Classes = 3, Seed = 4 } // milesial's class: base 64, depth 4
             : new UNetOptions { Encoder = encoder, InChannels = 3, Classes = 5, Seed = 4 };
         var source = PyTorchInterop.Import(Save(dir, options), layout == PyTorchLayout.Milesial ? PyTorchLayout.Milesial : PyTorchLayout.Smp);
         PyTorchInterop.Export(source, dir[file], layout);
