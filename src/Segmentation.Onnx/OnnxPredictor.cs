@@ -1,0 +1,213 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Segmentation.Onnx;
+
+/// <summary>How an <see cref="OnnxPredictor"/> runs a model.</summary>
+public sealed record OnnxPredictorOptions
+{
+    /// <summary>Classes, for a model without <c>segment export</c>'s metadata (e.g. <c>torch.onnx.export</c>); else read from the model.</summary>
+    public int? Classes { get; init; }
+    /// <summary>Per-channel mean of (pixel / 255 - mean) / std, for a model without metadata; default 0 (pixel / 255, milesial's).</summary>
+    public float[]? Mean { get; init; }
+    /// <summary>Per-channel std, for a model without metadata; default 1.</summary>
+    public float[]? Std { get; init; }
+    /// <summary>Sliding-window height and width; null runs the whole image at once.</summary>
+    public (int Height, int Width)? Window { get; init; }
+    /// <summary>Sliding-window stride; null: two thirds of the window.</summary>
+    public (int Height, int Width)? Stride { get; init; }
+    /// <summary>Average with the horizontally mirrored image.</summary>
+    public bool FlipTta { get; init; }
+    /// <summary>ONNX Runtime threads within an operator (0: its default).</summary>
+    public int Threads { get; init; }
+}
+
+/// <summary>What the model says about itself (from <c>segment export</c>'s metadata, or the options).</summary>
+/// <param name="Classes">Output classes.</param>
+/// <param name="InChannels">Image channels the model takes (1 gray, 3 RGB).</param>
+/// <param name="ClassNames">A name per class.</param>
+/// <param name="ClassColors">A colour per class, #rrggbb.</param>
+/// <param name="Mean">Normalisation mean per channel.</param>
+/// <param name="Std">Normalisation std per channel.</param>
+/// <param name="Resize">The size the model was trained at (images are resized to it and the logits back), or null.</param>
+/// <param name="MinimumInputSize">Smaller images are padded up to this.</param>
+public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNames, string[] ClassColors, float[] Mean, float[] Std, (int Height, int Width)? Resize, int MinimumInputSize);
+
+/// <summary>
+/// Runs a U-Net exported to ONNX on ONNX Runtime, with no TorchSharp or libtorch: decode (ImageSharp), normalise,
+/// resize to the training size if there was one, whole image or sliding window (logits averaged where windows
+/// overlap), flip TTA, argmax. The same steps as the TorchSharp predictor, on float arrays.
+/// </summary>
+public sealed class OnnxPredictor : IDisposable
+{
+    private readonly InferenceSession session;
+    private readonly string input, output;
+
+    /// <summary>The options.</summary>
+    public OnnxPredictorOptions Options { get; }
+    /// <summary>What the model says about itself.</summary>
+    public OnnxModelInfo Info { get; }
+
+    /// <summary>Opens <paramref name="modelPath"/>; a model without metadata needs <see cref="OnnxPredictorOptions.Classes"/> or a fixed class dimension.</summary>
+    public OnnxPredictor(string modelPath, OnnxPredictorOptions? options = null)
+    {
+        Options = options ?? new OnnxPredictorOptions();
+        if (!File.Exists(modelPath)) throw new FileNotFoundException($"{modelPath}: no such ONNX model.", modelPath);
+        using var so = new SessionOptions();
+        if (Options.Threads > 0) so.IntraOpNumThreads = Options.Threads;
+        try { session = new InferenceSession(modelPath, so); }
+        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{modelPath}: ONNX Runtime cannot load it ({e.Message}).", e); }
+        input = session.InputMetadata.Keys.First();
+        output = session.OutputMetadata.Keys.First();
+        Info = ReadInfo(modelPath);
+    }
+
+    private OnnxModelInfo ReadInfo(string path)
+    {
+        var meta = session.ModelMetadata.CustomMetadataMap;
+        var inDims = session.InputMetadata[input].Dimensions;
+        var outDims = session.OutputMetadata[output].Dimensions;
+        int channels = meta.TryGetValue("in_channels", out var ic) ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
+        int? known = meta.TryGetValue("classes", out var c) ? int.Parse(c, CultureInfo.InvariantCulture) : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
+        if (known is { } k && Options.Classes is { } asked && asked != k)
+            throw new InvalidDataException($"{path}: the model outputs {k} classes; {asked} were given.");
+        int classes = known ?? Options.Classes ?? throw new InvalidDataException($"{path}: the model does not say how many classes it has; give them (Classes, --classes).");
+        string[] names = meta.TryGetValue("class_names", out var n) ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray();
+        string[] colors = meta.TryGetValue("class_colors", out var cc) ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
+        float[] mean = meta.TryGetValue("normalization_mean", out var m) ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
+        float[] std = meta.TryGetValue("normalization_std", out var s) ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
+        (int, int)? resize = meta.TryGetValue("resize", out var r) && r.Split('x') is [var h, var w] ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
+        int minimum = meta.TryGetValue("minimum_input_size", out var mi) ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
+        if (mean.Length != channels || std.Length != channels) throw new InvalidDataException($"{path}: normalisation for {mean.Length} channels; the model takes {channels}.");
+        return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum);
+    }
+
+    private static string DefaultColor(int i)
+    {
+        uint h = (uint)(i * 2654435761u);
+        return i == 0 ? "#000000" : $"#{(byte)(h >> 24):x2}{(byte)(h >> 16):x2}{(byte)(h >> 8):x2}";
+    }
+
+    /// <summary>Reads an image file as the model's channels (gray or RGB), 8-bit, H x W x C.</summary>
+    public (byte[] Pixels, int Width, int Height) ReadImage(string path)
+    {
+        var info = Image.Identify(path) ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
+        if ((long)info.Width * info.Height > 1L << 28) throw new InvalidDataException($"{path}: {info.Width}x{info.Height} is over 268 megapixels; refused before decoding.");
+        using var image = Image.Load<Rgb24>(path);
+        int c = Info.InChannels, w = image.Width, h = image.Height;
+        var pixels = new byte[w * h * c];
+        image.ProcessPixelRows(rows =>
+        {
+            for (int y = 0; y < h; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < w; x++)
+                {
+                    var p = row[x];
+                    int o = (y * w + x) * c;
+                    if (c == 1) pixels[o] = (byte)Math.Round(0.299 * p.R + 0.587 * p.G + 0.114 * p.B);
+                    else { pixels[o] = p.R; pixels[o + 1] = p.G; pixels[o + 2] = p.B; }
+                }
+            }
+        });
+        return (pixels, w, h);
+    }
+
+    /// <summary>Class index per pixel (row-major, H x W) for an 8-bit H x W x C image.</summary>
+    public byte[] Predict(byte[] pixels, int width, int height)
+    {
+        var x = Normalise(pixels, width, height);
+        var logits = Info.Resize is { } size ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width), size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
+        return Tensors.Argmax(logits, Info.Classes, height * width);
+    }
+
+    private float[] Normalise(byte[] pixels, int width, int height)
+    {
+        int c = Info.InChannels, plane = width * height;
+        var x = new float[c * plane];
+        for (int i = 0; i < plane; i++)
+            for (int k = 0; k < c; k++)
+                x[k * plane + i] = (pixels[i * c + k] / 255f - Info.Mean[k]) / Info.Std[k];
+        return x;
+    }
+
+    /// <summary>Logits C x H x W of a normalised C x H x W image, with the window and TTA.</summary>
+    private float[] Logits(float[] x, int h, int w)
+    {
+        var logits = Windowed(x, h, w);
+        if (!Options.FlipTta) return logits;
+        var flipped = Tensors.FlipWidth(Windowed(Tensors.FlipWidth(x, Info.InChannels, h, w), h, w), Info.Classes, h, w);
+        for (int i = 0; i < logits.Length; i++) logits[i] = (logits[i] + flipped[i]) / 2;
+        return logits;
+    }
+
+    private float[] Windowed(float[] x, int h, int w)
+    {
+        if (Options.Window is not { } win || (win.Height >= h && win.Width >= w)) return Run(x, h, w);
+        int ch = Math.Min(win.Height, h), cw = Math.Min(win.Width, w);
+        var stride = Options.Stride ?? (Math.Max(1, win.Height * 2 / 3), Math.Max(1, win.Width * 2 / 3));
+        int rows = Math.Max(h - ch + stride.Height - 1, 0) / stride.Height + 1, cols = Math.Max(w - cw + stride.Width - 1, 0) / stride.Width + 1;
+        var sum = new float[Info.Classes * h * w];
+        var count = new float[h * w];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+            {
+                int y2 = Math.Min(r * stride.Height + ch, h), x2 = Math.Min(c * stride.Width + cw, w);
+                int y1 = Math.Max(y2 - ch, 0), x1 = Math.Max(x2 - cw, 0);
+                var part = Run(Tensors.Crop(x, Info.InChannels, h, w, y1, x1, y2 - y1, x2 - x1), y2 - y1, x2 - x1);
+                Tensors.AddInto(sum, count, part, Info.Classes, h, w, y1, x1, y2 - y1, x2 - x1);
+            }
+        for (int k = 0; k < Info.Classes; k++)
+            for (int i = 0; i < h * w; i++) sum[k * h * w + i] /= count[i];
+        return sum;
+    }
+
+    /// <summary>One forward pass; inputs under the minimum size are padded (edge) and the logits cropped back.</summary>
+    private float[] Run(float[] x, int h, int w)
+    {
+        int min = Info.MinimumInputSize;
+        if (h < min || w < min)
+        {
+            int ph = Math.Max(h, min), pw = Math.Max(w, min);
+            var padded = Run(Tensors.PadEdge(x, Info.InChannels, h, w, ph, pw), ph, pw);
+            return Tensors.Crop(padded, Info.Classes, ph, pw, 0, 0, h, w);
+        }
+        var tensor = new DenseTensor<float>(x, new[] { 1, Info.InChannels, h, w });
+        using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(input, tensor) });
+        return results.First().AsTensor<float>().ToArray();
+    }
+
+    /// <summary>Writes <paramref name="labels"/> as an 8-bit gray PNG of class indices.</summary>
+    public static void SaveLabels(string path, byte[] labels, int width, int height)
+    {
+        using var image = Image.LoadPixelData<L8>(labels, width, height);
+        image.SaveAsPng(path);
+    }
+
+    /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>
+    public void SaveOverlay(string path, byte[] pixels, int width, int height, byte[] labels)
+    {
+        var colors = Info.ClassColors.Select(c => Color.ParseHex(c).ToPixel<Rgb24>()).ToArray();
+        int c = Info.InChannels;
+        var rgb = new Rgb24[width * height];
+        for (int i = 0; i < rgb.Length; i++)
+        {
+            byte r = pixels[i * c], g = pixels[i * c + (c == 1 ? 0 : 1)], b = pixels[i * c + (c == 1 ? 0 : 2)];
+            if (labels[i] != 0 && labels[i] < colors.Length)
+            {
+                var k = colors[labels[i]];
+                (r, g, b) = ((byte)((r + k.R) / 2), (byte)((g + k.G) / 2), (byte)((b + k.B) / 2));
+            }
+            rgb[i] = new Rgb24(r, g, b);
+        }
+        using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
+        image.SaveAsPng(path);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => session.Dispose();
+}
