@@ -7,6 +7,8 @@
 2. A checkpoint trained here with a ResNet encoder (e.g. the CamVid resnet34 run): `segment export --format pytorch`
    (smp's names); loaded with torch.load(weights_only=True) into smp's Unet layout rebuilt on torchvision's resnet;
    the image through it (ImageNet normalisation, the checkpoint's resize) against `segment predict`.
+3. The milesial model of step 1 exported by PyTorch itself (torch.onnx.export, dynamic height and width, no
+   metadata); `segment predict --onnx model.onnx --classes 5` (Segmentation.Onnx on ONNX Runtime) against PyTorch.
 
     /usr/bin/python3 tools/interop/pytorch_roundtrip.py IMAGE.png [RESNET_CHECKPOINT RESNET_NAME HxW]
 """
@@ -108,6 +110,12 @@ def main():
     with torch.no_grad():
         theirs = m(x / 255).argmax(1)[0]
     ok = compare("milesial UNet, PyTorch -> segment import -> segment predict", predicted_mask(os.path.join(work, "pred1"), image), theirs) > 0.999
+    # 3. torch.onnx.export -> segment predict --onnx
+    onnx_path = os.path.join(work, "milesial.onnx")
+    torch.onnx.export(m, torch.zeros(1, 3, 64, 64), onnx_path, opset_version=13, input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}})
+    segment("predict", "--onnx", onnx_path, "--classes", "5", "--input", image, "--out", os.path.join(work, "pred3"))
+    ok &= compare("milesial UNet, torch.onnx.export -> segment predict --onnx (ONNX Runtime)", predicted_mask(os.path.join(work, "pred3"), image), theirs) > 0.999
     # 2. here -> PyTorch
     if len(sys.argv) >= 5:
         ckpt, name, size = sys.argv[2], sys.argv[3], [int(v) for v in sys.argv[4].split("x")]

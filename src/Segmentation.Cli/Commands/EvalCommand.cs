@@ -26,7 +26,7 @@ internal static class EvalCommand
         foreach (var o in new Option[] { data, batch, workers, json }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var ckpt = Checkpoint.Load(p.GetValue(f.Checkpoint)!);
+            var ckpt = Checkpoint.Load(f.CheckpointPath(p));
             var spec = p.GetValue(data) ?? ckpt.ValOrigin ?? throw new OptionsException("The checkpoint has no validation data; give --data.");
             if (DataFlags.IsSplitFolder(spec)) spec = Path.Combine(spec, "val");
             var set = SegmentationDataset.FromOrigin(spec, new DatasetOptions { Description = ckpt.Dataset });

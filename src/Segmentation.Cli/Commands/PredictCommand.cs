@@ -6,6 +6,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Inference;
+using Segmentation.Onnx;
 using Segmentation.Models;
 using Segmentation.Training;
 using static TorchSharp.torch;
@@ -24,16 +25,24 @@ internal static class PredictCommand
         var overlay = new Option<bool>("--overlay") { Description = "Also write <name>_overlay.png (classes blended over the image)." };
         var color = new Option<bool>("--color") { Description = "Also write <name>_color.png (each class in its colour)." };
         var probabilities = new Option<bool>("--probabilities") { Description = "Also write <name>_prob_<class>.png per class (probability x 255)." };
-        foreach (var o in new Option[] { input, outDir, overlay, color, probabilities }) cmd.Options.Add(o);
+        var onnx = new Option<string?>("--onnx") { Description = "Predict with an ONNX model instead of a checkpoint (ONNX Runtime, no libtorch): one from 'segment export', or torch.onnx.export's (give --classes if its graph does not fix them; inputs pixel / 255)." };
+        var classes = new Option<int?>("--classes") { Description = "--onnx: the class count, for a model that does not record it." };
+        foreach (var o in new Option[] { input, outDir, overlay, color, probabilities, onnx, classes }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var ckpt = Checkpoint.Load(p.GetValue(f.Checkpoint)!);
             var path = p.GetValue(input)!;
             var files = Directory.Exists(path)
                 ? Directory.EnumerateFiles(path).Where(x => Path.GetExtension(x).ToLowerInvariant() is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".tif" or ".tiff" or ".webp" or ".tga").Order().ToList()
                 : File.Exists(path) ? new List<string> { path } : throw new DataException($"{path}: no such file or folder.", path);
             if (files.Count == 0) throw new DataException($"{path}: no images found.", path);
             var dir = p.GetValue(outDir)!;
+            if (p.GetValue(onnx) is { } model)
+            {
+                if (p.GetValue(f.Checkpoint) is not null) throw new OptionsException("Give --checkpoint or --onnx, not both.");
+                if (p.GetValue(color) || p.GetValue(probabilities)) throw new OptionsException("--onnx writes masks and --overlay; --color and --probabilities need a checkpoint.");
+                return PredictOnnx(ctx, p, f, model, p.GetValue(classes), files, dir, p.GetValue(overlay));
+            }
+            var ckpt = Checkpoint.Load(f.CheckpointPath(p));
             var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities) ? ckpt.Dataset.Classes : 0);
             CheckOutputs(files, outputs, dir);
             Directory.CreateDirectory(dir);
@@ -59,6 +68,40 @@ internal static class PredictCommand
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the path.</summary>
+    private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes, List<string> files, string dir, bool overlay)
+    {
+        var (window, stride, flip) = f.Windowing(p);
+        CheckOutputs(files, OutputNames(files, false, overlay, 0), dir);
+        Directory.CreateDirectory(dir);
+        OnnxPredictor predictor;
+        try
+        {
+            predictor = new OnnxPredictor(model, new OnnxPredictorOptions
+            {
+                Classes = classes, FlipTta = flip,
+                Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width) : null,
+            });
+        }
+        catch (Exception e) when (e is InvalidDataException || e is FileNotFoundException) { throw new SegmentationException(e.Message, e); }
+        using (predictor)
+        {
+            var clock = Stopwatch.StartNew();
+            foreach (var file in files)
+            {
+                var (pixels, width, height) = predictor.ReadImage(file);
+                var labels = predictor.Predict(pixels, width, height);
+                var stem = Path.GetFileNameWithoutExtension(file);
+                OnnxPredictor.SaveLabels(Path.Combine(dir, stem + ".png"), labels, width, height);
+                if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width, height, labels);
+                ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
+            }
+            ctx.FinishLine();
+            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir} (ONNX Runtime, {predictor.Info.Classes} classes)");
+        }
+        return Cli.Ok;
     }
 
     /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>

@@ -26,7 +26,7 @@ internal sealed class PredictFlags
     {
         var f = new PredictFlags
         {
-            Checkpoint = new Option<string>("--checkpoint") { Description = "A .ckpt written by 'segment train'.", Required = true },
+            Checkpoint = new Option<string>("--checkpoint") { Description = "A .ckpt written by 'segment train' (or 'segment import')." },
             Slide = new Option<string?>("--slide") { Description = "Sliding-window size HxW (logits averaged where windows overlap)." },
             Stride = new Option<string?>("--stride") { Description = "Sliding-window stride HxW (default: 2/3 of the window)." },
             Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip." },
@@ -35,6 +35,18 @@ internal sealed class PredictFlags
         };
         foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device, f.Precision }) cmd.Options.Add(o);
         return f;
+    }
+
+    /// <summary>The --checkpoint given, or a usage error.</summary>
+    public string CheckpointPath(ParseResult p) => p.GetValue(Checkpoint) ?? throw new OptionsException("--checkpoint is required.");
+
+    /// <summary>--slide, --stride and --tta, checked.</summary>
+    public (Size2? Window, Size2? Stride, bool Flip) Windowing(ParseResult p)
+    {
+        var tta = p.GetValue(Tta);
+        if (tta is not null && tta != "flip") throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null) throw new OptionsException("--stride needs --slide.");
+        return (p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, p.GetValue(Stride) is { } st ? Size2.Parse(st) : null, tta == "flip");
     }
 
     public Predictor Open(ParseResult p, Checkpoint ckpt)
