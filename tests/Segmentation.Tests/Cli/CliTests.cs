@@ -151,6 +151,34 @@ public class CliTests
     }
 
     [Fact]
+    public void Export_to_onnx_then_predict_with_it_gives_the_checkpoints_masks_and_pytorch_export_reimports()
+    {
+        using var d = new TempDir();
+        var run = d["run"];
+        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run }.Concat(TinyModel).ToArray());
+        Assert.True(train.Code == 0, train.Err);
+        var best = Path.Combine(run, "best.ckpt");
+        TempDir.SaveRgb(d["in/a.png"], 45, 37, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 5), (byte)(y * 6), (byte)((x / 6 + y / 6) % 2 * 255)));
+
+        var export = Run("export", "--checkpoint", best, "--format", "onnx", "--out", d["m.onnx"]);
+        Assert.True(export.Code == 0, export.Err);
+        Assert.True(Run("predict", "--checkpoint", best, "--input", d["in"], "--out", d["torch"], "--device", "cpu").Code == 0);
+        var onnx = Run("predict", "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["onnx"], "--overlay");
+        Assert.True(onnx.Code == 0, onnx.Err);
+        var reader = new Segmentation.Data.ImageReader();
+        var a = reader.ReadMask(d["torch/a.png"]).Values;
+        var b = reader.ReadMask(d["onnx/a.png"]).Values;
+        Assert.True(a.Zip(b).Count(p => p.First == p.Second) >= 0.999 * a.Length, "ONNX Runtime's mask differs from TorchSharp's");
+        Assert.True(File.Exists(d["onnx/a_overlay.png"]));
+
+        // The plain U-Net of the tiny run is not milesial's class (base 64, depth 4): a usage error that says so.
+        var milesial = Run("export", "--checkpoint", best, "--format", "pytorch", "--out", d["m.pth"]);
+        Assert.Equal(2, milesial.Code);
+        Assert.Contains("64 base channels and depth 4", milesial.Err);
+        Assert.Equal(2, Run("predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["both"]).Code);
+    }
+
+    [Fact]
     public void Bench_train_json_has_the_step_time_and_the_bare_loop_ratio()
     {
         var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "3", "--warmup", "1", "--device", "cpu", "--json");
