@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using Segmentation.Models;
 using Segmentation.Models.Encoders;
-using Segmentation.Training;
 
 namespace Segmentation.Cli;
 

@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Evaluation;
-using Segmentation.Inference;
 using Segmentation.Models;
 using Segmentation.Training;
 using static TorchSharp.torch;

@@ -1,15 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
-using System.Globalization;
-using System.Text.Json.Nodes;
 using Segmentation.Checkpoints;
 using Segmentation.Data;
-using Segmentation.Evaluation;
 using Segmentation.Inference;
 using Segmentation.Onnx;
 using Segmentation.Models;
-using Segmentation.Training;
-using static TorchSharp.torch;
 
 namespace Segmentation.Cli;
 

@@ -1,13 +1,8 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Segmentation.Data;
-using Segmentation.Evaluation;
-using Segmentation.Inference;
 using Segmentation.Models;
-using Segmentation.Training;
-using static TorchSharp.torch;
 
 namespace Segmentation.Cli;
 

@@ -1,12 +1,6 @@
 using System.CommandLine;
-using System.Globalization;
-using System.Runtime.InteropServices;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Segmentation.Data;
-using Segmentation.Inference;
 using Segmentation.Models;
-using Segmentation.Models.Encoders;
 using Segmentation.Training;
 using static TorchSharp.torch;
 

@@ -1,5 +1,4 @@
 using Segmentation.Checkpoints;
-using Segmentation.Training;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 

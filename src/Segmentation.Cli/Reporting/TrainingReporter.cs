@@ -1,15 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Runtime.InteropServices;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Segmentation.Checkpoints;
 using Segmentation.Data;
-using Segmentation.Inference;
 using Segmentation.Models;
-using Segmentation.Models.Encoders;
 using Segmentation.Training;
-using static TorchSharp.torch;
 
 namespace Segmentation.Cli;
 
