@@ -27,6 +27,7 @@ internal sealed class TrainFlags
     public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = string.Join("; ", LossRegistry.All.Select(l => $"{l.Name}: {l.Description}")) + " (default ce; shapes: ce+dice)." };
     public readonly Option<string> ClassWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
     public readonly Option<double> Smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
+    public readonly Option<double> FocalGamma = new Option<double>("--focal-gamma") { Description = "The focal loss's exponent (--loss focal; 0 is cross-entropy).", DefaultValueFactory = _ => 2.0 };
     public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
     public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
     public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
@@ -52,7 +53,7 @@ internal sealed class TrainFlags
     {
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, NoAugment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Json })
+        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Json })
             cmd.Options.Add(o);
     }
 }

@@ -62,6 +62,8 @@ public sealed record TrainerOptions
     public LossKind Loss { get; init; } = LossKind.CrossEntropy;
     /// <summary>Weight of the Dice term in <see cref="LossKind.CrossEntropyDice"/>.</summary>
     public double DiceWeight { get; init; } = 1.0;
+    /// <summary>The focusing exponent of <see cref="LossKind.Focal"/> (0 is cross-entropy).</summary>
+    public double FocalGamma { get; init; } = 2.0;
     /// <summary>Per-class weights of the cross-entropy (null: none).</summary>
     public float[]? ClassWeights { get; init; }
     /// <summary>Cross-entropy label smoothing.</summary>
@@ -113,6 +115,7 @@ public sealed record TrainerOptions
         if (GradientClipNorm is <= 0) throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
         if (AccumulationSteps < 1) throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
         if (DiceWeight < 0) throw new OptionsException($"Dice weight is {DiceWeight}; it must be at least 0.");
+        if (!(FocalGamma >= 0) || double.IsInfinity(FocalGamma)) throw new OptionsException($"Focal gamma is {FocalGamma}; it must be a finite number of at least 0.");
         if (EvalEvery < 1) throw new OptionsException($"Evaluate-every is {EvalEvery}; it must be at least 1.");
         if (EarlyStoppingPatience is < 1) throw new OptionsException($"Early-stopping patience is {EarlyStoppingPatience}; it must be at least 1.");
         if (TimeLimit is { } t && t <= TimeSpan.Zero) throw new OptionsException($"Time limit is {t}; it must be positive.");

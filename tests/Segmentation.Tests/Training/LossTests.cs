@@ -84,3 +84,83 @@ public class LossTests
         Assert.Equal(0f, w[2]);
     }
 }
+
+/// <summary>Focal and Lovász-softmax against values computed here by hand (plain double arithmetic, no tensors).</summary>
+public class FocalAndLovaszTests
+{
+    // One image of 1 x 4 pixels, 3 classes; the last pixel is ignored.
+    private static readonly double[,] Logits = { { 2.0, 0.5, -1.0, 3.0 }, { 0.1, 1.5, 0.2, -2.0 }, { -0.3, 0.0, 2.5, 0.7 } }; // class x pixel
+    private static readonly long[] Target = { 0, 2, 2, 255 };
+
+    private static (Tensor Logits, Tensor Target) Batch()
+    {
+        var flat = new float[12];
+        for (int c = 0; c < 3; c++) for (int p = 0; p < 4; p++) flat[c * 4 + p] = (float)Logits[c, p];
+        return (tensor(flat, new long[] { 1, 3, 1, 4 }), tensor(Target, new long[] { 1, 1, 4 }));
+    }
+
+    private static double Softmax(int c, int p)
+    {
+        double sum = 0;
+        for (int k = 0; k < 3; k++) sum += Math.Exp(Logits[k, p]);
+        return Math.Exp(Logits[c, p]) / sum;
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(2.0)]
+    [InlineData(0.5)]
+    public void Focal_loss_is_the_mean_of_minus_one_minus_p_to_the_gamma_times_log_p(double gamma)
+    {
+        double expected = 0;
+        for (int p = 0; p < 3; p++)
+        {
+            double pt = Softmax((int)Target[p], p);
+            expected += -Math.Pow(1 - pt, gamma) * Math.Log(pt);
+        }
+        expected /= 3;
+        var (logits, target) = Batch();
+        Assert.Equal(expected, new FocalLoss(gamma).Compute(logits, target).item<float>(), 5);
+        if (gamma == 0) Assert.Equal(new CrossEntropyLoss().Compute(logits, target).item<float>(), new FocalLoss(0).Compute(logits, target).item<float>(), 5);
+    }
+
+    [Fact]
+    public void Lovasz_softmax_is_the_mean_over_present_classes_of_sorted_errors_times_the_Jaccard_steps()
+    {
+        double expected = 0; int present = 0;
+        for (int c = 0; c < 3; c++)
+        {
+            var truth = Enumerable.Range(0, 3).Select(p => Target[p] == c ? 1.0 : 0.0).ToArray();
+            if (truth.Sum() == 0) continue;
+            present++;
+            var order = Enumerable.Range(0, 3).OrderByDescending(p => Math.Abs(truth[p] - Softmax(c, p))).ToArray();
+            double gts = truth.Sum(), previous = 0, inter = gts, union = gts;
+            foreach (var p in order)
+            {
+                inter -= truth[p]; union += 1 - truth[p];
+                double jaccard = 1 - inter / union;
+                expected += Math.Abs(truth[p] - Softmax(c, p)) * (jaccard - previous);
+                previous = jaccard;
+            }
+        }
+        expected /= present;
+        var (logits, target) = Batch();
+        Assert.Equal(expected, new LovaszSoftmaxLoss().Compute(logits, target).item<float>(), 5);
+    }
+
+    [Fact]
+    public void Lovasz_is_near_zero_for_confident_right_answers_and_both_losses_have_gradients()
+    {
+        var target = tensor(new long[] { 0, 1, 1, 0 }, new long[] { 1, 2, 2 });
+        var right = nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).to_type(ScalarType.Float32) * 40 - 20;
+        Assert.True(new LovaszSoftmaxLoss().Compute(right, target).item<float>() < 1e-6);
+        var logits = randn(2, 3, 5, 5).requires_grad_();
+        var labels = randint(0, 3, new long[] { 2, 5, 5 });
+        foreach (ISegmentationLoss loss in new ISegmentationLoss[] { new FocalLoss(), new LovaszSoftmaxLoss() })
+        {
+            logits.grad?.zero_();
+            loss.Compute(logits, labels).backward();
+            Assert.True(logits.grad!.abs().sum().item<float>() > 0, loss.GetType().Name);
+        }
+    }
+}

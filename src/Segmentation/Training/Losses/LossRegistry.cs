@@ -11,6 +11,12 @@ public enum LossKind
     Dice,
     /// <summary>Cross-entropy + Dice (weights 1 and <see cref="TrainerOptions.DiceWeight"/>).</summary>
     CrossEntropyDice,
+    /// <summary>Focal loss (<see cref="FocalLoss"/>, exponent <see cref="TrainerOptions.FocalGamma"/>).</summary>
+    Focal,
+    /// <summary>Lovász-softmax (<see cref="LovaszSoftmaxLoss"/>), a surrogate of 1 - IoU.</summary>
+    Lovasz,
+    /// <summary>Cross-entropy + Lovász-softmax, equal weights (the paper trains this way from the start).</summary>
+    CrossEntropyLovasz,
 }
 
 /// <summary>
@@ -28,6 +34,9 @@ public static class LossRegistry
         new(LossKind.CrossEntropy, "ce", "cross-entropy (class weights, label smoothing)", CrossEntropy),
         new(LossKind.Dice, "dice", "soft Dice over the classes", _ => new DiceLoss()),
         new(LossKind.CrossEntropyDice, "ce+dice", "cross-entropy + DiceWeight x Dice", o => new CombinedLoss((CrossEntropy(o), 1.0), (new DiceLoss(), o.DiceWeight))),
+        new(LossKind.Focal, "focal", "focal loss, (1 - p)^FocalGamma x cross-entropy per pixel", o => new FocalLoss(o.FocalGamma)),
+        new(LossKind.Lovasz, "lovasz", "Lovasz-softmax, a surrogate of 1 - IoU", _ => new LovaszSoftmaxLoss()),
+        new(LossKind.CrossEntropyLovasz, "ce+lovasz", "cross-entropy + Lovasz-softmax", o => new CombinedLoss((CrossEntropy(o), 1.0), (new LovaszSoftmaxLoss(), 1.0))),
     };
 
     private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: o.LabelSmoothing);
