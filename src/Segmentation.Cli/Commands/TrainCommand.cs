@@ -46,12 +46,12 @@ internal static class TrainCommand
             if (!p.GetValue(flags.Overwrite))
                 throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
             foreach (var f in run.RunFiles.Append(run.Curves).Where(File.Exists)) File.Delete(f);
-            if (Directory.Exists(run.Overlays)) Directory.Delete(run.Overlays, recursive: true);
+            foreach (var folder in new[] { run.Overlays, run.TensorBoard }.Where(Directory.Exists)) Directory.Delete(folder, recursive: true);
             log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
         else config = NewRun(p, flags);
-        return Train(ctx, log, dir, config, resumeFrom, asJson);
+        return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
     }
 
     /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last checkpoint.</summary>
@@ -129,7 +129,7 @@ internal static class TrainCommand
     }
 
     /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it is.</summary>
-    internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb", "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose" };
+    internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb", "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose", "--no-tensorboard" };
 
     /// <summary>--resume continues the run as it was set up: any other flag given is refused, by name.</summary>
     private static void RefuseFlagsThatCannotChange(ParseResult p, Command cmd, string dir)
@@ -154,14 +154,14 @@ internal static class TrainCommand
         }
     }
 
-    private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom, bool asJson)
+    private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom, bool asJson, bool tensorBoard)
     {
         var (train, validation) = config.OpenData();
         log.WriteLine(train.DetectionReport);
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
 
-        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log);
+        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard ? 4 : 0 };
 
         if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes || train.Description.InChannels != resumeFrom.Model.InChannels
             || train.Description.Encoding != resumeFrom.Dataset.Encoding || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
@@ -181,6 +181,8 @@ internal static class TrainCommand
 
         var run = new RunFolder(dir);
         var reporter = new TrainingReporter(ctx, log, run.Metrics, resumeFrom?.State.History);
+        var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter, new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
+        if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
         using var interrupt = new CancellationTokenSource();
         int signals = 0;
         void OnSignal(PosixSignalContext c)
@@ -191,7 +193,7 @@ internal static class TrainCommand
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        var result = trainer.Fit(train, validation, reporter, resumeFrom, interrupt.Token);
+        var result = trainer.Fit(train, validation, progress, resumeFrom, interrupt.Token);
         ctx.FinishLine(log);
         bool interrupted = result.StopReason == "cancelled";
         if (interrupted) result = result with { StopReason = "interrupted" };

@@ -35,6 +35,8 @@ internal sealed class RunFolder
     public string Curves => Path.Combine(Directory, "curves.png");
     /// <summary>Prediction overlays of a few validation images.</summary>
     public string Overlays => Path.Combine(Directory, "overlays");
+    /// <summary>TensorBoard event files (<c>tensorboard --logdir</c> this, or the folder above several runs).</summary>
+    public string TensorBoard => Path.Combine(Directory, "tensorboard");
     /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them again).</summary>
     public string Validated => Path.Combine(Directory, ".validated");
 

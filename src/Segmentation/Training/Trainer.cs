@@ -296,7 +296,8 @@ public sealed class Trainer : IDisposable
                 ReportConvolutions();
                 progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
             });
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs, Metrics = metrics });
+            var previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device, train.Description, O.PreviewImages) : null;
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs, Metrics = metrics, Previews = previews });
             return (metrics, loss);
         }
 

@@ -55,6 +55,8 @@ public sealed record TrainingProgress
     public SegmentationMetrics? Metrics { get; init; }
     /// <summary>For messages and checkpoints.</summary>
     public string? Message { get; init; }
+    /// <summary>For <see cref="ProgressKind.Evaluated"/>: pictures of the first validation predictions (<see cref="TrainerOptions.PreviewImages"/>; null when none were asked for).</summary>
+    public IReadOnlyList<Preview>? Previews { get; init; }
     /// <summary>For <see cref="ProgressKind.Convolutions"/>: what the check found and chose.</summary>
     public ConvolutionReport? Convolutions { get; init; }
 }

@@ -1,0 +1,64 @@
+using static TorchSharp.torch;
+
+namespace Segmentation.Training;
+
+/// <summary>
+/// A progress consumer that writes TensorBoard event files through TorchSharp's own <c>SummaryWriter</c>: per step
+/// <c>train/loss</c> and <c>train/lr</c> (at the global step); per epoch <c>epoch/train_loss</c>, <c>epoch/val_loss</c>,
+/// <c>epoch/mean_iou</c>, <c>epoch/pixel_accuracy</c> and <c>iou/&lt;class&gt;</c> (at the epoch); and the trainer's
+/// validation previews (<see cref="TrainerOptions.PreviewImages"/>) as images <c>val/&lt;name&gt;</c>. Pass it to
+/// <see cref="Trainer.Fit"/>, alone or beside another consumer (<see cref="ProgressFanOut{T}"/>).
+/// </summary>
+public sealed class TensorBoardLogger : IProgress<TrainingProgress>
+{
+    private readonly TorchSharp.Modules.SummaryWriter writer;
+
+    /// <summary>The folder the event files go to.</summary>
+    public string Directory => writer.LogDir;
+
+    /// <summary>Writes into <paramref name="directory"/> (created if needed).</summary>
+    public TensorBoardLogger(string directory) => writer = utils.tensorboard.SummaryWriter(directory);
+
+    /// <inheritdoc />
+    public void Report(TrainingProgress p)
+    {
+        switch (p.Kind)
+        {
+            case ProgressKind.Step:
+                int step = (p.Epoch - 1) * p.StepsPerEpoch + p.Step;
+                writer.add_scalar("train/loss", (float)p.Loss, step);
+                writer.add_scalar("train/lr", (float)p.LearningRate, step);
+                break;
+            case ProgressKind.Epoch when p.Record is { } r:
+                Scalar("epoch/train_loss", r.TrainLoss, r.Epoch);
+                Scalar("epoch/val_loss", r.ValLoss, r.Epoch);
+                Scalar("epoch/mean_iou", r.MeanIoU, r.Epoch);
+                Scalar("epoch/pixel_accuracy", r.PixelAccuracy, r.Epoch);
+                if (r.Metrics is { } m)
+                    for (int c = 0; c < m.ClassNames.Length; c++) Scalar($"iou/{m.ClassNames[c]}", m.PerClassIoU[c], r.Epoch);
+                break;
+            case ProgressKind.Evaluated when p.Previews is { } previews:
+                foreach (var preview in previews)
+                {
+                    using var image = tensor(preview.Rgb, new long[] { preview.Height, preview.Width, 3 });
+                    writer.add_img($"val/{preview.Name}", image, p.Epoch, dataformats: "HWC");
+                }
+                break;
+        }
+    }
+
+    private void Scalar(string tag, double value, int step)
+    {
+        if (double.IsFinite(value)) writer.add_scalar(tag, (float)value, step);
+    }
+}
+
+/// <summary>Hands every report to each of several consumers, in order.</summary>
+public sealed class ProgressFanOut<T>(params IProgress<T>?[] consumers) : IProgress<T>
+{
+    /// <inheritdoc />
+    public void Report(T value)
+    {
+        foreach (var c in consumers) c?.Report(value);
+    }
+}
