@@ -100,7 +100,7 @@ internal static class TrainCommand
             WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay), GradientClipNorm = p.GetValue(flags.Clip),
             AccumulationSteps = p.GetValue(flags.Accumulate),
             Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
-            LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma), Augment = !p.GetValue(flags.NoAugment), VerticalFlip = p.GetValue(flags.Vflip),
+            LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma), Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment), VerticalFlip = p.GetValue(flags.Vflip),
             EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience), Workers = p.GetValue(flags.Workers),
             CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed), Precision = Precisions.Parse(p.GetValue(flags.Precision)!),

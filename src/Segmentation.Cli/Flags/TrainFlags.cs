@@ -29,6 +29,7 @@ internal sealed class TrainFlags
     public readonly Option<double> Smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
     public readonly Option<double> FocalGamma = new Option<double>("--focal-gamma") { Description = "The focal loss's exponent (--loss focal; 0 is cross-entropy).", DefaultValueFactory = _ => 2.0 };
     public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
+    public readonly Option<string?> Augment = new Option<string?>("--augment") { Description = "The training augmentation as text, replacing the presets: e.g. \"scale(0.5,2) crop(256) hflip vflip rot90 elastic(alpha=34,sigma=4) jitter(0.2)\"; steps: scale, crop, resize, hflip, vflip, rot90, rotate, elastic, jitter, noise, blur." };
     public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
     public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
     public readonly Option<int?> Patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without a better mean IoU." };
@@ -54,7 +55,7 @@ internal sealed class TrainFlags
     {
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, NoTensorBoard, Json })
+        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, NoTensorBoard, Json })
             cmd.Options.Add(o);
     }
 }

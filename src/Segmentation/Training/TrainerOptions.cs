@@ -62,6 +62,12 @@ public sealed record TrainerOptions
     public LossKind Loss { get; init; } = LossKind.CrossEntropy;
     /// <summary>Weight of the Dice term in <see cref="LossKind.CrossEntropyDice"/>.</summary>
     public double DiceWeight { get; init; } = 1.0;
+    /// <summary>
+    /// The training augmentation as text (<see cref="Augmentations.Parse"/>: <c>"scale(0.5,2) crop(256) hflip elastic(alpha=34,sigma=4)"</c>),
+    /// after the resize to <see cref="Size"/>; it replaces the presets that <see cref="Augment"/>, <see cref="Crop"/> and
+    /// <see cref="VerticalFlip"/> choose. Null: the presets.
+    /// </summary>
+    public string? Augmentation { get; init; }
     /// <summary>Render this many validation predictions (image | truth | prediction | errors) at each evaluation, for progress consumers such as <see cref="TensorBoardLogger"/>; 0: none.</summary>
     public int PreviewImages { get; init; }
     /// <summary>The focusing exponent of <see cref="LossKind.Focal"/> (0 is cross-entropy).</summary>
@@ -116,6 +122,7 @@ public sealed record TrainerOptions
         if (WarmupFraction < 0 || WarmupFraction >= 1) throw new OptionsException($"Warm-up fraction is {WarmupFraction}; it must be in [0, 1).");
         if (GradientClipNorm is <= 0) throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
         if (AccumulationSteps < 1) throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
+        if (Augmentation is not null) Augmentations.Parse(Augmentation);
         if (PreviewImages < 0) throw new OptionsException($"Preview images is {PreviewImages}; it must be 0 or more.");
         if (DiceWeight < 0) throw new OptionsException($"Dice weight is {DiceWeight}; it must be at least 0.");
         if (!(FocalGamma >= 0) || double.IsInfinity(FocalGamma)) throw new OptionsException($"Focal gamma is {FocalGamma}; it must be a finite number of at least 0.");

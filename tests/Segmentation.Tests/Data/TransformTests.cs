@@ -138,3 +138,73 @@ public class TransformTests
         }
     }
 }
+
+/// <summary>Elastic deformation and the augmentation text.</summary>
+public class ElasticAndAugmentationTextTests
+{
+    /// <summary>Three wide bands of labels 0, 1, 2, with the image's gray level 40 + 80 x label.</summary>
+    private static Sample Bands(int size = 96)
+    {
+        var image = new ImageBuffer(size, size, 1);
+        var mask = new byte[size * size];
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+            {
+                byte label = (byte)(Math.Min(2, (x + y / 3) * 3 / (size + size / 3)));
+                mask[y * size + x] = label;
+                image.Pixels[y * size + x] = (byte)(40 + 80 * label);
+            }
+        return new Sample(image, mask, "bands");
+    }
+
+    [Fact]
+    public void Elastic_deformation_moves_image_and_mask_together()
+    {
+        var s = Bands();
+        var moved = new ElasticDeformation(alpha: 300, sigma: 8, probability: 1).Apply(s, new Random(3), 255);
+        int valid = 0, aligned = 0, changed = 0;
+        for (int i = 0; i < s.Mask.Length; i++)
+        {
+            if (moved.Mask[i] == 255) continue;
+            valid++;
+            if (moved.Mask[i] != s.Mask[i]) changed++;
+            // The image is bilinear and the mask nearest: away from band edges the gray level names the label.
+            if (Math.Abs(moved.Image.Pixels[i] - (40 + 80 * moved.Mask[i])) <= 40) aligned++;
+        }
+        Assert.True(changed > 0.02 * valid, $"the deformation moved only {changed} of {valid} labels");
+        Assert.True(aligned >= 0.99 * valid, $"image and mask agree at {aligned} of {valid} pixels");
+    }
+
+    [Fact]
+    public void Pixels_from_outside_get_the_ignore_label()
+    {
+        var s = Bands(48);
+        var moved = new ElasticDeformation(alpha: 2000, sigma: 6, probability: 1).Apply(s, new Random(1), 255);
+        Assert.Contains(moved.Mask, v => v == 255);
+        for (int i = 0; i < moved.Mask.Length; i++)
+            if (moved.Mask[i] == 255) Assert.True(moved.Image.Pixels[i] <= 160, "outside pixels are black or blended towards black");
+    }
+
+    [Fact]
+    public void The_augmentation_text_builds_the_steps_in_order_with_their_arguments()
+    {
+        var pipeline = Augmentations.Parse("scale(0.5,2) crop(64) hflip vflip(p=0.2) rot90 elastic(alpha=34,sigma=4) jitter(0.2) noise(8) blur(1.5, p=0.1) rotate(15)");
+        Assert.Equal(new[] { typeof(RandomScale), typeof(RandomCrop), typeof(HorizontalFlip), typeof(VerticalFlip), typeof(RandomRotate90), typeof(ElasticDeformation), typeof(ColorJitter), typeof(GaussianNoise), typeof(GaussianBlur), typeof(RandomRotation) },
+            pipeline.Transforms.Select(t => t.GetType()));
+        var sample = pipeline.Apply(Bands(), new Random(2), 255);
+        Assert.Equal((64, 64), (sample.Width, sample.Height));
+        Assert.Empty(Augmentations.Parse("").Transforms);
+    }
+
+    [Theory]
+    [InlineData("flip", "'flip' is not one of")]
+    [InlineData("crop", "crop needs h")]
+    [InlineData("crop(abc)", "'abc' is not a number")]
+    [InlineData("hflip(q=0.5)", "'q=0.5' is not one of its arguments")]
+    [InlineData("scale(0.5,2) %", "cannot read '%'")]
+    public void Bad_augmentation_text_says_what_is_wrong(string text, string expected)
+    {
+        var e = Assert.Throws<OptionsException>(() => Augmentations.Parse(text));
+        Assert.Contains(expected, e.Message);
+    }
+}

@@ -211,6 +211,28 @@ public sealed class RandomRotation : ISampleTransform
     }
 }
 
+/// <summary>
+/// Elastic deformation (Simard et al. 2003; the U-Net paper's main augmentation): a displacement field of uniform noise
+/// in [-1, 1] per pixel, smoothed by a normalised Gaussian of <paramref name="sigma"/> pixels and multiplied by
+/// <paramref name="alpha"/> (as albumentations' ElasticTransform and scipy's gaussian_filter do it: alpha 34, sigma 4
+/// moves pixels by about 1.4 px RMS, alpha 300, sigma 10 by about 5), moves image (bilinear) and mask (nearest)
+/// together; what comes from outside is 0 in the image and the ignore label in the mask.
+/// </summary>
+public sealed class ElasticDeformation(double alpha = 34, double sigma = 4, double probability = 0.5) : ISampleTransform
+{
+    /// <inheritdoc />
+    public Sample Apply(Sample s, Random rng, int ignoreIndex)
+    {
+        if (!(alpha >= 0) || !(sigma > 0)) throw new OptionsException($"Elastic deformation needs alpha >= 0 and sigma > 0; got alpha {alpha}, sigma {sigma}.");
+        if (rng.NextDouble() >= probability) return s;
+        int w = s.Width, h = s.Height;
+        double[] Field() => Ops.Smooth(Enumerable.Range(0, w * h).Select(_ => rng.NextDouble() * 2 - 1).ToArray(), w, h, sigma);
+        var dx = Field();
+        var dy = Field();
+        return Ops.Warp(s, (x, y) => (x + dx[y * w + x] * alpha, y + dy[y * w + x] * alpha), ignoreIndex);
+    }
+}
+
 /// <summary>Random brightness, contrast, saturation and hue changes (image only), each factor drawn in [1-x, 1+x] (hue: shift in [-x, x] turns).</summary>
 public sealed class ColorJitter : ISampleTransform
 {
@@ -414,16 +436,24 @@ internal static class Ops
 
     public static Sample Rotate(Sample s, double radians, int ignoreIndex)
     {
+        double cx = (s.Width - 1) / 2.0, cy = (s.Height - 1) / 2.0, cos = Math.Cos(radians), sin = Math.Sin(radians);
+        return Warp(s, (x, y) => (cos * (x - cx) + sin * (y - cy) + cx, -sin * (x - cx) + cos * (y - cy) + cy), ignoreIndex);
+    }
+
+    /// <summary>
+    /// Output (x, y) takes the input at <paramref name="source"/>(x, y): the image bilinearly (0 outside), the mask
+    /// from the nearest pixel (the ignore label outside), so image and mask move together.
+    /// </summary>
+    public static Sample Warp(Sample s, Func<int, int, (double X, double Y)> source, int ignoreIndex)
+    {
         int w = s.Width, h = s.Height, ch = s.Image.Channels;
-        double cx = (w - 1) / 2.0, cy = (h - 1) / 2.0, cos = Math.Cos(radians), sin = Math.Sin(radians);
         var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
         var src = s.Image.Pixels;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
-                double dx = x - cx, dy = y - cy;
-                double sx = cos * dx + sin * dy + cx, sy = -sin * dx + cos * dy + cy;
+                var (sx, sy) = source(x, y);
                 int di = y * w + x;
                 int rx = (int)Math.Round(sx), ry = (int)Math.Round(sy);
                 mask[di] = rx >= 0 && rx < w && ry >= 0 && ry < h ? s.Mask[ry * w + rx] : (byte)ignoreIndex;
@@ -439,5 +469,30 @@ internal static class Ops
                 }
             }
         return new Sample(img, mask, s.Name);
+    }
+
+    /// <summary>Separable Gaussian smoothing of a w x h field (edges clamped).</summary>
+    public static double[] Smooth(double[] field, int w, int h, double sigma)
+    {
+        int r = Math.Max(1, (int)Math.Ceiling(3 * sigma));
+        var kernel = Enumerable.Range(-r, 2 * r + 1).Select(i => Math.Exp(-i * i / (2 * sigma * sigma))).ToArray();
+        double norm = kernel.Sum();
+        var tmp = new double[field.Length];
+        var result = new double[field.Length];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double acc = 0;
+                for (int i = -r; i <= r; i++) acc += kernel[i + r] * field[y * w + Math.Clamp(x + i, 0, w - 1)];
+                tmp[y * w + x] = acc / norm;
+            }
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double acc = 0;
+                for (int i = -r; i <= r; i++) acc += kernel[i + r] * tmp[Math.Clamp(y + i, 0, h - 1) * w + x];
+                result[y * w + x] = acc / norm;
+            }
+        return result;
     }
 }
