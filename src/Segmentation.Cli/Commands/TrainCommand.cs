@@ -50,6 +50,7 @@ internal static class TrainCommand
             log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
+        else if (p.GetValue(flags.Config) is { } recorded) config = FromRecord(recorded, p, flags, log);
         else config = NewRun(p, flags);
         return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
     }
@@ -83,6 +84,39 @@ internal static class TrainCommand
     }
 
     /// <summary>A new run's configuration from the flags (the built-in shapes data get the main job's defaults).</summary>
+    /// <summary>
+    /// --config: a new run set up as a recorded one (its run.json), with every flag whose value differs from the flag's
+    /// default taking precedence: the JSON of the flags' configuration is compared, leaf by leaf, with that of no flags.
+    /// </summary>
+    private static RunConfig FromRecord(string path, ParseResult p, TrainFlags flags, TextWriter log)
+    {
+        if (p.GetValue(flags.Resume)) throw new OptionsException("--config starts a new run from a record; --resume continues the run in --out. Give one of them.");
+        var recorded = RunConfig.Load(path, Path.GetDirectoryName(Path.GetFullPath(path)), log);
+        var given = RunConfig.ToJson(NewRun(p, flags));
+        var defaults = RunConfig.ToJson(NewRun(p.RootCommandResult.Command.Parse(new[] { "train" }), flags));
+        var merged = RunConfig.ToJson(recorded);
+        var overridden = new List<string>();
+        Override(merged, given, defaults, "", overridden);
+        if (overridden.Count > 0) log.WriteLine($"--config {path}, with {string.Join(", ", overridden)} from the command line");
+        return RunConfig.FromJson(merged, path) with { Versions = null }; // this run writes its own versions
+    }
+
+    private static void Override(System.Text.Json.Nodes.JsonObject target, System.Text.Json.Nodes.JsonObject given, System.Text.Json.Nodes.JsonObject defaults, string prefix, List<string> overridden)
+    {
+        foreach (var (key, value) in given.ToList())
+        {
+            var baseline = defaults[key];
+            if (key is "DataRelative" or "ValRelative" or "Versions") continue;
+            if (value is System.Text.Json.Nodes.JsonObject inner && baseline is System.Text.Json.Nodes.JsonObject innerDefault && target[key] is System.Text.Json.Nodes.JsonObject innerTarget)
+                Override(innerTarget, inner, innerDefault, prefix + key + ".", overridden);
+            else if (!System.Text.Json.Nodes.JsonNode.DeepEquals(value, baseline))
+            {
+                target[key] = value?.DeepClone();
+                overridden.Add(prefix + key);
+            }
+        }
+    }
+
     private static RunConfig NewRun(ParseResult p, TrainFlags flags)
     {
         string dataSpec = p.GetValue(flags.Data)!;

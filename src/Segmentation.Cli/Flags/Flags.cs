@@ -103,13 +103,33 @@ internal sealed record RunConfig
     public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
+    /// <summary>What wrote the record: this library's, TorchSharp's and the runtime's versions.</summary>
+    public Dictionary<string, string>? Versions { get; init; }
+
+    /// <summary>The versions a record written now names.</summary>
+    public static Dictionary<string, string> CurrentVersions() => new()
+    {
+        ["segmentation"] = typeof(UNet).Assembly.GetName().Version?.ToString() ?? "",
+        ["torchsharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "",
+        ["dotnet"] = Environment.Version.ToString(),
+    };
+
+    /// <summary>As JSON (the form run.json has).</summary>
+    public static System.Text.Json.Nodes.JsonObject ToJson(RunConfig config) => JsonSerializer.SerializeToNode(config, Json)!.AsObject();
+
+    /// <summary>From <see cref="ToJson"/>'s form.</summary>
+    public static RunConfig FromJson(System.Text.Json.Nodes.JsonObject json, string origin)
+    {
+        try { return json.Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{origin}: empty run configuration."); }
+        catch (JsonException e) { throw new SegmentationException($"{origin}: the run configuration does not read ({e.Message}).", e); }
+    }
 
     /// <summary>Writes run.json atomically, with the data folders also relative to the run folder.</summary>
     public void Save(string path)
     {
         var runDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         string? Relative(string? spec) => spec is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? null : Path.GetRelativePath(runDir, spec);
-        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val) }, Json));
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val), Versions = Versions ?? CurrentVersions() }, Json));
     }
 
     /// <summary>A data spec as stored: folders absolute, so that eval and --resume work from any directory.</summary>

@@ -45,6 +45,7 @@ internal sealed class TrainFlags
     public readonly Option<string?> OutDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
     public readonly Option<bool> Resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
     public readonly Option<bool> Overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
+    public readonly Option<string?> Config = new Option<string?>("--config") { Description = "Start a new run set up as a recorded one (a run folder's run.json); flags given besides take precedence where their value differs from the default." };
     public readonly Option<bool> NoTensorBoard = new Option<bool>("--no-tensorboard") { Description = "Do not write TensorBoard event files (scalars per step and epoch, validation pictures) into the run folder's tensorboard/." };
     public readonly Option<bool> Json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
     public readonly DataFlags D;
@@ -55,7 +56,7 @@ internal sealed class TrainFlags
     {
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, NoTensorBoard, Json })
+        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
             cmd.Options.Add(o);
     }
 }

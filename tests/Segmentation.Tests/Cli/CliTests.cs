@@ -179,6 +179,28 @@ public class CliTests
     }
 
     [Fact]
+    public void A_run_repeats_from_its_record_and_flags_override_it()
+    {
+        using var d = new TempDir();
+        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", d["a"], "--augment", "hflip rot90 elastic(alpha=20,sigma=3)", "--no-tensorboard" }.Concat(TinyModel).ToArray());
+        Assert.True(first.Code == 0, first.Err);
+        var record = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
+        Assert.Equal("hflip rot90 elastic(alpha=20,sigma=3)", (string)record["Trainer"]!["Augmentation"]!);
+        Assert.False(string.IsNullOrEmpty((string?)record["Versions"]?["torchsharp"]));
+
+        var again = Run("train", "--config", d["a/run.json"], "--out", d["b"], "--no-tensorboard");
+        Assert.True(again.Code == 0, again.Err);
+        static double[] Losses(string file) => File.ReadAllLines(file).Select(l => (double)JsonNode.Parse(l)!["trainLoss"]!).ToArray();
+        Assert.Equal(Losses(d["a/metrics.jsonl"]), Losses(d["b/metrics.jsonl"])); // same data, model, seed, augmentation: the same losses
+
+        var longer = Run("train", "--config", d["a/run.json"], "--out", d["c"], "--epochs", "3", "--no-tensorboard");
+        Assert.True(longer.Code == 0, longer.Err);
+        Assert.Contains("Trainer.Epochs", longer.Out);
+        Assert.Equal(3, File.ReadAllLines(d["c/metrics.jsonl"]).Length);
+        Assert.Equal((string)record["Data"]!, (string)JsonNode.Parse(File.ReadAllText(d["c/run.json"]))!["Data"]!);
+    }
+
+    [Fact]
     public void Bench_train_json_has_the_step_time_and_the_bare_loop_ratio()
     {
         var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "3", "--warmup", "1", "--device", "cpu", "--json");
