@@ -45,7 +45,7 @@ internal static class TrainCommand
         {
             if (!p.GetValue(flags.Overwrite))
                 throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
-            foreach (var f in run.RunFiles.Append(run.Curves).Where(File.Exists)) File.Delete(f);
+            foreach (var f in run.RunFiles.Append(run.Curves).Append(run.Confusion).Append(run.Report).Where(File.Exists)) File.Delete(f);
             foreach (var folder in new[] { run.Overlays, run.TensorBoard }.Where(Directory.Exists)) Directory.Delete(folder, recursive: true);
             log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
         }
@@ -257,7 +257,8 @@ internal static class TrainCommand
         TorchSharp.torch.Device device, long parameters, SegmentationDataset? validation, bool asJson)
     {
         string dir = run.Directory;
-        CurvePlot.Save(run.Curves, result.History);
+        AtomicFile.Write(run.Curves, s => s.Write(Pictures.Curves(result.History)));
+        if (result.Metrics is { } best) AtomicFile.Write(run.Confusion, s => s.Write(Pictures.Confusion(best)));
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
         if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device, trainerOptions.Precision);
 
@@ -292,16 +293,17 @@ internal static class TrainCommand
         return Cli.Ok;
     }
 
+    /// <summary>overlays/: a panel (image | truth | prediction | errors, with the legend) for the first validation images, from the best checkpoint.</summary>
     private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device, Precision precision)
     {
         using var predictor = Predictor.FromFile(checkpoint, new PredictorOptions { Device = device, Precision = precision });
-        var colors = predictor.Description.ClassColors;
+        Directory.CreateDirectory(dir);
         for (int i = 0; i < Math.Min(4, val.Count); i++)
         {
             var sample = val.Load(i);
             var prediction = predictor.Predict(sample.Image);
-            MaskWriter.SaveOverlay(Path.Combine(dir, $"{sample.Name}_pred.png"), sample.Image, prediction.Labels, colors);
-            MaskWriter.SaveOverlay(Path.Combine(dir, $"{sample.Name}_truth.png"), sample.Image, sample.Mask, colors);
+            var panel = Previews.Panel(sample.Name, sample.Image, sample.Mask, prediction.Labels, predictor.Description.ClassColors);
+            AtomicFile.Write(Path.Combine(dir, sample.Name + ".png"), s => s.Write(Pictures.Panel(panel, predictor.Description)));
         }
     }
 }

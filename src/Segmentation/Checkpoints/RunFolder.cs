@@ -35,6 +35,10 @@ internal sealed class RunFolder
     public string Curves => Path.Combine(Directory, "curves.png");
     /// <summary>Prediction overlays of a few validation images.</summary>
     public string Overlays => Path.Combine(Directory, "overlays");
+    /// <summary>The best epoch's confusion matrix, rows normalised, as a picture.</summary>
+    public string Confusion => Path.Combine(Directory, "confusion.png");
+    /// <summary>The run's report page (<c>segment report</c>).</summary>
+    public string Report => Path.Combine(Directory, "report.html");
     /// <summary>TensorBoard event files (<c>tensorboard --logdir</c> this, or the folder above several runs).</summary>
     public string TensorBoard => Path.Combine(Directory, "tensorboard");
     /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them again).</summary>
