@@ -55,12 +55,13 @@ internal static class ReportCommand
             .Append("</style></head><body>");
         page.Append("<h1>Run ").Append(E(Path.GetFullPath(run.Directory))).Append("</h1>");
         page.Append("<p>").Append(E($"{summary["epochs"]} epochs, best epoch {summary["bestEpoch"]}, stopped: {summary["stopReason"]}; {summary["params"]:N0} parameters on {summary["device"]} ({summary["precision"]}), {summary["seconds"]} s.")).Append("</p>");
-        page.Append("<h2>Set-up (run.json)</h2><pre>").Append(E(File.ReadAllText(run.RunJson))).Append("</pre>");
         page.Append("<h2>Data</h2><p>").Append(E(train.DetectionReport)).Append("</p><p>").Append(E($"{train.Count} training images, {val?.Count ?? 0} validation images.")).Append("</p>");
         if (metrics is not null) page.Append(Table(metrics, train.Description));
         page.Append("<h2>Curves</h2>").Append(Img(Pictures.Curves(history), "curves: losses and mean IoU per epoch"));
         if (metrics is not null) page.Append("<h2>Confusion matrix</h2>").Append(Img(Pictures.Confusion(metrics), "confusion matrix"));
         if (val is not null && File.Exists(checkpoint) && worstCount > 0) page.Append(Worst(checkpoint, val, worstCount, device));
+        page.Append("<h2>Set-up</h2><p>Repeat it with <code>segment train --config ").Append(E(Path.GetFullPath(run.RunJson))).Append(" --out NEW_FOLDER</code>.</p>")
+            .Append("<details><summary>run.json</summary><pre>").Append(E(File.ReadAllText(run.RunJson))).Append("</pre></details>");
         page.Append("<script>window.addEventListener('load',()=>{const bad=[...document.images].filter(i=>!i.complete||i.naturalWidth===0).length;document.body.dataset.images=bad===0?'ok':'broken '+bad;});</script>");
         page.Append("</body></html>");
         return page.ToString();

@@ -64,31 +64,30 @@ internal static class Pictures
             for (int p = 0; p < n; p++) shares[t, p] = row > 0 ? m.ConfusionMatrix[t, p] / row : double.NaN;
         }
         var plot = new Plot();
-        var map = plot.Add.Heatmap(shares);
-        map.Colormap = new ScottPlot.Colormaps.Viridis();
-        map.ManualRange = new ScottPlot.Range(0, 1);
-        map.Extent = new CoordinateRect(-0.5, n - 0.5, n - 0.5, -0.5); // row t at y = t, from the top
-        if (n <= 24)
-            for (int t = 0; t < n; t++)
-                for (int p = 0; p < n; p++)
-                    if (double.IsFinite(shares[t, p]))
-                    {
-                        var text = plot.Add.Text(shares[t, p].ToString("0.00", System.Globalization.CultureInfo.InvariantCulture), p, t);
-                        text.LabelFontColor = shares[t, p] > 0.6 ? Colors.Black : Colors.White;
-                        text.LabelAlignment = Alignment.MiddleCenter;
-                        text.LabelFontSize = n > 12 ? 9 : 12;
-                    }
+        var colormap = new ScottPlot.Colormaps.Viridis();
+        for (int t = 0; t < n; t++)
+            for (int p = 0; p < n; p++)
+            {
+                // True class t is row t from the top: y = n - 1 - t.
+                var cell = plot.Add.Rectangle(p - 0.5, p + 0.5, n - 1.5 - t, n - 0.5 - t);
+                cell.FillStyle.Color = double.IsFinite(shares[t, p]) ? colormap.GetColor(shares[t, p]) : Colors.LightGray;
+                cell.LineStyle.Width = 0;
+                if (n > 24 || !double.IsFinite(shares[t, p])) continue;
+                var text = plot.Add.Text(shares[t, p].ToString("0.00", System.Globalization.CultureInfo.InvariantCulture), p, n - 1 - t);
+                text.LabelFontColor = shares[t, p] > 0.6 ? Colors.Black : Colors.White;
+                text.LabelAlignment = Alignment.MiddleCenter;
+                text.LabelFontSize = n > 12 ? 9 : 12;
+            }
         var ticks = Enumerable.Range(0, n).Select(i => (double)i).ToArray();
         plot.Axes.Bottom.SetTicks(ticks, m.ClassNames);
-        plot.Axes.Left.SetTicks(ticks, m.ClassNames);
+        plot.Axes.Left.SetTicks(ticks.Select(t => n - 1 - t).ToArray(), m.ClassNames);
         plot.Axes.Bottom.TickLabelStyle.Rotation = 45;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
         plot.Axes.Bottom.Label.Text = "predicted";
         plot.Axes.Left.Label.Text = "true";
-        plot.Axes.SetLimits(-0.5, n - 0.5, n - 0.5, -0.5);
-        plot.Add.ColorBar(map);
-        plot.Title("confusion matrix, rows normalised");
-        return plot.GetImage(size + 120, size).GetImageBytes(ImageFormat.Png);
+        plot.Axes.SetLimits(-0.5, n - 0.5, -0.5, n - 0.5);
+        plot.Title("confusion matrix, rows normalised (viridis: 0 dark, 1 yellow)");
+        return plot.GetImage(size, size).GetImageBytes(ImageFormat.Png);
     }
 
     /// <summary>A validation panel (image | truth | prediction | errors) with captions above and a legend of the classes' colours below.</summary>
