@@ -453,7 +453,8 @@ public sealed class Trainer : IDisposable
     {
         var list = new List<ISampleTransform>();
         if (Options.Size is { } s) list.Add(new Resize(s.Height, s.Width));
-        if (Options.Augmentation is { } text) list.AddRange(Augmentations.Parse(text).Transforms);
+        if (Options.Transforms is { } steps) list.AddRange(steps);
+        else if (Options.Augmentation is { } text) list.AddRange(Augmentations.Parse(text).Transforms);
         else if (Options.Augment)
         {
             if (Options.Crop is { } c) list.AddRange(Compose.TrainPreset(c.Height, c.Width, Options.ScaleMin, Options.ScaleMax, 0.75, Options.VerticalFlip).Transforms);

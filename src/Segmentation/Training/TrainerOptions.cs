@@ -68,6 +68,13 @@ public sealed record TrainerOptions
     /// <see cref="VerticalFlip"/> choose. Null: the presets.
     /// </summary>
     public string? Augmentation { get; init; }
+    /// <summary>
+    /// The same as a list, for a script that builds its own steps (any <see cref="ISampleTransform"/>, after the resize
+    /// to <see cref="Size"/>); it wins over <see cref="Augmentation"/>. Not recorded in checkpoints or run.json (only
+    /// text is); a resumed run needs it given again.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<ISampleTransform>? Transforms { get; init; }
     /// <summary>Render this many validation predictions (image | truth | prediction | errors) at each evaluation, for progress consumers such as <see cref="TensorBoardLogger"/>; 0: none.</summary>
     public int PreviewImages { get; init; }
     /// <summary>The focusing exponent of <see cref="LossKind.Focal"/> (0 is cross-entropy).</summary>
