@@ -11,7 +11,7 @@ namespace Segmentation.Models;
 /// <see cref="ConvolutionCheck"/> measures which of them are right on this machine, for each layer shape, and the
 /// model uses the first that is.
 /// </summary>
-public enum ConvolutionRoute
+internal enum ConvolutionRoute
 {
     /// <summary>libtorch's own convolution (oneDNN on the CPU, cuDNN on CUDA): the fastest.</summary>
     Direct,

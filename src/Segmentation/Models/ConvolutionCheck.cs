@@ -18,7 +18,7 @@ namespace Segmentation.Models;
 /// <param name="InputGradient">Training needs the gradient with respect to the input (every layer but the first).</param>
 /// <param name="Backward">Training: weight (and input) gradients are checked too; inference checks the output only.</param>
 /// <param name="DataType">The type the convolution computes in (float32, or bfloat16/float16 under mixed precision).</param>
-public sealed record ConvolutionShape(bool Transposed, long InChannels, long OutChannels, int Kernel, int Stride, int Padding,
+internal sealed record ConvolutionShape(bool Transposed, long InChannels, long OutChannels, int Kernel, int Stride, int Padding,
     long Batch, long Height, long Width, bool InputGradient, bool Backward, ScalarType DataType = ScalarType.Float32)
 {
     /// <summary>Output height or width for an input extent.</summary>
@@ -36,7 +36,7 @@ public sealed record ConvolutionShape(bool Transposed, long InChannels, long Out
 /// <param name="WeightGradientError">Gradient with respect to the weight and bias (0 for inference).</param>
 /// <param name="Finite">Every value of every result was finite.</param>
 /// <param name="Tolerance">The largest error accepted for the type checked (<see cref="ConvolutionCheck.ToleranceFor"/>).</param>
-public sealed record RouteResult(ConvolutionRoute Route, double OutputError, double InputGradientError, double WeightGradientError, bool Finite,
+internal sealed record RouteResult(ConvolutionRoute Route, double OutputError, double InputGradientError, double WeightGradientError, bool Finite,
     double Tolerance = ConvolutionCheck.Tolerance)
 {
     /// <summary>Within <see cref="Tolerance"/> everywhere, and finite.</summary>
@@ -48,17 +48,31 @@ public sealed record RouteResult(ConvolutionRoute Route, double OutputError, dou
 /// <param name="Shapes">The shapes it was checked at.</param>
 /// <param name="Route">The first route that passed at every shape.</param>
 /// <param name="Tried">Every route tried at every shape, in order.</param>
-public sealed record LayerRoute(string Layer, IReadOnlyList<ConvolutionShape> Shapes, ConvolutionRoute Route, IReadOnlyList<(ConvolutionShape Shape, RouteResult Result)> Tried);
+internal sealed record LayerRoute(string Layer, IReadOnlyList<ConvolutionShape> Shapes, ConvolutionRoute Route, IReadOnlyList<(ConvolutionShape Shape, RouteResult Result)> Tried);
 
 /// <summary>What <see cref="ConvolutionCheck.Configure"/> found for a model.</summary>
-/// <param name="Layers">One entry per convolution layer.</param>
-/// <param name="Seconds">Time spent (cached shapes cost nothing).</param>
-/// <param name="Threads">libtorch intra-op threads during the check (results hold for that count).</param>
-/// <param name="Device">Device checked.</param>
-/// <param name="Input">The model input the shapes were observed for (N x C x H x W).</param>
-/// <param name="Training">Gradients were checked too.</param>
-public sealed record ConvolutionReport(IReadOnlyList<LayerRoute> Layers, double Seconds, int Threads, string Device, long[] Input, bool Training)
+public sealed record ConvolutionReport
 {
+    internal ConvolutionReport(IReadOnlyList<LayerRoute> layers, double seconds, int threads, string device, long[] input, bool training)
+        => (Layers, Seconds, Threads, Device, Input, Training) = (layers, seconds, threads, device, input, training);
+
+    /// <summary>Each layer's shapes, the routes tried and the route taken (for the CLI's doctor).</summary>
+    internal IReadOnlyList<LayerRoute> Layers { get; }
+    /// <summary>How long the check took.</summary>
+    public double Seconds { get; }
+    /// <summary>libtorch threads it ran with.</summary>
+    public int Threads { get; }
+    /// <summary>Device checked.</summary>
+    public string Device { get; }
+    /// <summary>The model input the shapes were observed for (N x C x H x W).</summary>
+    public long[] Input { get; }
+    /// <summary>Gradients were checked too.</summary>
+    public bool Training { get; }
+    /// <summary>Convolution layers checked.</summary>
+    public int LayerCount => Layers.Count;
+    /// <summary>Layers that do not take libtorch's direct kernel (padded or im2col instead), by name.</summary>
+    public IReadOnlyList<string> Rerouted => Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => l.Layer).ToList();
+
     /// <summary>One line: how many layers take each route, and the shapes that could not go direct.</summary>
     public string Summary()
     {

@@ -9,14 +9,14 @@ namespace Segmentation.Models;
 /// <param name="OutputShape">C x H x W of the layer's output for one image.</param>
 /// <param name="Parameters">Trainable parameters.</param>
 /// <param name="MultiplyAccumulates">Multiply-accumulates for one image.</param>
-public sealed record LayerSummary(string Name, string Kind, long[] OutputShape, long Parameters, long MultiplyAccumulates);
+internal sealed record LayerSummary(string Name, string Kind, long[] OutputShape, long Parameters, long MultiplyAccumulates);
 
 /// <summary>
 /// Layer table, parameter count and multiply-accumulates of a U-Net for an input size, read off the model itself: it is
 /// built and run once on a blank image of that size, recording what each convolution sees (so there is one description
 /// of each architecture, the code that builds it).
 /// </summary>
-public sealed record ModelSummary(UNetOptions Options, int Height, int Width, IReadOnlyList<LayerSummary> Layers)
+internal sealed record ModelSummary(UNetOptions Options, int Height, int Width, IReadOnlyList<LayerSummary> Layers)
 {
     /// <summary>Total trainable parameters (equals <see cref="UNet.ParameterCount"/>).</summary>
     public long Parameters => Layers.Sum(l => l.Parameters);

@@ -30,7 +30,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor>
     public UNetOptions Options { get; }
 
     /// <summary>The encoder (for freezing it, a lower learning rate, or pretrained weights).</summary>
-    public Encoder Encoder => encoder;
+    internal Encoder Encoder => encoder;
 
     /// <summary>Builds the model; <paramref name="options"/> are validated first.</summary>
     public UNet(UNetOptions? options = null) : base(nameof(UNet))

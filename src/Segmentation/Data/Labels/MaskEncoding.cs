@@ -127,7 +127,7 @@ public sealed record DatasetDescription
 }
 
 /// <summary>Class names and colours read from a CSV (<c>index,name,r,g,b</c> or <c>name,color</c>) or JSON file.</summary>
-public static class ClassPalette
+internal static class ClassPalette
 {
     /// <summary>One entry of a palette file.</summary>
     public sealed record Entry(int Index, string Name, Rgb Color);

@@ -6,14 +6,14 @@ namespace Segmentation.Models.Encoders;
 /// <summary>One feature map an encoder hands the decoder: its channels and its stride (input size / its size).</summary>
 /// <param name="Channels">Channels of the feature map.</param>
 /// <param name="Stride">How many input pixels one of its pixels spans per side: 1, 2, 4, ...</param>
-public sealed record EncoderStage(int Channels, int Stride);
+internal sealed record EncoderStage(int Channels, int Stride);
 
 /// <summary>
 /// The contracting half of a U-Net (the seam of segmentation_models.pytorch): it turns an image into feature maps of
 /// growing stride. <see cref="nn.Module{T, TResult}.forward"/> returns the input itself first (stride 1, as smp's
 /// encoders do), then one map per entry of <see cref="Stages"/>; the decoder builds itself from <see cref="Stages"/>.
 /// </summary>
-public abstract class Encoder : nn.Module<Tensor, Tensor[]>
+internal abstract class Encoder : nn.Module<Tensor, Tensor[]>
 {
     /// <summary>Creates the module.</summary>
     protected Encoder(string name) : base(name) { }
