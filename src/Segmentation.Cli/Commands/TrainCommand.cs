@@ -50,8 +50,8 @@ internal static class TrainCommand
             log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
-        else if (p.GetValue(flags.Config) is { } recorded) config = FromRecord(recorded, p, flags, log);
-        else config = NewRun(p, flags);
+        else if (p.GetValue(flags.Config) is { } recorded) config = FromRecord(recorded, cmd, p, flags, log);
+        else config = NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
         return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
     }
 
@@ -84,21 +84,62 @@ internal static class TrainCommand
     }
 
     /// <summary>A new run's configuration from the flags (the built-in shapes data get the main job's defaults).</summary>
+    /// <summary>Flags that say where and how a run goes, not what it is: never recorded, never taken from a record.</summary>
+    private static readonly string[] PlaceFlags = { "--out", "--overwrite", "--resume", "--config", "--json", "--verbose", "--no-tensorboard" };
+
+    /// <summary>The flags given on the command line (name and values, in order), the run-defining ones only.</summary>
+    private static List<string> Arguments(Command cmd, ParseResult p)
+    {
+        var result = new List<string>();
+        foreach (var option in cmd.Options)
+        {
+            if (PlaceFlags.Contains(option.Name) || p.GetResult(option) is not { Implicit: false } given) continue;
+            result.Add(option.Name);
+            result.AddRange(given.Tokens.Select(t => t.Value));
+        }
+        return result;
+    }
+
     /// <summary>
-    /// --config: a new run set up as a recorded one (its run.json), with every flag whose value differs from the flag's
-    /// default taking precedence: the JSON of the flags' configuration is compared, leaf by leaf, with that of no flags.
+    /// --config: a new run set up as a recorded one, with the flags given now taking precedence. A record that holds
+    /// its command line is parsed again with the flags given now replacing its own (exact); an older record is merged
+    /// leaf by leaf with the flags whose value differs from the default.
     /// </summary>
-    private static RunConfig FromRecord(string path, ParseResult p, TrainFlags flags, TextWriter log)
+    private static RunConfig FromRecord(string path, Command cmd, ParseResult p, TrainFlags flags, TextWriter log)
     {
         if (p.GetValue(flags.Resume)) throw new OptionsException("--config starts a new run from a record; --resume continues the run in --out. Give one of them.");
         var recorded = RunConfig.Load(path, Path.GetDirectoryName(Path.GetFullPath(path)), log);
+        var now = Arguments(cmd, p);
+        var overridden = now.Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToList();
+        if (recorded.Arguments is { } before)
+        {
+            // The record's flags, less those given now, then the ones given now; data paths as the record resolved them.
+            var kept = new List<string>();
+            for (int i = 0; i < before.Count; i++)
+            {
+                bool option = before[i].StartsWith("--", StringComparison.Ordinal);
+                int end = i + 1;
+                while (end < before.Count && !before[end].StartsWith("--", StringComparison.Ordinal)) end++;
+                if (option && !overridden.Contains(before[i])) kept.AddRange(before.Skip(i).Take(end - i));
+                i = end - 1;
+            }
+            var reparsed = p.RootCommandResult.Command.Parse(new[] { "train" }.Concat(kept).Concat(now).ToArray());
+            if (reparsed.Errors.Count > 0) throw new OptionsException($"{path}: its recorded flags do not parse with today's ({reparsed.Errors[0].Message}).");
+            var config = NewRun(reparsed, flags) with { Arguments = kept.Concat(now).ToList() };
+            if (!overridden.Contains("--data")) config = config with { Data = recorded.Data };
+            if (!overridden.Contains("--val")) config = config with { Val = recorded.Val };
+            if (!overridden.Contains("--palette")) config = config with { DataOptions = config.DataOptions with { PaletteFile = recorded.DataOptions.PaletteFile } };
+            if (!overridden.Contains("--encoder-weights")) config = config with { EncoderWeights = recorded.EncoderWeights };
+            log.WriteLine($"--config {path}{(overridden.Count > 0 ? $", with {string.Join(", ", overridden)} from the command line" : "")}");
+            return config;
+        }
         var given = RunConfig.ToJson(NewRun(p, flags));
         var defaults = RunConfig.ToJson(NewRun(p.RootCommandResult.Command.Parse(new[] { "train" }), flags));
         var merged = RunConfig.ToJson(recorded);
-        var overridden = new List<string>();
-        Override(merged, given, defaults, "", overridden);
-        if (overridden.Count > 0) log.WriteLine($"--config {path}, with {string.Join(", ", overridden)} from the command line");
-        return RunConfig.FromJson(merged, path) with { Versions = null }; // this run writes its own versions
+        var changed = new List<string>();
+        Override(merged, given, defaults, "", changed);
+        if (changed.Count > 0) log.WriteLine($"--config {path} (a record without its command line), with {string.Join(", ", changed)} from the command line");
+        return RunConfig.FromJson(merged, path) with { Versions = null, Arguments = null }; // this run writes its own versions
     }
 
     private static void Override(System.Text.Json.Nodes.JsonObject target, System.Text.Json.Nodes.JsonObject given, System.Text.Json.Nodes.JsonObject defaults, string prefix, List<string> overridden)
@@ -106,7 +147,7 @@ internal static class TrainCommand
         foreach (var (key, value) in given.ToList())
         {
             var baseline = defaults[key];
-            if (key is "DataRelative" or "ValRelative" or "Versions") continue;
+            if (key is "DataRelative" or "ValRelative" or "Versions" or "Arguments") continue;
             if (value is System.Text.Json.Nodes.JsonObject inner && baseline is System.Text.Json.Nodes.JsonObject innerDefault && target[key] is System.Text.Json.Nodes.JsonObject innerTarget)
                 Override(innerTarget, inner, innerDefault, prefix + key + ".", overridden);
             else if (!System.Text.Json.Nodes.JsonNode.DeepEquals(value, baseline))

@@ -103,6 +103,8 @@ internal sealed record RunConfig
     public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
+    /// <summary>The run-defining flags it was started with (data paths absolute), so that --config can parse them again.</summary>
+    public List<string>? Arguments { get; init; }
     /// <summary>What wrote the record: this library's, TorchSharp's and the runtime's versions.</summary>
     public Dictionary<string, string>? Versions { get; init; }
 

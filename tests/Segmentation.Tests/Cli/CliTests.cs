@@ -195,9 +195,26 @@ public class CliTests
 
         var longer = Run("train", "--config", d["a/run.json"], "--out", d["c"], "--epochs", "3", "--no-tensorboard");
         Assert.True(longer.Code == 0, longer.Err);
-        Assert.Contains("Trainer.Epochs", longer.Out);
+        Assert.Contains("with --epochs from the command line", longer.Out);
         Assert.Equal(3, File.ReadAllLines(d["c/metrics.jsonl"]).Length);
         Assert.Equal((string)record["Data"]!, (string)JsonNode.Parse(File.ReadAllText(d["c/run.json"]))!["Data"]!);
+
+        // A flag given with its default value still overrides the record (16 base channels is the default; the record has 8).
+        var wider = Run("train", "--config", d["a/run.json"], "--out", d["e"], "--base-channels", "16", "--epochs", "1", "--no-tensorboard");
+        Assert.True(wider.Code == 0, wider.Err);
+        var e = JsonNode.Parse(File.ReadAllText(d["e/run.json"]))!;
+        Assert.Equal(16, (int)e["Model"]!["BaseChannels"]!);
+        Assert.Equal(3, (int)e["Model"]!["Depth"]!); // the rest as recorded
+        Assert.Equal("hflip rot90 elastic(alpha=20,sigma=3)", (string)e["Trainer"]!["Augmentation"]!);
+
+        // A record from before the command line was kept: merged field by field.
+        var old = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
+        old.Remove("Arguments");
+        File.WriteAllText(d["old.json"], old.ToJsonString());
+        var fromOld = Run("train", "--config", d["old.json"], "--out", d["f"], "--epochs", "3", "--no-tensorboard");
+        Assert.True(fromOld.Code == 0, fromOld.Err);
+        Assert.Contains("Trainer.Epochs", fromOld.Out);
+        Assert.Equal(3, File.ReadAllLines(d["f/metrics.jsonl"]).Length);
     }
 
     [Fact]
