@@ -81,8 +81,9 @@ internal static class Pictures
         var ticks = Enumerable.Range(0, n).Select(i => (double)i).ToArray();
         plot.Axes.Bottom.SetTicks(ticks, m.ClassNames);
         plot.Axes.Left.SetTicks(ticks.Select(t => n - 1 - t).ToArray(), m.ClassNames);
-        plot.Axes.Bottom.TickLabelStyle.Rotation = 45;
-        plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
+        plot.Axes.Bottom.TickLabelStyle.Rotation = -45;
+        plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleRight;
+        plot.Axes.Bottom.MinimumSize = 12 + 7 * m.ClassNames.Select(c => c.Length).DefaultIfEmpty(4).Max(); // room for the slanted names
         plot.Axes.Bottom.Label.Text = "predicted";
         plot.Axes.Left.Label.Text = "true";
         plot.Axes.SetLimits(-0.5, n - 0.5, -0.5, n - 0.5);
@@ -113,7 +114,7 @@ internal static class Pictures
         int quarter = (panel.Width - 12) / 4;
         string[] captions = { panel.Name, "truth", "prediction", "errors" };
         for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + 4) + 2, Caption - 6, font, ink);
-        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", new Rgb(230, 30, 30))).Append(("ignored", new Rgb(128, 128, 128))).ToList();
+        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", Previews.Wrong)).Append(("ignored", Previews.Ignored)).ToList();
         for (int e = 0; e < entries.Count; e++)
         {
             int x = e % perRow * 160 + 2, y = Caption + panel.Height + 8 + e / perRow * LegendRow;

@@ -15,7 +15,7 @@ public sealed record Preview(string Name, int Width, int Height, byte[] Rgb);
 internal static class Previews
 {
     private const int Gap = 4, MinHeight = 128;
-    private static readonly Rgb Ignored = new(128, 128, 128), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
+    internal static readonly Rgb Ignored = new(220, 220, 220), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
 
     /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by <paramref name="model"/> in eval mode.</summary>
     public static IReadOnlyList<Preview> Render(UNet model, DataLoader loader, Normalization normalization, Device device, DatasetDescription d, int count)
@@ -40,7 +40,7 @@ internal static class Previews
         return result;
     }
 
-    /// <summary>image | truth | prediction | errors (red: wrong, grey: ignored), upscaled by a whole factor (nearest) to at least 128 pixels high.</summary>
+    /// <summary>image | truth | prediction | errors (red: wrong, light grey: ignored), upscaled by a whole factor (nearest) to at least 128 pixels high.</summary>
     public static Preview Panel(string name, ImageBuffer image, byte[] truth, byte[] prediction, IReadOnlyList<Rgb> colors)
     {
         int w = image.Width, h = image.Height, s = Math.Max(1, (MinHeight + h - 1) / h);
