@@ -19,6 +19,58 @@ internal static class BenchCommand
         cmd.Subcommands.Add(Train(ctx));
         cmd.Subcommands.Add(Loader(ctx));
         cmd.Subcommands.Add(Eval(ctx));
+        cmd.Subcommands.Add(Predict(ctx));
+        return cmd;
+    }
+
+    /// <summary>
+    /// bench predict: the same images through the checkpoint on TorchSharp and through its ONNX export on ONNX Runtime,
+    /// rounds alternating, after one image each to warm up (the convolution check, the session's first run); decoding
+    /// is outside the timing, the rest of prediction (normalise, resize, model, argmax) inside. Also counts how many
+    /// pixels of the two masks agree.
+    /// </summary>
+    private static Command Predict(CommandContext ctx)
+    {
+        var cmd = new Command("predict", "Time prediction on TorchSharp (a checkpoint) and on ONNX Runtime (its export) side by side, on a folder of images.");
+        var checkpoint = new Option<string>("--checkpoint") { Required = true };
+        var onnx = new Option<string>("--onnx") { Description = "The checkpoint's ONNX export (segment export --format onnx).", Required = true };
+        var input = new Option<string>("--input") { Description = "A folder of images.", Required = true };
+        var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json");
+        foreach (var o in new Option[] { checkpoint, onnx, input, rounds, json }) cmd.Options.Add(o);
+        cmd.SetAction(p =>
+        {
+            var files = Directory.Exists(p.GetValue(input)!) ? Directory.EnumerateFiles(p.GetValue(input)!).Where(f => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)).Order().ToList()
+                : throw new DataException($"{p.GetValue(input)}: no such folder.", p.GetValue(input)!);
+            if (files.Count == 0) throw new DataException($"{p.GetValue(input)}: no .png or .jpg images.", p.GetValue(input)!);
+            using var torchPredictor = Segmentation.Inference.Predictor.FromFile(p.GetValue(checkpoint)!, new Segmentation.Inference.PredictorOptions { Device = "cpu" });
+            using var onnxPredictor = new Segmentation.Onnx.OnnxPredictor(p.GetValue(onnx)!);
+            var reader = new ImageReader();
+            var images = files.Select(f => reader.ReadImage(f, torchPredictor.ModelOptions.InChannels)).ToList();
+            var raw = files.Select(onnxPredictor.ReadImage).ToList();
+            byte[] Torch(int i) => torchPredictor.Predict(images[i]).Labels;
+            byte[] Ort(int i) => onnxPredictor.Predict(raw[i].Pixels, raw[i].Width, raw[i].Height);
+            Torch(0); Ort(0);
+            var torchTimes = new List<double>(); var ortTimes = new List<double>();
+            long agree = 0, total = 0;
+            for (int r = 0; r < p.GetValue(rounds); r++)
+            {
+                var clock = Stopwatch.StartNew();
+                var a = images.Select((_, i) => Torch(i)).ToList();
+                torchTimes.Add(clock.Elapsed.TotalSeconds);
+                clock.Restart();
+                var b = images.Select((_, i) => Ort(i)).ToList();
+                ortTimes.Add(clock.Elapsed.TotalSeconds);
+                if (r == 0) for (int i = 0; i < a.Count; i++) { total += a[i].Length; agree += a[i].Zip(b[i]).LongCount(x => x.First == x.Second); }
+                ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {r + 1}: torchsharp {torchTimes[^1]:F2} s, onnx runtime {ortTimes[^1]:F2} s"));
+            }
+            double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+            double tps = files.Count / Median(torchTimes), ops = files.Count / Median(ortTimes);
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{files.Count} images, {get_num_threads()} libtorch thread(s): torchsharp {tps:F2} images/s, onnx runtime {ops:F2} images/s ({ops / tps:F2}x); masks agree at {100.0 * agree / total:F3} % of {total} pixels"));
+            if (p.GetValue(json))
+                ctx.Out.WriteLine(new JsonObject { ["images"] = files.Count, ["torchsharpImagesPerSecond"] = tps, ["onnxRuntimeImagesPerSecond"] = ops, ["agreement"] = (double)agree / total }.ToJsonString());
+            return Cli.Ok;
+        });
         return cmd;
     }
 
