@@ -170,6 +170,10 @@ public class CliTests
         var b = reader.ReadMask(d["onnx/a.png"]).Values;
         Assert.True(a.Zip(b).Count(p => p.First == p.Second) >= 0.999 * a.Length, "ONNX Runtime's mask differs from TorchSharp's");
         Assert.True(File.Exists(d["onnx/a_overlay.png"]));
+        var bench = Run("bench", "predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"], "--rounds", "1", "--json");
+        Assert.True(bench.Code == 0, bench.Err);
+        Assert.True((double)bench.LastJson()["agreement"]! >= 0.999);
+        Assert.True((double)bench.LastJson()["onnxRuntimeImagesPerSecond"]! > 0 && (double)bench.LastJson()["torchsharpImagesPerSecond"]! > 0);
 
         // The plain U-Net of the tiny run is not milesial's class (base 64, depth 4): a usage error that says so.
         var milesial = Run("export", "--checkpoint", best, "--format", "pytorch", "--out", d["m.pth"]);
