@@ -24,7 +24,7 @@ internal static class ExportCommand
             if (what == "onnx")
             {
                 OnnxExport.Write(ckpt, path);
-                ctx.Out.WriteLine($"wrote {path} ({new FileInfo(path).Length / 1048576.0:F1} MB): ONNX opset {OnnxExport.Opset}, input '{OnnxExport.Input}' N x {ckpt.Model.InChannels} x H x W float32 normalised (mean [{string.Join(", ", ckpt.Preprocessing.Normalization.Mean)}], std [{string.Join(", ", ckpt.Preprocessing.Normalization.Std)}]{(ckpt.Preprocessing.Size is { } s ? $", resized to {s}" : "")}), output '{OnnxExport.Output}' N x {ckpt.Model.Classes} x H x W");
+                ctx.Out.WriteLine($"wrote {path} ({new FileInfo(path).Length / 1048576.0:F1} MB): ONNX opset {OnnxExport.Opset}, input '{OnnxExport.Input}' N x {ckpt.Model.InChannels} x H x W float32 normalised ({ckpt.Preprocessing.Normalization}{(ckpt.Preprocessing.Size is { } s ? $", resized to {s}" : "")}), output '{OnnxExport.Output}' N x {ckpt.Model.Classes} x H x W");
                 return Cli.Ok;
             }
             var keys = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l, "--layout") : ckpt.Model.Encoder == EncoderKind.UNet ? PyTorchLayout.Milesial : PyTorchLayout.Smp;
@@ -32,7 +32,7 @@ internal static class ExportCommand
             if (safetensors != path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
                 throw new OptionsException($"--out {path}: name a {what} file {(safetensors ? "*.safetensors" : "*.pth")}.");
             PyTorchInterop.Export(ckpt, path, keys);
-            ctx.Out.WriteLine($"wrote {path}: the weights under {(keys == PyTorchLayout.Milesial ? "milesial/Pytorch-UNet's UNet(bilinear=False)" : "segmentation_models.pytorch's Unet")} names; inputs {(keys == PyTorchLayout.Milesial ? "pixel / 255" : "ImageNet-normalised")} in the source, ours: mean [{string.Join(", ", ckpt.Preprocessing.Normalization.Mean)}], std [{string.Join(", ", ckpt.Preprocessing.Normalization.Std)}]");
+            ctx.Out.WriteLine($"wrote {path}: the weights under {(keys == PyTorchLayout.Milesial ? "milesial/Pytorch-UNet's UNet(bilinear=False)" : "segmentation_models.pytorch's Unet")} names; inputs {(keys == PyTorchLayout.Milesial ? "pixel / 255" : "ImageNet-normalised")} in the source, ours: {ckpt.Preprocessing.Normalization}");
             return Cli.Ok;
         });
         return cmd;

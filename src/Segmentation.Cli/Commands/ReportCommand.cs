@@ -91,7 +91,7 @@ internal static class ReportCommand
         {
             var sample = val.Load(i);
             var labels = predictor.Predict(sample.Image).Labels;
-            scored.Add((ImageMeanIoU(sample.Mask, labels, d.Classes), sample, labels));
+            scored.Add((ImageMeanIoU(sample.Mask, labels, sample.Height, sample.Width, d.Classes), sample, labels));
             scored = scored.OrderBy(s => s.IoU).Take(count).ToList(); // keep only the worst few in memory
         }
         var html = new StringBuilder($"<h2>The {scored.Count} worst validation images</h2>");
@@ -103,19 +103,13 @@ internal static class ReportCommand
         return html.ToString();
     }
 
-    /// <summary>The image's own mean IoU over the classes in its truth or its prediction (ignored pixels left out).</summary>
-    internal static double ImageMeanIoU(byte[] truth, byte[] prediction, int classes)
+    /// <summary>The image's own mean IoU, by the evaluator's rule (classes in neither its truth nor its prediction left out).</summary>
+    private static double ImageMeanIoU(byte[] truth, byte[] prediction, int height, int width, int classes)
     {
-        var inter = new long[classes]; var union = new long[classes];
-        for (int i = 0; i < truth.Length; i++)
-        {
-            int t = truth[i], p = prediction[i];
-            if (t >= classes) continue;
-            if (t == p) { inter[t]++; union[t]++; }
-            else { union[t]++; if (p < classes) union[p]++; }
-        }
-        var present = Enumerable.Range(0, classes).Where(c => union[c] > 0).ToList();
-        return present.Count == 0 ? double.NaN : present.Average(c => (double)inter[c] / union[c]);
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var cm = new ConfusionMatrix(classes);
+        cm.Update(TorchSharp.torch.tensor(prediction, new long[] { height, width }), TorchSharp.torch.tensor(truth, new long[] { height, width }));
+        return cm.Compute().MeanIoU;
     }
 
     private static string Cell(double v) => "<td>" + (double.IsFinite(v) ? v.ToString("F4", CultureInfo.InvariantCulture) : "-") + "</td>";

@@ -111,9 +111,9 @@ internal static class Pictures
         }
         using var font = new SKFont(SKTypeface.Default, 13);
         using var ink = new SKPaint { Color = SKColors.Black, IsAntialias = true };
-        int quarter = (panel.Width - 12) / 4;
+        int quarter = (panel.Width - 3 * Previews.Gap) / 4;
         string[] captions = { panel.Name, "truth", "prediction", "errors" };
-        for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + 4) + 2, Caption - 6, font, ink);
+        for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + Previews.Gap) + 2, Caption - 6, font, ink);
         var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", Previews.Wrong)).Append(("ignored", Previews.Ignored)).ToList();
         for (int e = 0; e < entries.Count; e++)
         {

@@ -14,6 +14,9 @@ public sealed record Normalization(float[] Mean, float[] Std)
     /// <summary>ImageNet for 3 channels, symmetric otherwise.</summary>
     public static Normalization DefaultFor(int channels) => channels == 3 ? ImageNet : Symmetric(channels);
 
+    /// <summary>"mean [..], std [..]", as the CLI reports it.</summary>
+    public override string ToString() => $"mean [{string.Join(", ", Mean)}], std [{string.Join(", ", Std)}]";
+
     /// <summary>Float N x C x H x W: (x / 255 - mean) / std, on <paramref name="images"/>'s device.</summary>
     public Tensor Apply(Tensor images)
     {

@@ -14,7 +14,9 @@ public sealed record Preview(string Name, int Width, int Height, byte[] Rgb);
 /// <summary>Renders <see cref="Preview"/>s of a model's predictions on the first validation samples.</summary>
 internal static class Previews
 {
-    private const int Gap = 4, MinHeight = 128;
+    /// <summary>White pixels between the four pictures of a panel.</summary>
+    internal const int Gap = 4;
+    private const int MinHeight = 128;
     internal static readonly Rgb Ignored = new(220, 220, 220), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
 
     /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by <paramref name="model"/> in eval mode.</summary>
