@@ -29,7 +29,7 @@ Directory.CreateDirectory(outDir);
 var reader = new ImageReader();
 foreach (var file in Directory.EnumerateFiles(Path.Combine(dataDir, "images")).Order())
 {
-    var image = reader.ReadImage(file, predictor.ModelOptions.InChannels);
+    var image = reader.ReadImage(file, predictor.Model.InChannels);
     var prediction = predictor.Predict(image);
     var stem = Path.GetFileNameWithoutExtension(file);
     MaskWriter.SaveLabels(Path.Combine(outDir, stem + ".png"), prediction.Labels, prediction.Width, prediction.Height);

@@ -21,7 +21,7 @@ var stats = train.ComputeClassStatistics();
 var weights = ClassWeights.MedianFrequency(stats.ClassPixels, stats.PixelsOfImagesWithClass);
 Console.WriteLine("class weights: " + string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F2}")));
 
-var model = new UNet(new UNetOptions { InChannels = 3, Classes = 11, BaseChannels = 32, Depth = 4 });
+var model = new SegmentationModel(ModelDescription.UNet(classes: 11, inChannels: 3, baseChannels: 32));
 using var trainer = new Trainer(model, new TrainerOptions
 {
     // About 2.5 minutes an epoch on a 2-core CPU (an hour in all); minutes on a GPU, where more epochs pay off.

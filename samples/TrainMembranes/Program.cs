@@ -13,7 +13,7 @@ var data = SegmentationDataset.FromFolder(dir, new DatasetOptions { Encoding = M
 Console.WriteLine(data.DetectionReport);
 var (train, val) = data.Split(25.0 / 30, seed: 0); // 25 train / 5 val of the 30 labelled slices
 
-var model = new UNet(new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 32, Depth = 4 });
+var model = new SegmentationModel(ModelDescription.UNet(classes: 2, inChannels: 1, baseChannels: 32));
 using var trainer = new Trainer(model, new TrainerOptions
 {
     // The README's ISBI recipe: 80 epochs took 25 minutes on a 2-core CPU (mean IoU 0.78, pixel error 0.092).

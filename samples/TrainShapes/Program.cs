@@ -8,7 +8,7 @@ using Segmentation.Training;
 var data = SegmentationDataset.Shapes(new ShapesOptions { Count = 600, Size = 64, Seed = 0 });
 var (train, val) = data.Split(0.8, seed: 0);
 
-var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 4, Seed = 0 }); // the seed fixes the weights
+var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 16, seed: 0)); // the seed fixes the weights
 using var trainer = new Trainer(model, new TrainerOptions
 {
     Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice,

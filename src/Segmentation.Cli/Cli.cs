@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Cli;
 
@@ -99,24 +101,36 @@ public static class Cli
         throw new OptionsException($"{option} '{value}' is not one of: {string.Join(", ", map.Select(m => m.Name))}.");
     }
 
-    /// <summary>The <c>--encoder</c> names.</summary>
-    internal static readonly (string Name, EncoderKind Value)[] Encoders =
-        { ("unet", EncoderKind.UNet), ("resnet18", EncoderKind.ResNet18), ("resnet34", EncoderKind.ResNet34), ("resnet50", EncoderKind.ResNet50), ("mlnet-resnet18", EncoderKind.MlNetResNet18) };
-
-    /// <summary>The <c>--encoder</c> name of <paramref name="kind"/>.</summary>
-    internal static string EncoderName(EncoderKind kind) => Encoders.First(e => e.Value == kind).Name;
-
-    internal static UNetOptions ModelOptions(int inChannels, int classes, int baseChannels, int depth, string upsampling, string norm = "batch", double dropout = 0, string encoder = "unet")
+    /// <summary>
+    /// The model the flags describe: <c>--encoder</c> names any registered encoder; <c>--base-channels</c>,
+    /// <c>--depth</c>, <c>--dropout</c> and <c>--upsampling</c> shape the U-Net paper's encoder and decoder;
+    /// <c>--norm</c> goes to every part that has a normalisation.
+    /// </summary>
+    internal static ModelDescription Model(int inChannels, int classes, int baseChannels, int depth, string upsampling,
+        string norm = "batch", double dropout = 0, string encoder = "unet")
     {
-        var o = new UNetOptions
-        {
-            InChannels = inChannels, Classes = classes, BaseChannels = baseChannels, Depth = depth, Dropout = dropout,
-            Encoder = ParseEnum(encoder, "--encoder", Encoders),
-            Upsampling = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear)),
-            Norm = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group), ("none", NormLayer.None)),
-        };
-        o.Validate();
-        return o;
+        var normLayer = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group), ("none", NormLayer.None));
+        var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear));
+        ModelRegistry.Find(PartKind.Encoder, encoder); // an unknown name lists the known ones
+        var d = encoder == "unet"
+            ? ModelDescription.UNet(classes, inChannels, baseChannels, depth, up, normLayer, dropout)
+            : ModelDescription.For(encoder, classes, inChannels) with { Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Norm = normLayer }) };
+        return d.Resolve();
+    }
+
+    /// <summary>
+    /// The model in a few words, for the CLI's lines: "U-Net 3->2, base 64, depth 4, transposed upsampling, batch norm"
+    /// for the paper's U-Net, "U-Net 3->12, resnet34 encoder, smp-unet decoder" otherwise.
+    /// </summary>
+    internal static string Shape(ModelDescription d)
+    {
+        var name = d.Architecture == "unet" ? "U-Net" : d.Architecture;
+        if (d.Encoder.Name != "unet" || d.Decoder?.Name != "unet")
+            return $"{name} {d.InChannels}->{d.Classes}, {d.Encoder.Name} encoder, {d.Decoder?.Name ?? "default"} decoder";
+        var e = d.Encoder.OptionsAs<UNetEncoderOptions>();
+        var u = d.Decoder.OptionsAs<UNetDecoderOptions>();
+        return $"{name} {d.InChannels}->{d.Classes}, base {e.BaseChannels}, depth {e.Depth}, {u.Upsampling.ToString().ToLowerInvariant()} upsampling, "
+            + $"{e.Norm.ToString().ToLowerInvariant()} norm";
     }
 }
 

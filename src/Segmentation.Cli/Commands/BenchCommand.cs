@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using static TorchSharp.torch;
 
@@ -46,7 +47,7 @@ internal static class BenchCommand
             using var torchPredictor = Segmentation.Inference.Predictor.FromFile(p.GetValue(checkpoint)!, new Segmentation.Inference.PredictorOptions { Device = "cpu" });
             using var onnxPredictor = new Segmentation.Onnx.OnnxPredictor(p.GetValue(onnx)!);
             var reader = new ImageReader();
-            var images = files.Select(f => reader.ReadImage(f, torchPredictor.ModelOptions.InChannels)).ToList();
+            var images = files.Select(f => reader.ReadImage(f, torchPredictor.Model.InChannels)).ToList();
             var raw = files.Select(onnxPredictor.ReadImage).ToList();
             byte[] Torch(int i) => torchPredictor.Predict(images[i]).Labels;
             byte[] Ort(int i) => onnxPredictor.Predict(raw[i].Pixels, raw[i].Width, raw[i].Height);

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -47,17 +48,17 @@ internal static class DoctorCommand
             var dev = Devices.Resolve(p.GetValue(device));
             AllocatorTuning.Apply();
             var facts = Facts(dev);
-            using var model = new UNet(options);
+            using var model = new SegmentationModel(options);
             model.to(dev);
             model.Precision = type;
             model.train();
-            var report = model.RouteConvolutions(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true)!;
+            var report = model.CheckLayers(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width }, training: true)!;
             string verdict = Verdict(report);
             if (p.GetValue(json)) return PrintJson(ctx, verdict, type, report, facts);
             int kw = facts.Max(f => f.Key.Length);
             foreach (var (k, v) in facts) ctx.Out.WriteLine($"{k.PadRight(kw)}  {v}");
             ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"model: U-Net {options.InChannels}->{options.Classes}, base {options.BaseChannels}, depth {options.Depth}, {options.Upsampling.ToString().ToLowerInvariant()} upsampling, {options.Norm.ToString().ToLowerInvariant()} norm, {type.ShortName()}; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
+            ctx.Out.WriteLine($"model: {Cli.Shape(options)}, {type.ShortName()}; training input {p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}");
             int w = Math.Max(5, report.Layers.Max(l => l.Layer.Length));
             ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"checked at",-44}  {"direct",-18}  {"padded",-18}  {"unfold",-18}  route");
             foreach (var l in report.Layers)
@@ -139,7 +140,7 @@ internal static class DoctorCommand
         var torchSharp = typeof(TorchSharp.torch).Assembly.GetName().Version;
         return new()
         {
-            new("segmentation", typeof(UNet).Assembly.GetName().Version?.ToString(3) ?? "?"),
+            new("segmentation", typeof(SegmentationModel).Assembly.GetName().Version?.ToString(3) ?? "?"),
             new("torchsharp", torchSharp?.ToString(3) ?? "?"),
             new("libtorch", __version__ ?? "?"),
             new("device", dev.ToString()),

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Cli;
 

@@ -27,7 +27,7 @@ internal static class ExportCommand
                 ctx.Out.WriteLine($"wrote {path} ({new FileInfo(path).Length / 1048576.0:F1} MB): ONNX opset {OnnxExport.Opset}, input '{OnnxExport.Input}' N x {ckpt.Model.InChannels} x H x W float32 normalised ({ckpt.Preprocessing.Normalization}{(ckpt.Preprocessing.Size is { } s ? $", resized to {s}" : "")}), output '{OnnxExport.Output}' N x {ckpt.Model.Classes} x H x W");
                 return Cli.Ok;
             }
-            var keys = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l, "--layout") : ckpt.Model.Encoder == EncoderKind.UNet ? PyTorchLayout.Milesial : PyTorchLayout.Smp;
+            var keys = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l, "--layout") : ckpt.Model.Encoder.Name == "unet" ? PyTorchLayout.Milesial : PyTorchLayout.Smp;
             bool safetensors = what == "safetensors";
             if (safetensors != path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
                 throw new OptionsException($"--out {path}: name a {what} file {(safetensors ? "*.safetensors" : "*.pth")}.");

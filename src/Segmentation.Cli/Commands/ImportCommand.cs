@@ -23,7 +23,7 @@ internal static class ImportCommand
             var path = p.GetValue(output)!;
             checkpoint.Save(path);
             var m = checkpoint.Model;
-            ctx.Out.WriteLine($"wrote {path}: U-Net {m.InChannels}->{m.Classes}, {(m.Encoder == Segmentation.Models.Encoders.EncoderKind.UNet ? $"base {m.BaseChannels}, depth {m.Depth}" : Cli.EncoderName(m.Encoder) + " encoder")}, inputs normalised with {checkpoint.Preprocessing.Normalization}");
+            ctx.Out.WriteLine($"wrote {path}: {Cli.Shape(m)}, inputs normalised with {checkpoint.Preprocessing.Normalization}");
             return Cli.Ok;
         });
         return cmd;

@@ -5,6 +5,7 @@ using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Onnx;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Cli;
 

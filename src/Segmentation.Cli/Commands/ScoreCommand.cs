@@ -2,6 +2,7 @@ using System.CommandLine;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Cli;
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Cli;
 

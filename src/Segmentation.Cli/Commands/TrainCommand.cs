@@ -7,6 +7,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Models.Encoders;
 using Segmentation.Training;
 using static TorchSharp.torch;
@@ -244,14 +245,11 @@ internal static class TrainCommand
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
         if (resumeFrom is null) config.Save(new RunFolder(dir).RunJson);
-        using var model = resumeFrom?.CreateModel() ?? new UNet(modelOptions);
+        using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
         using var trainer = new Trainer(model, trainerOptions);
-        string shape = modelOptions.Encoder == EncoderKind.UNet
-            ? $"base {modelOptions.BaseChannels}, depth {modelOptions.Depth}, {modelOptions.Upsampling.ToString().ToLowerInvariant()} upsampling"
-            : $"{Cli.EncoderName(modelOptions.Encoder)} encoder, smp decoder";
-        log.WriteLine($"model: U-Net {modelOptions.InChannels}->{modelOptions.Classes}, {shape}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
+        log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);

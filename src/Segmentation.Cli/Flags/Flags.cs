@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 
 namespace Segmentation.Cli;
@@ -77,7 +78,7 @@ internal sealed class ModelFlags
     }
 
     /// <summary>Model options; classes and input channels are filled in from the data later.</summary>
-    public static UNetOptions Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2) => Cli.ModelOptions(inChannels, classes,
+    public static ModelDescription Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2) => Cli.Model(inChannels, classes,
         p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth) ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
         p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!);
 }
@@ -98,7 +99,7 @@ internal sealed record RunConfig
     public string? ValRelative { get; init; }
     public double? ValSplit { get; init; }
     public required DatasetOptions DataOptions { get; init; }
-    public required UNetOptions Model { get; init; }
+    public required ModelDescription Model { get; init; }
     /// <summary>Pretrained encoder weights the run started from (absolute path; read once, at the start).</summary>
     public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
@@ -111,7 +112,7 @@ internal sealed record RunConfig
     /// <summary>The versions a record written now names.</summary>
     public static Dictionary<string, string> CurrentVersions() => new()
     {
-        ["segmentation"] = typeof(UNet).Assembly.GetName().Version?.ToString() ?? "",
+        ["segmentation"] = typeof(SegmentationModel).Assembly.GetName().Version?.ToString() ?? "",
         ["torchsharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "",
         ["dotnet"] = Environment.Version.ToString(),
     };
@@ -122,8 +123,17 @@ internal sealed record RunConfig
     /// <summary>From <see cref="ToJson"/>'s form.</summary>
     public static RunConfig FromJson(System.Text.Json.Nodes.JsonObject json, string origin)
     {
-        try { return json.Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{origin}: empty run configuration."); }
+        try { return Upgrade(json).Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{origin}: empty run configuration."); }
         catch (JsonException e) { throw new SegmentationException($"{origin}: the run configuration does not read ({e.Message}).", e); }
+    }
+
+    /// <summary>A record written before the model description holds the U-Net's options as its model: the same model, described.</summary>
+    private static System.Text.Json.Nodes.JsonObject Upgrade(System.Text.Json.Nodes.JsonObject json)
+    {
+        if (!LegacyUNetOptions.IsLegacy(json["Model"])) return json;
+        var copy = json.DeepClone().AsObject();
+        copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription().Resolve(), Json);
+        return copy;
     }
 
     /// <summary>Writes run.json atomically, with the data folders also relative to the run folder.</summary>
@@ -141,7 +151,12 @@ internal sealed record RunConfig
     public static RunConfig Load(string path, string? runDir = null, TextWriter? log = null)
     {
         RunConfig config;
-        try { config = JsonSerializer.Deserialize<RunConfig>(File.ReadAllText(path), Json) ?? throw new SegmentationException($"{path}: empty run configuration."); }
+        try
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                ?? throw new SegmentationException($"{path}: the run configuration is not a JSON object.");
+            config = Upgrade(json).Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{path}: empty run configuration.");
+        }
         catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
         {
             throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs the run folder written by 'segment train'.", e);

@@ -3,6 +3,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using static TorchSharp.torch;
 
 namespace Segmentation.Cli;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using static TorchSharp.torch;
 

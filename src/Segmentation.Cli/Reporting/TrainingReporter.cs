@@ -3,6 +3,7 @@ using System.Globalization;
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 
 namespace Segmentation.Cli;

@@ -35,8 +35,8 @@ public sealed class Checkpoint
         WriteIndented = false,
     };
 
-    /// <summary>Shape of the model.</summary>
-    public required UNetOptions Model { get; init; }
+    /// <summary>What the model is (its parts and their options).</summary>
+    public required ModelDescription Model { get; init; }
     /// <summary>What the labels mean.</summary>
     public required DatasetDescription Dataset { get; init; }
     /// <summary>What every input goes through before the model (normalisation, and the resize when it was trained at a fixed size).</summary>
@@ -59,26 +59,26 @@ public sealed class Checkpoint
     public byte[] RngState { get; init; } = Array.Empty<byte>();
 
     /// <summary>Builds the model and loads the weights (on the CPU; move it with <c>.to(device)</c>).</summary>
-    public UNet CreateModel()
+    public SegmentationModel CreateModel()
     {
-        var model = new UNet(Model);
+        var model = new SegmentationModel(Model);
         try
         {
             // By name, so that 0.1's checkpoints (stem.*, encoder.{i}.*, decoder.{i}.*) load into today's layout.
             using var scope = NewDisposeScope();
-            var weights = StateDicts.ReadTorchSharp(Weights).ToDictionary(kv => UNet.LegacyKey(kv.Key), kv => kv.Value);
+            var weights = StateDicts.ReadTorchSharp(Weights).ToDictionary(kv => SegmentationModel.LegacyKey(kv.Key), kv => kv.Value);
             StateDicts.Load(model, weights, "The checkpoint's weights");
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             model.Dispose();
-            throw new CheckpointException($"The checkpoint's weights do not fit a U-Net with its own options ({e.Message}).", e);
+            throw new CheckpointException($"The checkpoint's weights do not fit the model it describes, {Model.Summary} ({e.Message}).", e);
         }
         return model;
     }
 
     /// <summary>Serialises a model's weights.</summary>
-    public static byte[] SerializeWeights(UNet model)
+    public static byte[] SerializeWeights(SegmentationModel model)
     {
         var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) model.save(w);
@@ -158,6 +158,19 @@ public sealed class Checkpoint
         _ => "; use another checkpoint",
     };
 
+    private static TrainingState ReadState(JsonObject state) => new()
+    {
+        Epoch = state["epoch"]!.GetValue<int>(),
+        OptimizerStep = state["optimizerStep"]!.GetValue<long>(),
+        BestMeanIoU = state["bestMeanIoU"]?.GetValue<double>() ?? double.NaN,
+        BestEpoch = state["bestEpoch"]!.GetValue<int>(),
+        EvaluationsWithoutImprovement = state["evaluationsWithoutImprovement"]!.GetValue<int>(),
+        Seconds = state["seconds"]!.GetValue<double>(),
+        History = state["history"]!.AsArray().Select(n => EpochRecord.FromJson(n!.AsObject())).ToList(),
+        LossScale = state["lossScale"]?.GetValue<double>(),
+        LossScaleGoodSteps = state["lossScaleGoodSteps"]?.GetValue<int>() ?? 0,
+    };
+
     private static Checkpoint Parse(byte[] b, string path)
     {
         bool magic = b.Length >= Magic.Length && b.AsSpan(0, Magic.Length).SequenceEqual(Magic);
@@ -186,8 +199,11 @@ public sealed class Checkpoint
         var weights = Section();
         var optimizer = Section();
         var state = header["state"]!.AsObject();
-        var model = header["model"].Deserialize<UNetOptions>(Json)!;
-        model.Validate();
+        // Files written before the model description hold the U-Net's options; they describe the same model.
+        var model = LegacyUNetOptions.IsLegacy(header["model"])
+            ? LegacyUNetOptions.Read(header["model"]!).ToDescription()
+            : header["model"].Deserialize<ModelDescription>(Json)!;
+        model = model.Resolve();
         return new Checkpoint
         {
             Model = model,
@@ -196,18 +212,7 @@ public sealed class Checkpoint
             Preprocessing = new Preprocessing(header["normalization"].Deserialize<Normalization>(Json)!,
                 (header["resize"] ?? header["trainer"]?["Size"]).Deserialize<Size2?>(Json)),
             TrainerSettings = header["trainer"]!.AsObject().DeepClone().AsObject(),
-            State = new TrainingState
-            {
-                Epoch = state["epoch"]!.GetValue<int>(),
-                OptimizerStep = state["optimizerStep"]!.GetValue<long>(),
-                BestMeanIoU = state["bestMeanIoU"]?.GetValue<double>() ?? double.NaN,
-                BestEpoch = state["bestEpoch"]!.GetValue<int>(),
-                EvaluationsWithoutImprovement = state["evaluationsWithoutImprovement"]!.GetValue<int>(),
-                Seconds = state["seconds"]!.GetValue<double>(),
-                History = state["history"]!.AsArray().Select(n => EpochRecord.FromJson(n!.AsObject())).ToList(),
-                LossScale = state["lossScale"]?.GetValue<double>(),
-                LossScaleGoodSteps = state["lossScaleGoodSteps"]?.GetValue<int>() ?? 0,
-            },
+            State = ReadState(state),
             TrainOrigin = header["trainOrigin"]?.GetValue<string>(),
             ValOrigin = header["valOrigin"]?.GetValue<string>(),
             Metrics = header["metrics"] is JsonObject m ? SegmentationMetrics.FromJsonObject(m) : null,

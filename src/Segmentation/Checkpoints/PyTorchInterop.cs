@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -67,14 +68,17 @@ public static class PyTorchInterop
     {
         using var scope = NewDisposeScope();
         var source = StateDicts.ReadFile(path);
-        var (options, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source) : Smp(path, source);
-        using var model = new UNet(options);
+        var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source) : Smp(path, source);
+        using var model = new SegmentationModel(description);
         StateDicts.Load(model, weights, $"{path} ({layout} state dict, mapped to ours)");
-        var (names, colors) = DatasetDescription.Defaults(options.Classes);
+        var (names, colors) = DatasetDescription.Defaults(description.Classes);
         return new Checkpoint
         {
-            Model = options,
-            Dataset = new DatasetDescription { Classes = options.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index, InChannels = options.InChannels },
+            Model = model.Description,
+            Dataset = new DatasetDescription
+            {
+                Classes = description.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index, InChannels = description.InChannels,
+            },
             Preprocessing = new Preprocessing(normalization),
             TrainerSettings = new JsonObject(), State = new TrainingState(),
             TrainOrigin = $"imported from {Path.GetFullPath(path)} ({layout})",
@@ -82,7 +86,7 @@ public static class PyTorchInterop
         };
     }
 
-    private static (UNetOptions, Dictionary<string, Tensor>, Normalization) Milesial(string path, Dictionary<string, Tensor> source)
+    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Milesial(string path, Dictionary<string, Tensor> source)
     {
         if (!source.ContainsKey("up1.up.weight") && source.ContainsKey("up1.conv.double_conv.0.weight"))
             throw new SegmentationException($"{path}: a milesial UNet with bilinear=True (its up blocks have no weights); only bilinear=False maps onto this library's U-Net.");
@@ -92,26 +96,47 @@ public static class PyTorchInterop
         var first = Need(path, source, "inc.double_conv.0.weight");
         var head = Need(path, source, "outc.conv.weight");
         int depth = source.Keys.Select(k => Regex.Match(k, @"^down(\d+)\.")).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
-        var options = new UNetOptions { InChannels = (int)first.shape[1], Classes = (int)head.shape[0], BaseChannels = (int)first.shape[0], Depth = depth };
-        options.Validate();
+        var options = new ModelDescription
+        {
+            InChannels = (int)first.shape[1], Classes = (int)head.shape[0],
+            Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = (int)first.shape[0], Depth = depth }),
+        }.Resolve();
         var weights = source.ToDictionary(kv => FromMilesial(kv.Key)!, kv => kv.Value);
         var zero = Enumerable.Repeat(0f, options.InChannels).ToArray();
         return (options, weights, new Normalization(zero, Enumerable.Repeat(1f, options.InChannels).ToArray()));
     }
 
-    private static (UNetOptions, Dictionary<string, Tensor>, Normalization) Smp(string path, Dictionary<string, Tensor> source)
+    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Smp(string path, Dictionary<string, Tensor> source)
     {
         var first = Need(path, source, "encoder.conv1.weight");
         var head = Need(path, source, "segmentation_head.0.weight");
         var blocks = Enumerable.Range(1, 4).Select(l => source.Keys.Select(k => Regex.Match(k, $@"^encoder\.layer{l}\.(\d+)\.")).Where(m => m.Success).Select(m => m.Groups[1].Value).Distinct().Count()).ToArray();
         bool bottleneck = source.Keys.Any(k => k.Contains(".conv3.", StringComparison.Ordinal));
-        var kinds = new[] { EncoderKind.ResNet18, EncoderKind.ResNet34, EncoderKind.ResNet50, EncoderKind.MlNetResNet18 };
-        var kind = kinds.Where(k => ResNetEncoder.Layout(k).Blocks.SequenceEqual(blocks) && ResNetEncoder.Layout(k).Bottleneck == bottleneck).Cast<EncoderKind?>().FirstOrDefault()
+        var kind = ResNetEncoder.Layouts.Where(l => l.Blocks.SequenceEqual(blocks) && l.Bottleneck == bottleneck).Select(l => l.Name).FirstOrDefault()
             ?? throw new SegmentationException($"{path}: an encoder with blocks {string.Join("-", blocks)}{(bottleneck ? " (bottlenecks)" : "")}; this library has smp's resnet18 (2-2-2-2), resnet34 (3-4-6-3) and resnet50 (3-4-6-3, bottlenecks).");
         var decoder = Enumerable.Range(0, 5).Select(i => (int)Need(path, source, $"decoder.blocks.{i}.conv1.0.weight").shape[0]).ToArray();
-        var options = new UNetOptions { Encoder = kind, InChannels = (int)first.shape[1], Classes = (int)head.shape[0], DecoderChannels = decoder };
-        options.Validate();
+        var options = new ModelDescription
+        {
+            Encoder = new ModelPart(kind), InChannels = (int)first.shape[1], Classes = (int)head.shape[0],
+            Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = decoder }),
+        }.Resolve();
         return (options, source, Normalization.DefaultFor(options.InChannels));
+    }
+
+    /// <summary>The model must be one the layout's class can hold; otherwise an error that says how it differs.</summary>
+    private static void CheckLayout(ModelDescription d, PyTorchLayout layout)
+    {
+        if (layout == PyTorchLayout.Milesial)
+        {
+            var milesial = new ModelDescription { InChannels = d.InChannels, Classes = d.Classes, Seed = d.Seed }.Resolve();
+            if (d.Encoder.Name != "unet" || d.Decoder?.Name != "unet" || d.Head?.Name != "conv")
+                throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net; this checkpoint's model is {d.Summary}.");
+            if (!d.Encoder.Equals(milesial.Encoder) || !d.Decoder!.Equals(milesial.Decoder) || !d.Head!.Equals(milesial.Head))
+                throw new OptionsException("milesial's UNet class has 64 base channels and depth 4, batch norm and transposed upsampling; this checkpoint's "
+                    + $"model has encoder {d.Encoder}, decoder {d.Decoder} (the keys might map, but its class could not take them).");
+        }
+        else if (d.Encoder.Name is not ("resnet18" or "resnet34" or "resnet50") || d.Decoder?.Name != "smp-unet" || d.Head?.Name != "smp-conv")
+            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here with its own decoder and head; this checkpoint's model is {d.Summary}.");
     }
 
     private static Tensor Need(string path, Dictionary<string, Tensor> source, string key) =>
@@ -123,13 +148,7 @@ public static class PyTorchInterop
     /// </summary>
     public static void Export(Checkpoint checkpoint, string path, PyTorchLayout layout)
     {
-        var o = checkpoint.Model;
-        if (layout == PyTorchLayout.Milesial && (o.Encoder != EncoderKind.UNet || o.Upsampling != UpsamplingMode.Transposed || o.Norm != NormLayer.Batch))
-            throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net with transposed upsampling and batch norm; this checkpoint's model is {o.Encoder}, {o.Upsampling}, {o.Norm}.");
-        if (layout == PyTorchLayout.Milesial && (o.BaseChannels != 64 || o.Depth != 4))
-            throw new OptionsException($"milesial's UNet class has 64 base channels and depth 4; this checkpoint's model has {o.BaseChannels} and {o.Depth} (the keys would map, but its class could not take them).");
-        if (layout == PyTorchLayout.Smp && o.Encoder is not (EncoderKind.ResNet18 or EncoderKind.ResNet34 or EncoderKind.ResNet50))
-            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here; this checkpoint's is {o.Encoder}.");
+        CheckLayout(checkpoint.Model, layout);
         using var scope = NewDisposeScope();
         using var model = checkpoint.CreateModel();
         var dict = model.state_dict().ToDictionary(kv => layout == PyTorchLayout.Milesial ? ToMilesial(kv.Key) ?? throw new InvalidOperationException($"no milesial key for {kv.Key}") : kv.Key, kv => kv.Value.cpu());

@@ -9,7 +9,7 @@ namespace Segmentation.Inference;
 
 /// <summary>
 /// Writes a checkpoint's model as an ONNX file (opset 17), which TorchSharp cannot do: the model's modules write their
-/// own eval-mode computation (<c>UNet.ToOnnxGraph</c>), so the graph is the model, not a third description of it.
+/// own eval-mode computation as it runs (<c>SegmentationModel.ToOnnxGraph</c>), so the graph is the model, not a second description of it.
 /// Input <c>images</c>: float32 N x C x H x W, normalised as in training, any batch, height and width the model takes
 /// (odd sizes too: the pad that aligns each upsampled map with its skip is computed from the shapes at run time).
 /// Output <c>logits</c>: float32 N x classes x H x W. The metadata carries what a predictor needs besides: classes,
@@ -36,25 +36,24 @@ public static class OnnxExport
     /// <summary>The ONNX model of <paramref name="checkpoint"/>.</summary>
     public static ModelProto Build(Checkpoint checkpoint)
     {
-        using var unet = checkpoint.CreateModel();
-        unet.eval();
-        var graph = unet.ToOnnxGraph(Input, Output);
-        graph.Name = "segmentation_unet";
+        using var net = checkpoint.CreateModel();
+        var graph = net.ToOnnxGraph(Input, out var outputs);
+        graph.Name = "segmentation_" + checkpoint.Model.Architecture;
         graph.Input.Add(Value(Input, checkpoint.Model.InChannels));
-        graph.Output.Add(Value(Output, checkpoint.Model.Classes));
+        foreach (var name in outputs) graph.Output.Add(Value(name, name == Output ? checkpoint.Model.Classes : null));
         var model = new ModelProto
         {
             IrVersion = 8, ProducerName = "Segmentation", Graph = graph,
             ProducerVersion = typeof(OnnxExport).Assembly.GetName().Version?.ToString() ?? "",
-            DocString = $"U-Net ({checkpoint.Model.Encoder} encoder), {checkpoint.Model.InChannels} -> {checkpoint.Model.Classes} classes; input (pixel / 255 - mean) / std per channel",
+            DocString = $"{checkpoint.Model.Summary}; input (pixel / 255 - mean) / std per channel",
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
-        foreach (var (key, value) in Metadata(checkpoint)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        foreach (var (key, value) in Metadata(checkpoint, net.MinimumInputSize)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
         return model;
     }
 
     /// <summary>What a predictor needs besides the graph, as the model's metadata.</summary>
-    public static IEnumerable<(string Key, string Value)> Metadata(Checkpoint c)
+    public static IEnumerable<(string Key, string Value)> Metadata(Checkpoint c, int minimumInputSize)
     {
         var p = c.Preprocessing;
         yield return ("classes", c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
@@ -65,14 +64,14 @@ public static class OnnxExport
         yield return ("normalization_std", JsonSerializer.Serialize(p.Normalization.Std));
         yield return ("resize", p.Size?.ToString() ?? "");
         yield return ("ignore_index", c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
-        yield return ("minimum_input_size", c.Model.MinimumInputSize.ToString(CultureInfo.InvariantCulture));
+        yield return ("minimum_input_size", minimumInputSize.ToString(CultureInfo.InvariantCulture));
     }
 
-    private static ValueInfoProto Value(string name, long channels)
+    private static ValueInfoProto Value(string name, long? channels)
     {
         var shape = new TensorShapeProto();
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "batch" });
-        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = channels });
+        shape.Dim.Add(channels is { } c ? new TensorShapeProto.Types.Dimension { DimValue = c } : new TensorShapeProto.Types.Dimension { DimParam = name + "_channels" });
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "height" });
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "width" });
         return new ValueInfoProto

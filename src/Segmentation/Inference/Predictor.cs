@@ -2,6 +2,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -48,7 +49,7 @@ public sealed class Prediction
 /// </summary>
 public sealed class Predictor : IDisposable
 {
-    private readonly UNet model;
+    private readonly SegmentationModel model;
     private readonly Device device;
 
     /// <summary>What the labels mean (names, colours).</summary>
@@ -57,8 +58,8 @@ public sealed class Predictor : IDisposable
     public Normalization Normalization { get; }
     /// <summary>The options.</summary>
     public PredictorOptions Options { get; }
-    /// <summary>The model's options.</summary>
-    public UNetOptions ModelOptions => model.Options;
+    /// <summary>What the model is.</summary>
+    public ModelDescription Model => model.Description;
 
     /// <summary>The latest convolution check of the model (it runs before the first input of each shape).</summary>
     public ConvolutionReport? Convolutions => model.Convolutions;
@@ -68,14 +69,17 @@ public sealed class Predictor : IDisposable
     {
         Options = options ?? new PredictorOptions();
         if (Options.Size is null && checkpoint.Preprocessing.Size is { } trained) Options = Options with { Size = trained }; // predict as it was trained
-        int min = checkpoint.Model.MinimumInputSize;
-        if (Options.Window is { } w && (w.Height < min || w.Width < min))
-            throw new OptionsException($"Sliding window {w} is smaller than the model's minimum input {min}x{min}.");
         if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1)) throw new OptionsException($"Stride {s} must be positive.");
         Description = checkpoint.Dataset;
         Normalization = checkpoint.Preprocessing.Normalization;
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
+        int min = model.MinimumInputSize;
+        if (Options.Window is { } w && (w.Height < min || w.Width < min))
+        {
+            model.Dispose();
+            throw new OptionsException($"Sliding window {w} is smaller than the model's minimum input {min}x{min}.");
+        }
         model.to(device);
         model.Precision = Options.Precision;
         model.eval();
@@ -87,8 +91,8 @@ public sealed class Predictor : IDisposable
     /// <summary>Predicts one image (channels must match the model's).</summary>
     public Prediction Predict(ImageBuffer image, bool probabilities = false)
     {
-        if (image.Channels != model.Options.InChannels)
-            throw new DataException($"The image has {image.Channels} channel(s); the model takes {model.Options.InChannels}.");
+        if (image.Channels != model.Description.InChannels)
+            throw new DataException($"The image has {image.Channels} channel(s); the model takes {model.Description.InChannels}.");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") });
@@ -96,7 +100,7 @@ public sealed class Predictor : IDisposable
         var logits = Logits(Normalization.Apply(x))[0];
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
-        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Options.Classes, Labels = labels.data<byte>().ToArray(), Probabilities = probs };
+        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes, Labels = labels.data<byte>().ToArray(), Probabilities = probs };
     }
 
     /// <summary>Logits N x C x H x W for a normalised batch N x C x H x W, with the configured window and TTA.</summary>
@@ -115,15 +119,15 @@ public sealed class Predictor : IDisposable
     private Tensor Forward(Tensor x)
     {
         long h = x.shape[2], w = x.shape[3];
-        int min = model.Options.MinimumInputSize;
+        int min = model.MinimumInputSize;
         if (Options.Window is not { } win || (win.Height >= h && win.Width >= w))
-            return h < min || w < min ? PaddedForward(x, min) : model.forward(x);
+            return h < min || w < min ? PaddedForward(x, min) : model.Logits(x);
 
         long ch = Math.Min(win.Height, h), cw = Math.Min(win.Width, w);
         var stride = Options.Stride ?? new Size2(Math.Max(1, win.Height * 2 / 3), Math.Max(1, win.Width * 2 / 3));
         long sh = stride.Height, sw = stride.Width;
         long rows = Math.Max(h - ch + sh - 1, 0) / sh + 1, cols = Math.Max(w - cw + sw - 1, 0) / sw + 1;
-        var sum = zeros(new long[] { x.shape[0], model.Options.Classes, h, w }, x.dtype, x.device);
+        var sum = zeros(new long[] { x.shape[0], model.Description.Classes, h, w }, x.dtype, x.device);
         var count = zeros(new long[] { 1, 1, h, w }, x.dtype, x.device);
         for (long r = 0; r < rows; r++)
             for (long c = 0; c < cols; c++)
@@ -132,7 +136,7 @@ public sealed class Predictor : IDisposable
                 long y2 = Math.Min(r * sh + ch, h), x2 = Math.Min(c * sw + cw, w);
                 long y1 = Math.Max(y2 - ch, 0), x1 = Math.Max(x2 - cw, 0);
                 var window = x[.., .., (int)y1..(int)y2, (int)x1..(int)x2];
-                var part = window.shape[2] < min || window.shape[3] < min ? PaddedForward(window, min) : model.forward(window);
+                var part = window.shape[2] < min || window.shape[3] < min ? PaddedForward(window, min) : model.Logits(window);
                 sum[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(part);
                 count[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(1);
             }
@@ -145,14 +149,14 @@ public sealed class Predictor : IDisposable
         long h = x.shape[2], w = x.shape[3];
         long ph = Math.Max(0, min - h), pw = Math.Max(0, min - w);
         var padded = nn.functional.pad(x, new[] { 0, pw, 0, ph }, PaddingModes.Replicate);
-        return model.forward(padded)[.., .., ..(int)h, ..(int)w];
+        return model.Logits(padded)[.., .., ..(int)h, ..(int)w];
     }
 
     /// <summary>Scores the model on a data set with this predictor's window, TTA and size.</summary>
     public SegmentationMetrics Evaluate(SegmentationDataset data, int batchSize = 1, int workers = 0, bool perImage = true, CancellationToken cancellation = default)
     {
-        if (data.Description.Classes != model.Options.Classes)
-            throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model {model.Options.Classes}.");
+        if (data.Description.Classes != model.Description.Classes)
+            throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model {model.Description.Classes}.");
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false, Workers = workers });
         return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage, cancellation: cancellation).Metrics;
     }

@@ -3,20 +3,21 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Segmentation.Training;
 
 /// <summary>
-/// Trains a <see cref="UNet"/>: the data (loader, augmentation), the step (forward, loss, backward, clip, optimiser,
+/// Trains a <see cref="SegmentationModel"/>: the data (loader, augmentation), the step (forward, loss, backward, clip, optimiser,
 /// schedule) inside one dispose scope, validation with the <see cref="ConfusionMatrix"/>, the best and last
 /// checkpoints, early stopping, a time limit and exact resume. It reports through <see cref="IProgress{T}"/> and
 /// never writes to the console.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
-    private readonly UNet model;
+    private readonly SegmentationModel model;
     private readonly Device device;
     private readonly TorchSharp.Modules.OptimizerHelper optimizer;
     private readonly ISegmentationLoss loss;
@@ -31,7 +32,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The device the model trains on.</summary>
     public Device Device => device;
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
-    public UNet Model => model;
+    public SegmentationModel Model => model;
     /// <summary>The loss scaler of float16 training (null otherwise).</summary>
     internal LossScaler? Scaler => scaler;
 
@@ -39,14 +40,15 @@ public sealed class Trainer : IDisposable
     internal Action<string>? CheckpointBoundary { get; set; }
 
     /// <summary>Creates a trainer; the model is moved to the options' device.</summary>
-    public Trainer(UNet model, TrainerOptions? options = null)
+    public Trainer(SegmentationModel model, TrainerOptions? options = null)
     {
         Options = options ?? new TrainerOptions();
         Options.Validate();
-        if (Options.ClassWeights is { } w && w.Length != model.Options.Classes)
-            throw new OptionsException($"{w.Length} class weights were given for a model with {model.Options.Classes} classes.");
-        if (Options.Crop is { } crop && (crop.Height < model.Options.MinimumInputSize || crop.Width < model.Options.MinimumInputSize))
-            throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {model.Options.MinimumInputSize}x{model.Options.MinimumInputSize} (2^depth).");
+        int classes = model.Description.Classes, min = model.MinimumInputSize;
+        if (Options.ClassWeights is { } w && w.Length != classes)
+            throw new OptionsException($"{w.Length} class weights were given for a model with {classes} classes.");
+        if (Options.Crop is { } crop && (crop.Height < min || crop.Width < min))
+            throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {min}x{min}.");
         this.model = model;
         device = Devices.Resolve(Options.Device);
         if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize, device);
@@ -96,7 +98,7 @@ public sealed class Trainer : IDisposable
     /// One parameter group, or two (encoder first, then the rest) when the encoder learns at another rate or starts
     /// frozen; returns the optimiser and each group's share of the scheduled learning rate.
     /// </summary>
-    private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(UNet model, TrainerOptions o)
+    private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(SegmentationModel model, TrainerOptions o)
     {
         bool split = o.EncoderLearningRateScale != 1 || o.FreezeEncoderEpochs > 0;
         var encoderParameters = model.Encoder.parameters().ToHashSet();
@@ -134,10 +136,11 @@ public sealed class Trainer : IDisposable
         var d = train.Description;
         if (val is not null && val.Description.Classes != d.Classes)
             throw new DataException($"Training data has {d.Classes} classes, validation data {val.Description.Classes}.");
-        if (d.Classes != model.Options.Classes)
-            throw new OptionsException($"The model has {model.Options.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
-        if (d.InChannels != model.Options.InChannels)
-            throw new OptionsException($"The model takes {model.Options.InChannels} input channel(s) but the data set gives {d.InChannels}.");
+        var m = model.Description;
+        if (d.Classes != m.Classes)
+            throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
+        if (d.InChannels != m.InChannels)
+            throw new OptionsException($"The model takes {m.InChannels} input channel(s) but the data set gives {d.InChannels}.");
         return d;
     }
 
@@ -338,7 +341,7 @@ public sealed class Trainer : IDisposable
         };
 
         /// <summary>
-        /// The model checks its convolutions before the first input of each shape (<see cref="UNet.RouteConvolutions"/>);
+        /// The model checks its layers before the first input of each shape (<see cref="SegmentationModel.CheckLayers"/>);
         /// a check that ran in the last forward pass is reported once, before that batch's own progress.
         /// </summary>
         private void ReportConvolutions()
@@ -378,16 +381,15 @@ public sealed class Trainer : IDisposable
     /// Refuses a step whose activations alone (every layer's output and its gradient, float32, estimated from the
     /// model's layer table) would not fit the memory there is, instead of swapping, being killed or overflowing.
     /// </summary>
-    private static void CheckMemory(UNet model, Size2 size, int batch, Device device)
+    private static void CheckMemory(SegmentationModel model, Size2 size, int batch, Device device)
     {
         if (device.type != DeviceType.CPU) return; // CUDA reports its own out-of-memory error, with figures
-        var o = model.Options;
-        if (size.Height < o.MinimumInputSize || size.Width < o.MinimumInputSize) return; // refused with its own message
+        if (size.Height < model.MinimumInputSize || size.Width < model.MinimumInputSize) return; // refused with its own message
         double perImage = ModelSummary.EstimateActivationElements(model, size.Height, size.Width);
         double needed = perImage * batch * sizeof(float) * 2;
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available)
-            throw new OptionsException($"A training step at {size} with batch {batch} needs about {needed / (1L << 30):N1} GiB for this U-Net's activations alone; this machine has {available / (double)(1L << 30):N1} GiB. Use a smaller crop or size (--crop, --size) or batch (--batch-size).");
+            throw new OptionsException($"A training step at {size} with batch {batch} needs about {needed / (1L << 30):N1} GiB for this model's activations alone; this machine has {available / (double)(1L << 30):N1} GiB. Use a smaller crop or size (--crop, --size) or batch (--batch-size).");
     }
 
     /// <summary>
@@ -418,7 +420,7 @@ public sealed class Trainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var (images, masks) = batch.ToDevice(device);
-        var logits = model.forward(normalization.Apply(images));
+        var logits = model.forward(normalization.Apply(images)).Logits;
         var value = loss.Compute(logits, masks);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
         (scaler is null ? objective : scaler.ScaleLoss(objective)).backward();
@@ -443,7 +445,7 @@ public sealed class Trainer : IDisposable
         model.eval();
         try
         {
-            var result = Evaluator.Run(loader, device, d, normalization, model.forward, (logits, masks) => loss.Compute(logits, masks), onBatch: onBatch, cancellation: cancellation);
+            var result = Evaluator.Run(loader, device, d, normalization, model.Logits, (logits, masks) => loss.Compute(logits, masks), onBatch: onBatch, cancellation: cancellation);
             return (result.Metrics, result.MeanLoss);
         }
         finally { model.train(); }
@@ -476,7 +478,7 @@ public sealed class Trainer : IDisposable
         using var rng = random.get_rng_state();
         return new Checkpoint
         {
-            Model = model.Options, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size), TrainerSettings = Options.ToJson(), State = state,
+            Model = model.Description, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size), TrainerSettings = Options.ToJson(), State = state,
             TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
             Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
         };

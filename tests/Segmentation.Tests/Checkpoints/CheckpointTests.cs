@@ -2,6 +2,9 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 
 namespace Segmentation.Tests.Checkpoints;
@@ -9,9 +12,9 @@ namespace Segmentation.Tests.Checkpoints;
 /// <summary>The hand-off file: it carries the preprocessing a predictor needs, and knows no trainer.</summary>
 public class CheckpointTests
 {
-    private static Checkpoint Make(UNet model, Preprocessing preprocessing, TrainerOptions trainer) => new()
+    private static Checkpoint Make(SegmentationModel model, Preprocessing preprocessing, TrainerOptions trainer) => new()
     {
-        Model = model.Options,
+        Model = model.Description,
         Dataset = new DatasetDescription { Classes = 2, ClassNames = new[] { "a", "b" }, ClassColors = new[] { new Rgb(0, 0, 0), new Rgb(255, 0, 0) } },
         Preprocessing = preprocessing, TrainerSettings = trainer.ToJson(), State = new TrainingState(),
         Weights = Checkpoint.SerializeWeights(model),
@@ -21,7 +24,7 @@ public class CheckpointTests
     public void The_resize_is_stored_with_the_normalisation_and_the_predictor_uses_it()
     {
         using var dir = new TempDir();
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2, Seed = 1 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2, seed: 1));
         var normalization = new Normalization(new[] { 0.1f, 0.2f, 0.3f }, new[] { 0.5f, 0.6f, 0.7f });
         Make(model, new Preprocessing(normalization, new Size2(24, 32)), new TrainerOptions()).Save(dir["a.ckpt"]);
 
@@ -37,7 +40,7 @@ public class CheckpointTests
     public void A_checkpoint_from_before_the_resize_key_takes_the_size_from_the_trainers_options()
     {
         using var dir = new TempDir();
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2, Seed = 1 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2, seed: 1));
         // What 0.2 wrote: the size only inside the trainer's options.
         Make(model, new Preprocessing(Normalization.ImageNet), new TrainerOptions { Size = new Size2(40, 48) }).Save(dir["old.ckpt"]);
 
@@ -49,11 +52,55 @@ public class CheckpointTests
     [Fact]
     public void Model_options_written_with_the_old_Normalization_name_read_as_Norm()
     {
-        var json = System.Text.Json.JsonSerializer.Serialize(new UNetOptions { Norm = NormLayer.Group }, Checkpoint.Json);
-        var old = json.Replace("\"Norm\"", "\"Normalization\"");
-        Assert.DoesNotContain("\"Norm\"", old);
-        var read = System.Text.Json.JsonSerializer.Deserialize<UNetOptions>(old, Checkpoint.Json)!;
-        Assert.Equal(NormLayer.Group, read.Norm);
+        // What files before 0.3 held as the model: the U-Net's options, the norm under its old name.
+        var old = System.Text.Json.Nodes.JsonNode.Parse(
+            "{\"InChannels\":3,\"Classes\":2,\"BaseChannels\":8,\"Depth\":2,\"Upsampling\":\"Bilinear\",\"Normalization\":\"Group\",\"Seed\":0,\"Encoder\":\"UNet\"}");
+        Assert.True(LegacyUNetOptions.IsLegacy(old));
+        var read = LegacyUNetOptions.Read(old!).ToDescription();
+        Assert.Equal(NormLayer.Group, read.Encoder.OptionsAs<UNetEncoderOptions>().Norm);
+        Assert.Equal(NormLayer.Group, read.Decoder!.OptionsAs<UNetDecoderOptions>().Norm);
+        Assert.Equal(UpsamplingMode.Bilinear, read.Decoder!.OptionsAs<UNetDecoderOptions>().Upsampling);
+        var json = System.Text.Json.JsonSerializer.Serialize(read.Resolve(), Checkpoint.Json);
         Assert.DoesNotContain("Normalization", json); // new files say Norm only
+        Assert.False(LegacyUNetOptions.IsLegacy(System.Text.Json.Nodes.JsonNode.Parse(json)));
+    }
+}
+
+/// <summary>
+/// Checkpoints written before the model description (0.3's format, kept in tests/fixtures) load into today's model
+/// and predict, pixel for pixel, the masks that build predicted from them (<c>segment predict</c>, saved beside them).
+/// </summary>
+public class FormerCheckpointTests
+{
+    private static string Fixtures()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Segmentation.sln"))) dir = dir.Parent;
+        return Path.Combine(dir?.FullName ?? throw new InvalidOperationException("The tests run outside the repository."), "tests", "fixtures", "checkpoints-0.3");
+    }
+
+    [Theory]
+    [InlineData("unet-batch-transposed", 2, UpsamplingMode.Transposed, NormLayer.Batch)]
+    [InlineData("unet-group-bilinear", 3, UpsamplingMode.Bilinear, NormLayer.Group)]
+    public void A_checkpoint_of_the_previous_format_predicts_the_masks_it_predicted_then(string name, int depth, UpsamplingMode up, NormLayer norm)
+    {
+        var checkpoint = Checkpoint.Load(Path.Combine(Fixtures(), name + ".ckpt"));
+        var encoder = checkpoint.Model.Encoder.OptionsAs<UNetEncoderOptions>();
+        Assert.Equal((4, depth, norm), (encoder.BaseChannels, encoder.Depth, encoder.Norm));
+        Assert.Equal(up, checkpoint.Model.Decoder!.OptionsAs<UNetDecoderOptions>().Upsampling);
+        using var predictor = new Predictor(checkpoint, new PredictorOptions { Device = "cpu" });
+        var reader = new ImageReader();
+        int differing = 0, distinct = 0;
+        foreach (var image in new[] { "p1", "p2" })
+        {
+            var input = reader.ReadImage(Path.Combine(Fixtures(), "images", image + ".png"), 3);
+            var expected = reader.ReadImage(Path.Combine(Fixtures(), "masks", $"{name}-{image}.png"), 1).Pixels;
+            var labels = predictor.Predict(input).Labels;
+            Assert.Equal(expected.Length, labels.Length);
+            differing += expected.Where((v, i) => v != labels[i]).Count();
+            distinct = Math.Max(distinct, labels.Distinct().Count());
+        }
+        Assert.Equal(0, differing);
+        Assert.True(distinct >= 2, "the fixture's masks should hold more than one class, or the comparison says little");
     }
 }

@@ -1,7 +1,9 @@
 using System.IO.Compression;
 using Segmentation.Checkpoints;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
@@ -51,7 +53,7 @@ public class PyTorchInteropTests
         PyTorchPickler.PickleStateDict(dir["milesial.pth"], source);
 
         var checkpoint = PyTorchInterop.Import(dir["milesial.pth"], PyTorchLayout.Milesial);
-        Assert.Equal(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 8, Depth = 3, Seed = null }, checkpoint.Model with { Seed = null });
+        Assert.Equal(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 8, depth: 3, seed: null).Resolve(), checkpoint.Model with { Seed = null });
         Assert.All(checkpoint.Preprocessing.Normalization.Mean, m => Assert.Equal(0f, m)); // milesial: pixel / 255
         Assert.All(checkpoint.Preprocessing.Normalization.Std, s => Assert.Equal(1f, s));
         using var model = checkpoint.CreateModel();
@@ -68,16 +70,16 @@ public class PyTorchInteropTests
     }
 
     [Theory]
-    [InlineData(EncoderKind.UNet, "milesial.pth", PyTorchLayout.Milesial)]
-    [InlineData(EncoderKind.UNet, "milesial.safetensors", PyTorchLayout.Milesial)]
-    [InlineData(EncoderKind.ResNet34, "smp.pth", PyTorchLayout.Smp)]
-    [InlineData(EncoderKind.ResNet18, "smp.safetensors", PyTorchLayout.Smp)]
-    public void Export_then_import_round_trips_bit_exact(EncoderKind encoder, string file, PyTorchLayout layout)
+    [InlineData("unet", "milesial.pth", PyTorchLayout.Milesial)]
+    [InlineData("unet", "milesial.safetensors", PyTorchLayout.Milesial)]
+    [InlineData("resnet34", "smp.pth", PyTorchLayout.Smp)]
+    [InlineData("resnet18", "smp.safetensors", PyTorchLayout.Smp)]
+    public void Export_then_import_round_trips_bit_exact(string encoder, string file, PyTorchLayout layout)
     {
         using var dir = new TempDir();
-        var options = encoder == EncoderKind.UNet
-            ? new UNetOptions { InChannels = 1, Classes = 3, Seed = 4 } // milesial's class: base 64, depth 4
-            : new UNetOptions { Encoder = encoder, InChannels = 3, Classes = 5, Seed = 4 };
+        var options = encoder == "unet"
+            ? ModelDescription.UNet(inChannels: 1, classes: 3, seed: 4) // milesial's class: base 64, depth 4
+            : ModelDescription.For(encoder, classes: 5, inChannels: 3) with { Seed = 4 };
         var source = PyTorchInterop.Import(Save(dir, options), layout == PyTorchLayout.Milesial ? PyTorchLayout.Milesial : PyTorchLayout.Smp);
         PyTorchInterop.Export(source, dir[file], layout);
         var back = PyTorchInterop.Import(dir[file], layout);
@@ -88,10 +90,10 @@ public class PyTorchInteropTests
         foreach (var (k, t) in sa) Assert.True(t.shape.SequenceEqual(sb[k].shape) && t.eq(sb[k]).all().item<bool>(), k);
         Assert.Equal(System.Text.Json.JsonSerializer.Serialize(source.Model, Checkpoint.Json), System.Text.Json.JsonSerializer.Serialize(back.Model, Checkpoint.Json));
 
-        string Save(TempDir d, UNetOptions o)
+        string Save(TempDir d, ModelDescription o)
         {
             // A PyTorch file to start from, written with the source's names.
-            using var m = new UNet(o);
+            using var m = new SegmentationModel(o);
             var dict = m.state_dict().ToDictionary(kv => layout == PyTorchLayout.Milesial ? PyTorchInterop.ToMilesial(kv.Key)! : kv.Key, kv => kv.Value);
             PyTorchPickler.PickleStateDict(d["start.pth"], dict);
             return d["start.pth"];

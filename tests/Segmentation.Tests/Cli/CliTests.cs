@@ -207,8 +207,8 @@ public class CliTests
         var wider = Run("train", "--config", d["a/run.json"], "--out", d["e"], "--base-channels", "16", "--epochs", "1", "--no-tensorboard");
         Assert.True(wider.Code == 0, wider.Err);
         var e = JsonNode.Parse(File.ReadAllText(d["e/run.json"]))!;
-        Assert.Equal(16, (int)e["Model"]!["BaseChannels"]!);
-        Assert.Equal(3, (int)e["Model"]!["Depth"]!); // the rest as recorded
+        Assert.Equal(16, (int)e["Model"]!["Encoder"]!["Options"]!["BaseChannels"]!);
+        Assert.Equal(3, (int)e["Model"]!["Encoder"]!["Options"]!["Depth"]!); // the rest as recorded
         Assert.Equal("hflip rot90 elastic(alpha=20,sigma=3)", (string)e["Trainer"]!["Augmentation"]!);
 
         // A record from before the command line was kept: merged field by field.
@@ -241,7 +241,7 @@ public class CliTests
         using (var scope = TorchSharp.torch.NewDisposeScope())
         {
             var file = new System.Collections.Hashtable();
-            foreach (var (key, shape) in Segmentation.Tests.Models.EncoderTests.TorchvisionLayout(Segmentation.Models.Encoders.EncoderKind.ResNet18))
+            foreach (var (key, shape) in Segmentation.Tests.Models.EncoderTests.TorchvisionLayout("resnet18"))
                 file[key] = key.EndsWith("num_batches_tracked") ? TorchSharp.torch.tensor(0L) : TorchSharp.torch.randn(shape) * 0.01;
             TorchSharp.PyBridge.PyTorchPickler.PickleStateDict(d["resnet18.pth"], file);
         }
@@ -251,7 +251,7 @@ public class CliTests
         Assert.Contains($"encoder weights: 120 tensors from {d["resnet18.pth"]}", r.Err);
         var summary = r.LastJson();
         Assert.Equal(14_328_209 + 3 * (16 * 9 + 1), (long)summary["params"]!); // smp's count for 1 class, plus 3 more 3x3 head filters (4 classes)
-        Assert.True(Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder == Segmentation.Models.Encoders.EncoderKind.ResNet18);
+        Assert.True(Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder.Name == "resnet18");
 
         var s = Run("summary", "--encoder", "resnet34", "--classes", "1", "--json");
         Assert.Equal(0, s.Code);

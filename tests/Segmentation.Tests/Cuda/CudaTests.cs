@@ -3,6 +3,9 @@ using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -32,7 +35,7 @@ public class CudaTests
 {
     internal static bool Available { get; } = cuda.is_available();
 
-    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3, Seed = 5 };
+    private static readonly ModelDescription Tiny = ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 3, seed: 5);
 
     private static (SegmentationDataset Train, SegmentationDataset Val) Shapes(int count = 64, int size = 32)
         => SegmentationDataset.Shapes(new ShapesOptions { Count = count, Size = size, Seed = 11, MaxShapes = 2 }).Split(0.75, seed: 0);
@@ -43,11 +46,11 @@ public class CudaTests
     [InlineData(Precision.Float16)]
     public void Every_convolution_of_a_model_has_a_route_on_CUDA_that_matches_float64(Precision precision)
     {
-        using var model = new UNet(Tiny with { BaseChannels = 16 });
+        using var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 16, depth: 3, seed: 5));
         model.to(CUDA);
         model.Precision = precision;
         model.train();
-        var report = model.RouteConvolutions(new long[] { 2, 3, 64, 64 }, training: true)!;
+        var report = model.CheckLayers(new long[] { 2, 3, 64, 64 }, training: true)!;
         Assert.Equal("cuda:0", report.Device);
         Assert.All(report.Layers, l => Assert.True(l.Tried.Last().Result.Passed, $"{l.Layer}: {l.Tried.Last().Result}"));
         Assert.All(report.Layers, l => Assert.Equal(precision.ComputeType(), l.Shapes[0].DataType));
@@ -61,7 +64,7 @@ public class CudaTests
     {
         // On the CPU this configuration goes from a loss of 1.92 to 0.36 (fp32) and 0.31 (bf16), mean IoU 0.83 and 0.85.
         var (train, val) = Shapes(400);
-        using var model = new UNet(Tiny with { BaseChannels = 16 });
+        using var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 16, depth: 3, seed: 5));
         using var trainer = new Trainer(model, new TrainerOptions
         {
             Epochs = 10, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 5, Workers = 2, Device = "cuda",
@@ -79,7 +82,7 @@ public class CudaTests
     {
         using var dir = new TempDir();
         var (train, val) = Shapes(32);
-        using (var model = new UNet(Tiny))
+        using (var model = new SegmentationModel(Tiny))
         using (var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 8, Seed = 5, Device = "cuda", CheckpointDirectory = dir.Path, TuneAllocator = false }))
             trainer.Fit(train, val);
         var ckpt = Checkpoint.Load(dir["last.ckpt"]);

@@ -6,7 +6,9 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using static TorchSharp.torch;
 
@@ -15,18 +17,18 @@ namespace Segmentation.Tests.Inference;
 /// <summary>Our ONNX export, run by ONNX Runtime, gives TorchSharp's logits.</summary>
 public class OnnxExportTests
 {
-    private static Checkpoint CheckpointOf(UNet model) => new()
+    private static Checkpoint CheckpointOf(SegmentationModel model) => new()
     {
-        Model = model.Options,
-        Dataset = new DatasetDescription { Classes = model.Options.Classes, ClassNames = Enumerable.Range(0, model.Options.Classes).Select(i => $"c{i}").ToArray(), ClassColors = DatasetDescription.Defaults(model.Options.Classes).Colors },
+        Model = model.Description,
+        Dataset = new DatasetDescription { Classes = model.Description.Classes, ClassNames = Enumerable.Range(0, model.Description.Classes).Select(i => $"c{i}").ToArray(), ClassColors = DatasetDescription.Defaults(model.Description.Classes).Colors },
         Preprocessing = new Preprocessing(Normalization.ImageNet, new Size2(64, 96)), TrainerSettings = new TrainerOptions().ToJson(), State = new TrainingState(),
         Weights = Checkpoint.SerializeWeights(model),
     };
 
     /// <summary>Random weights, and batch-norm statistics that are not the identity, so that every part of the graph shows.</summary>
-    private static UNet Model(UNetOptions options)
+    private static SegmentationModel Model(ModelDescription options)
     {
-        var model = new UNet(options);
+        var model = new SegmentationModel(options);
         var g = new TorchSharp.torch.Generator(11);
         using (no_grad())
             foreach (var (name, t) in model.state_dict())
@@ -42,22 +44,22 @@ public class OnnxExportTests
     public static IEnumerable<object[]> Cases()
     {
         var sizes = new[] { (64, 64), (253, 317), (512, 512) };
-        var models = new (string Name, UNetOptions Options)[]
+        var models = new (string Name, ModelDescription Options)[]
         {
-            ("plain transposed", new UNetOptions { InChannels = 3, Classes = 3, BaseChannels = 8, Depth = 4, Seed = 1 }),
-            ("plain bilinear, group norm", new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 8, Depth = 3, Upsampling = UpsamplingMode.Bilinear, Norm = NormLayer.Group, Seed = 2 }),
-            ("resnet18", new UNetOptions { Encoder = EncoderKind.ResNet18, InChannels = 3, Classes = 4, Seed = 3 }),
+            ("plain transposed", ModelDescription.UNet(inChannels: 3, classes: 3, baseChannels: 8, depth: 4, seed: 1)),
+            ("plain bilinear, group norm", ModelDescription.UNet(inChannels: 1, classes: 2, baseChannels: 8, depth: 3, upsampling: UpsamplingMode.Bilinear, norm: NormLayer.Group, seed: 2)),
+            ("resnet18", ModelDescription.For("resnet18", classes: 4, inChannels: 3) with { Seed = 3 }),
         };
         foreach (var (name, _) in models)
             foreach (var (h, w) in sizes)
                 yield return new object[] { name, h, w };
     }
 
-    private static UNetOptions OptionsNamed(string name) => name switch
+    private static ModelDescription OptionsNamed(string name) => name switch
     {
-        "plain transposed" => new UNetOptions { InChannels = 3, Classes = 3, BaseChannels = 8, Depth = 4, Seed = 1 },
-        "plain bilinear, group norm" => new UNetOptions { InChannels = 1, Classes = 2, BaseChannels = 8, Depth = 3, Upsampling = UpsamplingMode.Bilinear, Norm = NormLayer.Group, Seed = 2 },
-        _ => new UNetOptions { Encoder = EncoderKind.ResNet18, InChannels = 3, Classes = 4, Seed = 3 },
+        "plain transposed" => ModelDescription.UNet(inChannels: 3, classes: 3, baseChannels: 8, depth: 4, seed: 1),
+        "plain bilinear, group norm" => ModelDescription.UNet(inChannels: 1, classes: 2, baseChannels: 8, depth: 3, upsampling: UpsamplingMode.Bilinear, norm: NormLayer.Group, seed: 2),
+        _ => ModelDescription.For("resnet18", classes: 4, inChannels: 3) with { Seed = 3 },
     };
 
     [Theory]
@@ -67,10 +69,10 @@ public class OnnxExportTests
         using var scope = NewDisposeScope();
         using var unet = Model(OptionsNamed(model));
         var onnx = OnnxExport.Build(CheckpointOf(unet));
-        int c = unet.Options.InChannels;
+        int c = unet.Description.InChannels;
         var x = randn(new long[] { 2, c, height, width }, generator: new TorchSharp.torch.Generator(5));
         TorchSharp.torch.Tensor expected;
-        using (no_grad()) expected = unet.forward(x);
+        using (no_grad()) expected = unet.Logits(x);
 
         using var session = new InferenceSession(onnx.ToByteArray());
         var input = new DenseTensor<float>(x.data<float>().ToArray(), new[] { 2, c, height, width });

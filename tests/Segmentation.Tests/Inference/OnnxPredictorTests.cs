@@ -2,7 +2,9 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Onnx;
 using Segmentation.Training;
 using static TorchSharp.torch;
@@ -17,15 +19,15 @@ public class OnnxPredictorTests
         // Two epochs on the shapes: enough for masks of several classes, which random weights do not give.
         using var dir = new TempDir();
         var train = SegmentationDataset.Shapes(new ShapesOptions { Count = 96, Size = 64, Seed = 1 });
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3, Seed = 2 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 3, seed: 2));
         using var trainer = new Trainer(model, new TrainerOptions { Epochs = 3, BatchSize = 8, LearningRate = 3e-3, Workers = 1, Device = "cpu", CheckpointDirectory = dir.Path, TuneAllocator = false });
         trainer.Fit(train, null);
         return Checkpoint.Load(dir["last.ckpt"]);
     });
 
-    private static Checkpoint Trained(UNetOptions options, Size2? resize)
+    private static Checkpoint Trained(ModelDescription options, Size2? resize)
     {
-        using var model = new UNet(options);
+        using var model = new SegmentationModel(options);
         return new Checkpoint
         {
             Model = options,
@@ -72,7 +74,7 @@ public class OnnxPredictorTests
     public void A_model_without_metadata_takes_its_class_count_from_the_graph_and_pixel_over_255()
     {
         using var dir = new TempDir();
-        var checkpoint = Trained(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2, Seed = 1 }, null);
+        var checkpoint = Trained(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2, seed: 1), null);
         var model = OnnxExport.Build(checkpoint);
         model.MetadataProps.Clear(); // as torch.onnx.export writes it
         File.WriteAllBytes(dir["bare.onnx"], Google.Protobuf.MessageExtensions.ToByteArray(model));

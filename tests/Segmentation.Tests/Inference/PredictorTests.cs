@@ -2,6 +2,9 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using static TorchSharp.torch;
 
@@ -16,7 +19,7 @@ public sealed class PredictorTests : IDisposable
     {
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 32, Seed = 4, MaxShapes = 2 }).Split(0.75, seed: 0);
         random.manual_seed(3);
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 3));
         using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Seed = 3, Workers = 1, Device = "cpu", CheckpointDirectory = dir.Path, TuneAllocator = false });
         trainer.Fit(train, val);
         checkpoint = Checkpoint.Load(dir["last.ckpt"]);
@@ -58,7 +61,7 @@ public sealed class PredictorTests : IDisposable
         foreach (var y0 in new[] { 0, 8 })
             foreach (var x0 in new[] { 0, 16 })
             {
-                sum[.., .., y0..(y0 + 32), x0..(x0 + 32)].add_(model.forward(x[.., .., y0..(y0 + 32), x0..(x0 + 32)]));
+                sum[.., .., y0..(y0 + 32), x0..(x0 + 32)].add_(model.Logits(x[.., .., y0..(y0 + 32), x0..(x0 + 32)]));
                 count[.., .., y0..(y0 + 32), x0..(x0 + 32)].add_(1);
             }
         Assert.Equal(4f, count.max().item<float>());
@@ -67,7 +70,7 @@ public sealed class PredictorTests : IDisposable
         Assert.Equal(new long[] { 1, 4, 40, 48 }, actual.shape);
         Assert.True(expected.allclose(actual, rtol: 1e-5, atol: 1e-5));
         // And it is not simply the whole-image answer (zero padding at window borders differs).
-        Assert.False(model.forward(x).allclose(actual, rtol: 1e-5, atol: 1e-5));
+        Assert.False(model.Logits(x).allclose(actual, rtol: 1e-5, atol: 1e-5));
     }
 
     [Fact]
@@ -153,7 +156,7 @@ public sealed class PredictorTests : IDisposable
         // PredictFromCheckpoint sample), which the model never saw in training.
         using var d = new TempDir();
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 12, Size = 40, Seed = 5, MaxShapes = 2 }).Split(0.75, seed: 0);
-        using (var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 2 }))
+        using (var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 2)))
         using (var t = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Size = new Size2(24, 24), Workers = 1, Device = "cpu", CheckpointDirectory = d.Path, TuneAllocator = false }))
             t.Fit(train, val);
         using var byDefault = Predictor.FromFile(d["last.ckpt"]);

@@ -1,6 +1,9 @@
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Jpeg;
@@ -11,7 +14,7 @@ namespace Segmentation.Tests.Integrity;
 /// <summary>Nothing the user gave is silently misread, and nothing the user had is lost (issue: integrity).</summary>
 public class IntegrityTests
 {
-    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 2, Seed = 4 };
+    private static readonly ModelDescription Tiny = ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 2, seed: 4);
 
     private static (SegmentationDataset, SegmentationDataset) Shapes()
         => SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 16, Seed = 3, MaxShapes = 2 }).Split(0.75, seed: 0);
@@ -35,7 +38,7 @@ public class IntegrityTests
     {
         using var dir = new TempDir();
         var (train, val) = Shapes();
-        using (var model = new UNet(Tiny))
+        using (var model = new SegmentationModel(Tiny))
         using (var t = new Trainer(model, Options(dir.Path, 4)))
         {
             // The kill: the write sequence stops dead at this boundary (an exception the trainer does not catch).
@@ -83,7 +86,7 @@ public class IntegrityTests
     {
         using var dir = new TempDir();
         var (train, val) = Shapes();
-        using (var model = new UNet(Tiny))
+        using (var model = new SegmentationModel(Tiny))
         using (var t = new Trainer(model, Options(dir.Path, 1))) t.Fit(train, val);
         var run = new RunFolder(dir.Path);
         File.Delete(run.Best); // a disk that filled up, or a copy that lost it
@@ -98,7 +101,7 @@ public class IntegrityTests
         using var dir = new TempDir();
         File.WriteAllBytes(dir[".last.ckpt.0123456789abcdef.tmp"], new byte[1000]);
         var (train, val) = Shapes();
-        using var model = new UNet(Tiny);
+        using var model = new SegmentationModel(Tiny);
         using var t = new Trainer(model, Options(dir.Path, 1));
         var messages = new List<string>();
         t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Message) messages.Add(p.Message!); }));
@@ -111,7 +114,7 @@ public class IntegrityTests
     {
         using var dir = new TempDir();
         var (train, val) = Shapes();
-        using var model = new UNet(Tiny);
+        using var model = new SegmentationModel(Tiny);
         using var t = new Trainer(model, Options(dir.Path, 5));
         using var cts = new CancellationTokenSource();
         var r = t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Step && p.Epoch == 2 && p.Step == 1) cts.Cancel(); }), cancellation: cts.Token);
@@ -230,7 +233,7 @@ public class IntegrityTests
         TempDir.SaveGray(d["masks/p03.png"], 16, 12, (x, y) => 0);                       // wrong size
         File.WriteAllBytes(d["images/p07.png"], File.ReadAllBytes(d["images/p07.png"])[..60]); // truncated
         var data = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Classes = 3 });
-        using var model = new UNet(Tiny with { Classes = 3 });
+        using var model = new SegmentationModel(Tiny with { Classes = 3 });
         using var t = new Trainer(model, Options(d["run"], 1) with { BatchSize = 8 });
         int steps = 0;
         var e = Assert.Throws<DataException>(() => t.Fit(data, null, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Step) steps++; })));
@@ -249,7 +252,7 @@ public class IntegrityTests
         List<string> Checks(int epochs, Checkpoint? from)
         {
             var lines = new List<string>();
-            using var model = from?.CreateModel() ?? new UNet(Tiny with { Classes = 3 });
+            using var model = from?.CreateModel() ?? new SegmentationModel(Tiny with { Classes = 3 });
             using var t = new Trainer(model, Options(d["run"], epochs));
             t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Message?.StartsWith("checked all") == true) lines.Add(p.Message); }), from);
             return lines;

@@ -1,4 +1,7 @@
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -75,12 +78,12 @@ public class ConvolutionTests
     [Fact]
     public void A_low_precision_model_checks_its_convolutions_in_that_precision()
     {
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2));
         model.Precision = Precision.BFloat16;
         model.train();
         using (var scope = NewDisposeScope())
         {
-            var logits = model.forward(randn(2, 3, 16, 16));
+            var logits = model.Logits(randn(2, 3, 16, 16));
             Assert.Equal(ScalarType.Float32, logits.dtype); // losses and metrics see float32
             logits.sum().backward();
         }
@@ -90,7 +93,7 @@ public class ConvolutionTests
         Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.grad!.dtype));
         // Back in float32, the same input shape is checked again, in float32.
         model.Precision = Precision.Float32;
-        var again = model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true);
+        var again = model.CheckLayers(new long[] { 2, 3, 16, 16 }, training: true);
         Assert.NotNull(again);
         Assert.All(again!.Layers, l => Assert.Equal(ScalarType.Float32, l.Shapes[^1].DataType));
     }
@@ -118,23 +121,23 @@ public class ConvolutionTests
     [Fact]
     public void A_model_routes_its_convolutions_before_its_first_forward_and_reports_it()
     {
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2));
         Assert.Null(model.Convolutions);
         model.train();
-        using (var scope = NewDisposeScope()) model.forward(randn(2, 3, 16, 16)).sum().backward();
+        using (var scope = NewDisposeScope()) model.Logits(randn(2, 3, 16, 16)).sum().backward();
         var report = model.Convolutions!;
         Assert.Equal(model.modules().OfType<Convolution>().Count(), report.Layers.Count);
         Assert.All(report.Layers, l => Assert.True(l.Tried.Last().Result.Passed, $"{l.Layer}: {l.Tried.Last().Result}"));
         Assert.All(report.Layers.Skip(1), l => Assert.True(l.Shapes[0].InputGradient, l.Layer)); // every layer after the stem's first
         Assert.False(report.Layers[0].Shapes[0].InputGradient); // the image itself needs no gradient
-        Assert.Null(model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true)); // checked once per shape
+        Assert.Null(model.CheckLayers(new long[] { 2, 3, 16, 16 }, training: true)); // checked once per shape
 
         int before = get_num_threads();
         set_num_threads(before == 1 ? 2 : 1);
         try
         {
             // Another thread count runs other kernel code: the same shape is checked again.
-            var again = model.RouteConvolutions(new long[] { 2, 3, 16, 16 }, training: true);
+            var again = model.CheckLayers(new long[] { 2, 3, 16, 16 }, training: true);
             Assert.NotNull(again);
             Assert.Equal(get_num_threads(), again!.Threads);
         }
@@ -167,14 +170,14 @@ public class ConvolutionTests
     [Fact]
     public void The_same_seed_gives_the_same_weights_and_leaves_the_global_generator_alone()
     {
-        var o = new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2, Seed = 42 };
+        var o = ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2, seed: 42);
         random.manual_seed(1);
-        using var a = new UNet(o);
+        using var a = new SegmentationModel(o);
         float drawnAfterA = rand(1).item<float>();
         random.manual_seed(1);
-        using var b = new UNet(o);
+        using var b = new SegmentationModel(o);
         float drawnAfterB = rand(1).item<float>();
-        using var c = new UNet(o with { Seed = 43 });
+        using var c = new SegmentationModel(o with { Seed = 43 });
         Assert.Equal(Flat(a), Flat(b));
         Assert.NotEqual(Flat(a), Flat(c));
         Assert.Equal(drawnAfterA, drawnAfterB);
@@ -182,7 +185,7 @@ public class ConvolutionTests
         Assert.Equal(rand(1).item<float>(), drawnAfterA); // the model did not consume the global generator
     }
 
-    private static float[] Flat(UNet m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
+    private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
 
     /// <summary>
     /// Forward and backward of <paramref name="layer"/> in float32 (or <paramref name="type"/>) against the same

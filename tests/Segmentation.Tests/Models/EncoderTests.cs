@@ -1,7 +1,9 @@
 using System.Collections;
 using Segmentation.Checkpoints;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -12,10 +14,10 @@ namespace Segmentation.Tests.Models;
 /// <summary>The encoder seam: ResNet stages, torchvision's names, pretrained weights, channel adaptation, 0.1 checkpoints.</summary>
 public class EncoderTests
 {
-    private static UNetOptions ResNet(EncoderKind kind, int inChannels = 3, int classes = 3) => new() { Encoder = kind, InChannels = inChannels, Classes = classes, Seed = 1 };
+    private static ModelDescription ResNet(string kind, int inChannels = 3, int classes = 3) => ModelDescription.For(kind, classes, inChannels) with { Seed = 1 };
 
     /// <summary>torchvision's <c>resnet{18,34,50}().state_dict()</c> keys and shapes, written from its layout (fc included).</summary>
-    internal static List<(string Key, long[] Shape)> TorchvisionLayout(EncoderKind kind)
+    internal static List<(string Key, long[] Shape)> TorchvisionLayout(string kind)
     {
         var (blocks, bottleneck) = ResNetEncoder.Layout(kind);
         var keys = new List<(string, long[])>();
@@ -59,15 +61,15 @@ public class EncoderTests
     }
 
     [Theory]
-    [InlineData(EncoderKind.ResNet18, 65, 97)]
-    [InlineData(EncoderKind.ResNet34, 64, 64)]
-    [InlineData(EncoderKind.ResNet50, 33, 47)]
-    public void ResNet_stages_have_the_channels_and_strides_of_torchvision_and_logits_the_input_size(EncoderKind kind, int h, int w)
+    [InlineData("resnet18", 65, 97)]
+    [InlineData("resnet34", 64, 64)]
+    [InlineData("resnet50", 33, 47)]
+    public void ResNet_stages_have_the_channels_and_strides_of_torchvision_and_logits_the_input_size(string kind, int h, int w)
     {
         using var scope = NewDisposeScope();
-        using var model = new UNet(ResNet(kind));
+        using var model = new SegmentationModel(ResNet(kind));
         model.eval();
-        int e = kind == EncoderKind.ResNet50 ? 4 : 1;
+        int e = kind == "resnet50" ? 4 : 1;
         Assert.Equal(new[] { 64, 64 * e, 128 * e, 256 * e, 512 * e }, model.Encoder.Stages.Select(s => s.Channels));
         Assert.Equal(new[] { 2, 4, 8, 16, 32 }, model.Encoder.Stages.Select(s => s.Stride));
         using var grad = no_grad();
@@ -80,19 +82,19 @@ public class EncoderTests
             H = (H + 1) / 2; W = (W + 1) / 2; // each stride-2 step (7x7 conv, 3x3 max-pool, 3x3 conv, all padded) rounds up
             Assert.Equal(new long[] { 2, model.Encoder.Stages[i - 1].Channels, H, W }, features[i].shape);
         }
-        Assert.Equal(new long[] { 2, 3, h, w }, model.forward(x).shape);
+        Assert.Equal(new long[] { 2, 3, h, w }, model.Logits(x).shape);
     }
 
     [Theory]
-    [InlineData(EncoderKind.ResNet18, 14_328_209)]
-    [InlineData(EncoderKind.ResNet34, 24_436_369)]
-    [InlineData(EncoderKind.ResNet50, 32_521_105)]
-    public void ResNet_UNets_have_the_parameter_counts_of_segmentation_models_pytorch(EncoderKind kind, long smpParameters)
+    [InlineData("resnet18", 14_328_209)]
+    [InlineData("resnet34", 24_436_369)]
+    [InlineData("resnet50", 32_521_105)]
+    public void ResNet_UNets_have_the_parameter_counts_of_segmentation_models_pytorch(string kind, long smpParameters)
     {
         // smp.Unet(encoder_name, classes=1).parameters(): torchvision encoder without fc, decoder 256-128-64-32-16, 3x3 head.
-        using var model = new UNet(ResNet(kind, classes: 1));
+        using var model = new SegmentationModel(ResNet(kind, classes: 1));
         Assert.Equal(smpParameters, model.ParameterCount());
-        Assert.Equal(smpParameters, ModelSummary.For(model.Options, 64, 64).Parameters);
+        Assert.Equal(smpParameters, ModelSummary.For(model.Description, 64, 64).Parameters);
         var keys = model.state_dict().Keys.ToList();
         Assert.Contains("decoder.blocks.0.conv1.0.weight", keys);
         Assert.Contains("decoder.blocks.4.conv2.1.running_var", keys);
@@ -100,11 +102,11 @@ public class EncoderTests
     }
 
     [Theory]
-    [InlineData(EncoderKind.ResNet34)]
-    [InlineData(EncoderKind.ResNet50)]
-    public void The_benchmarks_straight_TorchSharp_model_has_the_same_layers(EncoderKind kind)
+    [InlineData("resnet34")]
+    [InlineData("resnet50")]
+    public void The_benchmarks_straight_TorchSharp_model_has_the_same_layers(string kind)
     {
-        using var ours = new UNet(ResNet(kind, classes: 2));
+        using var ours = new SegmentationModel(ResNet(kind, classes: 2));
         using var straight = new Segmentation.Training.StraightResNetUNet(kind, 3, 2);
         Assert.Equal(ours.ParameterCount(), straight.parameters().Sum(p => p.numel()));
         using var scope = NewDisposeScope();
@@ -114,14 +116,14 @@ public class EncoderTests
     }
 
     [Theory]
-    [InlineData(EncoderKind.ResNet18)]
-    [InlineData(EncoderKind.ResNet34)]
-    [InlineData(EncoderKind.ResNet50)]
-    public void A_torchvision_state_dict_loads_by_name_with_nothing_missing_or_unexpected(EncoderKind kind)
+    [InlineData("resnet18")]
+    [InlineData("resnet34")]
+    [InlineData("resnet50")]
+    public void A_torchvision_state_dict_loads_by_name_with_nothing_missing_or_unexpected(string kind)
     {
         using var dir = new TempDir();
         var layout = TorchvisionLayout(kind);
-        using var model = new UNet(ResNet(kind));
+        using var model = new SegmentationModel(ResNet(kind));
         // Our encoder's keys are torchvision's, less the classifier.
         Assert.Equal(layout.Where(k => !k.Key.StartsWith("fc.")).Select(k => k.Key).Order(), model.Encoder.state_dict().Keys.Order());
 
@@ -145,9 +147,9 @@ public class EncoderTests
         using var dir = new TempDir();
         using var scope = NewDisposeScope();
         var file = new Hashtable();
-        foreach (var (key, shape) in TorchvisionLayout(EncoderKind.ResNet18)) file[key] = zeros(shape);
+        foreach (var (key, shape) in TorchvisionLayout("resnet18")) file[key] = zeros(shape);
         PyTorchPickler.PickleStateDict(dir["r18.pth"], file);
-        using var model = new UNet(ResNet(EncoderKind.ResNet34));
+        using var model = new SegmentationModel(ResNet("resnet34"));
         var e = Assert.Throws<SegmentationException>(() => model.LoadEncoderWeights(dir["r18.pth"]));
         Assert.Contains("r18.pth", e.Message);
         Assert.Contains("missing: layer1.2.conv1.weight", e.Message); // ResNet-34 has a third block in layer1
@@ -176,12 +178,12 @@ public class EncoderTests
     {
         using var dir = new TempDir();
         using var scope = NewDisposeScope();
-        using var rgb = new UNet(ResNet(EncoderKind.ResNet18, inChannels: 3));
+        using var rgb = new SegmentationModel(ResNet("resnet18", inChannels: 3));
         var file = new Hashtable();
         foreach (var (key, value) in rgb.Encoder.state_dict()) file[key] = value.detach().clone();
         PyTorchPickler.PickleStateDict(dir["rgb.pth"], file);
 
-        using var other = new UNet(ResNet(EncoderKind.ResNet18, inChannels: channels));
+        using var other = new SegmentationModel(ResNet("resnet18", inChannels: channels));
         other.LoadEncoderWeights(dir["rgb.pth"]);
         var w = other.Encoder.state_dict()["conv1.weight"];
         Assert.Equal(new long[] { 64, channels, 7, 7 }, w.shape);
@@ -202,8 +204,8 @@ public class EncoderTests
     public void A_checkpoint_with_0_1_keys_loads_into_todays_layout_and_predicts_the_same()
     {
         using var scope = NewDisposeScope();
-        var o = new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 4, Depth = 2, Seed = 9 };
-        using var model = new UNet(o);
+        var o = ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 4, depth: 2, seed: 9);
+        using var model = new SegmentationModel(o);
         // 0.1 wrote stem.*, encoder.{i}.* and decoder.{i}.* at the top level.
         static string Old(string k) => k.StartsWith("encoder.stem.") ? k["encoder.".Length..]
             : k.StartsWith("encoder.blocks.") ? "encoder." + k["encoder.blocks.".Length..]
@@ -225,14 +227,14 @@ public class EncoderTests
         model.eval(); loaded.eval();
         using var grad = no_grad();
         var x = randn(1, 3, 16, 16);
-        Assert.True(model.forward(x).eq(loaded.forward(x)).all().item<bool>());
+        Assert.True(model.Logits(x).eq(loaded.Logits(x)).all().item<bool>());
     }
 
     [Fact]
     public void A_frozen_encoder_does_not_move_until_it_thaws_and_its_learning_rate_scales()
     {
         var (train, _) = Segmentation.Data.SegmentationDataset.Shapes(new Segmentation.Data.ShapesOptions { Count = 16, Size = 32, Seed = 2 }).Split(0.99, seed: 0);
-        using var model = new UNet(ResNet(EncoderKind.ResNet18, classes: 4));
+        using var model = new SegmentationModel(ResNet("resnet18", classes: 4));
         float[] Weights(nn.Module m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
         var encoderBefore = Weights(model.Encoder);
         var decoderBefore = Weights(model) .Skip(encoderBefore.Length).ToArray();

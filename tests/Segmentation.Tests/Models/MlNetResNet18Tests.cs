@@ -1,7 +1,9 @@
 using Onnx;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -91,7 +93,7 @@ public class MlNetResNet18Tests
         // the channel order, so the encoder must match the graph everywhere, borders included.
         var mean = MlNetResNet18.MeanBgr.Reverse().ToArray();
         var exact = new Normalization(mean.Select(m => m / 255f).ToArray(), new[] { 1 / 255f, 1 / 255f, 1 / 255f });
-        using var model = new UNet(new UNetOptions { Encoder = EncoderKind.MlNetResNet18, InChannels = 3, Classes = 2, Seed = 1 });
+        using var model = new SegmentationModel(ModelDescription.For("mlnet-resnet18", classes: 2, inChannels: 3) with { Seed = 1 });
         Assert.Equal(22 * 5, model.LoadEncoderWeights(OnnxFile, exact)); // 22 convolutions, each with a batch norm of 4 tensors
         model.eval();
 
@@ -110,7 +112,7 @@ public class MlNetResNet18Tests
     public void Under_the_trainers_ImageNet_normalisation_the_folded_first_layer_gives_the_same_features()
     {
         using var scope = NewDisposeScope();
-        using var model = new UNet(new UNetOptions { Encoder = EncoderKind.MlNetResNet18, InChannels = 3, Classes = 2, Seed = 1 });
+        using var model = new SegmentationModel(ModelDescription.For("mlnet-resnet18", classes: 2, inChannels: 3) with { Seed = 1 });
         model.LoadEncoderWeights(OnnxFile);
         model.eval();
         var images = randint(0, 256, new long[] { 1, 3, 64, 64 }, generator: new TorchSharp.torch.Generator(3)).to(ScalarType.Byte);
@@ -133,11 +135,11 @@ public class MlNetResNet18Tests
     [MlNetFact]
     public void Gray_images_get_the_summed_filters_and_other_encoders_refuse_the_file()
     {
-        using var gray = new UNet(new UNetOptions { Encoder = EncoderKind.MlNetResNet18, InChannels = 1, Classes = 2, Seed = 1 });
+        using var gray = new SegmentationModel(ModelDescription.For("mlnet-resnet18", classes: 2, inChannels: 1) with { Seed = 1 });
         gray.LoadEncoderWeights(OnnxFile);
         Assert.Equal(new long[] { 64, 1, 7, 7 }, gray.Encoder.state_dict()["conv1.weight"].shape);
 
-        using var resnet18 = new UNet(new UNetOptions { Encoder = EncoderKind.ResNet18, InChannels = 3, Classes = 2, Seed = 1 });
+        using var resnet18 = new SegmentationModel(ModelDescription.For("resnet18", classes: 2, inChannels: 3) with { Seed = 1 });
         var e = Assert.Throws<OptionsException>(() => resnet18.LoadEncoderWeights(OnnxFile));
         Assert.Contains("mlnet-resnet18", e.Message);
     }

@@ -1,5 +1,7 @@
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using static TorchSharp.torch;
 
 namespace Segmentation.Tests.Models;
@@ -20,15 +22,15 @@ public class TorchvisionFixtureTests
     internal const string Variable = "SEGMENTATION_TORCHVISION_FIXTURES";
 
     [TorchvisionFixtureFact]
-    [InlineData("resnet18", EncoderKind.ResNet18)]
-    [InlineData("resnet34", EncoderKind.ResNet34)]
-    [InlineData("resnet50", EncoderKind.ResNet50)]
-    public void Torchvision_weights_give_torchvisions_feature_maps(string file, EncoderKind kind)
+    [InlineData("resnet18", "resnet18")]
+    [InlineData("resnet34", "resnet34")]
+    [InlineData("resnet50", "resnet50")]
+    public void Torchvision_weights_give_torchvisions_feature_maps(string file, string kind)
     {
         var folder = Environment.GetEnvironmentVariable(Variable)!;
         using var scope = NewDisposeScope();
         var io = StateDicts.ReadFile(Path.Combine(folder, file + "_io.pth"));
-        using var model = new UNet(new UNetOptions { Encoder = kind, InChannels = 3, Classes = 2 });
+        using var model = new SegmentationModel(ModelDescription.For(kind, classes: 2, inChannels: 3));
         model.LoadEncoderWeights(Path.Combine(folder, file + ".pth"));
         model.eval();
         using var grad = no_grad();

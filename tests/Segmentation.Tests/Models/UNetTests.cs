@@ -1,4 +1,7 @@
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -6,7 +9,7 @@ namespace Segmentation.Tests.Models;
 
 public class UNetTests
 {
-    private static UNet Small(UNetOptions? o = null) => new(o ?? new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 4, Depth = 3 });
+    private static SegmentationModel Small(ModelDescription? o = null) => new(o ?? ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 4, depth: 3));
 
     [Theory]
     [InlineData(253, 317, 1, 3, UpsamplingMode.Transposed, NormLayer.Batch)]
@@ -16,16 +19,16 @@ public class UNetTests
     public void Logits_have_the_input_size_and_one_channel_per_class(int h, int w, int inChannels, int classes, UpsamplingMode up, NormLayer norm)
     {
         using var scope = NewDisposeScope();
-        using var model = new UNet(new UNetOptions { InChannels = inChannels, Classes = classes, BaseChannels = 4, Depth = 4, Upsampling = up, Norm = norm });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: inChannels, classes: classes, baseChannels: 4, depth: 4, upsampling: up, norm: norm));
         model.eval();
-        var logits = model.forward(randn(2, inChannels, h, w));
+        var logits = model.Logits(randn(2, inChannels, h, w));
         Assert.Equal(new long[] { 2, classes, h, w }, logits.shape);
     }
 
     [Fact]
     public void Canonical_configuration_has_the_parameter_count_of_the_PyTorch_UNet()
     {
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 2, BaseChannels = 64, Depth = 4 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 2, baseChannels: 64, depth: 4));
         Assert.Equal(31_037_698L, model.ParameterCount());
     }
 
@@ -38,7 +41,7 @@ public class UNetTests
         Assert.Contains("encoder.blocks.2.conv.block.norm2.running_mean", keys);
         Assert.Contains("decoder.blocks.0.up.weight", keys);
         Assert.Contains("head.bias", keys);
-        Assert.All(keys, k => Assert.Equal(k, UNet.LegacyKey(k))); // today's keys are left alone by the 0.1 mapping
+        Assert.All(keys, k => Assert.Equal(k, SegmentationModel.LegacyKey(k))); // today's keys are left alone by the 0.1 mapping
     }
 
     [Fact]
@@ -66,7 +69,7 @@ public class UNetTests
     [InlineData(3, 2, 64, 4, 1.0, "Dropout is 1")]
     public void Invalid_options_are_refused_with_the_value(int inC, int classes, int width, int depth, double dropout, string expected)
     {
-        var e = Assert.Throws<OptionsException>(() => new UNet(new UNetOptions { InChannels = inC, Classes = classes, BaseChannels = width, Depth = depth, Dropout = dropout }));
+        var e = Assert.Throws<OptionsException>(() => new SegmentationModel(ModelDescription.UNet(inChannels: inC, classes: classes, baseChannels: width, depth: depth, dropout: dropout)));
         Assert.Contains(expected, e.Message);
     }
 
@@ -75,8 +78,8 @@ public class UNetTests
     {
         using var scope = NewDisposeScope();
         random.manual_seed(1);
-        using var model = Small(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 4, Depth = 3, Dropout = 0.2 });
-        var logits = model.forward(randn(2, 3, 24, 24));
+        using var model = Small(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 4, depth: 3, dropout: 0.2));
+        var logits = model.Logits(randn(2, 3, 24, 24));
         var loss = nn.functional.cross_entropy(logits, randint(0, 4, new long[] { 2, 24, 24 }));
         loss.backward();
         foreach (var (name, p) in model.named_parameters())
@@ -100,7 +103,7 @@ public class UNetTests
         {
             using var scope = NewDisposeScope();
             opt.zero_grad();
-            var loss = nn.functional.cross_entropy(model.forward(x), y);
+            var loss = nn.functional.cross_entropy(model.Logits(x), y);
             loss.backward();
             opt.step();
             if (i == 0) first = loss.item<float>();
@@ -121,7 +124,7 @@ public class UNetTests
         {
             using var scope = NewDisposeScope();
             opt.zero_grad();
-            var loss = nn.functional.cross_entropy(model.forward(x), y);
+            var loss = nn.functional.cross_entropy(model.Logits(x), y);
             loss.backward();
             opt.step();
         }

@@ -1,5 +1,8 @@
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 
 namespace Segmentation.Tests.Training;
@@ -14,7 +17,7 @@ public class AugmentationOptionTests
         double[] Losses(TrainerOptions o)
         {
             var (train, _) = SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 32, Seed = 4 }).Split(0.75, seed: 0);
-            using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 4, Depth = 2, Seed = 1 });
+            using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 4, depth: 2, seed: 1));
             using var trainer = new Trainer(model, o with { Epochs = 2, BatchSize = 4, Workers = 1, Device = "cpu", TuneAllocator = false });
             return trainer.Fit(train, null).History.Select(h => h.TrainLoss).ToArray();
         }

@@ -1,6 +1,9 @@
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,7 +13,7 @@ namespace Segmentation.Tests.Training;
 /// <summary>Mixed precision: loss scaling, low-precision numerics against float32, and precision across checkpoints.</summary>
 public class PrecisionTests
 {
-    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3, Seed = 5 };
+    private static readonly ModelDescription Tiny = ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 3, seed: 5);
 
     private static (SegmentationDataset Train, SegmentationDataset Val) Shapes(int count = 24, int size = 32)
         => SegmentationDataset.Shapes(new ShapesOptions { Count = count, Size = size, Seed = 11, MaxShapes = 2 }).Split(0.75, seed: 0);
@@ -21,7 +24,7 @@ public class PrecisionTests
         TuneAllocator = false, Precision = precision,
     };
 
-    private static float[] Flat(UNet m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
+    private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
 
     private static HostBatch Batch(int seed, int size = 32)
     {
@@ -66,7 +69,7 @@ public class PrecisionTests
     public void A_float16_step_whose_gradients_overflow_leaves_the_weights_alone_and_halves_the_scale()
     {
         // A scale of 1e38 makes the float16 gradients infinite: the step must be skipped, not applied.
-        using var model = new UNet(Tiny);
+        using var model = new SegmentationModel(Tiny);
         using var trainer = new Trainer(model, Quick(Precision.Float16) with { InitialLossScale = 1e38, LossScaleGrowthInterval = 2 });
         var norm = Normalization.DefaultFor(3);
         var before = Flat(model);
@@ -81,7 +84,7 @@ public class PrecisionTests
     [Fact]
     public void A_float16_step_that_does_not_overflow_trains_and_the_scale_grows_on_schedule()
     {
-        using var model = new UNet(Tiny);
+        using var model = new SegmentationModel(Tiny);
         using var trainer = new Trainer(model, Quick(Precision.Float16) with { InitialLossScale = 256, LossScaleGrowthInterval = 2 });
         var norm = Normalization.DefaultFor(3);
         var before = Flat(model);
@@ -116,11 +119,11 @@ public class PrecisionTests
         var masks = randint(0, 4, new long[] { 2, 40, 40 }, generator: g).to(device);
         (Tensor Logits, float Loss, Tensor Gradient) Run(Precision p)
         {
-            using var net = new UNet(Tiny with { Norm = norm, Seed = 3 });
+            using var net = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 3, norm: norm, seed: 3));
             net.to(device);
             net.Precision = p;
             net.train();
-            var logits = net.forward(x);
+            var logits = net.Logits(x);
             var loss = nn.functional.cross_entropy(logits, masks);
             loss.backward();
             return (logits.detach(), loss.item<float>(), cat(net.parameters().Select(q => q.grad!.flatten()).ToArray()));
@@ -144,7 +147,7 @@ public class PrecisionTests
         var (train, val) = Shapes();
         // fp16: a growth interval of 2 moves the scale during the run, so a resume that lost it would differ.
         TrainerOptions Options(string sub) => Quick(precision, dir.Sub(sub), 4) with { LossScaleGrowthInterval = 2, InitialLossScale = 1024 };
-        using var straight = new UNet(Tiny);
+        using var straight = new SegmentationModel(Tiny);
         double? straightScale;
         using (var t = new Trainer(straight, Options("a")))
         {
@@ -152,7 +155,7 @@ public class PrecisionTests
             straightScale = t.Scaler?.Scale;
         }
 
-        using (var first = new UNet(Tiny))
+        using (var first = new SegmentationModel(Tiny))
         using (var t = new Trainer(first, Options("b")))
         using (var cts = new CancellationTokenSource())
         {
@@ -177,6 +180,6 @@ public class PrecisionTests
         using var asFloat32 = ckpt.CreateModel();
         asFloat32.eval();
         using var scope = NewDisposeScope();
-        Assert.Equal(ScalarType.Float32, asFloat32.forward(randn(1, 3, 32, 32)).dtype);
+        Assert.Equal(ScalarType.Float32, asFloat32.Logits(randn(1, 3, 32, 32)).dtype);
     }
 }

@@ -1,5 +1,8 @@
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 
 namespace Segmentation.Tests.Training;
@@ -27,7 +30,7 @@ public class TensorBoardTests
     {
         using var dir = new TempDir();
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 24, Size = 32, Seed = 2 }).Split(0.75, seed: 0);
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 2, Seed = 1 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 2, seed: 1));
         using var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 6, Workers = 1, Device = "cpu", TuneAllocator = false, PreviewImages = 2 });
         var logger = new TensorBoardLogger(dir["tb"]);
         var result = trainer.Fit(train, val, logger);

@@ -1,6 +1,9 @@
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using Segmentation.Models.Layers;
 using Segmentation.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,7 +12,7 @@ namespace Segmentation.Tests.Training;
 
 public class TrainerTests
 {
-    private static readonly UNetOptions Tiny = new() { InChannels = 3, Classes = 4, BaseChannels = 8, Depth = 3 };
+    private static readonly ModelDescription Tiny = ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 3);
 
     private static (SegmentationDataset Train, SegmentationDataset Val) Shapes(int count = 48, int size = 32)
         => SegmentationDataset.Shapes(new ShapesOptions { Count = count, Size = size, Seed = 11, MaxShapes = 2 }).Split(0.75, seed: 0);
@@ -19,9 +22,9 @@ public class TrainerTests
         Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir, TuneAllocator = false,
     };
 
-    private static UNet Build(int seed = 5) => new(Tiny with { Seed = seed });
+    private static SegmentationModel Build(int seed = 5) => new(Tiny with { Seed = seed });
 
-    private static float[] Flat(UNet m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
+    private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
 
     [Fact]
     public void The_same_seed_gives_the_same_losses()
@@ -75,7 +78,7 @@ public class TrainerTests
         using (var t = new Trainer(model, Quick(dir.Path, 1))) t.Fit(train, val);
         var ckpt = Checkpoint.Load(dir["last.ckpt"]);
         Assert.Equal(new[] { "background", "circle", "rectangle", "triangle" }, ckpt.Dataset.ClassNames);
-        Assert.Equal(Tiny with { Seed = 5 }, ckpt.Model);
+        Assert.Equal((Tiny with { Seed = 5 }).Resolve(), ckpt.Model);
         Assert.Single(ckpt.State.History);
         Assert.True(ckpt.State.History[0].ResidentMemoryMB > 0); // metrics.jsonl rewritten on resume keeps rssMB
         using var loaded = ckpt.CreateModel();
@@ -84,7 +87,7 @@ public class TrainerTests
         var x = randn(2, 3, 32, 32);
         // The trained model's layers may take another (equally right) convolution route than the fresh one: the
         // trained one was also checked at its training shapes. Same weights, same logits to float32 rounding.
-        Assert.True(model.forward(x).allclose(loaded.forward(x), rtol: 1e-5, atol: 1e-6));
+        Assert.True(model.Logits(x).allclose(loaded.Logits(x), rtol: 1e-5, atol: 1e-6));
     }
 
     [Fact]
@@ -174,7 +177,7 @@ public class TrainerTests
         // The main job's recipe (CE + Dice, AdamW 3e-3, poly) at a quarter of its cost: 320 images of 48x48, depth 3.
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 320, Size = 48, Seed = 3, MaxShapes = 3 }).Split(0.8, seed: 0);
         random.manual_seed(1);
-        using var model = new UNet(new UNetOptions { InChannels = 3, Classes = 4, BaseChannels = 16, Depth = 3 });
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 16, depth: 3));
         using var t = new Trainer(model, new TrainerOptions { Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 1, Workers = 2, Device = "cpu" });
         var r = t.Fit(train, val);
         Assert.True(r.History[^1].TrainLoss < r.History[0].TrainLoss * 0.3, $"loss per epoch {string.Join(", ", r.History.Select(h => h.TrainLoss.ToString("F3")))}");
@@ -190,7 +193,7 @@ public class TrainerTests
         // Both went NaN in the first step on AMD Zen 5 (oneDNN's backward kernels below 16 channels; GroupNorm's
         // uninitialised affine parameters). Right by construction now: the loss must fall on data a U-Net learns.
         var (train, val) = Shapes(32);
-        using var model = new UNet(Tiny with { BaseChannels = baseChannels, Norm = norm, Seed = 3 });
+        using var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: baseChannels, depth: 3, norm: norm, seed: 3));
         using var trainer = new Trainer(model, Quick(epochs: 4));
         var r = trainer.Fit(train, val);
         var losses = r.History.Select(h => h.TrainLoss).ToArray();

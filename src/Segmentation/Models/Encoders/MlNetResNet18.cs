@@ -10,7 +10,7 @@ namespace Segmentation.Models.Encoders;
 /// export to ONNX (<c>tools/DnnImageModels/ResNet18Onnx/ResNet18.onnx</c>) that is torchvision's ResNet with basic
 /// blocks 2-2-2-3 (one more 512-channel block than ResNet-18) and CNTK's "same" padding, which for even sizes samples
 /// exactly the pixels torchvision's symmetric padding does. <see cref="ReadWeights"/> turns its 22 convolutions and
-/// batch norms into a torchvision-named state dict for <see cref="EncoderKind.MlNetResNet18"/>, with its input
+/// batch norms into a torchvision-named state dict for the <c>mlnet-resnet18</c> encoder, with its input
 /// convention (BGR, 0-255, minus a per-channel mean: <c>ResNetPreprocess.onnx</c>) folded into <c>conv1</c> and
 /// <c>bn1</c>, so the encoder takes images normalised the way the trainer normalises them.
 /// </summary>
@@ -109,7 +109,7 @@ public static class MlNetResNet18
                 throw new SegmentationException($"{path}: a 1x1 convolution ({conv.Name}) that is no block's shortcut.");
             Add(conv, name + ".downsample.0", name + ".downsample.1");
         }
-        if (!blocks.SequenceEqual(ResNetEncoder.Layout(EncoderKind.MlNetResNet18).Blocks))
+        if (!blocks.SequenceEqual(ResNetEncoder.Layout(ResNetEncoder.MlNet).Blocks))
             throw new SegmentationException($"{path}: a ResNet with blocks {string.Join("-", blocks)}; ML.NET's ResNet18.onnx has 2-2-2-3.");
         return result;
     }

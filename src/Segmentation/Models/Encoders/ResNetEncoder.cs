@@ -1,10 +1,23 @@
-using TorchSharp;
-using TorchSharp.Modules;
+using Segmentation.Data;
+using Segmentation.Models.Layers;
+using Segmentation.Models.Parts;
+using Sequential = TorchSharp.Modules.Sequential;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
-using Segmentation.Models.Export;
 
 namespace Segmentation.Models.Encoders;
+
+/// <summary>Options of the ResNet encoders (none: the registered name picks the layout).</summary>
+public sealed record ResNetEncoderOptions;
+
+/// <summary>An encoder that can start from pretrained weights in a file.</summary>
+public interface IPretrainedEncoder
+{
+    /// <summary>
+    /// Loads weights from <paramref name="path"/> for images normalised by <paramref name="inputNormalization"/>;
+    /// returns how many tensors were loaded. Errors name the file and what did not fit.
+    /// </summary>
+    int LoadWeights(string path, Normalization inputNormalization);
+}
 
 /// <summary>
 /// torchvision's ResNet-18, -34 and -50 without the classifier, as segmentation_models.pytorch uses them: stages at
@@ -14,36 +27,49 @@ namespace Segmentation.Models.Encoders;
 /// channel count: <c>conv1</c> takes that many; <see cref="AdaptFirstConvolution"/> fits pretrained RGB weights to it.
 /// Initialised as torchvision initialises it (Kaiming normal, fan-out, for convolutions; batch norm 1 and 0).
 /// </summary>
-internal sealed class ResNetEncoder : Encoder
+internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1;
-    private readonly BatchNorm2d bn1;
-    private readonly MaxPool2d maxpool;
+    private readonly BatchNorm bn1;
+    private readonly MaxPool maxpool;
     private readonly Sequential layer1, layer2, layer3, layer4;
 #pragma warning restore IDE1006
     private readonly EncoderStage[] stages;
     private readonly int inChannels;
 
-    /// <summary>Blocks per layer and whether they are bottlenecks, for each depth.</summary>
-    public static (int[] Blocks, bool Bottleneck) Layout(EncoderKind kind) => kind switch
+    /// <summary>The registered name of the ML.NET ImageNet ResNet-18 layout.</summary>
+    public const string MlNet = "mlnet-resnet18";
+
+    /// <summary>The ResNet layouts: registered name, blocks per layer, bottleneck blocks.</summary>
+    public static readonly IReadOnlyList<(string Name, int[] Blocks, bool Bottleneck)> Layouts = new[]
     {
-        EncoderKind.ResNet18 => (new[] { 2, 2, 2, 2 }, false),
-        EncoderKind.ResNet34 => (new[] { 3, 4, 6, 3 }, false),
-        EncoderKind.ResNet50 => (new[] { 3, 4, 6, 3 }, true),
-        EncoderKind.MlNetResNet18 => (new[] { 2, 2, 2, 3 }, false),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), $"{kind} is not a ResNet."),
+        ("resnet18", new[] { 2, 2, 2, 2 }, false),
+        ("resnet34", new[] { 3, 4, 6, 3 }, false),
+        ("resnet50", new[] { 3, 4, 6, 3 }, true),
+        (MlNet, new[] { 2, 2, 2, 3 }, false),
     };
 
+    /// <summary>Blocks per layer and whether they are bottlenecks, for a registered name.</summary>
+    public static (int[] Blocks, bool Bottleneck) Layout(string name)
+    {
+        var layout = Layouts.FirstOrDefault(l => l.Name == name);
+        return layout.Blocks is null ? throw new ArgumentOutOfRangeException(nameof(name), $"{name} is not a ResNet.") : (layout.Blocks, layout.Bottleneck);
+    }
+
+    /// <summary>The registered name (resnet18, resnet34, resnet50, mlnet-resnet18).</summary>
+    public string Kind { get; }
+
     /// <summary>Creates a randomly initialised ResNet encoder taking <paramref name="inChannels"/> channels.</summary>
-    public ResNetEncoder(EncoderKind kind, int inChannels) : base(kind.ToString())
+    public ResNetEncoder(string kind, int inChannels) : base(kind)
     {
         var (counts, bottleneck) = Layout(kind);
+        Kind = kind;
         int expansion = bottleneck ? 4 : 1;
         this.inChannels = inChannels;
         conv1 = new Convolution(inChannels, 64, 7, stride: 2, padding: 3, bias: false);
-        bn1 = nn.BatchNorm2d(64);
-        maxpool = nn.MaxPool2d(3, 2, 1);
+        bn1 = new BatchNorm(64);
+        maxpool = new MaxPool(3, 2, 1);
         long inplanes = 64;
         Sequential Layer(int planes, int blocks, int stride)
         {
@@ -76,21 +102,43 @@ internal sealed class ResNetEncoder : Encoder
     /// <inheritdoc />
     public override Tensor[] forward(Tensor input)
     {
-        var f1 = F.relu(bn1.forward(conv1.forward(input)), inplace: true);
+        var f1 = LayerOps.Relu(bn1.forward(conv1.forward(input)), inPlace: true);
         var f2 = layer1.forward(maxpool.forward(f1));
         var f3 = layer2.forward(f2);
         var f4 = layer3.forward(f3);
         return new[] { input, f1, f2, f3, f4, layer4.forward(f4) };
     }
 
-    /// <inheritdoc />
-    internal override string[] ExportOnnx(OnnxGraph g, string input, string path)
+    /// <summary>
+    /// A torchvision-layout state dict (<c>.pth</c> or <c>.safetensors</c>; the classifier <c>fc.*</c> is left out, and
+    /// keys may carry an <c>encoder.</c> prefix, as smp's do), its RGB first convolution fitted to this encoder's input
+    /// channels (<see cref="AdaptFirstConvolution"/>); or, for <c>mlnet-resnet18</c>, ML.NET's <c>ResNet18.onnx</c>
+    /// (<see cref="MlNetResNet18"/>), whose input convention is folded into the first layer for images normalised by
+    /// <paramref name="inputNormalization"/>.
+    /// </summary>
+    public int LoadWeights(string path, Normalization inputNormalization)
     {
-        var f1 = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, input, path + ".conv1"), path + ".bn1"));
-        var f2 = g.Module(layer1, g.MaxPool(f1, 3, 2, 1), path + ".layer1");
-        var f3 = g.Module(layer2, f2, path + ".layer2");
-        var f4 = g.Module(layer3, f3, path + ".layer3");
-        return new[] { input, f1, f2, f3, f4, g.Module(layer4, f4, path + ".layer4") };
+        using var scope = NewDisposeScope();
+        bool onnx = path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+        if (onnx != (Kind == MlNet))
+            throw new OptionsException(onnx
+                ? $"{path}: ONNX encoder weights are read for the {MlNet} encoder (ML.NET's ResNet18.onnx) only; this model's encoder is {Kind}."
+                : $"{path}: the {MlNet} encoder takes ML.NET's ResNet18.onnx ({MlNetResNet18.Package} {MlNetResNet18.Version}), "
+                    + "not a .pth or .safetensors file.");
+        static bool Tracked(string key) => key.EndsWith("num_batches_tracked", StringComparison.Ordinal);
+        if (onnx)
+        {
+            var weights = MlNetResNet18.ReadWeights(path, inChannels, inputNormalization);
+            StateDicts.Load(this, weights, $"{path} ({Kind} encoder weights)", Tracked);
+            return weights.Count;
+        }
+        var source = StateDicts.ReadFile(path)
+            .Where(kv => !kv.Key.StartsWith("fc.", StringComparison.Ordinal))
+            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..] : kv.Key, kv => kv.Value);
+        if (source.TryGetValue("conv1.weight", out var first) && first.shape.Length == 4 && first.shape[1] != inChannels)
+            source["conv1.weight"] = AdaptFirstConvolution(first, inChannels);
+        StateDicts.Load(this, source, $"{path} ({Kind} encoder weights)", Tracked);
+        return source.Count;
     }
 
     /// <summary>
@@ -112,11 +160,11 @@ internal sealed class ResNetEncoder : Encoder
 }
 
 /// <summary>torchvision's ResNet basic block: two 3x3 convolutions and a shortcut (1x1 convolution when the shape changes).</summary>
-internal sealed class BasicBlock : nn.Module<Tensor, Tensor>, IOnnxExportable
+internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2;
-    private readonly BatchNorm2d bn1, bn2;
+    private readonly BatchNorm bn1, bn2;
     private readonly Sequential? downsample;
 #pragma warning restore IDE1006
 
@@ -124,38 +172,30 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>, IOnnxExportable
     public BasicBlock(long inplanes, long planes, int stride) : base(nameof(BasicBlock))
     {
         conv1 = new Convolution(inplanes, planes, 3, stride, 1, bias: false);
-        bn1 = nn.BatchNorm2d(planes);
+        bn1 = new BatchNorm(planes);
         conv2 = new Convolution(planes, planes, 3, 1, 1, bias: false);
-        bn2 = nn.BatchNorm2d(planes);
+        bn2 = new BatchNorm(planes);
         downsample = stride != 1 || inplanes != planes ? Shortcut(inplanes, planes, stride) : null;
         RegisterComponents();
     }
 
     internal static Sequential Shortcut(long inplanes, long outplanes, int stride) =>
-        nn.Sequential(("0", new Convolution(inplanes, outplanes, 1, stride, 0, bias: false)), ("1", nn.BatchNorm2d(outplanes)));
+        nn.Sequential(("0", new Convolution(inplanes, outplanes, 1, stride, 0, bias: false)), ("1", new BatchNorm(outplanes)));
 
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
-        var y = bn2.forward(conv2.forward(F.relu(bn1.forward(conv1.forward(x)), inplace: true)));
-        return F.relu(y.add_(downsample?.forward(x) ?? x), inplace: true);
-    }
-
-    /// <inheritdoc />
-    public string ExportOnnx(OnnxGraph g, string x, string path)
-    {
-        var y = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, x, path + ".conv1"), path + ".bn1"));
-        y = g.BatchNorm(bn2, conv2.ExportOnnx(g, y, path + ".conv2"), path + ".bn2");
-        return g.Relu(g.Add(y, downsample is null ? x : g.Module(downsample, x, path + ".downsample")));
+        var y = bn2.forward(conv2.forward(LayerOps.Relu(bn1.forward(conv1.forward(x)), inPlace: true)));
+        return LayerOps.Relu(LayerOps.Add(y, downsample?.forward(x) ?? x, inPlace: true), inPlace: true);
     }
 }
 
 /// <summary>torchvision's ResNet bottleneck (v1.5: the stride on the 3x3): 1x1 down, 3x3, 1x1 up to 4x the width.</summary>
-internal sealed class Bottleneck : nn.Module<Tensor, Tensor>, IOnnxExportable
+internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names
     private readonly Convolution conv1, conv2, conv3;
-    private readonly BatchNorm2d bn1, bn2, bn3;
+    private readonly BatchNorm bn1, bn2, bn3;
     private readonly Sequential? downsample;
 #pragma warning restore IDE1006
 
@@ -163,11 +203,11 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>, IOnnxExportable
     public Bottleneck(long inplanes, long planes, int stride) : base(nameof(Bottleneck))
     {
         conv1 = new Convolution(inplanes, planes, 1, 1, 0, bias: false);
-        bn1 = nn.BatchNorm2d(planes);
+        bn1 = new BatchNorm(planes);
         conv2 = new Convolution(planes, planes, 3, stride, 1, bias: false);
-        bn2 = nn.BatchNorm2d(planes);
+        bn2 = new BatchNorm(planes);
         conv3 = new Convolution(planes, planes * 4, 1, 1, 0, bias: false);
-        bn3 = nn.BatchNorm2d(planes * 4);
+        bn3 = new BatchNorm(planes * 4);
         downsample = stride != 1 || inplanes != planes * 4 ? BasicBlock.Shortcut(inplanes, planes * 4, stride) : null;
         RegisterComponents();
     }
@@ -175,18 +215,9 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>, IOnnxExportable
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
-        var y = F.relu(bn1.forward(conv1.forward(x)), inplace: true);
-        y = F.relu(bn2.forward(conv2.forward(y)), inplace: true);
+        var y = LayerOps.Relu(bn1.forward(conv1.forward(x)), inPlace: true);
+        y = LayerOps.Relu(bn2.forward(conv2.forward(y)), inPlace: true);
         y = bn3.forward(conv3.forward(y));
-        return F.relu(y.add_(downsample?.forward(x) ?? x), inplace: true);
-    }
-
-    /// <inheritdoc />
-    public string ExportOnnx(OnnxGraph g, string x, string path)
-    {
-        var y = g.Relu(g.BatchNorm(bn1, conv1.ExportOnnx(g, x, path + ".conv1"), path + ".bn1"));
-        y = g.Relu(g.BatchNorm(bn2, conv2.ExportOnnx(g, y, path + ".conv2"), path + ".bn2"));
-        y = g.BatchNorm(bn3, conv3.ExportOnnx(g, y, path + ".conv3"), path + ".bn3");
-        return g.Relu(g.Add(y, downsample is null ? x : g.Module(downsample, x, path + ".downsample")));
+        return LayerOps.Relu(LayerOps.Add(y, downsample?.forward(x) ?? x, inPlace: true), inPlace: true);
     }
 }

@@ -5,26 +5,23 @@ using static TorchSharp.torch;
 
 namespace Segmentation.Models.Export;
 
-/// <summary>A module that writes its own eval-mode computation into an ONNX graph, beside its <c>forward</c>.</summary>
-internal interface IOnnxExportable
-{
-    /// <summary>Adds the nodes that compute this module on <paramref name="input"/>; returns the output's name.</summary>
-    /// <param name="g">The graph being built.</param>
-    /// <param name="input">The name of the input value.</param>
-    /// <param name="path">The module's state-dict prefix (initializers are named after the state-dict keys).</param>
-    string ExportOnnx(OnnxGraph g, string input, string path);
-}
-
 /// <summary>
-/// Builds an ONNX graph (ONNX's protobuf schema, through OnnxSharp) from the model's own modules: each block says what
-/// it computes (<see cref="IOnnxExportable"/>), and this class knows the ONNX operators: convolution, batch norm, group
-/// norm, ReLU, pooling, resize, the pad that aligns an upsampled map with its skip (computed from the shapes at run
-/// time, so any input size works, odd ones too), concatenation and addition. Eval mode: dropout is the identity and
-/// batch norm uses its running statistics. Weights are stored as float32 initializers named by their state-dict keys.
+/// Builds an ONNX graph (ONNX's protobuf schema, through OnnxSharp) as an <see cref="OnnxTrace"/> runs the model: the
+/// leaf layers and operations call it, and this class knows the ONNX operators: convolution, batch, group and layer
+/// norm, linear, attention, activations, pooling, resize, the pad that aligns an upsampled map with its skip (computed
+/// from the shapes at run time, so any input size works, odd ones too), token reshapes, concatenation and addition.
+/// Eval mode: dropout is the identity and batch norm uses its running statistics. Weights are stored as float32
+/// initializers named by their state-dict keys.
 /// </summary>
 internal sealed class OnnxGraph
 {
     private readonly Dictionary<string, int> counters = new();
+
+    /// <summary>Creates a graph recorded by <paramref name="trace"/>.</summary>
+    public OnnxGraph(OnnxTrace trace) => Trace = trace;
+
+    /// <summary>The trace that records into this graph (it knows each tensor's value name).</summary>
+    public OnnxTrace Trace { get; }
 
     /// <summary>The graph built so far.</summary>
     public GraphProto Graph { get; } = new();
@@ -92,40 +89,98 @@ internal sealed class OnnxGraph
     /// <summary>A string attribute.</summary>
     public static AttributeProto String(string name, string value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
 
-    /// <summary>Any module of the model: our blocks export themselves, TorchSharp's layers are mapped here.</summary>
-    public string Module(nn.Module module, string x, string path) => module switch
-    {
-        IOnnxExportable e => e.ExportOnnx(this, x, path),
-        Sequential s => s.named_children().Aggregate(x, (value, child) => Module(child.module, value, $"{path}.{child.name}")),
-        BatchNorm2d bn => BatchNorm(bn, x, path),
-        ReLU => Relu(x),
-        Identity or Dropout2d or Dropout => x,
-        _ => throw new NotSupportedException($"{path}: {module.GetType().Name} has no ONNX export."),
-    };
-
     /// <summary>A convolution (or transposed convolution) with its weights.</summary>
-    public string Convolution(string x, string path, Tensor weight, Tensor? bias, int kernel, int stride, int padding, bool transposed)
+    internal string Convolution(string x, string path, Tensor weight, Tensor? bias, int kernel, Layers.ConvolutionGeometry geometry)
     {
         var inputs = new List<string> { x, Initializer(path + ".weight", weight) };
         if (bias is not null) inputs.Add(Initializer(path + ".bias", bias));
+        int stride = geometry.Stride, padding = geometry.Padding;
         var attributes = new List<AttributeProto> { Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride) };
         if (padding != 0) attributes.Add(Ints("pads", padding, padding, padding, padding));
-        return Node(transposed ? "ConvTranspose" : "Conv", inputs.ToArray(), attributes.ToArray());
+        if (geometry.Groups != 1) attributes.Add(Int("group", geometry.Groups));
+        if (geometry.Dilation != 1) attributes.Add(Ints("dilations", geometry.Dilation, geometry.Dilation));
+        return Node(geometry.Transposed ? "ConvTranspose" : "Conv", inputs.ToArray(), attributes.ToArray());
     }
 
     /// <summary>Batch norm with its running statistics.</summary>
-    public string BatchNorm(BatchNorm2d bn, string x, string path)
+    public string BatchNorm(string x, string path, Tensor weight, Tensor bias, Tensor mean, Tensor variance, double epsilon) =>
+        Node("BatchNormalization",
+            new[]
+            {
+                x, Initializer(path + ".weight", weight), Initializer(path + ".bias", bias),
+                Initializer(path + ".running_mean", mean), Initializer(path + ".running_var", variance),
+            },
+            Float("epsilon", (float)epsilon));
+
+    /// <summary>Layer norm over the last axis (opset 17's LayerNormalization).</summary>
+    public string LayerNorm(string x, string path, Tensor weight, Tensor bias, double epsilon) =>
+        Node("LayerNormalization", new[] { x, Initializer(path + ".weight", weight), Initializer(path + ".bias", bias) },
+            Int("axis", -1), Float("epsilon", (float)epsilon));
+
+    /// <summary>x Wᵀ + b over the last axis; the weight is stored as the state dict has it (out x in) and transposed in the graph.</summary>
+    public string Linear(string x, string path, Tensor weight, Tensor? bias)
     {
-        long c = bn.num_features;
-        using var scope = NewDisposeScope();
-        var weight = bn.weight is { } w ? (Tensor)w : ones(c);
-        var bias = bn.bias is { } b ? (Tensor)b : zeros(c);
-        var mean = bn.running_mean ?? zeros(c);
-        var variance = bn.running_var ?? ones(c);
-        return Node("BatchNormalization",
-            new[] { x, Initializer(path + ".weight", weight), Initializer(path + ".bias", bias), Initializer(path + ".running_mean", mean), Initializer(path + ".running_var", variance) },
-            Float("epsilon", (float)bn.eps));
+        var transposed = Node("Transpose", new[] { Initializer(path + ".weight", weight) }, Ints("perm", 1, 0));
+        var y = Node("MatMul", new[] { x, transposed });
+        return bias is null ? y : Node("Add", new[] { y, Initializer(path + ".bias", bias) });
     }
+
+    /// <summary>The exact GELU, 0.5 x (1 + erf(x / √2)) (opset 17 has no Gelu).</summary>
+    public string Gelu(string x)
+    {
+        var erf = Node("Erf", new[] { Node("Div", new[] { x, Scalar("sqrt2", MathF.Sqrt(2)) }) });
+        var onePlus = Node("Add", new[] { erf, Scalar("one", 1) });
+        return Node("Mul", new[] { Node("Mul", new[] { x, onePlus }), Scalar("half", 0.5f) });
+    }
+
+    /// <summary>softmax(Q Kᵀ / √d) V over the last two axes of N x heads x L x d inputs.</summary>
+    public string Attention(string query, string key, string value, long headDim)
+    {
+        var scores = Node("MatMul", new[] { query, Node("Transpose", new[] { key }, Ints("perm", 0, 1, 3, 2)) });
+        var scaled = Node("Mul", new[] { scores, Scalar("scale", (float)(1 / Math.Sqrt(headDim))) });
+        return Node("MatMul", new[] { Node("Softmax", new[] { scaled }, Int("axis", -1)), value });
+    }
+
+    /// <summary>A float32 scalar constant.</summary>
+    private string Scalar(string hint, float value)
+    {
+        var proto = new TensorProto { Name = Fresh(hint), DataType = (int)TensorProto.Types.DataType.Float };
+        proto.FloatData.Add(value);
+        Graph.Initializer.Add(proto);
+        return proto.Name;
+    }
+
+    /// <summary>Elements <paramref name="start"/> to <paramref name="end"/> of a value's shape.</summary>
+    private string ShapeSlice(string x, long start, long end) =>
+        Node("Slice", new[] { Node("Shape", new[] { x }), Int64s("start", start), Int64s("end", end) });
+
+    /// <summary>Bilinear resize of <paramref name="x"/> to <paramref name="like"/>'s height and width (PyTorch's align_corners=False).</summary>
+    public string ResizeLike(string x, string like)
+    {
+        var sizes = Node("Concat", new[] { ShapeSlice(x, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
+        return Node("Resize", new[] { x, "", "", sizes }, String("mode", "linear"),
+            String("coordinate_transformation_mode", "pytorch_half_pixel"));
+    }
+
+    /// <summary>N x C x H x W to N x HW x C.</summary>
+    public string ToTokens(string x) =>
+        Node("Transpose", new[] { Node("Reshape", new[] { x, Int64s("shape", 0, 0, -1) }) }, Ints("perm", 0, 2, 1));
+
+    /// <summary>N x HW x C to N x C x H x W, with H and W from <paramref name="like"/>.</summary>
+    public string ToMap(string tokens, string like)
+    {
+        var channelsFirst = Node("Transpose", new[] { tokens }, Ints("perm", 0, 2, 1));
+        var shape = Node("Concat", new[] { ShapeSlice(channelsFirst, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
+        return Node("Reshape", new[] { channelsFirst, shape });
+    }
+
+    /// <summary>N x L x (heads d) to N x heads x L x d.</summary>
+    public string SplitHeads(string tokens, long heads, long headDim) =>
+        Node("Transpose", new[] { Node("Reshape", new[] { tokens, Int64s("shape", 0, 0, heads, headDim) }) }, Ints("perm", 0, 2, 1, 3));
+
+    /// <summary>N x heads x L x d to N x L x (heads d).</summary>
+    public string MergeHeads(string x, long width) =>
+        Node("Reshape", new[] { Node("Transpose", new[] { x }, Ints("perm", 0, 2, 1, 3)), Int64s("shape", 0, 0, width) });
 
     /// <summary>Group norm as ONNX 17 can say it: instance norm over [N, groups, rest], then the per-channel affine.</summary>
     public string GroupNorm(string x, string path, long groups, double epsilon, Tensor weight, Tensor bias)
@@ -163,8 +218,7 @@ internal sealed class OnnxGraph
     /// </summary>
     public string AlignTo(string x, string like)
     {
-        string Hw(string v) => Node("Slice", new[] { Node("Shape", new[] { v }), Int64s("start", 2), Int64s("end", 4) });
-        var difference = Node("Sub", new[] { Hw(like), Hw(x) });
+        var difference = Node("Sub", new[] { ShapeSlice(like, 2, 4), ShapeSlice(x, 2, 4) });
         var before = Node("Div", new[] { difference, Int64s("two", 2, 2) });
         var after = Node("Sub", new[] { difference, before });
         var zeros2 = Int64s("zeros", 0, 0);

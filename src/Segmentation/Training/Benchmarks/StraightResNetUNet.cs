@@ -17,7 +17,7 @@ internal sealed class StraightResNetUNet : nn.Module<Tensor, Tensor>
     private readonly ModuleList<Sequential> decoder;
     private readonly int[] skips;
 
-    public StraightResNetUNet(EncoderKind kind, int inChannels, int classes) : base(nameof(StraightResNetUNet))
+    public StraightResNetUNet(string kind, int inChannels, int classes) : base(nameof(StraightResNetUNet))
     {
         var (counts, bottleneck) = ResNetEncoder.Layout(kind);
         int e = bottleneck ? 4 : 1;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Segmentation.Data;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -9,8 +10,8 @@ namespace Segmentation.Training;
 /// <summary>What <see cref="TrainingBenchmark"/> measures.</summary>
 internal sealed record TrainingBenchmarkOptions
 {
-    /// <summary>Model shape.</summary>
-    public UNetOptions Model { get; init; } = new();
+    /// <summary>The model.</summary>
+    public ModelDescription Model { get; init; } = new();
     /// <summary>Images per step.</summary>
     public int BatchSize { get; init; } = 2;
     /// <summary>Input size.</summary>
@@ -95,12 +96,12 @@ internal static class TrainingBenchmark
             long parameters = 0;
             foreach (var precision in o.Precisions)
             {
-                var model = new UNet(o.Model);
+                var model = new SegmentationModel(o.Model);
                 var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, TuneAllocator = false, LearningRate = 1e-4, Precision = precision });
                 disposables.Add(trainer); disposables.Add(model);
                 (device, parameters) = (trainer.Device, model.ParameterCount());
                 // As the trainer does before its first step.
-                var report = model.RouteConvolutions(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, training: true)!;
+                var report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, training: true)!;
                 routes.Add(report);
                 progress?.Report($"{precision.ShortName()}: {report.Summary()}");
                 model.train();
@@ -108,7 +109,7 @@ internal static class TrainingBenchmark
             }
             if (o.CompareBare)
             {
-                var bare = o.Model.Encoder == Models.Encoders.EncoderKind.UNet ? o.Precisions[0] : Precision.Float32;
+                var bare = o.Model.Encoder.Name == "unet" ? o.Precisions[0] : Precision.Float32;
                 steps.Add(($"bare {bare.ShortName()}", bare, BareLoop(o, bare, batch, norm, device, disposables)));
             }
             var timings = Alternate(steps, o, progress);
@@ -165,13 +166,18 @@ internal static class TrainingBenchmark
     /// </summary>
     private static Action BareLoop(TrainingBenchmarkOptions o, Precision precision, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
     {
-        nn.Module<Tensor, Tensor> model;
-        if (o.Model.Encoder == Models.Encoders.EncoderKind.UNet)
-            model = new UNet(o.Model) { Precision = precision };
+        nn.Module model;
+        Func<Tensor, Tensor> forward;
+        if (o.Model.Encoder.Name == "unet")
+        {
+            var ours = new SegmentationModel(o.Model) { Precision = precision };
+            (model, forward) = (ours, ours.Logits);
+        }
         else
         {
             random.manual_seed(o.Seed);
-            model = new StraightResNetUNet(o.Model.Encoder, o.Model.InChannels, o.Model.Classes);
+            var straight = new StraightResNetUNet(o.Model.Encoder.Name, o.Model.InChannels, o.Model.Classes);
+            (model, forward) = (straight, straight.forward);
         }
         model.to(device);
         model.train();
@@ -184,7 +190,7 @@ internal static class TrainingBenchmark
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
-            var loss = nn.functional.cross_entropy(model.forward(input), masks, ignore_index: Labels.Ignore);
+            var loss = nn.functional.cross_entropy(forward(input), masks, ignore_index: Labels.Ignore);
             loss.backward();
             optimizer.step();
             loss.item<float>();

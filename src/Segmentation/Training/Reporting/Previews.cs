@@ -20,7 +20,7 @@ internal static class Previews
     internal static readonly Rgb Ignored = new(220, 220, 220), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
 
     /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by <paramref name="model"/> in eval mode.</summary>
-    public static IReadOnlyList<Preview> Render(UNet model, DataLoader loader, Normalization normalization, Device device, DatasetDescription d, int count)
+    public static IReadOnlyList<Preview> Render(SegmentationModel model, DataLoader loader, Normalization normalization, Device device, DatasetDescription d, int count)
     {
         var order = loader.Order(0);
         var result = new List<Preview>();
@@ -34,7 +34,7 @@ internal static class Previews
                 using var grad = no_grad();
                 var sample = loader.Prepare(order, 0, i);
                 var (x, _) = DataLoader.Collate(new[] { sample }).ToDevice(device);
-                var labels = model.forward(normalization.Apply(x)).argmax(1)[0].to_type(ScalarType.Byte).cpu().data<byte>().ToArray();
+                var labels = model.Logits(normalization.Apply(x)).argmax(1)[0].to_type(ScalarType.Byte).cpu().data<byte>().ToArray();
                 result.Add(Panel(sample.Name, sample.Image, sample.Mask, labels, d.ClassColors));
             }
         }

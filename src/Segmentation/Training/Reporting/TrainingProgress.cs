@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Segmentation.Evaluation;
 using Segmentation.Checkpoints;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 
 namespace Segmentation.Training;
 

@@ -3,7 +3,7 @@ using System.Diagnostics;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Segmentation.Models;
+namespace Segmentation.Models.Layers;
 
 /// <summary>One convolution as a model really runs it: channels, kernel, the input it sees, and whether its input needs a gradient.</summary>
 /// <param name="Transposed">Transposed convolution.</param>
@@ -18,15 +18,27 @@ namespace Segmentation.Models;
 /// <param name="InputGradient">Training needs the gradient with respect to the input (every layer but the first).</param>
 /// <param name="Backward">Training: weight (and input) gradients are checked too; inference checks the output only.</param>
 /// <param name="DataType">The type the convolution computes in (float32, or bfloat16/float16 under mixed precision).</param>
+/// <param name="Groups">Channel groups.</param>
+/// <param name="Dilation">Spacing between kernel taps.</param>
 internal sealed record ConvolutionShape(bool Transposed, long InChannels, long OutChannels, int Kernel, int Stride, int Padding,
-    long Batch, long Height, long Width, bool InputGradient, bool Backward, ScalarType DataType = ScalarType.Float32)
+    long Batch, long Height, long Width, bool InputGradient, bool Backward, ScalarType DataType = ScalarType.Float32,
+    int Groups = 1, int Dilation = 1)
 {
+    /// <summary>Stride, padding, transposition, groups and dilation.</summary>
+    public ConvolutionGeometry Geometry => new(Stride, Padding, Transposed, Groups, Dilation);
+
     /// <summary>Output height or width for an input extent.</summary>
-    public long OutputExtent(long input) => Transposed ? (input - 1) * Stride - 2 * Padding + Kernel : (input + 2 * Padding - Kernel) / Stride + 1;
+    public long OutputExtent(long input) => Geometry.OutputExtent(input, Kernel);
 
     /// <inheritdoc />
-    public override string ToString() =>
-        $"{(Transposed ? "T" : "")}{Kernel}x{Kernel}{(Stride > 1 ? $"/s{Stride}" : "")} {InChannels}->{OutChannels} at {Batch}x{InChannels}x{Height}x{Width}{(Backward ? InputGradient ? " (fwd+bwd)" : " (fwd+dW)" : " (fwd)")}{(DataType == ScalarType.Float32 ? "" : $" {ConvolutionCheck.TypeName(DataType)}")}";
+    public override string ToString()
+    {
+        string kind = $"{(Transposed ? "T" : "")}{Kernel}x{Kernel}{(Stride > 1 ? $"/s{Stride}" : "")}"
+            + (Groups > 1 ? $"/g{Groups}" : "") + (Dilation > 1 ? $"/d{Dilation}" : "");
+        string pass = Backward ? InputGradient ? " (fwd+bwd)" : " (fwd+dW)" : " (fwd)";
+        string type = DataType == ScalarType.Float32 ? "" : $" {ConvolutionCheck.TypeName(DataType)}";
+        return $"{kind} {InChannels}->{OutChannels} at {Batch}x{InChannels}x{Height}x{Width}{pass}{type}";
+    }
 }
 
 /// <summary>How one route did on one shape: the largest error of each result relative to the float64 reference's largest magnitude.</summary>
@@ -58,6 +70,12 @@ public sealed record ConvolutionReport
 
     /// <summary>Each layer's shapes, the routes tried and the route taken (for the CLI's doctor).</summary>
     internal IReadOnlyList<LayerRoute> Layers { get; }
+    /// <summary>The other leaves checked (norms, linear, attention): their errors and routes.</summary>
+    internal IReadOnlyList<LayerCheckResult> OtherLayers { get; private init; } = Array.Empty<LayerCheckResult>();
+
+    /// <summary>The same report with the other leaves' results.</summary>
+    internal ConvolutionReport With(IReadOnlyList<LayerCheckResult> others, double seconds) =>
+        new(Layers, seconds, Threads, Device, Input, Training) { OtherLayers = others };
     /// <summary>How long the check took.</summary>
     public double Seconds { get; }
     /// <summary>libtorch threads it ran with.</summary>
@@ -79,8 +97,14 @@ public sealed record ConvolutionReport
         var counts = Enum.GetValues<ConvolutionRoute>().Select(r => (r, n: Layers.Count(l => l.Route == r))).Where(x => x.n > 0)
             .Select(x => $"{x.n} {x.r.ToString().ToLowerInvariant()}");
         var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => $"{l.Layer} ({l.Shapes[0].InChannels}->{l.Shapes[0].OutChannels} {(l.Shapes[0].Transposed ? "T" : "")}{l.Shapes[0].Kernel}x{l.Shapes[0].Kernel}{(l.Shapes[0].Stride > 1 ? $"/s{l.Shapes[0].Stride}" : "")}): {l.Route.ToString().ToLowerInvariant()}{(l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct) ? "" : " (direct not tried: it crashes)")}").ToList();
-        return $"convolution check for {(Training ? "training" : "inference")} input {string.Join("x", Input)} ({Device}, {Threads} thread(s), {Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
+        string line = $"convolution check for {(Training ? "training" : "inference")} input {string.Join("x", Input)} ({Device}, {Threads} thread(s), "
+            + $"{Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
             + (rerouted.Count > 0 ? $"; the direct kernel was wrong for {string.Join("; ", rerouted)}" : "; every direct kernel was right");
+        if (OtherLayers.Count == 0) return line;
+        var kinds = string.Join(", ", OtherLayers.Select(l => l.Kind).Distinct().Order(StringComparer.Ordinal));
+        var spelled = OtherLayers.Where(l => l.Route != 0).Select(l => l.Layer).ToList();
+        return line + $"; {OtherLayers.Count} other layers ({kinds}) "
+            + (spelled.Count == 0 ? "right on libtorch's kernels" : $"checked, libtorch's kernel wrong for {string.Join(", ", spelled)} (spelled out instead)");
     }
 }
 
@@ -222,8 +246,10 @@ internal static class ConvolutionCheck
         {
             using var scope = NewDisposeScope();
             var g = new Generator((ulong)(0x5EED + trial));
-            var wShape = s.Transposed ? new[] { s.InChannels, s.OutChannels, s.Kernel, s.Kernel } : new[] { s.OutChannels, s.InChannels, s.Kernel, s.Kernel };
-            double fanIn = (s.Transposed ? s.OutChannels : s.InChannels) * s.Kernel * s.Kernel;
+            var wShape = s.Transposed
+                ? new[] { s.InChannels, s.OutChannels, s.Kernel, s.Kernel }
+                : new[] { s.OutChannels, s.InChannels / s.Groups, s.Kernel, s.Kernel };
+            double fanIn = (s.Transposed ? s.OutChannels : s.InChannels / s.Groups) * s.Kernel * s.Kernel;
             // Drawn in float64 and rounded to the type checked; the reference computes on the rounded values in float64.
             var dt = s.DataType;
             var x = randn(new[] { s.Batch, s.InChannels, s.Height, s.Width }, float64, generator: g).to(dt);
@@ -253,7 +279,7 @@ internal static class ConvolutionCheck
         x = x.detach().requires_grad_(backward && s.InputGradient);
         w = w.detach().requires_grad_(backward);
         b = b.detach().requires_grad_(backward);
-        var y = Convolution.Apply(route, x, w, b, s.Stride, s.Padding, s.Transposed);
+        var y = Convolution.Apply(route, x, w, b, s.Geometry);
         if (!backward) return new Outcome(y.detach().cpu(), null, null, null);
         y.backward(new[] { dy! });
         return new Outcome(y.detach().cpu(), s.InputGradient ? x.grad!.cpu() : null, w.grad!.cpu(), b.grad!.cpu());
@@ -271,7 +297,8 @@ internal static class ConvolutionCheck
     /// </summary>
     private static long ExtentFor(Convolution c, long batch)
     {
-        double perPixel = (double)batch * c.InChannels * c.OutChannels * c.Kernel * c.Kernel / (c.Transposed ? 1 : c.Stride * c.Stride);
+        double perPixel = (double)batch * c.InChannels / c.Groups * c.OutChannels * c.Kernel * c.Kernel
+            / (c.Transposed ? 1 : c.Stride * c.Stride);
         long byBudget = (long)Math.Sqrt(MaxMultiplyAccumulates / perPixel);
         return Math.Clamp(byBudget, Math.Max(4, c.Kernel), MaxExtent);
     }
@@ -283,32 +310,16 @@ internal static class ConvolutionCheck
     {
         var seen = new Dictionary<Convolution, ConvolutionShape>();
         var order = new List<Convolution>();
-        void Observe(Convolution c, Tensor x)
+        void Observe(Layer layer, Tensor x, Tensor y)
         {
+            var c = (Convolution)layer;
             if (!seen.ContainsKey(c)) order.Add(c);
             long batch = Math.Min(x.shape[0], MaxBatch), cap = ExtentFor(c, batch);
             seen[c] = new ConvolutionShape(c.Transposed, c.InChannels, c.OutChannels, c.Kernel, c.Stride, c.Padding,
-                batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training, c.ComputeType);
+                batch, Shrink(x.shape[2], cap), Shrink(x.shape[3], cap), training && x.requires_grad, training, c.ComputeType,
+                c.Groups, c.Dilation);
         }
-        bool wasTraining = model.training;
-        bool selfCheck = model is UNet u && u.VerifyConvolutions;
-        if (model is UNet u0) u0.VerifyConvolutions = false; // this pass only observes
-        foreach (var l in layers) l.Observer = Observe;
-        try
-        {
-            model.eval();
-            using var scope = NewDisposeScope();
-            using var grad = training ? enable_grad() : no_grad();
-            using var input = zeros(inputShape, device: device);
-            if (model is nn.Module<Tensor, Tensor> m) m.forward(input);
-            else throw new ArgumentException($"{model.GetType().Name} is not a module from one tensor to one tensor.");
-        }
-        finally
-        {
-            foreach (var l in layers) l.Observer = null;
-            if (wasTraining) model.train();
-            if (model is UNet u1) u1.VerifyConvolutions = selfCheck;
-        }
+        LayerObservation.Run(model, layers, Observe, inputShape, device, training);
         return (seen, order);
     }
 }

@@ -1,0 +1,64 @@
+using Segmentation.Models.Export;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Segmentation.Models.Layers;
+
+/// <summary>
+/// Scaled dot-product attention, softmax(Q Kᵀ / √d) V, over N x heads x L x d queries and N x heads x S x d keys and
+/// values: the leaf under every transformer block. Computes in the model's precision (the softmax in float32 along the
+/// explicit route), is checked against float64 like every leaf, has its summary line (2 N h L S d multiply-accumulates)
+/// and its ONNX nodes (MatMul, Softmax, MatMul).
+/// </summary>
+public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, ICheckedComputation
+{
+    /// <summary>Creates the layer (it has no parameters).</summary>
+    public Attention() : base(nameof(Attention)) { }
+
+    /// <summary>The type it computes in (<see cref="Precision"/>).</summary>
+    internal ScalarType ComputeType { get; set; } = ScalarType.Float32;
+
+    /// <summary>0: libtorch's fused kernel; 1: the explicit products and softmax.</summary>
+    internal int Route { get; set; }
+
+    /// <summary>Called with the three inputs and the output after each pass while set.</summary>
+    internal Action<Attention, Tensor[], Tensor>? Observer { get; set; }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor query, Tensor key, Tensor value)
+    {
+        Tensor output;
+        if (query.dtype == ComputeType) output = Apply(Route, query, key, value);
+        else
+        {
+            using var scope = NewDisposeScope();
+            output = Apply(Route, query.to(ComputeType), key.to(ComputeType), value.to(ComputeType)).MoveToOuterDisposeScope();
+        }
+        Observer?.Invoke(this, new[] { query, key, value }, output);
+        OnnxTrace.Current?.Attention(this, query, key, value, output);
+        return output;
+    }
+
+    private static Tensor Apply(int route, Tensor q, Tensor k, Tensor v)
+    {
+        if (route == 0) return F.scaled_dot_product_attention(q, k, v);
+        using var scope = NewDisposeScope();
+        var scores = q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(q.shape[^1]));
+        var weights = scores.to(ScalarType.Float32).softmax(-1).to(q.dtype);
+        return weights.matmul(v).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The summary row for one pass.</summary>
+    internal LayerSummary Summarise(string path, Tensor[] inputs, Tensor output)
+    {
+        long heads = inputs[0].shape[1], l = inputs[0].shape[2], d = inputs[0].shape[3], s = inputs[1].shape[2];
+        return new LayerSummary(path, "Attention", output.shape[1..], 0, 2 * heads * l * s * d);
+    }
+
+    int ICheckedComputation.RouteCount => 2;
+    IReadOnlyList<Tensor> ICheckedComputation.Parameters => Array.Empty<Tensor>();
+    bool ICheckedComputation.FollowsPrecision => true;
+
+    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters, bool training) =>
+        Apply(route, inputs[0], inputs[1], inputs[2]);
+}

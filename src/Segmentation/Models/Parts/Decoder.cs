@@ -1,0 +1,16 @@
+using static TorchSharp.torch;
+
+namespace Segmentation.Models.Parts;
+
+/// <summary>
+/// The part from an encoder's feature maps (the input first, as <see cref="Encoder"/> returns them) to one feature map
+/// for the head. Register it with <see cref="ModelRegistry.AddDecoder"/>.
+/// </summary>
+public abstract class Decoder : nn.Module<Tensor[], Tensor>
+{
+    /// <summary>Creates the module.</summary>
+    protected Decoder(string name) : base(name) { }
+
+    /// <summary>Channels of the output (the head's input).</summary>
+    public abstract long OutChannels { get; }
+}

@@ -1,0 +1,20 @@
+using static TorchSharp.torch;
+
+namespace Segmentation.Models.Parts;
+
+/// <summary>
+/// The part from the decoder's feature map to the model's named outputs (<see cref="ModelOutputs"/>): class logits for
+/// semantic segmentation; later, instance maps beside them. Register it with <see cref="ModelRegistry.AddHead"/>.
+/// </summary>
+public abstract class Head : nn.Module<Tensor, ModelOutputs>
+{
+    /// <summary>Creates the module.</summary>
+    protected Head(string name) : base(name) { }
+
+    /// <summary>
+    /// The modules the model registers for this head, by state-dict prefix: by default the head itself as <c>head</c>.
+    /// A head that must keep another library's keys registers its layers directly (the U-Net paper's head is
+    /// <c>head.weight</c>, smp's <c>segmentation_head.0.weight</c>).
+    /// </summary>
+    public virtual IEnumerable<(string Name, nn.Module Module)> StateDictModules() => new[] { ("head", (nn.Module)this) };
+}
