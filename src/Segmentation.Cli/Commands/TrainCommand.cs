@@ -64,7 +64,7 @@ internal static class TrainCommand
         if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
         RefuseFlagsThatCannotChange(p, cmd, dir);
         var resumeFrom = Checkpoint.Load(lastPath);
-        var config = RunConfig.Load(new RunFolder(dir).RunJson, dir, log);
+        var config = RunConfig.Load(new RunFolder(dir).RunJson, dir, log.WriteLine);
         var t0 = config.Trainer;
         config = config with
         {
@@ -109,7 +109,7 @@ internal static class TrainCommand
     private static RunConfig FromRecord(string path, Command cmd, ParseResult p, TrainFlags flags, TextWriter log)
     {
         if (p.GetValue(flags.Resume)) throw new OptionsException("--config starts a new run from a record; --resume continues the run in --out. Give one of them.");
-        var recorded = RunConfig.Load(path, Path.GetDirectoryName(Path.GetFullPath(path)), log);
+        var recorded = RunConfig.Load(path, Path.GetDirectoryName(Path.GetFullPath(path)), log.WriteLine);
         var now = Arguments(cmd, p);
         var overridden = now.Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToList();
         if (recorded.Arguments is { } before)
@@ -248,12 +248,12 @@ internal static class TrainCommand
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
-        using var trainer = new Trainer(model, trainerOptions);
+        using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true }); // the tool owns its process
         log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
-        var reporter = new TrainingReporter(ctx, log, run.Metrics, resumeFrom?.State.History);
+        var reporter = new TrainingReporter(ctx, log);
         var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter, new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
         if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
         using var interrupt = new CancellationTokenSource();
@@ -268,8 +268,7 @@ internal static class TrainCommand
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         var result = trainer.Fit(train, validation, progress, resumeFrom, interrupt.Token);
         ctx.FinishLine(log);
-        bool interrupted = result.StopReason == "cancelled";
-        if (interrupted) result = result with { StopReason = "interrupted" };
+        bool interrupted = result.StopReason == "interrupted";
 
         return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(), validation, asJson);
     }
@@ -301,16 +300,8 @@ internal static class TrainCommand
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
         if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device, trainerOptions.Precision);
 
-        var summary = result.Metrics?.ToJsonObject() ?? new JsonObject();
-        summary["bestEpoch"] = result.BestEpoch;
-        summary["epochs"] = result.Epochs;
-        summary["params"] = parameters;
-        summary["device"] = device.ToString();
-        summary["precision"] = trainerOptions.Precision.ShortName();
-        summary["seconds"] = Math.Round(result.Seconds, 2);
-        summary["stopReason"] = result.StopReason;
-        summary["checkpoint"] = bestPath is null ? null : Path.GetFullPath(bestPath);
-        AtomicFile.WriteAllText(run.Summary, summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        // The trainer wrote summary.json (the run folder's files are the library's; the CLI adds its pictures).
+        var summary = File.Exists(run.Summary) ? JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject() : new JsonObject();
 
         if (interrupted)
         {

@@ -8,12 +8,11 @@ using Segmentation.Training;
 
 namespace Segmentation.Cli;
 
-/// <summary>Presents training progress: a live status line on a terminal, one line per epoch always, and metrics.jsonl.</summary>
+/// <summary>Presents training progress: a live status line on a terminal, and one line per epoch always (the trainer writes the run's files).</summary>
 internal sealed class TrainingReporter : IProgress<TrainingProgress>
 {
     private readonly CommandContext ctx;
     private readonly TextWriter log;
-    private readonly string metricsPath;
     private bool headerShown;
 
     private readonly System.Diagnostics.Stopwatch sincePlain = System.Diagnostics.Stopwatch.StartNew();
@@ -21,11 +20,9 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
     /// <summary>Without a terminal (CI, tee, nohup) a plain progress line is printed this often, so a slow epoch never looks like a hang.</summary>
     public TimeSpan PlainInterval { get; init; } = TimeSpan.FromSeconds(30);
 
-    public TrainingReporter(CommandContext ctx, TextWriter log, string metricsPath, IReadOnlyList<EpochRecord>? previous)
+    public TrainingReporter(CommandContext ctx, TextWriter log)
     {
-        this.ctx = ctx; this.log = log; this.metricsPath = metricsPath;
-        // metrics.jsonl always matches the run's history (on resume it is rewritten from the checkpoint).
-        File.WriteAllLines(metricsPath, (previous ?? Array.Empty<EpochRecord>()).Select(r => r.ToJson().ToJsonString()));
+        this.ctx = ctx; this.log = log;
     }
 
     public void Report(TrainingProgress p)
@@ -55,7 +52,6 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                     headerShown = true;
                 }
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}  {r.LearningRate,-8:0.0e+0}  {r.Seconds,7:F1}  {r.ImagesPerSecond,5:F1}  {r.ResidentMemoryMB,7:F0}"));
-                File.AppendAllText(metricsPath, r.ToJson().ToJsonString() + Environment.NewLine);
                 break;
             case ProgressKind.Message:
             case ProgressKind.Convolutions:

@@ -70,6 +70,23 @@ internal sealed class RunFolder
     }
 
     /// <summary>
+    /// Rewrites metrics.jsonl from <paramref name="history"/>, atomically: one JSON object per finished epoch, never
+    /// ahead of last.ckpt (the trainer writes it after the checkpoints), and on a resume exactly what the checkpoint records.
+    /// </summary>
+    public void WriteMetrics(IEnumerable<EpochRecord> history)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllText(Metrics, string.Concat(history.Select(r => r.ToJson().ToJsonString() + "\n")));
+    }
+
+    /// <summary>Writes summary.json (the outcome of the run), atomically.</summary>
+    public void WriteSummary(System.Text.Json.Nodes.JsonObject summary)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllText(Summary, summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
     /// Brings best.ckpt back in line with what last.ckpt records after an interruption, and deletes temporary files
     /// that interrupted saves left behind. Returns what it did, one line each (empty when nothing was needed).
     /// </summary>

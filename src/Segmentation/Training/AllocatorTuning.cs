@@ -6,7 +6,7 @@ namespace Segmentation.Training;
 /// glibc's malloc hands large blocks back to the OS after each training step (they are mmapped, or trimmed from the
 /// heap top) and faults them in again on the next one. Keeping them makes a CPU training step much faster.
 /// <see cref="Apply"/> does this through <c>mallopt</c>, on Linux with glibc only; it is process-wide, so the trainer
-/// calls it once when <see cref="TrainerOptions.TuneAllocator"/> is on (the default). Setting the environment
+/// calls it once when <see cref="TrainerOptions.ManageProcessMemory"/> is on (the CLI turns it on). Setting the environment
 /// variable <c>SEGMENTATION_MALLOC_TUNING=0</c> turns it off everywhere, and an explicit <c>GLIBC_TUNABLES</c>
 /// with malloc settings is left to win.
 /// </summary>

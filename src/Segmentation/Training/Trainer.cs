@@ -67,7 +67,7 @@ public sealed class Trainer : IDisposable
         Checkpoint? resumeFrom = null, CancellationToken cancellation = default)
     {
         var d = CheckData(train, val);
-        if (Options.TuneAllocator && device.type == DeviceType.CPU && AllocatorTuning.Apply())
+        if (Options.ManageProcessMemory && device.type == DeviceType.CPU && AllocatorTuning.Apply())
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
         foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
         if (Options.Precision == Precision.Float16 && device.type == DeviceType.CPU)
@@ -81,7 +81,7 @@ public sealed class Trainer : IDisposable
         {
             for (int epoch = fit.State.Epoch + 1; epoch <= Options.Epochs; epoch++)
             {
-                if (cancellation.IsCancellationRequested) { fit.StopReason = "cancelled"; break; }
+                if (cancellation.IsCancellationRequested) { fit.StopReason = "interrupted"; break; }
                 fit.RunEpoch(epoch);
                 if (fit.ShouldStop(epoch)) break;
             }
@@ -89,7 +89,7 @@ public sealed class Trainer : IDisposable
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
             // Stopped between two steps: the unfinished epoch is dropped; the files hold the last finished one.
-            fit.StopReason = "cancelled";
+            fit.StopReason = "interrupted";
         }
         return fit.Result();
     }
@@ -205,6 +205,7 @@ public sealed class Trainer : IDisposable
                 foreach (var line in repairs) Report(ProgressKind.Message, 0, message: $"{run.Directory}: {line}");
             }
             history.AddRange(State.History);
+            if (resumeFrom is not null) run?.WriteMetrics(history); // the record matches the checkpoint resumed from
             priorSeconds = State.Seconds;
             bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m : null;
             if (bestMetrics is null && resumeFrom is not null && run is not null && File.Exists(run.Best))
@@ -309,6 +310,7 @@ public sealed class Trainer : IDisposable
             if (run is null) return;
             var ckpt = t.MakeCheckpoint(State, train.Description, normalization, metrics, train.Origin, val?.Origin);
             run.SaveEpoch(ckpt, improved, t.CheckpointBoundary);
+            run.WriteMetrics(history);
             if (improved) Report(ProgressKind.Checkpoint, epoch, message: run.Best);
             Report(ProgressKind.Checkpoint, epoch, message: run.Last);
             t.ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
@@ -333,12 +335,33 @@ public sealed class Trainer : IDisposable
             return false;
         }
 
-        public TrainingResult Result() => new()
+        public TrainingResult Result()
         {
-            Epochs = State.Epoch, BestEpoch = State.BestEpoch, Metrics = bestMetrics, History = history, StopReason = StopReason,
-            Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
-            BestCheckpoint = run is not null && File.Exists(run.Best) ? run.Best : null, LastCheckpoint = run?.Last,
-        };
+            var result = new TrainingResult
+            {
+                Epochs = State.Epoch, BestEpoch = State.BestEpoch, Metrics = bestMetrics, History = history, StopReason = StopReason,
+                Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                BestCheckpoint = run is not null && File.Exists(run.Best) ? run.Best : null, LastCheckpoint = run?.Last,
+            };
+            if (run is not null && State.Epoch > 0) run.WriteSummary(Summary(result));
+            return result;
+        }
+
+        /// <summary>summary.json: the best epoch's metrics and how the run went.</summary>
+        private System.Text.Json.Nodes.JsonObject Summary(TrainingResult result)
+        {
+            var summary = result.Metrics?.ToJsonObject() ?? new System.Text.Json.Nodes.JsonObject();
+            summary["bestEpoch"] = result.BestEpoch;
+            summary["epochs"] = result.Epochs;
+            summary["params"] = t.model.ParameterCount();
+            summary["device"] = t.device.ToString();
+            summary["precision"] = O.Precision.ShortName();
+            summary["seconds"] = Math.Round(result.Seconds, 2);
+            summary["stopReason"] = result.StopReason;
+            var checkpoint = result.BestCheckpoint ?? (File.Exists(run!.Last) ? run.Last : null);
+            summary["checkpoint"] = checkpoint is null ? null : Path.GetFullPath(checkpoint);
+            return summary;
+        }
 
         /// <summary>
         /// The model checks its layers before the first input of each shape (<see cref="SegmentationModel.CheckLayers"/>);
@@ -491,8 +514,9 @@ public sealed class Trainer : IDisposable
     /// </summary>
     private void ReleaseMemory()
     {
+        if (!Options.ManageProcessMemory) return;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        if (Options.TuneAllocator) AllocatorTuning.ReleaseFreeMemory();
+        AllocatorTuning.ReleaseFreeMemory();
     }
 
     private static double ResidentMemoryMB()

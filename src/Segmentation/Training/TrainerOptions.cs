@@ -114,8 +114,13 @@ public sealed record TrainerOptions
     public double InitialLossScale { get; init; } = 65536;
     /// <summary>float16 only: good steps in a row before the loss scale doubles.</summary>
     public int LossScaleGrowthInterval { get; init; } = 2000;
-    /// <summary>Apply <see cref="AllocatorTuning"/> (glibc only) before training.</summary>
-    public bool TuneAllocator { get; init; } = true;
+    /// <summary>
+    /// Let the trainer set process-wide memory policy: glibc allocator tuning (<see cref="AllocatorTuning"/>) before
+    /// training, and after each epoch a full compacting garbage collection and freed native memory handed back, which
+    /// keeps resident memory flat across epochs. Off by default: a library does not change its host's allocator or
+    /// collector unasked. The <c>segment</c> tool turns it on.
+    /// </summary>
+    public bool ManageProcessMemory { get; init; }
 
     /// <summary>Throws <see cref="OptionsException"/> naming the first bad value.</summary>
     public void Validate()

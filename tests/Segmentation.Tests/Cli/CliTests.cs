@@ -327,10 +327,10 @@ public class CliTests
     [Fact]
     public void Without_a_terminal_training_prints_a_plain_progress_line_at_the_interval()
     {
-        using var d = new TempDir();
+
         var log = new StringWriter();
         var ctx = new CommandContext(log, new StringWriter(), outIsTerminal: false, errIsTerminal: false);
-        var reporter = new TrainingReporter(ctx, log, d["metrics.jsonl"], null) { PlainInterval = TimeSpan.Zero };
+        var reporter = new TrainingReporter(ctx, log) { PlainInterval = TimeSpan.Zero };
         reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 5, StepsPerEpoch = 10, Loss = 0.5 });
         reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.ValidationStep, Epoch = 1, Epochs = 3, Step = 2, StepsPerEpoch = 4 });
         var lines = log.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -340,7 +340,7 @@ public class CliTests
         Assert.DoesNotContain('\r', log.ToString()); // no status-line rewriting without a terminal
 
         var quiet = new StringWriter();
-        var slow = new TrainingReporter(new CommandContext(quiet, new StringWriter(), false, false), quiet, d["m2.jsonl"], null);
+        var slow = new TrainingReporter(new CommandContext(quiet, new StringWriter(), false, false), quiet);
         slow.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 1, StepsPerEpoch = 10 });
         Assert.Equal("", quiet.ToString()); // the default interval (30 s) has not passed
     }

@@ -68,7 +68,7 @@ public class CudaTests
         using var trainer = new Trainer(model, new TrainerOptions
         {
             Epochs = 10, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 5, Workers = 2, Device = "cuda",
-            TuneAllocator = false, Precision = precision,
+            ManageProcessMemory = false, Precision = precision,
         });
         var result = trainer.Fit(train, val);
         Assert.All(result.History, h => Assert.True(double.IsFinite(h.TrainLoss), $"epoch {h.Epoch}: loss {h.TrainLoss}"));
@@ -83,7 +83,7 @@ public class CudaTests
         using var dir = new TempDir();
         var (train, val) = Shapes(32);
         using (var model = new SegmentationModel(Tiny))
-        using (var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 8, Seed = 5, Device = "cuda", CheckpointDirectory = dir.Path, TuneAllocator = false }))
+        using (var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 8, Seed = 5, Device = "cuda", CheckpointDirectory = dir.Path, ManageProcessMemory = false }))
             trainer.Fit(train, val);
         var ckpt = Checkpoint.Load(dir["last.ckpt"]);
         using var onCuda = new Predictor(ckpt, new PredictorOptions { Device = "cuda" });

@@ -21,7 +21,7 @@ public class IntegrityTests
 
     private static TrainerOptions Options(string dir, int epochs) => new()
     {
-        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 1, Workers = 1, Device = "cpu", CheckpointDirectory = dir, TuneAllocator = false,
+        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 1, Workers = 1, Device = "cpu", CheckpointDirectory = dir, ManageProcessMemory = false,
     };
 
     /// <summary>Every (epoch, boundary) at which a kill can fall between checkpoint writes.</summary>
@@ -118,7 +118,7 @@ public class IntegrityTests
         using var t = new Trainer(model, Options(dir.Path, 5));
         using var cts = new CancellationTokenSource();
         var r = t.Fit(train, val, new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Step && p.Epoch == 2 && p.Step == 1) cts.Cancel(); }), cancellation: cts.Token);
-        Assert.Equal("cancelled", r.StopReason);
+        Assert.Equal("interrupted", r.StopReason);
         Assert.Equal(1, r.Epochs);
         Assert.Equal(1, Checkpoint.Load(dir["last.ckpt"]).State.Epoch);
     }

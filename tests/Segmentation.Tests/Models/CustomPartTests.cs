@@ -148,7 +148,7 @@ public class CustomPartTests
         var options = new TrainerOptions
         {
             Epochs = 8, BatchSize = 4, LearningRate = 3e-3, Augment = false, Seed = 1, Device = "cpu", CheckpointDirectory = dir["run"],
-            TuneAllocator = false,
+            ManageProcessMemory = false,
         };
         TrainingResult result;
         using (var trainer = new Trainer(model, options)) result = trainer.Fit(data, data);

@@ -18,7 +18,7 @@ public class AugmentationOptionTests
         {
             var (train, _) = SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 32, Seed = 4 }).Split(0.75, seed: 0);
             using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 4, depth: 2, seed: 1));
-            using var trainer = new Trainer(model, o with { Epochs = 2, BatchSize = 4, Workers = 1, Device = "cpu", TuneAllocator = false });
+            using var trainer = new Trainer(model, o with { Epochs = 2, BatchSize = 4, Workers = 1, Device = "cpu", ManageProcessMemory = false });
             return trainer.Fit(train, null).History.Select(h => h.TrainLoss).ToArray();
         }
         var fromText = Losses(new TrainerOptions { Augmentation = text });

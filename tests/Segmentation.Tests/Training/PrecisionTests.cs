@@ -21,7 +21,7 @@ public class PrecisionTests
     private static TrainerOptions Quick(Precision precision, string? dir = null, int epochs = 2) => new()
     {
         Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir,
-        TuneAllocator = false, Precision = precision,
+        ManageProcessMemory = false, Precision = precision,
     };
 
     private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();

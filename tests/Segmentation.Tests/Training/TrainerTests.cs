@@ -19,7 +19,7 @@ public class TrainerTests
 
     private static TrainerOptions Quick(string? dir = null, int epochs = 2) => new()
     {
-        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir, TuneAllocator = false,
+        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir, ManageProcessMemory = false,
     };
 
     private static SegmentationModel Build(int seed = 5) => new(Tiny with { Seed = seed });
@@ -54,7 +54,7 @@ public class TrainerTests
         {
             var stopAfterTwo = new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Epoch && p.Epoch == 2) cts.Cancel(); });
             var stopped = t.Fit(train, val, stopAfterTwo, cancellation: cts.Token);
-            Assert.Equal("cancelled", stopped.StopReason);
+            Assert.Equal("interrupted", stopped.StopReason);
             Assert.Equal(2, stopped.Epochs);
         }
         var ckpt = Checkpoint.Load(dir["b/last.ckpt"]);

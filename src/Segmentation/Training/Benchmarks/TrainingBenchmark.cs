@@ -97,7 +97,7 @@ internal static class TrainingBenchmark
             foreach (var precision in o.Precisions)
             {
                 var model = new SegmentationModel(o.Model);
-                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, TuneAllocator = false, LearningRate = 1e-4, Precision = precision });
+                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4, Precision = precision });
                 disposables.Add(trainer); disposables.Add(model);
                 (device, parameters) = (trainer.Device, model.ParameterCount());
                 // As the trainer does before its first step.

@@ -73,7 +73,7 @@ public sealed record TrainingResult
     public SegmentationMetrics? Metrics { get; init; }
     /// <summary>One record per epoch.</summary>
     public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
-    /// <summary>Why training ended: "completed", "early stopping", "time limit", "cancelled".</summary>
+    /// <summary>Why training ended: "completed", "early stopping", "time limit", "interrupted" (cancelled through the token).</summary>
     public string StopReason { get; init; } = "completed";
     /// <summary>Wall-clock seconds of training (all sessions).</summary>
     public double Seconds { get; init; }
