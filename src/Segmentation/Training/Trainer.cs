@@ -21,6 +21,8 @@ public sealed class Trainer : IDisposable
     private readonly Device device;
     private readonly TorchSharp.Modules.OptimizerHelper optimizer;
     private readonly ISegmentationLoss loss;
+    private readonly bool ownsLoss;
+    private readonly SegmentationTask task = SemanticSegmentation.Instance;
     private readonly LossScaler? scaler;
     private readonly double[] groupScales;
 
@@ -56,7 +58,7 @@ public sealed class Trainer : IDisposable
         model.Precision = Options.Precision;
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
-        loss = LossRegistry.Create(Options);
+        (loss, ownsLoss) = Options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(Options), true);
     }
 
     /// <summary>
@@ -233,12 +235,13 @@ public sealed class Trainer : IDisposable
             t.ReleaseMemory();
             record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch
             history.Add(record);
-            bool improved = metrics is not null && !double.IsNaN(metrics.MeanIoU) && (double.IsNaN(State.BestMeanIoU) || metrics.MeanIoU > State.BestMeanIoU);
+            double score = metrics is null ? double.NaN : t.task.Score(metrics);
+            bool improved = !double.IsNaN(score) && (double.IsNaN(State.BestMeanIoU) || score > State.BestMeanIoU);
             State = State with
             {
                 Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
                 LossScale = t.scaler?.Scale, LossScaleGoodSteps = t.scaler?.GoodSteps ?? 0,
-                BestMeanIoU = improved ? metrics!.MeanIoU : State.BestMeanIoU,
+                BestMeanIoU = improved ? score : State.BestMeanIoU,
                 BestEpoch = improved ? epoch : State.BestEpoch,
                 EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1 : State.EvaluationsWithoutImprovement,
             };
@@ -323,7 +326,7 @@ public sealed class Trainer : IDisposable
             if (O.EarlyStoppingPatience is { } patience && State.EvaluationsWithoutImprovement >= patience)
             {
                 StopReason = "early stopping";
-                Report(ProgressKind.Message, epoch, $"early stopping: no better mean IoU in {patience} evaluation(s) since epoch {State.BestEpoch}");
+                Report(ProgressKind.Message, epoch, $"early stopping: no better {t.task.SelectionMetric} in {patience} evaluation(s) since epoch {State.BestEpoch}");
                 return true;
             }
             if (O.TimeLimit is { } limit && clock.Elapsed >= limit)
@@ -442,9 +445,8 @@ public sealed class Trainer : IDisposable
     internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
     {
         using var scope = NewDisposeScope();
-        var (images, masks) = batch.ToDevice(device);
-        var logits = model.forward(normalization.Apply(images)).Logits;
-        var value = loss.Compute(logits, masks);
+        var (images, targets) = task.ToDevice(batch, device);
+        var value = loss.Compute(model.forward(normalization.Apply(images)), targets);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
         (scaler is null ? objective : scaler.ScaleLoss(objective)).backward();
         if (applyOptimizer)
@@ -468,7 +470,7 @@ public sealed class Trainer : IDisposable
         model.eval();
         try
         {
-            var result = Evaluator.Run(loader, device, d, normalization, model.Logits, (logits, masks) => loss.Compute(logits, masks), onBatch: onBatch, cancellation: cancellation);
+            var result = task.Evaluate(loader, device, d, normalization, model.forward, loss, onBatch, cancellation);
             return (result.Metrics, result.MeanLoss);
         }
         finally { model.train(); }
@@ -529,6 +531,6 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         optimizer.Dispose();
-        (loss as IDisposable)?.Dispose();
+        if (ownsLoss) (loss as IDisposable)?.Dispose();
     }
 }

@@ -58,8 +58,12 @@ public sealed record TrainerOptions
     public double? GradientClipNorm { get; init; }
     /// <summary>Batches whose gradients are summed before each optimiser step.</summary>
     public int AccumulationSteps { get; init; } = 1;
-    /// <summary>Loss.</summary>
-    public LossKind Loss { get; init; } = LossKind.CrossEntropy;
+    /// <summary>
+    /// The loss: one of the library's by kind (<c>LossKind.Dice</c>), or any loss object (<c>new FocalLoss(3)</c>, or
+    /// <see cref="TrainingLoss.From"/> for a type that implements <see cref="ISegmentationLoss"/> only). The trainer
+    /// disposes the losses it builds, never an object it was given.
+    /// </summary>
+    public TrainingLoss Loss { get; init; } = LossKind.CrossEntropy;
     /// <summary>Weight of the Dice term in <see cref="LossKind.CrossEntropyDice"/>.</summary>
     public double DiceWeight { get; init; } = 1.0;
     /// <summary>
@@ -148,6 +152,6 @@ public sealed record TrainerOptions
         if (FreezeEncoderEpochs < 0) throw new OptionsException($"Freeze-encoder epochs is {FreezeEncoderEpochs}; it must be 0 or more.");
         if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new OptionsException($"Initial loss scale is {InitialLossScale}; it must be a positive number.");
         if (LossScaleGrowthInterval < 1) throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least 1.");
-        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Loss) || !Enum.IsDefined(Precision)) throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
+        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Precision)) throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
     }
 }

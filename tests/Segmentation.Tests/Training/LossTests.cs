@@ -156,7 +156,7 @@ public class FocalAndLovaszTests
         Assert.True(new LovaszSoftmaxLoss().Compute(right, target).item<float>() < 1e-6);
         var logits = randn(2, 3, 5, 5).requires_grad_();
         var labels = randint(0, 3, new long[] { 2, 5, 5 });
-        foreach (ISegmentationLoss loss in new ISegmentationLoss[] { new FocalLoss(), new LovaszSoftmaxLoss() })
+        foreach (PixelLoss loss in new PixelLoss[] { new FocalLoss(), new LovaszSoftmaxLoss() })
         {
             logits.grad?.zero_();
             loss.Compute(logits, labels).backward();

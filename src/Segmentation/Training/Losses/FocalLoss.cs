@@ -9,7 +9,7 @@ namespace Segmentation.Training;
 /// hard ones count more; gamma 0 is cross-entropy. Pixels at the ignore label count nowhere; a batch with none valid
 /// gives 0 that keeps the graph.
 /// </summary>
-public sealed class FocalLoss : ISegmentationLoss
+public sealed class FocalLoss : PixelLoss
 {
     private readonly long ignoreIndex;
 
@@ -25,7 +25,7 @@ public sealed class FocalLoss : ISegmentationLoss
     }
 
     /// <inheritdoc />
-    public Tensor Compute(Tensor logits, Tensor target)
+    public override Tensor Compute(Tensor logits, Tensor target)
     {
         using var scope = NewDisposeScope();
         var valid = target.ne(ignoreIndex);
@@ -46,7 +46,7 @@ public sealed class FocalLoss : ISegmentationLoss
 /// over the whole batch, as the paper's <c>per_image=False</c>; ignored pixels leave out. A batch with no class
 /// present gives 0 that keeps the graph.
 /// </summary>
-public sealed class LovaszSoftmaxLoss : ISegmentationLoss
+public sealed class LovaszSoftmaxLoss : PixelLoss
 {
     private readonly long ignoreIndex;
 
@@ -54,7 +54,7 @@ public sealed class LovaszSoftmaxLoss : ISegmentationLoss
     public LovaszSoftmaxLoss(int ignoreIndex = Labels.Ignore) => this.ignoreIndex = ignoreIndex;
 
     /// <inheritdoc />
-    public Tensor Compute(Tensor logits, Tensor target)
+    public override Tensor Compute(Tensor logits, Tensor target)
     {
         using var scope = NewDisposeScope();
         long classes = logits.shape[1];

@@ -41,8 +41,11 @@ public static class LossRegistry
 
     private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: o.LabelSmoothing);
 
-    /// <summary>The loss <paramref name="options"/> ask for (dispose it if it is <see cref="IDisposable"/>).</summary>
-    public static ISegmentationLoss Create(TrainerOptions options) => Find(options.Loss).Create(options);
+    /// <summary>The loss <paramref name="options"/> ask for, built from them (dispose it if it is <see cref="IDisposable"/>); a loss object is not built here.</summary>
+    public static ISegmentationLoss Create(TrainerOptions options) => options.Loss.Kind is { } kind
+        ? Find(kind).Create(options)
+        : throw new OptionsException($"The loss is a loss object ({options.Loss}); it is used as it is, not built. "
+            + (options.Loss.Object is null ? "A run recorded with one needs it given again (TrainerOptions.Loss)." : ""));
 
     /// <summary>The kind named <paramref name="name"/> (case-insensitive); the error lists the names.</summary>
     public static LossKind Parse(string name) =>

@@ -1,18 +1,32 @@
 using TorchSharp;
 using static TorchSharp.torch;
 using Segmentation.Data;
+using Segmentation.Models;
 
 namespace Segmentation.Training;
 
-/// <summary>A segmentation loss: logits N x C x H x W and integer targets N x H x W to a scalar.</summary>
+/// <summary>
+/// A training loss: the model's named outputs and the batch's named targets to a scalar in the graph. Give one to the
+/// trainer as <see cref="TrainerOptions.Loss"/>. Losses of the class logits and mask derive from <see cref="PixelLoss"/>.
+/// </summary>
 public interface ISegmentationLoss
 {
     /// <summary>The loss for a batch (a scalar tensor in the graph).</summary>
-    Tensor Compute(Tensor logits, Tensor target);
+    Tensor Compute(ModelOutputs outputs, Targets targets);
+}
+
+/// <summary>A loss of the class logits N x C x H x W against the class mask N x H x W (every semantic loss here).</summary>
+public abstract class PixelLoss : ISegmentationLoss
+{
+    /// <summary>The loss of <paramref name="logits"/> against integer targets <paramref name="target"/>.</summary>
+    public abstract Tensor Compute(Tensor logits, Tensor target);
+
+    /// <summary>Reads the logits and the mask by name.</summary>
+    public virtual Tensor Compute(ModelOutputs outputs, Targets targets) => Compute(outputs.Logits, targets.Mask);
 }
 
 /// <summary>Cross-entropy with optional class weights, ignore index and label smoothing.</summary>
-public sealed class CrossEntropyLoss : ISegmentationLoss, IDisposable
+public sealed class CrossEntropyLoss : PixelLoss, IDisposable
 {
     private readonly Tensor? weights;
     private readonly long ignoreIndex;
@@ -30,7 +44,7 @@ public sealed class CrossEntropyLoss : ISegmentationLoss, IDisposable
     }
 
     /// <inheritdoc />
-    public Tensor Compute(Tensor logits, Tensor target)
+    public override Tensor Compute(Tensor logits, Tensor target)
     {
         if (weights is not null && weights.shape[0] != logits.shape[1])
             throw new OptionsException($"{weights.shape[0]} class weights were given for a model with {logits.shape[1]} classes.");
@@ -52,7 +66,7 @@ public sealed class CrossEntropyLoss : ISegmentationLoss, IDisposable
 /// still cost through the other classes' denominators and through cross-entropy when combined. A batch with no valid
 /// pixel gives a loss of 0 that keeps the graph.
 /// </remarks>
-public sealed class DiceLoss : ISegmentationLoss
+public sealed class DiceLoss : PixelLoss
 {
     private readonly long ignoreIndex;
     private readonly double smooth;
@@ -66,7 +80,7 @@ public sealed class DiceLoss : ISegmentationLoss
     }
 
     /// <inheritdoc />
-    public Tensor Compute(Tensor logits, Tensor target)
+    public override Tensor Compute(Tensor logits, Tensor target)
     {
         using var scope = NewDisposeScope();
         long classes = logits.shape[1];
@@ -97,7 +111,7 @@ public sealed class DiceLoss : ISegmentationLoss
 }
 
 /// <summary>A weighted sum of losses, e.g. cross-entropy + Dice.</summary>
-public sealed class CombinedLoss : ISegmentationLoss, IDisposable
+public sealed class CombinedLoss : PixelLoss, IDisposable
 {
     private readonly (ISegmentationLoss Loss, double Weight)[] terms;
 
@@ -109,12 +123,15 @@ public sealed class CombinedLoss : ISegmentationLoss, IDisposable
     }
 
     /// <inheritdoc />
-    public Tensor Compute(Tensor logits, Tensor target)
+    public override Tensor Compute(Tensor logits, Tensor target) => Compute(new ModelOutputs(logits), new Targets(target));
+
+    /// <summary>The weighted sum of the terms, each reading the outputs and targets it needs.</summary>
+    public override Tensor Compute(ModelOutputs outputs, Targets targets)
     {
         Tensor? total = null;
         foreach (var (loss, weight) in terms)
         {
-            var term = loss.Compute(logits, target) * weight;
+            var term = loss.Compute(outputs, targets) * weight;
             total = total is null ? term : total + term;
         }
         return total!;

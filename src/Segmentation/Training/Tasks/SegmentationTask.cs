@@ -1,0 +1,66 @@
+using Segmentation.Data;
+using Segmentation.Evaluation;
+using Segmentation.Models;
+using static TorchSharp.torch;
+
+namespace Segmentation.Training;
+
+/// <summary>
+/// What a kind of segmentation asks of the trainer: the targets a batch carries (by name), the loss when the options
+/// name none, how an epoch is evaluated, and which number picks the best checkpoint. Semantic segmentation is the
+/// first (<see cref="SemanticSegmentation"/>); instance and panoptic segmentation plug in here.
+/// </summary>
+internal abstract class SegmentationTask
+{
+    /// <summary>The task's name, as records say it.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The batch's images (uint8 N x C x H x W) and targets, on <paramref name="device"/>.</summary>
+    public abstract (Tensor Images, Targets Targets) ToDevice(HostBatch batch, Device device);
+
+    /// <summary>The metric that picks the best checkpoint, as reports name it.</summary>
+    public abstract string SelectionMetric { get; }
+
+    /// <summary>The value of <see cref="SelectionMetric"/> in <paramref name="metrics"/> (higher is better; NaN: none).</summary>
+    public abstract double Score(SegmentationMetrics metrics);
+
+    /// <summary>Evaluates <paramref name="model"/> on a loader's data; the mean loss too when <paramref name="loss"/> is given.</summary>
+    public abstract EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description, Normalization normalization,
+        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation);
+}
+
+/// <summary>
+/// Semantic segmentation: one class per pixel. Targets: the class mask (<see cref="Targets.MaskName"/>). Evaluation:
+/// the one confusion matrix (<see cref="Evaluator"/>). Best checkpoint: the highest mean IoU.
+/// </summary>
+internal sealed class SemanticSegmentation : SegmentationTask
+{
+    /// <summary>The one instance.</summary>
+    public static SemanticSegmentation Instance { get; } = new();
+
+    /// <inheritdoc />
+    public override string Name => "semantic";
+
+    /// <inheritdoc />
+    public override (Tensor Images, Targets Targets) ToDevice(HostBatch batch, Device device)
+    {
+        var (images, masks) = batch.ToDevice(device);
+        return (images, new Targets(masks));
+    }
+
+    /// <inheritdoc />
+    public override string SelectionMetric => "mean IoU";
+
+    /// <inheritdoc />
+    public override double Score(SegmentationMetrics metrics) => metrics.MeanIoU;
+
+    /// <inheritdoc />
+    public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description, Normalization normalization,
+        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation)
+    {
+        ModelOutputs? last = null;
+        Tensor Logits(Tensor x) => (last = model(x)).Logits;
+        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks) => loss.Compute(last!, new Targets(masks));
+        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch, cancellation: cancellation);
+    }
+}
