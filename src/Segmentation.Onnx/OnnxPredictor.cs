@@ -5,6 +5,8 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
+using Segmentation.Shared;
+
 namespace Segmentation.Onnx;
 
 /// <summary>How an <see cref="OnnxPredictor"/> runs a model.</summary>
@@ -71,17 +73,17 @@ public sealed class OnnxPredictor : IDisposable
         var meta = session.ModelMetadata.CustomMetadataMap;
         var inDims = session.InputMetadata[input].Dimensions;
         var outDims = session.OutputMetadata[output].Dimensions;
-        int channels = meta.TryGetValue("in_channels", out var ic) ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
-        int? known = meta.TryGetValue("classes", out var c) ? int.Parse(c, CultureInfo.InvariantCulture) : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
+        int channels = meta.TryGetValue(OnnxMetadataKeys.InChannels, out var ic) ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
+        int? known = meta.TryGetValue(OnnxMetadataKeys.Classes, out var c) ? int.Parse(c, CultureInfo.InvariantCulture) : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
         if (known is { } k && Options.Classes is { } asked && asked != k)
             throw new InvalidDataException($"{path}: the model outputs {k} classes; {asked} were given.");
         int classes = known ?? Options.Classes ?? throw new InvalidDataException($"{path}: the model does not say how many classes it has; give them (Classes, --classes).");
-        string[] names = meta.TryGetValue("class_names", out var n) ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray();
-        string[] colors = meta.TryGetValue("class_colors", out var cc) ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
-        float[] mean = meta.TryGetValue("normalization_mean", out var m) ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
-        float[] std = meta.TryGetValue("normalization_std", out var s) ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
-        (int, int)? resize = meta.TryGetValue("resize", out var r) && r.Split('x') is [var h, var w] ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
-        int minimum = meta.TryGetValue("minimum_input_size", out var mi) ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
+        string[] names = meta.TryGetValue(OnnxMetadataKeys.ClassNames, out var n) ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray();
+        string[] colors = meta.TryGetValue(OnnxMetadataKeys.ClassColors, out var cc) ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
+        float[] mean = meta.TryGetValue(OnnxMetadataKeys.NormalizationMean, out var m) ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
+        float[] std = meta.TryGetValue(OnnxMetadataKeys.NormalizationStd, out var s) ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
+        (int, int)? resize = meta.TryGetValue(OnnxMetadataKeys.Resize, out var r) && r.Split('x') is [var h, var w] ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
+        int minimum = meta.TryGetValue(OnnxMetadataKeys.MinimumInputSize, out var mi) ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
         if (mean.Length != channels || std.Length != channels) throw new InvalidDataException($"{path}: normalisation for {mean.Length} channels; the model takes {channels}.");
         return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum);
     }
@@ -148,19 +150,14 @@ public sealed class OnnxPredictor : IDisposable
     private float[] Windowed(float[] x, int h, int w)
     {
         if (Options.Window is not { } win || (win.Height >= h && win.Width >= w)) return Run(x, h, w);
-        int ch = Math.Min(win.Height, h), cw = Math.Min(win.Width, w);
-        var stride = Options.Stride ?? (Math.Max(1, win.Height * 2 / 3), Math.Max(1, win.Width * 2 / 3));
-        int rows = Math.Max(h - ch + stride.Height - 1, 0) / stride.Height + 1, cols = Math.Max(w - cw + stride.Width - 1, 0) / stride.Width + 1;
+        var stride = Options.Stride ?? SlidingWindow.DefaultStride(win.Height, win.Width);
         var sum = new float[Info.Classes * h * w];
         var count = new float[h * w];
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-            {
-                int y2 = Math.Min(r * stride.Height + ch, h), x2 = Math.Min(c * stride.Width + cw, w);
-                int y1 = Math.Max(y2 - ch, 0), x1 = Math.Max(x2 - cw, 0);
-                var part = Run(Tensors.Crop(x, Info.InChannels, h, w, y1, x1, y2 - y1, x2 - x1), y2 - y1, x2 - x1);
-                Tensors.AddInto(sum, count, part, Info.Classes, h, w, y1, x1, y2 - y1, x2 - x1);
-            }
+        foreach (var (y1, x1, th, tw) in SlidingWindow.Tiles(h, w, win.Height, win.Width, stride.Height, stride.Width))
+        {
+            var part = Run(Tensors.Crop(x, Info.InChannels, h, w, y1, x1, th, tw), th, tw);
+            Tensors.AddInto(sum, count, part, Info.Classes, h, w, y1, x1, th, tw);
+        }
         for (int k = 0; k < Info.Classes; k++)
             for (int i = 0; i < h * w; i++) sum[k * h * w + i] /= count[i];
         return sum;
@@ -191,19 +188,8 @@ public sealed class OnnxPredictor : IDisposable
     /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>
     public void SaveOverlay(string path, byte[] pixels, int width, int height, byte[] labels)
     {
-        var colors = Info.ClassColors.Select(c => Color.ParseHex(c).ToPixel<Rgb24>()).ToArray();
-        int c = Info.InChannels;
-        var rgb = new Rgb24[width * height];
-        for (int i = 0; i < rgb.Length; i++)
-        {
-            byte r = pixels[i * c], g = pixels[i * c + (c == 1 ? 0 : 1)], b = pixels[i * c + (c == 1 ? 0 : 2)];
-            if (labels[i] != 0 && labels[i] < colors.Length)
-            {
-                var k = colors[labels[i]];
-                (r, g, b) = ((byte)((r + k.R) / 2), (byte)((g + k.G) / 2), (byte)((b + k.B) / 2));
-            }
-            rgb[i] = new Rgb24(r, g, b);
-        }
+        var colors = Info.ClassColors.Select(c => Color.ParseHex(c).ToPixel<Rgb24>()).Select(p => (p.R, p.G, p.B)).ToList();
+        var rgb = Shared.OverlayBlend.Blend(pixels, Info.InChannels, labels, colors);
         using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
         image.SaveAsPng(path);
     }

@@ -32,27 +32,8 @@ public static class MaskWriter
     /// <summary>The image with class colours blended over it (<paramref name="alpha"/> = colour weight; background class 0 left clear when <paramref name="skipClassZero"/>).</summary>
     public static void SaveOverlay(string path, ImageBuffer image, byte[] labels, IReadOnlyList<Rgb> colors, double alpha = 0.5, bool skipClassZero = true)
     {
-        int w = image.Width, h = image.Height, ch = image.Channels;
-        using var img = new Image<Rgb24>(w, h);
-        img.ProcessPixelRows(rows =>
-        {
-            for (int y = 0; y < h; y++)
-            {
-                var row = rows.GetRowSpan(y);
-                for (int x = 0; x < w; x++)
-                {
-                    int i = y * w + x;
-                    byte r = image.Pixels[i * ch], g = image.Pixels[i * ch + (ch > 1 ? 1 : 0)], b = image.Pixels[i * ch + (ch > 2 ? 2 : 0)];
-                    int label = labels[i];
-                    if (label < colors.Count && !(skipClassZero && label == 0))
-                    {
-                        var c = colors[label];
-                        r = (byte)(r * (1 - alpha) + c.R * alpha); g = (byte)(g * (1 - alpha) + c.G * alpha); b = (byte)(b * (1 - alpha) + c.B * alpha);
-                    }
-                    row[x] = new Rgb24(r, g, b);
-                }
-            }
-        });
+        var rgb = Shared.OverlayBlend.Blend(image.Pixels, image.Channels, labels, colors.Select(c => (c.R, c.G, c.B)).ToList(), alpha, skipClassZero);
+        using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
         Save(img, path);
     }
 

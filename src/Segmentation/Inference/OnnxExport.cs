@@ -4,6 +4,7 @@ using Google.Protobuf;
 using Onnx;
 using Segmentation.Checkpoints;
 using Segmentation.Models;
+using Segmentation.Shared;
 
 namespace Segmentation.Inference;
 
@@ -56,15 +57,15 @@ public static class OnnxExport
     public static IEnumerable<(string Key, string Value)> Metadata(Checkpoint c, int minimumInputSize)
     {
         var p = c.Preprocessing;
-        yield return ("classes", c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
-        yield return ("class_names", JsonSerializer.Serialize(c.Dataset.ClassNames));
-        yield return ("class_colors", JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
-        yield return ("in_channels", c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
-        yield return ("normalization_mean", JsonSerializer.Serialize(p.Normalization.Mean));
-        yield return ("normalization_std", JsonSerializer.Serialize(p.Normalization.Std));
-        yield return ("resize", p.Size?.ToString() ?? "");
-        yield return ("ignore_index", c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
-        yield return ("minimum_input_size", minimumInputSize.ToString(CultureInfo.InvariantCulture));
+        yield return (OnnxMetadataKeys.Classes, c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
+        yield return (OnnxMetadataKeys.ClassNames, JsonSerializer.Serialize(c.Dataset.ClassNames));
+        yield return (OnnxMetadataKeys.ClassColors, JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
+        yield return (OnnxMetadataKeys.InChannels, c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
+        yield return (OnnxMetadataKeys.NormalizationMean, JsonSerializer.Serialize(p.Normalization.Mean));
+        yield return (OnnxMetadataKeys.NormalizationStd, JsonSerializer.Serialize(p.Normalization.Std));
+        yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
+        yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
+        yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));
     }
 
     private static ValueInfoProto Value(string name, long? channels)

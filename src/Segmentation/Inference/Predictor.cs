@@ -123,23 +123,17 @@ public sealed class Predictor : IDisposable
         if (Options.Window is not { } win || (win.Height >= h && win.Width >= w))
             return h < min || w < min ? PaddedForward(x, min) : model.Logits(x);
 
-        long ch = Math.Min(win.Height, h), cw = Math.Min(win.Width, w);
-        var stride = Options.Stride ?? new Size2(Math.Max(1, win.Height * 2 / 3), Math.Max(1, win.Width * 2 / 3));
-        long sh = stride.Height, sw = stride.Width;
-        long rows = Math.Max(h - ch + sh - 1, 0) / sh + 1, cols = Math.Max(w - cw + sw - 1, 0) / sw + 1;
+        var (sh, sw) = Options.Stride is { } s ? (s.Height, s.Width) : Shared.SlidingWindow.DefaultStride(win.Height, win.Width);
         var sum = zeros(new long[] { x.shape[0], model.Description.Classes, h, w }, x.dtype, x.device);
         var count = zeros(new long[] { 1, 1, h, w }, x.dtype, x.device);
-        for (long r = 0; r < rows; r++)
-            for (long c = 0; c < cols; c++)
-            {
-                using var scope = NewDisposeScope();
-                long y2 = Math.Min(r * sh + ch, h), x2 = Math.Min(c * sw + cw, w);
-                long y1 = Math.Max(y2 - ch, 0), x1 = Math.Max(x2 - cw, 0);
-                var window = x[.., .., (int)y1..(int)y2, (int)x1..(int)x2];
-                var part = window.shape[2] < min || window.shape[3] < min ? PaddedForward(window, min) : model.Logits(window);
-                sum[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(part);
-                count[.., .., (int)y1..(int)y2, (int)x1..(int)x2].add_(1);
-            }
+        foreach (var (top, left, th, tw) in Shared.SlidingWindow.Tiles((int)h, (int)w, win.Height, win.Width, sh, sw))
+        {
+            using var scope = NewDisposeScope();
+            var window = x[.., .., top..(top + th), left..(left + tw)];
+            var part = th < min || tw < min ? PaddedForward(window, min) : model.Logits(window);
+            sum[.., .., top..(top + th), left..(left + tw)].add_(part);
+            count[.., .., top..(top + th), left..(left + tw)].add_(1);
+        }
         return sum / count;
     }
 

@@ -1,0 +1,27 @@
+namespace Segmentation.Shared;
+
+/// <summary>
+/// The metadata an exported ONNX model carries besides its graph, by key: written by the exporter (TorchSharp side),
+/// read by the ONNX Runtime predictor (no TorchSharp). One list, compiled into both.
+/// </summary>
+internal static class OnnxMetadataKeys
+{
+    /// <summary>Number of classes (the logits' channels).</summary>
+    public const string Classes = "classes";
+    /// <summary>Class names, a JSON array of strings.</summary>
+    public const string ClassNames = "class_names";
+    /// <summary>Class colours, a JSON array of #rrggbb strings.</summary>
+    public const string ClassColors = "class_colors";
+    /// <summary>Image channels the model takes.</summary>
+    public const string InChannels = "in_channels";
+    /// <summary>Per-channel mean of pixel / 255, a JSON array.</summary>
+    public const string NormalizationMean = "normalization_mean";
+    /// <summary>Per-channel standard deviation, a JSON array.</summary>
+    public const string NormalizationStd = "normalization_std";
+    /// <summary>The size the model was trained at, HxW, or empty.</summary>
+    public const string Resize = "resize";
+    /// <summary>The ignore label of the training masks.</summary>
+    public const string IgnoreIndex = "ignore_index";
+    /// <summary>The smallest height and width the model takes.</summary>
+    public const string MinimumInputSize = "minimum_input_size";
+}
