@@ -19,11 +19,13 @@ public static class Cli
     public const int Failure = 1;
     /// <summary>Exit code for usage errors.</summary>
     public const int Usage = 2;
-    /// <summary>Exit code when training was stopped by SIGINT or SIGTERM (after writing the summary): 128 + SIGINT, as shells report it.</summary>
+    /// <summary>Exit code when training was stopped by SIGINT or SIGTERM (after writing the summary): 128 + SIGINT, as
+    /// shells report it.</summary>
     public const int Interrupted = 130;
 
     /// <summary>Runs the tool; returns the exit code.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool outIsTerminal = false, bool errIsTerminal = false)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool outIsTerminal = false,
+        bool errIsTerminal = false)
     {
         Segmentation.Models.NativeRuntime.PreloadShim();
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
@@ -50,12 +52,14 @@ public static class Cli
         }
         try
         {
-            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr,
+                EnableDefaultExceptionHandler = false });
         }
         catch (Exception caught)
         {
             // Parallel work wraps what went wrong; the user needs the error inside.
-            var e = caught is AggregateException { InnerExceptions.Count: > 0 } agg ? agg.Flatten().InnerExceptions.OrderBy(x => x is SegmentationException ? 0 : 1).First() : caught;
+            var e = caught is AggregateException { InnerExceptions.Count: > 0 } agg ? agg.Flatten()
+                .InnerExceptions.OrderBy(x => x is SegmentationException ? 0 : 1).First() : caught;
             var (code, message) = e switch
             {
                 OptionsException => (Usage, e.Message),
@@ -67,14 +71,17 @@ public static class Cli
             context.FinishLine();
             stderr.WriteLine($"error: {message}");
             if (parse.GetValue(verbose)) stderr.WriteLine(e.ToString());
-            else if (code == Failure && e is not SegmentationException && e is not IOException) stderr.WriteLine("(run with --verbose for the stack trace)");
+            else if (code == Failure && e is not SegmentationException
+                && e is not IOException) stderr.WriteLine("(run with --verbose for the stack trace)");
             return code;
         }
     }
 
-    /// <summary>System.CommandLine's parse messages with .NET type names (System.Nullable`1[System.Double]) in words.</summary>
+    /// <summary>System.CommandLine's parse messages with .NET type names (System.Nullable`1[System.Double]) in
+    /// words.</summary>
     internal static string Readable(string message) =>
-        System.Text.RegularExpressions.Regex.Replace(message, @"System\.Nullable`1\[System\.(\w+)\]|System\.(\w+)", m => (m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value) switch
+        System.Text.RegularExpressions.Regex.Replace(message, @"System\.Nullable`1\[System\.(\w+)\]|System\.(\w+)",
+            m => (m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value) switch
         {
             "Int32" or "Int64" => "a whole number",
             "Double" or "Single" => "a number",
@@ -87,7 +94,8 @@ public static class Cli
     {
         var t = text.Trim().ToLowerInvariant();
         double Num(string s) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0
-            ? v : throw new OptionsException($"Duration '{text}' is not a positive number with a unit (e.g. 90s, 20m, 1.5h).");
+            ? v : throw new OptionsException($"Duration '{text}' is not a positive number with a unit (e.g. 90s, 20m, "
+            + $"1.5h).");
         if (t.EndsWith('h')) return Num(t[..^1]) * 3600;
         if (t.EndsWith('m')) return Num(t[..^1]) * 60;
         if (t.EndsWith('s')) return Num(t[..^1]);
@@ -109,12 +117,15 @@ public static class Cli
     internal static ModelDescription Model(int inChannels, int classes, int baseChannels, int depth, string upsampling,
         string norm = "batch", double dropout = 0, string encoder = "unet")
     {
-        var normLayer = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group), ("none", NormLayer.None));
-        var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed), ("bilinear", UpsamplingMode.Bilinear));
+        var normLayer = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group),
+            ("none", NormLayer.None));
+        var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed),
+            ("bilinear", UpsamplingMode.Bilinear));
         ModelRegistry.Find(PartKind.Encoder, encoder); // an unknown name lists the known ones
         var d = encoder == "unet"
             ? ModelDescription.UNet(classes, inChannels, baseChannels, depth, up, normLayer, dropout)
-            : ModelDescription.For(encoder, classes, inChannels) with { Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Norm = normLayer }) };
+            : ModelDescription.For(encoder, classes, inChannels) with { Decoder = ModelPart.Of("smp-unet",
+            new SmpUNetDecoderOptions { Norm = normLayer }) };
         return d.Resolve();
     }
 
@@ -126,10 +137,12 @@ public static class Cli
     {
         var name = d.Architecture == "unet" ? "U-Net" : d.Architecture;
         if (d.Encoder.Name != "unet" || d.Decoder?.Name != "unet")
-            return $"{name} {d.InChannels}->{d.Classes}, {d.Encoder.Name} encoder, {d.Decoder?.Name ?? "default"} decoder";
+            return $"{name} {d.InChannels}->{d.Classes}, {d.Encoder.Name} encoder, {d.Decoder?.Name ?? "default"} "
+                + $"decoder";
         var e = d.Encoder.OptionsAs<UNetEncoderOptions>();
         var u = d.Decoder.OptionsAs<UNetDecoderOptions>();
-        return $"{name} {d.InChannels}->{d.Classes}, base {e.BaseChannels}, depth {e.Depth}, {u.Upsampling.ToString().ToLowerInvariant()} upsampling, "
+        return $"{name} {d.InChannels}->{d.Classes}, base {e.BaseChannels}, depth {e.Depth}, "
+            + $"{u.Upsampling.ToString().ToLowerInvariant()} upsampling, "
             + $"{e.Norm.ToString().ToLowerInvariant()} norm";
     }
 }
@@ -139,8 +152,10 @@ internal sealed class CommandContext(TextWriter stdout, TextWriter stderr, bool 
 {
     public TextWriter Out { get; } = stdout;
     public TextWriter Err { get; } = stderr;
-    /// <summary>Whether a terminal shows what is written to <paramref name="writer"/> (standard output or error).</summary>
-    public bool IsTerminal(TextWriter writer) => ReferenceEquals(writer, Out) ? outIsTerminal : ReferenceEquals(writer, Err) && errIsTerminal;
+    /// <summary>Whether a terminal shows what is written to <paramref name="writer"/> (standard output or
+    /// error).</summary>
+    public bool IsTerminal(TextWriter writer) => ReferenceEquals(writer, Out) ? outIsTerminal
+        : ReferenceEquals(writer, Err) && errIsTerminal;
     private TextWriter? openLine; // the writer whose status line is showing
 
     /// <summary>Rewrites the current status line (interactive terminals only).</summary>

@@ -2,5 +2,6 @@ namespace Segmentation.Cli;
 
 internal static class Program
 {
-    private static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error, outIsTerminal: !Console.IsOutputRedirected, errIsTerminal: !Console.IsErrorRedirected);
+    private static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error,
+        outIsTerminal: !Console.IsOutputRedirected, errIsTerminal: !Console.IsErrorRedirected);
 }

@@ -12,9 +12,11 @@ namespace Segmentation.Onnx;
 /// <summary>How an <see cref="OnnxPredictor"/> runs a model.</summary>
 public sealed record OnnxPredictorOptions
 {
-    /// <summary>Classes, for a model without <c>segment export</c>'s metadata (e.g. <c>torch.onnx.export</c>); else read from the model.</summary>
+    /// <summary>Classes, for a model without <c>segment export</c>'s metadata (e.g. <c>torch.onnx.export</c>); else
+    /// read from the model.</summary>
     public int? Classes { get; init; }
-    /// <summary>Per-channel mean of (pixel / 255 - mean) / std, for a model without metadata; default 0 (pixel / 255, milesial's).</summary>
+    /// <summary>Per-channel mean of (pixel / 255 - mean) / std, for a model without metadata; default 0 (pixel / 255,
+    /// milesial's).</summary>
     public float[]? Mean { get; init; }
     /// <summary>Per-channel std, for a model without metadata; default 1.</summary>
     public float[]? Std { get; init; }
@@ -35,9 +37,11 @@ public sealed record OnnxPredictorOptions
 /// <param name="ClassColors">A colour per class, #rrggbb.</param>
 /// <param name="Mean">Normalisation mean per channel.</param>
 /// <param name="Std">Normalisation std per channel.</param>
-/// <param name="Resize">The size the model was trained at (images are resized to it and the logits back), or null.</param>
+/// <param name="Resize">The size the model was trained at (images are resized to it and the logits back), or
+/// null.</param>
 /// <param name="MinimumInputSize">Smaller images are padded up to this.</param>
-public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNames, string[] ClassColors, float[] Mean, float[] Std, (int Height, int Width)? Resize, int MinimumInputSize);
+public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNames, string[] ClassColors,
+    float[] Mean, float[] Std, (int Height, int Width)? Resize, int MinimumInputSize);
 
 /// <summary>
 /// Runs a U-Net exported to ONNX on ONNX Runtime, with no TorchSharp or libtorch: decode (ImageSharp), normalise,
@@ -54,7 +58,8 @@ public sealed class OnnxPredictor : IDisposable
     /// <summary>What the model says about itself.</summary>
     public OnnxModelInfo Info { get; }
 
-    /// <summary>Opens <paramref name="modelPath"/>; a model without metadata needs <see cref="OnnxPredictorOptions.Classes"/> or a fixed class dimension.</summary>
+    /// <summary>Opens <paramref name="modelPath"/>; a model without metadata needs <see
+    /// cref="OnnxPredictorOptions.Classes"/> or a fixed class dimension.</summary>
     public OnnxPredictor(string modelPath, OnnxPredictorOptions? options = null)
     {
         Options = options ?? new OnnxPredictorOptions();
@@ -62,7 +67,8 @@ public sealed class OnnxPredictor : IDisposable
         using var so = new SessionOptions();
         if (Options.Threads > 0) so.IntraOpNumThreads = Options.Threads;
         try { session = new InferenceSession(modelPath, so); }
-        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{modelPath}: ONNX Runtime cannot load it ({e.Message}).", e); }
+        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{modelPath}: ONNX Runtime cannot load it "
+            + $"({e.Message}).", e); }
         input = session.InputMetadata.Keys.First();
         output = session.OutputMetadata.Keys.First();
         Info = ReadInfo(modelPath);
@@ -73,18 +79,31 @@ public sealed class OnnxPredictor : IDisposable
         var meta = session.ModelMetadata.CustomMetadataMap;
         var inDims = session.InputMetadata[input].Dimensions;
         var outDims = session.OutputMetadata[output].Dimensions;
-        int channels = meta.TryGetValue(OnnxMetadataKeys.InChannels, out var ic) ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
-        int? known = meta.TryGetValue(OnnxMetadataKeys.Classes, out var c) ? int.Parse(c, CultureInfo.InvariantCulture) : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
+        int channels = meta.TryGetValue(OnnxMetadataKeys.InChannels, out var ic)
+            ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
+        int? known = meta.TryGetValue(OnnxMetadataKeys.Classes, out var c) ? int.Parse(c, CultureInfo.InvariantCulture)
+            : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
         if (known is { } k && Options.Classes is { } asked && asked != k)
             throw new InvalidDataException($"{path}: the model outputs {k} classes; {asked} were given.");
-        int classes = known ?? Options.Classes ?? throw new InvalidDataException($"{path}: the model does not say how many classes it has; give them (Classes, --classes).");
-        string[] names = meta.TryGetValue(OnnxMetadataKeys.ClassNames, out var n) ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray();
-        string[] colors = meta.TryGetValue(OnnxMetadataKeys.ClassColors, out var cc) ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
-        float[] mean = meta.TryGetValue(OnnxMetadataKeys.NormalizationMean, out var m) ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
-        float[] std = meta.TryGetValue(OnnxMetadataKeys.NormalizationStd, out var s) ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
-        (int, int)? resize = meta.TryGetValue(OnnxMetadataKeys.Resize, out var r) && r.Split('x') is [var h, var w] ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
-        int minimum = meta.TryGetValue(OnnxMetadataKeys.MinimumInputSize, out var mi) ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
-        if (mean.Length != channels || std.Length != channels) throw new InvalidDataException($"{path}: normalisation for {mean.Length} channels; the model takes {channels}.");
+        int classes = known ?? Options.Classes
+            ?? throw new InvalidDataException($"{path}: the model does not say how many classes it has; give them "
+            + $"(Classes, --classes).");
+        string[] names = meta.TryGetValue(OnnxMetadataKeys.ClassNames, out var n)
+            ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}")
+            .ToArray();
+        string[] colors = meta.TryGetValue(OnnxMetadataKeys.ClassColors, out var cc)
+            ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
+        float[] mean = meta.TryGetValue(OnnxMetadataKeys.NormalizationMean, out var m)
+            ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
+        float[] std = meta.TryGetValue(OnnxMetadataKeys.NormalizationStd, out var s)
+            ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
+        (int, int)? resize = meta.TryGetValue(OnnxMetadataKeys.Resize, out var r) && r.Split('x') is [var h, var w]
+            ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
+        int minimum = meta.TryGetValue(OnnxMetadataKeys.MinimumInputSize, out var mi)
+            ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
+        if (mean.Length != channels || std.Length != channels)
+            throw new InvalidDataException($"{path}: normalisation for {mean.Length} channels; the model takes "
+                + $"{channels}.");
         return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum);
     }
 
@@ -98,7 +117,9 @@ public sealed class OnnxPredictor : IDisposable
     public (byte[] Pixels, int Width, int Height) ReadImage(string path)
     {
         var info = Image.Identify(path) ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
-        if ((long)info.Width * info.Height > 1L << 28) throw new InvalidDataException($"{path}: {info.Width}x{info.Height} is over 268 megapixels; refused before decoding.");
+        if ((long)info.Width * info.Height > 1L << 28)
+            throw new InvalidDataException($"{path}: {info.Width}x{info.Height} is over 268 megapixels; refused "
+                + $"before decoding.");
         using var image = Image.Load<Rgb24>(path);
         int c = Info.InChannels, w = image.Width, h = image.Height;
         var pixels = new byte[w * h * c];
@@ -123,7 +144,9 @@ public sealed class OnnxPredictor : IDisposable
     public byte[] Predict(byte[] pixels, int width, int height)
     {
         var x = Normalise(pixels, width, height);
-        var logits = Info.Resize is { } size ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width), size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
+        var logits = Info.Resize is { } size
+            ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
+            size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
         return Tensors.Argmax(logits, Info.Classes, height * width);
     }
 
@@ -142,7 +165,8 @@ public sealed class OnnxPredictor : IDisposable
     {
         var logits = Windowed(x, h, w);
         if (!Options.FlipTta) return logits;
-        var flipped = Tensors.FlipWidth(Windowed(Tensors.FlipWidth(x, Info.InChannels, h, w), h, w), Info.Classes, h, w);
+        var flipped = Tensors.FlipWidth(Windowed(Tensors.FlipWidth(x, Info.InChannels, h, w), h, w), Info.Classes, h,
+            w);
         for (int i = 0; i < logits.Length; i++) logits[i] = (logits[i] + flipped[i]) / 2;
         return logits;
     }
@@ -163,7 +187,8 @@ public sealed class OnnxPredictor : IDisposable
         return sum;
     }
 
-    /// <summary>One forward pass; inputs under the minimum size are padded (edge) and the logits cropped back.</summary>
+    /// <summary>One forward pass; inputs under the minimum size are padded (edge) and the logits cropped
+    /// back.</summary>
     private float[] Run(float[] x, int h, int w)
     {
         int min = Info.MinimumInputSize;
@@ -188,7 +213,8 @@ public sealed class OnnxPredictor : IDisposable
     /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>
     public void SaveOverlay(string path, byte[] pixels, int width, int height, byte[] labels)
     {
-        var colors = Info.ClassColors.Select(c => Color.ParseHex(c).ToPixel<Rgb24>()).Select(p => (p.R, p.G, p.B)).ToList();
+        var colors = Info.ClassColors.Select(c => Color.ParseHex(c).ToPixel<Rgb24>()).Select(p => (p.R, p.G, p.B))
+            .ToList();
         var rgb = Shared.OverlayBlend.Blend(pixels, Info.InChannels, labels, colors);
         using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
         image.SaveAsPng(path);

@@ -1,6 +1,7 @@
 namespace Segmentation.Onnx;
 
-/// <summary>The few array operations prediction needs, on C x H x W float arrays (row-major, one plane per channel).</summary>
+/// <summary>The few array operations prediction needs, on C x H x W float arrays (row-major, one plane per
+/// channel).</summary>
 internal static class Tensors
 {
     /// <summary>Bilinear resize as PyTorch's <c>interpolate(mode="bilinear", align_corners=False)</c>.</summary>
@@ -24,7 +25,8 @@ internal static class Tensors
         return result;
     }
 
-    /// <summary>For each output index: the two source indices and the weight of the second (half-pixel centres, clamped at 0).</summary>
+    /// <summary>For each output index: the two source indices and the weight of the second (half-pixel centres, clamped
+    /// at 0).</summary>
     private static (int[], int[], float[]) Taps(int size, int outSize)
     {
         var i0 = new int[outSize]; var i1 = new int[outSize]; var l = new float[outSize];
@@ -78,12 +80,14 @@ internal static class Tensors
         var result = new float[c * ph * pw];
         for (int k = 0; k < c; k++)
             for (int i = 0; i < ph; i++)
-                for (int j = 0; j < pw; j++) result[(k * ph + i) * pw + j] = x[(k * h + Math.Min(i, h - 1)) * w + Math.Min(j, w - 1)];
+                for (int j = 0; j < pw; j++) result[(k * ph + i) * pw + j] = x[(k * h + Math.Min(i, h - 1)) * w
+                    + Math.Min(j, w - 1)];
         return result;
     }
 
     /// <summary>Adds a window's logits into the sums and counts the pixels it covers.</summary>
-    public static void AddInto(float[] sum, float[] count, float[] part, int c, int h, int w, int y, int x0, int ch, int cw)
+    public static void AddInto(float[] sum, float[] count, float[] part, int c, int h, int w, int y, int x0, int ch,
+        int cw)
     {
         for (int k = 0; k < c; k++)
             for (int i = 0; i < ch; i++)

@@ -7,7 +7,8 @@ namespace Segmentation;
 /// </summary>
 internal static class AtomicFile
 {
-    /// <summary>Writes <paramref name="path"/> through <paramref name="write"/>; <paramref name="wrap"/> lets tests interpose on the stream.</summary>
+    /// <summary>Writes <paramref name="path"/> through <paramref name="write"/>; <paramref name="wrap"/> lets tests
+    /// interpose on the stream.</summary>
     public static void Write(string path, Action<Stream> write, Func<Stream, Stream>? wrap = null)
     {
         var full = Path.GetFullPath(path);
@@ -33,5 +34,6 @@ internal static class AtomicFile
     }
 
     /// <summary>Writes <paramref name="text"/> as UTF-8.</summary>
-    public static void WriteAllText(string path, string text) => Write(path, s => s.Write(System.Text.Encoding.UTF8.GetBytes(text)));
+    public static void WriteAllText(string path, string text)
+        => Write(path, s => s.Write(System.Text.Encoding.UTF8.GetBytes(text)));
 }

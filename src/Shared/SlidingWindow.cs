@@ -11,14 +11,18 @@ internal static class SlidingWindow
     public static (int Height, int Width) DefaultStride(int windowHeight, int windowWidth) =>
         (Math.Max(1, windowHeight * 2 / 3), Math.Max(1, windowWidth * 2 / 3));
 
-    /// <summary>Top, left, height and width of each tile of an <paramref name="height"/> x <paramref name="width"/> image.</summary>
-    public static IReadOnlyList<(int Top, int Left, int Height, int Width)> Tiles(int height, int width, int windowHeight, int windowWidth,
+    /// <summary>Top, left, height and width of each tile of an <paramref name="height"/> x <paramref name="width"/>
+    /// image.</summary>
+    public static IReadOnlyList<(int Top, int Left, int Height, int Width)> Tiles(int height, int width,
+        int windowHeight, int windowWidth,
         int strideHeight, int strideWidth)
     {
         if (windowHeight < 1 || windowWidth < 1 || strideHeight < 1 || strideWidth < 1)
-            throw new ArgumentOutOfRangeException(nameof(windowHeight), $"Window {windowHeight}x{windowWidth} and stride {strideHeight}x{strideWidth} must be positive.");
+            throw new ArgumentOutOfRangeException(nameof(windowHeight),
+                $"Window {windowHeight}x{windowWidth} and stride {strideHeight}x{strideWidth} must be positive.");
         int ch = Math.Min(windowHeight, height), cw = Math.Min(windowWidth, width);
-        int rows = Math.Max(height - ch + strideHeight - 1, 0) / strideHeight + 1, cols = Math.Max(width - cw + strideWidth - 1, 0) / strideWidth + 1;
+        int rows = Math.Max(height - ch + strideHeight - 1, 0) / strideHeight + 1,
+            cols = Math.Max(width - cw + strideWidth - 1, 0) / strideWidth + 1;
         var tiles = new List<(int, int, int, int)>(rows * cols);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)

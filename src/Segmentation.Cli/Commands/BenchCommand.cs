@@ -32,19 +32,26 @@ internal static class BenchCommand
     /// </summary>
     private static Command Predict(CommandContext ctx)
     {
-        var cmd = new Command("predict", "Time prediction on TorchSharp (a checkpoint) and on ONNX Runtime (its export) side by side, on a folder of images.");
+        var cmd = new Command("predict",
+            "Time prediction on TorchSharp (a checkpoint) and on ONNX Runtime (its export) side by side, on a folder "
+                + "of images.");
         var checkpoint = new Option<string>("--checkpoint") { Required = true };
-        var onnx = new Option<string>("--onnx") { Description = "The checkpoint's ONNX export (segment export --format onnx).", Required = true };
+        var onnx = new Option<string>("--onnx") { Description =
+            "The checkpoint's ONNX export (segment export --format onnx).", Required = true };
         var input = new Option<string>("--input") { Description = "A folder of images.", Required = true };
         var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json");
         foreach (var o in new Option[] { checkpoint, onnx, input, rounds, json }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var files = Directory.Exists(p.GetValue(input)!) ? Directory.EnumerateFiles(p.GetValue(input)!).Where(f => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)).Order().ToList()
+            var files = Directory.Exists(p.GetValue(input)!) ? Directory.EnumerateFiles(p.GetValue(input)!)
+                .Where(f => f.EndsWith(".png", StringComparison.OrdinalIgnoreCase)
+                    || f.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)).Order().ToList()
                 : throw new DataException($"{p.GetValue(input)}: no such folder.", p.GetValue(input)!);
-            if (files.Count == 0) throw new DataException($"{p.GetValue(input)}: no .png or .jpg images.", p.GetValue(input)!);
-            using var torchPredictor = Segmentation.Inference.Predictor.FromFile(p.GetValue(checkpoint)!, new Segmentation.Inference.PredictorOptions { Device = "cpu" });
+            if (files.Count == 0) throw new DataException($"{p.GetValue(input)}: no .png or .jpg images.",
+                p.GetValue(input)!);
+            using var torchPredictor = Segmentation.Inference.Predictor.FromFile(p.GetValue(checkpoint)!,
+                new Segmentation.Inference.PredictorOptions { Device = "cpu" });
             using var onnxPredictor = new Segmentation.Onnx.OnnxPredictor(p.GetValue(onnx)!);
             var reader = new ImageReader();
             var images = files.Select(f => reader.ReadImage(f, torchPredictor.Model.InChannels)).ToList();
@@ -62,14 +69,20 @@ internal static class BenchCommand
                 clock.Restart();
                 var b = images.Select((_, i) => Ort(i)).ToList();
                 ortTimes.Add(clock.Elapsed.TotalSeconds);
-                if (r == 0) for (int i = 0; i < a.Count; i++) { total += a[i].Length; agree += a[i].Zip(b[i]).LongCount(x => x.First == x.Second); }
-                ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {r + 1}: torchsharp {torchTimes[^1]:F2} s, onnx runtime {ortTimes[^1]:F2} s"));
+                if (r == 0) for (int i = 0; i < a.Count; i++) { total += a[i].Length; agree += a[i].Zip(b[i])
+                    .LongCount(x => x.First == x.Second); }
+                ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"round {r + 1}: torchsharp {torchTimes[^1]:F2} s, onnx runtime {ortTimes[^1]:F2} s"));
             }
             double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
             double tps = files.Count / Median(torchTimes), ops = files.Count / Median(ortTimes);
-            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{files.Count} images, {get_num_threads()} libtorch thread(s): torchsharp {tps:F2} images/s, onnx runtime {ops:F2} images/s ({ops / tps:F2}x); masks agree at {100.0 * agree / total:F3} % of {total} pixels"));
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{files.Count} images, {get_num_threads()} libtorch thread(s): torchsharp {tps:F2} images/s, onnx "
+                    + $"runtime {ops:F2} images/s ({ops / tps:F2}x); masks agree at {100.0 * agree / total:F3} % of "
+                    + $"{total} pixels"));
             if (p.GetValue(json))
-                ctx.Out.WriteLine(new JsonObject { ["images"] = files.Count, ["torchsharpImagesPerSecond"] = tps, ["onnxRuntimeImagesPerSecond"] = ops, ["agreement"] = (double)agree / total }.ToJsonString());
+                ctx.Out.WriteLine(new JsonObject { ["images"] = files.Count, ["torchsharpImagesPerSecond"] = tps,
+                    ["onnxRuntimeImagesPerSecond"] = ops, ["agreement"] = (double)agree / total }.ToJsonString());
             return Cli.Ok;
         });
         return cmd;
@@ -77,7 +90,8 @@ internal static class BenchCommand
 
     private static Command Train(CommandContext ctx)
     {
-        var cmd = new Command("train", "Time the training step on random data, side by side with a bare TorchSharp loop.");
+        var cmd = new Command("train",
+            "Time the training step on random data, side by side with a bare TorchSharp loop.");
         var m = ModelFlags.Add(cmd);
         var inChannels = new Option<int>("--in-channels") { DefaultValueFactory = _ => 3 };
         var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 2 };
@@ -87,19 +101,27 @@ internal static class BenchCommand
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 2 };
         var device = new Option<string>("--device") { DefaultValueFactory = _ => "auto" };
         var noBare = new Option<bool>("--no-bare") { Description = "Skip the bare TorchSharp loop." };
-        var precision = new Option<string>("--precision") { Description = "Comma-separated precisions to time side by side (fp32, bf16, fp16); the first is the baseline.", DefaultValueFactory = _ => "fp32" };
-        var allocator = new Option<string>("--allocator") { Description = "tuned (mallopt, the trainer's default) or default (glibc as it is).", DefaultValueFactory = _ => "tuned" };
+        var precision = new Option<string>("--precision") { Description =
+            "Comma-separated precisions to time side by side (fp32, bf16, fp16); the first is the baseline.",
+                DefaultValueFactory = _ => "fp32" };
+        var allocator = new Option<string>("--allocator") { Description =
+            "tuned (mallopt, the trainer's default) or default (glibc as it is).", DefaultValueFactory = _ => "tuned" };
         var json = new Option<bool>("--json");
-        foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision, allocator, json }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision,
+            allocator, json }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var mode = Cli.ParseEnum(p.GetValue(allocator)!, "--allocator", ("tuned", true), ("default", false));
             if (mode) AllocatorTuning.Apply();
             var options = new TrainingBenchmarkOptions
             {
-                Model = ModelFlags.Read(p, m, shapes: false, p.GetValue(inChannels), p.GetValue(classes)), BatchSize = p.GetValue(batch),
-                Size = Size2.Parse(p.GetValue(size)!), Steps = p.GetValue(steps), Warmup = p.GetValue(warmup), Device = p.GetValue(device)!, CompareBare = !p.GetValue(noBare),
-                Precisions = p.GetValue(precision)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precisions.Parse).ToArray(),
+                Model = ModelFlags.Read(p, m, shapes: false, p.GetValue(inChannels), p.GetValue(classes)),
+                    BatchSize = p.GetValue(batch),
+                Size = Size2.Parse(p.GetValue(size)!), Steps = p.GetValue(steps), Warmup = p.GetValue(warmup),
+                    Device = p.GetValue(device)!, CompareBare = !p.GetValue(noBare),
+                Precisions = p.GetValue(precision)!.Split(',',
+                    StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Precisions.Parse)
+                        .ToArray(),
             };
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
             var r = TrainingBenchmark.Run(options, new Progress(log));
@@ -112,17 +134,25 @@ internal static class BenchCommand
 
     private static void PrintTrainBenchmark(TextWriter log, TrainingBenchmarkResult r, bool tunedAllocator)
     {
-        log.WriteLine($"{r.Parameters:N0} parameters, device {r.Device}, allocator {(tunedAllocator ? r.Allocator : "default")}"
-            + (r.DeviceMemoryMiB is { } mib ? string.Create(CultureInfo.InvariantCulture, $", device memory in use after the steps {mib:F0} MiB") : ""));
+        log.WriteLine($"{r.Parameters:N0} parameters, device {r.Device}, allocator "
+            + $"{(tunedAllocator ? r.Allocator : "default")}"
+            + (r.DeviceMemoryMiB is { } mib ? string.Create(CultureInfo.InvariantCulture,
+            $", device memory in use after the steps {mib:F0} MiB") : ""));
         var first = r.Contenders[0];
         foreach (var c in r.Contenders)
+        {
+            var ratio = ReferenceEquals(c, first) ? ""
+                : string.Create(CultureInfo.InvariantCulture,
+                $"; {first.Name}/{c.Name} = {first.StepSeconds / c.StepSeconds:F3}");
             log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{c.Name,-14} median {c.StepSeconds:F3} s ({c.ImagesPerSecond:F2} images/s){(ReferenceEquals(c, first) ? "" : $"; {first.Name}/{c.Name} = {first.StepSeconds / c.StepSeconds:F3}")}"));
+                $"{c.Name,-14} median {c.StepSeconds:F3} s ({c.ImagesPerSecond:F2} images/s){ratio}"));
+        }
     }
 
     private static JsonObject TrainBenchmarkJson(TrainingBenchmarkResult r, bool tunedAllocator) => new()
     {
-        ["stepSeconds"] = r.StepSeconds, ["imagesPerSecond"] = r.ImagesPerSecond, ["params"] = r.Parameters, ["device"] = r.Device,
+        ["stepSeconds"] = r.StepSeconds, ["imagesPerSecond"] = r.ImagesPerSecond, ["params"] = r.Parameters,
+            ["device"] = r.Device,
         ["bareStepSeconds"] = double.IsNaN(r.BareStepSeconds) ? null : r.BareStepSeconds,
         ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
         ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
@@ -130,7 +160,8 @@ internal static class BenchCommand
         ["steps"] = new JsonArray(r.Contenders[0].Steps.Select(x => (JsonNode?)x).ToArray()),
         ["contenders"] = new JsonArray(r.Contenders.Select(c => (JsonNode?)new JsonObject
         {
-            ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds, ["imagesPerSecond"] = c.ImagesPerSecond,
+            ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds,
+                ["imagesPerSecond"] = c.ImagesPerSecond,
             ["steps"] = new JsonArray(c.Steps.Select(x => (JsonNode?)x).ToArray()),
         }).ToArray()),
     };
@@ -138,14 +169,17 @@ internal static class BenchCommand
     private static Command Loader(CommandContext ctx)
     {
         var cmd = new Command("loader", "Time the data pipeline (read, decode, augment, collate) on a folder.");
-        var data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/: train/ is read).", Required = true };
+        var data = new Option<string>("--data") { Description =
+            "Folder with images/ and masks/ (or train/ and val/: train/ is read).", Required = true };
         var d = DataFlags.Add(cmd);
         var workers = new Option<int>("--workers") { DefaultValueFactory = _ => 2 };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
         var crop = new Option<string>("--crop") { DefaultValueFactory = _ => "256x256" };
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
-        var cache = new Option<bool>("--cache") { Description = "Cache decoded samples in memory (epochs after the first skip decoding)." };
-        var tensors = new Option<bool>("--tensors") { Description = "Also turn each batch into tensors (uint8 images, int64 masks)." };
+        var cache = new Option<bool>("--cache") { Description =
+            "Cache decoded samples in memory (epochs after the first skip decoding)." };
+        var tensors = new Option<bool>("--tensors") { Description =
+            "Also turn each batch into tensors (uint8 images, int64 masks)." };
         var json = new Option<bool>("--json");
         foreach (var o in new Option[] { data, workers, batch, crop, epochs, cache, tensors, json }) cmd.Options.Add(o);
         cmd.SetAction(p =>
@@ -157,37 +191,46 @@ internal static class BenchCommand
             var loader = new DataLoader(set, new DataLoaderOptions
             {
                 BatchSize = p.GetValue(batch), Workers = p.GetValue(workers), Shuffle = true, DropLast = false,
-                Transform = new Compose(new RandomCrop(c.Height, c.Width), new HorizontalFlip()), CacheBytes = p.GetValue(cache) ? 8L << 30 : 0,
+                Transform = new Compose(new RandomCrop(c.Height, c.Width), new HorizontalFlip()),
+                    CacheBytes = p.GetValue(cache) ? 8L << 30 : 0,
             });
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
-            var rates = new List<double>();
-            for (int e = 0; e < p.GetValue(epochs); e++)
-            {
-                var clock = Stopwatch.StartNew();
-                int images = 0;
-                foreach (var b in loader.Epoch(e))
-                {
-                    images += b.Count;
-                    if (p.GetValue(tensors))
-                    {
-                        using var scope = NewDisposeScope();
-                        b.ToDevice(CPU);
-                    }
-                }
-                rates.Add(images / clock.Elapsed.TotalSeconds);
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {e + 1}: {images} images in {clock.Elapsed.TotalSeconds:F2} s = {rates[^1]:F1} images/s"));
-            }
+            var rates = Enumerable.Range(0, p.GetValue(epochs))
+                .Select(e => TimeLoaderEpoch(loader, e, p.GetValue(tensors), log)).ToList();
             double steady = rates.Count > 1 ? rates.Skip(1).Average() : rates[0];
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{set.Origin}: {loader.Workers} workers, batch {loader.Options.BatchSize}, crop {c}: {steady:F1} images/s (epochs after the first{(p.GetValue(cache) ? ", cached" : "")})"));
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{set.Origin}: {loader.Workers} workers, batch {loader.Options.BatchSize}, crop {c}: {steady:F1} "
+                    + $"images/s (epochs after the first{(p.GetValue(cache) ? ", cached" : "")})"));
             if (p.GetValue(json))
                 ctx.Out.WriteLine(new JsonObject
                 {
-                    ["imagesPerSecond"] = steady, ["firstEpochImagesPerSecond"] = rates[0], ["workers"] = loader.Workers, ["batchSize"] = loader.Options.BatchSize,
-                    ["cache"] = p.GetValue(cache), ["epochs"] = new JsonArray(rates.Select(x => (JsonNode?)x).ToArray()),
+                    ["imagesPerSecond"] = steady, ["firstEpochImagesPerSecond"] = rates[0],
+                        ["workers"] = loader.Workers, ["batchSize"] = loader.Options.BatchSize,
+                    ["cache"] = p.GetValue(cache),
+                        ["epochs"] = new JsonArray(rates.Select(x => (JsonNode?)x).ToArray()),
                 }.ToJsonString());
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>One epoch of the loader, timed (with the batches turned into tensors when asked); its images per
+    /// second.</summary>
+    private static double TimeLoaderEpoch(DataLoader loader, int epoch, bool tensors, TextWriter log)
+    {
+        var clock = Stopwatch.StartNew();
+        int images = 0;
+        foreach (var b in loader.Epoch(epoch))
+        {
+            images += b.Count;
+            if (!tensors) continue;
+            using var scope = NewDisposeScope();
+            b.ToDevice(CPU);
+        }
+        double rate = images / clock.Elapsed.TotalSeconds;
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"epoch {epoch + 1}: {images} images in {clock.Elapsed.TotalSeconds:F2} s = {rate:F1} images/s"));
+        return rate;
     }
 
     private static Command Eval(CommandContext ctx)
@@ -217,8 +260,12 @@ internal static class BenchCommand
             var metrics = cm.Compute();
             double rate = done / clock.Elapsed.TotalSeconds;
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"evaluator: {done} images of {s} with {n} classes (argmax from logits) in {clock.Elapsed.TotalSeconds:F2} s = {rate:F1} images/s on {dev} (mean IoU {metrics.MeanIoU:F4})"));
-            if (p.GetValue(json)) ctx.Out.WriteLine(new JsonObject { ["imagesPerSecond"] = rate, ["images"] = done, ["device"] = dev.ToString() }.ToJsonString());
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"evaluator: {done} images of {s} with {n} classes (argmax from logits) in "
+                    + $"{clock.Elapsed.TotalSeconds:F2} s = {rate:F1} images/s on {dev} (mean IoU "
+                    + $"{metrics.MeanIoU:F4})"));
+            if (p.GetValue(json)) ctx.Out.WriteLine(new JsonObject { ["imagesPerSecond"] = rate, ["images"] = done,
+                ["device"] = dev.ToString() }.ToJsonString());
             return Cli.Ok;
         });
         return cmd;

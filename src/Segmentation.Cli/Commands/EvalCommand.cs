@@ -12,9 +12,12 @@ internal static class EvalCommand
 {
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("eval", "Evaluate a checkpoint (mean IoU and the rest) on a data set; by default its own validation data.");
+        var cmd = new Command("eval",
+            "Evaluate a checkpoint (mean IoU and the rest) on a data set; by default its own validation data.");
         var f = PredictFlags.Add(cmd);
-        var data = new Option<string?>("--data") { Description = "Folder with images/ and masks/ (a folder with train/ and val/ is read from val/), or builtin:shapes. Default: the checkpoint's validation data." };
+        var data = new Option<string?>("--data") { Description =
+            "Folder with images/ and masks/ (a folder with train/ and val/ is read from val/), or builtin:shapes. "
+                + "Default: the checkpoint's validation data." };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 1 };
         var workers = new Option<int>("--workers") { DefaultValueFactory = _ => 0 };
         var json = new Option<bool>("--json") { Description = "Print the metrics as JSON on the last line." };
@@ -22,7 +25,8 @@ internal static class EvalCommand
         cmd.SetAction(p =>
         {
             var ckpt = Checkpoint.Load(f.CheckpointPath(p));
-            var spec = p.GetValue(data) ?? ckpt.ValOrigin ?? throw new OptionsException("The checkpoint has no validation data; give --data.");
+            var spec = p.GetValue(data) ?? ckpt.ValOrigin
+                ?? throw new OptionsException("The checkpoint has no validation data; give --data.");
             if (DataFlags.IsSplitFolder(spec)) spec = Path.Combine(spec, "val");
             var set = SegmentationDataset.FromOrigin(spec, new DatasetOptions { Description = ckpt.Dataset });
             using var predictor = f.Open(p, ckpt);

@@ -10,13 +10,20 @@ internal static class ExportCommand
 {
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("export", "Write a checkpoint's model for other runtimes: onnx (opset 17, any batch and image size), or its weights for PyTorch (pytorch: .pth; safetensors) under milesial/Pytorch-UNet's or segmentation_models.pytorch's key names.");
-        var checkpoint = new Option<string>("--checkpoint") { Description = "The checkpoint (best.ckpt of a run).", Required = true };
+        var cmd = new Command("export",
+            "Write a checkpoint's model for other runtimes: onnx (opset 17, any batch and image size), or its weights "
+                + "for PyTorch (pytorch: .pth; safetensors) under milesial/Pytorch-UNet's or "
+                + "segmentation_models.pytorch's key names.");
+        var checkpoint = new Option<string>("--checkpoint") { Description = "The checkpoint (best.ckpt of a run).",
+            Required = true };
         var format = new Option<string>("--format")
         {
-            Description = string.Join("; ", ModelExporters.All.Select(e => $"{e.Format}: {e.Description}")) + ".", DefaultValueFactory = _ => "onnx",
+            Description = string.Join("; ", ModelExporters.All.Select(e => $"{e.Format}: {e.Description}")) + ".",
+                DefaultValueFactory = _ => "onnx",
         };
-        var layout = new Option<string?>("--layout") { Description = "pytorch and safetensors: milesial (the plain U-Net) or smp (ResNet encoders); default: the one that fits the model." };
+        var layout = new Option<string?>("--layout") { Description =
+            "pytorch and safetensors: milesial (the plain U-Net) or smp (ResNet encoders); default: the one that fits "
+                + "the model." };
         var output = new Option<string>("--out") { Description = "The file to write.", Required = true };
         foreach (var o in new Option[] { checkpoint, format, layout, output }) cmd.Options.Add(o);
         cmd.SetAction(p =>
@@ -24,7 +31,8 @@ internal static class ExportCommand
             var exporter = ModelExporters.Find(p.GetValue(format)!);
             var ckpt = Checkpoint.Load(p.GetValue(checkpoint)!);
             var path = p.GetValue(output)!;
-            var options = new ExportOptions { Layout = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l, "--layout") : null };
+            var options = new ExportOptions { Layout = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l,
+                "--layout") : null };
             var what = exporter.Write(ckpt, path, options);
             var size = exporter.Format == "onnx" ? $" ({new FileInfo(path).Length / 1048576.0:F1} MB)" : "";
             ctx.Out.WriteLine($"wrote {path}{size}: {what}");

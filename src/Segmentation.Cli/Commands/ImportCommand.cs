@@ -11,9 +11,14 @@ internal static class ImportCommand
 
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("import", "Make a checkpoint from a PyTorch state dict: milesial/Pytorch-UNet's UNet(bilinear=False) or segmentation_models.pytorch's Unet(resnet18|34|50). The model's shape is read from the tensors; the source's preprocessing is recorded, so predict gives its masks.");
-        var file = new Option<string>("--pytorch") { Description = "The state dict: .pth (torch.save(model.state_dict())) or .safetensors.", Required = true };
-        var from = new Option<string>("--from") { Description = "milesial or smp: whose key names and preprocessing.", Required = true };
+        var cmd = new Command("import",
+            "Make a checkpoint from a PyTorch state dict: milesial/Pytorch-UNet's UNet(bilinear=False) or "
+                + "segmentation_models.pytorch's Unet(resnet18|34|50). The model's shape is read from the tensors; "
+                + "the source's preprocessing is recorded, so predict gives its masks.");
+        var file = new Option<string>("--pytorch") { Description =
+            "The state dict: .pth (torch.save(model.state_dict())) or .safetensors.", Required = true };
+        var from = new Option<string>("--from") { Description = "milesial or smp: whose key names and preprocessing.",
+            Required = true };
         var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };
         foreach (var o in new Option[] { file, from, output }) cmd.Options.Add(o);
         cmd.SetAction(p =>
@@ -23,7 +28,8 @@ internal static class ImportCommand
             var path = p.GetValue(output)!;
             checkpoint.Save(path);
             var m = checkpoint.Model;
-            ctx.Out.WriteLine($"wrote {path}: {Cli.Shape(m)}, inputs normalised with {checkpoint.Preprocessing.Normalization}");
+            ctx.Out.WriteLine($"wrote {path}: {Cli.Shape(m)}, inputs normalised with "
+                + $"{checkpoint.Preprocessing.Normalization}");
             return Cli.Ok;
         });
         return cmd;

@@ -14,51 +14,55 @@ internal static class PredictCommand
 {
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("predict", "Predict masks: <name>.png holds class indices; --color, --overlay and --probabilities add pictures.");
+        var cmd = new Command("predict",
+            "Predict masks: <name>.png holds class indices; --color, --overlay and --probabilities add pictures.");
         var f = PredictFlags.Add(cmd);
-        var input = new Option<string>("--input") { Description = "An image file or a folder of images.", Required = true };
+        var input = new Option<string>("--input") { Description = "An image file or a folder of images.",
+            Required = true };
         var outDir = new Option<string>("--out") { Description = "Output folder.", Required = true };
-        var overlay = new Option<bool>("--overlay") { Description = "Also write <name>_overlay.png (classes blended over the image)." };
-        var color = new Option<bool>("--color") { Description = "Also write <name>_color.png (each class in its colour)." };
-        var probabilities = new Option<bool>("--probabilities") { Description = "Also write <name>_prob_<class>.png per class (probability x 255)." };
-        var onnx = new Option<string?>("--onnx") { Description = "Predict with an ONNX model instead of a checkpoint (ONNX Runtime, no libtorch): one from 'segment export', or torch.onnx.export's (give --classes if its graph does not fix them; inputs pixel / 255)." };
-        var classes = new Option<int?>("--classes") { Description = "--onnx: the class count, for a model that does not record it." };
-        foreach (var o in new Option[] { input, outDir, overlay, color, probabilities, onnx, classes }) cmd.Options.Add(o);
+        var overlay = new Option<bool>("--overlay") { Description =
+            "Also write <name>_overlay.png (classes blended over the image)." };
+        var color = new Option<bool>("--color") { Description =
+            "Also write <name>_color.png (each class in its colour)." };
+        var probabilities = new Option<bool>("--probabilities") { Description =
+            "Also write <name>_prob_<class>.png per class (probability x 255)." };
+        var onnx = new Option<string?>("--onnx") { Description =
+            "Predict with an ONNX model instead of a checkpoint (ONNX Runtime, no libtorch): one from 'segment "
+                + "export', or torch.onnx.export's (give --classes if its graph does not fix them; inputs pixel / "
+                + "255)." };
+        var classes = new Option<int?>("--classes") { Description =
+            "--onnx: the class count, for a model that does not record it." };
+        foreach (var o in new Option[] { input, outDir, overlay, color, probabilities, onnx,
+            classes }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var path = p.GetValue(input)!;
             var files = Directory.Exists(path)
-                ? Directory.EnumerateFiles(path).Where(x => Path.GetExtension(x).ToLowerInvariant() is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".tif" or ".tiff" or ".webp" or ".tga").Order().ToList()
-                : File.Exists(path) ? new List<string> { path } : throw new DataException($"{path}: no such file or folder.", path);
+                ? Directory.EnumerateFiles(path).Where(x => Path.GetExtension(x).ToLowerInvariant()
+                    is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".tif" or ".tiff" or ".webp" or ".tga")
+                        .Order().ToList()
+                : File.Exists(path) ? new List<string> { path }
+                : throw new DataException($"{path}: no such file or folder.", path);
             if (files.Count == 0) throw new DataException($"{path}: no images found.", path);
             var dir = p.GetValue(outDir)!;
             if (p.GetValue(onnx) is { } model)
             {
-                if (p.GetValue(f.Checkpoint) is not null) throw new OptionsException("Give --checkpoint or --onnx, not both.");
-                if (p.GetValue(color) || p.GetValue(probabilities)) throw new OptionsException("--onnx writes masks and --overlay; --color and --probabilities need a checkpoint.");
+                if (p.GetValue(f.Checkpoint) is not null)
+                    throw new OptionsException("Give --checkpoint or --onnx, not both.");
+                if (p.GetValue(color) || p.GetValue(probabilities))
+                    throw new OptionsException("--onnx writes masks and --overlay; --color and --probabilities need a "
+                        + "checkpoint.");
                 return PredictOnnx(ctx, p, f, model, p.GetValue(classes), files, dir, p.GetValue(overlay));
             }
             var ckpt = Checkpoint.Load(f.CheckpointPath(p));
-            var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities) ? ckpt.Dataset.Classes : 0);
+            var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities)
+                ? ckpt.Dataset.Classes : 0);
             CheckOutputs(files, outputs, dir);
             Directory.CreateDirectory(dir);
             using var predictor = f.Open(p, ckpt);
-            var reader = new ImageReader();
-            var d = predictor.Description;
             var clock = Stopwatch.StartNew();
-            foreach (var file in files)
-            {
-                var image = reader.ReadImage(file, d.InChannels);
-                var pred = predictor.Predict(image, p.GetValue(probabilities));
-                var stem = Path.GetFileNameWithoutExtension(file);
-                MaskWriter.SaveLabels(Path.Combine(dir, stem + ".png"), pred.Labels, pred.Width, pred.Height);
-                if (p.GetValue(color)) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width, pred.Height, d.ClassColors);
-                if (p.GetValue(overlay)) MaskWriter.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), image, pred.Labels, d.ClassColors);
-                if (pred.Probabilities is { } probs)
-                    for (int c = 0; c < pred.Classes; c++)
-                        MaskWriter.SaveProbability(Path.Combine(dir, $"{stem}_prob_{c}.png"), probs, c, pred.Width, pred.Height);
-                ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
-            }
+            foreach (var file in files) PredictOne(ctx, predictor, file, dir, p.GetValue(color), p.GetValue(overlay),
+                p.GetValue(probabilities));
             ctx.FinishLine();
             ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
             return Cli.Ok;
@@ -66,8 +70,30 @@ internal static class PredictCommand
         return cmd;
     }
 
-    /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the path.</summary>
-    private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes, List<string> files, string dir, bool overlay)
+    /// <summary>One image through the checkpoint's predictor: its mask and the pictures asked for.</summary>
+    private static void PredictOne(CommandContext ctx, Predictor predictor, string file, string dir, bool color,
+        bool overlay, bool probabilities)
+    {
+        var d = predictor.Description;
+        var image = new ImageReader().ReadImage(file, d.InChannels);
+        var pred = predictor.Predict(image, probabilities);
+        var stem = Path.GetFileNameWithoutExtension(file);
+        MaskWriter.SaveLabels(Path.Combine(dir, stem + ".png"), pred.Labels, pred.Width, pred.Height);
+        if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
+            pred.Height, d.ClassColors);
+        if (overlay) MaskWriter.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), image, pred.Labels,
+            d.ClassColors);
+        if (pred.Probabilities is { } probs)
+            for (int c = 0; c < pred.Classes; c++)
+                MaskWriter.SaveProbability(Path.Combine(dir, $"{stem}_prob_{c}.png"), probs, c, pred.Width,
+                    pred.Height);
+        ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
+    }
+
+    /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the
+    /// path.</summary>
+    private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes,
+        List<string> files, string dir, bool overlay)
     {
         var (window, stride, flip) = f.Windowing(p);
         CheckOutputs(files, OutputNames(files, false, overlay, 0), dir);
@@ -78,10 +104,12 @@ internal static class PredictCommand
             predictor = new OnnxPredictor(model, new OnnxPredictorOptions
             {
                 Classes = classes, FlipTta = flip,
-                Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width) : null,
+                Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
+                    : null,
             });
         }
-        catch (Exception e) when (e is InvalidDataException || e is FileNotFoundException) { throw new SegmentationException(e.Message, e); }
+        catch (Exception e) when (e is InvalidDataException
+            || e is FileNotFoundException) { throw new SegmentationException(e.Message, e); }
         using (predictor)
         {
             var clock = Stopwatch.StartNew();
@@ -91,17 +119,20 @@ internal static class PredictCommand
                 var labels = predictor.Predict(pixels, width, height);
                 var stem = Path.GetFileNameWithoutExtension(file);
                 OnnxPredictor.SaveLabels(Path.Combine(dir, stem + ".png"), labels, width, height);
-                if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width, height, labels);
+                if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width, height,
+                    labels);
                 ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
             }
             ctx.FinishLine();
-            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir} (ONNX Runtime, {predictor.Info.Classes} classes)");
+            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir} "
+                + $"(ONNX Runtime, {predictor.Info.Classes} classes)");
         }
         return Cli.Ok;
     }
 
     /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
-    internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay, int probabilityClasses) =>
+    internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay,
+        int probabilityClasses) =>
         inputs.Select(file =>
         {
             var stem = Path.GetFileNameWithoutExtension(file);
@@ -123,12 +154,17 @@ internal static class PredictCommand
         for (int i = 0; i < inputs.Count; i++)
             foreach (var name in outputs[i])
                 if (!owner.TryAdd(name, inputs[i]) && clashes.Count < 5)
-                    clashes.Add($"{Path.GetFileName(owner[name])} and {Path.GetFileName(inputs[i])} would both write {name}");
+                    clashes.Add($"{Path.GetFileName(owner[name])} and {Path.GetFileName(inputs[i])} would both write "
+                        + $"{name}");
         if (clashes.Count > 0)
-            throw new DataException($"{dir}: {string.Join("; ", clashes)}. Rename the inputs, or predict them into separate folders.", dir);
+            throw new DataException($"{dir}: {string.Join("; ", clashes)}. Rename the inputs, or predict them into "
+                + $"separate folders.", dir);
         var inputSet = inputs.Select(Path.GetFullPath).ToHashSet(StringComparer.Ordinal);
-        var overwrites = owner.Keys.Select(n => Path.GetFullPath(Path.Combine(dir, n))).Where(inputSet.Contains).Take(3).ToList();
+        var overwrites = owner.Keys.Select(n => Path.GetFullPath(Path.Combine(dir, n))).Where(inputSet.Contains).Take(3)
+            .ToList();
         if (overwrites.Count > 0)
-            throw new DataException($"{dir}: predicting here would overwrite the input {string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.", overwrites[0]);
+            throw new DataException($"{dir}: predicting here would overwrite the input "
+                + $"{string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.",
+                overwrites[0]);
     }
 }

@@ -11,17 +11,22 @@ internal static class ScoreCommand
 {
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("score", "Score predicted masks against ground truth with the mmsegmentation / HF evaluate Mean IoU rule.");
-        var pred = new Option<string>("--pred") { Description = "Folder of predicted masks (class indices, or colours with a palette).", Required = true };
-        var gt = new Option<string>("--gt") { Description = "Folder of ground-truth masks (same file names).", Required = true };
+        var cmd = new Command("score",
+            "Score predicted masks against ground truth with the mmsegmentation / HF evaluate Mean IoU rule.");
+        var pred = new Option<string>("--pred") { Description =
+            "Folder of predicted masks (class indices, or colours with a palette).", Required = true };
+        var gt = new Option<string>("--gt") { Description = "Folder of ground-truth masks (same file names).",
+            Required = true };
         var d = DataFlags.Add(cmd);
         var json = new Option<bool>("--json") { Description = "Print the metrics as JSON on the last line." };
         cmd.Options.Add(pred); cmd.Options.Add(gt); cmd.Options.Add(json);
         cmd.SetAction(p =>
         {
             var o = DataFlags.Read(p, d, 1);
-            if (o.Classes is null && o.PaletteFile is null && o.Encoding != MaskEncoding.Binary) throw new OptionsException("score needs --classes (or a --palette, or --mask binary).");
-            var metrics = MaskScorer.ScoreFolders(p.GetValue(pred)!, p.GetValue(gt)!, o.Classes ?? 2, o.IgnoreIndex, o.Encoding, o.PaletteFile);
+            if (o.Classes is null && o.PaletteFile is null && o.Encoding != MaskEncoding.Binary)
+                throw new OptionsException("score needs --classes (or a --palette, or --mask binary).");
+            var metrics = MaskScorer.ScoreFolders(p.GetValue(pred)!, p.GetValue(gt)!, o.Classes ?? 2, o.IgnoreIndex,
+                o.Encoding, o.PaletteFile);
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
             log.Write(metrics.ToString());
             if (p.GetValue(json)) ctx.Out.WriteLine(metrics.ToJson());

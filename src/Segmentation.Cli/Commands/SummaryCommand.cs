@@ -12,7 +12,8 @@ internal static class SummaryCommand
 {
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("summary", "Layer table, parameter count and multiply-accumulates of a U-Net configuration.");
+        var cmd = new Command("summary",
+            "Layer table, parameter count and multiply-accumulates of a U-Net configuration.");
         var m = ModelFlags.Add(cmd);
         var inChannels = new Option<int>("--in-channels") { DefaultValueFactory = _ => 3 };
         var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 2 };
@@ -28,10 +29,12 @@ internal static class SummaryCommand
             {
                 var o = new JsonObject
                 {
-                    ["params"] = summary.Parameters, ["macs"] = summary.MultiplyAccumulates, ["height"] = s.Height, ["width"] = s.Width,
+                    ["params"] = summary.Parameters, ["macs"] = summary.MultiplyAccumulates, ["height"] = s.Height,
+                        ["width"] = s.Width,
                     ["layers"] = new JsonArray(summary.Layers.Select(l => (JsonNode?)new JsonObject
                     {
-                        ["name"] = l.Name, ["type"] = l.Kind, ["output"] = new JsonArray(l.OutputShape.Select(x => (JsonNode?)x).ToArray()),
+                        ["name"] = l.Name, ["type"] = l.Kind,
+                            ["output"] = new JsonArray(l.OutputShape.Select(x => (JsonNode?)x).ToArray()),
                         ["params"] = l.Parameters, ["macs"] = l.MultiplyAccumulates,
                     }).ToArray()),
                 };
@@ -39,10 +42,15 @@ internal static class SummaryCommand
                 return Cli.Ok;
             }
             int w = summary.Layers.Max(l => l.Name.Length);
-            ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"type",-15}  {"output (C x H x W)",-20}  {"params",12}  {"MACs",16}");
+            ctx.Out.WriteLine($"{"layer".PadRight(w)}  {"type",-15}  {"output (C x H x W)",-20}  {"params",12}  "
+                + $"{"MACs",16}");
             foreach (var l in summary.Layers)
-                ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{l.Name.PadRight(w)}  {l.Kind,-15}  {string.Join(" x ", l.OutputShape),-20}  {l.Parameters,12:N0}  {l.MultiplyAccumulates,16:N0}"));
-            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"total: {summary.Parameters:N0} parameters, {summary.MultiplyAccumulates / 1e9:F2} GMACs per {s.Height}x{s.Width} image"));
+                ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{l.Name.PadRight(w)}  {l.Kind,-15}  {string.Join(" x ", l.OutputShape),-20}  "
+                        + $"{l.Parameters,12:N0}  {l.MultiplyAccumulates,16:N0}"));
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"total: {summary.Parameters:N0} parameters, {summary.MultiplyAccumulates / 1e9:F2} GMACs per "
+                    + $"{s.Height}x{s.Width} image"));
             return Cli.Ok;
         });
         return cmd;

@@ -17,7 +17,8 @@ namespace Segmentation.Cli;
 /// <summary><c>segment train</c>: from a folder of images (or builtin:shapes) to a trained model.</summary>
 internal static class TrainCommand
 {
-    /// <summary>The built-in main job: chosen to finish on a 2-core CPU in under 3 minutes with a validation mean IoU of at least 0.90 (about 80 s and 0.985-0.991 for seeds 0-2).</summary>
+    /// <summary>The built-in main job: chosen to finish on a 2-core CPU in under 3 minutes with a validation mean IoU
+    /// of at least 0.90 (about 80 s and 0.985-0.991 for seeds 0-2).</summary>
     internal static class ShapesDefaults
     {
         public const int Count = 600, Size = 64, BaseChannels = 16, Depth = 4, Epochs = 12, BatchSize = 8;
@@ -27,7 +28,8 @@ internal static class TrainCommand
 
     public static Command Create(CommandContext ctx)
     {
-        var cmd = new Command("train", "Train a U-Net. Without --data it trains on the built-in shapes data set (the README's main job).");
+        var cmd = new Command("train",
+            "Train a U-Net. Without --data it trains on the built-in shapes data set (the README's main job).");
         var flags = new TrainFlags(cmd);
         cmd.SetAction(p => Run(ctx, cmd, flags, p));
         return cmd;
@@ -37,17 +39,23 @@ internal static class TrainCommand
     {
         bool asJson = p.GetValue(flags.Json);
         var log = asJson ? ctx.Err : ctx.Out;
-        string dir = p.GetValue(flags.OutDir) ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        string dir = p.GetValue(flags.OutDir)
+            ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         Checkpoint? resumeFrom = null;
         RunConfig config;
         var run = new RunFolder(dir);
-        if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite)) throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
+        if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite))
+            throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
         if (!p.GetValue(flags.Resume) && run.HoldsRun)
         {
             if (!p.GetValue(flags.Overwrite))
-                throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and summary).");
-            foreach (var f in run.RunFiles.Append(run.Curves).Append(run.Confusion).Append(run.Report).Where(File.Exists)) File.Delete(f);
-            foreach (var folder in new[] { run.Overlays, run.TensorBoard }.Where(Directory.Exists)) Directory.Delete(folder, recursive: true);
+                throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it "
+                    + $"with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and "
+                    + $"summary).");
+            foreach (var f in run.RunFiles.Append(run.Curves).Append(run.Confusion).Append(run.Report)
+                .Where(File.Exists)) File.Delete(f);
+            foreach (var folder in new[] { run.Overlays,
+                run.TensorBoard }.Where(Directory.Exists)) Directory.Delete(folder, recursive: true);
             log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
@@ -56,10 +64,13 @@ internal static class TrainCommand
         return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
     }
 
-    /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last checkpoint.</summary>
-    private static (RunConfig, Checkpoint) Resume(ParseResult p, Command cmd, TrainFlags flags, string dir, TextWriter log)
+    /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last
+    /// checkpoint.</summary>
+    private static (RunConfig, Checkpoint) Resume(ParseResult p, Command cmd, TrainFlags flags, string dir,
+        TextWriter log)
     {
-        if (p.GetValue(flags.OutDir) is null) throw new OptionsException("--resume needs --out, the run folder to continue.");
+        if (p.GetValue(flags.OutDir) is null)
+            throw new OptionsException("--resume needs --out, the run folder to continue.");
         var lastPath = new RunFolder(dir).Last;
         if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
         RefuseFlagsThatCannotChange(p, cmd, dir);
@@ -71,11 +82,14 @@ internal static class TrainCommand
             Trainer = t0 with
             {
                 Epochs = p.GetValue(flags.Epochs) ?? t0.Epochs,
-                TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : t0.TimeLimit,
+                TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl))
+                    : t0.TimeLimit,
                 Workers = p.GetResult(flags.Workers) is { Implicit: false } ? p.GetValue(flags.Workers) : t0.Workers,
-                CacheBytes = p.GetResult(flags.CacheMb) is { Implicit: false } ? Math.Max(-1, p.GetValue(flags.CacheMb)) * (1L << 20) : t0.CacheBytes,
+                CacheBytes = p.GetResult(flags.CacheMb) is { Implicit: false }
+                    ? Math.Max(-1, p.GetValue(flags.CacheMb)) * (1L << 20) : t0.CacheBytes,
                 Device = p.GetResult(flags.Device) is { Implicit: false } ? p.GetValue(flags.Device)! : t0.Device,
-                EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery) : t0.EvalEvery,
+                EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery)
+                    : t0.EvalEvery,
                 EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.EarlyStoppingPatience,
             },
         };
@@ -84,9 +98,12 @@ internal static class TrainCommand
         return (config, resumeFrom);
     }
 
-    /// <summary>A new run's configuration from the flags (the built-in shapes data get the main job's defaults).</summary>
-    /// <summary>Flags that say where and how a run goes, not what it is: never recorded, never taken from a record.</summary>
-    private static readonly string[] PlaceFlags = { "--out", "--overwrite", "--resume", "--config", "--json", "--verbose", "--no-tensorboard" };
+    /// <summary>A new run's configuration from the flags (the built-in shapes data get the main job's
+    /// defaults).</summary>
+    /// <summary>Flags that say where and how a run goes, not what it is: never recorded, never taken from a
+    /// record.</summary>
+    private static readonly string[] PlaceFlags = { "--out", "--overwrite", "--resume", "--config", "--json",
+        "--verbose", "--no-tensorboard" };
 
     /// <summary>The flags given on the command line (name and values, in order), the run-defining ones only.</summary>
     private static List<string> Arguments(Command cmd, ParseResult p)
@@ -108,13 +125,16 @@ internal static class TrainCommand
     /// </summary>
     private static RunConfig FromRecord(string path, Command cmd, ParseResult p, TrainFlags flags, TextWriter log)
     {
-        if (p.GetValue(flags.Resume)) throw new OptionsException("--config starts a new run from a record; --resume continues the run in --out. Give one of them.");
+        if (p.GetValue(flags.Resume))
+            throw new OptionsException("--config starts a new run from a record; --resume continues the run in --out. "
+                + "Give one of them.");
         var recorded = RunConfig.Load(path, Path.GetDirectoryName(Path.GetFullPath(path)), log.WriteLine);
         var now = Arguments(cmd, p);
         var overridden = now.Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToList();
         if (recorded.Arguments is { } before)
         {
-            // The record's flags, less those given now, then the ones given now; data paths as the record resolved them.
+            // The record's flags, less those given now, then the ones given now; data paths as the record resolved
+            // them.
             var kept = new List<string>();
             for (int i = 0; i < before.Count; i++)
             {
@@ -125,13 +145,19 @@ internal static class TrainCommand
                 i = end - 1;
             }
             var reparsed = p.RootCommandResult.Command.Parse(new[] { "train" }.Concat(kept).Concat(now).ToArray());
-            if (reparsed.Errors.Count > 0) throw new OptionsException($"{path}: its recorded flags do not parse with today's ({reparsed.Errors[0].Message}).");
+            if (reparsed.Errors.Count > 0)
+                throw new OptionsException($"{path}: its recorded flags do not parse with today's "
+                    + $"({reparsed.Errors[0].Message}).");
             var config = NewRun(reparsed, flags) with { Arguments = kept.Concat(now).ToList() };
             if (!overridden.Contains("--data")) config = config with { Data = recorded.Data };
             if (!overridden.Contains("--val")) config = config with { Val = recorded.Val };
-            if (!overridden.Contains("--palette")) config = config with { DataOptions = config.DataOptions with { PaletteFile = recorded.DataOptions.PaletteFile } };
-            if (!overridden.Contains("--encoder-weights")) config = config with { EncoderWeights = recorded.EncoderWeights };
-            log.WriteLine($"--config {path}{(overridden.Count > 0 ? $", with {string.Join(", ", overridden)} from the command line" : "")}");
+            if (!overridden.Contains("--palette")) config =
+                config with { DataOptions =
+                    config.DataOptions with { PaletteFile = recorded.DataOptions.PaletteFile } };
+            if (!overridden.Contains("--encoder-weights")) config =
+                config with { EncoderWeights = recorded.EncoderWeights };
+            var replaced = overridden.Count > 0 ? $", with {string.Join(", ", overridden)} from the command line" : "";
+            log.WriteLine($"--config {path}{replaced}");
             return config;
         }
         var given = RunConfig.ToJson(NewRun(p, flags));
@@ -139,17 +165,22 @@ internal static class TrainCommand
         var merged = RunConfig.ToJson(recorded);
         var changed = new List<string>();
         Override(merged, given, defaults, "", changed);
-        if (changed.Count > 0) log.WriteLine($"--config {path} (a record without its command line), with {string.Join(", ", changed)} from the command line");
-        return RunConfig.FromJson(merged, path) with { Versions = null, Arguments = null }; // this run writes its own versions
+        if (changed.Count > 0) log.WriteLine($"--config {path} (a record without its command line), with "
+            + $"{string.Join(", ", changed)} from the command line");
+        // this run writes its own versions
+        return RunConfig.FromJson(merged, path) with { Versions = null, Arguments = null };
     }
 
-    private static void Override(System.Text.Json.Nodes.JsonObject target, System.Text.Json.Nodes.JsonObject given, System.Text.Json.Nodes.JsonObject defaults, string prefix, List<string> overridden)
+    private static void Override(System.Text.Json.Nodes.JsonObject target, System.Text.Json.Nodes.JsonObject given,
+        System.Text.Json.Nodes.JsonObject defaults, string prefix, List<string> overridden)
     {
         foreach (var (key, value) in given.ToList())
         {
             var baseline = defaults[key];
             if (key is "DataRelative" or "ValRelative" or "Versions" or "Arguments") continue;
-            if (value is System.Text.Json.Nodes.JsonObject inner && baseline is System.Text.Json.Nodes.JsonObject innerDefault && target[key] is System.Text.Json.Nodes.JsonObject innerTarget)
+            if (value is System.Text.Json.Nodes.JsonObject inner
+                && baseline is System.Text.Json.Nodes.JsonObject innerDefault
+                && target[key] is System.Text.Json.Nodes.JsonObject innerTarget)
                 Override(innerTarget, inner, innerDefault, prefix + key + ".", overridden);
             else if (!System.Text.Json.Nodes.JsonNode.DeepEquals(value, baseline))
             {
@@ -163,7 +194,8 @@ internal static class TrainCommand
     {
         string dataSpec = p.GetValue(flags.Data)!;
         bool shapes = dataSpec.StartsWith("builtin:shapes", StringComparison.OrdinalIgnoreCase);
-        if (shapes && !dataSpec.Contains('?')) dataSpec = $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(flags.Seed)}";
+        if (shapes && !dataSpec.Contains('?')) dataSpec =
+            $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(flags.Seed)}";
         var trainerOptions = new TrainerOptions
         {
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
@@ -171,48 +203,70 @@ internal static class TrainCommand
             Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
             Size = p.GetValue(flags.Size) is { } s ? Size2.Parse(s) : null,
             LearningRate = p.GetValue(flags.Lr) ?? (shapes ? ShapesDefaults.LearningRate : 1e-3),
-            Optimizer = Cli.ParseEnum(p.GetValue(flags.Optimizer)!, "--optimizer", ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)),
-            Schedule = Cli.ParseEnum(p.GetValue(flags.Schedule)!, "--schedule", ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
-            WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay), GradientClipNorm = p.GetValue(flags.Clip),
+            Optimizer = Cli.ParseEnum(p.GetValue(flags.Optimizer)!, "--optimizer", ("adamw", OptimizerKind.AdamW),
+                ("sgd", OptimizerKind.Sgd)),
+            Schedule = Cli.ParseEnum(p.GetValue(flags.Schedule)!, "--schedule", ("poly", ScheduleKind.Poly),
+                ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
+            WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay),
+                GradientClipNorm = p.GetValue(flags.Clip),
             AccumulationSteps = p.GetValue(flags.Accumulate),
             Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
-            LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma), Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment), VerticalFlip = p.GetValue(flags.Vflip),
-            EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience), Workers = p.GetValue(flags.Workers),
-            CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
-            Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed), Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
-            EncoderLearningRateScale = p.GetValue(flags.EncoderLr), FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
+            LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma),
+                Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment),
+                    VerticalFlip = p.GetValue(flags.Vflip),
+            EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience),
+                Workers = p.GetValue(flags.Workers),
+            CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20
+                : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
+            Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
+                Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
+            EncoderLearningRateScale = p.GetValue(flags.EncoderLr),
+                FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
             TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };
         trainerOptions.Validate();
         var dataOptions = DataFlags.Read(p, flags.D, p.GetValue(flags.InChannels));
         return new RunConfig
         {
-            Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(flags.Val) is { } v ? RunConfig.Absolute(v) : null, ValSplit = p.GetValue(flags.ValSplit),
-            DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf) : null },
+            Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(flags.Val) is { } v ? RunConfig.Absolute(v) : null,
+                ValSplit = p.GetValue(flags.ValSplit),
+            DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf)
+                : null },
             Model = ModelFlags.Read(p, flags.Model, shapes),
-            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null, ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"), ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
+            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null,
+                ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"),
+                    ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
             Trainer = trainerOptions,
         };
     }
 
-    /// <summary>The weights file <c>--encoder-weights</c> names: a path, or <c>builtin</c> for ML.NET's ResNet18.onnx in the NuGet cache.</summary>
+    /// <summary>The weights file <c>--encoder-weights</c> names: a path, or <c>builtin</c> for ML.NET's ResNet18.onnx
+    /// in the NuGet cache.</summary>
     private static string EncoderWeightsFile(string value)
     {
         if (value != "builtin") return Path.GetFullPath(value);
         return MlNetResNet18.FindInNuGetCache() ?? throw new OptionsException(
-            $"--encoder-weights builtin: {MlNetResNet18.Package} {MlNetResNet18.Version} is not in the NuGet cache ($NUGET_PACKAGES or ~/.nuget/packages); "
-            + $"`dotnet restore src/Segmentation.Cli` puts it there, or pass the path of its {MlNetResNet18.FileInPackage}.");
+            $"--encoder-weights builtin: {MlNetResNet18.Package} {MlNetResNet18.Version} is not in the NuGet cache "
+                + $"($NUGET_PACKAGES or ~/.nuget/packages); "
+            + $"`dotnet restore src/Segmentation.Cli` puts it there, or pass the path of its "
+            + $"{MlNetResNet18.FileInPackage}.");
     }
 
-    /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it is.</summary>
-    internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb", "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose", "--no-tensorboard" };
+    /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it
+    /// is.</summary>
+    internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb",
+        "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose", "--no-tensorboard" };
 
     /// <summary>--resume continues the run as it was set up: any other flag given is refused, by name.</summary>
     private static void RefuseFlagsThatCannotChange(ParseResult p, Command cmd, string dir)
     {
-        var given = cmd.Options.Where(o => p.GetResult(o) is { Implicit: false } && !ResumeSafeFlags.Contains(o.Name)).Select(o => o.Name).ToList();
+        var given = cmd.Options.Where(o => p.GetResult(o) is { Implicit: false } && !ResumeSafeFlags.Contains(o.Name))
+            .Select(o => o.Name).ToList();
         if (given.Count > 0)
-            throw new OptionsException($"--resume continues the run in {dir} as it was set up (run.json), so {string.Join(", ", given)} cannot change under it; drop {(given.Count == 1 ? "it" : "them")}, or start a new run. A resume may change: {string.Join(", ", ResumeSafeFlags.Where(f => f is not ("--out" or "--resume" or "--verbose")))}.");
+            throw new OptionsException($"--resume continues the run in {dir} as it was set up (run.json), so "
+                + $"{string.Join(", ", given)} cannot change under it; drop {(given.Count == 1 ? "it" : "them")}, or "
+                + $"start a new run. A resume may change: "
+                + $"{string.Join(", ", ResumeSafeFlags.Where(f => f is not ("--out" or "--resume" or "--verbose")))}.");
     }
 
     /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
@@ -222,7 +276,11 @@ internal static class TrainCommand
         {
             var last = Checkpoint.Load(run.Last);
             var s = last.State;
-            return $"epoch {s.Epoch} of {TrainerOptions.FromCheckpoint(last).Epochs} in last.ckpt{(s.BestEpoch > 0 ? string.Create(CultureInfo.InvariantCulture, $", best mean IoU {s.BestMeanIoU:F4} at epoch {s.BestEpoch}") : "")}";
+            var best = s.BestEpoch > 0
+                ? string.Create(CultureInfo.InvariantCulture,
+                $", best mean IoU {s.BestMeanIoU:F4} at epoch {s.BestEpoch}")
+                : "";
+            return $"epoch {s.Epoch} of {TrainerOptions.FromCheckpoint(last).Epochs} in last.ckpt{best}";
         }
         catch (SegmentationException)
         {
@@ -230,31 +288,44 @@ internal static class TrainCommand
         }
     }
 
-    private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom, bool asJson, bool tensorBoard)
+    private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom,
+        bool asJson, bool tensorBoard)
     {
         var (train, validation) = config.OpenData();
         log.WriteLine(train.DetectionReport);
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
 
-        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard ? 4 : 0 };
+        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
+            ? 4 : 0 };
 
-        if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes || train.Description.InChannels != resumeFrom.Model.InChannels
-            || train.Description.Encoding != resumeFrom.Dataset.Encoding || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
-            throw new DataException($"{config.Data}: the data changed since the run started: it now reads as {train.Description.Classes} classes ({train.Description.Encoding}, ignore index {train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index {resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the data, or start a new run.", config.Data);
-        var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels = train.Description.InChannels, Classes = train.Description.Classes };
+        if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes
+            || train.Description.InChannels != resumeFrom.Model.InChannels
+            || train.Description.Encoding != resumeFrom.Dataset.Encoding
+            || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
+            throw new DataException($"{config.Data}: the data changed since the run started: it now reads as "
+                + $"{train.Description.Classes} classes ({train.Description.Encoding}, ignore index "
+                + $"{train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was "
+                + $"trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index "
+                + $"{resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the "
+                + $"data, or start a new run.", config.Data);
+        var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
+            train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
         if (resumeFrom is null) config.Save(new RunFolder(dir).RunJson);
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
-        using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true }); // the tool owns its process
-        log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device {trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
+        // the tool owns its process
+        using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true });
+        log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device "
+            + $"{trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
         var reporter = new TrainingReporter(ctx, log);
-        var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter, new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
+        var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter,
+            new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
         if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
         using var interrupt = new CancellationTokenSource();
         int signals = 0;
@@ -270,11 +341,14 @@ internal static class TrainCommand
         ctx.FinishLine(log);
         bool interrupted = result.StopReason == "interrupted";
 
-        return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(), validation, asJson);
+        return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(),
+            validation, asJson);
     }
 
-    /// <summary>The trainer's options: the run's, with class weights computed from the data for a new run, or the checkpoint's on a resume.</summary>
-    private static TrainerOptions TrainerOptionsFor(RunConfig config, SegmentationDataset train, Checkpoint? resumeFrom, string dir, TextWriter log)
+    /// <summary>The trainer's options: the run's, with class weights computed from the data for a new run, or the
+    /// checkpoint's on a resume.</summary>
+    private static TrainerOptions TrainerOptionsFor(RunConfig config, SegmentationDataset train,
+        Checkpoint? resumeFrom, string dir, TextWriter log)
     {
         var trainerOptions = config.Trainer with { CheckpointDirectory = dir };
         if (config.ClassWeights != "none" && resumeFrom is null)
@@ -284,30 +358,37 @@ internal static class TrainCommand
                 ? ClassWeights.MedianFrequency(stats.ClassPixels, stats.PixelsOfImagesWithClass)
                 : ClassWeights.InverseFrequency(stats.ClassPixels);
             trainerOptions = trainerOptions with { ClassWeights = weights };
-            log.WriteLine($"class weights ({config.ClassWeights}): {string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
+            log.WriteLine($"class weights ({config.ClassWeights}): "
+                + $"{string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
         }
-        else if (resumeFrom is not null) trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with { Epochs = trainerOptions.Epochs, CheckpointDirectory = dir };
+        else if (resumeFrom is not null) trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with { Epochs =
+            trainerOptions.Epochs, CheckpointDirectory = dir };
         return trainerOptions;
     }
 
     /// <summary>After training: curves, overlays, summary.json (atomically), and what to tell the user.</summary>
-    private static int Finish(CommandContext ctx, TextWriter log, RunFolder run, TrainingResult result, bool interrupted, TrainerOptions trainerOptions,
+    private static int Finish(CommandContext ctx, TextWriter log, RunFolder run, TrainingResult result,
+        bool interrupted, TrainerOptions trainerOptions,
         TorchSharp.torch.Device device, long parameters, SegmentationDataset? validation, bool asJson)
     {
         string dir = run.Directory;
         AtomicFile.Write(run.Curves, s => s.Write(Pictures.Curves(result.History)));
         if (result.Metrics is { } best) AtomicFile.Write(run.Confusion, s => s.Write(Pictures.Confusion(best)));
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
-        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation, run.Overlays, trainerOptions.Device, trainerOptions.Precision);
+        if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation,
+            run.Overlays, trainerOptions.Device, trainerOptions.Precision);
 
         // The trainer wrote summary.json (the run folder's files are the library's; the CLI adds its pictures).
-        var summary = File.Exists(run.Summary) ? JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject() : new JsonObject();
+        var summary = File.Exists(run.Summary) ? JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject()
+            : new JsonObject();
 
         if (interrupted)
         {
             log.WriteLine(result.Epochs > 0
-                ? $"interrupted: stopped after epoch {result.Epochs} of {trainerOptions.Epochs} (the unfinished epoch is dropped); continue with: segment train --out {dir} --resume"
-                : $"interrupted during epoch 1: no checkpoint was written; run the same command again (with --overwrite) to start over");
+                ? $"interrupted: stopped after epoch {result.Epochs} of {trainerOptions.Epochs} (the unfinished epoch "
+                + $"is dropped); continue with: segment train --out {dir} --resume"
+                : $"interrupted during epoch 1: no checkpoint was written; run the same command again (with "
+                + $"--overwrite) to start over");
             if (asJson) ctx.Out.WriteLine(summary.ToJsonString());
             return Cli.Interrupted;
         }
@@ -317,23 +398,29 @@ internal static class TrainCommand
             log.WriteLine($"best epoch {result.BestEpoch}:");
             log.Write(m.ToString());
         }
-        var written = new[] { run.Summary, run.Metrics, run.Curves, run.Best, run.Last }.Where(File.Exists).Select(Path.GetFileName);
+        var written = new[] { run.Summary, run.Metrics, run.Curves, run.Best, run.Last }.Where(File.Exists)
+            .Select(Path.GetFileName);
         log.WriteLine($"wrote {string.Join(", ", written)} in {run.Directory}");
         if (asJson) ctx.Out.WriteLine(summary.ToJsonString());
         return Cli.Ok;
     }
 
-    /// <summary>overlays/: a panel (image | truth | prediction | errors, with the legend) for the first validation images, from the best checkpoint.</summary>
-    private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device, Precision precision)
+    /// <summary>overlays/: a panel (image | truth | prediction | errors, with the legend) for the first validation
+    /// images, from the best checkpoint.</summary>
+    private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device,
+        Precision precision)
     {
-        using var predictor = Predictor.FromFile(checkpoint, new PredictorOptions { Device = device, Precision = precision });
+        using var predictor = Predictor.FromFile(checkpoint,
+            new PredictorOptions { Device = device, Precision = precision });
         Directory.CreateDirectory(dir);
         for (int i = 0; i < Math.Min(4, val.Count); i++)
         {
             var sample = val.Load(i);
             var prediction = predictor.Predict(sample.Image);
-            var panel = Previews.Panel(sample.Name, sample.Image, sample.Mask, prediction.Labels, predictor.Description.ClassColors);
-            AtomicFile.Write(Path.Combine(dir, sample.Name + ".png"), s => s.Write(Pictures.Panel(panel, predictor.Description)));
+            var panel = Previews.Panel(sample.Name, sample.Image, sample.Mask, prediction.Labels,
+                predictor.Description.ClassColors);
+            AtomicFile.Write(Path.Combine(dir, sample.Name + ".png"),
+                s => s.Write(Pictures.Panel(panel, predictor.Description)));
         }
     }
 }

@@ -22,31 +22,42 @@ internal sealed class DataFlags
     {
         var f = new DataFlags
         {
-            Classes = new Option<int?>("--classes") { Description = "Number of classes (default: detected from the masks)." },
-            Mask = new Option<string>("--mask") { Description = "Mask encoding: auto, index, binary, palette or indexed.", DefaultValueFactory = _ => "auto" },
-            Palette = new Option<string?>("--palette") { Description = "CSV or JSON file with class names and colours (index,name,r,g,b)." },
-            IgnoreIndex = new Option<int>("--ignore-index") { Description = "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => Labels.Ignore },
-            SkipUnpaired = new Option<bool>("--skip-unpaired") { Description = "Skip images without masks (and masks without images) instead of failing." },
-            BinaryThreshold = new Option<int?>("--binary-threshold") { Description = "Binary masks: gray values at or above this are the foreground (for masks saved lossily, e.g. JPEG)." },
+            Classes = new Option<int?>("--classes") { Description =
+                "Number of classes (default: detected from the masks)." },
+            Mask = new Option<string>("--mask") { Description =
+                "Mask encoding: auto, index, binary, palette or indexed.", DefaultValueFactory = _ => "auto" },
+            Palette = new Option<string?>("--palette") { Description =
+                "CSV or JSON file with class names and colours (index,name,r,g,b)." },
+            IgnoreIndex = new Option<int>("--ignore-index") { Description =
+                "Mask value to ignore (e.g. 11 for CamVid's void).", DefaultValueFactory = _ => Labels.Ignore },
+            SkipUnpaired = new Option<bool>("--skip-unpaired") { Description =
+                "Skip images without masks (and masks without images) instead of failing." },
+            BinaryThreshold = new Option<int?>("--binary-threshold") { Description =
+                "Binary masks: gray values at or above this are the foreground (for masks saved lossily, e.g. JPEG)." },
         };
-        foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired, f.BinaryThreshold }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired,
+            f.BinaryThreshold }) cmd.Options.Add(o);
         return f;
     }
 
-    /// <summary>True when <paramref name="spec"/> is a folder laid out as train/ and val/ (rather than images/ and masks/).</summary>
+    /// <summary>True when <paramref name="spec"/> is a folder laid out as train/ and val/ (rather than images/ and
+    /// masks/).</summary>
     public static bool IsSplitFolder(string spec) => RunConfig.IsSplitFolder(spec);
 
     public static DatasetOptions Read(ParseResult p, DataFlags f, int? inChannels) => new()
     {
         Classes = p.GetValue(f.Classes),
-        Encoding = Cli.ParseEnum(p.GetValue(f.Mask)!, "--mask", ("auto", MaskEncoding.Auto), ("index", MaskEncoding.Index), ("binary", MaskEncoding.Binary),
+        Encoding = Cli.ParseEnum(p.GetValue(f.Mask)!, "--mask", ("auto", MaskEncoding.Auto),
+            ("index", MaskEncoding.Index), ("binary", MaskEncoding.Binary),
             ("palette", MaskEncoding.Palette), ("indexed", MaskEncoding.IndexedPng)),
         PaletteFile = p.GetValue(f.Palette),
         IgnoreIndex = p.GetValue(f.IgnoreIndex),
         SkipUnpaired = p.GetValue(f.SkipUnpaired),
         InChannels = inChannels,
         BinaryThreshold = p.GetValue(f.BinaryThreshold) is { } t
-            ? p.GetValue(f.Mask) is "binary" or "auto" ? t : throw new OptionsException($"--binary-threshold {t} applies to binary masks; --mask is {p.GetValue(f.Mask)}.")
+            ? p.GetValue(f.Mask) is "binary" or "auto" ? t
+            : throw new OptionsException($"--binary-threshold {t} applies to binary masks; --mask is "
+            + $"{p.GetValue(f.Mask)}.")
             : null,
     };
 }
@@ -65,20 +76,31 @@ internal sealed class ModelFlags
     {
         var f = new ModelFlags
         {
-            BaseChannels = new Option<int?>("--base-channels") { Description = "Channels of the first level (default 64; shapes: 16)." },
+            BaseChannels = new Option<int?>("--base-channels") { Description =
+                "Channels of the first level (default 64; shapes: 16)." },
             Depth = new Option<int?>("--depth") { Description = "Down-samplings (default 4)." },
-            Upsampling = new Option<string>("--upsampling") { Description = "transposed or bilinear.", DefaultValueFactory = _ => "transposed" },
-            Norm = new Option<string>("--norm") { Description = "batch, group or none.", DefaultValueFactory = _ => "batch" },
-            Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.", DefaultValueFactory = _ => 0 },
-            Encoder = new Option<string>("--encoder") { Description = "unet (the paper's), resnet18, resnet34, resnet50 (torchvision layouts) or mlnet-resnet18 (ML.NET's ImageNet-trained ResNet-18, blocks 2-2-2-3; --encoder-weights builtin), with segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do not apply).", DefaultValueFactory = _ => "unet" },
+            Upsampling = new Option<string>("--upsampling") { Description = "transposed or bilinear.",
+                DefaultValueFactory = _ => "transposed" },
+            Norm = new Option<string>("--norm") { Description = "batch, group or none.", DefaultValueFactory = _
+                => "batch" },
+            Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.",
+                DefaultValueFactory = _ => 0 },
+            Encoder = new Option<string>("--encoder") { Description =
+                "unet (the paper's), resnet18, resnet34, resnet50 (torchvision layouts) or mlnet-resnet18 (ML.NET's "
+                    + "ImageNet-trained ResNet-18, blocks 2-2-2-3; --encoder-weights builtin), with "
+                    + "segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do "
+                    + "not apply).", DefaultValueFactory = _ => "unet" },
         };
-        foreach (var o in new Option[] { f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm, f.Dropout }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm,
+            f.Dropout }) cmd.Options.Add(o);
         return f;
     }
 
     /// <summary>Model options; classes and input channels are filled in from the data later.</summary>
-    public static ModelDescription Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2) => Cli.Model(inChannels, classes,
-        p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth) ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
+    public static ModelDescription Read(ParseResult p, ModelFlags f, bool shapes, int inChannels = 3, int classes = 2)
+        => Cli.Model(inChannels, classes,
+        p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth)
+            ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
         p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!);
 }
 

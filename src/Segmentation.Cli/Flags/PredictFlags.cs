@@ -22,38 +22,53 @@ internal sealed class PredictFlags
     {
         var f = new PredictFlags
         {
-            Checkpoint = new Option<string>("--checkpoint") { Description = "A .ckpt written by 'segment train' (or 'segment import')." },
-            Slide = new Option<string?>("--slide") { Description = "Sliding-window size HxW (logits averaged where windows overlap)." },
-            Stride = new Option<string?>("--stride") { Description = "Sliding-window stride HxW (default: 2/3 of the window)." },
+            Checkpoint = new Option<string>("--checkpoint") { Description =
+                "A .ckpt written by 'segment train' (or 'segment import')." },
+            Slide = new Option<string?>("--slide") { Description =
+                "Sliding-window size HxW (logits averaged where windows overlap)." },
+            Stride = new Option<string?>("--stride") { Description =
+                "Sliding-window stride HxW (default: 2/3 of the window)." },
             Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip." },
-            Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" },
-            Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).", DefaultValueFactory = _ => "fp32" },
+            Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _
+                => "auto" },
+            Precision = new Option<string>("--precision") { Description =
+                "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).",
+                    DefaultValueFactory = _ => "fp32" },
         };
-        foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device, f.Precision }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device,
+            f.Precision }) cmd.Options.Add(o);
         return f;
     }
 
     /// <summary>The --checkpoint given, or a usage error.</summary>
-    public string CheckpointPath(ParseResult p) => p.GetValue(Checkpoint) ?? throw new OptionsException("--checkpoint is required.");
+    public string CheckpointPath(ParseResult p) => p.GetValue(Checkpoint)
+        ?? throw new OptionsException("--checkpoint is required.");
 
     /// <summary>--slide, --stride and --tta, checked.</summary>
     public (Size2? Window, Size2? Stride, bool Flip) Windowing(ParseResult p)
     {
         var tta = p.GetValue(Tta);
-        if (tta is not null && tta != "flip") throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
-        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null) throw new OptionsException("--stride needs --slide.");
-        return (p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, p.GetValue(Stride) is { } st ? Size2.Parse(st) : null, tta == "flip");
+        if (tta is not null && tta != "flip")
+            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null)
+            throw new OptionsException("--stride needs --slide.");
+        return (p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, p.GetValue(Stride) is { } st ? Size2.Parse(st)
+            : null, tta == "flip");
     }
 
     public Predictor Open(ParseResult p, Checkpoint ckpt)
     {
         var tta = p.GetValue(Tta);
-        if (tta is not null && tta != "flip") throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
-        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null) throw new OptionsException("--stride needs --slide.");
+        if (tta is not null && tta != "flip")
+            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null)
+            throw new OptionsException("--stride needs --slide.");
         return new Predictor(ckpt, new PredictorOptions
         {
-            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Preprocessing.Size, Precision = Precisions.Parse(p.GetValue(Precision)!),
-            Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st ? Size2.Parse(st) : null,
+            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Preprocessing.Size,
+                Precision = Precisions.Parse(p.GetValue(Precision)!),
+            Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st
+                ? Size2.Parse(st) : null,
         });
     }
 }

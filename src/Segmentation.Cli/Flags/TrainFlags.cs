@@ -10,45 +10,91 @@ namespace Segmentation.Cli;
 /// <summary>The flags of <c>segment train</c>.</summary>
 internal sealed class TrainFlags
 {
-    public readonly Option<string> Data = new Option<string>("--data") { Description = "Folder with images/ and masks/ (or train/ and val/), or builtin:shapes.", DefaultValueFactory = _ => "builtin:shapes" };
-    public readonly Option<string?> Val = new Option<string?>("--val") { Description = "Validation folder (images/ and masks/)." };
-    public readonly Option<double?> ValSplit = new Option<double?>("--val-split") { Description = "Share of --data held out for validation when there is no validation folder (default 0.2)." };
-    public readonly Option<int?> InChannels = new Option<int?>("--in-channels") { Description = "Image channels fed to the model (default: 1 for gray data, else 3)." };
-    public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description = "Epochs (default 40; shapes: 12)." };
-    public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description = "Batch size (default 4; shapes: 8)." };
-    public readonly Option<string?> Crop = new Option<string?>("--crop") { Description = "Random training crop HxW, after random scaling (e.g. 256x256)." };
-    public readonly Option<string?> Size = new Option<string?>("--size") { Description = "Resize every image to HxW first." };
-    public readonly Option<double?> Lr = new Option<double?>("--lr") { Description = "Base learning rate (default 1e-3; shapes: 3e-3)." };
-    public readonly Option<string> Optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
-    public readonly Option<string> Schedule = new Option<string>("--schedule") { Description = "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
-    public readonly Option<double> Warmup = new Option<double>("--warmup") { Description = "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
-    public readonly Option<double> WeightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _ => 1e-4 };
-    public readonly Option<double?> Clip = new Option<double?>("--clip") { Description = "Clip the gradient norm to this." };
-    public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description = "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
-    public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = string.Join("; ", LossRegistry.All.Select(l => $"{l.Name}: {l.Description}")) + " (default ce; shapes: ce+dice)." };
-    public readonly Option<string> ClassWeights = new Option<string>("--class-weights") { Description = "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _ => "none" };
+    public readonly Option<string> Data = new Option<string>("--data") { Description =
+        "Folder with images/ and masks/ (or train/ and val/), or builtin:shapes.", DefaultValueFactory = _
+            => "builtin:shapes" };
+    public readonly Option<string?> Val = new Option<string?>("--val") { Description =
+        "Validation folder (images/ and masks/)." };
+    public readonly Option<double?> ValSplit = new Option<double?>("--val-split") { Description =
+        "Share of --data held out for validation when there is no validation folder (default 0.2)." };
+    public readonly Option<int?> InChannels = new Option<int?>("--in-channels") { Description =
+        "Image channels fed to the model (default: 1 for gray data, else 3)." };
+    public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description =
+        "Epochs (default 40; shapes: 12)." };
+    public readonly Option<int?> Batch = new Option<int?>("--batch-size") { Description =
+        "Batch size (default 4; shapes: 8)." };
+    public readonly Option<string?> Crop = new Option<string?>("--crop") { Description =
+        "Random training crop HxW, after random scaling (e.g. 256x256)." };
+    public readonly Option<string?> Size = new Option<string?>("--size") { Description =
+        "Resize every image to HxW first." };
+    public readonly Option<double?> Lr = new Option<double?>("--lr") { Description =
+        "Base learning rate (default 1e-3; shapes: 3e-3)." };
+    public readonly Option<string> Optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.",
+        DefaultValueFactory = _ => "adamw" };
+    public readonly Option<string> Schedule = new Option<string>("--schedule") { Description =
+        "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
+    public readonly Option<double> Warmup = new Option<double>("--warmup") { Description =
+        "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
+    public readonly Option<double> WeightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _
+        => 1e-4 };
+    public readonly Option<double?> Clip = new Option<double?>("--clip") { Description =
+        "Clip the gradient norm to this." };
+    public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description =
+        "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
+    public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = string.Join("; ",
+        LossRegistry.All.Select(l => $"{l.Name}: {l.Description}")) + " (default ce; shapes: ce+dice)." };
+    public readonly Option<string> ClassWeights = new Option<string>("--class-weights") { Description =
+        "none, median-frequency or inverse-frequency (computed from the training masks).", DefaultValueFactory = _
+            => "none" };
     public readonly Option<double> Smoothing = new Option<double>("--label-smoothing") { DefaultValueFactory = _ => 0 };
-    public readonly Option<double> FocalGamma = new Option<double>("--focal-gamma") { Description = "The focal loss's exponent (--loss focal; 0 is cross-entropy).", DefaultValueFactory = _ => 2.0 };
-    public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description = "No random scale, flips or colour jitter." };
-    public readonly Option<string?> Augment = new Option<string?>("--augment") { Description = "The training augmentation as text, replacing the presets: e.g. \"scale(0.5,2) crop(256) hflip vflip rot90 elastic(alpha=34,sigma=4) jitter(0.2)\"; steps: scale, crop, resize, hflip, vflip, rot90, rotate, elastic, jitter, noise, blur." };
-    public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description = "Also flip vertically (microscopy, aerial images)." };
+    public readonly Option<double> FocalGamma = new Option<double>("--focal-gamma") { Description =
+        "The focal loss's exponent (--loss focal; 0 is cross-entropy).", DefaultValueFactory = _ => 2.0 };
+    public readonly Option<bool> NoAugment = new Option<bool>("--no-augment") { Description =
+        "No random scale, flips or colour jitter." };
+    public readonly Option<string?> Augment = new Option<string?>("--augment") { Description =
+        "The training augmentation as text, replacing the presets: e.g. \"scale(0.5,2) crop(256) hflip vflip rot90 "
+            + "elastic(alpha=34,sigma=4) jitter(0.2)\"; steps: scale, crop, resize, hflip, vflip, rot90, rotate, "
+            + "elastic, jitter, noise, blur." };
+    public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description =
+        "Also flip vertically (microscopy, aerial images)." };
     public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
-    public readonly Option<int?> Patience = new Option<int?>("--patience") { Description = "Early stopping: evaluations without a better mean IoU." };
-    public readonly Option<int> Workers = new Option<int>("--workers") { Description = "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
-    public readonly Option<int> CacheMb = new Option<int>("--cache-mb") { Description = "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
-    public readonly Option<string> Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
-    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description = "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet --encoder); for --encoder mlnet-resnet18, builtin (ML.NET's ImageNet-trained ResNet18.onnx from the NuGet cache) or that file's path." };
-    public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description = "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _ => 1 };
-    public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description = "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
-    public readonly Option<string> Precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
+    public readonly Option<int?> Patience = new Option<int?>("--patience") { Description =
+        "Early stopping: evaluations without a better mean IoU." };
+    public readonly Option<int> Workers = new Option<int>("--workers") { Description =
+        "Loader threads (0: one per core).", DefaultValueFactory = _ => 0 };
+    public readonly Option<int> CacheMb = new Option<int>("--cache-mb") { Description =
+        "Keep decoded samples in memory up to this many MiB.", DefaultValueFactory = _ => 1024 };
+    public readonly Option<string> Device = new Option<string>("--device") { Description = "auto, cpu or cuda.",
+        DefaultValueFactory = _ => "auto" };
+    public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description =
+        "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet "
+            + "--encoder); for --encoder mlnet-resnet18, builtin (ML.NET's ImageNet-trained ResNet18.onnx from the "
+            + "NuGet cache) or that file's path." };
+    public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description =
+        "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _
+            => 1 };
+    public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description =
+        "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
+    public readonly Option<string> Precision = new Option<string>("--precision") { Description =
+        "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss "
+            + "scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
     public readonly Option<int> Seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
-    public readonly Option<string?> TimeLimit = new Option<string?>("--time-limit") { Description = "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
-    public readonly Option<string?> OutDir = new Option<string?>("--out") { Description = "Run folder (default runs/<timestamp>)." };
-    public readonly Option<bool> Resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last.ckpt." };
-    public readonly Option<bool> Overwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
-    public readonly Option<string?> Config = new Option<string?>("--config") { Description = "Start a new run set up as a recorded one (a run folder's run.json); flags given besides take precedence where their value differs from the default." };
-    public readonly Option<bool> NoTensorBoard = new Option<bool>("--no-tensorboard") { Description = "Do not write TensorBoard event files (scalars per step and epoch, validation pictures) into the run folder's tensorboard/." };
-    public readonly Option<bool> Json = new Option<bool>("--json") { Description = "Print summary.json as the last line of standard output (progress goes to standard error)." };
+    public readonly Option<string?> TimeLimit = new Option<string?>("--time-limit") { Description =
+        "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
+    public readonly Option<string?> OutDir = new Option<string?>("--out") { Description =
+        "Run folder (default runs/<timestamp>)." };
+    public readonly Option<bool> Resume = new Option<bool>("--resume") { Description =
+        "Continue the run in --out from its last.ckpt." };
+    public readonly Option<bool> Overwrite = new Option<bool>("--overwrite") { Description =
+        "Start over in an --out folder that holds a run (its checkpoints, metrics and summary are deleted)." };
+    public readonly Option<string?> Config = new Option<string?>("--config") { Description =
+        "Start a new run set up as a recorded one (a run folder's run.json); flags given besides take precedence "
+            + "where their value differs from the default." };
+    public readonly Option<bool> NoTensorBoard = new Option<bool>("--no-tensorboard") { Description =
+        "Do not write TensorBoard event files (scalars per step and epoch, validation pictures) into the run folder's "
+            + "tensorboard/." };
+    public readonly Option<bool> Json = new Option<bool>("--json") { Description =
+        "Print summary.json as the last line of standard output (progress goes to standard error)." };
     public readonly DataFlags D;
     public readonly ModelFlags Model;
 
@@ -57,7 +103,10 @@ internal sealed class TrainFlags
     {
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer, Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment, Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr, FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
+        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer,
+            Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment,
+                Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
+                    FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
             cmd.Options.Add(o);
     }
 }

@@ -13,9 +13,11 @@ namespace Segmentation.Cli;
 /// </summary>
 internal static class Pictures
 {
-    public static readonly Color Train = Color.FromHex("#1f77b4"), Val = Color.FromHex("#ff7f0e"), MeanIoU = Color.FromHex("#2ca02c");
+    public static readonly Color Train = Color.FromHex("#1f77b4"), Val = Color.FromHex("#ff7f0e"),
+        MeanIoU = Color.FromHex("#2ca02c");
 
-    /// <summary>Losses (left axis) and validation mean IoU (right axis, 0-1) per epoch; the best epoch is a dashed line.</summary>
+    /// <summary>Losses (left axis) and validation mean IoU (right axis, 0-1) per epoch; the best epoch is a dashed
+    /// line.</summary>
     public static byte[] Curves(IReadOnlyList<EpochRecord> history, int width = 900, int height = 450)
     {
         var plot = new Plot();
@@ -52,7 +54,8 @@ internal static class Pictures
         if (right) s.Axes.YAxis = plot.Axes.Right;
     }
 
-    /// <summary>The confusion matrix, each row (a true class) divided by its pixels: rows true, columns predicted, with the shares written in.</summary>
+    /// <summary>The confusion matrix, each row (a true class) divided by its pixels: rows true, columns predicted, with
+    /// the shares written in.</summary>
     public static byte[] Confusion(SegmentationMetrics m, int size = 640)
     {
         int n = m.ConfusionMatrix.GetLength(0);
@@ -70,10 +73,13 @@ internal static class Pictures
             {
                 // True class t is row t from the top: y = n - 1 - t.
                 var cell = plot.Add.Rectangle(p - 0.5, p + 0.5, n - 1.5 - t, n - 0.5 - t);
-                cell.FillStyle.Color = double.IsFinite(shares[t, p]) ? colormap.GetColor(shares[t, p]) : Colors.LightGray;
+                cell.FillStyle.Color = double.IsFinite(shares[t, p]) ? colormap.GetColor(shares[t, p])
+                    : Colors.LightGray;
                 cell.LineStyle.Width = 0;
                 if (n > 24 || !double.IsFinite(shares[t, p])) continue;
-                var text = plot.Add.Text(shares[t, p].ToString("0.00", System.Globalization.CultureInfo.InvariantCulture), p, n - 1 - t);
+                var text =
+                    plot.Add.Text(shares[t, p].ToString("0.00", System.Globalization.CultureInfo.InvariantCulture), p,
+                        n - 1 - t);
                 text.LabelFontColor = shares[t, p] > 0.6 ? Colors.Black : Colors.White;
                 text.LabelAlignment = Alignment.MiddleCenter;
                 text.LabelFontSize = n > 12 ? 9 : 12;
@@ -83,7 +89,8 @@ internal static class Pictures
         plot.Axes.Left.SetTicks(ticks.Select(t => n - 1 - t).ToArray(), m.ClassNames);
         plot.Axes.Bottom.TickLabelStyle.Rotation = -45;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleRight;
-        plot.Axes.Bottom.MinimumSize = 12 + 7 * m.ClassNames.Select(c => c.Length).DefaultIfEmpty(4).Max(); // room for the slanted names
+        // room for the slanted names
+        plot.Axes.Bottom.MinimumSize = 12 + 7 * m.ClassNames.Select(c => c.Length).DefaultIfEmpty(4).Max();
         plot.Axes.Bottom.Label.Text = "predicted";
         plot.Axes.Left.Label.Text = "true";
         plot.Axes.SetLimits(-0.5, n - 0.5, -0.5, n - 0.5);
@@ -91,7 +98,8 @@ internal static class Pictures
         return plot.GetImage(size, size).GetImageBytes(ImageFormat.Png);
     }
 
-    /// <summary>A validation panel (image | truth | prediction | errors) with captions above and a legend of the classes' colours below.</summary>
+    /// <summary>A validation panel (image | truth | prediction | errors) with captions above and a legend of the
+    /// classes' colours below.</summary>
     public static byte[] Panel(Preview panel, DatasetDescription d)
     {
         const int Caption = 22, Swatch = 14, LegendRow = 20;
@@ -103,8 +111,10 @@ internal static class Pictures
         canvas.Clear(SKColors.White);
         var pixels = new byte[panel.Width * panel.Height * 4];
         for (int i = 0; i < panel.Width * panel.Height; i++)
-            (pixels[i * 4], pixels[i * 4 + 1], pixels[i * 4 + 2], pixels[i * 4 + 3]) = (panel.Rgb[i * 3], panel.Rgb[i * 3 + 1], panel.Rgb[i * 3 + 2], 255);
-        using (var bitmap = new SKBitmap(new SKImageInfo(panel.Width, panel.Height, SKColorType.Rgba8888, SKAlphaType.Premul)))
+            (pixels[i * 4], pixels[i * 4 + 1], pixels[i * 4 + 2], pixels[i * 4 + 3]) = (panel.Rgb[i * 3],
+                panel.Rgb[i * 3 + 1], panel.Rgb[i * 3 + 2], 255);
+        using (var bitmap = new SKBitmap(new SKImageInfo(panel.Width, panel.Height, SKColorType.Rgba8888,
+            SKAlphaType.Premul)))
         {
             System.Runtime.InteropServices.Marshal.Copy(pixels, 0, bitmap.GetPixels(), pixels.Length);
             canvas.DrawBitmap(bitmap, 0, Caption);
@@ -113,12 +123,15 @@ internal static class Pictures
         using var ink = new SKPaint { Color = SKColors.Black, IsAntialias = true };
         int quarter = (panel.Width - 3 * Previews.Gap) / 4;
         string[] captions = { panel.Name, "truth", "prediction", "errors" };
-        for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + Previews.Gap) + 2, Caption - 6, font, ink);
-        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", Previews.Wrong)).Append(("ignored", Previews.Ignored)).ToList();
+        for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + Previews.Gap) + 2, Caption - 6, font,
+            ink);
+        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", Previews.Wrong))
+            .Append(("ignored", Previews.Ignored)).ToList();
         for (int e = 0; e < entries.Count; e++)
         {
             int x = e % perRow * 160 + 2, y = Caption + panel.Height + 8 + e / perRow * LegendRow;
-            using var fill = new SKPaint { Color = new SKColor(entries[e].Item2.R, entries[e].Item2.G, entries[e].Item2.B) };
+            using var fill = new SKPaint { Color = new SKColor(entries[e].Item2.R, entries[e].Item2.G,
+                entries[e].Item2.B) };
             canvas.DrawRect(x, y, Swatch, Swatch, fill);
             canvas.DrawText(entries[e].Item1, x + Swatch + 6, y + Swatch - 2, font, ink);
         }

@@ -39,9 +39,11 @@ public sealed class Checkpoint
     public required ModelDescription Model { get; init; }
     /// <summary>What the labels mean.</summary>
     public required DatasetDescription Dataset { get; init; }
-    /// <summary>What every input goes through before the model (normalisation, and the resize when it was trained at a fixed size).</summary>
+    /// <summary>What every input goes through before the model (normalisation, and the resize when it was trained at a
+    /// fixed size).</summary>
     public required Preprocessing Preprocessing { get; init; }
-    /// <summary>How it was trained: the trainer's options as it wrote them (it reads them back on resume; nothing else needs them).</summary>
+    /// <summary>How it was trained: the trainer's options as it wrote them (it reads them back on resume; nothing else
+    /// needs them).</summary>
     public required JsonObject TrainerSettings { get; init; }
     /// <summary>Progress so far.</summary>
     public required TrainingState State { get; init; }
@@ -66,13 +68,15 @@ public sealed class Checkpoint
         {
             // By name, so that 0.1's checkpoints (stem.*, encoder.{i}.*, decoder.{i}.*) load into today's layout.
             using var scope = NewDisposeScope();
-            var weights = StateDicts.ReadTorchSharp(Weights).ToDictionary(kv => SegmentationModel.LegacyKey(kv.Key), kv => kv.Value);
+            var weights = StateDicts.ReadTorchSharp(Weights).ToDictionary(kv => SegmentationModel.LegacyKey(kv.Key),
+                kv => kv.Value);
             StateDicts.Load(model, weights, "The checkpoint's weights");
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             model.Dispose();
-            throw new CheckpointException($"The checkpoint's weights do not fit the model it describes, {Model.Summary} ({e.Message}).", e);
+            throw new CheckpointException($"The checkpoint's weights do not fit the model it describes, "
+                + $"{Model.Summary} ({e.Message}).", e);
         }
         return model;
     }
@@ -88,7 +92,8 @@ public sealed class Checkpoint
     /// <summary>Writes the checkpoint atomically to <paramref name="path"/>.</summary>
     public void Save(string path) => Save(path, null);
 
-    /// <summary>As <see cref="Save(string)"/>; <paramref name="wrap"/> lets tests interpose on the file stream.</summary>
+    /// <summary>As <see cref="Save(string)"/>; <paramref name="wrap"/> lets tests interpose on the file
+    /// stream.</summary>
     internal void Save(string path, Func<Stream, Stream>? wrap) => AtomicFile.Write(path, WriteTo, wrap);
 
     private void WriteTo(Stream stream)
@@ -144,13 +149,16 @@ public sealed class Checkpoint
         }
         try { return Parse(bytes, path); }
         catch (CheckpointException) { throw; }
-        catch (Exception e) when (e is JsonException || e is InvalidOperationException || e is FormatException || e is ArgumentException || e is NullReferenceException || e is OptionsException || e is KeyNotFoundException)
+        catch (Exception e) when (e is JsonException || e is InvalidOperationException || e is FormatException
+            || e is ArgumentException || e is NullReferenceException || e is OptionsException
+            || e is KeyNotFoundException)
         {
             throw new CheckpointException($"{path}: the checkpoint's header is malformed ({e.Message}).", e);
         }
     }
 
-    /// <summary>Where a user with a damaged checkpoint can turn: the run's other checkpoint, if this is one of them.</summary>
+    /// <summary>Where a user with a damaged checkpoint can turn: the run's other checkpoint, if this is one of
+    /// them.</summary>
     private static string OtherCheckpointHint(string path) => Path.GetFileName(path) switch
     {
         "last.ckpt" => "; best.ckpt beside it may still be whole (evaluate it, or start a new run from it)",
@@ -174,25 +182,33 @@ public sealed class Checkpoint
     private static Checkpoint Parse(byte[] b, string path)
     {
         bool magic = b.Length >= Magic.Length && b.AsSpan(0, Magic.Length).SequenceEqual(Magic);
-        if (!magic) throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
+        if (!magic)
+            throw new CheckpointException($"{path}: not a Segmentation checkpoint (it does not start with SEGCKPT1).");
         string other = OtherCheckpointHint(path);
         if (b.Length < Magic.Length + 4 + 32)
-            throw new CheckpointException($"{path}: the checkpoint is truncated ({b.Length} bytes, less than any whole checkpoint){other}.");
+            throw new CheckpointException($"{path}: the checkpoint is truncated ({b.Length} bytes, less than any "
+                + $"whole checkpoint){other}.");
         int bodyLength = b.Length - 32;
         if (!SHA256.HashData(b.AsSpan(0, bodyLength)).AsSpan().SequenceEqual(b.AsSpan(bodyLength)))
-            throw new CheckpointException($"{path}: the checkpoint is truncated or corrupt (its checksum does not match){other}.");
+            throw new CheckpointException($"{path}: the checkpoint is truncated or corrupt (its checksum does not "
+                + $"match){other}.");
         int pos = Magic.Length;
         int headerLength = BitConverter.ToInt32(b, pos); pos += 4;
-        if (headerLength < 2 || pos + (long)headerLength > bodyLength) throw new CheckpointException($"{path}: header length {headerLength} does not fit the file.");
+        if (headerLength < 2 || pos + (long)headerLength > bodyLength)
+            throw new CheckpointException($"{path}: header length {headerLength} does not fit the file.");
         var header = JsonNode.Parse(b.AsSpan(pos, headerLength))!.AsObject(); pos += headerLength;
-        if (header["format"]?.GetValue<string>() != "segmentation-checkpoint") throw new CheckpointException($"{path}: not a Segmentation checkpoint.");
+        if (header["format"]?.GetValue<string>() != "segmentation-checkpoint")
+            throw new CheckpointException($"{path}: not a Segmentation checkpoint.");
         int version = header["version"]!.GetValue<int>();
-        if (version != FormatVersion) throw new CheckpointException($"{path}: checkpoint format version {version}; this library reads version {FormatVersion}.");
+        if (version != FormatVersion)
+            throw new CheckpointException($"{path}: checkpoint format version {version}; this library reads version "
+                + $"{FormatVersion}.");
         byte[] Section()
         {
             if (pos + 8 > bodyLength) throw new CheckpointException($"{path}: the checkpoint ends early.");
             long n = BitConverter.ToInt64(b, pos); pos += 8;
-            if (n < 0 || n > MaxSection || pos + n > bodyLength) throw new CheckpointException($"{path}: section length {n} does not fit the file.");
+            if (n < 0 || n > MaxSection || pos + n > bodyLength)
+                throw new CheckpointException($"{path}: section length {n} does not fit the file.");
             var s = b.AsSpan(pos, (int)n).ToArray(); pos += (int)n;
             return s;
         }

@@ -12,9 +12,11 @@ namespace Segmentation.Checkpoints;
 /// <summary>The Python model classes whose state dicts map onto ours key for key.</summary>
 public enum PyTorchLayout
 {
-    /// <summary>milesial/Pytorch-UNet's <c>UNet(n_channels, n_classes, bilinear=False)</c>; inputs pixel / 255.</summary>
+    /// <summary>milesial/Pytorch-UNet's <c>UNet(n_channels, n_classes, bilinear=False)</c>; inputs pixel /
+    /// 255.</summary>
     Milesial,
-    /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs ImageNet-normalised.</summary>
+    /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs
+    /// ImageNet-normalised.</summary>
     Smp,
 }
 
@@ -22,26 +24,32 @@ public enum PyTorchLayout
 /// PyTorch weights in and out. <see cref="Import"/> reads a state dict saved by PyTorch (<c>.pth</c>, read as data
 /// by TorchSharp.PyBridge: tensors and the dictionaries around them, never other objects; or <c>.safetensors</c>),
 /// maps its keys onto our model's, infers the model's shape from the tensors, and makes a checkpoint that records the
-/// source's preprocessing, so prediction gives the source's masks. <see cref="Export"/> writes the reverse, loadable with
+/// source's preprocessing, so prediction gives the source's masks. <see cref="Export"/> writes the reverse, loadable
+/// with
 /// <c>torch.load(..., weights_only=True)</c> or <c>safetensors.torch.load_file</c> into the same Python classes.
 /// </summary>
 public static class PyTorchInterop
 {
     // milesial's DoubleConv is nn.Sequential(conv, bn, relu, conv, bn, relu): indices 0, 1, 3, 4 hold weights.
-    private static readonly Dictionary<string, string> MilesialIndex = new() { ["0"] = "conv1", ["1"] = "norm1", ["3"] = "conv2", ["4"] = "norm2" };
-    private static readonly Dictionary<string, string> OursIndex = MilesialIndex.ToDictionary(kv => kv.Value, kv => kv.Key);
+    private static readonly Dictionary<string, string> MilesialIndex = new() { ["0"] = "conv1", ["1"] = "norm1",
+        ["3"] = "conv2", ["4"] = "norm2" };
+    private static readonly Dictionary<string, string> OursIndex = MilesialIndex.ToDictionary(kv => kv.Value,
+        kv => kv.Key);
 
     /// <summary>Our key for a milesial key (null: not one of milesial's).</summary>
     internal static string? FromMilesial(string key)
     {
         Match m;
-        if ((m = Regex.Match(key, @"^inc\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[1].Value, out var a))
+        if ((m = Regex.Match(key, @"^inc\.double_conv\.(\d)\.(.+)$")).Success
+            && MilesialIndex.TryGetValue(m.Groups[1].Value, out var a))
             return $"encoder.stem.block.{a}.{m.Groups[2].Value}";
-        if ((m = Regex.Match(key, @"^down(\d+)\.maxpool_conv\.1\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[2].Value, out var b))
+        if ((m = Regex.Match(key, @"^down(\d+)\.maxpool_conv\.1\.double_conv\.(\d)\.(.+)$")).Success
+            && MilesialIndex.TryGetValue(m.Groups[2].Value, out var b))
             return $"encoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.conv.block.{b}.{m.Groups[3].Value}";
         if ((m = Regex.Match(key, @"^up(\d+)\.up\.(weight|bias)$")).Success)
             return $"decoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.up.{m.Groups[2].Value}";
-        if ((m = Regex.Match(key, @"^up(\d+)\.conv\.double_conv\.(\d)\.(.+)$")).Success && MilesialIndex.TryGetValue(m.Groups[2].Value, out var c))
+        if ((m = Regex.Match(key, @"^up(\d+)\.conv\.double_conv\.(\d)\.(.+)$")).Success
+            && MilesialIndex.TryGetValue(m.Groups[2].Value, out var c))
             return $"decoder.blocks.{int.Parse(m.Groups[1].Value) - 1}.conv.block.{c}.{m.Groups[3].Value}";
         if ((m = Regex.Match(key, @"^outc\.conv\.(weight|bias)$")).Success) return $"head.{m.Groups[1].Value}";
         return null;
@@ -54,21 +62,25 @@ public static class PyTorchInterop
         if ((m = Regex.Match(key, @"^encoder\.stem\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
             return $"inc.double_conv.{OursIndex[m.Groups[1].Value]}.{m.Groups[2].Value}";
         if ((m = Regex.Match(key, @"^encoder\.blocks\.(\d+)\.conv\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
-            return $"down{int.Parse(m.Groups[1].Value) + 1}.maxpool_conv.1.double_conv.{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
+            return $"down{int.Parse(m.Groups[1].Value) + 1}.maxpool_conv.1.double_conv."
+                + $"{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
         if ((m = Regex.Match(key, @"^decoder\.blocks\.(\d+)\.up\.(weight|bias)$")).Success)
             return $"up{int.Parse(m.Groups[1].Value) + 1}.up.{m.Groups[2].Value}";
         if ((m = Regex.Match(key, @"^decoder\.blocks\.(\d+)\.conv\.block\.(conv1|norm1|conv2|norm2)\.(.+)$")).Success)
-            return $"up{int.Parse(m.Groups[1].Value) + 1}.conv.double_conv.{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
+            return $"up{int.Parse(m.Groups[1].Value) + 1}.conv.double_conv."
+                + $"{OursIndex[m.Groups[2].Value]}.{m.Groups[3].Value}";
         if ((m = Regex.Match(key, @"^head\.(weight|bias)$")).Success) return $"outc.conv.{m.Groups[1].Value}";
         return null;
     }
 
-    /// <summary>Reads a PyTorch state dict of <paramref name="layout"/> into a checkpoint; problems are errors naming the file and the keys.</summary>
+    /// <summary>Reads a PyTorch state dict of <paramref name="layout"/> into a checkpoint; problems are errors naming
+    /// the file and the keys.</summary>
     public static Checkpoint Import(string path, PyTorchLayout layout)
     {
         using var scope = NewDisposeScope();
         var source = StateDicts.ReadFile(path);
-        var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source) : Smp(path, source);
+        var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source)
+            : Smp(path, source);
         using var model = new SegmentationModel(description);
         StateDicts.Load(model, weights, $"{path} ({layout} state dict, mapped to ours)");
         var (names, colors) = DatasetDescription.Defaults(description.Classes);
@@ -77,7 +89,8 @@ public static class PyTorchInterop
             Model = model.Description,
             Dataset = new DatasetDescription
             {
-                Classes = description.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index, InChannels = description.InChannels,
+                Classes = description.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index,
+                    InChannels = description.InChannels,
             },
             Preprocessing = new Preprocessing(normalization),
             TrainerSettings = new JsonObject(), State = new TrainingState(),
@@ -86,35 +99,47 @@ public static class PyTorchInterop
         };
     }
 
-    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Milesial(string path, Dictionary<string, Tensor> source)
+    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Milesial(string path,
+        Dictionary<string, Tensor> source)
     {
         if (!source.ContainsKey("up1.up.weight") && source.ContainsKey("up1.conv.double_conv.0.weight"))
-            throw new SegmentationException($"{path}: a milesial UNet with bilinear=True (its up blocks have no weights); only bilinear=False maps onto this library's U-Net.");
+            throw new SegmentationException($"{path}: a milesial UNet with bilinear=True (its up blocks have no "
+                + $"weights); only bilinear=False maps onto this library's U-Net.");
         var unknown = source.Keys.Where(k => FromMilesial(k) is null).ToList();
         if (unknown.Count > 0)
-            throw new SegmentationException($"{path}: {unknown.Count} key(s) are not milesial/Pytorch-UNet's: {string.Join(", ", unknown.Take(5))}{(unknown.Count > 5 ? ", ..." : "")}.");
+            throw new SegmentationException($"{path}: {unknown.Count} key(s) are not milesial/Pytorch-UNet's: "
+                + $"{string.Join(", ", unknown.Take(5))}{(unknown.Count > 5 ? ", ..." : "")}.");
         var first = Need(path, source, "inc.double_conv.0.weight");
         var head = Need(path, source, "outc.conv.weight");
-        int depth = source.Keys.Select(k => Regex.Match(k, @"^down(\d+)\.")).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
+        int depth = source.Keys.Select(k => Regex.Match(k, @"^down(\d+)\.")).Where(m => m.Success)
+            .Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(0).Max();
         var options = new ModelDescription
         {
             InChannels = (int)first.shape[1], Classes = (int)head.shape[0],
-            Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = (int)first.shape[0], Depth = depth }),
+            Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = (int)first.shape[0],
+                Depth = depth }),
         }.Resolve();
         var weights = source.ToDictionary(kv => FromMilesial(kv.Key)!, kv => kv.Value);
         var zero = Enumerable.Repeat(0f, options.InChannels).ToArray();
         return (options, weights, new Normalization(zero, Enumerable.Repeat(1f, options.InChannels).ToArray()));
     }
 
-    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Smp(string path, Dictionary<string, Tensor> source)
+    private static (ModelDescription, Dictionary<string, Tensor>, Normalization) Smp(string path, Dictionary<string,
+        Tensor> source)
     {
         var first = Need(path, source, "encoder.conv1.weight");
         var head = Need(path, source, "segmentation_head.0.weight");
-        var blocks = Enumerable.Range(1, 4).Select(l => source.Keys.Select(k => Regex.Match(k, $@"^encoder\.layer{l}\.(\d+)\.")).Where(m => m.Success).Select(m => m.Groups[1].Value).Distinct().Count()).ToArray();
+        var blocks = Enumerable.Range(1, 4)
+            .Select(l => source.Keys.Select(k => Regex.Match(k, $@"^encoder\.layer{l}\.(\d+)\.")).Where(m => m.Success)
+                .Select(m => m.Groups[1].Value).Distinct().Count()).ToArray();
         bool bottleneck = source.Keys.Any(k => k.Contains(".conv3.", StringComparison.Ordinal));
-        var kind = ResNetEncoder.Layouts.Where(l => l.Blocks.SequenceEqual(blocks) && l.Bottleneck == bottleneck).Select(l => l.Name).FirstOrDefault()
-            ?? throw new SegmentationException($"{path}: an encoder with blocks {string.Join("-", blocks)}{(bottleneck ? " (bottlenecks)" : "")}; this library has smp's resnet18 (2-2-2-2), resnet34 (3-4-6-3) and resnet50 (3-4-6-3, bottlenecks).");
-        var decoder = Enumerable.Range(0, 5).Select(i => (int)Need(path, source, $"decoder.blocks.{i}.conv1.0.weight").shape[0]).ToArray();
+        var kind = ResNetEncoder.Layouts.Where(l => l.Blocks.SequenceEqual(blocks) && l.Bottleneck == bottleneck)
+            .Select(l => l.Name).FirstOrDefault()
+            ?? throw new SegmentationException($"{path}: an encoder with blocks "
+            + $"{string.Join("-", blocks)}{(bottleneck ? " (bottlenecks)" : "")}; this library has smp's resnet18 "
+            + $"(2-2-2-2), resnet34 (3-4-6-3) and resnet50 (3-4-6-3, bottlenecks).");
+        var decoder = Enumerable.Range(0, 5).Select(i => (int)Need(path, source, $"decoder.blocks.{i}.conv1.0.weight")
+            .shape[0]).ToArray();
         var options = new ModelDescription
         {
             Encoder = new ModelPart(kind), InChannels = (int)first.shape[1], Classes = (int)head.shape[0],
@@ -123,24 +148,33 @@ public static class PyTorchInterop
         return (options, source, Normalization.DefaultFor(options.InChannels));
     }
 
-    /// <summary>The model must be one the layout's class can hold; otherwise an error that says how it differs.</summary>
+    /// <summary>The model must be one the layout's class can hold; otherwise an error that says how it
+    /// differs.</summary>
     private static void CheckLayout(ModelDescription d, PyTorchLayout layout)
     {
         if (layout == PyTorchLayout.Milesial)
         {
-            var milesial = new ModelDescription { InChannels = d.InChannels, Classes = d.Classes, Seed = d.Seed }.Resolve();
+            var milesial = new ModelDescription { InChannels = d.InChannels, Classes = d.Classes,
+                Seed = d.Seed }.Resolve();
             if (d.Encoder.Name != "unet" || d.Decoder?.Name != "unet" || d.Head?.Name != "conv")
-                throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net; this checkpoint's model is {d.Summary}.");
-            if (!d.Encoder.Equals(milesial.Encoder) || !d.Decoder!.Equals(milesial.Decoder) || !d.Head!.Equals(milesial.Head))
-                throw new OptionsException("milesial's UNet class has 64 base channels and depth 4, batch norm and transposed upsampling; this checkpoint's "
-                    + $"model has encoder {d.Encoder}, decoder {d.Decoder} (the keys might map, but its class could not take them).");
+                throw new OptionsException($"milesial's UNet(bilinear=False) is the plain U-Net; this checkpoint's "
+                    + $"model is {d.Summary}.");
+            if (!d.Encoder.Equals(milesial.Encoder) || !d.Decoder!.Equals(milesial.Decoder)
+                || !d.Head!.Equals(milesial.Head))
+                throw new OptionsException("milesial's UNet class has 64 base channels and depth 4, batch norm and "
+                    + "transposed upsampling; this checkpoint's "
+                    + $"model has encoder {d.Encoder}, decoder {d.Decoder} (the keys might map, but its class could "
+                    + $"not take them).");
         }
-        else if (d.Encoder.Name is not ("resnet18" or "resnet34" or "resnet50") || d.Decoder?.Name != "smp-unet" || d.Head?.Name != "smp-conv")
-            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here with its own decoder and head; this checkpoint's model is {d.Summary}.");
+        else if (d.Encoder.Name is not ("resnet18" or "resnet34" or "resnet50") || d.Decoder?.Name != "smp-unet"
+            || d.Head?.Name != "smp-conv")
+            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here with its own "
+                + $"decoder and head; this checkpoint's model is {d.Summary}.");
     }
 
     private static Tensor Need(string path, Dictionary<string, Tensor> source, string key) =>
-        source.TryGetValue(key, out var t) ? t : throw new SegmentationException($"{path}: no '{key}'; is it a state dict of that model?");
+        source.TryGetValue(key, out var t) ? t
+            : throw new SegmentationException($"{path}: no '{key}'; is it a state dict of that model?");
 
     /// <summary>
     /// Writes the checkpoint's weights with <paramref name="layout"/>'s key names: a PyTorch <c>.pth</c>, or a
@@ -151,7 +185,8 @@ public static class PyTorchInterop
         CheckLayout(checkpoint.Model, layout);
         using var scope = NewDisposeScope();
         using var model = checkpoint.CreateModel();
-        var dict = model.state_dict().ToDictionary(kv => layout == PyTorchLayout.Milesial ? ToMilesial(kv.Key) ?? throw new InvalidOperationException($"no milesial key for {kv.Key}") : kv.Key, kv => kv.Value.cpu());
+        var dict = model.state_dict().ToDictionary(kv => layout == PyTorchLayout.Milesial ? ToMilesial(kv.Key)
+            ?? throw new InvalidOperationException($"no milesial key for {kv.Key}") : kv.Key, kv => kv.Value.cpu());
         bool safetensors = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
         var bytes = new MemoryStream(); // PyBridge closes the stream it writes to
         if (safetensors) Safetensors.SaveStateDict(bytes, dict);

@@ -41,7 +41,8 @@ internal sealed class RunFolder
     public string Report => Path.Combine(Directory, "report.html");
     /// <summary>TensorBoard event files (<c>tensorboard --logdir</c> this, or the folder above several runs).</summary>
     public string TensorBoard => Path.Combine(Directory, "tensorboard");
-    /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them again).</summary>
+    /// <summary>Fingerprints of the data sets that were validated in full (a resume skips validating them
+    /// again).</summary>
     public string Validated => Path.Combine(Directory, ".validated");
 
     /// <summary>Files that make a folder a run (any of them).</summary>
@@ -71,7 +72,8 @@ internal sealed class RunFolder
 
     /// <summary>
     /// Rewrites metrics.jsonl from <paramref name="history"/>, atomically: one JSON object per finished epoch, never
-    /// ahead of last.ckpt (the trainer writes it after the checkpoints), and on a resume exactly what the checkpoint records.
+    /// ahead of last.ckpt (the trainer writes it after the checkpoints), and on a resume exactly what the checkpoint
+    /// records.
     /// </summary>
     public void WriteMetrics(IEnumerable<EpochRecord> history)
     {
@@ -83,7 +85,8 @@ internal sealed class RunFolder
     public void WriteSummary(System.Text.Json.Nodes.JsonObject summary)
     {
         System.IO.Directory.CreateDirectory(Directory);
-        AtomicFile.WriteAllText(Summary, summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Summary,
+            summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>
@@ -99,17 +102,20 @@ internal sealed class RunFolder
         int? bestEpoch = EpochOf(Best), previousEpoch = EpochOf(PreviousBest);
         if (wanted == 0)
         {
-            if (previousEpoch is not null) { File.Delete(PreviousBest); done.Add("deleted .best.previous.ckpt (no best epoch recorded)"); }
+            if (previousEpoch is not null) { File.Delete(PreviousBest); done.Add("deleted .best.previous.ckpt (no "
+                + "best epoch recorded)"); }
             return done;
         }
         if (bestEpoch == wanted)
         {
-            if (File.Exists(PreviousBest)) { File.Delete(PreviousBest); done.Add($"deleted .best.previous.ckpt (best.ckpt already holds epoch {wanted})"); }
+            if (File.Exists(PreviousBest)) { File.Delete(PreviousBest); done.Add($"deleted .best.previous.ckpt "
+                + $"(best.ckpt already holds epoch {wanted})"); }
         }
         else if (previousEpoch == wanted)
         {
             File.Move(PreviousBest, Best, overwrite: true); // an atomic rename
-            done.Add($"restored best.ckpt (epoch {wanted}) from .best.previous.ckpt; the interrupted write {(bestEpoch is { } e ? $"of epoch {e} " : "")}is dropped");
+            done.Add($"restored best.ckpt (epoch {wanted}) from .best.previous.ckpt; the interrupted write "
+                + $"{(bestEpoch is { } e ? $"of epoch {e} " : "")}is dropped");
         }
         else if (state.Epoch == wanted)
         {
@@ -117,11 +123,15 @@ internal sealed class RunFolder
             done.Add($"restored best.ckpt (epoch {wanted}) from last.ckpt");
         }
         else
-            throw new CheckpointException($"{Best}: last.ckpt records epoch {wanted} as the best, but best.ckpt {(bestEpoch is { } b ? $"holds epoch {b}" : "is missing or damaged")} and no other file holds epoch {wanted}; the best weights of that epoch are lost. Evaluate last.ckpt instead, or start a new run.");
+            throw new CheckpointException($"{Best}: last.ckpt records epoch {wanted} as the best, but best.ckpt "
+                + $"{(bestEpoch is { } b ? $"holds epoch {b}" : "is missing or damaged")} and no other file holds "
+                + $"epoch {wanted}; the best weights of that epoch are lost. Evaluate last.ckpt instead, or start a "
+                + $"new run.");
         return done;
     }
 
-    /// <summary>Deletes the temporary files of interrupted saves (<c>.NAME.GUID.tmp</c>); returns what it did, one line each.</summary>
+    /// <summary>Deletes the temporary files of interrupted saves (<c>.NAME.GUID.tmp</c>); returns what it did, one line
+    /// each.</summary>
     public IReadOnlyList<string> SweepTemporaryFiles()
     {
         if (!System.IO.Directory.Exists(Directory)) return Array.Empty<string>();
@@ -134,7 +144,8 @@ internal sealed class RunFolder
         return swept;
     }
 
-    /// <summary>A second name for <paramref name="source"/>'s content: a hard link where the file system allows, else a copy.</summary>
+    /// <summary>A second name for <paramref name="source"/>'s content: a hard link where the file system allows, else a
+    /// copy.</summary>
     private static void KeepCopy(string source, string target)
     {
         if (File.Exists(target)) File.Delete(target);

@@ -45,19 +45,22 @@ public sealed record EpochRecord
     public double Seconds { get; init; }
     /// <summary>Training images per second.</summary>
     public double ImagesPerSecond { get; init; }
-    /// <summary>Resident memory of the process at the end of the epoch, in MiB (how flat native memory stays).</summary>
+    /// <summary>Resident memory of the process at the end of the epoch, in MiB (how flat native memory
+    /// stays).</summary>
     public double ResidentMemoryMB { get; init; } = double.NaN;
     /// <summary>Full validation metrics (null when not evaluated).</summary>
     public SegmentationMetrics? Metrics { get; init; }
 
-    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond, rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
+    /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond,
+    /// rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
     public JsonObject ToJson()
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
         var o = new JsonObject
         {
             ["epoch"] = Epoch, ["trainLoss"] = N(TrainLoss), ["valLoss"] = N(ValLoss), ["meanIoU"] = N(MeanIoU),
-            ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds, ["imagesPerSecond"] = N(ImagesPerSecond),
+            ["pixelAccuracy"] = N(PixelAccuracy), ["lr"] = LearningRate, ["seconds"] = Seconds,
+                ["imagesPerSecond"] = N(ImagesPerSecond),
             ["rssMB"] = N(ResidentMemoryMB),
         };
         if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
@@ -70,8 +73,10 @@ public sealed record EpochRecord
         static double D(JsonNode? n) => n is null ? double.NaN : n.GetValue<double>();
         return new EpochRecord
         {
-            Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]), MeanIoU = D(o["meanIoU"]),
-            PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]), ImagesPerSecond = D(o["imagesPerSecond"]),
+            Epoch = o["epoch"]!.GetValue<int>(), TrainLoss = D(o["trainLoss"]), ValLoss = D(o["valLoss"]),
+                MeanIoU = D(o["meanIoU"]),
+            PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]),
+                ImagesPerSecond = D(o["imagesPerSecond"]),
             ResidentMemoryMB = D(o["rssMB"]),
         };
     }

@@ -9,13 +9,15 @@ namespace Segmentation.Evaluation;
 /// and derives every metric from it.
 /// </summary>
 /// <remarks>
-/// <para><b>The Mean IoU rule</b> (mmsegmentation's and Hugging Face evaluate's <c>mean_iou</c>, the one papers report):</para>
+/// <para><b>The Mean IoU rule</b> (mmsegmentation's and Hugging Face evaluate's <c>mean_iou</c>, the one papers
+/// report):</para>
 /// <list type="number">
 /// <item>Counts are summed over the whole data set first; metrics are derived once from the totals.</item>
 /// <item>Pixels whose ground truth is the ignore index are dropped, whatever was predicted there.</item>
 /// <item>IoU(c) = I / (P + G - I), with I the pixels of class c predicted as c, P the pixels predicted as c and G the
 /// ground-truth pixels of c.</item>
-/// <item>A class whose union is empty (absent from both prediction and ground truth) is NaN and left out of every mean.</item>
+/// <item>A class whose union is empty (absent from both prediction and ground truth) is NaN and left out of every
+/// mean.</item>
 /// <item>A class predicted but never in the ground truth has IoU 0 and accuracy NaN.</item>
 /// </list>
 /// <para>The other common rule, the mean over images of each image's mean IoU, is available as
@@ -42,24 +44,29 @@ public sealed class ConfusionMatrix : IDisposable
     public IReadOnlyList<string>? ClassNames { get; }
 
     /// <summary>Creates an empty matrix.</summary>
-    public ConfusionMatrix(int classes, int ignoreIndex = Labels.Ignore, IReadOnlyList<string>? classNames = null, bool trackPerImage = false)
+    public ConfusionMatrix(int classes, int ignoreIndex = Labels.Ignore, IReadOnlyList<string>? classNames = null,
+        bool trackPerImage = false)
     {
         if (classes < 1) throw new OptionsException($"ConfusionMatrix needs at least 1 class; got {classes}.");
         if (classNames is not null && classNames.Count != classes)
-            throw new OptionsException($"ConfusionMatrix has {classes} classes but {classNames.Count} class names were given.");
+            throw new OptionsException($"ConfusionMatrix has {classes} classes but {classNames.Count} class names "
+                + $"were given.");
         this.classes = classes;
         IgnoreIndex = ignoreIndex;
         ClassNames = classNames;
         this.trackPerImage = trackPerImage;
     }
 
-    /// <summary>Adds a batch: logits N x C x H x W (argmax over C) or class indices N x H x W; target N x H x W.</summary>
+    /// <summary>Adds a batch: logits N x C x H x W (argmax over C) or class indices N x H x W; target N x H x
+    /// W.</summary>
     public void Update(Tensor predictionOrLogits, Tensor target)
     {
         using var scope = NewDisposeScope();
-        var prediction = predictionOrLogits.dim() == target.dim() + 1 ? predictionOrLogits.argmax(1) : predictionOrLogits;
+        var prediction = predictionOrLogits.dim() == target.dim() + 1 ? predictionOrLogits.argmax(1)
+            : predictionOrLogits;
         if (!prediction.shape.SequenceEqual(target.shape))
-            throw new ArgumentException($"Prediction of shape [{string.Join(", ", prediction.shape)}] does not match target of shape [{string.Join(", ", target.shape)}].");
+            throw new ArgumentException($"Prediction of shape [{string.Join(", ", prediction.shape)}] does not match "
+                + $"target of shape [{string.Join(", ", target.shape)}].");
         if (prediction.dim() == 2) { prediction = prediction.unsqueeze(0); target = target.unsqueeze(0); }
 
         var p = prediction.to(target.device).to_type(ScalarType.Int64);
@@ -86,9 +93,11 @@ public sealed class ConfusionMatrix : IDisposable
             var union = perImage.sum(2) + perImage.sum(1) - inter;
             var iou = inter / union; // NaN where the union is empty
             var defined = iou.isnan().logical_not();
-            var imageMean = where(defined, iou, zeros_like(iou)).sum(1) / defined.sum(1); // NaN when no class is defined
+            // NaN when no class is defined
+            var imageMean = where(defined, iou, zeros_like(iou)).sum(1) / defined.sum(1);
             var seen = imageMean.isnan().logical_not();
-            perImageSum!.add_(stack(new[] { where(seen, imageMean, zeros_like(imageMean)).sum(), seen.sum().to_type(ScalarType.Float64) }));
+            perImageSum!.add_(stack(new[] { where(seen, imageMean, zeros_like(imageMean)).sum(),
+                seen.sum().to_type(ScalarType.Float64) }));
         }
     }
 
@@ -111,14 +120,16 @@ public sealed class ConfusionMatrix : IDisposable
         return result;
     }
 
-    /// <summary>Derives the metrics from the counts so far. Throws when a prediction was outside [0, classes).</summary>
+    /// <summary>Derives the metrics from the counts so far. Throws when a prediction was outside [0,
+    /// classes).</summary>
     public SegmentationMetrics Compute()
     {
         if (badPredictions is not null)
         {
             long bad = badPredictions.item<long>();
             if (bad > 0)
-                throw new SegmentationException($"Prediction value {badValue!.item<long>()} (at {bad} valid pixel(s) in all) is outside the classes 0-{classes - 1}.");
+                throw new SegmentationException($"Prediction value {badValue!.item<long>()} (at {bad} valid pixel(s) "
+                    + $"in all) is outside the classes 0-{classes - 1}.");
         }
         double? perImage = null;
         if (trackPerImage && perImageSum is not null)

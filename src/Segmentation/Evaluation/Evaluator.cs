@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace Segmentation.Evaluation;
 
-/// <summary>What one pass over a data set gave: the metrics, and the mean loss when a loss was given (else NaN).</summary>
+/// <summary>What one pass over a data set gave: the metrics, and the mean loss when a loss was given (else
+/// NaN).</summary>
 /// <param name="Metrics">Everything derived from the one confusion matrix.</param>
 /// <param name="MeanLoss">Loss averaged over images.</param>
 internal sealed record EvaluationResult(SegmentationMetrics Metrics, double MeanLoss);
@@ -15,21 +16,26 @@ internal sealed record EvaluationResult(SegmentationMetrics Metrics, double Mean
 /// </summary>
 internal static class Evaluator
 {
-    /// <summary>Runs <paramref name="logits"/> over <paramref name="loader"/>'s batches (one epoch, in order).</summary>
+    /// <summary>Runs <paramref name="logits"/> over <paramref name="loader"/>'s batches (one epoch, in
+    /// order).</summary>
     /// <param name="loader">The data, unshuffled.</param>
     /// <param name="device">Where the model is.</param>
     /// <param name="description">Classes, names and the ignore label.</param>
     /// <param name="normalization">Applied to each image batch before <paramref name="logits"/>.</param>
     /// <param name="logits">Normalised images N x C x H x W to logits N x classes x H x W.</param>
-    /// <param name="loss">Optional loss of (logits, masks), averaged over images into <see cref="EvaluationResult.MeanLoss"/>.</param>
+    /// <param name="loss">Optional loss of (logits, masks), averaged over images into <see
+    /// cref="EvaluationResult.MeanLoss"/>.</param>
     /// <param name="perImage">Also keep each image's IoU (for the worst-images list).</param>
     /// <param name="onBatch">Called after each batch with the number of batches done.</param>
     /// <param name="cancellation">Stops between batches.</param>
-    public static EvaluationResult Run(DataLoader loader, Device device, DatasetDescription description, Normalization normalization,
-        Func<Tensor, Tensor> logits, Func<Tensor, Tensor, Tensor>? loss = null, bool perImage = false, Action<int>? onBatch = null,
+    public static EvaluationResult Run(DataLoader loader, Device device, DatasetDescription description,
+        Normalization normalization,
+        Func<Tensor, Tensor> logits, Func<Tensor, Tensor, Tensor>? loss = null, bool perImage = false,
+            Action<int>? onBatch = null,
         CancellationToken cancellation = default)
     {
-        using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames, trackPerImage: perImage);
+        using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames,
+            trackPerImage: perImage);
         double lossSum = 0;
         int images = 0, batches = 0;
         using (no_grad())

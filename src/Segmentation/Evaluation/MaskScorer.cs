@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace Segmentation.Evaluation;
 
-/// <summary>Scores a folder of predicted masks against a folder of ground-truth masks with the <see cref="ConfusionMatrix"/> rule.</summary>
+/// <summary>Scores a folder of predicted masks against a folder of ground-truth masks with the <see
+/// cref="ConfusionMatrix"/> rule.</summary>
 public static class MaskScorer
 {
     /// <summary>
@@ -11,11 +12,15 @@ public static class MaskScorer
     /// class indices unless the encoding is palette, ground truth with <paramref name="encoding"/>). Every
     /// ground-truth mask needs a prediction; extra predictions are an error too.
     /// </summary>
-    public static SegmentationMetrics ScoreFolders(string predictionDir, string truthDir, int classes, int ignoreIndex = Labels.Ignore,
-        MaskEncoding encoding = MaskEncoding.Auto, string? paletteFile = null, string[]? classNames = null, bool perImage = true)
+    public static SegmentationMetrics ScoreFolders(string predictionDir, string truthDir, int classes,
+        int ignoreIndex = Labels.Ignore,
+        MaskEncoding encoding = MaskEncoding.Auto, string? paletteFile = null, string[]? classNames = null,
+            bool perImage = true)
     {
-        if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.", predictionDir);
-        if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.", truthDir);
+        if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.",
+            predictionDir);
+        if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.",
+            truthDir);
         // The data layer pairs the folders: predictions stand in as "images", truth as "masks".
         var preds = Files(predictionDir);
         var truth = Files(truthDir);
@@ -23,11 +28,14 @@ public static class MaskScorer
         var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
         if (missing.Count > 0 || extra.Count > 0)
         {
-            static string List(List<string> names) => string.Join(", ", names.Take(5)) + (names.Count > 5 ? $", ... ({names.Count} in all)" : "");
+            static string List(List<string> names) => string.Join(", ", names.Take(5))
+                + (names.Count > 5 ? $", ... ({names.Count} in all)" : "");
             var parts = new List<string>();
-            if (missing.Count > 0) parts.Add($"{missing.Count} ground-truth mask(s) in {truthDir} have no prediction ({List(missing)})");
+            if (missing.Count > 0) parts.Add($"{missing.Count} ground-truth mask(s) in {truthDir} have no prediction "
+                + $"({List(missing)})");
             if (extra.Count > 0) parts.Add($"{extra.Count} prediction(s) have no ground-truth mask ({List(extra)})");
-            throw new DataException($"{predictionDir}: {string.Join("; ", parts)}. Masks pair by file name.", predictionDir);
+            throw new DataException($"{predictionDir}: {string.Join("; ", parts)}. Masks pair by file name.",
+                predictionDir);
         }
         if (truth.Count == 0) throw new DataException($"{truthDir}: no masks found.", truthDir);
 
@@ -35,7 +43,8 @@ public static class MaskScorer
         // are checked and the truth is decoded and validated with the requested encoding.
         var keys = truth.Keys.Order(StringComparer.OrdinalIgnoreCase).ToList();
         var truthSet = SegmentationDataset.FromPairs(keys.Select(k => (preds[k], truth[k])),
-            new DatasetOptions { Classes = classes, IgnoreIndex = ignoreIndex, Encoding = encoding, PaletteFile = paletteFile, ClassNames = classNames, InChannels = 1 });
+            new DatasetOptions { Classes = classes, IgnoreIndex = ignoreIndex, Encoding = encoding,
+                PaletteFile = paletteFile, ClassNames = classNames, InChannels = 1 });
         var d = truthSet.Description;
         var reader = new ImageReader();
         using var cm = new ConfusionMatrix(d.Classes, Labels.Ignore, d.ClassNames, perImage);
@@ -43,7 +52,8 @@ public static class MaskScorer
         {
             var t = truthSet.Load(i);
             var raw = reader.ReadMask(preds[keys[i]], paletteIndices: d.Encoding != MaskEncoding.Palette);
-            // Predictions are class indices (or palette colours); values outside the classes are reported by the matrix.
+            // Predictions are class indices (or palette colours); values outside the classes are reported by the
+            // matrix.
             long[] p = d.Encoding == MaskEncoding.Palette
                 ? Array.ConvertAll(MaskDecoder.Decode(raw, d, preds[keys[i]]), v => (long)v)
                 : Array.ConvertAll(raw.Values, v => (long)v);
@@ -55,7 +65,8 @@ public static class MaskScorer
         return cm.Compute();
     }
 
-    /// <summary>A predicted label outside the classes at a pixel that counts is an error naming the file, the value and its pixels.</summary>
+    /// <summary>A predicted label outside the classes at a pixel that counts is an error naming the file, the value and
+    /// its pixels.</summary>
     private static void CheckPrediction(string path, long[] prediction, byte[] truth, int classes)
     {
         long bad = -1; int count = 0;
@@ -66,10 +77,12 @@ public static class MaskScorer
                 if (prediction[j] == bad) count++;
             }
         if (bad >= 0)
-            throw new DataException($"{path}: predicted value {bad} at {count} pixel(s), but there are {classes} classes (0-{classes - 1}).", path);
+            throw new DataException($"{path}: predicted value {bad} at {count} pixel(s), but there are {classes} "
+                + $"classes (0-{classes - 1}).", path);
     }
 
     private static Dictionary<string, string> Files(string dir) =>
-        Directory.EnumerateFiles(dir).Where(f => Path.GetExtension(f).ToLowerInvariant() is ".png" or ".bmp" or ".tif" or ".tiff" or ".gif")
+        Directory.EnumerateFiles(dir)
+            .Where(f => Path.GetExtension(f).ToLowerInvariant() is ".png" or ".bmp" or ".tif" or ".tiff" or ".gif")
             .ToDictionary(f => Path.GetFileNameWithoutExtension(f), f => f, StringComparer.OrdinalIgnoreCase);
 }

@@ -35,7 +35,8 @@ public sealed record SegmentationMetrics
     public long[,] ConfusionMatrix { get; init; } = new long[0, 0];
 
     /// <summary>Derives the metrics from a confusion matrix [truth, prediction].</summary>
-    public static SegmentationMetrics FromConfusion(long[,] m, IReadOnlyList<string>? names = null, double? perImageMeanIoU = null)
+    public static SegmentationMetrics FromConfusion(long[,] m, IReadOnlyList<string>? names = null,
+        double? perImageMeanIoU = null)
     {
         int n = m.GetLength(0);
         var iou = new double[n]; var acc = new double[n]; var dice = new double[n];
@@ -63,7 +64,8 @@ public sealed record SegmentationMetrics
             FrequencyWeightedIoU = totalGt > 0 ? fw : double.NaN,
             PerImageMeanIoU = perImageMeanIoU,
             PerClassIoU = iou, PerClassAccuracy = acc, PerClassDice = dice,
-            ClassNames = names?.ToArray() ?? Enumerable.Range(0, n).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray(),
+            ClassNames = names?.ToArray() ?? Enumerable.Range(0, n)
+                .Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray(),
             ConfusionMatrix = (long[,])m.Clone(),
         };
     }
@@ -83,7 +85,8 @@ public sealed record SegmentationMetrics
         int n = ConfusionMatrix.GetLength(0);
         var cm = new JsonArray();
         for (int i = 0; i < n; i++)
-            cm.Add(new JsonArray(Enumerable.Range(0, n).Select(j => (JsonNode?)JsonValue.Create(ConfusionMatrix[i, j])).ToArray()));
+            cm.Add(new JsonArray(Enumerable.Range(0, n).Select(j => (JsonNode?)JsonValue.Create(ConfusionMatrix[i, j]))
+                .ToArray()));
         var o = new JsonObject
         {
             ["meanIoU"] = Num(MeanIoU),
@@ -102,7 +105,8 @@ public sealed record SegmentationMetrics
     }
 
     /// <summary>The metrics as JSON text.</summary>
-    public string ToJson(bool indented = false) => ToJsonObject().ToJsonString(new JsonSerializerOptions { WriteIndented = indented });
+    public string ToJson(bool indented = false) => ToJsonObject()
+        .ToJsonString(new JsonSerializerOptions { WriteIndented = indented });
 
     /// <summary>Reads metrics back from <see cref="ToJson"/>'s output.</summary>
     public static SegmentationMetrics FromJsonObject(JsonObject o)
@@ -118,8 +122,10 @@ public sealed record SegmentationMetrics
             MeanIoU = D(o["meanIoU"]), PixelAccuracy = D(o["pixelAccuracy"]), MeanAccuracy = D(o["meanAccuracy"]),
             MeanDice = D(o["meanDice"]), FrequencyWeightedIoU = D(o["frequencyWeightedIoU"]),
             PerImageMeanIoU = o["perImageMeanIoU"] is { } pi ? D(pi) : null,
-            PerClassIoU = A(o["perClassIoU"]), PerClassAccuracy = A(o["perClassAccuracy"]), PerClassDice = A(o["perClassDice"]),
-            ClassNames = (o["classNames"] as JsonArray)?.Select(x => x!.GetValue<string>()).ToArray() ?? Array.Empty<string>(),
+            PerClassIoU = A(o["perClassIoU"]), PerClassAccuracy = A(o["perClassAccuracy"]),
+                PerClassDice = A(o["perClassDice"]),
+            ClassNames = (o["classNames"] as JsonArray)?.Select(x => x!.GetValue<string>()).ToArray()
+                ?? Array.Empty<string>(),
             ConfusionMatrix = cm,
         };
     }
@@ -132,8 +138,10 @@ public sealed record SegmentationMetrics
         var sb = new StringBuilder();
         sb.AppendLine($"{"class".PadRight(w)}  IoU     Acc     Dice");
         for (int c = 0; c < PerClassIoU.Length; c++)
-            sb.AppendLine($"{ClassNames[c].PadRight(w)}  {F(PerClassIoU[c])}  {F(PerClassAccuracy[c])}  {F(PerClassDice[c])}");
-        sb.AppendLine($"mean IoU {F(MeanIoU)}  pixel acc {F(PixelAccuracy)}  mean acc {F(MeanAccuracy)}  mean Dice {F(MeanDice)}  fwIoU {F(FrequencyWeightedIoU)}"
+            sb.AppendLine($"{ClassNames[c].PadRight(w)}  {F(PerClassIoU[c])}  {F(PerClassAccuracy[c])}  "
+                + $"{F(PerClassDice[c])}");
+        sb.AppendLine($"mean IoU {F(MeanIoU)}  pixel acc {F(PixelAccuracy)}  mean acc {F(MeanAccuracy)}  mean Dice "
+            + $"{F(MeanDice)}  fwIoU {F(FrequencyWeightedIoU)}"
             + (PerImageMeanIoU is { } p ? $"  per-image mIoU {F(p)}" : ""));
         return sb.ToString();
     }

@@ -29,10 +29,13 @@ public static class MaskWriter
         Save(img, path);
     }
 
-    /// <summary>The image with class colours blended over it (<paramref name="alpha"/> = colour weight; background class 0 left clear when <paramref name="skipClassZero"/>).</summary>
-    public static void SaveOverlay(string path, ImageBuffer image, byte[] labels, IReadOnlyList<Rgb> colors, double alpha = 0.5, bool skipClassZero = true)
+    /// <summary>The image with class colours blended over it (<paramref name="alpha"/> = colour weight; background
+    /// class 0 left clear when <paramref name="skipClassZero"/>).</summary>
+    public static void SaveOverlay(string path, ImageBuffer image, byte[] labels, IReadOnlyList<Rgb> colors,
+        double alpha = 0.5, bool skipClassZero = true)
     {
-        var rgb = Shared.OverlayBlend.Blend(image.Pixels, image.Channels, labels, colors.Select(c => (c.R, c.G, c.B)).ToList(), alpha, skipClassZero);
+        var rgb = Shared.OverlayBlend.Blend(image.Pixels, image.Channels, labels, colors.Select(c => (c.R, c.G, c.B))
+            .ToList(), alpha, skipClassZero);
         using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
         Save(img, path);
     }
@@ -42,7 +45,8 @@ public static class MaskWriter
     {
         var bytes = new byte[width * height];
         int offset = cls * width * height;
-        for (int i = 0; i < bytes.Length; i++) bytes[i] = (byte)Math.Clamp((int)Math.Round(probabilities[offset + i] * 255), 0, 255);
+        for (int i = 0; i < bytes.Length; i++) bytes[i] =
+            (byte)Math.Clamp((int)Math.Round(probabilities[offset + i] * 255), 0, 255);
         SaveLabels(path, bytes, width, height);
     }
 
@@ -57,7 +61,8 @@ public static class MaskWriter
         Save(img, path);
     }
 
-    private static Rgb Color(int label, IReadOnlyList<Rgb> colors) => label < colors.Count ? colors[label] : new Rgb(255, 255, 255);
+    private static Rgb Color(int label, IReadOnlyList<Rgb> colors) => label < colors.Count ? colors[label]
+        : new Rgb(255, 255, 255);
 
     private static Rgb24 ToPixel(Rgb c) => new(c.R, c.G, c.B);
 

@@ -21,15 +21,18 @@ public interface IModelExporter
     /// <summary>One line of help.</summary>
     string Description { get; }
 
-    /// <summary>Writes <paramref name="checkpoint"/>'s model to <paramref name="path"/> (atomically); returns what was written, in a line.</summary>
+    /// <summary>Writes <paramref name="checkpoint"/>'s model to <paramref name="path"/> (atomically); returns what was
+    /// written, in a line.</summary>
     string Write(Checkpoint checkpoint, string path, ExportOptions options);
 }
 
-/// <summary>The exporters there are, by format: ONNX, PyTorch's <c>.pth</c>, safetensors. The one seam the CLI and scripts write through.</summary>
+/// <summary>The exporters there are, by format: ONNX, PyTorch's <c>.pth</c>, safetensors. The one seam the CLI and
+/// scripts write through.</summary>
 public static class ModelExporters
 {
     private static readonly object Gate = new();
-    private static readonly List<IModelExporter> Registered = new() { new OnnxExporter(), new PyTorchExporter(false), new PyTorchExporter(true) };
+    private static readonly List<IModelExporter> Registered = new() { new OnnxExporter(), new PyTorchExporter(false),
+        new PyTorchExporter(true) };
 
     /// <summary>Every exporter, the library's first.</summary>
     public static IReadOnlyList<IModelExporter> All
@@ -42,27 +45,34 @@ public static class ModelExporters
     {
         lock (Gate)
         {
-            if (Registered.Any(e => e.Format == exporter.Format)) throw new OptionsException($"An exporter for '{exporter.Format}' is registered already.");
+            if (Registered.Any(e => e.Format == exporter.Format))
+                throw new OptionsException($"An exporter for '{exporter.Format}' is registered already.");
             Registered.Add(exporter);
         }
     }
 
-    /// <summary>The exporter of <paramref name="format"/>; an unknown one is an error that lists those there are.</summary>
-    public static IModelExporter Find(string format) => All.FirstOrDefault(e => string.Equals(e.Format, format, StringComparison.OrdinalIgnoreCase))
-        ?? throw new OptionsException($"--format '{format}' is not one of: {string.Join(", ", All.Select(e => e.Format))}.");
+    /// <summary>The exporter of <paramref name="format"/>; an unknown one is an error that lists those there
+    /// are.</summary>
+    public static IModelExporter Find(string format)
+        => All.FirstOrDefault(e => string.Equals(e.Format, format, StringComparison.OrdinalIgnoreCase))
+        ?? throw new OptionsException($"--format '{format}' is not one of: "
+        + $"{string.Join(", ", All.Select(e => e.Format))}.");
 
     private sealed class OnnxExporter : IModelExporter
     {
         public string Format => "onnx";
         public string Extension => ".onnx";
-        public string Description => $"ONNX opset {OnnxExport.Opset}, any batch and image size, with the metadata a predictor needs";
+        public string Description
+            => $"ONNX opset {OnnxExport.Opset}, any batch and image size, with the metadata a predictor needs";
 
         public string Write(Checkpoint c, string path, ExportOptions options)
         {
             OnnxExport.Write(c, path);
             var size = c.Preprocessing.Size is { } s ? $", resized to {s}" : "";
-            return $"ONNX opset {OnnxExport.Opset}, input '{OnnxExport.Input}' N x {c.Model.InChannels} x H x W float32 normalised "
-                + $"({c.Preprocessing.Normalization}{size}), output '{OnnxExport.Output}' N x {c.Model.Classes} x H x W";
+            return $"ONNX opset {OnnxExport.Opset}, input '{OnnxExport.Input}' N x {c.Model.InChannels} x H x W "
+                + $"float32 normalised "
+                + $"({c.Preprocessing.Normalization}{size}), output '{OnnxExport.Output}' N x {c.Model.Classes} x H x "
+                + $"W";
         }
     }
 
@@ -70,17 +80,22 @@ public static class ModelExporters
     {
         public string Format => safetensors ? "safetensors" : "pytorch";
         public string Extension => safetensors ? ".safetensors" : ".pth";
-        public string Description => "the weights under milesial/Pytorch-UNet's or segmentation_models.pytorch's key names";
+        public string Description
+            => "the weights under milesial/Pytorch-UNet's or segmentation_models.pytorch's key names";
 
         public string Write(Checkpoint c, string path, ExportOptions options)
         {
             if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) != safetensors)
                 throw new OptionsException($"--out {path}: name a {Format} file (*{Extension}).");
-            var layout = options.Layout ?? (c.Model.Encoder.Name == "unet" ? PyTorchLayout.Milesial : PyTorchLayout.Smp);
+            var layout = options.Layout ?? (c.Model.Encoder.Name == "unet" ? PyTorchLayout.Milesial
+                : PyTorchLayout.Smp);
             PyTorchInterop.Export(c, path, layout);
             bool milesial = layout == PyTorchLayout.Milesial;
-            return $"the weights under {(milesial ? "milesial/Pytorch-UNet's UNet(bilinear=False)" : "segmentation_models.pytorch's Unet")} names; "
-                + $"inputs {(milesial ? "pixel / 255" : "ImageNet-normalised")} in the source, ours: {c.Preprocessing.Normalization}";
+            var names = milesial ? "milesial/Pytorch-UNet's UNet(bilinear=False)"
+                : "segmentation_models.pytorch's Unet";
+            return $"the weights under {names} names; "
+                + $"inputs {(milesial ? "pixel / 255" : "ImageNet-normalised")} in the source, ours: "
+                + $"{c.Preprocessing.Normalization}";
         }
     }
 }

@@ -10,7 +10,8 @@ namespace Segmentation.Inference;
 
 /// <summary>
 /// Writes a checkpoint's model as an ONNX file (opset 17), which TorchSharp cannot do: the model's modules write their
-/// own eval-mode computation as it runs (<c>SegmentationModel.ToOnnxGraph</c>), so the graph is the model, not a second description of it.
+/// own eval-mode computation as it runs (<c>SegmentationModel.ToOnnxGraph</c>), so the graph is the model, not a second
+/// description of it.
 /// Input <c>images</c>: float32 N x C x H x W, normalised as in training, any batch, height and width the model takes
 /// (odd sizes too: the pad that aligns each upsampled map with its skip is computed from the shapes at run time).
 /// Output <c>logits</c>: float32 N x classes x H x W. The metadata carries what a predictor needs besides: classes,
@@ -49,7 +50,8 @@ public static class OnnxExport
             DocString = $"{checkpoint.Model.Summary}; input (pixel / 255 - mean) / std per channel",
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
-        foreach (var (key, value) in Metadata(checkpoint, net.MinimumInputSize)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        foreach (var (key, value) in Metadata(checkpoint,
+            net.MinimumInputSize)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
         return model;
     }
 
@@ -59,7 +61,8 @@ public static class OnnxExport
         var p = c.Preprocessing;
         yield return (OnnxMetadataKeys.Classes, c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.ClassNames, JsonSerializer.Serialize(c.Dataset.ClassNames));
-        yield return (OnnxMetadataKeys.ClassColors, JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
+        yield return (OnnxMetadataKeys.ClassColors,
+            JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
         yield return (OnnxMetadataKeys.InChannels, c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.NormalizationMean, JsonSerializer.Serialize(p.Normalization.Mean));
         yield return (OnnxMetadataKeys.NormalizationStd, JsonSerializer.Serialize(p.Normalization.Std));
@@ -72,13 +75,15 @@ public static class OnnxExport
     {
         var shape = new TensorShapeProto();
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "batch" });
-        shape.Dim.Add(channels is { } c ? new TensorShapeProto.Types.Dimension { DimValue = c } : new TensorShapeProto.Types.Dimension { DimParam = name + "_channels" });
+        shape.Dim.Add(channels is { } c ? new TensorShapeProto.Types.Dimension { DimValue = c }
+            : new TensorShapeProto.Types.Dimension { DimParam = name + "_channels" });
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "height" });
         shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "width" });
         return new ValueInfoProto
         {
             Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
+            Type = new TypeProto { TensorType =
+                new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
         };
     }
 }

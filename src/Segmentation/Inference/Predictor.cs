@@ -68,8 +68,11 @@ public sealed class Predictor : IDisposable
     public Predictor(Checkpoint checkpoint, PredictorOptions? options = null)
     {
         Options = options ?? new PredictorOptions();
-        if (Options.Size is null && checkpoint.Preprocessing.Size is { } trained) Options = Options with { Size = trained }; // predict as it was trained
-        if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1)) throw new OptionsException($"Stride {s} must be positive.");
+        // predict as it was trained
+        if (Options.Size is null && checkpoint.Preprocessing.Size is { } trained) Options =
+            Options with { Size = trained };
+        if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1))
+            throw new OptionsException($"Stride {s} must be positive.");
         Description = checkpoint.Dataset;
         Normalization = checkpoint.Preprocessing.Normalization;
         device = Devices.Resolve(Options.Device);
@@ -86,13 +89,15 @@ public sealed class Predictor : IDisposable
     }
 
     /// <summary>Loads <paramref name="checkpointPath"/> and builds the predictor.</summary>
-    public static Predictor FromFile(string checkpointPath, PredictorOptions? options = null) => new(Checkpoint.Load(checkpointPath), options);
+    public static Predictor FromFile(string checkpointPath, PredictorOptions? options = null)
+        => new(Checkpoint.Load(checkpointPath), options);
 
     /// <summary>Predicts one image (channels must match the model's).</summary>
     public Prediction Predict(ImageBuffer image, bool probabilities = false)
     {
         if (image.Channels != model.Description.InChannels)
-            throw new DataException($"The image has {image.Channels} channel(s); the model takes {model.Description.InChannels}.");
+            throw new DataException($"The image has {image.Channels} channel(s); the model takes "
+                + $"{model.Description.InChannels}.");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") });
@@ -100,19 +105,23 @@ public sealed class Predictor : IDisposable
         var logits = Logits(Normalization.Apply(x))[0];
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
-        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes, Labels = labels.data<byte>().ToArray(), Probabilities = probs };
+        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes,
+            Labels = labels.data<byte>().ToArray(), Probabilities = probs };
     }
 
-    /// <summary>Logits N x C x H x W for a normalised batch N x C x H x W, with the configured window and TTA.</summary>
+    /// <summary>Logits N x C x H x W for a normalised batch N x C x H x W, with the configured window and
+    /// TTA.</summary>
     public Tensor Logits(Tensor images)
     {
         using var scope = NewDisposeScope();
         long h = images.shape[2], w = images.shape[3];
         var x = images;
-        if (Options.Size is { } size) x = nn.functional.interpolate(x, new long[] { size.Height, size.Width }, mode: InterpolationMode.Bilinear, align_corners: false);
+        if (Options.Size is { } size) x = nn.functional.interpolate(x, new long[] { size.Height, size.Width },
+            mode: InterpolationMode.Bilinear, align_corners: false);
         var logits = Forward(x);
         if (Options.FlipTta) logits = (logits + Forward(x.flip(3)).flip(3)) / 2;
-        if (Options.Size is not null) logits = nn.functional.interpolate(logits, new long[] { h, w }, mode: InterpolationMode.Bilinear, align_corners: false);
+        if (Options.Size is not null) logits = nn.functional.interpolate(logits, new long[] { h, w },
+            mode: InterpolationMode.Bilinear, align_corners: false);
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -123,7 +132,8 @@ public sealed class Predictor : IDisposable
         if (Options.Window is not { } win || (win.Height >= h && win.Width >= w))
             return h < min || w < min ? PaddedForward(x, min) : model.Logits(x);
 
-        var (sh, sw) = Options.Stride is { } s ? (s.Height, s.Width) : Shared.SlidingWindow.DefaultStride(win.Height, win.Width);
+        var (sh, sw) = Options.Stride is { } s ? (s.Height, s.Width) : Shared.SlidingWindow.DefaultStride(win.Height,
+            win.Width);
         var sum = zeros(new long[] { x.shape[0], model.Description.Classes, h, w }, x.dtype, x.device);
         var count = zeros(new long[] { 1, 1, h, w }, x.dtype, x.device);
         foreach (var (top, left, th, tw) in Shared.SlidingWindow.Tiles((int)h, (int)w, win.Height, win.Width, sh, sw))
@@ -137,7 +147,8 @@ public sealed class Predictor : IDisposable
         return sum / count;
     }
 
-    /// <summary>Images smaller than the model's minimum are padded (reflect) up to it and the logits cropped back.</summary>
+    /// <summary>Images smaller than the model's minimum are padded (reflect) up to it and the logits cropped
+    /// back.</summary>
     private Tensor PaddedForward(Tensor x, int min)
     {
         long h = x.shape[2], w = x.shape[3];
@@ -147,12 +158,16 @@ public sealed class Predictor : IDisposable
     }
 
     /// <summary>Scores the model on a data set with this predictor's window, TTA and size.</summary>
-    public SegmentationMetrics Evaluate(SegmentationDataset data, int batchSize = 1, int workers = 0, bool perImage = true, CancellationToken cancellation = default)
+    public SegmentationMetrics Evaluate(SegmentationDataset data, int batchSize = 1, int workers = 0,
+        bool perImage = true, CancellationToken cancellation = default)
     {
         if (data.Description.Classes != model.Description.Classes)
-            throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model {model.Description.Classes}.");
-        var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false, Workers = workers });
-        return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage, cancellation: cancellation).Metrics;
+            throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model "
+                + $"{model.Description.Classes}.");
+        var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false,
+            Workers = workers });
+        return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage,
+            cancellation: cancellation).Metrics;
     }
 
     /// <inheritdoc />

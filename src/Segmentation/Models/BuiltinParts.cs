@@ -13,27 +13,38 @@ internal static class BuiltinParts
         ModelRegistry.AddEncoder<UNetEncoderOptions>("unet", (c, o) => new UNetEncoder(c.InChannels, o),
             "The U-Net paper's contracting path: double 3x3 convolutions, doubling channels at each 2x2 max-pool.");
         var torchvision = new PretrainedSource("FILE.pth | FILE.safetensors",
-            "a torchvision ResNet state dict (fc.* left out; an RGB first convolution is fitted to the input channels)");
-        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet18", (c, _) => new ResNetEncoder("resnet18", c.InChannels),
+            "a torchvision ResNet state dict (fc.* left out; an RGB first convolution is fitted to the input "
+                + "channels)");
+        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet18",
+            (c, _) => new ResNetEncoder("resnet18", c.InChannels),
             "torchvision's ResNet-18 (basic blocks 2-2-2-2).", torchvision);
-        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet34", (c, _) => new ResNetEncoder("resnet34", c.InChannels),
+        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet34",
+            (c, _) => new ResNetEncoder("resnet34", c.InChannels),
             "torchvision's ResNet-34 (basic blocks 3-4-6-3).", torchvision);
-        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet50", (c, _) => new ResNetEncoder("resnet50", c.InChannels),
+        ModelRegistry.AddEncoder<ResNetEncoderOptions>("resnet50",
+            (c, _) => new ResNetEncoder("resnet50", c.InChannels),
             "torchvision's ResNet-50 (bottleneck blocks 3-4-6-3).", torchvision);
-        ModelRegistry.AddEncoder<ResNetEncoderOptions>(ResNetEncoder.MlNet, (c, _) => new ResNetEncoder(ResNetEncoder.MlNet, c.InChannels),
+        ModelRegistry.AddEncoder<ResNetEncoderOptions>(ResNetEncoder.MlNet,
+            (c, _) => new ResNetEncoder(ResNetEncoder.MlNet, c.InChannels),
             "ML.NET's ImageNet-trained ResNet-18 layout (basic blocks 2-2-2-3, torchvision's names).",
-            new PretrainedSource("builtin", $"{MlNetResNet18.Package} {MlNetResNet18.Version}'s ResNet18.onnx, from the NuGet cache"));
+            new PretrainedSource("builtin",
+                $"{MlNetResNet18.Package} {MlNetResNet18.Version}'s ResNet18.onnx, from the NuGet cache"));
         ModelRegistry.AddDecoder<UNetDecoderOptions>("unet", (c, o) => new UNetDecoder(c.Encoder.Stages, o),
-            "The U-Net paper's expanding path: up-convolution (or bilinear + 1x1), skip concatenation, double 3x3 convolutions.");
+            "The U-Net paper's expanding path: up-convolution (or bilinear + 1x1), skip concatenation, double 3x3 "
+                + "convolutions.");
         ModelRegistry.AddDecoder<SmpUNetDecoderOptions>("smp-unet", (c, o) => new SmpUNetDecoder(c.Encoder.Stages, o),
-            "segmentation_models.pytorch's U-Net decoder: nearest upsampling, skip concatenation, two 3x3 convolutions per block.");
+            "segmentation_models.pytorch's U-Net decoder: nearest upsampling, skip concatenation, two 3x3 "
+                + "convolutions per block.");
         ModelRegistry.AddHead<ConvHeadOptions>("conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o, smp: false),
             "A convolution to class logits (1x1 by default, the U-Net paper's), keys head.*.");
-        ModelRegistry.AddHead<ConvHeadOptions>("smp-conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o, smp: true),
+        ModelRegistry.AddHead<ConvHeadOptions>("smp-conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o,
+            smp: true),
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
         ModelRegistry.AddArchitecture("unet",
-            "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet encoder, smp's Unet parts for the others.",
+            "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
+                + "encoder, smp's Unet parts for the others.",
             encoder => new ModelPart(encoder == "unet" ? "unet" : "smp-unet"),
-            encoder => encoder == "unet" ? new ModelPart("conv") : ModelPart.Of("smp-conv", new ConvHeadOptions { Kernel = 3 }));
+            encoder => encoder == "unet" ? new ModelPart("conv")
+                : ModelPart.Of("smp-conv", new ConvHeadOptions { Kernel = 3 }));
     }
 }

@@ -17,10 +17,12 @@ internal static class Devices
         if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
         {
             if (!cuda.is_available())
-                throw new OptionsException($"Device '{name}' was asked for, but CUDA is not available (this build or machine has no CUDA backend); use 'cpu' or 'auto'.");
+                throw new OptionsException($"Device '{name}' was asked for, but CUDA is not available (this build or "
+                    + $"machine has no CUDA backend); use 'cpu' or 'auto'.");
             if (n == "cuda") return CUDA;
             if (!int.TryParse(n.AsSpan(5), out var index) || index < 0 || index >= cuda.device_count())
-                throw new OptionsException($"Device '{name}': the machine has {cuda.device_count()} CUDA device(s), numbered 0 to {cuda.device_count() - 1}.");
+                throw new OptionsException($"Device '{name}': the machine has {cuda.device_count()} CUDA device(s), "
+                    + $"numbered 0 to {cuda.device_count() - 1}.");
             return new Device(TorchSharp.DeviceType.CUDA, index);
         }
         throw new OptionsException($"Device '{name}' is not one of: auto, cpu, cuda, cuda:N.");

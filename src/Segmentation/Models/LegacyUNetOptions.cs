@@ -37,7 +37,8 @@ internal sealed record LegacyUNetOptions
     private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
 
     /// <summary>Whether a stored model object is in this form (a description has an <c>Architecture</c>).</summary>
-    public static bool IsLegacy(JsonNode? model) => model is JsonObject o && !o.ContainsKey(nameof(ModelDescription.Architecture));
+    public static bool IsLegacy(JsonNode? model) => model is JsonObject o
+        && !o.ContainsKey(nameof(ModelDescription.Architecture));
 
     /// <summary>Reads the legacy form.</summary>
     public static LegacyUNetOptions Read(JsonNode model) => model.Deserialize<LegacyUNetOptions>(Json)
@@ -58,14 +59,16 @@ internal sealed record LegacyUNetOptions
             return new ModelDescription
             {
                 InChannels = InChannels, Classes = Classes, Seed = Seed,
-                Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = BaseChannels, Depth = Depth, Norm = Norm, Dropout = Dropout }),
+                Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = BaseChannels, Depth = Depth,
+                    Norm = Norm, Dropout = Dropout }),
                 Decoder = ModelPart.Of("unet", new UNetDecoderOptions { Upsampling = Upsampling, Norm = Norm }),
                 Head = ModelPart.Of("conv", new ConvHeadOptions { Kernel = 1 }),
             };
         return new ModelDescription
         {
             InChannels = InChannels, Classes = Classes, Seed = Seed, Encoder = new ModelPart(name),
-            Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = DecoderChannels ?? new[] { 256, 128, 64, 32, 16 }, Norm = Norm }),
+            Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = DecoderChannels
+                ?? new[] { 256, 128, 64, 32, 16 }, Norm = Norm }),
             Head = ModelPart.Of("smp-conv", new ConvHeadOptions { Kernel = 3 }),
         }.Resolve();
     }

@@ -12,7 +12,8 @@ namespace Segmentation.Models;
 /// never name a concrete model class. A decoder or head left out is the architecture's default for the encoder.
 /// </summary>
 /// <example><code>
-/// var unet = new ModelDescription { Classes = 2 };                                   // the paper's U-Net, 31,037,698 parameters
+/// var unet = new ModelDescription { Classes = 2 };                                   // the paper's U-Net, 31,037,698
+/// parameters
 /// var r34 = ModelDescription.For("resnet34", classes: 12);                            // smp's Unet on a ResNet-34
 /// var small = unet with { Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = 16 }) };
 /// </code></example>
@@ -47,10 +48,12 @@ public sealed record ModelDescription
     /// for 3 inputs and 2 classes. <paramref name="norm"/> goes to encoder and decoder alike.
     /// </summary>
     public static ModelDescription UNet(int classes = 2, int inChannels = 3, int baseChannels = 64, int depth = 4,
-        UpsamplingMode upsampling = UpsamplingMode.Transposed, NormLayer norm = NormLayer.Batch, double dropout = 0, int? seed = 0) => new()
+        UpsamplingMode upsampling = UpsamplingMode.Transposed, NormLayer norm = NormLayer.Batch, double dropout = 0,
+            int? seed = 0) => new()
     {
         InChannels = inChannels, Classes = classes, Seed = seed,
-        Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = baseChannels, Depth = depth, Norm = norm, Dropout = dropout }),
+        Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = baseChannels, Depth = depth,
+            Norm = norm, Dropout = dropout }),
         Decoder = ModelPart.Of("unet", new UNetDecoderOptions { Upsampling = upsampling, Norm = norm }),
     };
 
@@ -58,7 +61,8 @@ public sealed record ModelDescription
     public static ModelDescription For(string encoder, int classes = 2, int inChannels = 3) =>
         new() { Encoder = new ModelPart(encoder), Classes = classes, InChannels = inChannels };
 
-    /// <summary>Every part named, with every option written out (what a built model reports and a checkpoint stores).</summary>
+    /// <summary>Every part named, with every option written out (what a built model reports and a checkpoint
+    /// stores).</summary>
     public ModelDescription Resolve() => ModelRegistry.Resolve(this);
 
     /// <summary>Throws <see cref="OptionsException"/> naming the first unknown part or bad value.</summary>
@@ -66,6 +70,8 @@ public sealed record ModelDescription
 
     /// <summary>One line: architecture, parts, channels and classes.</summary>
     [JsonIgnore]
-    public string Summary => $"{Architecture}: {Encoder.Name} encoder, {Decoder?.Name ?? "default"} decoder, {Head?.Name ?? "default"} head, "
+    public string Summary
+        => $"{Architecture}: {Encoder.Name} encoder, {Decoder?.Name ?? "default"} decoder, {Head?.Name ?? "default"} "
+        + $"head, "
         + $"{InChannels} -> {Classes} classes";
 }

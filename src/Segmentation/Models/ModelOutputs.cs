@@ -17,7 +17,8 @@ public sealed class ModelOutputs
     /// <summary>Outputs by name; one must be <see cref="LogitsName"/>.</summary>
     public ModelOutputs(IReadOnlyDictionary<string, Tensor> outputs)
     {
-        if (!outputs.ContainsKey(LogitsName)) throw new ArgumentException($"A model's outputs must include '{LogitsName}'.");
+        if (!outputs.ContainsKey(LogitsName))
+            throw new ArgumentException($"A model's outputs must include '{LogitsName}'.");
         this.outputs = new Dictionary<string, Tensor>(outputs);
     }
 
@@ -29,10 +30,12 @@ public sealed class ModelOutputs
 
     /// <summary>An output by name; a missing one is an error that lists those there are.</summary>
     public Tensor this[string name] => outputs.TryGetValue(name, out var t) ? t
-        : throw new KeyNotFoundException($"The model has no output '{name}'; it has {string.Join(", ", outputs.Keys)}.");
+        : throw new KeyNotFoundException($"The model has no output '{name}'; it has "
+        + $"{string.Join(", ", outputs.Keys)}.");
 
     /// <summary>The names, logits first.</summary>
-    public IEnumerable<string> Names => outputs.Keys.OrderBy(k => k == LogitsName ? 0 : 1).ThenBy(k => k, StringComparer.Ordinal);
+    public IEnumerable<string> Names => outputs.Keys.OrderBy(k => k == LogitsName ? 0 : 1)
+        .ThenBy(k => k, StringComparer.Ordinal);
 
     /// <summary>Whether there is an output of this name.</summary>
     public bool Contains(string name) => outputs.ContainsKey(name);

@@ -39,5 +39,6 @@ public sealed record ModelPart
     public override int GetHashCode() => HashCode.Combine(Name, Options?.ToJsonString() ?? "{}");
 
     /// <inheritdoc />
-    public override string ToString() => Options is null || Options.Count == 0 ? Name : $"{Name} {Options.ToJsonString()}";
+    public override string ToString() => Options is null || Options.Count == 0 ? Name
+        : $"{Name} {Options.ToJsonString()}";
 }

@@ -17,14 +17,16 @@ public enum PartKind
     Head,
 }
 
-/// <summary>Options records of parts may validate themselves; <see cref="ModelRegistry"/> calls this before building.</summary>
+/// <summary>Options records of parts may validate themselves; <see cref="ModelRegistry"/> calls this before
+/// building.</summary>
 public interface IPartOptions
 {
     /// <summary>Throws <see cref="OptionsException"/> naming the first value out of range.</summary>
     void Validate();
 }
 
-/// <summary>Where pretrained weights for a part can come from (nothing is downloaded: these are files the user has).</summary>
+/// <summary>Where pretrained weights for a part can come from (nothing is downloaded: these are files the user
+/// has).</summary>
 /// <param name="Name">What to pass (a file kind, or <c>builtin</c>).</param>
 /// <param name="Description">What it is and where it comes from.</param>
 public sealed record PretrainedSource(string Name, string Description);
@@ -43,13 +45,15 @@ public sealed record DecoderContext(Encoder Encoder, int Classes);
 /// <param name="Classes">Classes of the model.</param>
 public sealed record HeadContext(long InChannels, int Classes);
 
-/// <summary>A part in the registry: its name, kind, options (with their defaults), pretrained sources and builder.</summary>
+/// <summary>A part in the registry: its name, kind, options (with their defaults), pretrained sources and
+/// builder.</summary>
 public sealed class RegisteredPart
 {
     private readonly Func<object, object, nn.Module> build;
     private readonly Func<JsonObject?, object> readOptions;
 
-    internal RegisteredPart(string name, PartKind kind, Type optionsType, string summary, IReadOnlyList<PretrainedSource> pretrained,
+    internal RegisteredPart(string name, PartKind kind, Type optionsType, string summary,
+        IReadOnlyList<PretrainedSource> pretrained,
         Func<object, object, nn.Module> build, Func<JsonObject?, object> readOptions)
     {
         Name = name; Kind = kind; OptionsType = optionsType; Summary = summary; Pretrained = pretrained;
@@ -93,7 +97,8 @@ public static class ModelRegistry
 
     private static readonly object Gate = new();
     private static readonly Dictionary<(PartKind, string), RegisteredPart> Registered = new();
-    private static readonly Dictionary<string, (string Summary, Func<string, ModelPart> Decoder, Func<string, ModelPart> Head)> Architectures = new();
+    private static readonly Dictionary<string, (string Summary, Func<string, ModelPart> Decoder, Func<string,
+        ModelPart> Head)> Architectures = new();
 
     static ModelRegistry() => BuiltinParts.Register();
 
@@ -104,14 +109,18 @@ public static class ModelRegistry
 
     /// <summary>Registers a decoder built from <typeparamref name="TOptions"/>.</summary>
     public static void AddDecoder<TOptions>(string name, Func<DecoderContext, TOptions, Decoder> build, string summary)
-        where TOptions : class, new() => Add<TOptions>(name, PartKind.Decoder, summary, Array.Empty<PretrainedSource>(), (c, o) => build((DecoderContext)c, o));
+        where TOptions : class, new() => Add<TOptions>(name, PartKind.Decoder, summary,
+            Array.Empty<PretrainedSource>(), (c, o) => build((DecoderContext)c, o));
 
     /// <summary>Registers a head built from <typeparamref name="TOptions"/>.</summary>
     public static void AddHead<TOptions>(string name, Func<HeadContext, TOptions, Head> build, string summary)
-        where TOptions : class, new() => Add<TOptions>(name, PartKind.Head, summary, Array.Empty<PretrainedSource>(), (c, o) => build((HeadContext)c, o));
+        where TOptions : class, new() => Add<TOptions>(name, PartKind.Head, summary, Array.Empty<PretrainedSource>(),
+            (c, o) => build((HeadContext)c, o));
 
-    /// <summary>Registers an architecture: the decoder and head it gives an encoder when a description leaves them out.</summary>
-    public static void AddArchitecture(string name, string summary, Func<string, ModelPart> decoder, Func<string, ModelPart> head)
+    /// <summary>Registers an architecture: the decoder and head it gives an encoder when a description leaves them
+    /// out.</summary>
+    public static void AddArchitecture(string name, string summary, Func<string, ModelPart> decoder, Func<string,
+        ModelPart> head)
     {
         lock (Gate)
         {
@@ -123,13 +132,15 @@ public static class ModelRegistry
     /// <summary>The registered parts of one kind, by name.</summary>
     public static IReadOnlyList<RegisteredPart> Parts(PartKind kind)
     {
-        lock (Gate) return Registered.Values.Where(p => p.Kind == kind).OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
+        lock (Gate) return Registered.Values.Where(p => p.Kind == kind).OrderBy(p => p.Name, StringComparer.Ordinal)
+            .ToList();
     }
 
     /// <summary>The registered architectures and their summaries.</summary>
     public static IReadOnlyList<(string Name, string Summary)> ArchitectureNames()
     {
-        lock (Gate) return Architectures.OrderBy(a => a.Key, StringComparer.Ordinal).Select(a => (a.Key, a.Value.Summary)).ToList();
+        lock (Gate) return Architectures.OrderBy(a => a.Key, StringComparer.Ordinal)
+            .Select(a => (a.Key, a.Value.Summary)).ToList();
     }
 
     /// <summary>A registered part; an unknown name is an error that lists the known ones.</summary>
@@ -138,12 +149,15 @@ public static class ModelRegistry
         lock (Gate)
         {
             if (Registered.TryGetValue((kind, name), out var part)) return part;
-            var known = Registered.Values.Where(p => p.Kind == kind).Select(p => p.Name).OrderBy(n => n, StringComparer.Ordinal);
-            throw new OptionsException($"No {kind.ToString().ToLowerInvariant()} is registered as '{name}'; there are: {string.Join(", ", known)}.");
+            var known = Registered.Values.Where(p => p.Kind == kind).Select(p => p.Name)
+                .OrderBy(n => n, StringComparer.Ordinal);
+            throw new OptionsException($"No {kind.ToString().ToLowerInvariant()} is registered as '{name}'; there "
+                + $"are: {string.Join(", ", known)}.");
         }
     }
 
-    private static void Add<TOptions>(string name, PartKind kind, string summary, PretrainedSource[] pretrained, Func<object, TOptions, nn.Module> build)
+    private static void Add<TOptions>(string name, PartKind kind, string summary, PretrainedSource[] pretrained,
+        Func<object, TOptions, nn.Module> build)
         where TOptions : class, new()
     {
         if (string.IsNullOrWhiteSpace(name)) throw new OptionsException($"A {kind} needs a name.");
@@ -151,29 +165,39 @@ public static class ModelRegistry
         {
             TOptions options;
             try { options = json is null ? new TOptions() : json.Deserialize<TOptions>(Json) ?? new TOptions(); }
-            catch (JsonException e) { throw new OptionsException($"The {kind.ToString().ToLowerInvariant()} '{name}' options {json!.ToJsonString()} do not read: {e.Message}"); }
+            catch (JsonException e) { throw new OptionsException($"The {kind.ToString().ToLowerInvariant()} '{name}' "
+                + $"options {json!.ToJsonString()} do not read: {e.Message}"); }
             (options as IPartOptions)?.Validate();
             return options;
         }
-        var part = new RegisteredPart(name, kind, typeof(TOptions), summary, pretrained, (c, o) => build(c, (TOptions)o), Read);
+        var part = new RegisteredPart(name, kind, typeof(TOptions), summary, pretrained,
+            (c, o) => build(c, (TOptions)o), Read);
         lock (Gate)
         {
-            if (!Registered.TryAdd((kind, name), part)) throw new OptionsException($"A {kind.ToString().ToLowerInvariant()} named '{name}' is registered already.");
+            if (!Registered.TryAdd((kind, name), part))
+                throw new OptionsException($"A {kind.ToString().ToLowerInvariant()} named '{name}' is registered "
+                    + $"already.");
         }
     }
 
-    /// <summary>The description with every part named and every option written out; unknown names and bad values are errors.</summary>
+    /// <summary>The description with every part named and every option written out; unknown names and bad values are
+    /// errors.</summary>
     internal static ModelDescription Resolve(ModelDescription d)
     {
-        if (d.InChannels < 1) throw new OptionsException($"The model's InChannels is {d.InChannels}; it must be at least 1.");
-        if (d.Classes < 1) throw new OptionsException($"The model's Classes is {d.Classes}; it must be at least 1 (2 for a binary task).");
+        if (d.InChannels < 1)
+            throw new OptionsException($"The model's InChannels is {d.InChannels}; it must be at least 1.");
+        if (d.Classes < 1)
+            throw new OptionsException($"The model's Classes is {d.Classes}; it must be at least 1 (2 for a binary "
+                + $"task).");
         (string Summary, Func<string, ModelPart> Decoder, Func<string, ModelPart> Head) architecture;
         lock (Gate)
         {
             if (!Architectures.TryGetValue(d.Architecture, out architecture))
-                throw new OptionsException($"No architecture is registered as '{d.Architecture}'; there are: {string.Join(", ", Architectures.Keys.Order())}.");
+                throw new OptionsException($"No architecture is registered as '{d.Architecture}'; there are: "
+                    + $"{string.Join(", ", Architectures.Keys.Order())}.");
         }
-        ModelPart Full(PartKind kind, ModelPart part) => part with { Options = Find(kind, part.Name).Resolve(part.Options) };
+        ModelPart Full(PartKind kind, ModelPart part)
+            => part with { Options = Find(kind, part.Name).Resolve(part.Options) };
         return d with
         {
             Encoder = Full(PartKind.Encoder, d.Encoder),

@@ -9,7 +9,8 @@ namespace Segmentation.Models;
 /// <param name="OutputShape">C x H x W of the layer's output for one image.</param>
 /// <param name="Parameters">Trainable parameters.</param>
 /// <param name="MultiplyAccumulates">Multiply-accumulates for one image.</param>
-internal sealed record LayerSummary(string Name, string Kind, long[] OutputShape, long Parameters, long MultiplyAccumulates);
+internal sealed record LayerSummary(string Name, string Kind, long[] OutputShape, long Parameters,
+    long MultiplyAccumulates);
 
 /// <summary>
 /// Layer table, parameter count and multiply-accumulates of a model for an input size, read off the model itself: it
@@ -17,18 +18,22 @@ internal sealed record LayerSummary(string Name, string Kind, long[] OutputShape
 /// <see cref="Attention"/>) writes its own row from what it saw, so there is one description of each architecture,
 /// the code that builds it.
 /// </summary>
-internal sealed record ModelSummary(ModelDescription Description, int Height, int Width, IReadOnlyList<LayerSummary> Layers)
+internal sealed record ModelSummary(ModelDescription Description, int Height, int Width,
+    IReadOnlyList<LayerSummary> Layers)
 {
-    /// <summary>Total trainable parameters (equals <see cref="SegmentationModel.ParameterCount"/> when every parameter sits in a leaf).</summary>
+    /// <summary>Total trainable parameters (equals <see cref="SegmentationModel.ParameterCount"/> when every parameter
+    /// sits in a leaf).</summary>
     public long Parameters => Layers.Sum(l => l.Parameters);
 
-    /// <summary>Total multiply-accumulates per image (convolutions, linear layers and attention; not norms, pooling or activations).</summary>
+    /// <summary>Total multiply-accumulates per image (convolutions, linear layers and attention; not norms, pooling or
+    /// activations).</summary>
     public long MultiplyAccumulates => Layers.Sum(l => l.MultiplyAccumulates);
 
     /// <summary>Leaf outputs per image: what a training step keeps for the backward pass.</summary>
     public long ActivationElements => Layers.Sum(l => l.OutputShape.Aggregate(1L, (a, b) => a * b));
 
-    /// <summary>Computes the table for an input of <paramref name="height"/> x <paramref name="width"/> (one forward pass at that size on the CPU).</summary>
+    /// <summary>Computes the table for an input of <paramref name="height"/> x <paramref name="width"/> (one forward
+    /// pass at that size on the CPU).</summary>
     public static ModelSummary For(ModelDescription d, int height, int width)
     {
         using var model = new SegmentationModel(d with { Seed = 0 });
@@ -43,7 +48,8 @@ internal sealed record ModelSummary(ModelDescription Description, int Height, in
     {
         int min = model.MinimumInputSize;
         if (height < min || width < min)
-            throw new OptionsException($"Input {width}x{height} is too small for this model: the minimum is {min}x{min}.");
+            throw new OptionsException($"Input {width}x{height} is too small for this model: the minimum is "
+                + $"{min}x{min}.");
         var names = LayerObservation.Names(model);
         var rows = new Dictionary<nn.Module, LayerSummary>(ReferenceEqualityComparer.Instance);
         LayerObservation.Run(model, names.Keys.OfType<Layer>(),
@@ -55,7 +61,8 @@ internal sealed record ModelSummary(ModelDescription Description, int Height, in
     }
 
     /// <summary>
-    /// Activation elements per image of <paramref name="model"/> at <paramref name="height"/> x <paramref name="width"/>,
+    /// Activation elements per image of <paramref name="model"/> at <paramref name="height"/> x <paramref
+    /// name="width"/>,
     /// from one small traced pass scaled by the pixel count (cheap at any size; off by rounding at odd sizes only).
     /// </summary>
     public static double EstimateActivationElements(SegmentationModel model, int height, int width)
@@ -64,7 +71,8 @@ internal sealed record ModelSummary(ModelDescription Description, int Height, in
         return For(model, probe, probe).ActivationElements * ((double)height * width / ((double)probe * probe));
     }
 
-    /// <summary>Every submodule, each followed by its own submodules (TorchSharp's <c>named_modules</c> lists a level at a time).</summary>
+    /// <summary>Every submodule, each followed by its own submodules (TorchSharp's <c>named_modules</c> lists a level
+    /// at a time).</summary>
     private static IEnumerable<(string Name, nn.Module Module)> DepthFirst(nn.Module module, string prefix)
     {
         foreach (var (name, child) in module.named_children())

@@ -33,9 +33,11 @@ internal static class NativeRuntime
             if (shimChecked) return;
             shimChecked = true;
             if (Environment.GetEnvironmentVariable(ShimVariable) is not { Length: > 0 } path) return;
-            if (!File.Exists(path)) throw new SegmentationException($"{ShimVariable} names {path}, which does not exist.");
+            if (!File.Exists(path))
+                throw new SegmentationException($"{ShimVariable} names {path}, which does not exist.");
             try { NativeLibrary.Load(Path.GetFullPath(path)); }
-            catch (DllNotFoundException e) { throw new SegmentationException($"{ShimVariable}: {path} does not load ({e.Message}); its libtorch libraries must be on LD_LIBRARY_PATH.", e); }
+            catch (DllNotFoundException e) { throw new SegmentationException($"{ShimVariable}: {path} does not load "
+                + $"({e.Message}); its libtorch libraries must be on LD_LIBRARY_PATH.", e); }
         }
     }
 
@@ -61,7 +63,8 @@ internal static class NativeRuntime
             initialized = true;
             InitializeDeviceType(DeviceType.CPU);
             c10 = OpenLoaded("libc10.so");
-            if (Environment.GetEnvironmentVariable("TORCH_CPP_LOG_LEVEL") is null && Flag("FLAGS_caffe2_log_level") is { } level)
+            if (Environment.GetEnvironmentVariable("TORCH_CPP_LOG_LEVEL") is null
+                && Flag("FLAGS_caffe2_log_level") is { } level)
                 Marshal.WriteInt32(level, Math.Max(Marshal.ReadInt32(level), LogLevelError));
         }
     }
@@ -94,7 +97,8 @@ internal static class NativeRuntime
     {
         EnsureInitialized();
         var torchCpu = OpenLoaded("libtorch_cpu.so");
-        if (torchCpu == IntPtr.Zero || !NativeLibrary.TryGetExport(torchCpu, "_ZN2at18get_cpu_capabilityB5cxx11Ev", out var fn)) return null;
+        if (torchCpu == IntPtr.Zero || !NativeLibrary.TryGetExport(torchCpu, "_ZN2at18get_cpu_capabilityB5cxx11Ev",
+            out var fn)) return null;
         // The function returns a std::string (libstdc++'s layout: data pointer, length, 16-byte buffer) through a
         // hidden pointer; it is read and deliberately not freed (a few bytes, once).
         var buffer = Marshal.AllocHGlobal(64);
@@ -109,15 +113,19 @@ internal static class NativeRuntime
     }
 
     /// <summary>
-    /// The widest x86 instruction set oneDNN may use here: <c>ONEDNN_MAX_CPU_ISA</c> when set, else what the CPU
+    /// The widest x86 instruction set oneDNN may use in this process: <c>ONEDNN_MAX_CPU_ISA</c> when set, else what the
+    /// CPU
     /// reports (avx512_core_bf16, avx512_core, avx2, sse41). Read from /proc/cpuinfo, not from oneDNN itself
     /// (libtorch does not export oneDNN's query).
     /// </summary>
     public static string OneDnnIsa()
     {
-        if (Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is { Length: > 0 } max) return $"at most {max} (ONEDNN_MAX_CPU_ISA)";
+        if (Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is { Length: > 0 } max)
+            return $"at most {max} (ONEDNN_MAX_CPU_ISA)";
         if (!OperatingSystem.IsLinux() || !File.Exists("/proc/cpuinfo")) return "unknown";
-        var flags = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal))?.Split(' ').ToHashSet() ?? new HashSet<string>();
+        var flags = File.ReadLines("/proc/cpuinfo")
+            .FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal))?.Split(' ').ToHashSet()
+                ?? new HashSet<string>();
         bool Has(params string[] f) => f.All(flags.Contains);
         if (Has("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")) return "avx512_core_bf16";
         if (Has("avx512f", "avx512bw", "avx512vl", "avx512dq")) return "avx512_core";
@@ -128,10 +136,14 @@ internal static class NativeRuntime
     /// <summary>The CPU's model name, from /proc/cpuinfo.</summary>
     public static string CpuModel()
     {
-        if (!OperatingSystem.IsLinux() || !File.Exists("/proc/cpuinfo")) return RuntimeInformation.ProcessArchitecture.ToString();
-        var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
-        var family = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("cpu family", StringComparison.Ordinal));
-        return $"{line?.Split(':', 2)[1].Trim() ?? "unknown"}{(family is null ? "" : $" (family {family.Split(':', 2)[1].Trim()})")}";
+        if (!OperatingSystem.IsLinux() || !File.Exists("/proc/cpuinfo"))
+            return RuntimeInformation.ProcessArchitecture.ToString();
+        var line = File.ReadLines("/proc/cpuinfo")
+            .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+        var family = File.ReadLines("/proc/cpuinfo")
+            .FirstOrDefault(l => l.StartsWith("cpu family", StringComparison.Ordinal));
+        var name = line?.Split(':', 2)[1].Trim() ?? "unknown";
+        return family is null ? name : $"{name} (family {family.Split(':', 2)[1].Trim()})";
     }
 
     /// <summary>
@@ -154,7 +166,8 @@ internal static class NativeRuntime
         return null;
     }
 
-    private static IntPtr? Flag(string name) => c10 != IntPtr.Zero && NativeLibrary.TryGetExport(c10, name, out var p) ? p : null;
+    private static IntPtr? Flag(string name) => c10 != IntPtr.Zero && NativeLibrary.TryGetExport(c10, name, out var p)
+        ? p : null;
 
     private static IntPtr OpenLoaded(string soname)
     {

@@ -16,7 +16,8 @@ namespace Segmentation.Models;
 /// Ronneberger et al. (2015); with a ResNet encoder it is segmentation_models.pytorch's <c>Unet</c>.
 /// </summary>
 /// <remarks>
-/// State-dict keys: <c>encoder.*</c>, <c>decoder.*</c> and the head's (<c>head.*</c>, or smp's <c>segmentation_head.0.*</c>).
+/// State-dict keys: <c>encoder.*</c>, <c>decoder.*</c> and the head's (<c>head.*</c>, or smp's
+/// <c>segmentation_head.0.*</c>).
 /// Before the first input of each shape the model checks its layers against float64 (<see cref="VerifyLayers"/>).
 /// </remarks>
 public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
@@ -31,18 +32,23 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     /// <summary>Builds the model a description names (each part from the registry), with fresh weights.</summary>
     public static SegmentationModel Create(ModelDescription description) => new(description);
 
-    /// <summary>Builds the model; the description is resolved (every part and option written out) and validated first.</summary>
+    /// <summary>Builds the model; the description is resolved (every part and option written out) and validated
+    /// first.</summary>
     public SegmentationModel(ModelDescription description) : base(nameof(SegmentationModel))
     {
         Description = description.Resolve();
         var d = Description;
         NativeRuntime.EnsureInitialized();
         using var seed = d.Seed is { } s ? SeededGenerator(s) : null;
-        encoder = (Encoder)ModelRegistry.Find(PartKind.Encoder, d.Encoder.Name).Build(new EncoderContext(d.InChannels), d.Encoder.Options);
-        decoder = (Decoder)ModelRegistry.Find(PartKind.Decoder, d.Decoder!.Name).Build(new DecoderContext(encoder, d.Classes), d.Decoder.Options);
-        head = (Head)ModelRegistry.Find(PartKind.Head, d.Head!.Name).Build(new HeadContext(decoder.OutChannels, d.Classes), d.Head.Options);
+        encoder = (Encoder)ModelRegistry.Find(PartKind.Encoder, d.Encoder.Name).Build(new EncoderContext(d.InChannels),
+            d.Encoder.Options);
+        decoder = (Decoder)ModelRegistry.Find(PartKind.Decoder, d.Decoder!.Name)
+            .Build(new DecoderContext(encoder, d.Classes), d.Decoder.Options);
+        head = (Head)ModelRegistry.Find(PartKind.Head, d.Head!.Name)
+            .Build(new HeadContext(decoder.OutChannels, d.Classes), d.Head.Options);
         if (encoder.InChannels != d.InChannels)
-            throw new OptionsException($"The encoder '{d.Encoder.Name}' takes {encoder.InChannels} channels; the description says {d.InChannels}.");
+            throw new OptionsException($"The encoder '{d.Encoder.Name}' takes {encoder.InChannels} channels; the "
+                + $"description says {d.InChannels}.");
         register_module("encoder", encoder);
         register_module("decoder", decoder);
         foreach (var (name, module) in head.StateDictModules()) register_module(name, module);
@@ -66,7 +72,8 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         CheckInput(input);
         if (VerifyLayers && !checking) CheckLayers(input.shape, training && is_grad_enabled());
         var outputs = head.forward(decoder.forward(encoder.forward(input)));
-        return outputs.Logits.dtype == ScalarType.Float32 ? outputs : outputs.Map(t => t.is_floating_point() ? t.to(ScalarType.Float32) : t);
+        return outputs.Logits.dtype == ScalarType.Float32 ? outputs : outputs.Map(t => t.is_floating_point()
+            ? t.to(ScalarType.Float32) : t);
     }
 
     /// <summary>Just the logits N x Classes x H x W.</summary>
@@ -107,10 +114,14 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     /// </summary>
     public ConvolutionReport? CheckLayers(long[] inputShape, bool training)
     {
-        if (inputShape.Length != 4) throw new ArgumentException($"Expected an input shape N x C x H x W; got [{string.Join(", ", inputShape)}].");
-        // Kernels are chosen per thread count (oneDNN splits work by threads), device and type, so a new one is checked again.
+        if (inputShape.Length != 4)
+            throw new ArgumentException($"Expected an input shape N x C x H x W; got "
+                + $"[{string.Join(", ", inputShape)}].");
+        // Kernels are chosen per thread count (oneDNN splits work by threads), device and type, so a new one is checked
+        // again.
         var device = Device;
-        var key = (inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(), device.ToString(), precision);
+        var key = (inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(),
+            device.ToString(), precision);
         if (!checkedInputs.Add(key)) return null;
         checking = true;
         try
@@ -128,13 +139,15 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
 
     /// <summary>
     /// Loads pretrained encoder weights (what the encoder's registry entry lists under pretrained sources), for images
-    /// normalised by <paramref name="inputNormalization"/> (default: what the trainer uses, <see cref="Normalization.DefaultFor"/>).
+    /// normalised by <paramref name="inputNormalization"/> (default: what the trainer uses, <see
+    /// cref="Normalization.DefaultFor"/>).
     /// Returns the number of tensors loaded.
     /// </summary>
     public int LoadEncoderWeights(string path, Normalization? inputNormalization = null)
     {
         if (encoder is not IPretrainedEncoder pretrained)
-            throw new OptionsException($"{path}: the '{Description.Encoder.Name}' encoder takes no pretrained weights.");
+            throw new OptionsException($"{path}: the '{Description.Encoder.Name}' encoder takes no pretrained "
+                + $"weights.");
         return pretrained.LoadWeights(path, inputNormalization ?? Normalization.DefaultFor(Description.InChannels));
     }
 
@@ -160,7 +173,8 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
             trace.Bind(x, input);
             var result = forward(x);
             outputs = result.Names.ToList();
-            foreach (var name in outputs) trace.Graph.Rename(trace.NameOf(result[name], $"the model's output '{name}'"), name);
+            foreach (var name in outputs) trace.Graph.Rename(trace.NameOf(result[name],
+                $"the model's output '{name}'"), name);
             return trace.Graph.Graph;
         }
         finally
@@ -187,7 +201,8 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     {
         if (key.StartsWith("stem.", StringComparison.Ordinal)) return "encoder." + key;
         foreach (var part in new[] { "encoder.", "decoder." })
-            if (key.StartsWith(part, StringComparison.Ordinal) && key.Length > part.Length && char.IsDigit(key[part.Length]))
+            if (key.StartsWith(part, StringComparison.Ordinal) && key.Length > part.Length
+                && char.IsDigit(key[part.Length]))
                 return part + "blocks." + key[part.Length..];
         return key;
     }
@@ -208,9 +223,11 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     private void CheckInput(Tensor input)
     {
         if (input.dim() != 4)
-            throw new ArgumentException($"The model expects a batch N x C x H x W; got a tensor of shape [{string.Join(", ", input.shape)}].");
+            throw new ArgumentException($"The model expects a batch N x C x H x W; got a tensor of shape "
+                + $"[{string.Join(", ", input.shape)}].");
         if (input.shape[1] != Description.InChannels)
-            throw new ArgumentException($"The model was built for {Description.InChannels} input channel(s); the batch has {input.shape[1]}.");
+            throw new ArgumentException($"The model was built for {Description.InChannels} input channel(s); the "
+                + $"batch has {input.shape[1]}.");
         long min = MinimumInputSize;
         if (input.shape[2] < min || input.shape[3] < min)
             throw new ArgumentException($"Input of {input.shape[3]}x{input.shape[2]} (WxH) is too small for this model "

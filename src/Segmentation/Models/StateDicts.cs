@@ -40,15 +40,18 @@ internal static class StateDicts
     }
 
     /// <summary>
-    /// Reads a PyTorch (<c>.pth</c>, <c>.pt</c>, <c>.bin</c>) or <c>.safetensors</c> state dict; a checkpoint that wraps
-    /// it (<c>{"state_dict": ...}</c> or <c>{"model": ...}</c>) is unwrapped. Problems are a <see cref="SegmentationException"/> naming the file.
+    /// Reads a PyTorch (<c>.pth</c>, <c>.pt</c>, <c>.bin</c>) or <c>.safetensors</c> state dict; a checkpoint that
+    /// wraps
+    /// it (<c>{"state_dict": ...}</c> or <c>{"model": ...}</c>) is unwrapped. Problems are a <see
+    /// cref="SegmentationException"/> naming the file.
     /// </summary>
     public static Dictionary<string, Tensor> ReadFile(string path)
     {
         if (!File.Exists(path)) throw new SegmentationException($"{path}: no such weights file.");
         try
         {
-            if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return Safetensors.LoadStateDict(path);
+            if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                return Safetensors.LoadStateDict(path);
             var table = PyTorchUnpickler.UnpickleStateDict(path);
             foreach (var wrapper in new[] { "state_dict", "model" })
                 if (table[wrapper] is Hashtable inner) table = inner;
@@ -56,14 +59,18 @@ internal static class StateDicts
             foreach (DictionaryEntry e in table)
             {
                 if (e.Key is string k && e.Value is Tensor t) result[k] = t;
-                else throw new SegmentationException($"{path}: entry '{e.Key}' holds {Describe(e.Value)}, not a tensor; a state dict holds only tensors (read as data: nothing in the file was run).");
+                else throw new SegmentationException($"{path}: entry '{e.Key}' holds {Describe(e.Value)}, not a "
+                    + $"tensor; a state dict holds only tensors (read as data: nothing in the file was run).");
             }
-            if (result.Count == 0) throw new SegmentationException($"{path}: holds no tensors by name (expected a state dict saved with torch.save(model.state_dict(), ...)).");
+            if (result.Count == 0)
+                throw new SegmentationException($"{path}: holds no tensors by name (expected a state dict saved with "
+                    + $"torch.save(model.state_dict(), ...)).");
             return result;
         }
         catch (Exception e) when (e is not SegmentationException && e is not OutOfMemoryException)
         {
-            throw new SegmentationException($"{path}: cannot read it as a PyTorch state dict (.pth) or .safetensors file ({e.Message}).", e);
+            throw new SegmentationException($"{path}: cannot read it as a PyTorch state dict (.pth) or .safetensors "
+                + $"file ({e.Message}).", e);
         }
     }
 
@@ -79,18 +86,25 @@ internal static class StateDicts
     /// parameter's type). Every key must exist on both sides with the same shape, except keys <paramref name="ignore"/>
     /// accepts; otherwise nothing is copied and the error lists the first differences.
     /// </summary>
-    public static void Load(nn.Module module, IReadOnlyDictionary<string, Tensor> source, string what, Func<string, bool>? ignore = null)
+    public static void Load(nn.Module module, IReadOnlyDictionary<string, Tensor> source, string what, Func<string,
+        bool>? ignore = null)
     {
         var target = module.state_dict();
         bool Used(string k) => ignore is null || !ignore(k);
         var missing = target.Keys.Where(k => !source.ContainsKey(k) && Used(k)).ToList();
         var unexpected = source.Keys.Where(k => !target.ContainsKey(k) && Used(k)).ToList();
-        var misshapen = source.Where(kv => target.TryGetValue(kv.Key, out var t) && !t.shape.SequenceEqual(kv.Value.shape))
-            .Select(kv => $"{kv.Key} [{string.Join(", ", kv.Value.shape)}] for [{string.Join(", ", target[kv.Key].shape)}]").ToList();
+        var misshapen = source.Where(kv => target.TryGetValue(kv.Key, out var t)
+            && !t.shape.SequenceEqual(kv.Value.shape))
+            .Select(kv
+                => $"{kv.Key} [{string.Join(", ", kv.Value.shape)}] for [{string.Join(", ", target[kv.Key].shape)}]")
+                .ToList();
         if (missing.Count + unexpected.Count + misshapen.Count > 0)
         {
-            static string List(string label, List<string> keys) => keys.Count == 0 ? "" : $" {keys.Count} {label}: {string.Join(", ", keys.Take(5))}{(keys.Count > 5 ? ", ..." : "")}.";
-            throw new SegmentationException($"{what} does not fit the model:{List("missing", missing)}{List("unexpected", unexpected)}{List("of another shape", misshapen)}");
+            static string List(string label, List<string> keys) => keys.Count == 0 ? ""
+                : $" {keys.Count} {label}: {string.Join(", ", keys.Take(5))}{(keys.Count > 5 ? ", ..." : "")}.";
+            var differences = List("missing", missing) + List("unexpected", unexpected)
+                + List("of another shape", misshapen);
+            throw new SegmentationException($"{what} does not fit the model:{differences}");
         }
         using var grad = no_grad();
         foreach (var (key, value) in source)

@@ -6,7 +6,8 @@ namespace Segmentation.Training;
 /// glibc's malloc hands large blocks back to the OS after each training step (they are mmapped, or trimmed from the
 /// heap top) and faults them in again on the next one. Keeping them makes a CPU training step much faster.
 /// <see cref="Apply"/> does this through <c>mallopt</c>, on Linux with glibc only; it is process-wide, so the trainer
-/// calls it once when <see cref="TrainerOptions.ManageProcessMemory"/> is on (the CLI turns it on). Setting the environment
+/// calls it once when <see cref="TrainerOptions.ManageProcessMemory"/> is on (the CLI turns it on). Setting the
+/// environment
 /// variable <c>SEGMENTATION_MALLOC_TUNING=0</c> turns it off everywhere, and an explicit <c>GLIBC_TUNABLES</c>
 /// with malloc settings is left to win.
 /// </summary>
@@ -15,8 +16,10 @@ internal static class AllocatorTuning
     private const int M_TRIM_THRESHOLD = -1;
     private const int M_MMAP_MAX = -4;
 
-    /// <summary>mallopt settings are process-wide and made once: the outcome is computed once, thread-safely, and never changes.</summary>
-    private static readonly Lazy<(bool Applied, string Status)> outcome = new(Tune, LazyThreadSafetyMode.ExecutionAndPublication);
+    /// <summary>mallopt settings are process-wide and made once: the outcome is computed once, thread-safely, and never
+    /// changes.</summary>
+    private static readonly Lazy<(bool Applied, string Status)> outcome =
+        new(Tune, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>What <see cref="Apply"/> did ("not applied" before it ran), for logs.</summary>
     public static string Status => outcome.IsValueCreated ? outcome.Value.Status : "not applied";
@@ -30,9 +33,11 @@ internal static class AllocatorTuning
 
     private static (bool, string) Tune()
     {
-        if (Environment.GetEnvironmentVariable("SEGMENTATION_MALLOC_TUNING") == "0") return (false, "off (SEGMENTATION_MALLOC_TUNING=0)");
+        if (Environment.GetEnvironmentVariable("SEGMENTATION_MALLOC_TUNING") == "0")
+            return (false, "off (SEGMENTATION_MALLOC_TUNING=0)");
         if (!OperatingSystem.IsLinux()) return (false, "not applied (not Linux)");
-        if ((Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "").Contains("glibc.malloc", StringComparison.Ordinal))
+        if ((Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "").Contains("glibc.malloc",
+            StringComparison.Ordinal))
             return (false, "not applied (GLIBC_TUNABLES sets malloc)");
         try
         {

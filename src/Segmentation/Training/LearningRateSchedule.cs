@@ -3,7 +3,8 @@ namespace Segmentation.Training;
 /// <summary>Learning-rate schedule after the warm-up.</summary>
 public enum ScheduleKind
 {
-    /// <summary>lr = base * (1 - t)^power (power 0.9), as mmsegmentation and torchvision's segmentation recipe.</summary>
+    /// <summary>lr = base * (1 - t)^power (power 0.9), as mmsegmentation and torchvision's segmentation
+    /// recipe.</summary>
     Poly,
     /// <summary>Half a cosine from base to the minimum.</summary>
     Cosine,
@@ -11,8 +12,10 @@ public enum ScheduleKind
     Constant,
 }
 
-/// <summary>Linear warm-up then poly, cosine or constant; a pure function of the optimiser step, so resuming needs only the step.</summary>
-internal sealed record LearningRateSchedule(ScheduleKind Kind, double BaseRate, long TotalSteps, long WarmupSteps = 0, double Power = 0.9, double MinRate = 0)
+/// <summary>Linear warm-up then poly, cosine or constant; a pure function of the optimiser step, so resuming needs only
+/// the step.</summary>
+internal sealed record LearningRateSchedule(ScheduleKind Kind, double BaseRate, long TotalSteps, long WarmupSteps = 0,
+    double Power = 0.9, double MinRate = 0)
 {
     /// <summary>The rate for optimiser step <paramref name="step"/> (0-based).</summary>
     public double RateAt(long step)

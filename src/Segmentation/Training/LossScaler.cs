@@ -14,13 +14,19 @@ namespace Segmentation.Training;
 internal sealed class LossScaler
 {
     /// <summary>PyTorch's defaults: 2^16, x2 every 2000 good steps, x0.5 on overflow.</summary>
-    public LossScaler(double initialScale = 65536, double growthFactor = 2, double backoffFactor = 0.5, int growthInterval = 2000)
+    public LossScaler(double initialScale = 65536, double growthFactor = 2, double backoffFactor = 0.5,
+        int growthInterval = 2000)
     {
-        if (!(initialScale > 0) || double.IsInfinity(initialScale)) throw new OptionsException($"Loss scale {initialScale} must be a positive number.");
-        if (!(growthFactor > 1)) throw new OptionsException($"Loss-scale growth factor {growthFactor} must be above 1.");
-        if (!(backoffFactor > 0 && backoffFactor < 1)) throw new OptionsException($"Loss-scale back-off factor {backoffFactor} must be in (0, 1).");
-        if (growthInterval < 1) throw new OptionsException($"Loss-scale growth interval {growthInterval} must be at least 1.");
-        Scale = initialScale; GrowthFactor = growthFactor; BackoffFactor = backoffFactor; GrowthInterval = growthInterval;
+        if (!(initialScale > 0) || double.IsInfinity(initialScale))
+            throw new OptionsException($"Loss scale {initialScale} must be a positive number.");
+        if (!(growthFactor > 1))
+            throw new OptionsException($"Loss-scale growth factor {growthFactor} must be above 1.");
+        if (!(backoffFactor > 0 && backoffFactor < 1))
+            throw new OptionsException($"Loss-scale back-off factor {backoffFactor} must be in (0, 1).");
+        if (growthInterval < 1)
+            throw new OptionsException($"Loss-scale growth interval {growthInterval} must be at least 1.");
+        Scale = initialScale; GrowthFactor = growthFactor; BackoffFactor = backoffFactor; GrowthInterval =
+            growthInterval;
     }
 
     /// <summary>The factor the loss is multiplied by.</summary>
@@ -41,7 +47,8 @@ internal sealed class LossScaler
     /// <summary>Restores a saved state (from a checkpoint).</summary>
     public void Restore(double scale, int goodSteps)
     {
-        if (!(scale > 0) || double.IsInfinity(scale) || goodSteps < 0) throw new CheckpointException($"Saved loss-scale state ({scale}, {goodSteps} good steps) is not valid.");
+        if (!(scale > 0) || double.IsInfinity(scale) || goodSteps < 0)
+            throw new CheckpointException($"Saved loss-scale state ({scale}, {goodSteps} good steps) is not valid.");
         Scale = scale; GoodSteps = goodSteps;
     }
 

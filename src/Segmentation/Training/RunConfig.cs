@@ -7,14 +7,16 @@ namespace Segmentation.Training;
 
 /// <summary>
 /// What a training run was asked to do, as <c>run.json</c> holds it (the run folder's record, written by the one who
-/// starts the run; <see cref="Checkpoints.RunFolder"/> names the file): the data, the model's description, the trainer's
+/// starts the run; <see cref="Checkpoints.RunFolder"/> names the file): the data, the model's description, the
+/// trainer's
 /// options, and the flags it was started with, so that a resume reopens the same data and a new run can repeat it.
 /// </summary>
 internal sealed record RunConfig
 {
     private static readonly JsonSerializerOptions Json = new()
     {
-        WriteIndented = true, Converters = { new JsonStringEnumConverter() }, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        WriteIndented = true, Converters = { new JsonStringEnumConverter() },
+            NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
     /// <summary>The data: builtin:shapes..., or a folder as an absolute path.</summary>
@@ -30,7 +32,8 @@ internal sealed record RunConfig
     public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
-    /// <summary>The run-defining flags it was started with (data paths absolute), so that --config can parse them again.</summary>
+    /// <summary>The run-defining flags it was started with (data paths absolute), so that --config can parse them
+    /// again.</summary>
     public List<string>? Arguments { get; init; }
     /// <summary>What wrote the record: this library's, TorchSharp's and the runtime's versions.</summary>
     public Dictionary<string, string>? Versions { get; init; }
@@ -44,21 +47,26 @@ internal sealed record RunConfig
     };
 
     /// <summary>As JSON (the form run.json has).</summary>
-    public static System.Text.Json.Nodes.JsonObject ToJson(RunConfig config) => JsonSerializer.SerializeToNode(config, Json)!.AsObject();
+    public static System.Text.Json.Nodes.JsonObject ToJson(RunConfig config) => JsonSerializer.SerializeToNode(config,
+        Json)!.AsObject();
 
     /// <summary>From <see cref="ToJson"/>'s form.</summary>
     public static RunConfig FromJson(System.Text.Json.Nodes.JsonObject json, string origin)
     {
-        try { return Upgrade(json).Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{origin}: empty run configuration."); }
-        catch (JsonException e) { throw new SegmentationException($"{origin}: the run configuration does not read ({e.Message}).", e); }
+        try { return Upgrade(json).Deserialize<RunConfig>(Json)
+            ?? throw new SegmentationException($"{origin}: empty run configuration."); }
+        catch (JsonException e) { throw new SegmentationException($"{origin}: the run configuration does not read "
+            + $"({e.Message}).", e); }
     }
 
-    /// <summary>A record written before the model description holds the U-Net's options as its model: the same model, described.</summary>
+    /// <summary>A record written before the model description holds the U-Net's options as its model: the same model,
+    /// described.</summary>
     private static System.Text.Json.Nodes.JsonObject Upgrade(System.Text.Json.Nodes.JsonObject json)
     {
         if (!LegacyUNetOptions.IsLegacy(json["Model"])) return json;
         var copy = json.DeepClone().AsObject();
-        copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription().Resolve(), Json);
+        copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription()
+            .Resolve(), Json);
         return copy;
     }
 
@@ -66,44 +74,56 @@ internal sealed record RunConfig
     public void Save(string path)
     {
         var runDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        string? Relative(string? spec) => spec is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? null : Path.GetRelativePath(runDir, spec);
-        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val), Versions = Versions ?? CurrentVersions() }, Json));
+        string? Relative(string? spec) => spec is null || spec.StartsWith("builtin:",
+            StringComparison.OrdinalIgnoreCase) ? null : Path.GetRelativePath(runDir, spec);
+        AtomicFile.WriteAllText(path,
+            JsonSerializer.Serialize(this with { DataRelative = Relative(Data), ValRelative = Relative(Val),
+                Versions = Versions ?? CurrentVersions() }, Json));
     }
 
     /// <summary>A data spec as stored: folders absolute, so that eval and --resume work from any directory.</summary>
-    public static string Absolute(string spec) => spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) ? spec : Path.GetFullPath(spec);
+    public static string Absolute(string spec) => spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase)
+        ? spec : Path.GetFullPath(spec);
 
-    /// <summary>Reads run.json; a data folder that moved with the run folder is found through its relative path.</summary>
+    /// <summary>Reads run.json; a data folder that moved with the run folder is found through its relative
+    /// path.</summary>
     public static RunConfig Load(string path, string? runDir = null, Action<string>? note = null)
     {
         RunConfig config;
         try
         {
-            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+            var json =
+                System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
                 ?? throw new SegmentationException($"{path}: the run configuration is not a JSON object.");
-            config = Upgrade(json).Deserialize<RunConfig>(Json) ?? throw new SegmentationException($"{path}: empty run configuration.");
+            config = Upgrade(json).Deserialize<RunConfig>(Json)
+                ?? throw new SegmentationException($"{path}: empty run configuration.");
         }
         catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
         {
-            throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs the run folder written by 'segment train'.", e);
+            throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs "
+                + $"the run folder written by 'segment train'.", e);
         }
         if (runDir is null) return config;
         string? Moved(string? spec, string? relative)
         {
-            if (spec is null || relative is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase) || Directory.Exists(spec)) return spec;
+            if (spec is null || relative is null || spec.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase)
+                || Directory.Exists(spec)) return spec;
             var candidate = Path.GetFullPath(Path.Combine(runDir, relative));
             if (!Directory.Exists(candidate)) return spec; // reported as missing where it is opened
             note?.Invoke($"{spec} is gone; using {candidate}, where it sits relative to the run folder");
             return candidate;
         }
-        return config with { Data = Moved(config.Data, config.DataRelative)!, Val = Moved(config.Val, config.ValRelative) };
+        return config with { Data = Moved(config.Data, config.DataRelative)!,
+            Val = Moved(config.Val, config.ValRelative) };
     }
 
-    /// <summary>True when <paramref name="spec"/> is a folder laid out as train/ and val/ (rather than images/ and masks/).</summary>
+    /// <summary>True when <paramref name="spec"/> is a folder laid out as train/ and val/ (rather than images/ and
+    /// masks/).</summary>
     public static bool IsSplitFolder(string spec) =>
         SegmentationDataset.HasSplitFolders(spec) && !Directory.Exists(Path.Combine(spec, "images"));
 
-    /// <summary>Opens training and validation data: a validation folder, train/ + val/ folders, or a seeded split.</summary>
+    /// <summary>Opens training and validation data: a validation folder, train/ + val/ folders, or a seeded
+    /// split.</summary>
     public (SegmentationDataset Train, SegmentationDataset? Val) OpenData()
     {
         if (Val is not null)
@@ -119,7 +139,8 @@ internal sealed record RunConfig
         var all = SegmentationDataset.FromOrigin(Data, DataOptions);
         double fraction = ValSplit ?? 0.2;
         if (fraction == 0) return (all, null);
-        if (!(fraction > 0 && fraction < 1)) throw new OptionsException($"--val-split {fraction} must be between 0 and 1.");
+        if (!(fraction > 0 && fraction < 1))
+            throw new OptionsException($"--val-split {fraction} must be between 0 and 1.");
         return all.Split(1 - fraction, Trainer.Seed);
     }
 }

@@ -10,7 +10,8 @@ using static TorchSharp.torch;
 namespace Segmentation.Training;
 
 /// <summary>
-/// Trains a <see cref="SegmentationModel"/>: the data (loader, augmentation), the step (forward, loss, backward, clip, optimiser,
+/// Trains a <see cref="SegmentationModel"/>: the data (loader, augmentation), the step (forward, loss, backward, clip,
+/// optimiser,
 /// schedule) inside one dispose scope, validation with the <see cref="ConfusionMatrix"/>, the best and last
 /// checkpoints, early stopping, a time limit and exact resume. It reports through <see cref="IProgress{T}"/> and
 /// never writes to the console.
@@ -56,7 +57,8 @@ public sealed class Trainer : IDisposable
         if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize, device);
         model.to(device);
         model.Precision = Options.Precision;
-        scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale, growthInterval: Options.LossScaleGrowthInterval) : null;
+        scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale,
+            growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
         (loss, ownsLoss) = Options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(Options), true);
     }
@@ -65,19 +67,26 @@ public sealed class Trainer : IDisposable
     /// Trains on <paramref name="train"/>, evaluating on <paramref name="val"/> (if given), from scratch or from
     /// <paramref name="resumeFrom"/> (a checkpoint of this run: weights, optimiser, schedule position, RNG, history).
     /// </summary>
-    public TrainingResult Fit(SegmentationDataset train, SegmentationDataset? val = null, IProgress<TrainingProgress>? progress = null,
+    public TrainingResult Fit(SegmentationDataset train, SegmentationDataset? val = null,
+        IProgress<TrainingProgress>? progress = null,
         Checkpoint? resumeFrom = null, CancellationToken cancellation = default)
     {
         var d = CheckData(train, val);
         if (Options.ManageProcessMemory && device.type == DeviceType.CPU && AllocatorTuning.Apply())
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"allocator tuning {AllocatorTuning.Status}" });
-        foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = w });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
+                Message = $"allocator tuning {AllocatorTuning.Status}" });
+        foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
+            Message = w });
         if (Options.Precision == Precision.Float16 && device.type == DeviceType.CPU)
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a 64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
+                Message =
+                    "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a "
+                        + "64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
         var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
         ValidateData(train, val, run, progress, cancellation);
 
-        var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run, progress, cancellation);
+        var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run,
+            progress, cancellation);
         fit.Start(resumeFrom);
         try
         {
@@ -100,7 +109,8 @@ public sealed class Trainer : IDisposable
     /// One parameter group, or two (encoder first, then the rest) when the encoder learns at another rate or starts
     /// frozen; returns the optimiser and each group's share of the scheduled learning rate.
     /// </summary>
-    private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(SegmentationModel model, TrainerOptions o)
+    private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(SegmentationModel model,
+        TrainerOptions o)
     {
         bool split = o.EncoderLearningRateScale != 1 || o.FreezeEncoderEpochs > 0;
         var encoderParameters = model.Encoder.parameters().ToHashSet();
@@ -113,18 +123,23 @@ public sealed class Trainer : IDisposable
         else groups.Add((model.parameters().ToList(), 1.0));
         var scales = groups.Select(g => g.Scale).ToArray();
         if (o.Optimizer == OptimizerKind.Sgd)
-            return (optim.SGD(groups.Select(g => new TorchSharp.Modules.SGD.ParamGroup(g.Parameters, o.LearningRate * g.Scale, o.Momentum, weight_decay: o.WeightDecay)), o.LearningRate, o.Momentum, weight_decay: o.WeightDecay), scales);
-        return (optim.AdamW(groups.Select(g => new TorchSharp.Modules.AdamW.ParamGroup(g.Parameters, o.LearningRate * g.Scale, weight_decay: o.WeightDecay)), o.LearningRate, weight_decay: o.WeightDecay), scales);
+            return (optim.SGD(groups.Select(g => new TorchSharp.Modules.SGD.ParamGroup(g.Parameters, o.LearningRate
+                * g.Scale, o.Momentum, weight_decay: o.WeightDecay)), o.LearningRate, o.Momentum,
+                    weight_decay: o.WeightDecay), scales);
+        return (optim.AdamW(groups.Select(g => new TorchSharp.Modules.AdamW.ParamGroup(g.Parameters, o.LearningRate
+            * g.Scale, weight_decay: o.WeightDecay)), o.LearningRate, weight_decay: o.WeightDecay), scales);
     }
 
     /// <summary>Sets every group's learning rate: the scheduled rate times the group's share.</summary>
     private void SetLearningRate(double lr)
     {
         int i = 0;
-        foreach (var g in optimizer.ParamGroups) g.LearningRate = lr * groupScales[Math.Min(i++, groupScales.Length - 1)];
+        foreach (var g in optimizer.ParamGroups) g.LearningRate = lr
+            * groupScales[Math.Min(i++, groupScales.Length - 1)];
     }
 
-    /// <summary>Freezes the encoder during the first <see cref="TrainerOptions.FreezeEncoderEpochs"/> epochs, and thaws it after.</summary>
+    /// <summary>Freezes the encoder during the first <see cref="TrainerOptions.FreezeEncoderEpochs"/> epochs, and thaws
+    /// it after.</summary>
     private void FreezeEncoderFor(int epoch)
     {
         if (Options.FreezeEncoderEpochs == 0) return;
@@ -137,12 +152,15 @@ public sealed class Trainer : IDisposable
     {
         var d = train.Description;
         if (val is not null && val.Description.Classes != d.Classes)
-            throw new DataException($"Training data has {d.Classes} classes, validation data {val.Description.Classes}.");
+            throw new DataException($"Training data has {d.Classes} classes, validation data "
+                + $"{val.Description.Classes}.");
         var m = model.Description;
         if (d.Classes != m.Classes)
-            throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} ({string.Join(", ", d.ClassNames)}).");
+            throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} "
+                + $"({string.Join(", ", d.ClassNames)}).");
         if (d.InChannels != m.InChannels)
-            throw new OptionsException($"The model takes {m.InChannels} input channel(s) but the data set gives {d.InChannels}.");
+            throw new OptionsException($"The model takes {m.InChannels} input channel(s) but the data set gives "
+                + $"{d.InChannels}.");
         return d;
     }
 
@@ -169,7 +187,8 @@ public sealed class Trainer : IDisposable
         public string StopReason { get; set; } = "completed";
         private TrainerOptions O => t.Options;
 
-        public FitRun(Trainer trainer, SegmentationDataset train, SegmentationDataset? val, Normalization normalization, RunFolder? run,
+        public FitRun(Trainer trainer, SegmentationDataset train, SegmentationDataset? val,
+            Normalization normalization, RunFolder? run,
             IProgress<TrainingProgress>? progress, CancellationToken cancellation)
         {
             t = trainer; this.train = train; this.val = val; this.normalization = normalization; this.run = run;
@@ -178,10 +197,12 @@ public sealed class Trainer : IDisposable
             reported = trainer.model.Convolutions; // only checks made during this call are news
             long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
             long totalSteps = optimizerStepsPerEpoch * O.Epochs;
-            schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps, (long)(O.WarmupFraction * totalSteps));
+            schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps,
+                (long)(O.WarmupFraction * totalSteps));
         }
 
-        /// <summary>From scratch (seeded) or from a checkpoint of this run (optimiser, RNG, history), after repairing the run folder.</summary>
+        /// <summary>From scratch (seeded) or from a checkpoint of this run (optimiser, RNG, history), after repairing
+        /// the run folder.</summary>
         public void Start(Checkpoint? resumeFrom)
         {
             if (resumeFrom is not null)
@@ -192,7 +213,8 @@ public sealed class Trainer : IDisposable
                     using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
                     t.optimizer.load_state_dict(reader);
                 }
-                if (t.scaler is not null && resumeFrom.State.LossScale is { } scale) t.scaler.Restore(scale, resumeFrom.State.LossScaleGoodSteps);
+                if (t.scaler is not null && resumeFrom.State.LossScale is { } scale) t.scaler.Restore(scale,
+                    resumeFrom.State.LossScaleGoodSteps);
                 if (resumeFrom.RngState.Length > 0)
                 {
                     using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
@@ -209,13 +231,15 @@ public sealed class Trainer : IDisposable
             history.AddRange(State.History);
             if (resumeFrom is not null) run?.WriteMetrics(history); // the record matches the checkpoint resumed from
             priorSeconds = State.Seconds;
-            bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m : null;
+            bestMetrics = resumeFrom?.Metrics is { } m && resumeFrom.State.BestEpoch == resumeFrom.State.Epoch ? m
+                : null;
             if (bestMetrics is null && resumeFrom is not null && run is not null && File.Exists(run.Best))
             {
                 try { bestMetrics = Checkpoint.Load(run.Best).Metrics; } catch (CheckpointException) { }
             }
             clock.Start();
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = State.Epoch, Epochs = O.Epochs, StepsPerEpoch = trainLoader.BatchesPerEpoch });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Started, Epoch = State.Epoch,
+                Epochs = O.Epochs, StepsPerEpoch = trainLoader.BatchesPerEpoch });
         }
 
         /// <summary>Trains one epoch, evaluates it when due, records it and writes its checkpoints.</summary>
@@ -229,7 +253,8 @@ public sealed class Trainer : IDisposable
             var record = new EpochRecord
             {
                 Epoch = epoch, TrainLoss = lossMean, ValLoss = valLoss, MeanIoU = metrics?.MeanIoU ?? double.NaN,
-                PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr, Seconds = epochClock.Elapsed.TotalSeconds,
+                PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr,
+                    Seconds = epochClock.Elapsed.TotalSeconds,
                 ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
             };
             t.ReleaseMemory();
@@ -239,18 +264,22 @@ public sealed class Trainer : IDisposable
             bool improved = !double.IsNaN(score) && (double.IsNaN(State.BestMeanIoU) || score > State.BestMeanIoU);
             State = State with
             {
-                Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
+                Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds
+                    + clock.Elapsed.TotalSeconds,
                 LossScale = t.scaler?.Scale, LossScaleGoodSteps = t.scaler?.GoodSteps ?? 0,
                 BestMeanIoU = improved ? score : State.BestMeanIoU,
                 BestEpoch = improved ? epoch : State.BestEpoch,
-                EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1 : State.EvaluationsWithoutImprovement,
+                EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1
+                    : State.EvaluationsWithoutImprovement,
             };
             if (improved) bestMetrics = metrics;
             SaveCheckpoints(epoch, metrics, improved);
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = O.Epochs, Record = record, LearningRate = lr });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = O.Epochs,
+                Record = record, LearningRate = lr });
         }
 
-        private (double LossMean, int Images, double LearningRate, long OptimizerStep) TrainEpoch(int epoch, Stopwatch epochClock)
+        private (double LossMean, int Images, double LearningRate, long OptimizerStep) TrainEpoch(int epoch,
+            Stopwatch epochClock)
         {
             t.model.train();
             t.FreezeEncoderFor(epoch);
@@ -272,27 +301,37 @@ public sealed class Trainer : IDisposable
                 if (apply) optStep++;
                 images += batch.Count;
                 if (float.IsFinite(value)) lossSum += value * batch.Count;
-                else if (t.scaler is null || t.scaler.ConsecutiveSkips >= MaxConsecutiveSkippedSteps) throw Diverged(value, epoch, step, lr);
+                else if (t.scaler is null || t.scaler.ConsecutiveSkips >= MaxConsecutiveSkippedSteps)
+                    throw Diverged(value, epoch, step, lr);
                 double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
-                double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch + (trainLoader.SamplesPerEpoch - images);
+                double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch
+                    + (trainLoader.SamplesPerEpoch - images);
                 progress?.Report(new TrainingProgress
                 {
                     Kind = ProgressKind.Step, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = steps,
-                    Loss = value, LearningRate = lr, ImagesPerSecond = ips, Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
+                    Loss = value, LearningRate = lr, ImagesPerSecond = ips,
+                        Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
                 });
             }
             if (t.scaler is { } sc && sc.SkippedSteps > skippedBefore)
-                Report(ProgressKind.Message, epoch, $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; loss scale now {sc.Scale:g4}");
+                Report(ProgressKind.Message, epoch,
+                    $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; "
+                        + $"loss scale now {sc.Scale:g4}");
             return (lossSum / Math.Max(1, images), images, lr, optStep);
         }
 
         private TrainingDivergedException Diverged(float value, int epoch, int step, double lr)
         {
-            var lastGood = run is not null && File.Exists(run.Last) ? $"the last good checkpoint is {run.Last} (epoch {State.Epoch})" : "no checkpoint was written yet";
-            return new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning rate {lr:g3}); training stopped and {lastGood}. "
+            var lastGood = run is not null && File.Exists(run.Last)
+                ? $"the last good checkpoint is {run.Last} (epoch {State.Epoch})" : "no checkpoint was written yet";
+            return new TrainingDivergedException($"The loss became {value} at epoch {epoch}, step {step} (learning "
+                + $"rate {lr:g3}); training stopped and {lastGood}. "
                 + (epoch == 1 && step <= 10
-                    ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment doctor' with the same model flags; otherwise lower the learning rate or enable gradient clipping."
-                    : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment doctor' with the same model flags)."));
+                    ? "A NaN this early, whatever the learning rate, points at the machine's kernels: run 'segment "
+                    + "doctor' with the same model flags; otherwise lower the learning rate or enable gradient "
+                    + "clipping."
+                    : "Lower the learning rate or enable gradient clipping (and if that does not help, run 'segment "
+                    + "doctor' with the same model flags)."));
         }
 
         private (SegmentationMetrics? Metrics, double Loss) EvaluateEpoch(int epoch)
@@ -301,10 +340,13 @@ public sealed class Trainer : IDisposable
             var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
             {
                 ReportConvolutions();
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
+                progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch,
+                    Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
             });
-            var previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device, train.Description, O.PreviewImages) : null;
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs, Metrics = metrics, Previews = previews });
+            var previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device,
+                train.Description, O.PreviewImages) : null;
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs,
+                Metrics = metrics, Previews = previews });
             return (metrics, loss);
         }
 
@@ -326,7 +368,9 @@ public sealed class Trainer : IDisposable
             if (O.EarlyStoppingPatience is { } patience && State.EvaluationsWithoutImprovement >= patience)
             {
                 StopReason = "early stopping";
-                Report(ProgressKind.Message, epoch, $"early stopping: no better {t.task.SelectionMetric} in {patience} evaluation(s) since epoch {State.BestEpoch}");
+                Report(ProgressKind.Message, epoch,
+                    $"early stopping: no better {t.task.SelectionMetric} in {patience} evaluation(s) since epoch "
+                        + $"{State.BestEpoch}");
                 return true;
             }
             if (O.TimeLimit is { } limit && clock.Elapsed >= limit)
@@ -342,7 +386,8 @@ public sealed class Trainer : IDisposable
         {
             var result = new TrainingResult
             {
-                Epochs = State.Epoch, BestEpoch = State.BestEpoch, Metrics = bestMetrics, History = history, StopReason = StopReason,
+                Epochs = State.Epoch, BestEpoch = State.BestEpoch, Metrics = bestMetrics, History = history,
+                    StopReason = StopReason,
                 Seconds = priorSeconds + clock.Elapsed.TotalSeconds,
                 BestCheckpoint = run is not null && File.Exists(run.Best) ? run.Best : null, LastCheckpoint = run?.Last,
             };
@@ -367,26 +412,31 @@ public sealed class Trainer : IDisposable
         }
 
         /// <summary>
-        /// The model checks its layers before the first input of each shape (<see cref="SegmentationModel.CheckLayers"/>);
+        /// The model checks its layers before the first input of each shape (<see
+        /// cref="SegmentationModel.CheckLayers"/>);
         /// a check that ran in the last forward pass is reported once, before that batch's own progress.
         /// </summary>
         private void ReportConvolutions()
         {
             if (t.model.Convolutions is not { } report || ReferenceEquals(report, reported)) return;
             reported = report;
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Convolutions, Convolutions = report, Message = report.Summary() });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Convolutions, Convolutions = report,
+                Message = report.Summary() });
         }
 
         private void Report(ProgressKind kind, int epoch, string? message) =>
             progress?.Report(new TrainingProgress { Kind = kind, Epoch = epoch, Epochs = O.Epochs, Message = message });
     }
 
-    /// <summary>The training loader (shuffled, augmented) and the validation loader (one image at a time when sizes differ).</summary>
-    private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val, IProgress<TrainingProgress>? progress)
+    /// <summary>The training loader (shuffled, augmented) and the validation loader (one image at a time when sizes
+    /// differ).</summary>
+    private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val,
+        IProgress<TrainingProgress>? progress)
     {
         var trainLoader = new DataLoader(train, new DataLoaderOptions
         {
-            BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize, Seed = Options.Seed,
+            BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize,
+                Seed = Options.Seed,
             Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
         });
         if (val is null) return (trainLoader, null);
@@ -394,7 +444,10 @@ public sealed class Trainer : IDisposable
         if (Options.ValBatchSize is null && Options.Size is null && valBatch > 1 && val.UniformSize() is null)
         {
             valBatch = 1; // full-size images of different sizes cannot share a batch
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = "validation images differ in size: validating one image at a time (set a validation batch size, or --size, to change that)" });
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
+                Message =
+                    "validation images differ in size: validating one image at a time (set a validation batch size, "
+                        + "or --size, to change that)" });
         }
         return (trainLoader, new DataLoader(val, new DataLoaderOptions
         {
@@ -410,28 +463,39 @@ public sealed class Trainer : IDisposable
     private static void CheckMemory(SegmentationModel model, Size2 size, int batch, Device device)
     {
         if (device.type != DeviceType.CPU) return; // CUDA reports its own out-of-memory error, with figures
-        if (size.Height < model.MinimumInputSize || size.Width < model.MinimumInputSize) return; // refused with its own message
+        // refused with its own message
+        if (size.Height < model.MinimumInputSize || size.Width < model.MinimumInputSize) return;
         double perImage = ModelSummary.EstimateActivationElements(model, size.Height, size.Width);
         double needed = perImage * batch * sizeof(float) * 2;
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available)
-            throw new OptionsException($"A training step at {size} with batch {batch} needs about {needed / (1L << 30):N1} GiB for this model's activations alone; this machine has {available / (double)(1L << 30):N1} GiB. Use a smaller crop or size (--crop, --size) or batch (--batch-size).");
+            throw new OptionsException($"A training step at {size} with batch {batch} needs about "
+                + $"{needed / (1L << 30):N1} GiB for this model's activations alone; this machine has "
+                + $"{available / (double)(1L << 30):N1} GiB. Use a smaller crop or size (--crop, --size) or batch "
+                + $"(--batch-size).");
     }
 
     /// <summary>
     /// Every sample of both data sets is decoded once before the first step, so bad files are all reported now; a run
     /// folder remembers the fingerprints of data validated before, so a resume on unchanged files skips it.
     /// </summary>
-    private static void ValidateData(SegmentationDataset train, SegmentationDataset? val, RunFolder? run, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    private static void ValidateData(SegmentationDataset train, SegmentationDataset? val, RunFolder? run,
+        IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
-        var known = run is not null && File.Exists(run.Validated) ? File.ReadAllLines(run.Validated).ToHashSet() : new HashSet<string>();
+        var known = run is not null && File.Exists(run.Validated) ? File.ReadAllLines(run.Validated).ToHashSet()
+            : new HashSet<string>();
         var fresh = new List<string>();
         foreach (var (data, role) in new[] { (train, "training"), (val, "validation") })
         {
             if (data is null || data.Fingerprint() is not { } print || known.Contains(print)) continue;
             var clock = Stopwatch.StartNew();
-            data.Validate(new SynchronousProgress<int>(n => progress?.Report(new TrainingProgress { Kind = ProgressKind.DataCheck, Step = n, StepsPerEpoch = data.Count, Message = $"checking {role} data" })), cancellation);
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = $"checked all {data.Count} {role} pairs (decoded, sizes and labels) in {clock.Elapsed.TotalSeconds:F1} s" });
+            data.Validate(new SynchronousProgress<int>(n
+                => progress?.Report(new TrainingProgress { Kind = ProgressKind.DataCheck, Step = n,
+                StepsPerEpoch = data.Count, Message = $"checking {role} data" })), cancellation);
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
+                Message =
+                    $"checked all {data.Count} {role} pairs (decoded, sizes and labels) in "
+                        + $"{clock.Elapsed.TotalSeconds:F1} s" });
             fresh.Add(print);
         }
         if (run is not null && fresh.Count > 0)
@@ -441,7 +505,8 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one read-back).</summary>
+    /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one
+    /// read-back).</summary>
     internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
     {
         using var scope = NewDisposeScope();
@@ -464,8 +529,10 @@ public sealed class Trainer : IDisposable
         return value.item<float>();
     }
 
-    /// <summary>Metrics and mean loss of the model on a loader's data (the one evaluation loop, in eval mode).</summary>
-    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization, DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
+    /// <summary>Metrics and mean loss of the model on a loader's data (the one evaluation loop, in eval
+    /// mode).</summary>
+    private (SegmentationMetrics, double) Evaluate(DataLoader loader, Normalization normalization,
+        DatasetDescription d, CancellationToken cancellation, Action<int> onBatch)
     {
         model.eval();
         try
@@ -484,7 +551,8 @@ public sealed class Trainer : IDisposable
         else if (Options.Augmentation is { } text) list.AddRange(Augmentations.Parse(text).Transforms);
         else if (Options.Augment)
         {
-            if (Options.Crop is { } c) list.AddRange(Compose.TrainPreset(c.Height, c.Width, Options.ScaleMin, Options.ScaleMax, 0.75, Options.VerticalFlip).Transforms);
+            if (Options.Crop is { } c) list.AddRange(Compose.TrainPreset(c.Height, c.Width, Options.ScaleMin,
+                Options.ScaleMax, 0.75, Options.VerticalFlip).Transforms);
             else
             {
                 list.Add(new HorizontalFlip());
@@ -496,16 +564,19 @@ public sealed class Trainer : IDisposable
         return list.Count == 0 ? null : new Compose(list.ToArray());
     }
 
-    private Checkpoint MakeCheckpoint(TrainingState state, DatasetDescription d, Normalization normalization, SegmentationMetrics? metrics, string trainOrigin, string? valOrigin)
+    private Checkpoint MakeCheckpoint(TrainingState state, DatasetDescription d, Normalization normalization,
+        SegmentationMetrics? metrics, string trainOrigin, string? valOrigin)
     {
         var opt = new MemoryStream();
         using (var w = new BinaryWriter(opt, System.Text.Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(w);
         using var rng = random.get_rng_state();
         return new Checkpoint
         {
-            Model = model.Description, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size), TrainerSettings = Options.ToJson(), State = state,
+            Model = model.Description, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size),
+                TrainerSettings = Options.ToJson(), State = state,
             TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
-            Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
+            Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>()
+                .ToArray(),
         };
     }
 

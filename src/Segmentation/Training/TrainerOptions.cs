@@ -14,12 +14,14 @@ public enum OptimizerKind
     Sgd,
 }
 
-/// <summary>How to train. Defaults follow the common U-Net recipes; everything is validated by <see cref="Validate"/>.</summary>
+/// <summary>How to train. Defaults follow the common U-Net recipes; everything is validated by <see
+/// cref="Validate"/>.</summary>
 public sealed record TrainerOptions
 {
     /// <summary>The options a checkpoint was trained with (what <see cref="ToJson"/> wrote into it).</summary>
     public static TrainerOptions FromCheckpoint(Checkpoint checkpoint) =>
-        checkpoint.TrainerSettings.Deserialize<TrainerOptions>(Checkpoint.Json) ?? throw new CheckpointException("The checkpoint's trainer options are empty.");
+        checkpoint.TrainerSettings.Deserialize<TrainerOptions>(Checkpoint.Json)
+            ?? throw new CheckpointException("The checkpoint's trainer options are empty.");
 
     /// <summary>As a JSON object, for a checkpoint's <see cref="Checkpoint.TrainerSettings"/>.</summary>
     public JsonObject ToJson() => JsonSerializer.SerializeToNode(this, Checkpoint.Json)!.AsObject();
@@ -67,8 +69,10 @@ public sealed record TrainerOptions
     /// <summary>Weight of the Dice term in <see cref="LossKind.CrossEntropyDice"/>.</summary>
     public double DiceWeight { get; init; } = 1.0;
     /// <summary>
-    /// The training augmentation as text (<see cref="Augmentations.Parse"/>: <c>"scale(0.5,2) crop(256) hflip elastic(alpha=34,sigma=4)"</c>),
-    /// after the resize to <see cref="Size"/>; it replaces the presets that <see cref="Augment"/>, <see cref="Crop"/> and
+    /// The training augmentation as text (<see cref="Augmentations.Parse"/>: <c>"scale(0.5,2) crop(256) hflip
+    /// elastic(alpha=34,sigma=4)"</c>),
+    /// after the resize to <see cref="Size"/>; it replaces the presets that <see cref="Augment"/>, <see cref="Crop"/>
+    /// and
     /// <see cref="VerticalFlip"/> choose. Null: the presets.
     /// </summary>
     public string? Augmentation { get; init; }
@@ -79,7 +83,8 @@ public sealed record TrainerOptions
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<ISampleTransform>? Transforms { get; init; }
-    /// <summary>Render this many validation predictions (image | truth | prediction | errors) at each evaluation, for progress consumers such as <see cref="TensorBoardLogger"/>; 0: none.</summary>
+    /// <summary>Render this many validation predictions (image | truth | prediction | errors) at each evaluation, for
+    /// progress consumers such as <see cref="TensorBoardLogger"/>; 0: none.</summary>
     public int PreviewImages { get; init; }
     /// <summary>The focusing exponent of <see cref="LossKind.Focal"/> (0 is cross-entropy).</summary>
     public double FocalGamma { get; init; } = 2.0;
@@ -91,7 +96,8 @@ public sealed record TrainerOptions
     public int EvalEvery { get; init; } = 1;
     /// <summary>Stop after this many evaluations without a better mean IoU (null: never).</summary>
     public int? EarlyStoppingPatience { get; init; }
-    /// <summary>End cleanly after the epoch during which this much wall-clock time has passed (null: no limit).</summary>
+    /// <summary>End cleanly after the epoch during which this much wall-clock time has passed (null: no
+    /// limit).</summary>
     public TimeSpan? TimeLimit { get; init; }
     /// <summary>Seed for weights (when the trainer builds them), data order, augmentation and dropout.</summary>
     public int Seed { get; init; }
@@ -110,11 +116,14 @@ public sealed record TrainerOptions
     /// whatever it is; float16 trains with dynamic loss scaling (<see cref="LossScaler"/>).
     /// </summary>
     public Models.Precision Precision { get; init; } = Models.Precision.Float32;
-    /// <summary>The encoder's learning rate as a share of <see cref="LearningRate"/> (for instance 0.1 for a pretrained encoder).</summary>
+    /// <summary>The encoder's learning rate as a share of <see cref="LearningRate"/> (for instance 0.1 for a pretrained
+    /// encoder).</summary>
     public double EncoderLearningRateScale { get; init; } = 1;
-    /// <summary>Epochs at the start during which the encoder is frozen (no gradients, no updates; its batch norm statistics still follow the data).</summary>
+    /// <summary>Epochs at the start during which the encoder is frozen (no gradients, no updates; its batch norm
+    /// statistics still follow the data).</summary>
     public int FreezeEncoderEpochs { get; init; }
-    /// <summary>float16 only: the loss scale to start from (it then adapts, as <see cref="LossScaler"/> says).</summary>
+    /// <summary>float16 only: the loss scale to start from (it then adapts, as <see cref="LossScaler"/>
+    /// says).</summary>
     public double InitialLossScale { get; init; } = 65536;
     /// <summary>float16 only: good steps in a row before the loss scale doubles.</summary>
     public int LossScaleGrowthInterval { get; init; } = 2000;
@@ -131,27 +140,45 @@ public sealed record TrainerOptions
     {
         if (Epochs < 1) throw new OptionsException($"Epochs is {Epochs}; it must be at least 1.");
         if (BatchSize < 1) throw new OptionsException($"Batch size is {BatchSize}; it must be at least 1.");
-        if (ValBatchSize is < 1) throw new OptionsException($"Validation batch size is {ValBatchSize}; it must be at least 1.");
-        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new OptionsException($"Learning rate is {LearningRate}; it must be a positive number.");
+        if (ValBatchSize is < 1)
+            throw new OptionsException($"Validation batch size is {ValBatchSize}; it must be at least 1.");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
+            throw new OptionsException($"Learning rate is {LearningRate}; it must be a positive number.");
         if (WeightDecay < 0) throw new OptionsException($"Weight decay is {WeightDecay}; it must be at least 0.");
         if (Momentum < 0 || Momentum >= 1) throw new OptionsException($"Momentum is {Momentum}; it must be in [0, 1).");
-        if (WarmupFraction < 0 || WarmupFraction >= 1) throw new OptionsException($"Warm-up fraction is {WarmupFraction}; it must be in [0, 1).");
-        if (GradientClipNorm is <= 0) throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
-        if (AccumulationSteps < 1) throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
+        if (WarmupFraction < 0 || WarmupFraction >= 1)
+            throw new OptionsException($"Warm-up fraction is {WarmupFraction}; it must be in [0, 1).");
+        if (GradientClipNorm is <= 0)
+            throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
+        if (AccumulationSteps < 1)
+            throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
         if (Augmentation is not null) Augmentations.Parse(Augmentation);
         if (PreviewImages < 0) throw new OptionsException($"Preview images is {PreviewImages}; it must be 0 or more.");
         if (DiceWeight < 0) throw new OptionsException($"Dice weight is {DiceWeight}; it must be at least 0.");
-        if (!(FocalGamma >= 0) || double.IsInfinity(FocalGamma)) throw new OptionsException($"Focal gamma is {FocalGamma}; it must be a finite number of at least 0.");
+        if (!(FocalGamma >= 0) || double.IsInfinity(FocalGamma))
+            throw new OptionsException($"Focal gamma is {FocalGamma}; it must be a finite number of at least 0.");
         if (EvalEvery < 1) throw new OptionsException($"Evaluate-every is {EvalEvery}; it must be at least 1.");
-        if (EarlyStoppingPatience is < 1) throw new OptionsException($"Early-stopping patience is {EarlyStoppingPatience}; it must be at least 1.");
-        if (TimeLimit is { } t && t <= TimeSpan.Zero) throw new OptionsException($"Time limit is {t}; it must be positive.");
-        if (!(ScaleMin > 0 && ScaleMax >= ScaleMin)) throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
+        if (EarlyStoppingPatience is < 1)
+            throw new OptionsException($"Early-stopping patience is {EarlyStoppingPatience}; it must be at least 1.");
+        if (TimeLimit is { } t && t <= TimeSpan.Zero)
+            throw new OptionsException($"Time limit is {t}; it must be positive.");
+        if (!(ScaleMin > 0 && ScaleMax >= ScaleMin))
+            throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
         if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
-        if (CacheBytes < 0) throw new OptionsException($"The sample cache is {CacheBytes / (1 << 20)} MiB; it must be 0 (off) or more.");
-        if (!(EncoderLearningRateScale >= 0) || double.IsInfinity(EncoderLearningRateScale)) throw new OptionsException($"Encoder learning-rate scale is {EncoderLearningRateScale}; it must be 0 or more.");
-        if (FreezeEncoderEpochs < 0) throw new OptionsException($"Freeze-encoder epochs is {FreezeEncoderEpochs}; it must be 0 or more.");
-        if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale)) throw new OptionsException($"Initial loss scale is {InitialLossScale}; it must be a positive number.");
-        if (LossScaleGrowthInterval < 1) throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least 1.");
-        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Precision)) throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
+        if (CacheBytes < 0)
+            throw new OptionsException($"The sample cache is {CacheBytes / (1 << 20)} MiB; it must be 0 (off) or "
+                + $"more.");
+        if (!(EncoderLearningRateScale >= 0) || double.IsInfinity(EncoderLearningRateScale))
+            throw new OptionsException($"Encoder learning-rate scale is {EncoderLearningRateScale}; it must be 0 or "
+                + $"more.");
+        if (FreezeEncoderEpochs < 0)
+            throw new OptionsException($"Freeze-encoder epochs is {FreezeEncoderEpochs}; it must be 0 or more.");
+        if (!(InitialLossScale > 0) || double.IsInfinity(InitialLossScale))
+            throw new OptionsException($"Initial loss scale is {InitialLossScale}; it must be a positive number.");
+        if (LossScaleGrowthInterval < 1)
+            throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least "
+                + $"1.");
+        if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Precision))
+            throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
     }
 }

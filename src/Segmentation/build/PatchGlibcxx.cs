@@ -42,9 +42,11 @@ public class PatchGlibcxxVersionNeeds : Task
                 File.WriteAllBytes(tmp, bytes);
                 File.Delete(path);
                 File.Move(tmp, path);
-                Log.LogMessage(MessageImportance.Normal, "Segmentation: marked {0} weak in {1}", string.Join(", ", patched), path);
+                Log.LogMessage(MessageImportance.Normal, "Segmentation: marked {0} weak in {1}",
+                    string.Join(", ", patched), path);
             }
-            catch (Exception e) when (e is IOException || e is InvalidDataException || e is ArgumentException || e is UnauthorizedAccessException)
+            catch (Exception e) when (e is IOException || e is InvalidDataException || e is ArgumentException
+                || e is UnauthorizedAccessException)
             {
                 Log.LogWarning("Segmentation: could not patch {0}: {1}", path, e.Message);
             }
@@ -105,8 +107,10 @@ public class PatchGlibcxxVersionNeeds : Task
         return result;
     }
 
-    /// <summary>Names of the dynamic symbols for each version index (from .dynsym, its string table and .gnu.version).</summary>
-    private static Dictionary<int, List<string>> SymbolsByVersion(byte[] b, int dynsymHeader, int dynstrHeader, int versymHeader)
+    /// <summary>Names of the dynamic symbols for each version index (from .dynsym, its string table and
+    /// .gnu.version).</summary>
+    private static Dictionary<int, List<string>> SymbolsByVersion(byte[] b, int dynsymHeader, int dynstrHeader,
+        int versymHeader)
     {
         var symbolsByVersion = new Dictionary<int, List<string>>();
         int dynOff = (int)U64(b, dynsymHeader + 24), dynSize = (int)U64(b, dynsymHeader + 32);

@@ -1,8 +1,15 @@
 using System.Text.RegularExpressions;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
+using Microsoft.CodeAnalysis.CSharp.Syntax;
 
 namespace Segmentation.Tests.Integrity;
 
-/// <summary>The house rules that code review would otherwise have to catch: stages know only the stages before them; methods stay short.</summary>
+/// <summary>
+/// The house rules that code review would otherwise have to catch, read off the compiler's syntax tree: stages know only
+/// the stages before them; methods stay short and lines narrow; comments carry no machine's figures; a file named after
+/// a type holds it.
+/// </summary>
 public class ArchitectureTests
 {
     private static string RepoRoot()
@@ -39,28 +46,75 @@ public class ArchitectureTests
         Assert.True(offences.Count == 0, string.Join("; ", offences.Distinct()));
     }
 
+    /// <summary>Every C# file of src/ (not build output), parsed as the compiler parses it.</summary>
+    private static IEnumerable<(string Path, SyntaxTree Tree)> Sources()
+    {
+        var root = Path.Combine(RepoRoot(), "src");
+        var sep = Path.DirectorySeparatorChar;
+        return Directory.EnumerateFiles(root, "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{sep}obj{sep}") && !f.Contains($"{sep}bin{sep}"))
+            .Select(f => (Path.GetRelativePath(root, f), CSharpSyntaxTree.ParseText(File.ReadAllText(f), path: f)));
+    }
+
     [Fact]
     public void No_method_in_src_is_over_60_lines()
     {
-        var root = Path.Combine(RepoRoot(), "src");
-        var signature = new Regex(@"^\s*(public|private|internal|protected|static|override)\b[^;=]*\)\s*(where[^{]*)?$");
         var offences = new List<string>();
-        foreach (var file in Directory.EnumerateFiles(root, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}")))
-        {
-            var lines = File.ReadAllLines(file);
-            for (int i = 0; i + 1 < lines.Length; i++)
+        foreach (var (path, tree) in Sources())
+            foreach (var node in tree.GetRoot().DescendantNodes())
             {
-                if (!signature.IsMatch(lines[i]) || lines[i + 1].Trim() != "{" || Regex.IsMatch(lines[i], @"\b(class|record|struct|interface)\b")) continue;
-                int depth = 0, j = i + 1;
-                for (; j < lines.Length; j++)
-                {
-                    var code = Regex.Replace(Regex.Replace(lines[j], @"'(\\.|[^'\\])'", ""), @"""(\\.|[^""\\])*""", "\"\"");
-                    depth += code.Count(c => c == '{') - code.Count(c => c == '}');
-                    if (depth == 0) break;
-                }
-                if (j - i + 1 > 60) offences.Add($"{Path.GetRelativePath(root, file)}:{i + 1} ({j - i + 1} lines)");
+                if (node is not (BaseMethodDeclarationSyntax or AccessorDeclarationSyntax or LocalFunctionStatementSyntax)) continue;
+                var span = node.GetLocation().GetLineSpan();
+                int lines = span.EndLinePosition.Line - span.StartLinePosition.Line + 1;
+                if (lines > 60) offences.Add($"{path}:{span.StartLinePosition.Line + 1} ({lines} lines)");
             }
-        }
         Assert.True(offences.Count == 0, "methods over 60 lines: " + string.Join(", ", offences));
+    }
+
+    [Fact]
+    public void No_line_in_src_is_over_120_characters()
+    {
+        var offences = Sources().SelectMany(s => s.Tree.GetText().Lines
+                .Where(l => l.Span.Length > 120).Select(l => $"{s.Path}:{l.LineNumber + 1} ({l.Span.Length})"))
+            .ToList();
+        Assert.True(offences.Count == 0, $"{offences.Count} lines over 120 characters (tools/wrap_long_lines.py breaks them): "
+            + string.Join(", ", offences.Take(20)));
+    }
+
+    /// <summary>A machine's name, or a figure said to hold "here" or "on this machine": what a comment must not carry.</summary>
+    private static readonly Regex MachineSpecific = new(
+        @"\b(EPYC|Zen ?\d|Xeon|Ryzen|[HAV]100|H200|RTX ?\d{3,4}|Core i\d|build machine)\b|\d[^.;]*\b(here|on this machine)\b|\b(here|on this machine)\b[^.;]*\d",
+        RegexOptions.IgnoreCase);
+
+    [Fact]
+    public void No_comment_in_src_holds_a_machine_specific_figure()
+    {
+        var offences = new List<string>();
+        foreach (var (path, tree) in Sources())
+            foreach (var trivia in tree.GetRoot().DescendantTrivia(descendIntoTrivia: true))
+            {
+                if (!trivia.IsKind(SyntaxKind.SingleLineCommentTrivia) && !trivia.IsKind(SyntaxKind.MultiLineCommentTrivia)
+                    && !trivia.IsKind(SyntaxKind.SingleLineDocumentationCommentTrivia)) continue;
+                foreach (var (line, i) in trivia.ToFullString().Split('\n').Select((l, i) => (l, i)))
+                    if (MachineSpecific.Match(line) is { Success: true } m)
+                        offences.Add($"{path}:{trivia.GetLocation().GetLineSpan().StartLinePosition.Line + 1 + i} '{m.Value}'");
+            }
+        Assert.True(offences.Count == 0, "comments with machine-specific figures (they belong in the README, with the command that "
+            + "measured them): " + string.Join(", ", offences.Distinct()));
+    }
+
+    [Fact]
+    public void A_file_named_after_a_type_holds_that_type()
+    {
+        // A file named X.cs where the code declares a type X must declare X itself (a collection file such as
+        // Transforms.cs, named after no type, may hold several).
+        static IEnumerable<string> TypesIn(SyntaxTree tree) => tree.GetRoot().DescendantNodes().OfType<BaseTypeDeclarationSyntax>()
+            .Select(t => t.Identifier.Text).Concat(tree.GetRoot().DescendantNodes().OfType<DelegateDeclarationSyntax>().Select(d => d.Identifier.Text));
+        var sources = Sources().ToList();
+        var everyType = sources.SelectMany(s => TypesIn(s.Tree)).ToHashSet();
+        var offences = sources
+            .Where(s => everyType.Contains(Path.GetFileNameWithoutExtension(s.Path)) && !TypesIn(s.Tree).Contains(Path.GetFileNameWithoutExtension(s.Path)))
+            .Select(s => $"{s.Path} holds {string.Join(", ", TypesIn(s.Tree).Distinct())}").ToList();
+        Assert.True(offences.Count == 0, "files that do not hold the type they are named after: " + string.Join("; ", offences));
     }
 }

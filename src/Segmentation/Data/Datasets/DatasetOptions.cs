@@ -15,7 +15,8 @@ public sealed record DatasetOptions
     public string[]? ClassNames { get; init; }
     /// <summary>Image channels for the model; null: 1 when the first image is gray, else 3.</summary>
     public int? InChannels { get; init; }
-    /// <summary>Skip images without a mask (and masks without an image) instead of failing; each is listed in <see cref="SegmentationDataset.Warnings"/>.</summary>
+    /// <summary>Skip images without a mask (and masks without an image) instead of failing; each is listed in <see
+    /// cref="SegmentationDataset.Warnings"/>.</summary>
     public bool SkipUnpaired { get; init; }
     /// <summary>
     /// For binary masks: gray values at or above this are class 1, the rest class 0 (for masks saved lossily, e.g. as
@@ -24,7 +25,8 @@ public sealed record DatasetOptions
     public int? BinaryThreshold { get; init; }
     /// <summary>Largest width x height of an image or mask, checked from the header before decoding.</summary>
     public long MaxPixels { get; init; } = ImageReader.DefaultMaxPixels;
-    /// <summary>Use this description (e.g. a checkpoint's) instead of detecting one; the other label options are then ignored.</summary>
+    /// <summary>Use this description (e.g. a checkpoint's) instead of detecting one; the other label options are then
+    /// ignored.</summary>
     public DatasetDescription? Description { get; init; }
 }
 

@@ -1,19 +1,24 @@
 namespace Segmentation.Data;
 
-/// <summary>Pairs a folder's images with its masks by file name; unpaired files are an error or, if asked, a warning.</summary>
+/// <summary>Pairs a folder's images with its masks by file name; unpaired files are an error or, if asked, a
+/// warning.</summary>
 internal static class FilePairs
 {
-    private static readonly string[] ImageExtensions = { ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".tga", ".webp", ".pbm" };
+    private static readonly string[] ImageExtensions = { ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
+        ".tga", ".webp", ".pbm" };
 
-    /// <summary>The pairs of <paramref name="dir"/>/images and <paramref name="dir"/>/masks, matched by file name (extension aside), in name order.</summary>
-    public static List<(string Image, string Mask, string Stem)> Read(string dir, DatasetOptions o, List<string> warnings)
+    /// <summary>The pairs of <paramref name="dir"/>/images and <paramref name="dir"/>/masks, matched by file name
+    /// (extension aside), in name order.</summary>
+    public static List<(string Image, string Mask, string Stem)> Read(string dir, DatasetOptions o,
+        List<string> warnings)
     {
         if (!Directory.Exists(dir)) throw new DataException($"{dir}: data folder not found.", dir);
         string imagesDir = Path.Combine(dir, "images"), masksDir = Path.Combine(dir, "masks");
         if (!Directory.Exists(imagesDir) || !Directory.Exists(masksDir))
             throw new DataException(SegmentationDataset.HasSplitFolders(dir)
                 ? $"{dir}: has train/ and val/ folders; open it with FromSplitFolders (the CLI does this by itself)."
-                : $"{dir}: expected the folders images/ and masks/ (or train/ and val/, each holding images/ and masks/).", dir);
+                : $"{dir}: expected the folders images/ and masks/ (or train/ and val/, each holding images/ and "
+                + $"masks/).", dir);
         var images = Index(imagesDir);
         var masks = Index(masksDir);
         var noMask = images.Keys.Where(k => !masks.ContainsKey(k)).Order(StringComparer.OrdinalIgnoreCase).ToList();
@@ -21,17 +26,23 @@ internal static class FilePairs
         if (noMask.Count + noImage.Count > 0)
         {
             string List(List<string> stems, Dictionary<string, string> files) =>
-                string.Join(", ", stems.Take(5).Select(s => Path.GetFileName(files[s]))) + (stems.Count > 5 ? $" and {stems.Count - 5} more" : "");
+                string.Join(", ", stems.Take(5).Select(s => Path.GetFileName(files[s])))
+                    + (stems.Count > 5 ? $" and {stems.Count - 5} more" : "");
             var parts = new List<string>();
-            if (noMask.Count > 0) parts.Add($"{noMask.Count} image(s) without a mask in {masksDir}: {List(noMask, images)}");
-            if (noImage.Count > 0) parts.Add($"{noImage.Count} mask(s) without an image in {imagesDir}: {List(noImage, masks)}");
+            if (noMask.Count > 0) parts.Add($"{noMask.Count} image(s) without a mask in {masksDir}: "
+                + $"{List(noMask, images)}");
+            if (noImage.Count > 0) parts.Add($"{noImage.Count} mask(s) without an image in {imagesDir}: "
+                + $"{List(noImage, masks)}");
             if (!o.SkipUnpaired)
-                throw new DataException($"{dir}: unpaired files: {string.Join("; ", parts)}. Pairs share a file name (the extension may differ); skip them with the skip-unpaired option.", dir);
+                throw new DataException($"{dir}: unpaired files: {string.Join("; ", parts)}. Pairs share a file name "
+                    + $"(the extension may differ); skip them with the skip-unpaired option.", dir);
             warnings.AddRange(parts.Select(p => $"skipped {p}"));
         }
         var pairs = images.Keys.Where(masks.ContainsKey).Order(StringComparer.Ordinal)
             .Select(k => (images[k], masks[k], Path.GetFileNameWithoutExtension(images[k]))).ToList();
-        if (pairs.Count == 0) throw new DataException($"{dir}: no image–mask pairs found (images: {images.Count}, masks: {masks.Count}).", dir);
+        if (pairs.Count == 0)
+            throw new DataException($"{dir}: no image–mask pairs found (images: {images.Count}, masks: "
+                + $"{masks.Count}).", dir);
         return pairs;
     }
 
@@ -43,7 +54,9 @@ internal static class FilePairs
             if (!ImageExtensions.Contains(Path.GetExtension(file).ToLowerInvariant())) continue;
             var stem = Path.GetFileNameWithoutExtension(file);
             if (!result.TryAdd(stem, file))
-                throw new DataException($"{folder}: two files share the name '{stem}' ({Path.GetFileName(result[stem])} and {Path.GetFileName(file)}); pairs are matched by name, so keep one.", file);
+                throw new DataException($"{folder}: two files share the name '{stem}' "
+                    + $"({Path.GetFileName(result[stem])} and {Path.GetFileName(file)}); pairs are matched by name, "
+                    + $"so keep one.", file);
         }
         return result;
     }

@@ -7,7 +7,8 @@ internal sealed class FileSource : ISampleSource
     private readonly DatasetDescription description;
     private readonly ImageReader reader;
 
-    public FileSource(List<(string Image, string Mask, string Stem)> pairs, DatasetDescription description, ImageReader reader)
+    public FileSource(List<(string Image, string Mask, string Stem)> pairs, DatasetDescription description,
+        ImageReader reader)
     {
         this.pairs = pairs; this.description = description; this.reader = reader;
     }
@@ -23,7 +24,8 @@ internal sealed class FileSource : ISampleSource
         var image = reader.ReadImage(imagePath, description.InChannels);
         var raw = reader.ReadMask(maskPath, paletteIndices: description.Encoding != MaskEncoding.Palette);
         if (raw.Width != image.Width || raw.Height != image.Height)
-            throw new DataException($"{maskPath}: mask is {raw.Width}x{raw.Height} but its image {imagePath} is {image.Width}x{image.Height}; they must match.", maskPath);
+            throw new DataException($"{maskPath}: mask is {raw.Width}x{raw.Height} but its image {imagePath} is "
+                + $"{image.Width}x{image.Height}; they must match.", maskPath);
         return new Sample(image, MaskDecoder.Decode(raw, description, maskPath), stem);
     }
 }

@@ -28,7 +28,8 @@ public sealed class SegmentationDataset
     /// <summary>Where it came from: a folder, "builtin:shapes", or "pairs".</summary>
     public string Origin { get; }
 
-    private SegmentationDataset(ISampleSource source, int[] indices, DatasetDescription description, string report, IReadOnlyList<string> warnings, string origin)
+    private SegmentationDataset(ISampleSource source, int[] indices, DatasetDescription description, string report,
+        IReadOnlyList<string> warnings, string origin)
     {
         this.source = source; this.indices = indices;
         Description = description; DetectionReport = report; Warnings = warnings; Origin = origin;
@@ -40,10 +41,12 @@ public sealed class SegmentationDataset
     /// <summary>The name (file stem) of sample <paramref name="index"/>.</summary>
     public string NameOf(int index) => source.NameOf(indices[index]);
 
-    /// <summary>Decodes sample <paramref name="index"/>, checking its labels; throws <see cref="DataException"/> naming the file.</summary>
+    /// <summary>Decodes sample <paramref name="index"/>, checking its labels; throws <see cref="DataException"/> naming
+    /// the file.</summary>
     public Sample Load(int index)
     {
-        if ((uint)index >= (uint)indices.Length) throw new ArgumentOutOfRangeException(nameof(index), $"Sample {index} of a data set of {indices.Length}.");
+        if ((uint)index >= (uint)indices.Length) throw new ArgumentOutOfRangeException(nameof(index),
+            $"Sample {index} of a data set of {indices.Length}.");
         return source.Load(indices[index]);
     }
 
@@ -70,7 +73,8 @@ public sealed class SegmentationDataset
         var sorted = failures.OrderBy(f => f.Index).ToList();
         throw new DataException($"{Origin}: {sorted.Count} of {Count} samples cannot be used:{Environment.NewLine}"
             + string.Join(Environment.NewLine, sorted.Take(10).Select(f => "  " + f.Error.Message))
-            + (sorted.Count > 10 ? $"{Environment.NewLine}  ... and {sorted.Count - 10} more" : ""), sorted[0].Error.FilePath);
+            + (sorted.Count > 10 ? $"{Environment.NewLine}  ... and {sorted.Count - 10} more" : ""),
+            sorted[0].Error.FilePath);
     }
 
     /// <summary>
@@ -80,14 +84,16 @@ public sealed class SegmentationDataset
     public string? Fingerprint()
     {
         if (source is not FileSource files) return null;
-        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(
+            System.Security.Cryptography.HashAlgorithmName.SHA256);
         void Add(string text) => hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text + "\n"));
         Add(Description.ToJson().ToJsonString());
         foreach (var i in indices)
             foreach (var path in files.PathsOf(i))
             {
                 var info = new FileInfo(path);
-                Add($"{Path.GetFullPath(path)}|{(info.Exists ? info.Length : -1)}|{(info.Exists ? info.LastWriteTimeUtc.Ticks : 0)}");
+                Add($"{Path.GetFullPath(path)}|{(info.Exists ? info.Length : -1)}|"
+                    + $"{(info.Exists ? info.LastWriteTimeUtc.Ticks : 0)}");
             }
         return Convert.ToHexString(hash.GetHashAndReset());
     }
@@ -113,22 +119,29 @@ public sealed class SegmentationDataset
     /// <summary>A data set over some of this one's samples.</summary>
     public SegmentationDataset Subset(IEnumerable<int> which)
     {
-        var picked = which.Select(i => (uint)i < (uint)indices.Length ? indices[i] : throw new ArgumentOutOfRangeException(nameof(which), $"Sample {i} of {indices.Length}.")).ToArray();
+        var picked = which.Select(i => (uint)i < (uint)indices.Length ? indices[i]
+            : throw new ArgumentOutOfRangeException(nameof(which), $"Sample {i} of {indices.Length}.")).ToArray();
         return new SegmentationDataset(source, picked, Description, DetectionReport, Warnings, Origin);
     }
 
-    private SegmentationDataset WithOrigin(string origin) => new(source, indices, Description, DetectionReport, Warnings, origin);
+    private SegmentationDataset WithOrigin(string origin) => new(source, indices, Description, DetectionReport,
+        Warnings, origin);
 
-    /// <summary>A seeded random split: <paramref name="trainFraction"/> of the samples for training, the rest for validation.</summary>
+    /// <summary>A seeded random split: <paramref name="trainFraction"/> of the samples for training, the rest for
+    /// validation.</summary>
     public (SegmentationDataset Train, SegmentationDataset Val) Split(double trainFraction, int seed = 0)
     {
-        if (!(trainFraction > 0 && trainFraction < 1)) throw new OptionsException($"Train fraction {trainFraction} must be between 0 and 1 (exclusive).");
-        if (Count < 2) throw new DataException($"{Origin}: {Count} sample(s) cannot be split into training and validation sets.");
+        if (!(trainFraction > 0 && trainFraction < 1))
+            throw new OptionsException($"Train fraction {trainFraction} must be between 0 and 1 (exclusive).");
+        if (Count < 2)
+            throw new DataException($"{Origin}: {Count} sample(s) cannot be split into training and validation sets.");
         var order = Enumerable.Range(0, Count).ToArray();
         new Random(seed).Shuffle(order);
         int train = Math.Clamp((int)Math.Round(Count * trainFraction), 1, Count - 1);
-        string split = $"{Origin}#split={trainFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)},{seed}";
-        return (Subset(order[..train].Order()).WithOrigin(split + ",train"), Subset(order[train..].Order()).WithOrigin(split + ",val"));
+        string split =
+            $"{Origin}#split={trainFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)},{seed}";
+        return (Subset(order[..train].Order()).WithOrigin(split + ",train"), Subset(order[train..].Order())
+            .WithOrigin(split + ",val"));
     }
 
     /// <summary>The built-in synthetic shapes (background, circle, rectangle, triangle).</summary>
@@ -136,13 +149,17 @@ public sealed class SegmentationDataset
     {
         var o = options ?? new ShapesOptions();
         var src = new ShapesSource(o);
-        return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(), ShapesSource.Description(o.Channels),
-            $"builtin:shapes: {o.Count} images {o.Size}x{o.Size}, 4 classes (background, circle, rectangle, triangle), seed {o.Seed}", Array.Empty<string>(),
-            $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}&channels={o.Channels}&maxShapes={o.MaxShapes}");
+        return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
+            ShapesSource.Description(o.Channels),
+            $"builtin:shapes: {o.Count} images {o.Size}x{o.Size}, 4 classes (background, circle, rectangle, "
+                + $"triangle), seed {o.Seed}", Array.Empty<string>(),
+            $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}"
+                + $"&channels={o.Channels}&maxShapes={o.MaxShapes}");
     }
 
     /// <summary>
-    /// Re-opens a data set from its <see cref="Origin"/>: <c>builtin:shapes?count=..&amp;size=..&amp;seed=..</c>, a folder
+    /// Re-opens a data set from its <see cref="Origin"/>: <c>builtin:shapes?count=..&amp;size=..&amp;seed=..</c>, a
+    /// folder
     /// (with <c>images/</c> and <c>masks/</c>), either followed by <c>#split=FRACTION,SEED,train|val</c>.
     /// </summary>
     public static SegmentationDataset FromOrigin(string origin, DatasetOptions? options = null)
@@ -151,9 +168,11 @@ public sealed class SegmentationDataset
         if (hash >= 0)
         {
             var parts = origin[(hash + 7)..].Split(',');
-            if (parts.Length != 3 || !double.TryParse(parts[0], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var fraction)
+            if (parts.Length != 3 || !double.TryParse(parts[0], System.Globalization.NumberStyles.Float,
+                System.Globalization.CultureInfo.InvariantCulture, out var fraction)
                 || !int.TryParse(parts[1], out var seed) || parts[2] is not ("train" or "val"))
-                throw new OptionsException($"Data '{origin}': the split suffix must read #split=FRACTION,SEED,train|val.");
+                throw new OptionsException($"Data '{origin}': the split suffix must read "
+                    + $"#split=FRACTION,SEED,train|val.");
             var (train, val) = FromOrigin(origin[..hash], options).Split(fraction, seed);
             return parts[2] == "train" ? train : val;
         }
@@ -165,15 +184,18 @@ public sealed class SegmentationDataset
                 foreach (var kv in origin[(q + 1)..].Split('&', StringSplitOptions.RemoveEmptyEntries))
                 {
                     var pair = kv.Split('=');
-                    if (pair.Length != 2 || !int.TryParse(pair[1], out var v)) throw new OptionsException($"Data '{origin}': '{kv}' is not NAME=INTEGER.");
+                    if (pair.Length != 2 || !int.TryParse(pair[1], out var v))
+                        throw new OptionsException($"Data '{origin}': '{kv}' is not NAME=INTEGER.");
                     o = pair[0].ToLowerInvariant() switch
                     {
                         "count" => o with { Count = v }, "size" => o with { Size = v }, "seed" => o with { Seed = v },
                         "channels" => o with { Channels = v }, "maxshapes" => o with { MaxShapes = v },
-                        _ => throw new OptionsException($"Data '{origin}': unknown setting '{pair[0]}' (count, size, seed, channels, maxShapes)."),
+                        _ => throw new OptionsException($"Data '{origin}': unknown setting '{pair[0]}' (count, size, "
+                            + $"seed, channels, maxShapes)."),
                     };
                 }
-            else if (origin.Length != "builtin:shapes".Length) throw new OptionsException($"Data '{origin}': the built-in data set is builtin:shapes.");
+            else if (origin.Length != "builtin:shapes".Length)
+                throw new OptionsException($"Data '{origin}': the built-in data set is builtin:shapes.");
             return Shapes(o);
         }
         return FromFolder(origin, options);
@@ -197,7 +219,8 @@ public sealed class SegmentationDataset
     /// Opens <c>DIR/train/{images,masks}</c> and <c>DIR/val/{images,masks}</c>; the encoding is detected once over
     /// both, so they share one description.
     /// </summary>
-    public static (SegmentationDataset Train, SegmentationDataset Val) FromSplitFolders(string dir, DatasetOptions? options = null)
+    public static (SegmentationDataset Train, SegmentationDataset Val) FromSplitFolders(string dir,
+        DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions();
         var warnings = new List<string>();
@@ -210,10 +233,12 @@ public sealed class SegmentationDataset
     }
 
     /// <summary>True when <paramref name="dir"/> has <c>train/</c> and <c>val/</c> folders.</summary>
-    public static bool HasSplitFolders(string dir) => Directory.Exists(Path.Combine(dir, "train")) && Directory.Exists(Path.Combine(dir, "val"));
+    public static bool HasSplitFolders(string dir) => Directory.Exists(Path.Combine(dir, "train"))
+        && Directory.Exists(Path.Combine(dir, "val"));
 
     /// <summary>From an explicit list of (image, mask) paths.</summary>
-    public static SegmentationDataset FromPairs(IEnumerable<(string Image, string Mask)> pairs, DatasetOptions? options = null)
+    public static SegmentationDataset FromPairs(IEnumerable<(string Image, string Mask)> pairs,
+        DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions();
         var list = pairs.Select(p => (p.Image, p.Mask, Path.GetFileNameWithoutExtension(p.Image))).ToList();
@@ -251,7 +276,8 @@ public sealed class SegmentationDataset
         return new ClassStatistics(pixels, imagePixels, ignored);
     }
 
-    private static SegmentationDataset Create(List<(string Image, string Mask, string Stem)> pairs, DatasetDescription d, string report, List<string> warnings, ImageReader reader, string origin)
+    private static SegmentationDataset Create(List<(string Image, string Mask, string Stem)> pairs,
+        DatasetDescription d, string report, List<string> warnings, ImageReader reader, string origin)
     {
         var src = new FileSource(pairs, d, reader);
         return new SegmentationDataset(src, Enumerable.Range(0, pairs.Count).ToArray(), d, report, warnings, origin);

@@ -17,7 +17,8 @@ public sealed record ShapesOptions
 
 /// <summary>
 /// Built-in synthetic data: circles, rectangles and triangles of random size, colour, rotation and position
-/// (never overlapping) on noisy, textured backgrounds. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle. Deterministic for a seed;
+/// (never overlapping) on noisy, textured backgrounds. Classes: 0 background, 1 circle, 2 rectangle, 3 triangle.
+/// Deterministic for a seed;
 /// each sample depends only on (seed, index).
 /// </summary>
 internal sealed class ShapesSource : ISampleSource
@@ -28,9 +29,12 @@ internal sealed class ShapesSource : ISampleSource
     public ShapesSource(ShapesOptions options)
     {
         if (options.Count < 1) throw new OptionsException($"Shapes Count is {options.Count}; it must be at least 1.");
-        if (options.Size < 16 || options.Size > 4096) throw new OptionsException($"Shapes Size is {options.Size}; it must be between 16 and 4096.");
-        if (options.Channels is not (1 or 3)) throw new OptionsException($"Shapes Channels is {options.Channels}; it must be 1 or 3.");
-        if (options.MaxShapes < 1) throw new OptionsException($"Shapes MaxShapes is {options.MaxShapes}; it must be at least 1.");
+        if (options.Size < 16 || options.Size > 4096)
+            throw new OptionsException($"Shapes Size is {options.Size}; it must be between 16 and 4096.");
+        if (options.Channels is not (1 or 3))
+            throw new OptionsException($"Shapes Channels is {options.Channels}; it must be 1 or 3.");
+        if (options.MaxShapes < 1)
+            throw new OptionsException($"Shapes MaxShapes is {options.MaxShapes}; it must be at least 1.");
         this.options = options;
     }
 
@@ -53,11 +57,13 @@ internal sealed class ShapesSource : ISampleSource
         return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index));
     }
 
-    /// <summary>A colour gradient, a sinusoidal texture at a random angle, and per-pixel noise; returns the gradient's two colours.</summary>
+    /// <summary>A colour gradient, a sinusoidal texture at a random angle, and per-pixel noise; returns the gradient's
+    /// two colours.</summary>
     private static (double[], double[]) PaintBackground(Random rng, byte[] px, int n)
     {
         var c0 = RandomColor(rng); var c1 = RandomColor(rng);
-        double angle = rng.NextDouble() * Math.PI, freq = 0.1 + rng.NextDouble() * 0.4, amp = 10 + rng.NextDouble() * 20;
+        double angle = rng.NextDouble() * Math.PI, freq = 0.1 + rng.NextDouble() * 0.4, amp = 10 + rng.NextDouble()
+            * 20;
         double ca = Math.Cos(angle), sa = Math.Sin(angle);
         for (int y = 0; y < n; y++)
             for (int x = 0; x < n; x++)
@@ -70,8 +76,10 @@ internal sealed class ShapesSource : ISampleSource
         return (c0, c1);
     }
 
-    /// <summary>Draws one random shape (circle 1, rectangle 2, triangle 3) where it overlaps none placed so far, if there is room.</summary>
-    private static void PaintShape(Random rng, byte[] px, byte[] mask, int n, List<(double X, double Y, double R)> placed, double[] c0, double[] c1)
+    /// <summary>Draws one random shape (circle 1, rectangle 2, triangle 3) where it overlaps none placed so far, if
+    /// there is room.</summary>
+    private static void PaintShape(Random rng, byte[] px, byte[] mask, int n,
+        List<(double X, double Y, double R)> placed, double[] c0, double[] c1)
     {
         int kind = 1 + rng.Next(3);
         double r = n * (0.1 + rng.NextDouble() * 0.15);
@@ -89,7 +97,8 @@ internal sealed class ShapesSource : ISampleSource
         if (!free) return;
         placed.Add((cx, cy, bound));
         var color = ContrastingColor(rng, c0, c1);
-        var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3), Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
+        var tri = Enumerable.Range(0, 3).Select(k => (X: cx + r * Math.Cos(rot + k * 2 * Math.PI / 3),
+            Y: cy + r * Math.Sin(rot + k * 2 * Math.PI / 3))).ToArray();
         int x0 = Math.Max(0, (int)(cx - r * 1.5)), x1 = Math.Min(n - 1, (int)(cx + r * 1.5));
         int y0 = Math.Max(0, (int)(cy - r * 1.5)), y1 = Math.Min(n - 1, (int)(cy + r * 1.5));
         for (int y = y0; y <= y1; y++)
@@ -99,7 +108,8 @@ internal sealed class ShapesSource : ISampleSource
                 bool inside = kind switch
                 {
                     1 => px0 * px0 + py0 * py0 <= r * r,
-                    2 => Math.Abs(px0 * Math.Cos(rot) + py0 * Math.Sin(rot)) <= r * 0.85 && Math.Abs(-px0 * Math.Sin(rot) + py0 * Math.Cos(rot)) <= r * 0.85 * aspect,
+                    2 => Math.Abs(px0 * Math.Cos(rot) + py0 * Math.Sin(rot)) <= r * 0.85
+                        && Math.Abs(-px0 * Math.Sin(rot) + py0 * Math.Cos(rot)) <= r * 0.85 * aspect,
                     _ => InTriangle(x + 0.5, y + 0.5, tri),
                 };
                 if (!inside) continue;
@@ -129,7 +139,8 @@ internal sealed class ShapesSource : ISampleSource
         InChannels = channels,
     };
 
-    private static double[] RandomColor(Random rng) => new[] { rng.NextDouble() * 255, rng.NextDouble() * 255, rng.NextDouble() * 255 };
+    private static double[] RandomColor(Random rng) => new[] { rng.NextDouble() * 255, rng.NextDouble() * 255,
+        rng.NextDouble() * 255 };
 
     private static double[] ContrastingColor(Random rng, double[] a, double[] b)
     {
@@ -145,7 +156,8 @@ internal sealed class ShapesSource : ISampleSource
         return best;
     }
 
-    private static double Distance(double[] a, double[] b) => Math.Sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+    private static double Distance(double[] a, double[] b) => Math.Sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1])
+        * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
 
     private static bool InTriangle(double x, double y, (double X, double Y)[] t)
     {
@@ -154,9 +166,11 @@ internal sealed class ShapesSource : ISampleSource
         return !(neg && pos);
     }
 
-    private static double Sign(double x, double y, (double X, double Y) a, (double X, double Y) b) => (x - b.X) * (a.Y - b.Y) - (a.X - b.X) * (y - b.Y);
+    private static double Sign(double x, double y, (double X, double Y) a, (double X, double Y) b) => (x - b.X)
+        * (a.Y - b.Y) - (a.X - b.X) * (y - b.Y);
 
-    private static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+    private static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble()))
+        * Math.Cos(2 * Math.PI * rng.NextDouble());
 
     private static byte Clamp(double v) => (byte)Math.Clamp((int)Math.Round(v), 0, 255);
 }

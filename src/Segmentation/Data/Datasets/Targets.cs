@@ -14,7 +14,8 @@ public sealed class Targets
     private readonly Dictionary<string, Tensor> targets;
 
     /// <summary>Targets by name.</summary>
-    public Targets(IReadOnlyDictionary<string, Tensor> targets) => this.targets = new Dictionary<string, Tensor>(targets);
+    public Targets(IReadOnlyDictionary<string, Tensor> targets) => this.targets = new Dictionary<string,
+        Tensor>(targets);
 
     /// <summary>Just the class mask.</summary>
     public Targets(Tensor mask) : this(new Dictionary<string, Tensor> { [MaskName] = mask }) { }
@@ -24,7 +25,8 @@ public sealed class Targets
 
     /// <summary>A target by name; a missing one is an error that lists those there are.</summary>
     public Tensor this[string name] => targets.TryGetValue(name, out var t) ? t
-        : throw new KeyNotFoundException($"The batch has no target '{name}'; it has {string.Join(", ", targets.Keys)}.");
+        : throw new KeyNotFoundException($"The batch has no target '{name}'; it has "
+        + $"{string.Join(", ", targets.Keys)}.");
 
     /// <summary>The names.</summary>
     public IEnumerable<string> Names => targets.Keys;

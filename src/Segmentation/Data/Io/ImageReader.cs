@@ -25,12 +25,14 @@ public sealed class ImageBuffer
     public ImageBuffer(int width, int height, int channels, byte[] pixels)
     {
         if (pixels.Length != width * height * channels)
-            throw new ArgumentException($"Expected {width * height * channels} bytes for {width}x{height}x{channels}; got {pixels.Length}.");
+            throw new ArgumentException($"Expected {width * height * channels} bytes for {width}x{height}x{channels}; "
+                + $"got {pixels.Length}.");
         Width = width; Height = height; Channels = channels; Pixels = pixels;
     }
 
     /// <summary>Allocates a zeroed image.</summary>
-    public ImageBuffer(int width, int height, int channels) : this(width, height, channels, new byte[width * height * channels]) { }
+    public ImageBuffer(int width, int height, int channels) : this(width, height, channels,
+        new byte[width * height * channels]) { }
 }
 
 /// <summary>What a mask file holds before it is turned into class indices.</summary>
@@ -77,14 +79,18 @@ public sealed class ImageReader
     {
         if (bytes.Length == 0) throw new DataException($"{path}: the file is empty (0 bytes).", path);
         var info = Guard(path, () => Image.Identify(configuration, bytes, out _));
-        if (info is null) throw new DataException($"{path}: not an image in a format this library reads (PNG, JPEG, BMP, GIF, TIFF, TGA, PBM, WebP).", path);
+        if (info is null)
+            throw new DataException($"{path}: not an image in a format this library reads (PNG, JPEG, BMP, GIF, TIFF, "
+                + $"TGA, PBM, WebP).", path);
         long pixels = (long)info.Width * info.Height;
         if (info.Width <= 0 || info.Height <= 0)
             throw new DataException($"{path}: the header declares a size of {info.Width}x{info.Height}.", path);
         if (pixels > MaxPixels)
-            throw new DataException($"{path}: the header declares {info.Width}x{info.Height} = {pixels:N0} pixels, over the limit of {MaxPixels:N0}; raise the pixel limit if the file is genuine.", path);
+            throw new DataException($"{path}: the header declares {info.Width}x{info.Height} = {pixels:N0} pixels, "
+                + $"over the limit of {MaxPixels:N0}; raise the pixel limit if the file is genuine.", path);
         // The size as displayed: EXIF orientations 5-8 turn the stored image by a quarter.
-        return (info, Orientation(info.Metadata) is >= 5 and <= 8 ? (info.Height, info.Width) : (info.Width, info.Height));
+        return (info, Orientation(info.Metadata) is >= 5 and <= 8 ? (info.Height, info.Width)
+            : (info.Width, info.Height));
     }
 
     /// <summary>The EXIF orientation (1-8; 1 when absent or out of range).</summary>
@@ -94,7 +100,8 @@ public sealed class ImageReader
         return value is null ? 1 : value.Value is >= 1 and <= 8 ? value.Value : 1;
     }
 
-    /// <summary>Loads pixels and turns them as the EXIF orientation says, as viewers (and PIL's exif_transpose) show them.</summary>
+    /// <summary>Loads pixels and turns them as the EXIF orientation says, as viewers (and PIL's exif_transpose) show
+    /// them.</summary>
     private Image<TPixel> LoadOriented<TPixel>(byte[] bytes) where TPixel : unmanaged, IPixel<TPixel>
     {
         var image = Image.Load<TPixel>(configuration, bytes);
@@ -102,7 +109,8 @@ public sealed class ImageReader
         return image;
     }
 
-    /// <summary>Decodes an image to <paramref name="channels"/> channels: gray from colour by luminance, gray to RGB by replication, alpha dropped.</summary>
+    /// <summary>Decodes an image to <paramref name="channels"/> channels: gray from colour by luminance, gray to RGB by
+    /// replication, alpha dropped.</summary>
     public ImageBuffer ReadImage(string path, int channels)
     {
         if (channels < 1) throw new OptionsException($"Channel count {channels} must be at least 1.");
@@ -171,7 +179,8 @@ public sealed class ImageReader
                     {
                         var p = row[x];
                         if (p.R != p.G || p.G != p.B) gray = false;
-                        if ((p.R & 0xff) != p.R >> 8 || (p.G & 0xff) != p.G >> 8 || (p.B & 0xff) != p.B >> 8) sixteen = true;
+                        if ((p.R & 0xff) != p.R >> 8 || (p.G & 0xff) != p.G >> 8 || (p.B & 0xff) != p.B >> 8) sixteen =
+                            true;
                     }
                 }
             });
@@ -206,11 +215,16 @@ public sealed class ImageReader
     {
         try { return read(); }
         catch (DataException) { throw; }
-        catch (UnknownImageFormatException e) { throw new DataException($"{path}: not an image in a format this library reads ({e.Message}).", path, e); }
-        catch (InvalidImageContentException e) { throw new DataException($"{path}: corrupt or truncated image ({e.Message}).", path, e); }
-        catch (ImageFormatException e) { throw new DataException($"{path}: cannot be decoded ({e.Message}).", path, e); }
-        catch (NotSupportedException e) { throw new DataException($"{path}: uses a feature the decoder does not support ({e.Message}).", path, e); }
-        catch (Exception e) when (e is IOException || e is InvalidDataException || e is IndexOutOfRangeException || e is ArgumentException || e is OverflowException)
+        catch (UnknownImageFormatException e) { throw new DataException($"{path}: not an image in a format this "
+            + $"library reads ({e.Message}).", path, e); }
+        catch (InvalidImageContentException e) { throw new DataException($"{path}: corrupt or truncated image "
+            + $"({e.Message}).", path, e); }
+        catch (ImageFormatException e) { throw new DataException($"{path}: cannot be decoded ({e.Message}).", path,
+            e); }
+        catch (NotSupportedException e) { throw new DataException($"{path}: uses a feature the decoder does not "
+            + $"support ({e.Message}).", path, e); }
+        catch (Exception e) when (e is IOException || e is InvalidDataException || e is IndexOutOfRangeException
+            || e is ArgumentException || e is OverflowException)
         {
             throw new DataException($"{path}: corrupt or truncated image ({e.Message}).", path, e);
         }
@@ -238,16 +252,20 @@ public sealed class ImageReader
                 while (read < raw.Length)
                 {
                     int n = z.Read(raw, read, raw.Length - read);
-                    if (n == 0) throw new DataException($"{path}: truncated image data ({read} of {raw.Length} bytes).", path);
+                    if (n == 0)
+                        throw new DataException($"{path}: truncated image data ({read} of {raw.Length} bytes).", path);
                     read += n;
                 }
             }
-            return new RawMask(h.Width, h.Height, RawMaskKind.Indexed, Indices(raw, h.Width, h.Height, h.BitDepth, stride, path));
+            return new RawMask(h.Width, h.Height, RawMaskKind.Indexed, Indices(raw, h.Width, h.Height, h.BitDepth,
+                stride, path));
         }
-        catch (InvalidDataException e) { throw new DataException($"{path}: corrupt PNG image data ({e.Message}).", path, e); }
+        catch (InvalidDataException e) { throw new DataException($"{path}: corrupt PNG image data ({e.Message}).",
+            path, e); }
     }
 
-    /// <summary>Walks a PNG's chunks, collecting IDAT into <paramref name="idat"/>; the header when it is a non-interlaced palette PNG, else null.</summary>
+    /// <summary>Walks a PNG's chunks, collecting IDAT into <paramref name="idat"/>; the header when it is a
+    /// non-interlaced palette PNG, else null.</summary>
     private static (int Width, int Height, int BitDepth)? ReadChunks(string path, byte[] bytes, MemoryStream idat)
     {
         (int Width, int Height, int BitDepth)? header = null;
@@ -255,14 +273,18 @@ public sealed class ImageReader
         while (pos + 12 <= bytes.Length)
         {
             int length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(pos));
-            if (length < 0 || pos + 12 + (long)length > bytes.Length) throw new DataException($"{path}: truncated PNG chunk at byte {pos}.", path);
+            if (length < 0 || pos + 12 + (long)length > bytes.Length)
+                throw new DataException($"{path}: truncated PNG chunk at byte {pos}.", path);
             var type = System.Text.Encoding.ASCII.GetString(bytes, pos + 4, 4);
             var data = bytes.AsSpan(pos + 8, length);
             if (type == "IHDR")
             {
                 if (data[9] != 3) return null; // colour type 3: palette
-                if (data[12] != 0) throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask without interlacing.", path);
-                header = (BinaryPrimitives.ReadInt32BigEndian(data), BinaryPrimitives.ReadInt32BigEndian(data[4..]), data[8]);
+                if (data[12] != 0)
+                    throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask "
+                        + $"without interlacing.", path);
+                header = (BinaryPrimitives.ReadInt32BigEndian(data), BinaryPrimitives.ReadInt32BigEndian(data[4..]),
+                    data[8]);
             }
             else if (type == "IDAT") idat.Write(data);
             else if (type == "IEND") break;
@@ -271,7 +293,8 @@ public sealed class ImageReader
         return header;
     }
 
-    /// <summary>The palette index of each pixel from the inflated scanlines (filter byte + <paramref name="stride"/> bytes each).</summary>
+    /// <summary>The palette index of each pixel from the inflated scanlines (filter byte + <paramref name="stride"/>
+    /// bytes each).</summary>
     private static int[] Indices(byte[] raw, int width, int height, int bitDepth, int stride, string path)
     {
         var prev = new byte[stride];
@@ -306,7 +329,8 @@ public sealed class ImageReader
                 2 => (byte)(cur[i] + b),
                 3 => (byte)(cur[i] + ((a + b) >> 1)),
                 4 => (byte)(cur[i] + Paeth(a, b, c)),
-                _ => throw new DataException($"{path}: PNG row filter {filter} is not one of 0-4 (corrupt file).", path),
+                _ => throw new DataException($"{path}: PNG row filter {filter} is not one of 0-4 (corrupt file).",
+                    path),
             };
         }
     }

@@ -7,7 +7,8 @@ namespace Segmentation.Data;
 /// <summary>How mask files store class labels.</summary>
 public enum MaskEncoding
 {
-    /// <summary>Detect from the masks: indexed PNG, binary 0/255 or 0/1, class index, or RGB palette (needs a palette file).</summary>
+    /// <summary>Detect from the masks: indexed PNG, binary 0/255 or 0/1, class index, or RGB palette (needs a palette
+    /// file).</summary>
     Auto,
     /// <summary>Gray value = class index (e.g. CamVid 0..10 with 11 = void).</summary>
     Index,
@@ -51,32 +52,45 @@ public sealed record DatasetDescription
     public int IgnoreIndex { get; init; } = Labels.Ignore;
     /// <summary>How mask files are read.</summary>
     public MaskEncoding Encoding { get; init; } = MaskEncoding.Index;
-    /// <summary>For <see cref="MaskEncoding.Palette"/>: packed colour to label (a class, or the ignore index).</summary>
+    /// <summary>For <see cref="MaskEncoding.Palette"/>: packed colour to label (a class, or the ignore
+    /// index).</summary>
     public Dictionary<int, int>? ColorToLabel { get; init; }
     /// <summary>Image channels fed to the model.</summary>
     public int InChannels { get; init; } = 3;
-    /// <summary>For <see cref="MaskEncoding.Binary"/>: gray values at or above this are class 1 (null: only 0 and 255, or 0 and 1, are allowed).</summary>
+    /// <summary>For <see cref="MaskEncoding.Binary"/>: gray values at or above this are class 1 (null: only 0 and 255,
+    /// or 0 and 1, are allowed).</summary>
     public int? BinaryThreshold { get; init; }
 
     /// <summary>Checks consistency; throws <see cref="OptionsException"/>.</summary>
     public void Validate()
     {
-        if (Classes < 1 || Classes > 255) throw new OptionsException($"Class count {Classes} must be between 1 and 255.");
-        if (IgnoreIndex < 0 || IgnoreIndex > 255) throw new OptionsException($"Ignore index {IgnoreIndex} must be between 0 and 255.");
-        if (IgnoreIndex < Classes) throw new OptionsException($"Ignore index {IgnoreIndex} is one of the {Classes} classes (0-{Classes - 1}); it must be {Classes} or more.");
-        if (ClassNames.Length != Classes) throw new OptionsException($"{ClassNames.Length} class names for {Classes} classes.");
-        if (ClassColors.Length != Classes) throw new OptionsException($"{ClassColors.Length} class colours for {Classes} classes.");
-        if (Encoding == MaskEncoding.Auto) throw new OptionsException("A data set description needs a concrete mask encoding, not Auto.");
-        if (Encoding == MaskEncoding.Palette && (ColorToLabel is null || ColorToLabel.Count == 0)) throw new OptionsException("Palette masks need a colour-to-class map (a palette file).");
-        if (Encoding == MaskEncoding.Binary && Classes != 2) throw new OptionsException($"Binary masks have 2 classes; {Classes} were given.");
+        if (Classes < 1 || Classes > 255)
+            throw new OptionsException($"Class count {Classes} must be between 1 and 255.");
+        if (IgnoreIndex < 0 || IgnoreIndex > 255)
+            throw new OptionsException($"Ignore index {IgnoreIndex} must be between 0 and 255.");
+        if (IgnoreIndex < Classes)
+            throw new OptionsException($"Ignore index {IgnoreIndex} is one of the {Classes} classes "
+                + $"(0-{Classes - 1}); it must be {Classes} or more.");
+        if (ClassNames.Length != Classes)
+            throw new OptionsException($"{ClassNames.Length} class names for {Classes} classes.");
+        if (ClassColors.Length != Classes)
+            throw new OptionsException($"{ClassColors.Length} class colours for {Classes} classes.");
+        if (Encoding == MaskEncoding.Auto)
+            throw new OptionsException("A data set description needs a concrete mask encoding, not Auto.");
+        if (Encoding == MaskEncoding.Palette && (ColorToLabel is null || ColorToLabel.Count == 0))
+            throw new OptionsException("Palette masks need a colour-to-class map (a palette file).");
+        if (Encoding == MaskEncoding.Binary && Classes != 2)
+            throw new OptionsException($"Binary masks have 2 classes; {Classes} were given.");
         if (InChannels < 1) throw new OptionsException($"Input channels {InChannels} must be at least 1.");
-        if (BinaryThreshold is { } t && (Encoding != MaskEncoding.Binary || t < 1 || t > 65535)) throw new OptionsException($"Binary threshold {t} needs binary masks and a value from 1 to 65535.");
+        if (BinaryThreshold is { } t && (Encoding != MaskEncoding.Binary || t < 1 || t > 65535))
+            throw new OptionsException($"Binary threshold {t} needs binary masks and a value from 1 to 65535.");
     }
 
     /// <summary>Default names ("class 0" ...) and distinct colours for <paramref name="classes"/> classes.</summary>
     public static (string[] Names, Rgb[] Colors) Defaults(int classes, bool binary = false)
     {
-        var names = binary && classes == 2 ? new[] { "background", "foreground" } : Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray();
+        var names = binary && classes == 2 ? new[] { "background", "foreground" } : Enumerable.Range(0, classes)
+            .Select(i => $"class {i}").ToArray();
         return (names, Enumerable.Range(0, classes).Select(DefaultColor).ToArray());
     }
 
@@ -102,7 +116,9 @@ public sealed record DatasetDescription
         ["classColors"] = new JsonArray(ClassColors.Select(c => (JsonNode?)c.ToString()).ToArray()),
         ["ignoreIndex"] = IgnoreIndex,
         ["encoding"] = Encoding.ToString(),
-        ["colorToLabel"] = ColorToLabel is null ? null : new JsonObject(ColorToLabel.Select(kv => KeyValuePair.Create(Rgb.FromPacked(kv.Key).ToString(), (JsonNode?)kv.Value))),
+        ["colorToLabel"] = ColorToLabel is null ? null
+            : new JsonObject(ColorToLabel.Select(kv => KeyValuePair.Create(Rgb.FromPacked(kv.Key).ToString(),
+            (JsonNode?)kv.Value))),
         ["inChannels"] = InChannels,
         ["binaryThreshold"] = BinaryThreshold,
     };
@@ -114,10 +130,13 @@ public sealed record DatasetDescription
         {
             Classes = o["classes"]!.GetValue<int>(),
             ClassNames = o["classNames"]!.AsArray().Select(n => n!.GetValue<string>()).ToArray(),
-            ClassColors = o["classColors"]!.AsArray().Select(n => ClassPalette.ParseColor(n!.GetValue<string>(), "checkpoint")).ToArray(),
+            ClassColors = o["classColors"]!.AsArray()
+                .Select(n => ClassPalette.ParseColor(n!.GetValue<string>(), "checkpoint")).ToArray(),
             IgnoreIndex = o["ignoreIndex"]!.GetValue<int>(),
             Encoding = Enum.Parse<MaskEncoding>(o["encoding"]!.GetValue<string>()),
-            ColorToLabel = o["colorToLabel"] is JsonObject m ? m.ToDictionary(kv => ClassPalette.ParseColor(kv.Key, "checkpoint").Packed, kv => kv.Value!.GetValue<int>()) : null,
+            ColorToLabel = o["colorToLabel"] is JsonObject m
+                ? m.ToDictionary(kv => ClassPalette.ParseColor(kv.Key, "checkpoint").Packed,
+                kv => kv.Value!.GetValue<int>()) : null,
             InChannels = o["inChannels"]!.GetValue<int>(),
             BinaryThreshold = o["binaryThreshold"]?.GetValue<int>(),
         };
@@ -126,7 +145,8 @@ public sealed record DatasetDescription
     }
 }
 
-/// <summary>Class names and colours read from a CSV (<c>index,name,r,g,b</c> or <c>name,color</c>) or JSON file.</summary>
+/// <summary>Class names and colours read from a CSV (<c>index,name,r,g,b</c> or <c>name,color</c>) or JSON
+/// file.</summary>
 internal static class ClassPalette
 {
     /// <summary>One entry of a palette file.</summary>
@@ -141,23 +161,31 @@ internal static class ClassPalette
     {
         string text;
         try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException || e is UnauthorizedAccessException) { throw new DataException($"{path}: cannot read the palette file ({e.Message}).", path, e); }
-        var entries = text.TrimStart().StartsWith('[') || text.TrimStart().StartsWith('{') ? ParseJson(text, path) : ParseCsv(text, path);
+        catch (Exception e) when (e is IOException
+            || e is UnauthorizedAccessException) { throw new DataException($"{path}: cannot read the palette file "
+            + $"({e.Message}).", path, e); }
+        var entries = text.TrimStart().StartsWith('[') || text.TrimStart().StartsWith('{') ? ParseJson(text, path)
+            : ParseCsv(text, path);
         if (entries.Count == 0) throw new DataException($"{path}: the palette file lists no classes.", path);
         var dupIndex = entries.GroupBy(e => e.Index).FirstOrDefault(g => g.Count() > 1);
-        if (dupIndex is not null) throw new DataException($"{path}: index {dupIndex.Key} is listed {dupIndex.Count()} times.", path);
+        if (dupIndex is not null)
+            throw new DataException($"{path}: index {dupIndex.Key} is listed {dupIndex.Count()} times.", path);
         var dupColor = entries.GroupBy(e => e.Color).FirstOrDefault(g => g.Count() > 1);
-        if (dupColor is not null) throw new DataException($"{path}: colour {dupColor.Key} is given to {string.Join(" and ", dupColor.Select(e => e.Name))}; each class needs its own colour.", path);
+        if (dupColor is not null)
+            throw new DataException($"{path}: colour {dupColor.Key} is given to "
+                + $"{string.Join(" and ", dupColor.Select(e => e.Name))}; each class needs its own colour.", path);
         return entries;
     }
 
-    /// <summary>Builds a description from palette entries; the entry whose index is the ignore index maps to ignore.</summary>
+    /// <summary>Builds a description from palette entries; the entry whose index is the ignore index maps to
+    /// ignore.</summary>
     public static DatasetDescription ToDescription(IReadOnlyList<Entry> entries, int ignoreIndex, string path)
     {
         var classes = entries.Where(e => e.Index != ignoreIndex).OrderBy(e => e.Index).ToList();
         for (int i = 0; i < classes.Count; i++)
             if (classes[i].Index != i)
-                throw new DataException($"{path}: class indices must run 0..{classes.Count - 1} (besides the ignore index {ignoreIndex}); index {i} is missing.", path);
+                throw new DataException($"{path}: class indices must run 0..{classes.Count - 1} (besides the ignore "
+                    + $"index {ignoreIndex}); index {i} is missing.", path);
         return new DatasetDescription
         {
             Classes = classes.Count,
@@ -165,38 +193,48 @@ internal static class ClassPalette
             ClassColors = classes.Select(e => e.Color).ToArray(),
             IgnoreIndex = ignoreIndex,
             Encoding = MaskEncoding.Palette,
-            ColorToLabel = entries.ToDictionary(e => e.Color.Packed, e => e.Index == ignoreIndex ? ignoreIndex : e.Index),
+            ColorToLabel = entries.ToDictionary(e => e.Color.Packed, e => e.Index == ignoreIndex ? ignoreIndex
+                : e.Index),
         };
     }
 
     internal static Rgb ParseColor(string s, string path)
     {
         var t = s.Trim().TrimStart('#');
-        if (t.Length == 6 && int.TryParse(t, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var v)) return Rgb.FromPacked(v);
+        if (t.Length == 6 && int.TryParse(t, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var v))
+            return Rgb.FromPacked(v);
         throw new DataException($"{path}: colour '{s}' is not of the form #rrggbb.", path);
     }
 
     private static List<Entry> ParseCsv(string text, string path)
     {
         var lines = text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
-        if (lines.Count < 2) throw new DataException($"{path}: a CSV palette needs a header row and one row per class.", path);
+        if (lines.Count < 2)
+            throw new DataException($"{path}: a CSV palette needs a header row and one row per class.", path);
         var header = lines[0].Split(',').Select(h => h.Trim().ToLowerInvariant()).ToList();
         int Col(params string[] names) => header.FindIndex(h => names.Contains(h));
-        int iIndex = Col("index", "id", "label"), iName = Col("name", "class", "label_name"), iR = Col("r", "red"), iG = Col("g", "green"), iB = Col("b", "blue"), iColor = Col("color", "colour", "rgb", "hex");
+        int iIndex = Col("index", "id", "label"), iName = Col("name", "class", "label_name"), iR = Col("r", "red"),
+            iG = Col("g", "green"), iB = Col("b", "blue"), iColor = Col("color", "colour", "rgb", "hex");
         if (iName < 0 || (iColor < 0 && (iR < 0 || iG < 0 || iB < 0)))
-            throw new DataException($"{path}: the header '{lines[0]}' needs a 'name' column and either 'r,g,b' or 'color' columns.", path);
+            throw new DataException($"{path}: the header '{lines[0]}' needs a 'name' column and either 'r,g,b' or "
+                + $"'color' columns.", path);
         var entries = new List<Entry>();
         for (int row = 1; row < lines.Count; row++)
         {
             var cells = lines[row].Split(',').Select(c => c.Trim()).ToArray();
-            string Cell(int i) => i < cells.Length ? cells[i] : throw new DataException($"{path}: row {row + 1} has {cells.Length} cells; the header has {header.Count}.", path);
+            string Cell(int i) => i < cells.Length ? cells[i]
+                : throw new DataException($"{path}: row {row + 1} has {cells.Length} cells; the header has "
+                + $"{header.Count}.", path);
             byte Channel(int i)
             {
                 var c = Cell(i);
-                return byte.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) ? b : throw new DataException($"{path}: row {row + 1}: colour value '{c}' is not an integer 0-255.", path);
+                return byte.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) ? b
+                    : throw new DataException($"{path}: row {row + 1}: colour value '{c}' is not an integer 0-255.",
+                    path);
             }
             int index = entries.Count;
-            if (iIndex >= 0 && !int.TryParse(Cell(iIndex), NumberStyles.Integer, CultureInfo.InvariantCulture, out index))
+            if (iIndex >= 0 && !int.TryParse(Cell(iIndex), NumberStyles.Integer, CultureInfo.InvariantCulture,
+                out index))
                 throw new DataException($"{path}: row {row + 1}: index '{Cell(iIndex)}' is not an integer.", path);
             var color = iColor >= 0 ? ParseColor(Cell(iColor), path) : new Rgb(Channel(iR), Channel(iG), Channel(iB));
             entries.Add(new Entry(index, Cell(iName), color));
@@ -210,15 +248,19 @@ internal static class ClassPalette
         try { root = JsonNode.Parse(text); }
         catch (JsonException e) { throw new DataException($"{path}: not valid JSON ({e.Message}).", path, e); }
         var array = root as JsonArray ?? root?["classes"] as JsonArray
-            ?? throw new DataException($"{path}: expected a JSON array of classes or an object with a 'classes' array.", path);
+            ?? throw new DataException($"{path}: expected a JSON array of classes or an object with a 'classes' "
+            + $"array.", path);
         var entries = new List<Entry>();
         foreach (var node in array)
         {
-            if (node is not JsonObject o) throw new DataException($"{path}: each class must be an object with 'name' and 'color'.", path);
+            if (node is not JsonObject o)
+                throw new DataException($"{path}: each class must be an object with 'name' and 'color'.", path);
             try
             {
-                var name = o["name"]?.GetValue<string>() ?? throw new DataException($"{path}: class {entries.Count} has no 'name'.", path);
-                var c = o["color"] ?? o["colour"] ?? throw new DataException($"{path}: class '{name}' has no 'color'.", path);
+                var name = o["name"]?.GetValue<string>()
+                    ?? throw new DataException($"{path}: class {entries.Count} has no 'name'.", path);
+                var c = o["color"] ?? o["colour"] ?? throw new DataException($"{path}: class '{name}' has no 'color'.",
+                    path);
                 var color = c is JsonArray rgb && rgb.Count == 3
                     ? new Rgb(rgb[0]!.GetValue<byte>(), rgb[1]!.GetValue<byte>(), rgb[2]!.GetValue<byte>())
                     : ParseColor(c.GetValue<string>(), path);
@@ -236,14 +278,17 @@ internal static class ClassPalette
 /// <summary>The label space of decoded masks.</summary>
 public static class Labels
 {
-    /// <summary>The label of ignored pixels in every decoded mask, padding and batch (whatever value the files use).</summary>
+    /// <summary>The label of ignored pixels in every decoded mask, padding and batch (whatever value the files
+    /// use).</summary>
     public const byte Ignore = 255;
 }
 
-/// <summary>Turns decoded mask values into labels (classes, or <see cref="Labels.Ignore"/>), checking every pixel.</summary>
+/// <summary>Turns decoded mask values into labels (classes, or <see cref="Labels.Ignore"/>), checking every
+/// pixel.</summary>
 internal static class MaskDecoder
 {
-    /// <summary>Labels, one byte per pixel. Throws <see cref="DataException"/> naming the file, the value and its pixel count.</summary>
+    /// <summary>Labels, one byte per pixel. Throws <see cref="DataException"/> naming the file, the value and its pixel
+    /// count.</summary>
     public static byte[] Decode(RawMask raw, DatasetDescription d, string path)
     {
         var labels = new byte[raw.Values.Length];
@@ -259,31 +304,40 @@ internal static class MaskDecoder
                     for (int i = 0; i < values.Length; i++)
                     {
                         int v = values[i];
-                        labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex => Labels.Ignore, _ => Bad(bad, v) };
+                        labels[i] = v switch { 0 => 0, 1 or 255 or 65535 => 1, _ when v == d.IgnoreIndex
+                            => Labels.Ignore, _ => Bad(bad, v) };
                     }
-                if (bad.Count > 0) throw Error(path, bad, "binary masks hold only 0 and 255 (or 0 and 1); for masks saved lossily (JPEG) give a threshold (--binary-threshold 128)");
+                if (bad.Count > 0)
+                    throw Error(path, bad,
+                        "binary masks hold only 0 and 255 (or 0 and 1); for masks saved lossily (JPEG) give a "
+                            + "threshold (--binary-threshold 128)");
                 break;
             case MaskEncoding.Index:
             case MaskEncoding.IndexedPng:
-                RequireKind(raw, path, d.Encoding == MaskEncoding.Index ? RawMaskKind.Gray : RawMaskKind.Indexed, d.Encoding == MaskEncoding.Index ? "class-index" : "indexed-PNG");
+                RequireKind(raw, path, d.Encoding == MaskEncoding.Index ? RawMaskKind.Gray : RawMaskKind.Indexed,
+                    d.Encoding == MaskEncoding.Index ? "class-index" : "indexed-PNG");
                 for (int i = 0; i < values.Length; i++)
                 {
                     int v = values[i];
                     labels[i] = v < d.Classes ? (byte)v : v == d.IgnoreIndex ? Labels.Ignore : Bad(bad, v);
                 }
-                if (bad.Count > 0) throw Error(path, bad, $"the data set has {d.Classes} classes (0-{d.Classes - 1}) and ignore index {d.IgnoreIndex}");
+                if (bad.Count > 0)
+                    throw Error(path, bad,
+                        $"the data set has {d.Classes} classes (0-{d.Classes - 1}) and ignore index {d.IgnoreIndex}");
                 break;
             case MaskEncoding.Palette:
                 var map = d.ColorToLabel!;
                 for (int i = 0; i < values.Length; i++)
                 {
                     int v = raw.Kind == RawMaskKind.Gray ? values[i] * 0x010101 : values[i];
-                    labels[i] = map.TryGetValue(v, out var label) ? (label == d.IgnoreIndex ? Labels.Ignore : (byte)label) : Bad(bad, v);
+                    labels[i] = map.TryGetValue(v, out var label) ? (label == d.IgnoreIndex ? Labels.Ignore
+                        : (byte)label) : Bad(bad, v);
                 }
                 if (bad.Count > 0)
                 {
                     var (value, count) = bad.OrderByDescending(kv => kv.Value).First();
-                    throw new DataException($"{path}: colour {Rgb.FromPacked(value)} at {count} pixels is not in the palette ({bad.Count} unknown colour(s) in all; the palette has {map.Count}).", path);
+                    throw new DataException($"{path}: colour {Rgb.FromPacked(value)} at {count} pixels is not in the "
+                        + $"palette ({bad.Count} unknown colour(s) in all; the palette has {map.Count}).", path);
                 }
                 break;
             default:
@@ -301,15 +355,19 @@ internal static class MaskDecoder
     private static DataException Error(string path, Dictionary<int, int> bad, string expected)
     {
         var (value, count) = bad.OrderBy(kv => kv.Key).First();
-        var more = bad.Count > 1 ? $" ({bad.Count} unexpected values in all: {string.Join(", ", bad.Keys.OrderBy(k => k).Take(8))}{(bad.Count > 8 ? ", ..." : "")})" : "";
+        var more = bad.Count > 1
+            ? $" ({bad.Count} unexpected values in all: "
+            + $"{string.Join(", ", bad.Keys.OrderBy(k => k).Take(8))}{(bad.Count > 8 ? ", ..." : "")})" : "";
         return new DataException($"{path}: label {value} at {count} pixels, but {expected}{more}.", path);
     }
 
     private static void RequireKind(RawMask raw, string path, RawMaskKind kind, string name)
     {
-        if (raw.Kind == kind || (kind == RawMaskKind.Indexed && raw.Kind == RawMaskKind.Gray) || (kind == RawMaskKind.Gray && raw.Kind == RawMaskKind.Indexed)) return;
+        if (raw.Kind == kind || (kind == RawMaskKind.Indexed && raw.Kind == RawMaskKind.Gray)
+            || (kind == RawMaskKind.Gray && raw.Kind == RawMaskKind.Indexed)) return;
         throw new DataException(raw.Kind == RawMaskKind.Rgb
-            ? $"{path}: the mask is a colour image, but the encoding is {name}; use the palette encoding with a palette file that maps colours to classes."
+            ? $"{path}: the mask is a colour image, but the encoding is {name}; use the palette encoding with a "
+            + $"palette file that maps colours to classes."
             : $"{path}: the mask is {raw.Kind.ToString().ToLowerInvariant()}, but the encoding is {name}.", path);
     }
 }

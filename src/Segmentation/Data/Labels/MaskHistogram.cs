@@ -44,12 +44,16 @@ internal sealed class MaskHistogram
     public bool LooksBinary(int ignoreIndex, int? classes, string origin)
     {
         if (classes is not (null or 2)) return false;
-        var values = Values.Where(v => v != ignoreIndex || v == 255).ToHashSet(); // an ignore label other than 255 is not a class value
+        // an ignore label other than 255 is not a class value
+        var values = Values.Where(v => v != ignoreIndex || v == 255).ToHashSet();
         if (values.Contains(255) && values.All(v => v is 0 or 255)) return true;
         if (values.Contains(65535) && values.All(v => v is 0 or 65535)) return true;
         if (values.All(v => v is 0 or 1 or 255) && only1 is not null && only255 is not null && both is null)
-            throw new DataException($"{origin}: the masks mix two binary encodings: {only255} holds 0 and 255, {only1} holds 0 and 1, and no mask holds both 1 and 255. "
-                + $"Read as class-index masks (255 = ignore index {ignoreIndex}) the foreground of the 0/255 masks would be dropped. Say which it is: --mask binary (1 and 255 are both the foreground) or --mask index (255 is ignored).", only255);
+            throw new DataException($"{origin}: the masks mix two binary encodings: {only255} holds 0 and 255, "
+                + $"{only1} holds 0 and 1, and no mask holds both 1 and 255. "
+                + $"Read as class-index masks (255 = ignore index {ignoreIndex}) the foreground of the 0/255 masks "
+                + $"would be dropped. Say which it is: --mask binary (1 and 255 are both the foreground) or --mask "
+                + $"index (255 is ignored).", only255);
         return false;
     }
 
@@ -61,27 +65,44 @@ internal sealed class MaskHistogram
     public void RefuseAccidentalLabels(int ignoreIndex, string origin)
     {
         List<(int Value, long Pixels, int Files, string First)> labels;
-        lock (gate) labels = counts.Where(kv => kv.Key != ignoreIndex).Select(kv => (kv.Key, kv.Value.Pixels, kv.Value.Files, kv.Value.First)).OrderBy(x => x.Key).ToList();
+        lock (gate) labels = counts.Where(kv => kv.Key != ignoreIndex)
+            .Select(kv => (kv.Key, kv.Value.Pixels, kv.Value.Files, kv.Value.First)).OrderBy(x => x.Key).ToList();
         long labelled = labels.Sum(l => l.Pixels);
         if (labelled == 0) return; // nothing to learn: reported where the classes are counted
-        var rare = labels.Where(l => l.Pixels < labelled * RareShare || (l.Pixels <= 4 && l.Files == 1 && labels.Count > 1)).ToList();
+        var rare = labels.Where(l => l.Pixels < labelled * RareShare
+            || (l.Pixels <= 4 && l.Files == 1 && labels.Count > 1)).ToList();
         if (rare.Count == 0 && labels.Count <= MaxDetectedClasses) return;
 
-        string Share(long n) => (100.0 * n / labelled).ToString(n * 1000 < labelled ? "0.####" : "0.#", CultureInfo.InvariantCulture) + "%";
+        string Share(long n) => (100.0 * n / labelled).ToString(n * 1000 < labelled ? "0.####" : "0.#",
+            CultureInfo.InvariantCulture) + "%";
         // Dark and bright clusters with a few values smeared between them: a black-and-white mask after a lossy save.
-        long dark = labels.Where(l => l.Value <= 32).Sum(l => l.Pixels), bright = labels.Where(l => l.Value >= 223).Sum(l => l.Pixels);
-        bool lossyBinary = labels.Count > 2 && labels[^1].Value >= 223 && dark >= labelled / 100 && bright >= labelled / 100 && dark + bright >= labelled * 0.9;
+        long dark = labels.Where(l => l.Value <= 32).Sum(l => l.Pixels), bright = labels.Where(l => l.Value >= 223)
+            .Sum(l => l.Pixels);
+        bool lossyBinary = labels.Count > 2 && labels[^1].Value >= 223 && dark >= labelled / 100
+            && bright >= labelled / 100 && dark + bright >= labelled * 0.9;
         if (lossyBinary)
-            throw new DataException($"{origin}: the masks look like binary masks saved lossily (JPEG?): gray values up to 32 cover {Share(dark)} of the pixels, values from 223 up {Share(bright)}, and {labels.Count(l => l.Value is > 32 and < 223)} values in between the rest (e.g. {Example(rare.Count > 0 ? rare : labels)}). "
-                + "Read them as binary with a threshold (--mask binary --binary-threshold 128), or save the masks as PNG.", labels[0].First);
+            throw new DataException($"{origin}: the masks look like binary masks saved lossily (JPEG?): gray values "
+                + $"up to 32 cover {Share(dark)} of the pixels, values from 223 up {Share(bright)}, and "
+                + $"{labels.Count(l => l.Value is > 32 and < 223)} values in between the rest (e.g. "
+                + $"{Example(rare.Count > 0 ? rare : labels)}). "
+                + "Read them as binary with a threshold (--mask binary --binary-threshold 128), or save the masks as "
+                + "PNG.", labels[0].First);
         if (labels.Count > MaxDetectedClasses)
-            throw new DataException($"{origin}: the masks hold {labels.Count} distinct gray values (e.g. {Example(labels)}): more than {MaxDetectedClasses}, so they look like photographs or lossy saves, not class indices. If they are classes, give the class count (--classes); for binary masks use --mask binary --binary-threshold 128.", labels[0].First);
+            throw new DataException($"{origin}: the masks hold {labels.Count} distinct gray values (e.g. "
+                + $"{Example(labels)}): more than {MaxDetectedClasses}, so they look like photographs or lossy saves, "
+                + $"not class indices. If they are classes, give the class count (--classes); for binary masks use "
+                + $"--mask binary --binary-threshold 128.", labels[0].First);
         int max = labels[^1].Value;
         var present = labels.Select(l => l.Value).ToHashSet();
         var gaps = Enumerable.Range(0, max).Where(v => !present.Contains(v) && v != ignoreIndex).ToList();
-        throw new DataException($"{origin}: {string.Join("; ", rare.Take(4).Select(r => $"label {r.Value} occurs at {r.Pixels} pixel(s) in {r.Files} mask(s) ({r.First}), {Share(r.Pixels)} of the labelled pixels"))}{(rare.Count > 4 ? $"; and {rare.Count - 4} more such labels" : "")}"
+        var listed = rare.Take(4).Select(r =>
+            $"label {r.Value} occurs at {r.Pixels} pixel(s) in {r.Files} mask(s) ({r.First}), {Share(r.Pixels)} of "
+                + $"the labelled pixels");
+        var more = rare.Count > 4 ? $"; and {rare.Count - 4} more such labels" : "";
+        throw new DataException($"{origin}: {string.Join("; ", listed)}{more}"
             + (gaps.Count > 0 ? $"; labels {Ranges(gaps)} never occur" : "")
-            + $". Stray values would become classes ({max + 1} in all). Fix the masks, or give the class count (--classes) if these labels are real classes.", rare[0].First);
+            + $". Stray values would become classes ({max + 1} in all). Fix the masks, or give the class count "
+            + $"(--classes) if these labels are real classes.", rare[0].First);
     }
 
     private static string Example(IEnumerable<(int Value, long Pixels, int Files, string First)> labels) =>

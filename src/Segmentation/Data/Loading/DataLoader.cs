@@ -21,7 +21,8 @@ internal sealed record DataLoaderOptions
     public int Prefetch { get; init; }
     /// <summary>Joint transform applied to each sample (null: none).</summary>
     public ISampleTransform? Transform { get; init; }
-    /// <summary>Keep decoded samples in memory up to this many bytes (0: no cache), so later epochs skip decoding.</summary>
+    /// <summary>Keep decoded samples in memory up to this many bytes (0: no cache), so later epochs skip
+    /// decoding.</summary>
     public long CacheBytes { get; init; }
 }
 
@@ -53,20 +54,22 @@ internal sealed class HostBatch
         var masks = Native(Masks, new long[] { Count, Height, Width });
         if (device.type == DeviceType.CUDA)
         {
-            // A plain (pageable) copy: pinning a fresh buffer every step made every other step wait about 12 ms for
-            // pinned memory on an H200 (trainer 1.25x a bare loop; tools/gpu/run.sh), and 4 MB is a fraction of a
-            // millisecond to copy.
+            // A plain (pageable) copy: pinning a fresh buffer every step made every other step wait for pinned memory
+            // (the README's GPU section, measured with tools/gpu/run.sh), and a batch is quick to copy.
             images = images.to(device);
             masks = masks.to(device);
         }
         return (images, masks.to_type(ScalarType.Int64));
     }
 
-    /// <summary>A uint8 tensor with a copy of <paramref name="data"/>, in native memory (TorchSharp's array factory clones the array on the managed heap first).</summary>
+    /// <summary>A uint8 tensor with a copy of <paramref name="data"/>, in native memory (TorchSharp's array factory
+    /// clones the array on the managed heap first).</summary>
     private static Tensor Native(byte[] data, long[] shape)
     {
         var t = empty(shape, ScalarType.Byte);
-        if (data.Length != t.numel()) throw new ArgumentException($"A batch of shape [{string.Join(", ", shape)}] needs {t.numel()} bytes; got {data.Length}.");
+        if (data.Length != t.numel())
+            throw new ArgumentException($"A batch of shape [{string.Join(", ", shape)}] needs {t.numel()} bytes; got "
+                + $"{data.Length}.");
         System.Runtime.InteropServices.Marshal.Copy(data, 0, t.storage<byte>().data_ptr(), data.Length);
         return t;
     }
@@ -100,18 +103,22 @@ internal sealed class DataLoader
         this.dataset = dataset;
         Options = options ?? new DataLoaderOptions();
         if (Options.BatchSize < 1) throw new OptionsException($"Batch size {Options.BatchSize} must be at least 1.");
-        if (Options.Workers < 0) throw new OptionsException($"Worker count {Options.Workers} must be 0 (one per core) or more.");
-        if (Options.Prefetch < 0) throw new OptionsException($"Prefetch {Options.Prefetch} must be 0 (automatic) or more.");
+        if (Options.Workers < 0)
+            throw new OptionsException($"Worker count {Options.Workers} must be 0 (one per core) or more.");
+        if (Options.Prefetch < 0)
+            throw new OptionsException($"Prefetch {Options.Prefetch} must be 0 (automatic) or more.");
         if (dataset.Count == 0) throw new DataException($"{dataset.Origin}: the data set is empty.");
         if (Options.DropLast && dataset.Count < Options.BatchSize)
-            throw new DataException($"{dataset.Origin}: {dataset.Count} samples make no full batch of {Options.BatchSize} with drop-last on.");
+            throw new DataException($"{dataset.Origin}: {dataset.Count} samples make no full batch of "
+                + $"{Options.BatchSize} with drop-last on.");
     }
 
     /// <summary>Worker threads actually used.</summary>
     public int Workers => Options.Workers > 0 ? Options.Workers : Environment.ProcessorCount;
 
     /// <summary>Batches in one epoch.</summary>
-    public int BatchesPerEpoch => Options.DropLast ? dataset.Count / Options.BatchSize : (dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+    public int BatchesPerEpoch => Options.DropLast ? dataset.Count / Options.BatchSize
+        : (dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
 
     /// <summary>Samples in one epoch.</summary>
     public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * Options.BatchSize : dataset.Count;
@@ -130,8 +137,10 @@ internal sealed class DataLoader
         int batches = BatchesPerEpoch;
         if (skipBatches >= batches) yield break;
         int workers = Math.Min(Workers, batches - skipBatches);
-        using var queue = new EpochQueue(this, Order(epoch), epoch, batches, skipBatches, Options.Prefetch > 0 ? Options.Prefetch : 2 * workers, cancellation);
-        var threads = Enumerable.Range(0, workers).Select(i => new Thread(queue.Work) { IsBackground = true, Name = $"segmentation-loader-{i}" }).ToArray();
+        using var queue = new EpochQueue(this, Order(epoch), epoch, batches, skipBatches, Options.Prefetch > 0
+            ? Options.Prefetch : 2 * workers, cancellation);
+        var threads = Enumerable.Range(0, workers)
+            .Select(i => new Thread(queue.Work) { IsBackground = true, Name = $"segmentation-loader-{i}" }).ToArray();
         foreach (var t in threads) t.Start();
         try
         {
@@ -146,7 +155,8 @@ internal sealed class DataLoader
 
     /// <summary>
     /// One epoch's hand-off between the workers and the consumer: workers claim batch numbers in order and build them
-    /// while fewer than <c>prefetch</c> are waiting; the consumer takes them in order. The first failure wins and stops all.
+    /// while fewer than <c>prefetch</c> are waiting; the consumer takes them in order. The first failure wins and stops
+    /// all.
     /// </summary>
     private sealed class EpochQueue : IDisposable
     {
@@ -161,9 +171,11 @@ internal sealed class DataLoader
         private int next;
         private Exception? failure;
 
-        public EpochQueue(DataLoader loader, int[] order, int epoch, int batches, int skipBatches, int prefetch, CancellationToken cancellation)
+        public EpochQueue(DataLoader loader, int[] order, int epoch, int batches, int skipBatches, int prefetch,
+            CancellationToken cancellation)
         {
-            (this.loader, this.order, this.epoch, this.batches, this.cancellation) = (loader, order, epoch, batches, cancellation);
+            (this.loader, this.order, this.epoch, this.batches, this.cancellation) = (loader, order, epoch, batches,
+                cancellation);
             ready = new HostBatch?[batches];
             slots = new SemaphoreSlim(prefetch);
             stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
@@ -201,7 +213,8 @@ internal sealed class DataLoader
             lock (gate)
             {
                 while (ready[b] is null && failure is null && !stop.IsCancellationRequested) Monitor.Wait(gate, 100);
-                if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+                if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure)
+                    .Throw();
                 cancellation.ThrowIfCancellationRequested();
                 if (ready[b] is null) throw new OperationCanceledException();
                 batch = ready[b]!;
@@ -221,7 +234,8 @@ internal sealed class DataLoader
         }
     }
 
-    /// <summary>Sample at <paramref name="position"/> of epoch <paramref name="epoch"/>, decoded and transformed exactly as in that epoch.</summary>
+    /// <summary>Sample at <paramref name="position"/> of epoch <paramref name="epoch"/>, decoded and transformed
+    /// exactly as in that epoch.</summary>
     public Sample Prepare(int[] order, int epoch, int position)
     {
         var sample = LoadCached(order[position]);
@@ -245,7 +259,9 @@ internal sealed class DataLoader
         int w = first.Width, h = first.Height, ch = first.Image.Channels, hw = w * h;
         foreach (var s in samples)
             if (s.Width != w || s.Height != h || s.Image.Channels != ch)
-                throw new DataException($"A batch holds samples of different sizes: {first.Name} is {w}x{h}x{ch}, {s.Name} is {s.Width}x{s.Height}x{s.Image.Channels}; crop or resize to one size (or use batch size 1).");
+                throw new DataException($"A batch holds samples of different sizes: {first.Name} is {w}x{h}x{ch}, "
+                    + $"{s.Name} is {s.Width}x{s.Height}x{s.Image.Channels}; crop or resize to one size (or use batch "
+                    + $"size 1).");
         var images = new byte[samples.Count * ch * hw];
         var masks = new byte[samples.Count * hw];
         for (int n = 0; n < samples.Count; n++)
@@ -258,7 +274,8 @@ internal sealed class DataLoader
                     for (int c = 0; c < ch; c++) images[baseOffset + c * hw + i] = px[i * ch + c];
             Array.Copy(samples[n].Mask, 0, masks, n * hw, hw);
         }
-        return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images, Masks = masks, Names = samples.Select(s => s.Name).ToArray() };
+        return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images,
+            Masks = masks, Names = samples.Select(s => s.Name).ToArray() };
     }
 
     private Sample LoadCached(int index)
@@ -267,7 +284,8 @@ internal sealed class DataLoader
         if (cache.TryGetValue(index, out var hit)) return hit;
         var sample = dataset.Load(index);
         long size = sample.Image.Pixels.Length + sample.Mask.Length;
-        if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index, sample)) Interlocked.Add(ref cachedBytes, -size); }
+        if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index,
+            sample)) Interlocked.Add(ref cachedBytes, -size); }
         else Interlocked.Add(ref cachedBytes, -size);
         return sample;
     }

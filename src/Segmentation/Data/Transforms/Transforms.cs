@@ -31,7 +31,8 @@ public sealed class Compose : ISampleTransform
     /// The usual training pipeline (as mmsegmentation's): random scale, random crop (re-drawn while one class covers
     /// more than <paramref name="catMaxRatio"/> of it), horizontal flip, photometric distortion.
     /// </summary>
-    public static Compose TrainPreset(int cropHeight, int cropWidth, double minScale = 0.5, double maxScale = 2.0, double catMaxRatio = 0.75, bool verticalFlip = false)
+    public static Compose TrainPreset(int cropHeight, int cropWidth, double minScale = 0.5, double maxScale = 2.0,
+        double catMaxRatio = 0.75, bool verticalFlip = false)
     {
         var list = new List<ISampleTransform>();
         if (minScale != 1 || maxScale != 1) list.Add(new RandomScale(minScale, maxScale));
@@ -47,7 +48,8 @@ public sealed class Compose : ISampleTransform
         => height is { } h && width is { } w ? new Compose(new Resize(h, w)) : new Compose();
 }
 
-/// <summary>Resize to a fixed size, or (keep ratio) to the largest size that fits it. Bilinear image, nearest mask.</summary>
+/// <summary>Resize to a fixed size, or (keep ratio) to the largest size that fits it. Bilinear image, nearest
+/// mask.</summary>
 public sealed class Resize : ISampleTransform
 {
     private readonly int height, width;
@@ -56,7 +58,8 @@ public sealed class Resize : ISampleTransform
     /// <summary>Creates the transform.</summary>
     public Resize(int height, int width, bool keepRatio = false)
     {
-        if (height < 1 || width < 1) throw new OptionsException($"Resize to {width}x{height}: both sides must be positive.");
+        if (height < 1 || width < 1)
+            throw new OptionsException($"Resize to {width}x{height}: both sides must be positive.");
         this.height = height; this.width = width; this.keepRatio = keepRatio;
     }
 
@@ -81,7 +84,8 @@ public sealed class RandomScale : ISampleTransform
     /// <summary>Creates the transform.</summary>
     public RandomScale(double min, double max)
     {
-        if (!(min > 0 && max >= min && max <= 16)) throw new OptionsException($"Random scale range [{min}, {max}] must satisfy 0 < min <= max <= 16.");
+        if (!(min > 0 && max >= min && max <= 16))
+            throw new OptionsException($"Random scale range [{min}, {max}] must satisfy 0 < min <= max <= 16.");
         this.min = min; this.max = max;
     }
 
@@ -107,7 +111,8 @@ public sealed class RandomCrop : ISampleTransform
     public RandomCrop(int height, int width, double catMaxRatio = 1.0)
     {
         if (height < 1 || width < 1) throw new OptionsException($"Crop {width}x{height}: both sides must be positive.");
-        if (!(catMaxRatio > 0 && catMaxRatio <= 1)) throw new OptionsException($"cat_max_ratio {catMaxRatio} must be in (0, 1].");
+        if (!(catMaxRatio > 0 && catMaxRatio <= 1))
+            throw new OptionsException($"cat_max_ratio {catMaxRatio} must be in (0, 1].");
         this.height = height; this.width = width; this.catMaxRatio = catMaxRatio;
     }
 
@@ -161,14 +166,16 @@ public sealed class CenterCrop : ISampleTransform
 public sealed class HorizontalFlip(double probability = 0.5) : ISampleTransform
 {
     /// <inheritdoc />
-    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability ? Ops.Remap(s, s.Width, s.Height, (x, y) => (s.Width - 1 - x, y)) : s;
+    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability
+        ? Ops.Remap(s, s.Width, s.Height, (x, y) => (s.Width - 1 - x, y)) : s;
 }
 
 /// <summary>Mirror top–bottom with a probability.</summary>
 public sealed class VerticalFlip(double probability = 0.5) : ISampleTransform
 {
     /// <inheritdoc />
-    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability ? Ops.Remap(s, s.Width, s.Height, (x, y) => (x, s.Height - 1 - y)) : s;
+    public Sample Apply(Sample s, Random rng, int ignoreIndex) => rng.NextDouble() < probability
+        ? Ops.Remap(s, s.Width, s.Height, (x, y) => (x, s.Height - 1 - y)) : s;
 }
 
 /// <summary>Rotate by 0, 90, 180 or 270 degrees, chosen uniformly (with a probability of rotating at all).</summary>
@@ -190,7 +197,8 @@ public sealed class RandomRotate90(double probability = 1.0) : ISampleTransform
     }
 }
 
-/// <summary>Rotate by a small random angle in [-max, max] degrees about the centre; bilinear image (0 outside), nearest mask (ignore index outside).</summary>
+/// <summary>Rotate by a small random angle in [-max, max] degrees about the centre; bilinear image (0 outside), nearest
+/// mask (ignore index outside).</summary>
 public sealed class RandomRotation : ISampleTransform
 {
     private readonly double maxDegrees, probability;
@@ -198,7 +206,8 @@ public sealed class RandomRotation : ISampleTransform
     /// <summary>Creates the transform.</summary>
     public RandomRotation(double maxDegrees, double probability = 0.5)
     {
-        if (!(maxDegrees >= 0 && maxDegrees <= 180)) throw new OptionsException($"Rotation of {maxDegrees} degrees: it must be between 0 and 180.");
+        if (!(maxDegrees >= 0 && maxDegrees <= 180))
+            throw new OptionsException($"Rotation of {maxDegrees} degrees: it must be between 0 and 180.");
         this.maxDegrees = maxDegrees; this.probability = probability;
     }
 
@@ -223,27 +232,34 @@ public sealed class ElasticDeformation(double alpha = 34, double sigma = 4, doub
     /// <inheritdoc />
     public Sample Apply(Sample s, Random rng, int ignoreIndex)
     {
-        if (!(alpha >= 0) || !(sigma > 0)) throw new OptionsException($"Elastic deformation needs alpha >= 0 and sigma > 0; got alpha {alpha}, sigma {sigma}.");
+        if (!(alpha >= 0) || !(sigma > 0))
+            throw new OptionsException($"Elastic deformation needs alpha >= 0 and sigma > 0; got alpha {alpha}, sigma "
+                + $"{sigma}.");
         if (rng.NextDouble() >= probability) return s;
         int w = s.Width, h = s.Height;
-        double[] Field() => Ops.Smooth(Enumerable.Range(0, w * h).Select(_ => rng.NextDouble() * 2 - 1).ToArray(), w, h, sigma);
+        double[] Field() => Ops.Smooth(Enumerable.Range(0, w * h).Select(_ => rng.NextDouble() * 2 - 1).ToArray(), w,
+            h, sigma);
         var dx = Field();
         var dy = Field();
         return Ops.Warp(s, (x, y) => (x + dx[y * w + x] * alpha, y + dy[y * w + x] * alpha), ignoreIndex);
     }
 }
 
-/// <summary>Random brightness, contrast, saturation and hue changes (image only), each factor drawn in [1-x, 1+x] (hue: shift in [-x, x] turns).</summary>
+/// <summary>Random brightness, contrast, saturation and hue changes (image only), each factor drawn in [1-x, 1+x] (hue:
+/// shift in [-x, x] turns).</summary>
 public sealed class ColorJitter : ISampleTransform
 {
     private readonly double brightness, contrast, saturation, hue, probability;
 
     /// <summary>Creates the transform.</summary>
-    public ColorJitter(double brightness = 0.2, double contrast = 0.2, double saturation = 0.2, double hue = 0.0, double probability = 1.0)
+    public ColorJitter(double brightness = 0.2, double contrast = 0.2, double saturation = 0.2, double hue = 0.0,
+        double probability = 1.0)
     {
         if (brightness < 0 || contrast < 0 || saturation < 0 || hue < 0 || hue > 0.5)
-            throw new OptionsException($"Colour jitter ({brightness}, {contrast}, {saturation}, {hue}): amounts must be non-negative and hue at most 0.5.");
-        this.brightness = brightness; this.contrast = contrast; this.saturation = saturation; this.hue = hue; this.probability = probability;
+            throw new OptionsException($"Colour jitter ({brightness}, {contrast}, {saturation}, {hue}): amounts must "
+                + $"be non-negative and hue at most 0.5.");
+        this.brightness = brightness; this.contrast = contrast; this.saturation = saturation; this.hue =
+            hue; this.probability = probability;
     }
 
     /// <inheritdoc />
@@ -299,7 +315,8 @@ public sealed class GaussianNoise(double std = 8, double probability = 0.5) : IS
         var dst = new ImageBuffer(s.Width, s.Height, s.Image.Channels);
         var p = s.Image.Pixels;
         for (int i = 0; i < p.Length; i++)
-            dst.Pixels[i] = Ops.Clamp(p[i] + std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+            dst.Pixels[i] = Ops.Clamp(p[i] + std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble()))
+                * Math.Cos(2 * Math.PI * rng.NextDouble()));
         return new Sample(dst, s.Mask, s.Name);
     }
 }
@@ -325,7 +342,8 @@ public sealed class GaussianBlur(double maxSigma = 1.5, double probability = 0.5
                 for (int c = 0; c < ch; c++)
                 {
                     double acc = 0;
-                    for (int i = -radius; i <= radius; i++) acc += k[i + radius] * src[(y * w + Math.Clamp(x + i, 0, w - 1)) * ch + c];
+                    for (int i = -radius; i <= radius; i++) acc += k[i + radius]
+                        * src[(y * w + Math.Clamp(x + i, 0, w - 1)) * ch + c];
                     tmp[(y * w + x) * ch + c] = acc;
                 }
         var dst = new ImageBuffer(w, h, ch);
@@ -334,7 +352,8 @@ public sealed class GaussianBlur(double maxSigma = 1.5, double probability = 0.5
                 for (int c = 0; c < ch; c++)
                 {
                     double acc = 0;
-                    for (int i = -radius; i <= radius; i++) acc += k[i + radius] * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
+                    for (int i = -radius; i <= radius; i++) acc += k[i + radius]
+                        * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
                     dst.Pixels[(y * w + x) * ch + c] = Ops.Clamp(acc);
                 }
         return new Sample(dst, s.Mask, s.Name);
@@ -437,7 +456,8 @@ internal static class Ops
     public static Sample Rotate(Sample s, double radians, int ignoreIndex)
     {
         double cx = (s.Width - 1) / 2.0, cy = (s.Height - 1) / 2.0, cos = Math.Cos(radians), sin = Math.Sin(radians);
-        return Warp(s, (x, y) => (cos * (x - cx) + sin * (y - cy) + cx, -sin * (x - cx) + cos * (y - cy) + cy), ignoreIndex);
+        return Warp(s, (x, y) => (cos * (x - cx) + sin * (y - cy) + cx, -sin * (x - cx) + cos * (y - cy) + cy),
+            ignoreIndex);
     }
 
     /// <summary>

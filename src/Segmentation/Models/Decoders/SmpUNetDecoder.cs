@@ -8,7 +8,8 @@ namespace Segmentation.Models.Decoders;
 /// <summary>Options of segmentation_models.pytorch's U-Net decoder (registered as <c>smp-unet</c>).</summary>
 public sealed record SmpUNetDecoderOptions : IPartOptions
 {
-    /// <summary>Output channels of the decoder blocks, one per halving of the encoder's deepest stride (smp's 256, 128, 64, 32, 16).</summary>
+    /// <summary>Output channels of the decoder blocks, one per halving of the encoder's deepest stride (smp's 256, 128,
+    /// 64, 32, 16).</summary>
     public int[] Channels { get; init; } = { 256, 128, 64, 32, 16 };
     /// <summary>The normalisation after each convolution.</summary>
     public NormLayer Norm { get; init; } = NormLayer.Batch;
@@ -17,8 +18,11 @@ public sealed record SmpUNetDecoderOptions : IPartOptions
     public void Validate()
     {
         if (Channels.Length == 0 || Channels.Any(c => c < 1 || c > 65536))
-            throw new OptionsException($"smp U-Net decoder Channels [{string.Join(", ", Channels)}] must be counts from 1 to 65536, one per decoder block.");
-        if (!Enum.IsDefined(Norm)) throw new OptionsException($"smp U-Net decoder Norm {Norm} is not one of: {string.Join(", ", Enum.GetNames<NormLayer>())}.");
+            throw new OptionsException($"smp U-Net decoder Channels [{string.Join(", ", Channels)}] must be counts "
+                + $"from 1 to 65536, one per decoder block.");
+        if (!Enum.IsDefined(Norm))
+            throw new OptionsException($"smp U-Net decoder Norm {Norm} is not one of: "
+                + $"{string.Join(", ", Enum.GetNames<NormLayer>())}.");
     }
 }
 
@@ -38,7 +42,8 @@ internal sealed class SmpUNetDecoder : Decoder
     {
         int n = (int)Math.Round(Math.Log2(stages[^1].Stride));
         if (o.Channels.Length != n)
-            throw new OptionsException($"The encoder's deepest stride is {stages[^1].Stride}, so the decoder has {n} blocks, "
+            throw new OptionsException($"The encoder's deepest stride is {stages[^1].Stride}, so the decoder has {n} "
+                + $"blocks, "
                 + $"but {o.Channels.Length} decoder channel counts were given.");
         var list = new List<SmpDecoderBlock>();
         skipIndex = new int[n];
@@ -76,7 +81,8 @@ internal sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tenso
     private readonly Sequential conv1, conv2;
 
     /// <summary>Creates the block.</summary>
-    public SmpDecoderBlock(long inChannels, long skipChannels, long outChannels, NormLayer norm) : base(nameof(SmpDecoderBlock))
+    public SmpDecoderBlock(long inChannels, long skipChannels, long outChannels, NormLayer norm)
+        : base(nameof(SmpDecoderBlock))
     {
         conv1 = ConvNormRelu(inChannels + skipChannels, outChannels, norm);
         conv2 = ConvNormRelu(outChannels, outChannels, norm);
@@ -85,13 +91,15 @@ internal sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tenso
 
     private static Sequential ConvNormRelu(long cin, long cout, NormLayer norm)
     {
-        var layers = new List<(string, nn.Module<Tensor, Tensor>)> { ("0", new Convolution(cin, cout, 3, padding: 1, bias: norm == NormLayer.None)) };
+        var layers = new List<(string, nn.Module<Tensor,
+            Tensor>)> { ("0", new Convolution(cin, cout, 3, padding: 1, bias: norm == NormLayer.None)) };
         if (NormLayers.Create(norm, cout) is { } n) layers.Add(("1", n));
         layers.Add(("2", Activation.Relu()));
         return nn.Sequential(layers);
     }
 
-    /// <summary>Upsample, align to the skip (or, for the last block, to <paramref name="input"/>), concatenate, convolve.</summary>
+    /// <summary>Upsample, align to the skip (or, for the last block, to <paramref name="input"/>), concatenate,
+    /// convolve.</summary>
     public override Tensor forward(Tensor x, Tensor? skip, Tensor input)
     {
         x = up.forward(x);

@@ -18,8 +18,11 @@ public sealed record UNetDecoderOptions : IPartOptions
     public void Validate()
     {
         if (!Enum.IsDefined(Upsampling))
-            throw new OptionsException($"U-Net decoder Upsampling {Upsampling} is not one of: {string.Join(", ", Enum.GetNames<UpsamplingMode>())}.");
-        if (!Enum.IsDefined(Norm)) throw new OptionsException($"U-Net decoder Norm {Norm} is not one of: {string.Join(", ", Enum.GetNames<NormLayer>())}.");
+            throw new OptionsException($"U-Net decoder Upsampling {Upsampling} is not one of: "
+                + $"{string.Join(", ", Enum.GetNames<UpsamplingMode>())}.");
+        if (!Enum.IsDefined(Norm))
+            throw new OptionsException($"U-Net decoder Norm {Norm} is not one of: "
+                + $"{string.Join(", ", Enum.GetNames<NormLayer>())}.");
     }
 }
 
@@ -36,10 +39,13 @@ internal sealed class UNetDecoder : Decoder
     /// <summary>Builds one block per stage below the first.</summary>
     public UNetDecoder(IReadOnlyList<EncoderStage> stages, UNetDecoderOptions o) : base(nameof(UNetDecoder))
     {
-        if (stages[0].Stride != 1) throw new OptionsException("The U-Net decoder needs an encoder whose first stage is at full resolution (the unet encoder).");
+        if (stages[0].Stride != 1)
+            throw new OptionsException("The U-Net decoder needs an encoder whose first stage is at full resolution "
+                + "(the unet encoder).");
         int n = stages.Count - 1;
         blocks = nn.ModuleList(Enumerable.Range(0, n)
-            .Select(i => new DecoderBlock(stages[n - i].Channels, stages[n - 1 - i].Channels, stages[n - 1 - i].Channels, o.Upsampling, o.Norm))
+            .Select(i => new DecoderBlock(stages[n - i].Channels, stages[n - 1 - i].Channels,
+                stages[n - 1 - i].Channels, o.Upsampling, o.Norm))
             .ToArray());
         outChannels = stages[0].Channels;
         RegisterComponents();
@@ -66,13 +72,16 @@ internal sealed class DecoderBlock : nn.Module<Tensor, Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> up;
     private readonly DoubleConv conv;
 
-    /// <summary>Creates the block: <paramref name="inChannels"/> from below, <paramref name="skipChannels"/> from the skip.</summary>
-    public DecoderBlock(long inChannels, long skipChannels, long outChannels, UpsamplingMode mode, NormLayer norm) : base(nameof(DecoderBlock))
+    /// <summary>Creates the block: <paramref name="inChannels"/> from below, <paramref name="skipChannels"/> from the
+    /// skip.</summary>
+    public DecoderBlock(long inChannels, long skipChannels, long outChannels, UpsamplingMode mode, NormLayer norm)
+        : base(nameof(DecoderBlock))
     {
         long upChannels = inChannels / 2;
         up = mode == UpsamplingMode.Transposed
             ? new Convolution(inChannels, upChannels, 2, stride: 2, transposed: true)
-            : nn.Sequential(("upsample", new Upsample(bilinear: true)), ("reduce", new Convolution(inChannels, upChannels, 1)));
+            : nn.Sequential(("upsample", new Upsample(bilinear: true)),
+            ("reduce", new Convolution(inChannels, upChannels, 1)));
         conv = new DoubleConv(skipChannels + upChannels, outChannels, norm);
         RegisterComponents();
     }

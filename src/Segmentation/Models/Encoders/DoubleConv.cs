@@ -9,7 +9,8 @@ internal sealed class DoubleConv : nn.Module<Tensor, Tensor>
 {
     private readonly Sequential block;
 
-    /// <summary>Creates the block; state-dict keys <c>block.conv1</c>, <c>block.norm1</c>, <c>block.conv2</c>, <c>block.norm2</c>.</summary>
+    /// <summary>Creates the block; state-dict keys <c>block.conv1</c>, <c>block.norm1</c>, <c>block.conv2</c>,
+    /// <c>block.norm2</c>.</summary>
     public DoubleConv(long inChannels, long outChannels, NormLayer norm) : base(nameof(DoubleConv))
     {
         bool bias = norm == NormLayer.None;

@@ -25,7 +25,8 @@ public static class MlNetResNet18
     /// <summary>The file inside the package.</summary>
     public const string FileInPackage = "tools/DnnImageModels/ResNet18Onnx/ResNet18.onnx";
 
-    /// <summary>The network's input: BGR order, 0-255, minus these per-channel means (<c>ResNetPreprocess.onnx</c>'s mean image averaged per channel, B G R).</summary>
+    /// <summary>The network's input: BGR order, 0-255, minus these per-channel means (<c>ResNetPreprocess.onnx</c>'s
+    /// mean image averaged per channel, B G R).</summary>
     public static IReadOnlyList<float> MeanBgr { get; } = new[] { 103.06262f, 115.902885f, 123.15163f };
 
     /// <summary>
@@ -34,7 +35,8 @@ public static class MlNetResNet18
     /// </summary>
     public static string? FindInNuGetCache()
     {
-        var roots = new[] { Environment.GetEnvironmentVariable("NUGET_PACKAGES"), Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages") };
+        var roots = new[] { Environment.GetEnvironmentVariable("NUGET_PACKAGES"),
+            Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages") };
         return roots.Where(r => !string.IsNullOrEmpty(r))
             .Select(r => Path.Combine(r!, Package.ToLowerInvariant(), Version, FileInPackage))
             .FirstOrDefault(File.Exists);
@@ -47,8 +49,11 @@ public static class MlNetResNet18
     /// </summary>
     public static Dictionary<string, Tensor> ReadWeights(string path, int inChannels, Normalization normalization)
     {
-        if (!File.Exists(path)) throw new SegmentationException($"{path}: no such file (expected {Package} {Version}'s {FileInPackage}).");
-        if (normalization.Mean.Length != inChannels) throw new OptionsException($"Normalisation has {normalization.Mean.Length} channels; the encoder takes {inChannels}.");
+        if (!File.Exists(path))
+            throw new SegmentationException($"{path}: no such file (expected {Package} {Version}'s {FileInPackage}).");
+        if (normalization.Mean.Length != inChannels)
+            throw new OptionsException($"Normalisation has {normalization.Mean.Length} channels; the encoder takes "
+                + $"{inChannels}.");
         ModelProto model;
         try
         {
@@ -64,7 +69,8 @@ public static class MlNetResNet18
         return weights;
     }
 
-    /// <summary>Names the graph's Conv and BatchNormalization nodes as torchvision would, from the graph's structure.</summary>
+    /// <summary>Names the graph's Conv and BatchNormalization nodes as torchvision would, from the graph's
+    /// structure.</summary>
     private static Dictionary<string, Tensor> ResNetStateDict(string path, GraphProto graph)
     {
         var initializers = graph.Initializer.ToDictionary(t => t.Name);
@@ -77,7 +83,8 @@ public static class MlNetResNet18
         {
             result[convName + ".weight"] = Read(path, initializers, conv.Input[1]);
             if (!norms.TryGetValue(conv.Output[0], out var bn))
-                throw new SegmentationException($"{path}: convolution {conv.Name} ({conv.Output[0]}) is not followed by a batch norm, as a ResNet's are.");
+                throw new SegmentationException($"{path}: convolution {conv.Name} ({conv.Output[0]}) is not followed "
+                    + $"by a batch norm, as a ResNet's are.");
             string[] fields = { "weight", "bias", "running_mean", "running_var" };
             for (int i = 0; i < 4; i++) result[$"{normName}.{fields[i]}"] = Read(path, initializers, bn.Input[i + 1]);
         }
@@ -90,14 +97,17 @@ public static class MlNetResNet18
         var firstConvOf = new Dictionary<NodeProto, string>(); // a block's conv1 -> its name
         foreach (var conv in convs.Skip(1).Where(c => Kernel(c) == 3))
         {
-            var before = Up(conv.Input[0], "Relu") is { } relu && Up(relu.Input[0], "BatchNormalization") is { } bn ? Up(bn.Input[0], "Conv") : null;
+            var before = Up(conv.Input[0], "Relu") is { } relu && Up(relu.Input[0], "BatchNormalization") is { } bn
+                ? Up(bn.Input[0], "Conv") : null;
             if (before is not null && firstConvOf.TryGetValue(before, out var open))
             {
                 Add(conv, open + ".conv2", open + ".bn2");
                 continue;
             }
             long planes = initializers[conv.Input[1]].Dims[0];
-            int layer = planes switch { 64 => 0, 128 => 1, 256 => 2, 512 => 3, _ => throw new SegmentationException($"{path}: a 3x3 convolution with {planes} outputs; a ResNet's have 64, 128, 256 or 512.") };
+            int layer = planes switch { 64 => 0, 128 => 1, 256 => 2, 512 => 3,
+                _ => throw new SegmentationException($"{path}: a 3x3 convolution with {planes} outputs; a ResNet's "
+                    + $"have 64, 128, 256 or 512.") };
             string name = $"layer{layer + 1}.{blocks[layer]++}";
             blockOf[conv.Input[0]] = name;
             firstConvOf[conv] = name;
@@ -106,31 +116,41 @@ public static class MlNetResNet18
         foreach (var conv in convs.Where(c => Kernel(c) == 1))
         {
             if (!blockOf.TryGetValue(conv.Input[0], out var name))
-                throw new SegmentationException($"{path}: a 1x1 convolution ({conv.Name}) that is no block's shortcut.");
+                throw new SegmentationException($"{path}: a 1x1 convolution ({conv.Name}) that is no block's "
+                    + $"shortcut.");
             Add(conv, name + ".downsample.0", name + ".downsample.1");
         }
         if (!blocks.SequenceEqual(ResNetEncoder.Layout(ResNetEncoder.MlNet).Blocks))
-            throw new SegmentationException($"{path}: a ResNet with blocks {string.Join("-", blocks)}; ML.NET's ResNet18.onnx has 2-2-2-3.");
+            throw new SegmentationException($"{path}: a ResNet with blocks {string.Join("-", blocks)}; ML.NET's "
+                + $"ResNet18.onnx has 2-2-2-3.");
         return result;
     }
 
-    private static long Kernel(NodeProto conv) => conv.Attribute.FirstOrDefault(a => a.Name == "kernel_shape")?.Ints.FirstOrDefault() ?? 0;
+    private static long Kernel(NodeProto conv)
+        => conv.Attribute.FirstOrDefault(a => a.Name == "kernel_shape")?.Ints.FirstOrDefault() ?? 0;
 
     private static Tensor Read(string path, Dictionary<string, TensorProto> initializers, string name)
     {
-        if (!initializers.TryGetValue(name, out var t)) throw new SegmentationException($"{path}: the graph uses {name}, which is no initializer.");
-        if (t.DataType != (int)TensorProto.Types.DataType.Float) throw new SegmentationException($"{path}: {name} holds ONNX type {t.DataType}; float (1) expected.");
+        if (!initializers.TryGetValue(name, out var t))
+            throw new SegmentationException($"{path}: the graph uses {name}, which is no initializer.");
+        if (t.DataType != (int)TensorProto.Types.DataType.Float)
+            throw new SegmentationException($"{path}: {name} holds ONNX type {t.DataType}; float (1) expected.");
         long count = t.Dims.Aggregate(1L, (a, d) => a * d);
         float[] values = t.RawData.Length > 0 ? new float[t.RawData.Length / 4] : t.FloatData.ToArray();
-        if (t.RawData.Length > 0) Buffer.BlockCopy(t.RawData.ToByteArray(), 0, values, 0, t.RawData.Length - t.RawData.Length % 4);
-        if (values.Length != count) throw new SegmentationException($"{path}: {name} has {values.Length} values for shape [{string.Join(", ", t.Dims)}].");
+        if (t.RawData.Length > 0) Buffer.BlockCopy(t.RawData.ToByteArray(), 0, values, 0, t.RawData.Length
+            - t.RawData.Length % 4);
+        if (values.Length != count)
+            throw new SegmentationException($"{path}: {name} has {values.Length} values for shape "
+                + $"[{string.Join(", ", t.Dims)}].");
         return tensor(values, t.Dims.ToArray());
     }
 
     /// <summary>
     /// Folds the network's input convention into <c>conv1</c> and <c>bn1.running_mean</c>. The network wants
-    /// z = 255 x[BGR] - mean for an RGB image x in [0, 1]; the encoder gets n = (x - mu) / sigma per channel. Since conv1
-    /// has no bias, conv1(z) = conv1'(n) + b with conv1' scaled per channel and b a constant per filter (exact away from
+    /// z = 255 x[BGR] - mean for an RGB image x in [0, 1]; the encoder gets n = (x - mu) / sigma per channel. Since
+    /// conv1
+    /// has no bias, conv1(z) = conv1'(n) + b with conv1' scaled per channel and b a constant per filter (exact away
+    /// from
     /// the zero-padded border), and batch norm subtracts its running mean, so b goes there. 1 or 4 channels adapt the
     /// RGB filters first (<see cref="ResNetEncoder.AdaptFirstConvolution"/>), in terms of x.
     /// </summary>
@@ -142,10 +162,13 @@ public static class MlNetResNet18
         var mean = tensor(MeanBgr.Select(m => (double)m).ToArray(), ScalarType.Float64).view(1, 3, 1, 1);
         var offset = -(w * mean).sum(new long[] { 1, 2, 3 });                     // conv1(z) = rgb * x + offset
         var adapted = ResNetEncoder.AdaptFirstConvolution(rgb, inChannels);      // out x C x 7 x 7
-        var mu = tensor(normalization.Mean.Select(v => (double)v).ToArray(), ScalarType.Float64).view(1, inChannels, 1, 1);
-        var sigma = tensor(normalization.Std.Select(v => (double)v).ToArray(), ScalarType.Float64).view(1, inChannels, 1, 1);
+        var mu = tensor(normalization.Mean.Select(v => (double)v).ToArray(), ScalarType.Float64).view(1, inChannels, 1,
+            1);
+        var sigma = tensor(normalization.Std.Select(v => (double)v).ToArray(), ScalarType.Float64).view(1, inChannels,
+            1, 1);
         offset = offset + (adapted * mu).sum(new long[] { 1, 2, 3 });            // x = sigma n + mu
         weights["conv1.weight"] = (adapted * sigma).to(ScalarType.Float32).MoveToOuterDisposeScope();
-        weights["bn1.running_mean"] = (weights["bn1.running_mean"].to(ScalarType.Float64) - offset).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        weights["bn1.running_mean"] = (weights["bn1.running_mean"].to(ScalarType.Float64) - offset)
+            .to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 }

@@ -54,7 +54,8 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
     public static (int[] Blocks, bool Bottleneck) Layout(string name)
     {
         var layout = Layouts.FirstOrDefault(l => l.Name == name);
-        return layout.Blocks is null ? throw new ArgumentOutOfRangeException(nameof(name), $"{name} is not a ResNet.") : (layout.Blocks, layout.Bottleneck);
+        return layout.Blocks is null ? throw new ArgumentOutOfRangeException(nameof(name), $"{name} is not a ResNet.")
+            : (layout.Blocks, layout.Bottleneck);
     }
 
     /// <summary>The registered name (resnet18, resnet34, resnet50, mlnet-resnet18).</summary>
@@ -77,7 +78,8 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
             for (int b = 0; b < blocks; b++)
             {
                 int s = b == 0 ? stride : 1;
-                list.Add(($"{b}", bottleneck ? new Bottleneck(inplanes, planes, s) : new BasicBlock(inplanes, planes, s)));
+                list.Add(($"{b}", bottleneck ? new Bottleneck(inplanes, planes, s) : new BasicBlock(inplanes, planes,
+                    s)));
                 inplanes = planes * expansion;
             }
             return nn.Sequential(list);
@@ -86,11 +88,14 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
         layer2 = Layer(128, counts[1], 2);
         layer3 = Layer(256, counts[2], 2);
         layer4 = Layer(512, counts[3], 2);
-        stages = new[] { new EncoderStage(64, 2), new EncoderStage(64 * expansion, 4), new EncoderStage(128 * expansion, 8), new EncoderStage(256 * expansion, 16), new EncoderStage(512 * expansion, 32) };
+        stages = new[] { new EncoderStage(64, 2), new EncoderStage(64 * expansion, 4),
+            new EncoderStage(128 * expansion, 8), new EncoderStage(256 * expansion, 16),
+                new EncoderStage(512 * expansion, 32) };
         RegisterComponents();
         using (no_grad())
             foreach (var c in modules().OfType<Convolution>())
-                nn.init.kaiming_normal_(c.Weight, mode: nn.init.FanInOut.FanOut, nonlinearity: nn.init.NonlinearityType.ReLU);
+                nn.init.kaiming_normal_(c.Weight, mode: nn.init.FanInOut.FanOut,
+                    nonlinearity: nn.init.NonlinearityType.ReLU);
     }
 
     /// <inheritdoc />
@@ -122,8 +127,10 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
         bool onnx = path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
         if (onnx != (Kind == MlNet))
             throw new OptionsException(onnx
-                ? $"{path}: ONNX encoder weights are read for the {MlNet} encoder (ML.NET's ResNet18.onnx) only; this model's encoder is {Kind}."
-                : $"{path}: the {MlNet} encoder takes ML.NET's ResNet18.onnx ({MlNetResNet18.Package} {MlNetResNet18.Version}), "
+                ? $"{path}: ONNX encoder weights are read for the {MlNet} encoder (ML.NET's ResNet18.onnx) only; this "
+                + $"model's encoder is {Kind}."
+                : $"{path}: the {MlNet} encoder takes ML.NET's ResNet18.onnx ({MlNetResNet18.Package} "
+                + $"{MlNetResNet18.Version}), "
                     + "not a .pth or .safetensors file.");
         static bool Tracked(string key) => key.EndsWith("num_batches_tracked", StringComparison.Ordinal);
         if (onnx)
@@ -134,8 +141,10 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
         }
         var source = StateDicts.ReadFile(path)
             .Where(kv => !kv.Key.StartsWith("fc.", StringComparison.Ordinal))
-            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..] : kv.Key, kv => kv.Value);
-        if (source.TryGetValue("conv1.weight", out var first) && first.shape.Length == 4 && first.shape[1] != inChannels)
+            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..]
+                : kv.Key, kv => kv.Value);
+        if (source.TryGetValue("conv1.weight", out var first) && first.shape.Length == 4
+            && first.shape[1] != inChannels)
             source["conv1.weight"] = AdaptFirstConvolution(first, inChannels);
         StateDicts.Load(this, source, $"{path} ({Kind} encoder weights)", Tracked);
         return source.Count;
@@ -151,7 +160,9 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
     {
         long have = weight.shape[1];
         if (have == inChannels) return weight.clone();
-        if (have != 3) throw new ArgumentException($"Only RGB (3-channel) first convolutions are adapted; this one has {have} input channels.");
+        if (have != 3)
+            throw new ArgumentException($"Only RGB (3-channel) first convolutions are adapted; this one has {have} "
+                + $"input channels.");
         using var scope = NewDisposeScope();
         if (inChannels == 1) return weight.sum(1, keepdim: true).MoveToOuterDisposeScope();
         var index = tensor(Enumerable.Range(0, inChannels).Select(i => (long)(i % 3)).ToArray());
@@ -159,7 +170,8 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
     }
 }
 
-/// <summary>torchvision's ResNet basic block: two 3x3 convolutions and a shortcut (1x1 convolution when the shape changes).</summary>
+/// <summary>torchvision's ResNet basic block: two 3x3 convolutions and a shortcut (1x1 convolution when the shape
+/// changes).</summary>
 internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names
@@ -180,7 +192,8 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
     }
 
     internal static Sequential Shortcut(long inplanes, long outplanes, int stride) =>
-        nn.Sequential(("0", new Convolution(inplanes, outplanes, 1, stride, 0, bias: false)), ("1", new BatchNorm(outplanes)));
+        nn.Sequential(("0", new Convolution(inplanes, outplanes, 1, stride, 0, bias: false)),
+            ("1", new BatchNorm(outplanes)));
 
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
@@ -190,7 +203,8 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>torchvision's ResNet bottleneck (v1.5: the stride on the 3x3): 1x1 down, 3x3, 1x1 up to 4x the width.</summary>
+/// <summary>torchvision's ResNet bottleneck (v1.5: the stride on the 3x3): 1x1 down, 3x3, 1x1 up to 4x the
+/// width.</summary>
 internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // torchvision's names

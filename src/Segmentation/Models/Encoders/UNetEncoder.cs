@@ -20,14 +20,21 @@ public sealed record UNetEncoderOptions : IPartOptions
     /// <inheritdoc />
     public void Validate()
     {
-        if (BaseChannels < 1) throw new OptionsException($"U-Net encoder BaseChannels is {BaseChannels}; it must be at least 1.");
-        if (Depth < 1 || Depth > 8) throw new OptionsException($"U-Net encoder Depth is {Depth}; it must be between 1 and 8.");
+        if (BaseChannels < 1)
+            throw new OptionsException($"U-Net encoder BaseChannels is {BaseChannels}; it must be at least 1.");
+        if (Depth < 1 || Depth > 8)
+            throw new OptionsException($"U-Net encoder Depth is {Depth}; it must be between 1 and 8.");
         if ((long)BaseChannels << Depth > 65536)
-            throw new OptionsException($"U-Net encoder BaseChannels {BaseChannels} at Depth {Depth} gives {(long)BaseChannels << Depth} "
+            throw new OptionsException($"U-Net encoder BaseChannels {BaseChannels} at Depth {Depth} gives "
+                + $"{(long)BaseChannels << Depth} "
                 + "bottleneck channels; the limit is 65536.");
-        if (Norm == NormLayer.Group && BaseChannels < 2) throw new OptionsException("U-Net group normalisation needs BaseChannels of at least 2.");
-        if (double.IsNaN(Dropout) || Dropout < 0 || Dropout >= 1) throw new OptionsException($"U-Net encoder Dropout is {Dropout}; it must be in [0, 1).");
-        if (!Enum.IsDefined(Norm)) throw new OptionsException($"U-Net encoder Norm {Norm} is not one of: {string.Join(", ", Enum.GetNames<NormLayer>())}.");
+        if (Norm == NormLayer.Group && BaseChannels < 2)
+            throw new OptionsException("U-Net group normalisation needs BaseChannels of at least 2.");
+        if (double.IsNaN(Dropout) || Dropout < 0 || Dropout >= 1)
+            throw new OptionsException($"U-Net encoder Dropout is {Dropout}; it must be in [0, 1).");
+        if (!Enum.IsDefined(Norm))
+            throw new OptionsException($"U-Net encoder Norm {Norm} is not one of: "
+                + $"{string.Join(", ", Enum.GetNames<NormLayer>())}.");
     }
 }
 
@@ -50,7 +57,8 @@ internal sealed class UNetEncoder : Encoder
         stages = Enumerable.Range(0, o.Depth + 1).Select(i => new EncoderStage(o.BaseChannels << i, 1 << i)).ToArray();
         stem = new DoubleConv(inChannels, o.BaseChannels, o.Norm);
         blocks = nn.ModuleList(Enumerable.Range(1, o.Depth)
-            .Select(i => new EncoderBlock(stages[i - 1].Channels, stages[i].Channels, o.Norm, i == o.Depth ? o.Dropout : 0)).ToArray());
+            .Select(i => new EncoderBlock(stages[i - 1].Channels, stages[i].Channels, o.Norm, i == o.Depth ? o.Dropout
+                : 0)).ToArray());
         RegisterComponents();
     }
 
@@ -71,7 +79,8 @@ internal sealed class UNetEncoder : Encoder
     }
 }
 
-/// <summary>Contracting step: 2x2 max-pool (halves the size), optional dropout, then a <see cref="DoubleConv"/> that doubles the channels.</summary>
+/// <summary>Contracting step: 2x2 max-pool (halves the size), optional dropout, then a <see cref="DoubleConv"/> that
+/// doubles the channels.</summary>
 internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>
 {
     private readonly MaxPool pool;
@@ -79,7 +88,8 @@ internal sealed class EncoderBlock : nn.Module<Tensor, Tensor>
     private readonly DoubleConv conv;
 
     /// <summary>Creates the block.</summary>
-    public EncoderBlock(long inChannels, long outChannels, NormLayer norm, double dropout = 0) : base(nameof(EncoderBlock))
+    public EncoderBlock(long inChannels, long outChannels, NormLayer norm, double dropout = 0)
+        : base(nameof(EncoderBlock))
     {
         pool = new MaxPool(2);
         this.dropout = new Layers.Dropout(dropout, channels: true);

@@ -36,7 +36,8 @@ internal sealed class OnnxGraph
     public string Initializer(string name, Tensor t)
     {
         using var cpu = t.detach().to(ScalarType.Float32).cpu().contiguous();
-        var proto = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(cpu.bytes) };
+        var proto = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float,
+            RawData = ByteString.CopyFrom(cpu.bytes) };
         proto.Dims.AddRange(cpu.shape);
         Graph.Initializer.Add(proto);
         return name;
@@ -63,7 +64,8 @@ internal sealed class OnnxGraph
         return node.Output[0];
     }
 
-    /// <summary>Gives the value <paramref name="value"/> the name <paramref name="name"/> (an Identity node), e.g. a graph output's.</summary>
+    /// <summary>Gives the value <paramref name="value"/> the name <paramref name="name"/> (an Identity node), e.g. a
+    /// graph output's.</summary>
     public void Rename(string value, string name)
     {
         var node = new NodeProto { OpType = "Identity", Name = Fresh("Identity") };
@@ -81,21 +83,26 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>An integer attribute.</summary>
-    public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+    public static AttributeProto Int(string name, long value)
+        => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
 
     /// <summary>A float attribute.</summary>
-    public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+    public static AttributeProto Float(string name, float value)
+        => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
 
     /// <summary>A string attribute.</summary>
-    public static AttributeProto String(string name, string value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
+    public static AttributeProto String(string name, string value)
+        => new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
 
     /// <summary>A convolution (or transposed convolution) with its weights.</summary>
-    internal string Convolution(string x, string path, Tensor weight, Tensor? bias, int kernel, Layers.ConvolutionGeometry geometry)
+    internal string Convolution(string x, string path, Tensor weight, Tensor? bias, int kernel,
+        Layers.ConvolutionGeometry geometry)
     {
         var inputs = new List<string> { x, Initializer(path + ".weight", weight) };
         if (bias is not null) inputs.Add(Initializer(path + ".bias", bias));
         int stride = geometry.Stride, padding = geometry.Padding;
-        var attributes = new List<AttributeProto> { Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride) };
+        var attributes = new List<AttributeProto> { Ints("kernel_shape", kernel, kernel),
+            Ints("strides", stride, stride) };
         if (padding != 0) attributes.Add(Ints("pads", padding, padding, padding, padding));
         if (geometry.Groups != 1) attributes.Add(Int("group", geometry.Groups));
         if (geometry.Dilation != 1) attributes.Add(Ints("dilations", geometry.Dilation, geometry.Dilation));
@@ -103,7 +110,8 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>Batch norm with its running statistics.</summary>
-    public string BatchNorm(string x, string path, Tensor weight, Tensor bias, Tensor mean, Tensor variance, double epsilon) =>
+    public string BatchNorm(string x, string path, Tensor weight, Tensor bias, Tensor mean, Tensor variance,
+        double epsilon) =>
         Node("BatchNormalization",
             new[]
             {
@@ -114,10 +122,12 @@ internal sealed class OnnxGraph
 
     /// <summary>Layer norm over the last axis (opset 17's LayerNormalization).</summary>
     public string LayerNorm(string x, string path, Tensor weight, Tensor bias, double epsilon) =>
-        Node("LayerNormalization", new[] { x, Initializer(path + ".weight", weight), Initializer(path + ".bias", bias) },
+        Node("LayerNormalization", new[] { x, Initializer(path + ".weight", weight),
+            Initializer(path + ".bias", bias) },
             Int("axis", -1), Float("epsilon", (float)epsilon));
 
-    /// <summary>x Wᵀ + b over the last axis; the weight is stored as the state dict has it (out x in) and transposed in the graph.</summary>
+    /// <summary>x Wᵀ + b over the last axis; the weight is stored as the state dict has it (out x in) and transposed in
+    /// the graph.</summary>
     public string Linear(string x, string path, Tensor weight, Tensor? bias)
     {
         var transposed = Node("Transpose", new[] { Initializer(path + ".weight", weight) }, Ints("perm", 1, 0));
@@ -154,7 +164,8 @@ internal sealed class OnnxGraph
     private string ShapeSlice(string x, long start, long end) =>
         Node("Slice", new[] { Node("Shape", new[] { x }), Int64s("start", start), Int64s("end", end) });
 
-    /// <summary>Bilinear resize of <paramref name="x"/> to <paramref name="like"/>'s height and width (PyTorch's align_corners=False).</summary>
+    /// <summary>Bilinear resize of <paramref name="x"/> to <paramref name="like"/>'s height and width (PyTorch's
+    /// align_corners=False).</summary>
     public string ResizeLike(string x, string like)
     {
         var sizes = Node("Concat", new[] { ShapeSlice(x, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
@@ -176,19 +187,24 @@ internal sealed class OnnxGraph
 
     /// <summary>N x L x (heads d) to N x heads x L x d.</summary>
     public string SplitHeads(string tokens, long heads, long headDim) =>
-        Node("Transpose", new[] { Node("Reshape", new[] { tokens, Int64s("shape", 0, 0, heads, headDim) }) }, Ints("perm", 0, 2, 1, 3));
+        Node("Transpose", new[] { Node("Reshape", new[] { tokens, Int64s("shape", 0, 0, heads, headDim) }) },
+            Ints("perm", 0, 2, 1, 3));
 
     /// <summary>N x heads x L x d to N x L x (heads d).</summary>
     public string MergeHeads(string x, long width) =>
-        Node("Reshape", new[] { Node("Transpose", new[] { x }, Ints("perm", 0, 2, 1, 3)), Int64s("shape", 0, 0, width) });
+        Node("Reshape", new[] { Node("Transpose", new[] { x }, Ints("perm", 0, 2, 1, 3)),
+            Int64s("shape", 0, 0, width) });
 
-    /// <summary>Group norm as ONNX 17 can say it: instance norm over [N, groups, rest], then the per-channel affine.</summary>
+    /// <summary>Group norm as ONNX 17 can say it: instance norm over [N, groups, rest], then the per-channel
+    /// affine.</summary>
     public string GroupNorm(string x, string path, long groups, double epsilon, Tensor weight, Tensor bias)
     {
         long c = weight.shape[0];
         var grouped = Node("Reshape", new[] { x, Int64s("groups", 0, groups, -1) });
         using var scope = NewDisposeScope();
-        var normalised = Node("InstanceNormalization", new[] { grouped, Initializer(Fresh(path + ".ones"), ones(groups)), Initializer(Fresh(path + ".zeros"), zeros(groups)) }, Float("epsilon", (float)epsilon));
+        var normalised = Node("InstanceNormalization",
+            new[] { grouped, Initializer(Fresh(path + ".ones"), ones(groups)),
+                Initializer(Fresh(path + ".zeros"), zeros(groups)) }, Float("epsilon", (float)epsilon));
         var back = Node("Reshape", new[] { normalised, Node("Shape", new[] { x }) });
         var scaled = Node("Mul", new[] { back, Initializer(path + ".weight", weight.reshape(c, 1, 1)) });
         return Node("Add", new[] { scaled, Initializer(path + ".bias", bias.reshape(c, 1, 1)) });
@@ -201,15 +217,18 @@ internal sealed class OnnxGraph
     public string MaxPool(string x, int kernel, int stride, int padding) =>
         padding == 0
             ? Node("MaxPool", new[] { x }, Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride))
-            : Node("MaxPool", new[] { x }, Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride), Ints("pads", padding, padding, padding, padding));
+            : Node("MaxPool", new[] { x }, Ints("kernel_shape", kernel, kernel), Ints("strides", stride, stride),
+            Ints("pads", padding, padding, padding, padding));
 
     /// <summary>Upsampling by 2: bilinear with aligned corners, or PyTorch's nearest (asymmetric, floor).</summary>
     public string Upsample2(string x, bool bilinear)
     {
         var scales = Initializer(Fresh("scales"), tensor(new float[] { 1, 1, 2, 2 }));
         return bilinear
-            ? Node("Resize", new[] { x, "", scales }, String("mode", "linear"), String("coordinate_transformation_mode", "align_corners"))
-            : Node("Resize", new[] { x, "", scales }, String("mode", "nearest"), String("coordinate_transformation_mode", "asymmetric"), String("nearest_mode", "floor"));
+            ? Node("Resize", new[] { x, "", scales }, String("mode", "linear"),
+            String("coordinate_transformation_mode", "align_corners"))
+            : Node("Resize", new[] { x, "", scales }, String("mode", "nearest"),
+            String("coordinate_transformation_mode", "asymmetric"), String("nearest_mode", "floor"));
     }
 
     /// <summary>

@@ -5,7 +5,8 @@ namespace Segmentation.Models.Export;
 
 /// <summary>
 /// Records a model's ONNX graph by running its <c>forward</c> once: while a trace is current (on this thread), every
-/// <see cref="Layer"/>, <see cref="Attention"/> and <see cref="LayerOps"/> call adds its nodes and names its output, so the
+/// <see cref="Layer"/>, <see cref="Attention"/> and <see cref="LayerOps"/> call adds its nodes and names its output, so
+/// the
 /// graph is what the code computes, written once. A tensor that reaches a layer or an op without a name was made by an
 /// operation the trace cannot see, and the export fails naming the layer, instead of writing a wrong graph.
 /// </summary>
@@ -22,7 +23,8 @@ internal sealed class OnnxTrace : IDisposable
     /// <summary>The graph recorded so far.</summary>
     public OnnxGraph Graph { get; }
 
-    /// <summary>Starts recording the modules of <paramref name="model"/> (their names are their state-dict prefixes).</summary>
+    /// <summary>Starts recording the modules of <paramref name="model"/> (their names are their state-dict
+    /// prefixes).</summary>
     public OnnxTrace(nn.Module model)
     {
         foreach (var (name, module) in model.named_modules()) paths.TryAdd(module, name);
@@ -34,9 +36,11 @@ internal sealed class OnnxTrace : IDisposable
     /// <summary>Gives <paramref name="tensor"/> the graph value <paramref name="name"/>.</summary>
     public void Bind(Tensor tensor, string name) => names[tensor] = name;
 
-    /// <summary>The graph value of <paramref name="tensor"/>; <paramref name="user"/> names who needs it, for the error.</summary>
+    /// <summary>The graph value of <paramref name="tensor"/>; <paramref name="user"/> names who needs it, for the
+    /// error.</summary>
     public string NameOf(Tensor tensor, string user) => names.TryGetValue(tensor, out var name) ? name
-        : throw new NotSupportedException($"ONNX export: {user} received a tensor made by an operation the exporter cannot see; "
+        : throw new NotSupportedException($"ONNX export: {user} received a tensor made by an operation the exporter "
+        + $"cannot see; "
             + "compute it with a Segmentation.Models.Layers layer or a LayerOps method.");
 
     /// <summary>Records a layer's node(s).</summary>
@@ -57,7 +61,8 @@ internal sealed class OnnxTrace : IDisposable
     public void Op(Tensor output, string what, Func<OnnxGraph, string> node) => Bind(output, node(Graph));
 
     private string PathOf(nn.Module module) => paths.TryGetValue(module, out var p) ? p
-        : throw new NotSupportedException($"ONNX export: a {module.GetType().Name} that is not a registered submodule of the model ran in its forward pass.");
+        : throw new NotSupportedException($"ONNX export: a {module.GetType().Name} that is not a registered submodule "
+        + $"of the model ran in its forward pass.");
 
     /// <inheritdoc />
     public void Dispose() => current = outer;

@@ -14,12 +14,14 @@ public sealed record ConvHeadOptions : IPartOptions
     /// <inheritdoc />
     public void Validate()
     {
-        if (Kernel < 1 || Kernel % 2 == 0) throw new OptionsException($"Head Kernel is {Kernel}; it must be an odd number of at least 1.");
+        if (Kernel < 1 || Kernel % 2 == 0)
+            throw new OptionsException($"Head Kernel is {Kernel}; it must be an odd number of at least 1.");
     }
 }
 
 /// <summary>
-/// One convolution from the decoder's map to class logits. The U-Net paper's head (<c>conv</c>: keys <c>head.weight</c>,
+/// One convolution from the decoder's map to class logits. The U-Net paper's head (<c>conv</c>: keys
+/// <c>head.weight</c>,
 /// <c>head.bias</c>) or segmentation_models.pytorch's (<c>smp-conv</c>: keys <c>segmentation_head.0.*</c>).
 /// </summary>
 internal sealed class ConvHead : Head

@@ -32,7 +32,8 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IChec
         else
         {
             using var scope = NewDisposeScope();
-            output = Apply(Route, query.to(ComputeType), key.to(ComputeType), value.to(ComputeType)).MoveToOuterDisposeScope();
+            output = Apply(Route, query.to(ComputeType), key.to(ComputeType), value.to(ComputeType))
+                .MoveToOuterDisposeScope();
         }
         Observer?.Invoke(this, new[] { query, key, value }, output);
         OnnxTrace.Current?.Attention(this, query, key, value, output);
@@ -59,6 +60,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IChec
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => Array.Empty<Tensor>();
     bool ICheckedComputation.FollowsPrecision => true;
 
-    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters, bool training) =>
+    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
+        bool training) =>
         Apply(route, inputs[0], inputs[1], inputs[2]);
 }

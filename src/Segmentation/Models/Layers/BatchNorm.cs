@@ -31,7 +31,8 @@ public sealed class BatchNorm : Layer, ICheckedComputation
     /// <summary>Creates the layer: weight 1, bias 0, running mean 0 and variance 1.</summary>
     public BatchNorm(long channels, double epsilon = 1e-5, double momentum = 0.1) : base("BatchNorm2d")
     {
-        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), $"BatchNorm channels must be at least 1; got {channels}.");
+        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels),
+            $"BatchNorm channels must be at least 1; got {channels}.");
         Channels = channels; Epsilon = epsilon; Momentum = momentum;
         weight = new Parameter(ones(channels));
         bias = new Parameter(zeros(channels));
@@ -70,7 +71,8 @@ public sealed class BatchNorm : Layer, ICheckedComputation
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
     bool ICheckedComputation.FollowsPrecision => false;
 
-    /// <summary>Route 0 is libtorch's kernel; route 1 the same statistics from reductions (batch statistics when training).</summary>
+    /// <summary>Route 0 is libtorch's kernel; route 1 the same statistics from reductions (batch statistics when
+    /// training).</summary>
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training)
     {
         var x = inputs[0];

@@ -16,7 +16,8 @@ internal enum ConvolutionRoute
     /// <summary>libtorch's own convolution (oneDNN on the CPU, cuDNN on CUDA): the fastest.</summary>
     Direct,
     /// <summary>
-    /// The same call with input and output channels zero-padded up to a multiple of <see cref="Convolution.PadMultiple"/>
+    /// The same call with input and output channels zero-padded up to a multiple of <see
+    /// cref="Convolution.PadMultiple"/>
     /// (zero input channels, zero weight rows and columns, the output sliced back): the same result, and a different
     /// oneDNN kernel, which is right for channel counts where the direct kernel is not.
     /// </summary>
@@ -60,7 +61,8 @@ public sealed class Convolution : Layer
     public int Groups { get; }
     /// <summary>Spacing between kernel taps.</summary>
     public int Dilation { get; }
-    /// <summary>How <see cref="Layer.forward"/> computes; <see cref="ConvolutionRoute.Direct"/> until a check says otherwise.</summary>
+    /// <summary>How <see cref="Layer.forward"/> computes; <see cref="ConvolutionRoute.Direct"/> until a check says
+    /// otherwise.</summary>
     internal new ConvolutionRoute Route { get => (ConvolutionRoute)base.Route; set => base.Route = (int)value; }
 
     /// <summary>The weight (out x in x k x k, or in x out x k x k when transposed).</summary>
@@ -71,7 +73,8 @@ public sealed class Convolution : Layer
     /// <summary>The shapes this layer was checked at (its route is right for all of them).</summary>
     internal List<ConvolutionShape> CheckedShapes { get; } = new();
 
-    /// <summary>Creates the layer, initialised as PyTorch initialises <c>nn.Conv2d</c>/<c>nn.ConvTranspose2d</c>.</summary>
+    /// <summary>Creates the layer, initialised as PyTorch initialises
+    /// <c>nn.Conv2d</c>/<c>nn.ConvTranspose2d</c>.</summary>
     public Convolution(long inChannels, long outChannels, int kernel, int stride = 1, int padding = 0, bool bias = true,
         bool transposed = false, int groups = 1, int dilation = 1)
         : base(transposed ? "ConvTranspose2d" : "Conv2d")
@@ -81,12 +84,14 @@ public sealed class Convolution : Layer
                 $"Convolution channels must be at least 1; got {inChannels} -> {outChannels}.");
         if (kernel < 1 || stride < 1 || padding < 0 || dilation < 1)
             throw new ArgumentOutOfRangeException(nameof(kernel),
-                $"Convolution kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} are out of range.");
+                $"Convolution kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation} are out of "
+                    + $"range.");
         if (groups < 1 || inChannels % groups != 0 || outChannels % groups != 0)
             throw new ArgumentOutOfRangeException(nameof(groups),
                 $"Convolution groups {groups} must divide both channel counts ({inChannels} -> {outChannels}).");
         if (transposed && (groups != 1 || dilation != 1))
-            throw new ArgumentOutOfRangeException(nameof(transposed), "Transposed convolutions here have one group and no dilation.");
+            throw new ArgumentOutOfRangeException(nameof(transposed),
+                "Transposed convolutions here have one group and no dilation.");
         InChannels = inChannels; OutChannels = outChannels; Kernel = kernel; Stride = stride; Padding = padding;
         Transposed = transposed; Groups = groups; Dilation = dilation;
         var shape = transposed
@@ -119,11 +124,13 @@ public sealed class Convolution : Layer
         return Apply(Route, x, weight.to(ComputeType), bias?.to(ComputeType), Geometry).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The convolution of <paramref name="x"/> by <paramref name="w"/> along <paramref name="route"/>.</summary>
+    /// <summary>The convolution of <paramref name="x"/> by <paramref name="w"/> along <paramref
+    /// name="route"/>.</summary>
     internal static Tensor Apply(ConvolutionRoute route, Tensor x, Tensor w, Tensor? b, ConvolutionGeometry g)
     {
         // Padding channels would mix groups; grouped layers have the direct and the im2col routes.
-        if (route == ConvolutionRoute.Padded && g.Groups == 1) return PaddedConvolution(x, w, b, g.Stride, g.Padding, g.Transposed);
+        if (route == ConvolutionRoute.Padded && g.Groups == 1) return PaddedConvolution(x, w, b, g.Stride, g.Padding,
+            g.Transposed);
         if (route == ConvolutionRoute.Direct) return DirectConvolution(x, w, b, g);
         if (x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64) return Unfold(x, w, b, g);
         return InFloat32(x, w, b, (x32, w32, b32) => Unfold(x32, w32, b32, g));
@@ -139,7 +146,8 @@ public sealed class Convolution : Layer
     private static Tensor InFloat32(Tensor x, Tensor w, Tensor? b, Func<Tensor, Tensor, Tensor?, Tensor> route)
     {
         using var scope = NewDisposeScope();
-        return route(x.to(ScalarType.Float32), w.to(ScalarType.Float32), b?.to(ScalarType.Float32)).to(x.dtype).MoveToOuterDisposeScope();
+        return route(x.to(ScalarType.Float32), w.to(ScalarType.Float32), b?.to(ScalarType.Float32)).to(x.dtype)
+            .MoveToOuterDisposeScope();
     }
 
     private static Tensor DirectConvolution(Tensor x, Tensor w, Tensor? b, ConvolutionGeometry g)
@@ -172,8 +180,10 @@ public sealed class Convolution : Layer
         long ho = g.OutputExtent(x.shape[2], k), wo = g.OutputExtent(x.shape[3], k);
         using var scope = NewDisposeScope();
         // N x (Cin k k) x L, the columns of each group together.
-        var cols = F.unfold(x, (k, k), dilation: (g.Dilation, g.Dilation), padding: (g.Padding, g.Padding), stride: (g.Stride, g.Stride));
-        var y = w.reshape(groups, cout / groups, -1).matmul(cols.view(n, groups, -1, cols.shape[2])).view(n, cout, ho, wo);
+        var cols = F.unfold(x, (k, k), dilation: (g.Dilation, g.Dilation), padding: (g.Padding, g.Padding),
+            stride: (g.Stride, g.Stride));
+        var y = w.reshape(groups, cout / groups, -1).matmul(cols.view(n, groups, -1, cols.shape[2]))
+            .view(n, cout, ho, wo);
         if (b is not null) y = y + b.view(1, -1, 1, 1);
         return y.MoveToOuterDisposeScope();
     }
@@ -192,7 +202,8 @@ public sealed class Convolution : Layer
     private static long RoundUp(long channels) => (channels + PadMultiple - 1) / PadMultiple * PadMultiple;
 
     /// <inheritdoc />
-    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.Convolution(input, path, weight, bias, Kernel, Geometry);
+    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.Convolution(input, path, weight,
+        bias, Kernel, Geometry);
 
     /// <inheritdoc />
     internal override LayerSummary Summarise(string path, Tensor input, Tensor output)
@@ -200,7 +211,8 @@ public sealed class Convolution : Layer
         long inH = input.shape[2], inW = input.shape[3], outH = output.shape[2], outW = output.shape[3];
         long perPosition = InChannels / Groups * OutChannels * Kernel * Kernel;
         long macs = perPosition * (Transposed ? inH * inW : outH * outW);
-        return new LayerSummary(path, Transposed ? "ConvTranspose2d" : "Conv2d", new[] { OutChannels, outH, outW }, OwnParameters(), macs);
+        return new LayerSummary(path, Transposed ? "ConvTranspose2d" : "Conv2d", new[] { OutChannels, outH, outW },
+            OwnParameters(), macs);
     }
 }
 

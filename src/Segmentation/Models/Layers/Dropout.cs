@@ -4,7 +4,8 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Segmentation.Models.Layers;
 
-/// <summary>Dropout while training (whole channels when <see cref="Channels"/>, as <c>Dropout2d</c>); the identity in eval mode and in exports.</summary>
+/// <summary>Dropout while training (whole channels when <see cref="Channels"/>, as <c>Dropout2d</c>); the identity in
+/// eval mode and in exports.</summary>
 public sealed class Dropout : Layer
 {
     /// <summary>Probability of zeroing an element (or a channel).</summary>
@@ -16,7 +17,8 @@ public sealed class Dropout : Layer
     public Dropout(double probability, bool channels = false) : base(channels ? "Dropout2d" : "Dropout")
     {
         if (double.IsNaN(probability) || probability < 0 || probability >= 1)
-            throw new ArgumentOutOfRangeException(nameof(probability), $"Dropout probability is {probability}; it must be in [0, 1).");
+            throw new ArgumentOutOfRangeException(nameof(probability),
+                $"Dropout probability is {probability}; it must be in [0, 1).");
         Probability = probability; Channels = channels;
     }
 

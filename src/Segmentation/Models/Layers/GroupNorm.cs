@@ -7,7 +7,8 @@ namespace Segmentation.Models.Layers;
 /// <summary>
 /// Group normalisation (Wu and He 2018) with its affine weight 1 and bias 0 at the start, as PyTorch initialises it.
 /// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves both uninitialised (whatever the allocator returned: 1e25, NaN), so
-/// this one is ours; <c>nn.functional.group_norm</c> computes it. State-dict keys <c>weight</c> and <c>bias</c>, as there.
+/// this one is ours; <c>nn.functional.group_norm</c> computes it. State-dict keys <c>weight</c> and <c>bias</c>, as
+/// there.
 /// In float32 whatever the input's type (as autocast does), and returned in the input's type.
 /// </summary>
 public sealed class GroupNorm : Layer, ICheckedComputation
@@ -22,7 +23,8 @@ public sealed class GroupNorm : Layer, ICheckedComputation
     /// <summary>Added to the variance.</summary>
     public double Epsilon { get; }
 
-    /// <summary>Creates the layer; <paramref name="channels"/> must be a multiple of <paramref name="groups"/>.</summary>
+    /// <summary>Creates the layer; <paramref name="channels"/> must be a multiple of <paramref
+    /// name="groups"/>.</summary>
     public GroupNorm(long groups, long channels, double epsilon = 1e-5) : base(nameof(GroupNorm))
     {
         if (groups < 1 || channels % groups != 0)
@@ -56,7 +58,8 @@ public sealed class GroupNorm : Layer, ICheckedComputation
     }
 
     /// <inheritdoc />
-    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.GroupNorm(input, path, Groups, Epsilon, weight, bias);
+    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.GroupNorm(input, path, Groups,
+        Epsilon, weight, bias);
 
     /// <inheritdoc />
     internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>

@@ -6,7 +6,8 @@ namespace Segmentation.Models.Layers;
 /// <summary>
 /// A leaf layer: the unit that carries what cuts across every model. Each leaf knows the type it computes in
 /// (<see cref="Precision"/>), how to check itself against float64 (<see cref="LayerCheck"/>), its line in
-/// <see cref="ModelSummary"/> and its ONNX node. A block built only from leaves and <see cref="LayerOps"/> gets all four
+/// <see cref="ModelSummary"/> and its ONNX node. A block built only from leaves and <see cref="LayerOps"/> gets all
+/// four
 /// without writing any of them: its <c>forward</c> is the one description of what it computes, and the ONNX exporter
 /// records the graph by running it (<see cref="OnnxTrace"/>).
 /// </summary>
@@ -16,7 +17,8 @@ namespace Segmentation.Models.Layers;
 /// </remarks>
 public abstract class Layer : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Creates the layer; <paramref name="name"/> is its type's name in summaries (<c>Conv2d</c>, <c>Linear</c>).</summary>
+    /// <summary>Creates the layer; <paramref name="name"/> is its type's name in summaries (<c>Conv2d</c>,
+    /// <c>Linear</c>).</summary>
     protected Layer(string name) : base(name) { }
 
     /// <summary>
@@ -25,10 +27,12 @@ public abstract class Layer : nn.Module<Tensor, Tensor>
     /// </summary>
     internal ScalarType ComputeType { get; set; } = ScalarType.Float32;
 
-    /// <summary>Which of the layer's ways of computing it uses (0: libtorch's own kernel; others: checked fallbacks).</summary>
+    /// <summary>Which of the layer's ways of computing it uses (0: libtorch's own kernel; others: checked
+    /// fallbacks).</summary>
     internal int Route { get; set; }
 
-    /// <summary>Called with input and output after each forward pass while set (the summary and the checks use it).</summary>
+    /// <summary>Called with input and output after each forward pass while set (the summary and the checks use
+    /// it).</summary>
     internal Action<Layer, Tensor, Tensor>? Observer { get; set; }
 
     /// <summary>The layer's result for <paramref name="input"/>; what every subclass says once.</summary>
@@ -43,16 +47,19 @@ public abstract class Layer : nn.Module<Tensor, Tensor>
         return output;
     }
 
-    /// <summary>Adds this layer's eval-mode computation on <paramref name="input"/> to an ONNX graph; returns the output's name.</summary>
+    /// <summary>Adds this layer's eval-mode computation on <paramref name="input"/> to an ONNX graph; returns the
+    /// output's name.</summary>
     /// <param name="g">The graph.</param>
     /// <param name="input">The input value's name.</param>
     /// <param name="path">The layer's state-dict prefix (initializers are named after the state-dict keys).</param>
     internal abstract string ExportOnnx(OnnxGraph g, string input, string path);
 
-    /// <summary>The summary row for one observed pass (null: the layer has no row, as activations and pooling).</summary>
+    /// <summary>The summary row for one observed pass (null: the layer has no row, as activations and
+    /// pooling).</summary>
     internal virtual LayerSummary? Summarise(string path, Tensor input, Tensor output) => null;
 
-    /// <summary>The numerics this layer offers to <see cref="LayerCheck"/> (null: nothing to check, as for ReLU).</summary>
+    /// <summary>The numerics this layer offers to <see cref="LayerCheck"/> (null: nothing to check, as for
+    /// ReLU).</summary>
     internal virtual ICheckedComputation? Checkable => null;
 
     /// <summary>The number of trainable values this layer holds itself.</summary>
@@ -71,7 +78,8 @@ internal interface ICheckedComputation
     /// <summary>The parameters, in the order <see cref="Apply"/> takes them.</summary>
     IReadOnlyList<Tensor> Parameters { get; }
 
-    /// <summary>Whether the computation in the layer's compute type is compared with a float64 one at bf16/fp16 tolerance.</summary>
+    /// <summary>Whether the computation in the layer's compute type is compared with a float64 one at bf16/fp16
+    /// tolerance.</summary>
     bool FollowsPrecision { get; }
 
     /// <summary>The layer's computation along <paramref name="route"/>, in the type of the inputs.</summary>

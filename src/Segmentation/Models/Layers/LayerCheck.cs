@@ -3,14 +3,16 @@ using static TorchSharp.torch;
 
 namespace Segmentation.Models.Layers;
 
-/// <summary>How one layer other than a convolution fared: its largest relative error against float64 on each route tried.</summary>
+/// <summary>How one layer other than a convolution fared: its largest relative error against float64 on each route
+/// tried.</summary>
 /// <param name="Layer">State-dict name.</param>
 /// <param name="Kind">Layer type (LayerNorm, Linear, Attention, ...).</param>
 /// <param name="Shape">The input shape checked.</param>
 /// <param name="Route">The route taken (0: libtorch's kernel).</param>
 /// <param name="Errors">The error of each route tried, in order.</param>
 /// <param name="Tolerance">The largest error accepted.</param>
-internal sealed record LayerCheckResult(string Layer, string Kind, string Shape, int Route, IReadOnlyList<double> Errors, double Tolerance);
+internal sealed record LayerCheckResult(string Layer, string Kind, string Shape, int Route,
+    IReadOnlyList<double> Errors, double Tolerance);
 
 /// <summary>
 /// Trust no kernel, beyond convolutions: every other leaf that has numerics (batch, group and layer norm, linear,
@@ -21,13 +23,16 @@ internal sealed record LayerCheckResult(string Layer, string Kind, string Shape,
 /// </summary>
 internal static class LayerCheck
 {
-    /// <summary>Tokens or positions checked per map side or sequence at most (the kernels' blocking repeats; the cost does not).</summary>
+    /// <summary>Tokens or positions checked per map side or sequence at most (the kernels' blocking repeats; the cost
+    /// does not).</summary>
     private const int MaxExtent = 32, MaxTokens = 256;
 
     private static readonly ConcurrentDictionary<string, double> Cache = new();
 
-    /// <summary>Checks and routes every checkable leaf of <paramref name="model"/> for inputs of <paramref name="inputShape"/>.</summary>
-    public static IReadOnlyList<LayerCheckResult> Configure(nn.Module model, long[] inputShape, bool training, Device device)
+    /// <summary>Checks and routes every checkable leaf of <paramref name="model"/> for inputs of <paramref
+    /// name="inputShape"/>.</summary>
+    public static IReadOnlyList<LayerCheckResult> Configure(nn.Module model, long[] inputShape, bool training,
+        Device device)
     {
         var names = LayerObservation.Names(model);
         var layers = names.Keys.OfType<Layer>().Where(l => l.Checkable is not null).ToList();
@@ -40,7 +45,8 @@ internal static class LayerCheck
             var type = c.FollowsPrecision ? compute : inputs[0].dtype;
             seen.Add((m, c, inputs.Select(Shrink).ToArray(), type));
         }
-        LayerObservation.Run(model, layers, (l, x, _) => Observe(l, l.Checkable!, new[] { x }, l.ComputeType), inputShape, device, training,
+        LayerObservation.Run(model, layers, (l, x, _) => Observe(l, l.Checkable!, new[] { x }, l.ComputeType),
+            inputShape, device, training,
             attention, (a, inputs, _) => Observe(a, a, inputs, a.ComputeType));
         var results = new List<LayerCheckResult>();
         foreach (var (module, computation, shapes, type) in seen)
@@ -54,10 +60,13 @@ internal static class LayerCheck
                 if (errors[^1] <= tolerance) break;
             }
             if (route == computation.RouteCount)
-                throw new SegmentationException($"No route computes {names[module]} ({module.GetType().Name} at {Describe(shapes)}) correctly on "
-                    + $"{device}: errors {string.Join(", ", errors.Select(e => e.ToString("g2")))} against float64. Run 'segment doctor'.");
+                throw new SegmentationException($"No route computes {names[module]} ({module.GetType().Name} at "
+                    + $"{Describe(shapes)}) correctly on "
+                    + $"{device}: errors {string.Join(", ", errors.Select(e => e.ToString("g2")))} against float64. "
+                    + $"Run 'segment doctor'.");
             if (module is Layer l) l.Route = route; else ((Attention)module).Route = route;
-            results.Add(new LayerCheckResult(names[module], module.GetType().Name, Describe(shapes), route, errors, tolerance));
+            results.Add(new LayerCheckResult(names[module], module.GetType().Name, Describe(shapes), route, errors,
+                tolerance));
         }
         return results;
     }
@@ -75,23 +84,27 @@ internal static class LayerCheck
         return shape;
     }
 
-    private static double Check(string kind, ICheckedComputation c, long[][] shapes, ScalarType type, int route, bool training, Device device)
+    private static double Check(string kind, ICheckedComputation c, long[][] shapes, ScalarType type, int route,
+        bool training, Device device)
     {
         var parameterShapes = string.Join(";", c.Parameters.Select(p => string.Join("x", p.shape)));
         var key = $"{kind}|{parameterShapes}|{Describe(shapes)}|{type}|{route}|{training}|{get_num_threads()}|{device}";
         return Cache.GetOrAdd(key, _ => Measure(c, shapes, type, route, training, device));
     }
 
-    private static double Measure(ICheckedComputation c, long[][] shapes, ScalarType type, int route, bool training, Device device)
+    private static double Measure(ICheckedComputation c, long[][] shapes, ScalarType type, int route, bool training,
+        Device device)
     {
         using var scope = NewDisposeScope();
         using var junk = device.type == TorchSharp.DeviceType.CPU ? NativeRuntime.JunkFill() : null;
         var g = new Generator(0x5EED);
         var inputs = shapes.Select(s => randn(s, float64, generator: g).to(type).to(float64)).ToArray();
-        var parameters = c.Parameters.Select(p => (c.FollowsPrecision ? p.detach().to(type) : p.detach()).to(float64).cpu()).ToArray();
+        var parameters = c.Parameters.Select(p => (c.FollowsPrecision ? p.detach().to(type) : p.detach()).to(float64)
+            .cpu()).ToArray();
         var reference = Run(c, 0, inputs, parameters, training, ScalarType.Float64, g);
         var got = Run(c, route, inputs.Select(x => x.to(type).to(device)).ToArray(),
-            parameters.Select(p => p.to(c.FollowsPrecision ? type : ScalarType.Float32).to(device)).ToArray(), training, type, g);
+            parameters.Select(p => p.to(c.FollowsPrecision ? type : ScalarType.Float32).to(device)).ToArray(),
+                training, type, g);
         double worst = 0;
         for (int i = 0; i < reference.Length; i++)
         {
@@ -102,8 +115,10 @@ internal static class LayerCheck
         return worst;
     }
 
-    /// <summary>Output, and for training the gradients of a fixed random weighting of it with respect to inputs and parameters.</summary>
-    private static Tensor[] Run(ICheckedComputation c, int route, Tensor[] inputs, Tensor[] parameters, bool training, ScalarType type, Generator g)
+    /// <summary>Output, and for training the gradients of a fixed random weighting of it with respect to inputs and
+    /// parameters.</summary>
+    private static Tensor[] Run(ICheckedComputation c, int route, Tensor[] inputs, Tensor[] parameters, bool training,
+        ScalarType type, Generator g)
     {
         using var grad = training ? enable_grad() : no_grad();
         var xs = inputs.Select(x => x.detach().requires_grad_(training)).ToArray();
@@ -114,6 +129,7 @@ internal static class LayerCheck
         if (!training) return new[] { y.detach().cpu() };
         using var weighting = randn(y.shape, float64, generator: new Generator(0xD1CE)).to(y.dtype).to(y.device);
         y.backward(new[] { weighting });
-        return new[] { y.detach().cpu() }.Concat(xs.Select(x => x.grad!.cpu())).Concat(ps.Select(p => p.grad!.cpu())).ToArray();
+        return new[] { y.detach().cpu() }.Concat(xs.Select(x => x.grad!.cpu())).Concat(ps.Select(p => p.grad!.cpu()))
+            .ToArray();
     }
 }

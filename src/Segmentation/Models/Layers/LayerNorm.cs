@@ -24,7 +24,8 @@ public sealed class LayerNorm : Layer, ICheckedComputation
     /// <summary>Creates the layer: weight 1, bias 0.</summary>
     public LayerNorm(long channels, double epsilon = 1e-5) : base(nameof(LayerNorm))
     {
-        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), $"LayerNorm channels must be at least 1; got {channels}.");
+        if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels),
+            $"LayerNorm channels must be at least 1; got {channels}.");
         Channels = channels; Epsilon = epsilon;
         weight = new Parameter(ones(channels));
         bias = new Parameter(zeros(channels));
@@ -34,14 +35,16 @@ public sealed class LayerNorm : Layer, ICheckedComputation
     /// <inheritdoc />
     protected override Tensor Compute(Tensor input)
     {
-        if (input.dtype == weight.dtype) return nn.functional.layer_norm(input, new[] { Channels }, weight, bias, Epsilon);
+        if (input.dtype == weight.dtype) return nn.functional.layer_norm(input, new[] { Channels }, weight, bias,
+            Epsilon);
         using var scope = NewDisposeScope();
         var y = nn.functional.layer_norm(input.to(weight.dtype), new[] { Channels }, weight, bias, Epsilon);
         return y.to(input.dtype).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc />
-    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.LayerNorm(input, path, weight, bias, Epsilon);
+    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.LayerNorm(input, path, weight,
+        bias, Epsilon);
 
     /// <inheritdoc />
     internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>

@@ -17,9 +17,12 @@ internal static class LayerObservation
         return names;
     }
 
-    /// <summary>Runs <paramref name="model"/> once on zeros of <paramref name="inputShape"/> with <paramref name="observe"/> on <paramref name="layers"/>.</summary>
-    public static void Run(nn.Module model, IEnumerable<Layer> layers, Action<Layer, Tensor, Tensor> observe, long[] inputShape,
-        Device device, bool gradients, IEnumerable<Attention>? attention = null, Action<Attention, Tensor[], Tensor>? observeAttention = null)
+    /// <summary>Runs <paramref name="model"/> once on zeros of <paramref name="inputShape"/> with <paramref
+    /// name="observe"/> on <paramref name="layers"/>.</summary>
+    public static void Run(nn.Module model, IEnumerable<Layer> layers, Action<Layer, Tensor, Tensor> observe,
+        long[] inputShape,
+        Device device, bool gradients, IEnumerable<Attention>? attention = null, Action<Attention, Tensor[],
+            Tensor>? observeAttention = null)
     {
         var watched = layers.ToList();
         var attending = attention?.ToList() ?? new List<Attention>();

@@ -16,11 +16,13 @@ public static class LayerOps
     public static Tensor Concat(params Tensor[] tensors)
     {
         var y = cat(tensors, 1);
-        OnnxTrace.Current?.Op(y, "Concat", g => g.Concat(tensors.Select(t => g.Trace.NameOf(t, "LayerOps.Concat")).ToArray()));
+        OnnxTrace.Current?.Op(y, "Concat", g => g.Concat(tensors.Select(t => g.Trace.NameOf(t, "LayerOps.Concat"))
+            .ToArray()));
         return y;
     }
 
-    /// <summary>Element-wise sum; <paramref name="inPlace"/> adds <paramref name="b"/> into <paramref name="a"/>.</summary>
+    /// <summary>Element-wise sum; <paramref name="inPlace"/> adds <paramref name="b"/> into <paramref
+    /// name="a"/>.</summary>
     public static Tensor Add(Tensor a, Tensor b, bool inPlace = false)
     {
         string? an = null, bn = null;
@@ -47,15 +49,19 @@ public static class LayerOps
     {
         long dy = like.shape[2] - x.shape[2], dx = like.shape[3] - x.shape[3];
         var y = dy == 0 && dx == 0 ? x.alias() : F.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
-        OnnxTrace.Current?.Op(y, "AlignTo", g => g.AlignTo(g.Trace.NameOf(x, "LayerOps.AlignTo"), g.Trace.NameOf(like, "LayerOps.AlignTo")));
+        OnnxTrace.Current?.Op(y, "AlignTo", g => g.AlignTo(g.Trace.NameOf(x, "LayerOps.AlignTo"),
+            g.Trace.NameOf(like, "LayerOps.AlignTo")));
         return y;
     }
 
-    /// <summary>Bilinear resize to the height and width of <paramref name="like"/> (corners not aligned, as PyTorch's default).</summary>
+    /// <summary>Bilinear resize to the height and width of <paramref name="like"/> (corners not aligned, as PyTorch's
+    /// default).</summary>
     public static Tensor ResizeLike(Tensor x, Tensor like)
     {
-        var y = F.interpolate(x, new[] { like.shape[2], like.shape[3] }, mode: InterpolationMode.Bilinear, align_corners: false);
-        OnnxTrace.Current?.Op(y, "ResizeLike", g => g.ResizeLike(g.Trace.NameOf(x, "LayerOps.ResizeLike"), g.Trace.NameOf(like, "LayerOps.ResizeLike")));
+        var y = F.interpolate(x, new[] { like.shape[2], like.shape[3] }, mode: InterpolationMode.Bilinear,
+            align_corners: false);
+        OnnxTrace.Current?.Op(y, "ResizeLike", g => g.ResizeLike(g.Trace.NameOf(x, "LayerOps.ResizeLike"),
+            g.Trace.NameOf(like, "LayerOps.ResizeLike")));
         return y;
     }
 
@@ -67,11 +73,13 @@ public static class LayerOps
         return y;
     }
 
-    /// <summary>Tokens N x HW x C back to a map N x C x H x W with the height and width of <paramref name="like"/>.</summary>
+    /// <summary>Tokens N x HW x C back to a map N x C x H x W with the height and width of <paramref
+    /// name="like"/>.</summary>
     public static Tensor ToMap(Tensor tokens, Tensor like)
     {
         var y = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], like.shape[2], like.shape[3]);
-        OnnxTrace.Current?.Op(y, "ToMap", g => g.ToMap(g.Trace.NameOf(tokens, "LayerOps.ToMap"), g.Trace.NameOf(like, "LayerOps.ToMap")));
+        OnnxTrace.Current?.Op(y, "ToMap", g => g.ToMap(g.Trace.NameOf(tokens, "LayerOps.ToMap"),
+            g.Trace.NameOf(like, "LayerOps.ToMap")));
         return y;
     }
 
@@ -80,7 +88,8 @@ public static class LayerOps
     {
         long n = tokens.shape[0], l = tokens.shape[1], d = tokens.shape[2] / heads;
         var y = tokens.reshape(n, l, heads, d).transpose(1, 2);
-        OnnxTrace.Current?.Op(y, "SplitHeads", g => g.SplitHeads(g.Trace.NameOf(tokens, "LayerOps.SplitHeads"), heads, d));
+        OnnxTrace.Current?.Op(y, "SplitHeads", g => g.SplitHeads(g.Trace.NameOf(tokens, "LayerOps.SplitHeads"), heads,
+            d));
         return y;
     }
 

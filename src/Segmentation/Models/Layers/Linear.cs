@@ -24,7 +24,8 @@ public sealed class Linear : Layer, ICheckedComputation
     public Linear(long inFeatures, long outFeatures, bool bias = true) : base(nameof(Linear))
     {
         if (inFeatures < 1 || outFeatures < 1)
-            throw new ArgumentOutOfRangeException(nameof(inFeatures), $"Linear features must be at least 1; got {inFeatures} -> {outFeatures}.");
+            throw new ArgumentOutOfRangeException(nameof(inFeatures),
+                $"Linear features must be at least 1; got {inFeatures} -> {outFeatures}.");
         InFeatures = inFeatures; OutFeatures = outFeatures;
         weight = new Parameter(empty(outFeatures, inFeatures));
         this.bias = bias ? new Parameter(empty(outFeatures)) : null;
@@ -67,11 +68,13 @@ public sealed class Linear : Layer, ICheckedComputation
 
     /// <inheritdoc />
     internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>
-        new(path, "Linear", output.shape[1..], OwnParameters(), input.numel() / input.shape[0] / InFeatures * InFeatures * OutFeatures);
+        new(path, "Linear", output.shape[1..], OwnParameters(), input.numel() / input.shape[0] / InFeatures
+            * InFeatures * OutFeatures);
 
     internal override ICheckedComputation Checkable => this;
     int ICheckedComputation.RouteCount => 2;
-    IReadOnlyList<Tensor> ICheckedComputation.Parameters => bias is null ? new Tensor[] { weight } : new Tensor[] { weight, bias };
+    IReadOnlyList<Tensor> ICheckedComputation.Parameters => bias is null ? new Tensor[] { weight }
+        : new Tensor[] { weight, bias };
     bool ICheckedComputation.FollowsPrecision => true;
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training) =>
         Apply(route, inputs[0], p[0], p.Count > 1 ? p[1] : null);

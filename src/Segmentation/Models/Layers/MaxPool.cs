@@ -18,14 +18,17 @@ public sealed class MaxPool : Layer
     public MaxPool(int kernel, int? stride = null, int padding = 0) : base("MaxPool2d")
     {
         if (kernel < 1 || stride is < 1 || padding < 0 || padding * 2 > kernel)
-            throw new ArgumentOutOfRangeException(nameof(kernel), $"MaxPool kernel {kernel}, stride {stride}, padding {padding} are out of range.");
+            throw new ArgumentOutOfRangeException(nameof(kernel),
+                $"MaxPool kernel {kernel}, stride {stride}, padding {padding} are out of range.");
         Kernel = kernel; Stride = stride ?? kernel; Padding = padding;
     }
 
     /// <inheritdoc />
     protected override Tensor Compute(Tensor input) =>
-        F.max_pool2d(input, new long[] { Kernel, Kernel }, new long[] { Stride, Stride }, new long[] { Padding, Padding });
+        F.max_pool2d(input, new long[] { Kernel, Kernel }, new long[] { Stride, Stride },
+            new long[] { Padding, Padding });
 
     /// <inheritdoc />
-    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.MaxPool(input, Kernel, Stride, Padding);
+    internal override string ExportOnnx(OnnxGraph g, string input, string path) => g.MaxPool(input, Kernel, Stride,
+        Padding);
 }

@@ -14,7 +14,8 @@ public enum NormLayer
 /// <summary>Builds the layer a <see cref="NormLayer"/> names.</summary>
 public static class NormLayers
 {
-    /// <summary>The normalisation layer for <paramref name="channels"/>, or null for <see cref="NormLayer.None"/>.</summary>
+    /// <summary>The normalisation layer for <paramref name="channels"/>, or null for <see
+    /// cref="NormLayer.None"/>.</summary>
     public static Layer? Create(NormLayer norm, long channels) => norm switch
     {
         NormLayer.Batch => new BatchNorm(channels),

@@ -15,7 +15,8 @@ public enum Precision
     Float32,
     /// <summary>bfloat16 convolutions: float32's range, 8 bits of mantissa; needs no loss scaling.</summary>
     BFloat16,
-    /// <summary>float16 convolutions: 11 bits of mantissa, a narrow range; trained with dynamic loss scaling (<c>LossScaler</c>).</summary>
+    /// <summary>float16 convolutions: 11 bits of mantissa, a narrow range; trained with dynamic loss scaling
+    /// (<c>LossScaler</c>).</summary>
     Float16,
 }
 
@@ -38,7 +39,8 @@ public static class Precisions
         _ => "fp32",
     };
 
-    /// <summary>Parses fp32, bf16 or fp16 (also float32, bfloat16, float16); anything else is an <see cref="OptionsException"/>.</summary>
+    /// <summary>Parses fp32, bf16 or fp16 (also float32, bfloat16, float16); anything else is an <see
+    /// cref="OptionsException"/>.</summary>
     public static Precision Parse(string text) => text.Trim().ToLowerInvariant() switch
     {
         "fp32" or "float32" or "f32" => Precision.Float32,

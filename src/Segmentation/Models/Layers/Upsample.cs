@@ -4,7 +4,8 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Segmentation.Models.Layers;
 
-/// <summary>Upsampling by 2 as a layer: bilinear with aligned corners (the U-Net paper's alternative to the up-convolution) or nearest.</summary>
+/// <summary>Upsampling by 2 as a layer: bilinear with aligned corners (the U-Net paper's alternative to the
+/// up-convolution) or nearest.</summary>
 public sealed class Upsample : Layer
 {
     /// <summary>Bilinear with aligned corners; otherwise nearest (PyTorch's floor rule).</summary>

@@ -4,9 +4,11 @@ namespace Segmentation.Models.Parts;
 
 /// <summary>
 /// The part that turns an image into feature maps of growing stride (smp's encoder seam).
-/// <see cref="nn.Module{T, TResult}.forward"/> returns the input itself first (stride 1, as smp's encoders do), then one
+/// <see cref="nn.Module{T, TResult}.forward"/> returns the input itself first (stride 1, as smp's encoders do), then
+/// one
 /// map per entry of <see cref="Stages"/>; a decoder builds itself from <see cref="Stages"/>. Build it from
-/// <see cref="Layers.Layer"/>s and <see cref="Layers.LayerOps"/>, and register it with <see cref="ModelRegistry.AddEncoder"/>.
+/// <see cref="Layers.Layer"/>s and <see cref="Layers.LayerOps"/>, and register it with <see
+/// cref="ModelRegistry.AddEncoder"/>.
 /// </summary>
 public abstract class Encoder : nn.Module<Tensor, Tensor[]>
 {

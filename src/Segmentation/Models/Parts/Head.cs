@@ -16,5 +16,6 @@ public abstract class Head : nn.Module<Tensor, ModelOutputs>
     /// A head that must keep another library's keys registers its layers directly (the U-Net paper's head is
     /// <c>head.weight</c>, smp's <c>segmentation_head.0.weight</c>).
     /// </summary>
-    public virtual IEnumerable<(string Name, nn.Module Module)> StateDictModules() => new[] { ("head", (nn.Module)this) };
+    public virtual IEnumerable<(string Name, nn.Module Module)> StateDictModules()
+        => new[] { ("head", (nn.Module)this) };
 }

@@ -21,16 +21,19 @@ internal sealed class StraightResNetUNet : nn.Module<Tensor, Tensor>
     {
         var (counts, bottleneck) = ResNetEncoder.Layout(kind);
         int e = bottleneck ? 4 : 1;
-        stem = nn.Sequential(nn.Conv2d(inChannels, 64, 7, stride: 2, padding: 3, bias: false), nn.BatchNorm2d(64), nn.ReLU(inplace: true));
+        stem = nn.Sequential(nn.Conv2d(inChannels, 64, 7, stride: 2, padding: 3, bias: false), nn.BatchNorm2d(64),
+            nn.ReLU(inplace: true));
         maxpool = nn.MaxPool2d(3, 2, 1);
         long inplanes = 64;
         Sequential Layer(long planes, int blocks, int stride)
         {
             var list = new List<nn.Module<Tensor, Tensor>>();
-            for (int b = 0; b < blocks; b++) { list.Add(new Block(inplanes, planes, b == 0 ? stride : 1, bottleneck)); inplanes = planes * e; }
+            for (int b = 0; b < blocks; b++) { list.Add(new Block(inplanes, planes, b == 0 ? stride : 1,
+                bottleneck)); inplanes = planes * e; }
             return nn.Sequential(list.ToArray());
         }
-        layer1 = Layer(64, counts[0], 1); layer2 = Layer(128, counts[1], 2); layer3 = Layer(256, counts[2], 2); layer4 = Layer(512, counts[3], 2);
+        layer1 = Layer(64, counts[0], 1); layer2 = Layer(128, counts[1], 2); layer3 = Layer(256, counts[2],
+            2); layer4 = Layer(512, counts[3], 2);
         long[] stages = { 64, 64 * e, 128 * e, 256 * e, 512 * e };
         int[] channels = { 256, 128, 64, 32, 16 };
         skips = new[] { 3, 2, 1, 0, -1 };
@@ -47,7 +50,9 @@ internal sealed class StraightResNetUNet : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    private static Sequential ConvBnRelu(long cin, long cout) => nn.Sequential(nn.Conv2d(cin, cout, 3, padding: 1, bias: false), nn.BatchNorm2d(cout), nn.ReLU(inplace: true));
+    private static Sequential ConvBnRelu(long cin, long cout)
+        => nn.Sequential(nn.Conv2d(cin, cout, 3, padding: 1, bias: false), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace: true));
 
     public override Tensor forward(Tensor x)
     {
@@ -77,15 +82,21 @@ internal sealed class StraightResNetUNet : nn.Module<Tensor, Tensor>
         {
             long outplanes = bottleneck ? planes * 4 : planes;
             body = bottleneck
-                ? nn.Sequential(nn.Conv2d(inplanes, planes, 1, bias: false), nn.BatchNorm2d(planes), nn.ReLU(inplace: true),
-                    nn.Conv2d(planes, planes, 3, stride: stride, padding: 1, bias: false), nn.BatchNorm2d(planes), nn.ReLU(inplace: true),
+                ? nn.Sequential(nn.Conv2d(inplanes, planes, 1, bias: false), nn.BatchNorm2d(planes),
+                nn.ReLU(inplace: true),
+                    nn.Conv2d(planes, planes, 3, stride: stride, padding: 1, bias: false), nn.BatchNorm2d(planes),
+                        nn.ReLU(inplace: true),
                     nn.Conv2d(planes, outplanes, 1, bias: false), nn.BatchNorm2d(outplanes))
-                : nn.Sequential(nn.Conv2d(inplanes, planes, 3, stride: stride, padding: 1, bias: false), nn.BatchNorm2d(planes), nn.ReLU(inplace: true),
+                : nn.Sequential(nn.Conv2d(inplanes, planes, 3, stride: stride, padding: 1, bias: false),
+                nn.BatchNorm2d(planes), nn.ReLU(inplace: true),
                     nn.Conv2d(planes, planes, 3, padding: 1, bias: false), nn.BatchNorm2d(planes));
-            downsample = stride != 1 || inplanes != outplanes ? nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride: stride, bias: false), nn.BatchNorm2d(outplanes)) : null;
+            downsample = stride != 1 || inplanes != outplanes
+                ? nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride: stride, bias: false),
+                nn.BatchNorm2d(outplanes)) : null;
             RegisterComponents();
         }
 
-        public override Tensor forward(Tensor x) => F.relu(body.forward(x).add_(downsample?.forward(x) ?? x), inplace: true);
+        public override Tensor forward(Tensor x) => F.relu(body.forward(x).add_(downsample?.forward(x) ?? x),
+            inplace: true);
     }
 }

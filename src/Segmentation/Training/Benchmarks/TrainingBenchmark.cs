@@ -27,7 +27,8 @@ internal sealed record TrainingBenchmarkOptions
     /// by step (the first is the baseline of the ratios).
     /// </summary>
     public IReadOnlyList<Precision> Precisions { get; init; } = new[] { Precision.Float32 };
-    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step, in the first precision, without loss scaling) on the same batch, alternating step by step.</summary>
+    /// <summary>Also time a bare TorchSharp loop (forward, cross-entropy, backward, AdamW step, in the first precision,
+    /// without loss scaling) on the same batch, alternating step by step.</summary>
     public bool CompareBare { get; init; } = true;
     /// <summary>Seed.</summary>
     public int Seed { get; init; }
@@ -56,7 +57,9 @@ internal sealed record TrainingBenchmarkResult
     /// <summary>Images per second of the first trainer's step.</summary>
     public double ImagesPerSecond => Contenders[0].ImagesPerSecond;
     /// <summary>Median seconds of the bare loop's step (NaN when not compared).</summary>
-    public double BareStepSeconds => Contenders.FirstOrDefault(c => c.Name.StartsWith("bare", StringComparison.Ordinal))?.StepSeconds ?? double.NaN;
+    public double BareStepSeconds
+        => Contenders.FirstOrDefault(c => c.Name.StartsWith("bare", StringComparison.Ordinal))?.StepSeconds
+        ?? double.NaN;
     /// <summary>First trainer median / bare median (NaN when not compared).</summary>
     public double OverheadRatio => StepSeconds / BareStepSeconds;
     /// <summary>Model parameters.</summary>
@@ -69,7 +72,8 @@ internal sealed record TrainingBenchmarkResult
     public IReadOnlyList<string> Convolutions { get; init; } = Array.Empty<string>();
     /// <summary>Seconds the convolution checks took (once per process, shape and precision).</summary>
     public double CheckSeconds { get; init; }
-    /// <summary>CUDA: device memory in use after the timed steps (the caching allocator keeps its peak), in MiB; null elsewhere.</summary>
+    /// <summary>CUDA: device memory in use after the timed steps (the caching allocator keeps its peak), in MiB; null
+    /// elsewhere.</summary>
     public double? DeviceMemoryMiB { get; init; }
 }
 
@@ -79,11 +83,14 @@ internal sealed record TrainingBenchmarkResult
 /// </summary>
 internal static class TrainingBenchmark
 {
-    /// <summary>Runs the benchmark. Allocator tuning is whatever the process has (see <see cref="AllocatorTuning"/>).</summary>
+    /// <summary>Runs the benchmark. Allocator tuning is whatever the process has (see <see
+    /// cref="AllocatorTuning"/>).</summary>
     public static TrainingBenchmarkResult Run(TrainingBenchmarkOptions o, IProgress<string>? progress = null)
     {
-        if (o.Steps < 1 || o.Warmup < 0 || o.BatchSize < 1) throw new OptionsException("Benchmark steps and batch size must be at least 1 and warm-up at least 0.");
-        if (o.Precisions.Count == 0 || o.Precisions.Distinct().Count() != o.Precisions.Count) throw new OptionsException("Benchmark precisions must be listed once each, at least one.");
+        if (o.Steps < 1 || o.Warmup < 0 || o.BatchSize < 1)
+            throw new OptionsException("Benchmark steps and batch size must be at least 1 and warm-up at least 0.");
+        if (o.Precisions.Count == 0 || o.Precisions.Distinct().Count() != o.Precisions.Count)
+            throw new OptionsException("Benchmark precisions must be listed once each, at least one.");
         random.manual_seed(o.Seed);
         var batch = RandomBatch(o);
         var norm = Normalization.DefaultFor(o.Model.InChannels);
@@ -97,15 +104,18 @@ internal static class TrainingBenchmark
             foreach (var precision in o.Precisions)
             {
                 var model = new SegmentationModel(o.Model);
-                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4, Precision = precision });
+                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false,
+                    LearningRate = 1e-4, Precision = precision });
                 disposables.Add(trainer); disposables.Add(model);
                 (device, parameters) = (trainer.Device, model.ParameterCount());
                 // As the trainer does before its first step.
-                var report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, training: true)!;
+                var report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height,
+                    o.Size.Width }, training: true)!;
                 routes.Add(report);
                 progress?.Report($"{precision.ShortName()}: {report.Summary()}");
                 model.train();
-                steps.Add(($"trainer {precision.ShortName()}", precision, () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
+                steps.Add(($"trainer {precision.ShortName()}", precision,
+                    () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
             }
             if (o.CompareBare)
             {
@@ -115,9 +125,11 @@ internal static class TrainingBenchmark
             var timings = Alternate(steps, o, progress);
             return new TrainingBenchmarkResult
             {
-                Contenders = steps.Select((s, i) => new BenchmarkContender(s.Name, s.Precision, timings[i].ToArray(), o.BatchSize)).ToArray(),
+                Contenders = steps.Select((s, i) => new BenchmarkContender(s.Name, s.Precision, timings[i].ToArray(),
+                    o.BatchSize)).ToArray(),
                 Parameters = parameters, Device = device.ToString(), Allocator = AllocatorTuning.Status,
-                Convolutions = routes.Select((r, i) => $"{o.Precisions[i].ShortName()}: {r.Summary()}").ToArray(), CheckSeconds = routes.Sum(r => r.Seconds),
+                Convolutions = routes.Select((r, i) => $"{o.Precisions[i].ShortName()}: {r.Summary()}").ToArray(),
+                    CheckSeconds = routes.Sum(r => r.Seconds),
                 DeviceMemoryMiB = device.type == DeviceType.CUDA ? NativeRuntime.CudaMemoryInUse() / 1048576.0 : null,
             };
         }
@@ -128,7 +140,8 @@ internal static class TrainingBenchmark
     }
 
     /// <summary>Warm-up and timed steps, one step of each contender in turn.</summary>
-    private static List<double>[] Alternate(List<(string Name, Precision Precision, Action Step)> steps, TrainingBenchmarkOptions o, IProgress<string>? progress)
+    private static List<double>[] Alternate(List<(string Name, Precision Precision, Action Step)> steps,
+        TrainingBenchmarkOptions o, IProgress<string>? progress)
     {
         var timings = steps.Select(_ => new List<double>()).ToArray();
         for (int i = 0; i < o.Warmup + o.Steps; i++)
@@ -142,7 +155,8 @@ internal static class TrainingBenchmark
                 if (i >= o.Warmup) timings[c].Add(t);
                 line.Add($"{steps[c].Name} {t:F3} s");
             }
-            progress?.Report($"step {i + 1}/{o.Warmup + o.Steps}{(i < o.Warmup ? " (warm-up)" : "")}: {string.Join(", ", line)}");
+            progress?.Report($"step {i + 1}/{o.Warmup + o.Steps}{(i < o.Warmup ? " (warm-up)" : "")}: "
+                + $"{string.Join(", ", line)}");
         }
         return timings;
     }
@@ -156,15 +170,18 @@ internal static class TrainingBenchmark
         var masks = new byte[o.BatchSize * h * w];
         rng.NextBytes(images);
         for (int i = 0; i < masks.Length; i++) masks[i] = (byte)rng.Next(o.Model.Classes);
-        return new HostBatch { Count = o.BatchSize, Channels = o.Model.InChannels, Height = h, Width = w, Images = images, Masks = masks };
+        return new HostBatch { Count = o.BatchSize, Channels = o.Model.InChannels, Height = h, Width = w,
+            Images = images, Masks = masks };
     }
 
     /// <summary>
-    /// The same step as a bare TorchSharp loop on its own model: for ResNet encoders the same layers written straight on
+    /// The same step as a bare TorchSharp loop on its own model: for ResNet encoders the same layers written straight
+    /// on
     /// TorchSharp (<see cref="StraightResNetUNet"/>, float32); for the U-Net encoder our model (which checks its
     /// convolutions on its first forward), in <paramref name="precision"/>.
     /// </summary>
-    private static Action BareLoop(TrainingBenchmarkOptions o, Precision precision, HostBatch batch, Normalization norm, Device device, List<IDisposable> owned)
+    private static Action BareLoop(TrainingBenchmarkOptions o, Precision precision, HostBatch batch,
+        Normalization norm, Device device, List<IDisposable> owned)
     {
         nn.Module model;
         Func<Tensor, Tensor> forward;
@@ -182,8 +199,10 @@ internal static class TrainingBenchmark
         model.to(device);
         model.train();
         var optimizer = optim.AdamW(model.parameters(), 1e-4, weight_decay: 1e-4);
-        var images = tensor(batch.Images, new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device);
-        var masks = tensor(batch.Masks, new long[] { o.BatchSize, o.Size.Height, o.Size.Width }, ScalarType.Byte).to(device).to_type(ScalarType.Int64);
+        var images = tensor(batch.Images, new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width },
+            ScalarType.Byte).to(device);
+        var masks = tensor(batch.Masks, new long[] { o.BatchSize, o.Size.Height, o.Size.Width }, ScalarType.Byte)
+            .to(device).to_type(ScalarType.Int64);
         var input = norm.Apply(images);
         owned.AddRange(new IDisposable[] { model, optimizer, images, masks, input });
         return () =>
@@ -201,6 +220,7 @@ internal static class TrainingBenchmark
     public static double Median(IReadOnlyList<double> values)
     {
         var s = values.Order().ToArray();
-        return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+        return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2]
+            : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 }

@@ -19,7 +19,8 @@ public sealed class FocalLoss : PixelLoss
     /// <summary>Creates the loss.</summary>
     public FocalLoss(double gamma = 2.0, int ignoreIndex = Labels.Ignore)
     {
-        if (!(gamma >= 0) || double.IsInfinity(gamma)) throw new OptionsException($"Focal gamma is {gamma}; it must be a finite number of at least 0.");
+        if (!(gamma >= 0) || double.IsInfinity(gamma))
+            throw new OptionsException($"Focal gamma is {gamma}; it must be a finite number of at least 0.");
         Gamma = gamma;
         this.ignoreIndex = ignoreIndex;
     }
@@ -79,7 +80,8 @@ public sealed class LovaszSoftmaxLoss : PixelLoss
         return loss.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The gradient of the Lovász extension of the Jaccard loss at the sorted ground truth (the paper's lovasz_grad).</summary>
+    /// <summary>The gradient of the Lovász extension of the Jaccard loss at the sorted ground truth (the paper's
+    /// lovasz_grad).</summary>
     internal static Tensor JaccardSteps(Tensor sortedTruth)
     {
         var total = sortedTruth.sum();

@@ -26,26 +26,33 @@ public enum LossKind
 public static class LossRegistry
 {
     /// <summary>One loss: its kind, its name (<c>--loss</c>), a line of help, and how to build it.</summary>
-    public sealed record Entry(LossKind Kind, string Name, string Description, Func<TrainerOptions, ISegmentationLoss> Create);
+    public sealed record Entry(LossKind Kind, string Name, string Description, Func<TrainerOptions,
+        ISegmentationLoss> Create);
 
     /// <summary>Every loss, in the order help lists them.</summary>
     public static IReadOnlyList<Entry> All { get; } = new Entry[]
     {
         new(LossKind.CrossEntropy, "ce", "cross-entropy (class weights, label smoothing)", CrossEntropy),
         new(LossKind.Dice, "dice", "soft Dice over the classes", _ => new DiceLoss()),
-        new(LossKind.CrossEntropyDice, "ce+dice", "cross-entropy + DiceWeight x Dice", o => new CombinedLoss((CrossEntropy(o), 1.0), (new DiceLoss(), o.DiceWeight))),
-        new(LossKind.Focal, "focal", "focal loss, (1 - p)^FocalGamma x cross-entropy per pixel", o => new FocalLoss(o.FocalGamma)),
+        new(LossKind.CrossEntropyDice, "ce+dice", "cross-entropy + DiceWeight x Dice",
+            o => new CombinedLoss((CrossEntropy(o), 1.0), (new DiceLoss(), o.DiceWeight))),
+        new(LossKind.Focal, "focal", "focal loss, (1 - p)^FocalGamma x cross-entropy per pixel",
+            o => new FocalLoss(o.FocalGamma)),
         new(LossKind.Lovasz, "lovasz", "Lovasz-softmax, a surrogate of 1 - IoU", _ => new LovaszSoftmaxLoss()),
-        new(LossKind.CrossEntropyLovasz, "ce+lovasz", "cross-entropy + Lovasz-softmax", o => new CombinedLoss((CrossEntropy(o), 1.0), (new LovaszSoftmaxLoss(), 1.0))),
+        new(LossKind.CrossEntropyLovasz, "ce+lovasz", "cross-entropy + Lovasz-softmax",
+            o => new CombinedLoss((CrossEntropy(o), 1.0), (new LovaszSoftmaxLoss(), 1.0))),
     };
 
-    private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights, ignoreIndex: Labels.Ignore, labelSmoothing: o.LabelSmoothing);
+    private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights,
+        ignoreIndex: Labels.Ignore, labelSmoothing: o.LabelSmoothing);
 
-    /// <summary>The loss <paramref name="options"/> ask for, built from them (dispose it if it is <see cref="IDisposable"/>); a loss object is not built here.</summary>
+    /// <summary>The loss <paramref name="options"/> ask for, built from them (dispose it if it is <see
+    /// cref="IDisposable"/>); a loss object is not built here.</summary>
     public static ISegmentationLoss Create(TrainerOptions options) => options.Loss.Kind is { } kind
         ? Find(kind).Create(options)
         : throw new OptionsException($"The loss is a loss object ({options.Loss}); it is used as it is, not built. "
-            + (options.Loss.Object is null ? "A run recorded with one needs it given again (TrainerOptions.Loss)." : ""));
+            + (options.Loss.Object is null ? "A run recorded with one needs it given again (TrainerOptions.Loss)."
+            : ""));
 
     /// <summary>The kind named <paramref name="name"/> (case-insensitive); the error lists the names.</summary>
     public static LossKind Parse(string name) =>
@@ -55,5 +62,6 @@ public static class LossRegistry
     /// <summary>The name of <paramref name="kind"/>.</summary>
     public static string NameOf(LossKind kind) => Find(kind).Name;
 
-    private static Entry Find(LossKind kind) => All.FirstOrDefault(e => e.Kind == kind) ?? throw new OptionsException($"Loss {kind} is not one of: {string.Join(", ", All.Select(e => e.Kind))}.");
+    private static Entry Find(LossKind kind) => All.FirstOrDefault(e => e.Kind == kind)
+        ?? throw new OptionsException($"Loss {kind} is not one of: {string.Join(", ", All.Select(e => e.Kind))}.");
 }

@@ -7,7 +7,8 @@ namespace Segmentation.Training;
 
 /// <summary>
 /// A training loss: the model's named outputs and the batch's named targets to a scalar in the graph. Give one to the
-/// trainer as <see cref="TrainerOptions.Loss"/>. Losses of the class logits and mask derive from <see cref="PixelLoss"/>.
+/// trainer as <see cref="TrainerOptions.Loss"/>. Losses of the class logits and mask derive from <see
+/// cref="PixelLoss"/>.
 /// </summary>
 public interface ISegmentationLoss
 {
@@ -15,7 +16,8 @@ public interface ISegmentationLoss
     Tensor Compute(ModelOutputs outputs, Targets targets);
 }
 
-/// <summary>A loss of the class logits N x C x H x W against the class mask N x H x W (every semantic loss here).</summary>
+/// <summary>A loss of the class logits N x C x H x W against the class mask N x H x W (every semantic loss
+/// here).</summary>
 public abstract class PixelLoss : ISegmentationLoss
 {
     /// <summary>The loss of <paramref name="logits"/> against integer targets <paramref name="target"/>.</summary>
@@ -35,9 +37,11 @@ public sealed class CrossEntropyLoss : PixelLoss, IDisposable
     /// <summary>Creates the loss. <paramref name="classWeights"/> has one weight per class, or is null.</summary>
     public CrossEntropyLoss(float[]? classWeights = null, int ignoreIndex = Labels.Ignore, double labelSmoothing = 0)
     {
-        if (labelSmoothing < 0 || labelSmoothing >= 1) throw new OptionsException($"Label smoothing is {labelSmoothing}; it must be in [0, 1).");
+        if (labelSmoothing < 0 || labelSmoothing >= 1)
+            throw new OptionsException($"Label smoothing is {labelSmoothing}; it must be in [0, 1).");
         if (classWeights is not null && classWeights.Any(w => !float.IsFinite(w) || w < 0))
-            throw new OptionsException($"Class weights must be finite and non-negative; got [{string.Join(", ", classWeights)}].");
+            throw new OptionsException($"Class weights must be finite and non-negative; got "
+                + $"[{string.Join(", ", classWeights)}].");
         weights = classWeights is null ? null : tensor(classWeights).DetachFromDisposeScope();
         this.ignoreIndex = ignoreIndex;
         this.labelSmoothing = labelSmoothing;
@@ -47,7 +51,8 @@ public sealed class CrossEntropyLoss : PixelLoss, IDisposable
     public override Tensor Compute(Tensor logits, Tensor target)
     {
         if (weights is not null && weights.shape[0] != logits.shape[1])
-            throw new OptionsException($"{weights.shape[0]} class weights were given for a model with {logits.shape[1]} classes.");
+            throw new OptionsException($"{weights.shape[0]} class weights were given for a model with "
+                + $"{logits.shape[1]} classes.");
         using var w = weights?.to(logits.dtype, logits.device);
         return nn.functional.cross_entropy(logits, target, w, ignoreIndex, label_smoothing: labelSmoothing);
     }
@@ -123,7 +128,8 @@ public sealed class CombinedLoss : PixelLoss, IDisposable
     }
 
     /// <inheritdoc />
-    public override Tensor Compute(Tensor logits, Tensor target) => Compute(new ModelOutputs(logits), new Targets(target));
+    public override Tensor Compute(Tensor logits, Tensor target) => Compute(new ModelOutputs(logits),
+        new Targets(target));
 
     /// <summary>The weighted sum of the terms, each reading the outputs and targets it needs.</summary>
     public override Tensor Compute(ModelOutputs outputs, Targets targets)
@@ -144,7 +150,8 @@ public sealed class CombinedLoss : PixelLoss, IDisposable
     }
 }
 
-/// <summary>Class weights from per-class pixel statistics of the training masks (the ignore index is never counted).</summary>
+/// <summary>Class weights from per-class pixel statistics of the training masks (the ignore index is never
+/// counted).</summary>
 public static class ClassWeights
 {
     /// <summary>
@@ -153,15 +160,20 @@ public static class ClassWeights
     /// </summary>
     public static float[] MedianFrequency(IReadOnlyList<long> classPixels, IReadOnlyList<long> pixelsOfImagesWithClass)
     {
-        if (classPixels.Count != pixelsOfImagesWithClass.Count) throw new ArgumentException("Both statistics need one entry per class.");
-        var freq = classPixels.Select((p, c) => p > 0 && pixelsOfImagesWithClass[c] > 0 ? (double)p / pixelsOfImagesWithClass[c] : double.NaN).ToArray();
+        if (classPixels.Count != pixelsOfImagesWithClass.Count)
+            throw new ArgumentException("Both statistics need one entry per class.");
+        var freq = classPixels.Select((p, c) => p > 0 && pixelsOfImagesWithClass[c] > 0
+            ? (double)p / pixelsOfImagesWithClass[c] : double.NaN).ToArray();
         var present = freq.Where(f => !double.IsNaN(f)).OrderBy(f => f).ToArray();
-        if (present.Length == 0) throw new DataException("Class weights: no class has any pixel in the training masks.");
-        double median = present.Length % 2 == 1 ? present[present.Length / 2] : (present[present.Length / 2 - 1] + present[present.Length / 2]) / 2;
+        if (present.Length == 0)
+            throw new DataException("Class weights: no class has any pixel in the training masks.");
+        double median = present.Length % 2 == 1 ? present[present.Length / 2]
+            : (present[present.Length / 2 - 1] + present[present.Length / 2]) / 2;
         return freq.Select(f => double.IsNaN(f) ? 0f : (float)(median / f)).ToArray();
     }
 
-    /// <summary>Inverse frequency: weight(c) = total / (present classes * pixels of c), so the weights average 1 over present classes. Absent classes get 0.</summary>
+    /// <summary>Inverse frequency: weight(c) = total / (present classes * pixels of c), so the weights average 1 over
+    /// present classes. Absent classes get 0.</summary>
     public static float[] InverseFrequency(IReadOnlyList<long> classPixels)
     {
         double total = classPixels.Sum();

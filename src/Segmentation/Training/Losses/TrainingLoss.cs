@@ -30,7 +30,8 @@ public sealed class TrainingLoss : IEquatable<TrainingLoss>
     internal string? RecordedCustom { get; }
 
     /// <summary>A loss object as the trainer's loss.</summary>
-    public static TrainingLoss From(ISegmentationLoss loss) => new(null, loss ?? throw new ArgumentNullException(nameof(loss)), null);
+    public static TrainingLoss From(ISegmentationLoss loss)
+        => new(null, loss ?? throw new ArgumentNullException(nameof(loss)), null);
 
     /// <summary>The library's loss of this kind.</summary>
     public static implicit operator TrainingLoss(LossKind kind) => new(kind, null, null);
@@ -39,17 +40,20 @@ public sealed class TrainingLoss : IEquatable<TrainingLoss>
     public static implicit operator TrainingLoss(PixelLoss loss) => From(loss);
 
     /// <summary>What records hold: the kind's name, or <c>custom:</c> and the object's type.</summary>
-    public override string ToString() => Kind?.ToString() ?? CustomPrefix + (Object?.GetType().FullName ?? RecordedCustom);
+    public override string ToString() => Kind?.ToString() ?? CustomPrefix
+        + (Object?.GetType().FullName ?? RecordedCustom);
 
     /// <summary>Reads what <see cref="ToString"/> wrote.</summary>
     internal static TrainingLoss Parse(string text) => text.StartsWith(CustomPrefix, StringComparison.Ordinal)
         ? new TrainingLoss(null, null, text[CustomPrefix.Length..])
         : Enum.TryParse<LossKind>(text, ignoreCase: false, out var kind) && Enum.IsDefined(kind)
             ? kind
-            : throw new JsonException($"Loss '{text}' is not one of: {string.Join(", ", Enum.GetNames<LossKind>())}, or custom:TYPE.");
+            : throw new JsonException($"Loss '{text}' is not one of: {string.Join(", ", Enum.GetNames<LossKind>())}, "
+            + $"or custom:TYPE.");
 
     /// <inheritdoc />
-    public bool Equals(TrainingLoss? other) => other is not null && Kind == other.Kind && ReferenceEquals(Object, other.Object)
+    public bool Equals(TrainingLoss? other) => other is not null && Kind == other.Kind
+        && ReferenceEquals(Object, other.Object)
         && RecordedCustom == other.RecordedCustom;
 
     /// <inheritdoc />
@@ -60,9 +64,12 @@ public sealed class TrainingLoss : IEquatable<TrainingLoss>
 
     private sealed class TrainingLossConverter : JsonConverter<TrainingLoss>
     {
-        public override TrainingLoss Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-            reader.TokenType == JsonTokenType.String ? Parse(reader.GetString()!) : throw new JsonException("A loss is written as a string.");
+        public override TrainingLoss Read(ref Utf8JsonReader reader, Type typeToConvert,
+            JsonSerializerOptions options) =>
+            reader.TokenType == JsonTokenType.String ? Parse(reader.GetString()!)
+                : throw new JsonException("A loss is written as a string.");
 
-        public override void Write(Utf8JsonWriter writer, TrainingLoss value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString());
+        public override void Write(Utf8JsonWriter writer, TrainingLoss value, JsonSerializerOptions options)
+            => writer.WriteStringValue(value.ToString());
     }
 }

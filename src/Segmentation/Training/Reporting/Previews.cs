@@ -19,8 +19,10 @@ internal static class Previews
     private const int MinHeight = 128;
     internal static readonly Rgb Ignored = new(220, 220, 220), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
 
-    /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by <paramref name="model"/> in eval mode.</summary>
-    public static IReadOnlyList<Preview> Render(SegmentationModel model, DataLoader loader, Normalization normalization, Device device, DatasetDescription d, int count)
+    /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by
+    /// <paramref name="model"/> in eval mode.</summary>
+    public static IReadOnlyList<Preview> Render(SegmentationModel model, DataLoader loader,
+        Normalization normalization, Device device, DatasetDescription d, int count)
     {
         var order = loader.Order(0);
         var result = new List<Preview>();
@@ -34,7 +36,8 @@ internal static class Previews
                 using var grad = no_grad();
                 var sample = loader.Prepare(order, 0, i);
                 var (x, _) = DataLoader.Collate(new[] { sample }).ToDevice(device);
-                var labels = model.Logits(normalization.Apply(x)).argmax(1)[0].to_type(ScalarType.Byte).cpu().data<byte>().ToArray();
+                var labels = model.Logits(normalization.Apply(x)).argmax(1)[0].to_type(ScalarType.Byte).cpu()
+                    .data<byte>().ToArray();
                 result.Add(Panel(sample.Name, sample.Image, sample.Mask, labels, d.ClassColors));
             }
         }
@@ -42,8 +45,10 @@ internal static class Previews
         return result;
     }
 
-    /// <summary>image | truth | prediction | errors (red: wrong, light grey: ignored), upscaled by a whole factor (nearest) to at least 128 pixels high.</summary>
-    public static Preview Panel(string name, ImageBuffer image, byte[] truth, byte[] prediction, IReadOnlyList<Rgb> colors)
+    /// <summary>image | truth | prediction | errors (red: wrong, light grey: ignored), upscaled by a whole factor
+    /// (nearest) to at least 128 pixels high.</summary>
+    public static Preview Panel(string name, ImageBuffer image, byte[] truth, byte[] prediction,
+        IReadOnlyList<Rgb> colors)
     {
         int w = image.Width, h = image.Height, s = Math.Max(1, (MinHeight + h - 1) / h);
         int pw = w * s, ph = h * s, width = 4 * pw + 3 * Gap;
@@ -52,7 +57,9 @@ internal static class Previews
         Rgb Color(byte label) => label < colors.Count ? colors[label] : Ignored;
         Rgb[] At(int i) =>
         [
-            image.Channels == 1 ? new Rgb(image.Pixels[i], image.Pixels[i], image.Pixels[i]) : new Rgb(image.Pixels[i * image.Channels], image.Pixels[i * image.Channels + 1], image.Pixels[i * image.Channels + 2]),
+            image.Channels == 1 ? new Rgb(image.Pixels[i], image.Pixels[i], image.Pixels[i])
+                : new Rgb(image.Pixels[i * image.Channels], image.Pixels[i * image.Channels + 1],
+                image.Pixels[i * image.Channels + 2]),
             Color(truth[i]),
             Color(prediction[i]),
             truth[i] >= colors.Count ? Ignored : truth[i] == prediction[i] ? Right : Wrong,

@@ -4,7 +4,8 @@ namespace Segmentation.Training;
 
 /// <summary>
 /// A progress consumer that writes TensorBoard event files through TorchSharp's own <c>SummaryWriter</c>: per step
-/// <c>train/loss</c> and <c>train/lr</c> (at the global step); per epoch <c>epoch/train_loss</c>, <c>epoch/val_loss</c>,
+/// <c>train/loss</c> and <c>train/lr</c> (at the global step); per epoch <c>epoch/train_loss</c>,
+/// <c>epoch/val_loss</c>,
 /// <c>epoch/mean_iou</c>, <c>epoch/pixel_accuracy</c> and <c>iou/&lt;class&gt;</c> (at the epoch); and the trainer's
 /// validation previews (<see cref="TrainerOptions.PreviewImages"/>) as images <c>val/&lt;name&gt;</c>. Pass it to
 /// <see cref="Trainer.Fit"/>, alone or beside another consumer (<see cref="ProgressFanOut{T}"/>).
@@ -35,7 +36,8 @@ public sealed class TensorBoardLogger : IProgress<TrainingProgress>
                 Scalar("epoch/mean_iou", r.MeanIoU, r.Epoch);
                 Scalar("epoch/pixel_accuracy", r.PixelAccuracy, r.Epoch);
                 if (r.Metrics is { } m)
-                    for (int c = 0; c < m.ClassNames.Length; c++) Scalar($"iou/{m.ClassNames[c]}", m.PerClassIoU[c], r.Epoch);
+                    for (int c = 0; c < m.ClassNames.Length; c++) Scalar($"iou/{m.ClassNames[c]}", m.PerClassIoU[c],
+                        r.Epoch);
                 break;
             case ProgressKind.Evaluated when p.Previews is { } previews:
                 foreach (var preview in previews)

@@ -13,7 +13,8 @@ public enum ProgressKind
     Started,
     /// <summary>A training step finished.</summary>
     Step,
-    /// <summary>A validation batch finished (<see cref="TrainingProgress.Step"/> of <see cref="TrainingProgress.StepsPerEpoch"/> batches).</summary>
+    /// <summary>A validation batch finished (<see cref="TrainingProgress.Step"/> of <see
+    /// cref="TrainingProgress.StepsPerEpoch"/> batches).</summary>
     ValidationStep,
     /// <summary>Validation finished.</summary>
     Evaluated,
@@ -21,15 +22,19 @@ public enum ProgressKind
     Epoch,
     /// <summary>A checkpoint was written (<see cref="TrainingProgress.Message"/> says which).</summary>
     Checkpoint,
-    /// <summary>The data is being checked before training (<see cref="TrainingProgress.Step"/> of <see cref="TrainingProgress.StepsPerEpoch"/> samples; <see cref="TrainingProgress.Message"/> says which set).</summary>
+    /// <summary>The data is being checked before training (<see cref="TrainingProgress.Step"/> of <see
+    /// cref="TrainingProgress.StepsPerEpoch"/> samples; <see cref="TrainingProgress.Message"/> says which
+    /// set).</summary>
     DataCheck,
-    /// <summary>The convolution check ran for a new input shape and routed the layers (<see cref="TrainingProgress.Convolutions"/>).</summary>
+    /// <summary>The convolution check ran for a new input shape and routed the layers (<see
+    /// cref="TrainingProgress.Convolutions"/>).</summary>
     Convolutions,
     /// <summary>Something worth telling: early stop, time limit, allocator tuning, data warnings.</summary>
     Message,
 }
 
-/// <summary>A progress report from the trainer (delivered through <see cref="IProgress{T}"/>, on the training thread).</summary>
+/// <summary>A progress report from the trainer (delivered through <see cref="IProgress{T}"/>, on the training
+/// thread).</summary>
 public sealed record TrainingProgress
 {
     /// <summary>What this report is about.</summary>
@@ -56,7 +61,8 @@ public sealed record TrainingProgress
     public SegmentationMetrics? Metrics { get; init; }
     /// <summary>For messages and checkpoints.</summary>
     public string? Message { get; init; }
-    /// <summary>For <see cref="ProgressKind.Evaluated"/>: pictures of the first validation predictions (<see cref="TrainerOptions.PreviewImages"/>; null when none were asked for).</summary>
+    /// <summary>For <see cref="ProgressKind.Evaluated"/>: pictures of the first validation predictions (<see
+    /// cref="TrainerOptions.PreviewImages"/>; null when none were asked for).</summary>
     public IReadOnlyList<Preview>? Previews { get; init; }
     /// <summary>For <see cref="ProgressKind.Convolutions"/>: what the check found and chose.</summary>
     public ConvolutionReport? Convolutions { get; init; }
@@ -73,7 +79,8 @@ public sealed record TrainingResult
     public SegmentationMetrics? Metrics { get; init; }
     /// <summary>One record per epoch.</summary>
     public IReadOnlyList<EpochRecord> History { get; init; } = Array.Empty<EpochRecord>();
-    /// <summary>Why training ended: "completed", "early stopping", "time limit", "interrupted" (cancelled through the token).</summary>
+    /// <summary>Why training ended: "completed", "early stopping", "time limit", "interrupted" (cancelled through the
+    /// token).</summary>
     public string StopReason { get; init; } = "completed";
     /// <summary>Wall-clock seconds of training (all sessions).</summary>
     public double Seconds { get; init; }
@@ -100,7 +107,8 @@ public sealed class SynchronousProgress<T> : IProgress<T>
     private readonly Action<T> handler;
 
     /// <summary>Creates the reporter.</summary>
-    public SynchronousProgress(Action<T> handler) => this.handler = handler ?? throw new ArgumentNullException(nameof(handler));
+    public SynchronousProgress(Action<T> handler) => this.handler = handler
+        ?? throw new ArgumentNullException(nameof(handler));
 
     /// <inheritdoc />
     public void Report(T value) => handler(value);

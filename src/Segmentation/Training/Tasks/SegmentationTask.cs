@@ -21,12 +21,16 @@ internal abstract class SegmentationTask
     /// <summary>The metric that picks the best checkpoint, as reports name it.</summary>
     public abstract string SelectionMetric { get; }
 
-    /// <summary>The value of <see cref="SelectionMetric"/> in <paramref name="metrics"/> (higher is better; NaN: none).</summary>
+    /// <summary>The value of <see cref="SelectionMetric"/> in <paramref name="metrics"/> (higher is better; NaN:
+    /// none).</summary>
     public abstract double Score(SegmentationMetrics metrics);
 
-    /// <summary>Evaluates <paramref name="model"/> on a loader's data; the mean loss too when <paramref name="loss"/> is given.</summary>
-    public abstract EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description, Normalization normalization,
-        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation);
+    /// <summary>Evaluates <paramref name="model"/> on a loader's data; the mean loss too when <paramref name="loss"/>
+    /// is given.</summary>
+    public abstract EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
+        Normalization normalization,
+        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
+            CancellationToken cancellation);
 }
 
 /// <summary>
@@ -55,12 +59,15 @@ internal sealed class SemanticSegmentation : SegmentationTask
     public override double Score(SegmentationMetrics metrics) => metrics.MeanIoU;
 
     /// <inheritdoc />
-    public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description, Normalization normalization,
+    public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
+        Normalization normalization,
         Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation)
     {
         ModelOutputs? last = null;
         Tensor Logits(Tensor x) => (last = model(x)).Logits;
-        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks) => loss.Compute(last!, new Targets(masks));
-        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch, cancellation: cancellation);
+        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks)
+            => loss.Compute(last!, new Targets(masks));
+        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch,
+            cancellation: cancellation);
     }
 }
