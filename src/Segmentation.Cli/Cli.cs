@@ -39,6 +39,7 @@ public static class Cli
         root.Subcommands.Add(ReportCommand.Create(context));
         root.Subcommands.Add(ImportCommand.Create(context));
         root.Subcommands.Add(ExportCommand.Create(context));
+        root.Subcommands.Add(ModelsCommand.Create(context));
         root.Subcommands.Add(SummaryCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DoctorCommand.Create(context));

@@ -37,14 +37,13 @@ internal static class BuiltinParts
                 + "convolutions per block.");
         ModelRegistry.AddHead<ConvHeadOptions>("conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o, smp: false),
             "A convolution to class logits (1x1 by default, the U-Net paper's), keys head.*.");
-        ModelRegistry.AddHead<ConvHeadOptions>("smp-conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o,
-            smp: true),
+        ModelRegistry.AddHead<SmpConvHeadOptions>("smp-conv",
+            (c, o) => new ConvHead(c.InChannels, c.Classes, new ConvHeadOptions { Kernel = o.Kernel }, smp: true),
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",
             encoder => new ModelPart(encoder == "unet" ? "unet" : "smp-unet"),
-            encoder => encoder == "unet" ? new ModelPart("conv")
-                : ModelPart.Of("smp-conv", new ConvHeadOptions { Kernel = 3 }));
+            encoder => new ModelPart(encoder == "unet" ? "conv" : "smp-conv"));
     }
 }

@@ -69,7 +69,7 @@ internal sealed record LegacyUNetOptions
             InChannels = InChannels, Classes = Classes, Seed = Seed, Encoder = new ModelPart(name),
             Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = DecoderChannels
                 ?? new[] { 256, 128, 64, 32, 16 }, Norm = Norm }),
-            Head = ModelPart.Of("smp-conv", new ConvHeadOptions { Kernel = 3 }),
+            Head = ModelPart.Of("smp-conv", new SmpConvHeadOptions { Kernel = 3 }),
         }.Resolve();
     }
 }

@@ -25,6 +25,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     private readonly Encoder encoder;
     private readonly Decoder decoder;
     private readonly Head head;
+    private readonly Layers.Convolution? deviceProbe;
     private readonly HashSet<(long, long, long, long, bool, int, string, Precision)> checkedInputs = new();
     private Precision precision = Precision.Float32;
     private bool checking;
@@ -52,6 +53,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         register_module("encoder", encoder);
         register_module("decoder", decoder);
         foreach (var (name, module) in head.StateDictModules()) register_module(name, module);
+        deviceProbe = modules().OfType<Layers.Convolution>().FirstOrDefault();
     }
 
     /// <summary>What the model is (resolved: every part named, every option written out).</summary>
@@ -134,8 +136,9 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         finally { checking = false; }
     }
 
-    /// <summary>The device of the parameters.</summary>
-    internal Device Device => parameters().First().device;
+    /// <summary>The device of the parameters (read off one convolution's weight: every forward asks, so no walk over
+    /// all parameters).</summary>
+    internal Device Device => deviceProbe?.Weight.device ?? parameters().First().device;
 
     /// <summary>
     /// Loads pretrained encoder weights (what the encoder's registry entry lists under pretrained sources), for images
@@ -183,6 +186,22 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
             VerifyLayers = verify;
             if (wasTraining) train();
         }
+    }
+
+    /// <summary>
+    /// What this model supports, found by looking rather than declared: mixed precision and the float64 check need
+    /// every parameter in a leaf layer; the ONNX export needs its forward pass to record (tried once, at the smallest
+    /// size the model takes).
+    /// </summary>
+    public ModelSupport Supports()
+    {
+        var outside = NonLeafModules();
+        string? export = null;
+        try { ToOnnxGraph("images", out _); }
+        catch (NotSupportedException e) { export = e.Message; }
+        return new ModelSupport(outside.Count == 0, outside.Count == 0, export is null,
+            outside.Count == 0 ? export : $"not leaf layers: {string.Join(", ", outside.Take(3))}"
+                + (export is null ? "" : $"; {export}"));
     }
 
     /// <summary>

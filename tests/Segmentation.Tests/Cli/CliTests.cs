@@ -431,4 +431,22 @@ public class CliTests
         Assert.Equal(0, o["unfold"]!["wrong"]!.GetValue<int>());
         foreach (var route in new[] { "direct", "padded" }) Assert.NotNull(o[route]!["wrong"]);
     }
+
+    [Fact]
+    public void Models_lists_the_registry_with_options_pretrained_sources_and_what_each_encoder_supports()
+    {
+        var r = Run("models", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        var o = r.LastJson();
+        var encoders = o["encoders"]!.AsArray().Select(e => e!.AsObject()).ToList();
+        Assert.Equal(new[] { "mlnet-resnet18", "resnet18", "resnet34", "resnet50", "unet" },
+            encoders.Select(e => (string)e["name"]!).Where(n => !n.StartsWith("test-")).ToArray());
+        Assert.All(encoders.Where(e => !((string)e["name"]!).StartsWith("test-")),
+            e => Assert.True((bool)e["supports"]!["precision"]! && (bool)e["supports"]!["check"]! && (bool)e["supports"]!["export"]!, (string)e["name"]!));
+        Assert.Equal(64, (int)encoders.Single(e => (string)e["name"]! == "unet")["options"]!["BaseChannels"]!);
+        Assert.Contains(encoders.Single(e => (string)e["name"]! == "mlnet-resnet18")["pretrained"]!.AsArray(), w => (string)w!["name"]! == "builtin");
+        var heads = o["heads"]!.AsArray().Select(e => e!.AsObject()).ToList();
+        Assert.Equal(3, (int)heads.Single(h => (string)h["name"]! == "smp-conv")["options"]!["Kernel"]!);
+        Assert.Equal(1, (int)heads.Single(h => (string)h["name"]! == "conv")["options"]!["Kernel"]!);
+    }
 }

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Segmentation.Models.Encoders;
 
 /// <summary>Options of the ResNet encoders (none: the registered name picks the layout).</summary>
-public sealed record ResNetEncoderOptions;
+internal sealed record ResNetEncoderOptions;
 
 /// <summary>An encoder that can start from pretrained weights in a file.</summary>
 public interface IPretrainedEncoder

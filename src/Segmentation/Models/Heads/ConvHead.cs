@@ -19,6 +19,17 @@ public sealed record ConvHeadOptions : IPartOptions
     }
 }
 
+/// <summary>Options of segmentation_models.pytorch's head (registered as <c>smp-conv</c>): a 3x3 convolution by
+/// default.</summary>
+internal sealed record SmpConvHeadOptions : IPartOptions
+{
+    /// <summary>Square kernel size (odd).</summary>
+    public int Kernel { get; init; } = 3;
+
+    /// <inheritdoc />
+    public void Validate() => new ConvHeadOptions { Kernel = Kernel }.Validate();
+}
+
 /// <summary>
 /// One convolution from the decoder's map to class logits. The U-Net paper's head (<c>conv</c>: keys
 /// <c>head.weight</c>,

@@ -14,11 +14,11 @@ namespace Segmentation.Models.Layers;
 public sealed class BatchNorm : Layer, ICheckedComputation
 {
 #pragma warning disable IDE1006 // state-dict names
-    private readonly Parameter weight;
-    private readonly Parameter bias;
-    private readonly Tensor running_mean;
-    private readonly Tensor running_var;
-    private readonly Tensor num_batches_tracked;
+    private Parameter weight;
+    private Parameter bias;
+    private Tensor running_mean;
+    private Tensor running_var;
+    private Tensor num_batches_tracked;
 #pragma warning restore IDE1006
 
     /// <summary>Channels normalised.</summary>

@@ -14,8 +14,8 @@ namespace Segmentation.Models.Layers;
 public sealed class GroupNorm : Layer, ICheckedComputation
 {
 #pragma warning disable IDE1006 // state-dict names
-    private readonly Parameter weight;
-    private readonly Parameter bias;
+    private Parameter weight;
+    private Parameter bias;
 #pragma warning restore IDE1006
 
     /// <summary>Groups the channels are split into.</summary>

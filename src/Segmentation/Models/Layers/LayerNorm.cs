@@ -12,8 +12,8 @@ namespace Segmentation.Models.Layers;
 public sealed class LayerNorm : Layer, ICheckedComputation
 {
 #pragma warning disable IDE1006 // state-dict names
-    private readonly Parameter weight;
-    private readonly Parameter bias;
+    private Parameter weight;
+    private Parameter bias;
 #pragma warning restore IDE1006
 
     /// <summary>Size of the last dimension.</summary>

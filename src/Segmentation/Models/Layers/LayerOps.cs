@@ -48,7 +48,8 @@ public static class LayerOps
     public static Tensor AlignTo(Tensor x, Tensor like)
     {
         long dy = like.shape[2] - x.shape[2], dx = like.shape[3] - x.shape[3];
-        var y = dy == 0 && dx == 0 ? x.alias() : F.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
+        // Already aligned: the map itself (no copy, no view), as the decoders always did.
+        var y = dy == 0 && dx == 0 ? x : F.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
         OnnxTrace.Current?.Op(y, "AlignTo", g => g.AlignTo(g.Trace.NameOf(x, "LayerOps.AlignTo"),
             g.Trace.NameOf(like, "LayerOps.AlignTo")));
         return y;

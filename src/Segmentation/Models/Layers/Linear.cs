@@ -11,8 +11,8 @@ namespace Segmentation.Models.Layers;
 public sealed class Linear : Layer, ICheckedComputation
 {
 #pragma warning disable IDE1006 // state-dict names
-    private readonly Parameter weight;
-    private readonly Parameter? bias;
+    private Parameter weight;
+    private Parameter? bias;
 #pragma warning restore IDE1006
 
     /// <summary>Input features.</summary>

@@ -12,7 +12,7 @@ public enum NormLayer
 }
 
 /// <summary>Builds the layer a <see cref="NormLayer"/> names.</summary>
-public static class NormLayers
+internal static class NormLayers
 {
     /// <summary>The normalisation layer for <paramref name="channels"/>, or null for <see
     /// cref="NormLayer.None"/>.</summary>
