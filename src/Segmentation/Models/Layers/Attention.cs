@@ -56,7 +56,6 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IChec
         return new LayerSummary(path, "Attention", output.shape[1..], 0, 2 * heads * l * s * d);
     }
 
-    int ICheckedComputation.RouteCount => 2;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => Array.Empty<Tensor>();
     bool ICheckedComputation.FollowsPrecision => true;
 

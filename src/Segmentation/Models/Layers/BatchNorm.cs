@@ -63,13 +63,11 @@ public sealed class BatchNorm : Layer, ICheckedComputation
         g.BatchNorm(input, path, weight, bias, running_mean, running_var, Epsilon);
 
     /// <inheritdoc />
-    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>
-        new(path, "BatchNorm2d", output.shape[1..], OwnParameters(), 0);
+    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) => ShapeRow(path, "BatchNorm2d",
+        output);
 
     internal override ICheckedComputation Checkable => this;
-    int ICheckedComputation.RouteCount => 2;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
-    bool ICheckedComputation.FollowsPrecision => false;
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the same statistics from reductions (batch statistics when
     /// training).</summary>

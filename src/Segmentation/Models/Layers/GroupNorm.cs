@@ -62,13 +62,11 @@ public sealed class GroupNorm : Layer, ICheckedComputation
         Epsilon, weight, bias);
 
     /// <inheritdoc />
-    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>
-        new(path, "GroupNorm", output.shape[1..], OwnParameters(), 0);
+    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) => ShapeRow(path, "GroupNorm",
+        output);
 
     internal override ICheckedComputation Checkable => this;
-    int ICheckedComputation.RouteCount => 2;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
-    bool ICheckedComputation.FollowsPrecision => false;
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the statistics from reductions over each group.</summary>
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training)

@@ -64,6 +64,11 @@ public abstract class Layer : nn.Module<Tensor, Tensor>
 
     /// <summary>The number of trainable values this layer holds itself.</summary>
     private protected long OwnParameters() => parameters(recurse: false).Sum(p => p.numel());
+
+    /// <summary>The summary row of a layer without multiply-accumulates (a norm): its output shape and
+    /// parameters.</summary>
+    private protected LayerSummary ShapeRow(string path, string kind, Tensor output)
+        => new(path, kind, output.shape[1..], OwnParameters(), 0);
 }
 
 /// <summary>
@@ -72,15 +77,18 @@ public abstract class Layer : nn.Module<Tensor, Tensor>
 /// </summary>
 internal interface ICheckedComputation
 {
-    /// <summary>The routes there are, in order of preference (index 0 is libtorch's own kernel).</summary>
-    int RouteCount { get; }
+    /// <summary>The routes there are, in order of preference (index 0 is libtorch's own kernel; 1 spelled
+    /// out).</summary>
+    int RouteCount => 2;
 
     /// <summary>The parameters, in the order <see cref="Apply"/> takes them.</summary>
     IReadOnlyList<Tensor> Parameters { get; }
 
-    /// <summary>Whether the computation in the layer's compute type is compared with a float64 one at bf16/fp16
-    /// tolerance.</summary>
-    bool FollowsPrecision { get; }
+    /// <summary>
+    /// Whether the layer computes in the model's precision (linear, attention), so the check runs in that type; norms
+    /// stay float32 whatever it is.
+    /// </summary>
+    bool FollowsPrecision => false;
 
     /// <summary>The layer's computation along <paramref name="route"/>, in the type of the inputs.</summary>
     Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters, bool training);

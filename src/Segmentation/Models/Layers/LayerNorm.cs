@@ -47,13 +47,11 @@ public sealed class LayerNorm : Layer, ICheckedComputation
         bias, Epsilon);
 
     /// <inheritdoc />
-    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) =>
-        new(path, "LayerNorm", output.shape[1..], OwnParameters(), 0);
+    internal override LayerSummary Summarise(string path, Tensor input, Tensor output) => ShapeRow(path, "LayerNorm",
+        output);
 
     internal override ICheckedComputation Checkable => this;
-    int ICheckedComputation.RouteCount => 2;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
-    bool ICheckedComputation.FollowsPrecision => false;
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the statistics from reductions.</summary>
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training)

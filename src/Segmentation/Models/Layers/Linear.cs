@@ -72,7 +72,6 @@ public sealed class Linear : Layer, ICheckedComputation
             * InFeatures * OutFeatures);
 
     internal override ICheckedComputation Checkable => this;
-    int ICheckedComputation.RouteCount => 2;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => bias is null ? new Tensor[] { weight }
         : new Tensor[] { weight, bias };
     bool ICheckedComputation.FollowsPrecision => true;
