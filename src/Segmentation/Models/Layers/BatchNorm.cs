@@ -68,6 +68,7 @@ public sealed class BatchNorm : Layer, ICheckedComputation
 
     internal override ICheckedComputation Checkable => this;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
+    string ICheckedComputation.Hyperparameters => $"eps={Epsilon} momentum={Momentum}";
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the same statistics from reductions (batch statistics when
     /// training).</summary>

@@ -67,6 +67,7 @@ public sealed class GroupNorm : Layer, ICheckedComputation
 
     internal override ICheckedComputation Checkable => this;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
+    string ICheckedComputation.Hyperparameters => $"groups={Groups} eps={Epsilon}";
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the statistics from reductions over each group.</summary>
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training)

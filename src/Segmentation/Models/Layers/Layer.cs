@@ -90,6 +90,10 @@ internal interface ICheckedComputation
     /// </summary>
     bool FollowsPrecision => false;
 
+    /// <summary>What else decides the kernel besides the shapes (GroupNorm's groups): part of the check's cache
+    /// key.</summary>
+    string Hyperparameters => "";
+
     /// <summary>The layer's computation along <paramref name="route"/>, in the type of the inputs.</summary>
     Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters, bool training);
 }

@@ -16,8 +16,9 @@ internal sealed record LayerCheckResult(string Layer, string Kind, string Shape,
 
 /// <summary>
 /// Trust no kernel, beyond convolutions: every other leaf that has numerics (batch, group and layer norm, linear,
-/// attention) is run at the shapes it really sees, in its own type on its own device, against a float64 computation on
-/// the CPU from the same inputs and parameters, forward and, for training, backward. A layer takes the first route
+/// attention) is run at the shapes it really sees, in its own type on its own device, against the same computation
+/// spelled out in basic operations in float64 on the CPU, from the same inputs and parameters, forward and, for
+/// training, backward. A layer takes the first route
 /// that is right (libtorch's kernel, else the computation spelled out in basic operations). Results are cached per
 /// process by kind, shapes, type, route, thread count and device.
 /// </summary>
@@ -88,7 +89,8 @@ internal static class LayerCheck
         bool training, Device device)
     {
         var parameterShapes = string.Join(";", c.Parameters.Select(p => string.Join("x", p.shape)));
-        var key = $"{kind}|{parameterShapes}|{Describe(shapes)}|{type}|{route}|{training}|{get_num_threads()}|{device}";
+        var key = $"{kind}|{c.Hyperparameters}|{parameterShapes}|{Describe(shapes)}|{type}|{route}|{training}"
+            + $"|{get_num_threads()}|{device}";
         return Cache.GetOrAdd(key, _ => Measure(c, shapes, type, route, training, device));
     }
 
@@ -101,7 +103,8 @@ internal static class LayerCheck
         var inputs = shapes.Select(s => randn(s, float64, generator: g).to(type).to(float64)).ToArray();
         var parameters = c.Parameters.Select(p => (c.FollowsPrecision ? p.detach().to(type) : p.detach()).to(float64)
             .cpu()).ToArray();
-        var reference = Run(c, 0, inputs, parameters, training, ScalarType.Float64, g);
+        // The reference: the computation spelled out in basic operations, in float64 on the CPU (no fused kernel).
+        var reference = Run(c, c.RouteCount - 1, inputs, parameters, training, ScalarType.Float64, g);
         var got = Run(c, route, inputs.Select(x => x.to(type).to(device)).ToArray(),
             parameters.Select(p => p.to(c.FollowsPrecision ? type : ScalarType.Float32).to(device)).ToArray(),
                 training, type, g);

@@ -52,6 +52,7 @@ public sealed class LayerNorm : Layer, ICheckedComputation
 
     internal override ICheckedComputation Checkable => this;
     IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
+    string ICheckedComputation.Hyperparameters => $"eps={Epsilon}";
 
     /// <summary>Route 0 is libtorch's kernel; route 1 the statistics from reductions.</summary>
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> p, bool training)
