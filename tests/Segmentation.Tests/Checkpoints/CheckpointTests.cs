@@ -103,4 +103,48 @@ public class FormerCheckpointTests
         Assert.Equal(0, differing);
         Assert.True(distinct >= 2, "the fixture's masks should hold more than one class, or the comparison says little");
     }
+
+    /// <summary>A state dict in TorchSharp's format with every key renamed (what an older build wrote).</summary>
+    private static byte[] WeightsNamed(SegmentationModel model, Func<string, string> rename)
+    {
+        var bytes = new MemoryStream();
+        using (var w = new BinaryWriter(bytes, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            var dict = model.state_dict();
+            ulong n = (ulong)dict.Count; // the entry count, LEB128, as TorchSharp writes it
+            do { byte b = (byte)(n & 0x7f); n >>= 7; w.Write((byte)(n != 0 ? b | 0x80 : b)); } while (n != 0);
+            foreach (var (key, tensor) in dict)
+            {
+                w.Write(rename(key));
+                TorchSharp.TensorExtensionMethods.Save(tensor, w);
+            }
+        }
+        return bytes.ToArray();
+    }
+
+    [Fact]
+    public void A_checkpoint_with_0_1s_key_names_loads_into_todays_model()
+    {
+        using var model = new SegmentationModel(ModelDescription.UNet(classes: 3, baseChannels: 4, depth: 2, seed: 6));
+        // 0.1 had stem.*, encoder.{i}.* and decoder.{i}.* at the top.
+        static string Old(string key) => key.StartsWith("encoder.stem.") ? key["encoder.".Length..]
+            : key.StartsWith("encoder.blocks.") ? "encoder." + key["encoder.blocks.".Length..]
+            : key.StartsWith("decoder.blocks.") ? "decoder." + key["decoder.blocks.".Length..] : key;
+        var old = WeightsNamed(model, Old);
+        Assert.Contains("stem.block.conv1.weight", System.Text.Encoding.UTF8.GetString(old));
+        using var dir = new TempDir();
+        new Checkpoint
+        {
+            Model = model.Description, Weights = old, Preprocessing = new Preprocessing(Normalization.ImageNet),
+            Dataset = new DatasetDescription { Classes = 3, ClassNames = new[] { "a", "b", "c" }, ClassColors = DatasetDescription.Defaults(3).Colors },
+            TrainerSettings = new TrainerOptions().ToJson(), State = new TrainingState(),
+        }.Save(dir["old.ckpt"]);
+        using var loaded = Checkpoint.Load(dir["old.ckpt"]).CreateModel();
+        model.eval();
+        loaded.eval();
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var grad = TorchSharp.torch.no_grad();
+        var x = TorchSharp.torch.randn(new long[] { 1, 3, 20, 24 }, generator: new TorchSharp.torch.Generator(2));
+        Assert.True(model.Logits(x).allclose(loaded.Logits(x), rtol: 0, atol: 0)); // the same weights, bit for bit
+    }
 }
