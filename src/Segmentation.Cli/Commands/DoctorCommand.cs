@@ -104,6 +104,14 @@ internal static class DoctorCommand
             $"checked in {report.Seconds:F2} s; tolerance "
                 + $"{ConvolutionCheck.ToleranceFor(type.ComputeType(), dev):0e0} of the float64 result's largest "
                 + $"magnitude"));
+        if (report.OtherLayers.Count == 0) return;
+        ctx.Out.WriteLine();
+        int ow = Math.Max(5, report.OtherLayers.Max(l => l.Layer.Length));
+        ctx.Out.WriteLine($"{"layer".PadRight(ow)}  {"kind",-10}  {"checked at",-20}  {"libtorch",-10}  route");
+        foreach (var l in report.OtherLayers)
+            ctx.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{l.Layer.PadRight(ow)}  {l.Kind,-10}  {l.Shape,-20}  {l.Errors[0],-10:0.0e0}  "
+                    + $"{(l.Route == 0 ? "libtorch" : "spelled out")}"));
     }
 
     /// <summary>The model check as one JSON object.</summary>
@@ -113,6 +121,12 @@ internal static class DoctorCommand
         var o = new JsonObject { ["verdict"] = verdict, ["ok"] = true, ["precision"] = type.ShortName(),
             ["seconds"] = Math.Round(report.Seconds, 3) };
         foreach (var (k, v) in facts) o[k] = v;
+        o["otherLayers"] = new JsonArray(report.OtherLayers.Select(l => (JsonNode?)new JsonObject
+        {
+            ["layer"] = l.Layer, ["kind"] = l.Kind, ["shape"] = l.Shape, ["route"] = l.Route == 0 ? "libtorch"
+                : "spelled out",
+            ["errors"] = new JsonArray(l.Errors.Select(e => (JsonNode?)e).ToArray()), ["tolerance"] = l.Tolerance,
+        }).ToArray());
         o["layers"] = new JsonArray(report.Layers.Select(l => (JsonNode?)new JsonObject
         {
             ["layer"] = l.Layer, ["shape"] = l.Shapes[0].ToString(), ["route"] = l.Route.ToString().ToLowerInvariant(),
@@ -249,12 +263,17 @@ internal static class DoctorCommand
             : $"; {untried.Count} take "
             + $"{string.Join(", ", untried.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))} "
             + $"without trying the direct kernel, which crashes the process for 1x1 stride-2 gradients on the CPU";
+        int spelled = report.OtherLayers.Count(l => l.Route != 0);
+        string others = report.OtherLayers.Count == 0 ? ""
+            : spelled == 0 ? $"; so do its {report.OtherLayers.Count} other checked layers"
+            : $"; {spelled} of its {report.OtherLayers.Count} other checked layers take the spelled-out computation "
+            + $"(libtorch's was wrong)";
         if (rerouted.Count == 0 && untried.Count == 0)
-            return $"OK: all {report.Layers.Count} convolutions match float64 with libtorch's direct kernels";
+            return $"OK: all {report.Layers.Count} convolutions match float64 with libtorch's direct kernels{others}";
         string wrong = rerouted.Count == 0 ? ""
             : $"; the direct kernel was wrong for {rerouted.Count} "
             + $"({string.Join(", ", rerouted.Select(l => $"{l.Layer}: {l.Route.ToString().ToLowerInvariant()}"))}), "
             + $"so training uses the route shown";
-        return $"OK: all {report.Layers.Count} convolutions have a route that matches float64{wrong}{crashing}";
+        return $"OK: all {report.Layers.Count} convolutions have a route that matches float64{wrong}{crashing}{others}";
     }
 }
