@@ -116,8 +116,19 @@ public static class Cli
     /// <c>--norm</c> goes to every part that has a normalisation.
     /// </summary>
     internal static ModelDescription Model(int inChannels, int classes, int baseChannels, int depth, string upsampling,
-        string norm = "batch", double dropout = 0, string encoder = "unet")
+        string norm = "batch", double dropout = 0, string encoder = "unet", string arch = "unet")
     {
+        if (arch == "unet" && ModelRegistry.Find(PartKind.Encoder, encoder).DefaultArchitecture != "unet")
+            // --encoder mit-b0 alone is SegFormer
+            arch = ModelRegistry.Find(PartKind.Encoder, encoder).DefaultArchitecture;
+        if (arch != "unet")
+        {
+            if (arch == "segformer" && encoder == "unet")
+                throw new OptionsException("--arch segformer needs a Mix Transformer encoder: --encoder mit-b0 (to "
+                    + "mit-b5).");
+            return new ModelDescription { Architecture = arch, Encoder = new ModelPart(encoder), Classes = classes,
+                InChannels = inChannels }.Resolve();
+        }
         var normLayer = ParseEnum(norm, "--norm", ("batch", NormLayer.Batch), ("group", NormLayer.Group),
             ("none", NormLayer.None));
         var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed),

@@ -71,11 +71,20 @@ internal sealed class ModelFlags
     public required Option<string> Norm { get; init; }
     public required Option<double> Dropout { get; init; }
     public required Option<string> Encoder { get; init; }
+    public required Option<string> Arch { get; init; }
 
     public static ModelFlags Add(Command cmd)
     {
         var f = new ModelFlags
         {
+            Arch = new Option<string>("--arch")
+            {
+                Description =
+                    "The architecture: unet (the default: the paper's U-Net, or smp's Unet on a ResNet) or segformer "
+                        + "(with "
+                    + "--encoder mit-b0 to mit-b5: SegFormer under Hugging Face's names). 'segment models' lists them.",
+                DefaultValueFactory = _ => "unet",
+            },
             BaseChannels = new Option<int?>("--base-channels") { Description =
                 "Channels of the first level (default 64; shapes: 16)." },
             Depth = new Option<int?>("--depth") { Description = "Down-samplings (default 4)." },
@@ -91,7 +100,7 @@ internal sealed class ModelFlags
                     + "segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do "
                     + "not apply).", DefaultValueFactory = _ => "unet" },
         };
-        foreach (var o in new Option[] { f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm,
+        foreach (var o in new Option[] { f.Arch, f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm,
             f.Dropout }) cmd.Options.Add(o);
         return f;
     }
@@ -101,6 +110,7 @@ internal sealed class ModelFlags
         => Cli.Model(inChannels, classes,
         p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth)
             ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
-        p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!);
+        p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!,
+            p.GetValue(f.Arch)!);
 }
 

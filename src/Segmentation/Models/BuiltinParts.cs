@@ -40,6 +40,27 @@ internal static class BuiltinParts
         ModelRegistry.AddHead<SmpConvHeadOptions>("smp-conv",
             (c, o) => new ConvHead(c.InChannels, c.Classes, new ConvHeadOptions { Kernel = o.Kernel }, smp: true),
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
+        foreach (var variant in new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5" })
+            ModelRegistry.AddEncoder<MixTransformerOptions>(variant, "segformer",
+                (c, o) => new MixTransformer(variant, c.InChannels, o),
+                $"SegFormer's Mix Transformer {variant[4..].ToUpperInvariant()} (Hugging Face's keys, "
+                    + $"segformer.encoder.*).");
+        ModelRegistry.AddDecoder<SegformerDecoderOptions>("segformer-mlp",
+            (c, o) => new SegformerDecoder(c.Encoder.Stages, c.Classes, o),
+            "SegFormer's all-MLP decode head with its classifier (Hugging Face's keys, decode_head.*); logits at the "
+                + "first stage's stride.");
+        ModelRegistry.AddHead<ResizeHeadOptions>("resize", (_, _) => new ResizeHead(),
+            "The decoder's logits resized bilinearly to the input (no parameters).");
+        ModelRegistry.AddArchitecture("segformer",
+            "SegFormer: a Mix Transformer (or any encoder), the all-MLP decode head (256 wide for B0 and B1, 768 "
+                + "beyond), "
+                + "logits resized to the input.",
+            encoder => ModelPart.Of("segformer-mlp", new SegformerDecoderOptions
+            {
+                HiddenSize = encoder.StartsWith("mit-b", StringComparison.Ordinal) ? MixTransformer.Variant(encoder)
+                    .DecoderHidden : 256,
+            }),
+            _ => new ModelPart("resize"));
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",

@@ -57,9 +57,13 @@ public sealed record ModelDescription
         Decoder = ModelPart.Of("unet", new UNetDecoderOptions { Upsampling = upsampling, Norm = norm }),
     };
 
-    /// <summary>The default architecture around a registered encoder.</summary>
-    public static ModelDescription For(string encoder, int classes = 2, int inChannels = 3) =>
-        new() { Encoder = new ModelPart(encoder), Classes = classes, InChannels = inChannels };
+    /// <summary>The default model around a registered encoder: the architecture its registry entry names (unet,
+    /// segformer).</summary>
+    public static ModelDescription For(string encoder, int classes = 2, int inChannels = 3) => new()
+    {
+        Architecture = ModelRegistry.Find(PartKind.Encoder, encoder).DefaultArchitecture,
+        Encoder = new ModelPart(encoder), Classes = classes, InChannels = inChannels,
+    };
 
     /// <summary>Every part named, with every option written out (what a built model reports and a checkpoint
     /// stores).</summary>

@@ -70,6 +70,8 @@ public sealed class RegisteredPart
     public string Summary { get; }
     /// <summary>Pretrained weights it can start from.</summary>
     public IReadOnlyList<PretrainedSource> Pretrained { get; }
+    /// <summary>Encoders: the architecture of their default model (<see cref="ModelDescription.For"/>).</summary>
+    public string DefaultArchitecture { get; init; } = "unet";
     /// <summary>Its options with their default values.</summary>
     public JsonObject Defaults => Resolve(null);
 
@@ -102,10 +104,20 @@ public static class ModelRegistry
 
     static ModelRegistry() => BuiltinParts.Register();
 
-    /// <summary>Registers an encoder built from <typeparamref name="TOptions"/>.</summary>
+    /// <summary>Registers an encoder built from <typeparamref name="TOptions"/>, whose default model is a
+    /// <c>unet</c>.</summary>
     public static void AddEncoder<TOptions>(string name, Func<EncoderContext, TOptions, Encoder> build, string summary,
         params PretrainedSource[] pretrained) where TOptions : class, new() =>
-        Add<TOptions>(name, PartKind.Encoder, summary, pretrained, (c, o) => build((EncoderContext)c, o));
+        AddEncoder(name, "unet", build, summary, pretrained);
+
+    /// <summary>
+    /// Registers an encoder built from <typeparamref name="TOptions"/> whose default model
+    /// (<see cref="ModelDescription.For"/>) takes <paramref name="architecture"/>.
+    /// </summary>
+    public static void AddEncoder<TOptions>(string name, string architecture, Func<EncoderContext, TOptions,
+        Encoder> build, string summary,
+        params PretrainedSource[] pretrained) where TOptions : class, new() =>
+        Add<TOptions>(name, PartKind.Encoder, summary, pretrained, (c, o) => build((EncoderContext)c, o), architecture);
 
     /// <summary>Registers a decoder built from <typeparamref name="TOptions"/>.</summary>
     public static void AddDecoder<TOptions>(string name, Func<DecoderContext, TOptions, Decoder> build, string summary)
@@ -157,7 +169,7 @@ public static class ModelRegistry
     }
 
     private static void Add<TOptions>(string name, PartKind kind, string summary, PretrainedSource[] pretrained,
-        Func<object, TOptions, nn.Module> build)
+        Func<object, TOptions, nn.Module> build, string architecture = "unet")
         where TOptions : class, new()
     {
         if (string.IsNullOrWhiteSpace(name)) throw new OptionsException($"A {kind} needs a name.");
@@ -171,7 +183,7 @@ public static class ModelRegistry
             return options;
         }
         var part = new RegisteredPart(name, kind, typeof(TOptions), summary, pretrained,
-            (c, o) => build(c, (TOptions)o), Read);
+            (c, o) => build(c, (TOptions)o), Read) { DefaultArchitecture = architecture };
         lock (Gate)
         {
             if (!Registered.TryAdd((kind, name), part))

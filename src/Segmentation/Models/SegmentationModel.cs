@@ -50,9 +50,9 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         if (encoder.InChannels != d.InChannels)
             throw new OptionsException($"The encoder '{d.Encoder.Name}' takes {encoder.InChannels} channels; the "
                 + $"description says {d.InChannels}.");
-        register_module("encoder", encoder);
-        register_module("decoder", decoder);
-        foreach (var (name, module) in head.StateDictModules()) register_module(name, module);
+        foreach (var (name, module) in encoder.StateDictModules().Concat(decoder.StateDictModules())
+            .Concat(head.StateDictModules()))
+            register_module(name, module);
         deviceProbe = modules().OfType<Layers.Convolution>().FirstOrDefault();
     }
 
@@ -73,7 +73,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     {
         CheckInput(input);
         if (VerifyLayers && !checking) CheckLayers(input.shape, training && is_grad_enabled());
-        var outputs = head.forward(decoder.forward(encoder.forward(input)));
+        var outputs = head.forward(decoder.forward(encoder.forward(input)), input);
         return outputs.Logits.dtype == ScalarType.Float32 ? outputs : outputs.Map(t => t.is_floating_point()
             ? t.to(ScalarType.Float32) : t);
     }

@@ -11,7 +11,8 @@ public class CliTests
 
     // A tiny shapes run: 24 images of 32x32, a small U-Net, seconds on a CPU.
     private const string TinyShapes = "builtin:shapes?count=24&size=32&seed=2";
-    private static readonly string[] TinyModel = { "--base-channels", "8", "--depth", "3", "--batch-size", "4", "--workers", "1", "--device", "cpu" };
+    private static readonly string[] TinyModel = { "--base-channels", "8", "--depth", "3", "--batch-size", "4",
+        "--workers", "1", "--device", "cpu" };
 
     [Theory]
     [InlineData("train", "--no-such-flag")]
@@ -39,8 +40,10 @@ public class CliTests
         Assert.DoesNotContain("   at ", r.Err); // no stack trace
     }
 
-    /// <summary>segment.dll beside the test assembly (not AppContext.BaseDirectory, which is the runner's under xUnit's console runner).</summary>
-    private static string SegmentDll => Path.Combine(Path.GetDirectoryName(typeof(CliTests).Assembly.Location)!, "segment.dll");
+    /// <summary>segment.dll beside the test assembly (not AppContext.BaseDirectory, which is the runner's under xUnit's
+    /// console runner).</summary>
+    private static string SegmentDll => Path.Combine(Path.GetDirectoryName(typeof(CliTests).Assembly.Location)!,
+        "segment.dll");
 
     [Fact]
     public void A_missing_data_folder_exits_with_1_and_one_line_naming_it()
@@ -91,7 +94,8 @@ public class CliTests
         var r = Run("score", "--pred", d["pred"], "--gt", d["gt"], "--classes", "3", "--mask", "index", "--json");
         Assert.Equal(0, r.Code);
         var j = r.LastJson();
-        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "meanAccuracy", "meanDice", "frequencyWeightedIoU", "perClassIoU", "perClassAccuracy", "perClassDice", "classNames", "confusionMatrix" })
+        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "meanAccuracy", "meanDice", "frequencyWeightedIoU",
+            "perClassIoU", "perClassAccuracy", "perClassDice", "classNames", "confusionMatrix" })
             Assert.True(j.ContainsKey(key), key);
         Assert.Equal((0.5 + 2.0 / 3 + 0.5) / 3, (double)j["meanIoU"]!, 10);
         Assert.Equal(5.0 / 7, (double)j["pixelAccuracy"]!, 10);
@@ -102,13 +106,15 @@ public class CliTests
     {
         using var d = new TempDir();
         var run = d["run"];
-        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run, "--json" }.Concat(TinyModel).ToArray());
+        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run,
+            "--json" }.Concat(TinyModel).ToArray());
         Assert.True(train.Code == 0, train.Err);
 
         // summary.json, and the same object as the last line of standard output.
         var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "summary.json")))!.AsObject();
         Assert.Equal(summary.ToJsonString(), train.LastJson().ToJsonString());
-        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "perClassIoU", "confusionMatrix", "bestEpoch", "params", "device", "seconds" })
+        foreach (var key in new[] { "meanIoU", "pixelAccuracy", "perClassIoU", "confusionMatrix", "bestEpoch",
+            "params", "device", "seconds" })
             Assert.True(summary.ContainsKey(key), key);
         Assert.Equal("cpu", (string)summary["device"]!);
 
@@ -119,10 +125,12 @@ public class CliTests
         {
             var e = JsonNode.Parse(lines[i])!.AsObject();
             Assert.Equal(i + 1, (int)e["epoch"]!);
-            foreach (var key in new[] { "trainLoss", "valLoss", "meanIoU", "pixelAccuracy", "lr", "seconds", "imagesPerSecond" })
+            foreach (var key in new[] { "trainLoss", "valLoss", "meanIoU", "pixelAccuracy", "lr", "seconds",
+                "imagesPerSecond" })
                 Assert.True(e.ContainsKey(key), key);
         }
-        foreach (var f in new[] { "last.ckpt", "best.ckpt", "curves.png", "run.json" }) Assert.True(File.Exists(Path.Combine(run, f)), f);
+        foreach (var f in new[] { "last.ckpt", "best.ckpt", "curves.png",
+            "run.json" }) Assert.True(File.Exists(Path.Combine(run, f)), f);
         Assert.NotEmpty(Directory.GetFiles(Path.Combine(run, "overlays"), "*.png"));
 
         // eval on the checkpoint's own validation data gives the best epoch's numbers again.
@@ -134,9 +142,12 @@ public class CliTests
         Assert.Equal((double)summary["pixelAccuracy"]!, (double)eval.LastJson()["pixelAccuracy"]!, 6);
 
         // predict writes one class-index PNG per input, of the input's size, plus the requested pictures.
-        TempDir.SaveRgb(d["in/a.png"], 40, 36, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), (byte)(y * 7), 90));
-        TempDir.SaveRgb(d["in/b.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(200, (byte)(x * 8), (byte)(y * 8)));
-        var predict = Run("predict", "--checkpoint", Path.Combine(run, "best.ckpt"), "--input", d["in"], "--out", d["out"], "--overlay", "--color", "--device", "cpu");
+        TempDir.SaveRgb(d["in/a.png"], 40, 36, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6),
+            (byte)(y * 7), 90));
+        TempDir.SaveRgb(d["in/b.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(200,
+            (byte)(x * 8), (byte)(y * 8)));
+        var predict = Run("predict", "--checkpoint", Path.Combine(run, "best.ckpt"), "--input", d["in"], "--out",
+            d["out"], "--overlay", "--color", "--device", "cpu");
         Assert.True(predict.Code == 0, predict.Err);
         var mask = new Segmentation.Data.ImageReader().ReadMask(d["out/a.png"]);
         Assert.Equal((40, 36), (mask.Width, mask.Height));
@@ -155,38 +166,46 @@ public class CliTests
     {
         using var d = new TempDir();
         var run = d["run"];
-        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run }.Concat(TinyModel).ToArray());
+        var train = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", run }.Concat(TinyModel)
+            .ToArray());
         Assert.True(train.Code == 0, train.Err);
         var best = Path.Combine(run, "best.ckpt");
-        TempDir.SaveRgb(d["in/a.png"], 45, 37, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 5), (byte)(y * 6), (byte)((x / 6 + y / 6) % 2 * 255)));
+        TempDir.SaveRgb(d["in/a.png"], 45, 37, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 5),
+            (byte)(y * 6), (byte)((x / 6 + y / 6) % 2 * 255)));
 
         var export = Run("export", "--checkpoint", best, "--format", "onnx", "--out", d["m.onnx"]);
         Assert.True(export.Code == 0, export.Err);
-        Assert.True(Run("predict", "--checkpoint", best, "--input", d["in"], "--out", d["torch"], "--device", "cpu").Code == 0);
+        Assert.True(Run("predict", "--checkpoint", best, "--input", d["in"], "--out", d["torch"], "--device", "cpu")
+            .Code == 0);
         var onnx = Run("predict", "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["onnx"], "--overlay");
         Assert.True(onnx.Code == 0, onnx.Err);
         var reader = new Segmentation.Data.ImageReader();
         var a = reader.ReadMask(d["torch/a.png"]).Values;
         var b = reader.ReadMask(d["onnx/a.png"]).Values;
-        Assert.True(a.Zip(b).Count(p => p.First == p.Second) >= 0.999 * a.Length, "ONNX Runtime's mask differs from TorchSharp's");
+        Assert.True(a.Zip(b).Count(p => p.First == p.Second) >= 0.999 * a.Length,
+            "ONNX Runtime's mask differs from TorchSharp's");
         Assert.True(File.Exists(d["onnx/a_overlay.png"]));
-        var bench = Run("bench", "predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"], "--rounds", "1", "--json");
+        var bench = Run("bench", "predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"],
+            "--rounds", "1", "--json");
         Assert.True(bench.Code == 0, bench.Err);
         Assert.True((double)bench.LastJson()["agreement"]! >= 0.999);
-        Assert.True((double)bench.LastJson()["onnxRuntimeImagesPerSecond"]! > 0 && (double)bench.LastJson()["torchsharpImagesPerSecond"]! > 0);
+        Assert.True((double)bench.LastJson()["onnxRuntimeImagesPerSecond"]! > 0
+            && (double)bench.LastJson()["torchsharpImagesPerSecond"]! > 0);
 
         // The plain U-Net of the tiny run is not milesial's class (base 64, depth 4): a usage error that says so.
         var milesial = Run("export", "--checkpoint", best, "--format", "pytorch", "--out", d["m.pth"]);
         Assert.Equal(2, milesial.Code);
         Assert.Contains("64 base channels and depth 4", milesial.Err);
-        Assert.Equal(2, Run("predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["both"]).Code);
+        Assert.Equal(2, Run("predict", "--checkpoint", best, "--onnx", d["m.onnx"], "--input", d["in"], "--out",
+            d["both"]).Code);
     }
 
     [Fact]
     public void A_run_repeats_from_its_record_and_flags_override_it()
     {
         using var d = new TempDir();
-        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", d["a"], "--augment", "hflip rot90 elastic(alpha=20,sigma=3)", "--no-tensorboard" }.Concat(TinyModel).ToArray());
+        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "2", "--out", d["a"], "--augment",
+            "hflip rot90 elastic(alpha=20,sigma=3)", "--no-tensorboard" }.Concat(TinyModel).ToArray());
         Assert.True(first.Code == 0, first.Err);
         var record = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
         Assert.Equal("hflip rot90 elastic(alpha=20,sigma=3)", (string)record["Trainer"]!["Augmentation"]!);
@@ -194,8 +213,10 @@ public class CliTests
 
         var again = Run("train", "--config", d["a/run.json"], "--out", d["b"], "--no-tensorboard");
         Assert.True(again.Code == 0, again.Err);
-        static double[] Losses(string file) => File.ReadAllLines(file).Select(l => (double)JsonNode.Parse(l)!["trainLoss"]!).ToArray();
-        Assert.Equal(Losses(d["a/metrics.jsonl"]), Losses(d["b/metrics.jsonl"])); // same data, model, seed, augmentation: the same losses
+        static double[] Losses(string file) => File.ReadAllLines(file)
+            .Select(l => (double)JsonNode.Parse(l)!["trainLoss"]!).ToArray();
+        // same data, model, seed, augmentation: the same losses
+        Assert.Equal(Losses(d["a/metrics.jsonl"]), Losses(d["b/metrics.jsonl"]));
 
         var longer = Run("train", "--config", d["a/run.json"], "--out", d["c"], "--epochs", "3", "--no-tensorboard");
         Assert.True(longer.Code == 0, longer.Err);
@@ -203,8 +224,10 @@ public class CliTests
         Assert.Equal(3, File.ReadAllLines(d["c/metrics.jsonl"]).Length);
         Assert.Equal((string)record["Data"]!, (string)JsonNode.Parse(File.ReadAllText(d["c/run.json"]))!["Data"]!);
 
-        // A flag given with its default value still overrides the record (16 base channels is the default; the record has 8).
-        var wider = Run("train", "--config", d["a/run.json"], "--out", d["e"], "--base-channels", "16", "--epochs", "1", "--no-tensorboard");
+        // A flag given with its default value still overrides the record (16 base channels is the default; the record
+        // has 8).
+        var wider = Run("train", "--config", d["a/run.json"], "--out", d["e"], "--base-channels", "16", "--epochs",
+            "1", "--no-tensorboard");
         Assert.True(wider.Code == 0, wider.Err);
         var e = JsonNode.Parse(File.ReadAllText(d["e/run.json"]))!;
         Assert.Equal(16, (int)e["Model"]!["Encoder"]!["Options"]!["BaseChannels"]!);
@@ -224,10 +247,12 @@ public class CliTests
     [Fact]
     public void Bench_train_json_has_the_step_time_and_the_bare_loop_ratio()
     {
-        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "3", "--warmup", "1", "--device", "cpu", "--json");
+        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "3",
+            "--warmup", "1", "--device", "cpu", "--json");
         Assert.True(r.Code == 0, r.Err);
         var j = r.LastJson();
-        foreach (var key in new[] { "stepSeconds", "imagesPerSecond", "params", "device", "bareStepSeconds", "overheadRatio" })
+        foreach (var key in new[] { "stepSeconds", "imagesPerSecond", "params", "device", "bareStepSeconds",
+            "overheadRatio" })
             Assert.True(j.ContainsKey(key), key);
         Assert.True((double)j["stepSeconds"]! > 0);
         Assert.Equal(3, j["steps"]!.AsArray().Count);
@@ -242,15 +267,19 @@ public class CliTests
         {
             var file = new System.Collections.Hashtable();
             foreach (var (key, shape) in Segmentation.Tests.Models.EncoderTests.TorchvisionLayout("resnet18"))
-                file[key] = key.EndsWith("num_batches_tracked") ? TorchSharp.torch.tensor(0L) : TorchSharp.torch.randn(shape) * 0.01;
+                file[key] = key.EndsWith("num_batches_tracked") ? TorchSharp.torch.tensor(0L)
+                    : TorchSharp.torch.randn(shape) * 0.01;
             TorchSharp.PyBridge.PyTorchPickler.PickleStateDict(d["resnet18.pth"], file);
         }
-        var r = Run("train", "--data", "builtin:shapes?count=24&size=32&seed=3", "--encoder", "resnet18", "--encoder-weights", d["resnet18.pth"],
-            "--freeze-encoder-epochs", "1", "--encoder-lr-scale", "0.1", "--epochs", "2", "--batch-size", "4", "--workers", "1", "--device", "cpu", "--out", d["run"], "--json");
+        var r = Run("train", "--data", "builtin:shapes?count=24&size=32&seed=3", "--encoder", "resnet18",
+            "--encoder-weights", d["resnet18.pth"],
+            "--freeze-encoder-epochs", "1", "--encoder-lr-scale", "0.1", "--epochs", "2", "--batch-size", "4",
+                "--workers", "1", "--device", "cpu", "--out", d["run"], "--json");
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains($"encoder weights: 120 tensors from {d["resnet18.pth"]}", r.Err);
         var summary = r.LastJson();
-        Assert.Equal(14_328_209 + 3 * (16 * 9 + 1), (long)summary["params"]!); // smp's count for 1 class, plus 3 more 3x3 head filters (4 classes)
+        // smp's count for 1 class, plus 3 more 3x3 head filters (4 classes)
+        Assert.Equal(14_328_209 + 3 * (16 * 9 + 1), (long)summary["params"]!);
         Assert.True(Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).Model.Encoder.Name == "resnet18");
 
         var s = Run("summary", "--encoder", "resnet34", "--classes", "1", "--json");
@@ -264,12 +293,14 @@ public class CliTests
     [Fact]
     public void Bench_train_times_each_precision_side_by_side()
     {
-        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "2", "--warmup", "0", "--device", "cpu", "--precision", "fp32,bf16", "--no-bare", "--json");
+        var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "2",
+            "--warmup", "0", "--device", "cpu", "--precision", "fp32,bf16", "--no-bare", "--json");
         Assert.True(r.Code == 0, r.Err);
         var contenders = r.LastJson()["contenders"]!.AsArray();
         Assert.Equal(new[] { "trainer fp32", "trainer bf16" }, contenders.Select(c => (string)c!["name"]!));
         Assert.All(contenders, c => Assert.Equal(2, c!["steps"]!.AsArray().Count));
-        Assert.Contains("trainer fp32/trainer bf16 = ", r.Err); // the ratio against the first (the log is on standard error with --json)
+        // the ratio against the first (the log is on standard error with --json)
+        Assert.Contains("trainer fp32/trainer bf16 = ", r.Err);
         var bad = Run("bench", "train", "--precision", "fp8");
         Assert.Equal(2, bad.Code);
         Assert.Contains("Precision 'fp8' is not one of: fp32, bf16, fp16.", bad.Err);
@@ -290,10 +321,12 @@ public class CliTests
         Assert.Equal(0, r.Code);
         var o = r.LastJson();
         Assert.StartsWith("OK", o["verdict"]!.GetValue<string>());
-        foreach (var key in new[] { "torchsharp", "libtorch", "device", "threads", "aten cpu capability", "onednn isa", "allocator" })
+        foreach (var key in new[] { "torchsharp", "libtorch", "device", "threads", "aten cpu capability", "onednn isa",
+            "allocator" })
             Assert.False(string.IsNullOrEmpty(o[key]?.GetValue<string>()), key);
         var layers = o["layers"]!.AsArray();
-        Assert.Equal(2 + 2 * 2 + 2 * 3 + 1, layers.Count); // stem, 2 encoder blocks, 2 decoder blocks (up + 2 convs), head
+        // stem, 2 encoder blocks, 2 decoder blocks (up + 2 convs), head
+        Assert.Equal(2 + 2 * 2 + 2 * 3 + 1, layers.Count);
         foreach (var l in layers)
         {
             var tried = l!["tried"]!.AsArray();
@@ -308,8 +341,10 @@ public class CliTests
         // A separate process, as a user runs it: libtorch writes its warnings to file descriptor 2 directly, so an
         // in-process run cannot see them. Without the fix this CPU printed "NNPACK.cpp:56 Could not initialize NNPACK!"
         // once per convolution shape.
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { SegmentDll, "doctor", "--base-channels", "4", "--depth", "2", "--size", "32x32", "--batch-size", "2" })
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
+            UseShellExecute = false };
+        foreach (var a in new[] { SegmentDll, "doctor", "--base-channels", "4", "--depth", "2", "--size", "32x32",
+            "--batch-size", "2" })
             psi.ArgumentList.Add(a);
         psi.Environment.Remove("TORCH_CPP_LOG_LEVEL");
         using var p = Process.Start(psi)!;
@@ -331,8 +366,10 @@ public class CliTests
         var log = new StringWriter();
         var ctx = new CommandContext(log, new StringWriter(), outIsTerminal: false, errIsTerminal: false);
         var reporter = new TrainingReporter(ctx, log) { PlainInterval = TimeSpan.Zero };
-        reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 5, StepsPerEpoch = 10, Loss = 0.5 });
-        reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.ValidationStep, Epoch = 1, Epochs = 3, Step = 2, StepsPerEpoch = 4 });
+        reporter.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step,
+            Epoch = 1, Epochs = 3, Step = 5, StepsPerEpoch = 10, Loss = 0.5 });
+        reporter.Report(new Segmentation.Training.TrainingProgress { Kind =
+            Segmentation.Training.ProgressKind.ValidationStep, Epoch = 1, Epochs = 3, Step = 2, StepsPerEpoch = 4 });
         var lines = log.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(2, lines.Length);
         Assert.StartsWith("epoch 1/3 step 5/10 loss 0.5000", lines[0]);
@@ -341,7 +378,8 @@ public class CliTests
 
         var quiet = new StringWriter();
         var slow = new TrainingReporter(new CommandContext(quiet, new StringWriter(), false, false), quiet);
-        slow.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step, Epoch = 1, Epochs = 3, Step = 1, StepsPerEpoch = 10 });
+        slow.Report(new Segmentation.Training.TrainingProgress { Kind = Segmentation.Training.ProgressKind.Step,
+            Epoch = 1, Epochs = 3, Step = 1, StepsPerEpoch = 10 });
         Assert.Equal("", quiet.ToString()); // the default interval (30 s) has not passed
     }
 
@@ -349,18 +387,21 @@ public class CliTests
     public void Training_into_a_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten()
     {
         using var d = new TempDir();
-        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel)
+            .ToArray());
         Assert.Equal(0, first.Code);
         var before = File.ReadAllBytes(d["run/last.ckpt"]);
 
-        var again = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        var again = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel)
+            .ToArray());
         Assert.Equal(2, again.Code);
         Assert.Contains("already holds a run (epoch 1 of 1 in last.ckpt", again.Err);
         Assert.Contains("--resume", again.Err);
         Assert.Contains("--overwrite", again.Err);
         Assert.Equal(before, File.ReadAllBytes(d["run/last.ckpt"])); // nothing was touched
 
-        var over = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--seed", "9", "--out", d["run"], "--overwrite" }.Concat(TinyModel).ToArray());
+        var over = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--seed", "9", "--out", d["run"],
+            "--overwrite" }.Concat(TinyModel).ToArray());
         Assert.Equal(0, over.Code);
         Assert.NotEqual(before, File.ReadAllBytes(d["run/last.ckpt"]));
     }
@@ -369,8 +410,10 @@ public class CliTests
     public async Task A_termination_signal_stops_training_at_a_safe_point_writes_an_interrupted_summary_and_says_how_to_resume()
     {
         using var d = new TempDir();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs", "50", "--out", d["run"] }.Concat(TinyModel))
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
+            UseShellExecute = false };
+        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs",
+            "50", "--out", d["run"] }.Concat(TinyModel))
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
@@ -406,9 +449,13 @@ public class CliTests
     public void Predict_refuses_inputs_whose_outputs_would_collide_before_writing_anything()
     {
         using var d = new TempDir();
-        Assert.Equal(0, Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray()).Code);
-        TempDir.SaveRgb(d["in/a.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 0, 90));
-        TempDir.SaveRgb(d["in/a.jpg"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(0, (byte)(y * 6), 90));
+        Assert.Equal(0,
+            Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray())
+                .Code);
+        TempDir.SaveRgb(d["in/a.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 0,
+            90));
+        TempDir.SaveRgb(d["in/a.jpg"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(0, (byte)(y * 6),
+            90));
         TempDir.SaveRgb(d["in/a_overlay.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, 9));
         var r = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"], "--overlay");
         Assert.Equal(1, r.Code);
@@ -439,14 +486,28 @@ public class CliTests
         Assert.True(r.Code == 0, r.Err);
         var o = r.LastJson();
         var encoders = o["encoders"]!.AsArray().Select(e => e!.AsObject()).ToList();
-        Assert.Equal(new[] { "mlnet-resnet18", "resnet18", "resnet34", "resnet50", "unet" },
+        Assert.Equal(new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5", "mlnet-resnet18", "resnet18",
+            "resnet34", "resnet50", "unet" },
             encoders.Select(e => (string)e["name"]!).Where(n => !n.StartsWith("test-")).ToArray());
         Assert.All(encoders.Where(e => !((string)e["name"]!).StartsWith("test-")),
-            e => Assert.True((bool)e["supports"]!["precision"]! && (bool)e["supports"]!["check"]! && (bool)e["supports"]!["export"]!, (string)e["name"]!));
+            e => Assert.True((bool)e["supports"]!["precision"]! && (bool)e["supports"]!["check"]!
+                && (bool)e["supports"]!["export"]!, (string)e["name"]!));
         Assert.Equal(64, (int)encoders.Single(e => (string)e["name"]! == "unet")["options"]!["BaseChannels"]!);
-        Assert.Contains(encoders.Single(e => (string)e["name"]! == "mlnet-resnet18")["pretrained"]!.AsArray(), w => (string)w!["name"]! == "builtin");
+        Assert.Contains(encoders.Single(e => (string)e["name"]! == "mlnet-resnet18")["pretrained"]!.AsArray(),
+            w => (string)w!["name"]! == "builtin");
         var heads = o["heads"]!.AsArray().Select(e => e!.AsObject()).ToList();
         Assert.Equal(3, (int)heads.Single(h => (string)h["name"]! == "smp-conv")["options"]!["Kernel"]!);
         Assert.Equal(1, (int)heads.Single(h => (string)h["name"]! == "conv")["options"]!["Kernel"]!);
+    }
+
+    [Fact]
+    public void Summary_of_segformer_b0_at_150_classes_counts_transformers_parameters()
+    {
+        var r = Run("summary", "--arch", "segformer", "--encoder", "mit-b0", "--classes", "150", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Equal(3_752_694, (long)r.LastJson()["params"]!);
+        var refused = Run("summary", "--arch", "segformer");
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("--encoder mit-b0", refused.Err);
     }
 }

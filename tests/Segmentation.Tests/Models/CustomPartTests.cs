@@ -75,7 +75,8 @@ public sealed record ToyDecoderOptions
 
 /// <summary>
 /// A user's decoder with a transformer block on the deepest map (layer norm, linear q/k/v, scaled dot-product
-/// attention, output projection), then bilinear resizes and a fusing convolution at full resolution.
+/// attention, output projection), then a bilinear resize to the shallow map and a fusing convolution: its output is at
+/// stride 2 (the head resizes). It keeps another library's key names: <c>decode_head.*</c>.
 /// </summary>
 public sealed class ToyDecoder : Decoder
 {
@@ -109,9 +110,27 @@ public sealed class ToyDecoder : Decoder
         var attended = attention.forward(LayerOps.SplitHeads(query.forward(tokens), heads), LayerOps.SplitHeads(key.forward(tokens), heads),
             LayerOps.SplitHeads(value.forward(tokens), heads));
         var mixed = LayerOps.ToMap(project.forward(LayerOps.MergeHeads(attended)), deep);
-        var fused = fuse.forward(LayerOps.Concat(LayerOps.ResizeLike(LayerOps.Add(mixed, deep), shallow), shallow));
-        return LayerOps.ResizeLike(fused, input);
+        return fuse.forward(LayerOps.Concat(LayerOps.ResizeLike(LayerOps.Add(mixed, deep), shallow), shallow));
     }
+
+    public override IEnumerable<(string Name, nn.Module Module)> StateDictModules() => new[] { ("decode_head", (nn.Module)this) };
+}
+
+/// <summary>Options of the toy head (none).</summary>
+public sealed record ToyHeadOptions;
+
+/// <summary>A user's head: a 1x1 classifier, then logits resized to the model's input (its decoder stops at stride 2).</summary>
+public sealed class ToyHead : Head
+{
+    private readonly Convolution classifier;
+
+    public ToyHead(long inChannels, int classes) : base(nameof(ToyHead))
+    {
+        classifier = new Convolution(inChannels, classes, 1);
+        RegisterComponents();
+    }
+
+    public override ModelOutputs forward(Tensor features, Tensor input) => new(LayerOps.ResizeLike(classifier.forward(features), input));
 }
 
 /// <summary>
@@ -126,6 +145,7 @@ public class CustomPartTests
     {
         ModelRegistry.AddEncoder<ToyEncoderOptions>("test-toy", (c, o) => new ToyEncoder(c.InChannels, o), "a test's encoder");
         ModelRegistry.AddDecoder<ToyDecoderOptions>("test-toy-attention", (c, o) => new ToyDecoder(c.Encoder.Stages, o), "a test's decoder");
+        ModelRegistry.AddHead<ToyHeadOptions>("test-toy-head", (c, _) => new ToyHead(c.InChannels, c.Classes), "a test's head");
         return true;
     }
 
@@ -134,7 +154,7 @@ public class CustomPartTests
         Classes = classes, Seed = 7,
         Encoder = ModelPart.Of("test-toy", new ToyEncoderOptions { Width = 8 }),
         Decoder = ModelPart.Of("test-toy-attention", new ToyDecoderOptions { Heads = 2 }),
-        Head = ModelPart.Of("conv", new ConvHeadOptions { Kernel = 1 }),
+        Head = new ModelPart("test-toy-head"),
     };
 
     [Fact]
@@ -182,7 +202,12 @@ public class CustomPartTests
         var summary = ModelSummary.For(loaded, 32, 32);
         Assert.Equal(loaded.ParameterCount(), summary.Parameters);
         Assert.Contains(summary.Layers, l => l.Kind == "Attention" && l.MultiplyAccumulates == 2L * 2 * 64 * 64 * 8);
-        Assert.Contains(summary.Layers, l => l.Name == "decoder.query" && l.Kind == "Linear" && l.Parameters == 16 * 16 + 16);
+        Assert.Contains(summary.Layers, l => l.Name == "decode_head.query" && l.Kind == "Linear" && l.Parameters == 16 * 16 + 16);
+        // The parts chose their keys: the decoder's another library's, the head its own.
+        var keys = loaded.state_dict().Keys.ToList();
+        Assert.Contains("decode_head.fuse.weight", keys);
+        Assert.Contains("head.classifier.weight", keys);
+        Assert.Contains("encoder.down1.conv.weight", keys);
 
         // The predictor takes it from the file alone.
         using var predictor = Predictor.FromFile(result.LastCheckpoint!, new PredictorOptions { Device = "cpu" });
@@ -191,6 +216,7 @@ public class CustomPartTests
 
         // ONNX Runtime runs the export, recorded from the forward pass, at the traced size and at others, odd ones too.
         var onnx = OnnxExport.Build(checkpoint);
+        Assert.Contains(onnx.Graph.Initializer, t => t.Name == "decode_head.query.weight"); // initializers carry the keys
         using var session = new InferenceSession(onnx.ToByteArray());
         foreach (var (h, w) in new[] { (32, 32), (37, 45), (64, 48) })
         {

@@ -54,6 +54,6 @@ internal sealed class ConvHead : Head
         new[] { (smp ? "segmentation_head" : "head", (nn.Module)conv) };
 
     /// <inheritdoc />
-    public override ModelOutputs forward(Tensor input) => new(conv.forward(input));
+    public override ModelOutputs forward(Tensor features, Tensor input) => new(conv.forward(features));
 
 }

@@ -13,4 +13,9 @@ public abstract class Decoder : nn.Module<Tensor[], Tensor>
 
     /// <summary>Channels of the output (the head's input).</summary>
     public abstract long OutChannels { get; }
+
+    /// <summary>The modules the model registers for this decoder, by state-dict prefix: by default itself as
+    /// <c>decoder</c>.</summary>
+    public virtual IEnumerable<(string Name, nn.Module Module)> StateDictModules()
+        => new[] { ("decoder", (nn.Module)this) };
 }

@@ -3,12 +3,10 @@ using static TorchSharp.torch;
 namespace Segmentation.Models.Parts;
 
 /// <summary>
-/// The part that turns an image into feature maps of growing stride (smp's encoder seam).
-/// <see cref="nn.Module{T, TResult}.forward"/> returns the input itself first (stride 1, as smp's encoders do), then
-/// one
-/// map per entry of <see cref="Stages"/>; a decoder builds itself from <see cref="Stages"/>. Build it from
-/// <see cref="Layers.Layer"/>s and <see cref="Layers.LayerOps"/>, and register it with <see
-/// cref="ModelRegistry.AddEncoder"/>.
+/// The part that turns an image into feature maps of growing stride (smp's encoder seam). Its forward pass returns the
+/// input itself first (stride 1, as smp's encoders do), then one map per entry of <see cref="Stages"/>; a decoder
+/// builds itself from <see cref="Stages"/>. Build it from <see cref="Layers.Layer"/>s and
+/// <see cref="Layers.LayerOps"/>, and register it with <c>ModelRegistry.AddEncoder</c>.
 /// </summary>
 public abstract class Encoder : nn.Module<Tensor, Tensor[]>
 {
@@ -26,4 +24,13 @@ public abstract class Encoder : nn.Module<Tensor, Tensor[]>
 
     /// <summary>The smallest height and width it takes (its largest stride unless it says otherwise).</summary>
     public virtual int MinimumInputSize => OutputStride;
+
+    /// <summary>
+    /// The modules the model registers for this encoder, by state-dict prefix: by default the encoder itself as
+    /// <c>encoder</c>. An encoder that keeps another library's keys (Hugging Face's <c>segformer.encoder.*</c>) returns
+    /// a
+    /// container that holds it under those names.
+    /// </summary>
+    public virtual IEnumerable<(string Name, nn.Module Module)> StateDictModules()
+        => new[] { ("encoder", (nn.Module)this) };
 }

@@ -4,9 +4,11 @@ namespace Segmentation.Models.Parts;
 
 /// <summary>
 /// The part from the decoder's feature map to the model's named outputs (<see cref="ModelOutputs"/>): class logits for
-/// semantic segmentation; later, instance maps beside them. Register it with <see cref="ModelRegistry.AddHead"/>.
+/// semantic segmentation; later, instance maps beside them. Its forward pass gets the decoder's map and the model's
+/// input (a head whose decoder works at a lower resolution resizes its logits to the input with
+/// <see cref="Layers.LayerOps.ResizeLike"/>). Register it with <see cref="ModelRegistry.AddHead"/>.
 /// </summary>
-public abstract class Head : nn.Module<Tensor, ModelOutputs>
+public abstract class Head : nn.Module<Tensor, Tensor, ModelOutputs>
 {
     /// <summary>Creates the module.</summary>
     protected Head(string name) : base(name) { }
