@@ -16,15 +16,18 @@ internal static class ImportCommand
                 + "segmentation_models.pytorch's Unet(resnet18|34|50). The model's shape is read from the tensors; "
                 + "the source's preprocessing is recorded, so predict gives its masks.");
         var file = new Option<string>("--pytorch") { Description =
-            "The state dict: .pth (torch.save(model.state_dict())) or .safetensors.", Required = true };
-        var from = new Option<string>("--from") { Description = "milesial or smp: whose key names and preprocessing.",
+            "The state dict: .pth (torch.save(model.state_dict())) or .safetensors; for hf-segformer, the model folder "
+                + "(config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json).", Required = true };
+        var from = new Option<string>("--from") { Description =
+            "milesial, smp or hf-segformer: whose key names and preprocessing.",
             Required = true };
         var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };
         foreach (var o in new Option[] { file, from, output }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var layout = ParseLayout(p.GetValue(from)!, "--from");
-            var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, layout);
+            var checkpoint = p.GetValue(from) == "hf-segformer"
+                ? HuggingFaceSegformer.Import(p.GetValue(file)!)
+                : PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"));
             var path = p.GetValue(output)!;
             checkpoint.Save(path);
             var m = checkpoint.Model;

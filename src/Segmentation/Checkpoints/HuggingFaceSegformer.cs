@@ -1,0 +1,124 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Segmentation.Data;
+using Segmentation.Models;
+using Segmentation.Models.Decoders;
+using Segmentation.Models.Encoders;
+using static TorchSharp.torch;
+
+namespace Segmentation.Checkpoints;
+
+/// <summary>
+/// A Hugging Face SegFormer model folder (what <c>save_pretrained</c> writes for
+/// <c>SegformerForSemanticSegmentation</c>) as a checkpoint of ours: the variant, the decoder's width and the classes
+/// from <c>config.json</c>, the weights from <c>model.safetensors</c> or <c>pytorch_model.bin</c> by name (the model's
+/// keys are Hugging Face's), and the preprocessing from <c>preprocessor_config.json</c> (otherwise rescale 1/255 and
+/// ImageNet's mean and std, no resize). Files are read as data; nothing in them runs.
+/// </summary>
+public static class HuggingFaceSegformer
+{
+    /// <summary>Reads the folder; any problem is an error that names the file and what did not fit.</summary>
+    public static Checkpoint Import(string folder)
+    {
+        var configPath = Path.Combine(folder, "config.json");
+        if (!File.Exists(configPath))
+            throw new SegmentationException($"{folder}: no config.json; a Hugging Face model folder has one.");
+        JsonObject config;
+        try { config = JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? throw new JsonException("empty"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new SegmentationException($"{configPath}: not a JSON object ({e.Message}).", e);
+        }
+        var description = Describe(config, configPath);
+        var weightsPath = new[] { "model.safetensors", "pytorch_model.bin" }.Select(f => Path.Combine(folder, f))
+            .FirstOrDefault(File.Exists)
+            ?? throw new SegmentationException($"{folder}: neither model.safetensors nor pytorch_model.bin is there.");
+        using var scope = NewDisposeScope();
+        using var model = new SegmentationModel(description);
+        StateDicts.Load(model, StateDicts.ReadFile(weightsPath), $"{weightsPath} (Hugging Face SegFormer weights)");
+        var names = ClassNames(config, description.Classes);
+        return new Checkpoint
+        {
+            Model = model.Description,
+            Dataset = new DatasetDescription
+            {
+                Classes = description.Classes, ClassNames = names,
+                    ClassColors = DatasetDescription.Defaults(description.Classes).Colors,
+                Encoding = MaskEncoding.Index, InChannels = description.InChannels,
+            },
+            Preprocessing = new Preprocessing(Preprocess(Path.Combine(folder, "preprocessor_config.json"),
+                description.InChannels)),
+            TrainerSettings = new JsonObject(), State = new TrainingState(),
+            TrainOrigin = $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)",
+            Weights = Checkpoint.SerializeWeights(model),
+        };
+    }
+
+    /// <summary>The description <paramref name="config"/> gives: the Mix Transformer whose widths and depths it
+    /// names.</summary>
+    private static ModelDescription Describe(JsonObject config, string path)
+    {
+        int[] Ints(string key) => config[key] is JsonArray a ? a.Select(x => x!.GetValue<int>()).ToArray()
+            : throw new SegmentationException($"{path}: no '{key}' list; is it a SegFormer config?");
+        var hidden = Ints("hidden_sizes");
+        var depths = Ints("depths");
+        var variant = new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5" }
+            .FirstOrDefault(v => MixTransformer.Variant(v).Hidden.SequenceEqual(hidden) && MixTransformer.Variant(v)
+                .Depths.SequenceEqual(depths))
+            ?? throw new SegmentationException($"{path}: hidden sizes [{string.Join(", ", hidden)}] and depths "
+            + $"[{string.Join(", ", depths)}] "
+                + "are none of MiT-B0 to B5.");
+        int classes = config["id2label"] is JsonObject labels ? labels.Count : config["num_labels"]?.GetValue<int>()
+            ?? throw new SegmentationException($"{path}: neither id2label nor num_labels says how many classes.");
+        return new ModelDescription
+        {
+            Architecture = "segformer", InChannels = config["num_channels"]?.GetValue<int>() ?? 3, Classes = classes,
+            Encoder = ModelPart.Of(variant,
+                new MixTransformerOptions { DropPathRate = config["drop_path_rate"]?.GetValue<double>() ?? 0.1 }),
+            Decoder = ModelPart.Of("segformer-mlp", new SegformerDecoderOptions
+            {
+                HiddenSize = config["decoder_hidden_size"]?.GetValue<int>() ?? MixTransformer.Variant(variant)
+                    .DecoderHidden,
+                ClassifierDropout = config["classifier_dropout_prob"]?.GetValue<double>() ?? 0.1,
+            }),
+            Head = new ModelPart("resize"),
+        }.Resolve();
+    }
+
+    private static string[] ClassNames(JsonObject config, int classes)
+    {
+        if (config["id2label"] is not JsonObject labels) return DatasetDescription.Defaults(classes).Names;
+        var names = DatasetDescription.Defaults(classes).Names.ToArray();
+        foreach (var (key, value) in labels)
+            if (int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) && i >= 0
+                && i < classes && value is not null)
+                names[i] = value.GetValue<string>();
+        return names;
+    }
+
+    /// <summary>
+    /// The normalisation of <c>preprocessor_config.json</c> (rescale by 1/255, then mean and std per channel, which is
+    /// ours exactly), or ImageNet's when there is no such file. Other rescales are refused: ours divides by 255.
+    /// </summary>
+    private static Normalization Preprocess(string path, int channels)
+    {
+        if (!File.Exists(path)) return Normalization.DefaultFor(channels);
+        var o = JsonNode.Parse(File.ReadAllText(path))?.AsObject()
+            ?? throw new SegmentationException($"{path}: not a JSON object.");
+        double rescale = o["do_rescale"]?.GetValue<bool>() == false ? 1 : o["rescale_factor"]?.GetValue<double>()
+            ?? 1 / 255.0;
+        if (Math.Abs(rescale * 255 - 1) > 1e-6)
+            throw new SegmentationException($"{path}: rescale factor {rescale}; models here take pixels / 255 "
+                + $"(rescale_factor 1/255).");
+        if (o["do_normalize"]?.GetValue<bool>() == false) return new Normalization(new float[channels],
+            Enumerable.Repeat(1f, channels).ToArray());
+        float[] Floats(string key) => o[key] is JsonArray a ? a.Select(x => (float)x!.GetValue<double>()).ToArray()
+            : throw new SegmentationException($"{path}: no '{key}'.");
+        var (mean, std) = (Floats("image_mean"), Floats("image_std"));
+        if (mean.Length != channels || std.Length != channels)
+            throw new SegmentationException($"{path}: image_mean and image_std have {mean.Length} and {std.Length} "
+                + $"values; the model takes {channels} channels.");
+        return new Normalization(mean, std);
+    }
+}
