@@ -7,7 +7,8 @@ namespace Segmentation.Cli;
 internal static class ImportCommand
 {
     internal static PyTorchLayout ParseLayout(string value, string option) =>
-        Cli.ParseEnum(value, option, ("milesial", PyTorchLayout.Milesial), ("smp", PyTorchLayout.Smp));
+        Cli.ParseEnum(value, option, ("milesial", PyTorchLayout.Milesial), ("smp", PyTorchLayout.Smp),
+            ("hf", PyTorchLayout.HuggingFace));
 
     public static Command Create(CommandContext ctx)
     {
@@ -25,7 +26,7 @@ internal static class ImportCommand
         foreach (var o in new Option[] { file, from, output }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var checkpoint = p.GetValue(from) == "hf-segformer"
+            var checkpoint = p.GetValue(from) is "hf-segformer" or "hf"
                 ? HuggingFaceSegformer.Import(p.GetValue(file)!)
                 : PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"));
             var path = p.GetValue(output)!;

@@ -121,4 +121,66 @@ public static class HuggingFaceSegformer
                 + $"values; the model takes {channels} channels.");
         return new Normalization(mean, std);
     }
+
+    /// <summary>
+    /// Writes <paramref name="checkpoint"/>'s SegFormer as a Hugging Face model folder that transformers'
+    /// <c>from_pretrained</c> reads: <c>config.json</c>, <c>model.safetensors</c> (the keys are already Hugging Face's)
+    /// and <c>preprocessor_config.json</c> (the normalisation, no resize). The folder must not exist, or be empty.
+    /// </summary>
+    public static void Export(Checkpoint checkpoint, string folder)
+    {
+        var d = checkpoint.Model;
+        if (d.Architecture != "segformer" || !d.Encoder.Name.StartsWith("mit-b", StringComparison.Ordinal)
+            || d.Head?.Name != "resize")
+            throw new OptionsException($"The Hugging Face layout holds SegFormers (--arch segformer, mit-b0 to "
+                + $"mit-b5); this checkpoint's model is {d.Summary}.");
+        if (Directory.Exists(folder) && Directory.EnumerateFileSystemEntries(folder).Any())
+            throw new OptionsException($"{folder}: the folder is not empty; export writes a new Hugging Face model "
+                + $"folder.");
+        var (hidden, depths, _) = MixTransformer.Variant(d.Encoder.Name);
+        var decoder = d.Decoder!.OptionsAs<SegformerDecoderOptions>();
+        var names = checkpoint.Dataset.ClassNames;
+        var config = new JsonObject
+        {
+            ["architectures"] = new JsonArray("SegformerForSemanticSegmentation"), ["model_type"] = "segformer",
+            ["num_channels"] = d.InChannels, ["num_encoder_blocks"] = 4, ["depths"] = Array(depths),
+                ["hidden_sizes"] = Array(hidden),
+            ["sr_ratios"] = Array(8, 4, 2, 1), ["num_attention_heads"] = Array(1, 2, 5, 8),
+                ["patch_sizes"] = Array(7, 3, 3, 3),
+            ["strides"] = Array(4, 2, 2, 2), ["mlp_ratios"] = Array(4, 4, 4, 4), ["hidden_act"] = "gelu",
+                ["hidden_dropout_prob"] = 0.0,
+            ["attention_probs_dropout_prob"] = 0.0, ["classifier_dropout_prob"] = decoder.ClassifierDropout,
+                ["initializer_range"] = 0.02,
+            ["drop_path_rate"] = d.Encoder.OptionsAs<MixTransformerOptions>().DropPathRate, ["layer_norm_eps"] = 1e-6,
+            ["decoder_hidden_size"] = decoder.HiddenSize, ["semantic_loss_ignore_index"] = Labels.Ignore,
+                ["reshape_last_stage"] = true,
+            ["id2label"] =
+                new JsonObject(names.Select((n, i) => KeyValuePair.Create(i.ToString(CultureInfo.InvariantCulture),
+                    (JsonNode?)n))),
+            ["label2id"] = new JsonObject(names.Select((n, i) => KeyValuePair.Create(n, (JsonNode?)i))
+                .DistinctBy(kv => kv.Key)),
+        };
+        var p = checkpoint.Preprocessing.Normalization;
+        var preprocessor = new JsonObject
+        {
+            ["image_processor_type"] = "SegformerImageProcessor", ["do_resize"] = false, ["do_rescale"] = true,
+                ["rescale_factor"] = 1 / 255.0,
+            ["do_normalize"] = true, ["image_mean"] = new JsonArray(p.Mean.Select(v => (JsonNode?)(double)v).ToArray()),
+            ["image_std"] = new JsonArray(p.Std.Select(v => (JsonNode?)(double)v).ToArray()),
+                ["do_reduce_labels"] = false,
+        };
+        using var scope = NewDisposeScope();
+        using var model = checkpoint.CreateModel();
+        var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.cpu());
+        var bytes = new MemoryStream(); // PyBridge closes the stream it writes to
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(bytes, weights);
+        Directory.CreateDirectory(folder);
+        AtomicFile.Write(Path.Combine(folder, "model.safetensors"), s => s.Write(bytes.ToArray()));
+        AtomicFile.WriteAllText(Path.Combine(folder, "preprocessor_config.json"),
+            preprocessor.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"),
+            config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private static JsonArray Array(params int[] values) => new(values.Select(v => (JsonNode?)v).ToArray());
 }

@@ -18,6 +18,9 @@ public enum PyTorchLayout
     /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs
     /// ImageNet-normalised.</summary>
     Smp,
+    /// <summary>Hugging Face's <c>SegformerForSemanticSegmentation</c>: a model folder (<see
+    /// cref="HuggingFaceSegformer"/>).</summary>
+    HuggingFace,
 }
 
 /// <summary>

@@ -85,6 +85,18 @@ public static class ModelExporters
 
         public string Write(Checkpoint c, string path, ExportOptions options)
         {
+            var wanted = options.Layout ?? (c.Model.Architecture == "segformer" ? PyTorchLayout.HuggingFace
+                : (PyTorchLayout?)null);
+            if (wanted == PyTorchLayout.HuggingFace && !safetensors)
+                throw new OptionsException("The Hugging Face layout is written as a folder of safetensors: --format "
+                    + "safetensors --layout hf.");
+            if (wanted == PyTorchLayout.HuggingFace)
+            {
+                HuggingFaceSegformer.Export(c, path);
+                return "a Hugging Face SegFormer folder (config.json, model.safetensors, preprocessor_config.json) "
+                    + "that transformers' "
+                    + "from_pretrained reads";
+            }
             if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) != safetensors)
                 throw new OptionsException($"--out {path}: name a {Format} file (*{Extension}).");
             var layout = options.Layout ?? (c.Model.Encoder.Name == "unet" ? PyTorchLayout.Milesial

@@ -62,4 +62,40 @@ public class HuggingFaceSegformerTests
         Assert.Contains("config.json", e.Message);
         Assert.Contains("[2, 2, 3, 2]", e.Message);
     }
+
+    [Fact]
+    public void Export_to_a_hugging_face_folder_then_import_is_bit_exact()
+    {
+        using var dir = new TempDir();
+        using var model = new SegmentationModel(new ModelDescription { Architecture = "segformer", Encoder = new ModelPart("mit-b0"), Classes = 4, Seed = 2 });
+        var checkpoint = new Checkpoint
+        {
+            Model = model.Description, Weights = Checkpoint.SerializeWeights(model), TrainerSettings = new JsonObject(), State = new TrainingState(),
+            Preprocessing = new Preprocessing(new Segmentation.Data.Normalization(new[] { 0.4f, 0.5f, 0.6f }, new[] { 0.2f, 0.3f, 0.4f })),
+            Dataset = new Segmentation.Data.DatasetDescription
+            {
+                Classes = 4, ClassNames = new[] { "road", "car", "sky", "tree" }, ClassColors = Segmentation.Data.DatasetDescription.Defaults(4).Colors,
+            },
+        };
+        checkpoint.Save(dir["a.ckpt"]);
+        var r = Segmentation.Tests.Cli.CliResult.Run("export", "--checkpoint", dir["a.ckpt"], "--format", "safetensors", "--out", dir["hf"]);
+        Assert.True(r.Code == 0, r.Err);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir["hf"], "config.json")))!;
+        Assert.Equal("SegformerForSemanticSegmentation", (string)config["architectures"]![0]!);
+        Assert.Equal("sky", (string)config["id2label"]!["2"]!);
+
+        var back = HuggingFaceSegformer.Import(dir["hf"]);
+        Assert.Equal(checkpoint.Model with { Seed = null }, back.Model with { Seed = null }); // the seed of fresh weights does not travel
+        Assert.Equal(checkpoint.Dataset.ClassNames, back.Dataset.ClassNames);
+        Assert.Equal(checkpoint.Preprocessing.Normalization.Mean, back.Preprocessing.Normalization.Mean);
+        Assert.Equal(checkpoint.Preprocessing.Normalization.Std, back.Preprocessing.Normalization.Std);
+        using var original = checkpoint.CreateModel();
+        using var imported = back.CreateModel();
+        foreach (var (key, value) in original.state_dict())
+            Assert.True(value.equal(imported.state_dict()[key]).all().item<bool>(), key); // every tensor, bit for bit
+
+        var again = Segmentation.Tests.Cli.CliResult.Run("export", "--checkpoint", dir["a.ckpt"], "--format", "safetensors", "--out", dir["hf"]);
+        Assert.Equal(2, again.Code);
+        Assert.Contains("not empty", again.Err); // nothing the user had is replaced
+    }
 }
