@@ -6,6 +6,9 @@ Two checks, side by side with `segment` (Debian's python3-torch is enough; trans
   predict IMAGE OUTDIR SEGMENT_DLL  a random B0 (11 classes) saved as a Hugging Face folder, imported by
                                     `segment import --from hf-segformer`, both predicting IMAGE: the share of pixels
                                     whose argmax agrees
+  bench BATCH SIZE STEPS WARMUP     the median training step of B0 (11 classes) in PyTorch: forward, cross-entropy,
+                                    backward, AdamW (lr 1e-4, weight decay 1e-4), the loss read back; 2 threads, as
+                                    `segment bench train --arch segformer --encoder mit-b0 --classes 11 --no-bare` times it
 
 Usage: /usr/bin/python3 tools/interop/segformer_reference.py counts src/Segmentation.Cli/bin/Release/net10.0/linux-x64/segment.dll
        /usr/bin/python3 tools/interop/segformer_reference.py predict ../shared/datasets/camvid/val/images/X.png /tmp/sf SEGMENT_DLL
@@ -215,8 +218,32 @@ def predict(image_path, out, dll):
           f"classes in the mask: {sorted(set(theirs.flatten().tolist()))}")
 
 
+def bench(batch, size, steps, warmup):
+    import time
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = Segformer("mit-b0", 11).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    masks = torch.randint(0, 11, (batch, size, size))
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model((images.float() / 255 - mean) / std), masks, ignore_index=255)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    print(f"{sorted(times)[len(times) // 2]:.4f}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "counts":
+    if sys.argv[1] == "bench":
+        bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif sys.argv[1] == "counts":
         counts(sys.argv[2])
     else:
         predict(sys.argv[2], sys.argv[3], sys.argv[4])
