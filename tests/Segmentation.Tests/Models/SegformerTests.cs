@@ -91,4 +91,16 @@ public class SegformerTests
             $"training loss {result.History[0].TrainLoss:F3} -> {result.History[^1].TrainLoss:F3}");
         Assert.True(result.Metrics!.PixelAccuracy > 0.8, $"pixel accuracy {result.Metrics.PixelAccuracy:F3}");
     }
+
+    [Fact]
+    public void The_benchmarks_straight_TorchSharp_segformer_has_the_same_layers()
+    {
+        using var ours = new SegmentationModel(Segformer("mit-b0", 11));
+        using var straight = new StraightSegformer("mit-b0", 3, 11);
+        Assert.Equal(ours.ParameterCount(), straight.parameters().Sum(p => p.numel()));
+        using var scope = NewDisposeScope();
+        using var grad = no_grad();
+        straight.eval();
+        Assert.Equal(new long[] { 1, 11, 75, 101 }, straight.forward(randn(1, 3, 75, 101)).shape);
+    }
 }
