@@ -118,9 +118,8 @@ public static class Cli
     internal static ModelDescription Model(int inChannels, int classes, int baseChannels, int depth, string upsampling,
         string norm = "batch", double dropout = 0, string encoder = "unet", string arch = "unet")
     {
-        if (arch == "unet" && ModelRegistry.Find(PartKind.Encoder, encoder).DefaultArchitecture != "unet")
-            // --encoder mit-b0 alone is SegFormer
-            arch = ModelRegistry.Find(PartKind.Encoder, encoder).DefaultArchitecture;
+        var entry = ModelRegistry.Find(PartKind.Encoder, encoder); // an unknown name lists the known ones
+        if (arch == "unet") arch = entry.DefaultArchitecture; // --encoder mit-b0 alone is SegFormer
         if (arch != "unet")
         {
             if (arch == "segformer" && encoder == "unet")
@@ -133,7 +132,6 @@ public static class Cli
             ("none", NormLayer.None));
         var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed),
             ("bilinear", UpsamplingMode.Bilinear));
-        ModelRegistry.Find(PartKind.Encoder, encoder); // an unknown name lists the known ones
         var d = encoder == "unet"
             ? ModelDescription.UNet(classes, inChannels, baseChannels, depth, up, normLayer, dropout)
             : ModelDescription.For(encoder, classes, inChannels) with { Decoder = ModelPart.Of("smp-unet",

@@ -63,7 +63,7 @@ public static class HuggingFaceSegformer
             : throw new SegmentationException($"{path}: no '{key}' list; is it a SegFormer config?");
         var hidden = Ints("hidden_sizes");
         var depths = Ints("depths");
-        var variant = new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5" }
+        var variant = MixTransformer.Variants
             .FirstOrDefault(v => MixTransformer.Variant(v).Hidden.SequenceEqual(hidden) && MixTransformer.Variant(v)
                 .Depths.SequenceEqual(depths))
             ?? throw new SegmentationException($"{path}: hidden sizes [{string.Join(", ", hidden)}] and depths "
@@ -88,8 +88,8 @@ public static class HuggingFaceSegformer
 
     private static string[] ClassNames(JsonObject config, int classes)
     {
-        if (config["id2label"] is not JsonObject labels) return DatasetDescription.Defaults(classes).Names;
         var names = DatasetDescription.Defaults(classes).Names.ToArray();
+        if (config["id2label"] is not JsonObject labels) return names;
         foreach (var (key, value) in labels)
             if (int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) && i >= 0
                 && i < classes && value is not null)
@@ -145,9 +145,9 @@ public static class HuggingFaceSegformer
             ["architectures"] = new JsonArray("SegformerForSemanticSegmentation"), ["model_type"] = "segformer",
             ["num_channels"] = d.InChannels, ["num_encoder_blocks"] = 4, ["depths"] = Array(depths),
                 ["hidden_sizes"] = Array(hidden),
-            ["sr_ratios"] = Array(8, 4, 2, 1), ["num_attention_heads"] = Array(1, 2, 5, 8),
-                ["patch_sizes"] = Array(7, 3, 3, 3),
-            ["strides"] = Array(4, 2, 2, 2), ["mlp_ratios"] = Array(4, 4, 4, 4), ["hidden_act"] = "gelu",
+            ["sr_ratios"] = Array(MixTransformer.Reductions), ["num_attention_heads"] = Array(MixTransformer.Heads),
+            ["patch_sizes"] = Array(MixTransformer.Patches), ["strides"] = Array(MixTransformer.Strides),
+            ["mlp_ratios"] = Array(4, 4, 4, 4), ["hidden_act"] = "gelu",
                 ["hidden_dropout_prob"] = 0.0,
             ["attention_probs_dropout_prob"] = 0.0, ["classifier_dropout_prob"] = decoder.ClassifierDropout,
                 ["initializer_range"] = 0.02,

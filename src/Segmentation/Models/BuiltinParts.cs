@@ -40,7 +40,7 @@ internal static class BuiltinParts
         ModelRegistry.AddHead<SmpConvHeadOptions>("smp-conv",
             (c, o) => new ConvHead(c.InChannels, c.Classes, new ConvHeadOptions { Kernel = o.Kernel }, smp: true),
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
-        foreach (var variant in new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5" })
+        foreach (var variant in MixTransformer.Variants)
             ModelRegistry.AddEncoder<MixTransformerOptions>(variant, "segformer",
                 (c, o) => new MixTransformer(variant, c.InChannels, o),
                 $"SegFormer's Mix Transformer {variant[4..].ToUpperInvariant()} (Hugging Face's keys, "

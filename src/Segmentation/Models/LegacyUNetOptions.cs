@@ -55,21 +55,15 @@ internal sealed record LegacyUNetOptions
             LegacyEncoder.MlNetResNet18 => ResNetEncoder.MlNet,
             _ => "unet",
         };
-        if (name == "unet")
-            return new ModelDescription
+        // The heads are the architecture's defaults for these encoders (1x1 conv; smp's 3x3 conv).
+        var d = name == "unet"
+            ? ModelDescription.UNet(Classes, InChannels, BaseChannels, Depth, Upsampling, Norm, Dropout, Seed)
+            : ModelDescription.For(name, Classes, InChannels) with
             {
-                InChannels = InChannels, Classes = Classes, Seed = Seed,
-                Encoder = ModelPart.Of("unet", new UNetEncoderOptions { BaseChannels = BaseChannels, Depth = Depth,
-                    Norm = Norm, Dropout = Dropout }),
-                Decoder = ModelPart.Of("unet", new UNetDecoderOptions { Upsampling = Upsampling, Norm = Norm }),
-                Head = ModelPart.Of("conv", new ConvHeadOptions { Kernel = 1 }),
+                Seed = Seed,
+                Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = DecoderChannels
+                    ?? new SmpUNetDecoderOptions().Channels, Norm = Norm }),
             };
-        return new ModelDescription
-        {
-            InChannels = InChannels, Classes = Classes, Seed = Seed, Encoder = new ModelPart(name),
-            Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { Channels = DecoderChannels
-                ?? new[] { 256, 128, 64, 32, 16 }, Norm = Norm }),
-            Head = ModelPart.Of("smp-conv", new SmpConvHeadOptions { Kernel = 3 }),
-        }.Resolve();
+        return d.Resolve();
     }
 }

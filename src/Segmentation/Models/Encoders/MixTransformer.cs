@@ -51,7 +51,13 @@ internal sealed class MixTransformer : Encoder
         _ => throw new OptionsException($"'{name}' is not a Mix Transformer (mit-b0 to mit-b5)."),
     };
 
-    private static readonly int[] Heads = { 1, 2, 5, 8 }, Reductions = { 8, 4, 2, 1 }, Patches = { 7, 3, 3, 3 },
+    /// <summary>The registered names of the variants, B0 to B5.</summary>
+    public static IReadOnlyList<string> Variants { get; } = new[] { "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4",
+        "mit-b5" };
+
+    /// <summary>What every variant shares, per stage: attention heads, key/value reduction, patch size and
+    /// stride.</summary>
+    internal static readonly int[] Heads = { 1, 2, 5, 8 }, Reductions = { 8, 4, 2, 1 }, Patches = { 7, 3, 3, 3 },
         Strides = { 4, 2, 2, 2 };
 
     /// <summary>Creates the encoder for <paramref name="variant"/> (mit-b0 to mit-b5).</summary>

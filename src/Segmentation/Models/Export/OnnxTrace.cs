@@ -58,7 +58,7 @@ internal sealed class OnnxTrace : IDisposable
     }
 
     /// <summary>Records an operation's node(s), made by <paramref name="node"/> from the graph.</summary>
-    public void Op(Tensor output, string what, Func<OnnxGraph, string> node) => Bind(output, node(Graph));
+    public void Op(Tensor output, Func<OnnxGraph, string> node) => Bind(output, node(Graph));
 
     private string PathOf(nn.Module module) => paths.TryGetValue(module, out var p) ? p
         : throw new NotSupportedException($"ONNX export: a {module.GetType().Name} that is not a registered submodule "

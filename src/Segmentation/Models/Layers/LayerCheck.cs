@@ -104,10 +104,10 @@ internal static class LayerCheck
         var parameters = c.Parameters.Select(p => (c.FollowsPrecision ? p.detach().to(type) : p.detach()).to(float64)
             .cpu()).ToArray();
         // The reference: the computation spelled out in basic operations, in float64 on the CPU (no fused kernel).
-        var reference = Run(c, c.RouteCount - 1, inputs, parameters, training, ScalarType.Float64, g);
+        var reference = Run(c, c.RouteCount - 1, inputs, parameters, training, ScalarType.Float64);
         var got = Run(c, route, inputs.Select(x => x.to(type).to(device)).ToArray(),
             parameters.Select(p => p.to(c.FollowsPrecision ? type : ScalarType.Float32).to(device)).ToArray(),
-                training, type, g);
+                training, type);
         double worst = 0;
         for (int i = 0; i < reference.Length; i++)
         {
@@ -121,7 +121,7 @@ internal static class LayerCheck
     /// <summary>Output, and for training the gradients of a fixed random weighting of it with respect to inputs and
     /// parameters.</summary>
     private static Tensor[] Run(ICheckedComputation c, int route, Tensor[] inputs, Tensor[] parameters, bool training,
-        ScalarType type, Generator g)
+        ScalarType type)
     {
         using var grad = training ? enable_grad() : no_grad();
         var xs = inputs.Select(x => x.detach().requires_grad_(training)).ToArray();

@@ -16,7 +16,7 @@ public static class LayerOps
     public static Tensor Concat(params Tensor[] tensors)
     {
         var y = cat(tensors, 1);
-        OnnxTrace.Current?.Op(y, "Concat", g => g.Concat(tensors.Select(t => g.Trace.NameOf(t, "LayerOps.Concat"))
+        OnnxTrace.Current?.Op(y, g => g.Concat(tensors.Select(t => g.Trace.NameOf(t, "LayerOps.Concat"))
             .ToArray()));
         return y;
     }
@@ -28,7 +28,7 @@ public static class LayerOps
         string? an = null, bn = null;
         if (OnnxTrace.Current is { } t) (an, bn) = (t.NameOf(a, "LayerOps.Add"), t.NameOf(b, "LayerOps.Add"));
         var y = inPlace ? a.add_(b) : a + b;
-        OnnxTrace.Current?.Op(y, "Add", g => g.Add(an!, bn!));
+        OnnxTrace.Current?.Op(y, g => g.Add(an!, bn!));
         return y;
     }
 
@@ -37,7 +37,7 @@ public static class LayerOps
     {
         var name = OnnxTrace.Current?.NameOf(x, "LayerOps.Relu");
         var y = F.relu(x, inPlace);
-        OnnxTrace.Current?.Op(y, "Relu", g => g.Relu(name!));
+        OnnxTrace.Current?.Op(y, g => g.Relu(name!));
         return y;
     }
 
@@ -50,7 +50,7 @@ public static class LayerOps
         long dy = like.shape[2] - x.shape[2], dx = like.shape[3] - x.shape[3];
         // Already aligned: the map itself (no copy, no view), as the decoders always did.
         var y = dy == 0 && dx == 0 ? x : F.pad(x, new[] { dx / 2, dx - dx / 2, dy / 2, dy - dy / 2 });
-        OnnxTrace.Current?.Op(y, "AlignTo", g => g.AlignTo(g.Trace.NameOf(x, "LayerOps.AlignTo"),
+        OnnxTrace.Current?.Op(y, g => g.AlignTo(g.Trace.NameOf(x, "LayerOps.AlignTo"),
             g.Trace.NameOf(like, "LayerOps.AlignTo")));
         return y;
     }
@@ -61,7 +61,7 @@ public static class LayerOps
     {
         var y = F.interpolate(x, new[] { like.shape[2], like.shape[3] }, mode: InterpolationMode.Bilinear,
             align_corners: false);
-        OnnxTrace.Current?.Op(y, "ResizeLike", g => g.ResizeLike(g.Trace.NameOf(x, "LayerOps.ResizeLike"),
+        OnnxTrace.Current?.Op(y, g => g.ResizeLike(g.Trace.NameOf(x, "LayerOps.ResizeLike"),
             g.Trace.NameOf(like, "LayerOps.ResizeLike")));
         return y;
     }
@@ -70,7 +70,7 @@ public static class LayerOps
     public static Tensor ToTokens(Tensor x)
     {
         var y = x.flatten(2).transpose(1, 2);
-        OnnxTrace.Current?.Op(y, "ToTokens", g => g.ToTokens(g.Trace.NameOf(x, "LayerOps.ToTokens")));
+        OnnxTrace.Current?.Op(y, g => g.ToTokens(g.Trace.NameOf(x, "LayerOps.ToTokens")));
         return y;
     }
 
@@ -79,7 +79,7 @@ public static class LayerOps
     public static Tensor ToMap(Tensor tokens, Tensor like)
     {
         var y = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], like.shape[2], like.shape[3]);
-        OnnxTrace.Current?.Op(y, "ToMap", g => g.ToMap(g.Trace.NameOf(tokens, "LayerOps.ToMap"),
+        OnnxTrace.Current?.Op(y, g => g.ToMap(g.Trace.NameOf(tokens, "LayerOps.ToMap"),
             g.Trace.NameOf(like, "LayerOps.ToMap")));
         return y;
     }
@@ -89,7 +89,7 @@ public static class LayerOps
     {
         long n = tokens.shape[0], l = tokens.shape[1], d = tokens.shape[2] / heads;
         var y = tokens.reshape(n, l, heads, d).transpose(1, 2);
-        OnnxTrace.Current?.Op(y, "SplitHeads", g => g.SplitHeads(g.Trace.NameOf(tokens, "LayerOps.SplitHeads"), heads,
+        OnnxTrace.Current?.Op(y, g => g.SplitHeads(g.Trace.NameOf(tokens, "LayerOps.SplitHeads"), heads,
             d));
         return y;
     }
@@ -99,7 +99,7 @@ public static class LayerOps
     {
         long n = x.shape[0], heads = x.shape[1], l = x.shape[2], d = x.shape[3];
         var y = x.transpose(1, 2).reshape(n, l, heads * d);
-        OnnxTrace.Current?.Op(y, "MergeHeads", g => g.MergeHeads(g.Trace.NameOf(x, "LayerOps.MergeHeads"), heads * d));
+        OnnxTrace.Current?.Op(y, g => g.MergeHeads(g.Trace.NameOf(x, "LayerOps.MergeHeads"), heads * d));
         return y;
     }
 }

@@ -13,31 +13,27 @@ namespace Segmentation.Training;
 /// </summary>
 internal sealed class StraightSegformer : nn.Module<Tensor, Tensor>
 {
-    private readonly ModuleList<nn.Module<Tensor, Tensor>> embeddings = new(), norms = new(), projections = new();
-    private readonly ModuleList<ModuleList<nn.Module<Tensor, Tensor>>> stageNorms = new();
-    private readonly List<List<Layer>> layers = new();
-    private readonly ModuleList<nn.Module> allLayers = new();
+    private readonly ModuleList<nn.Module<Tensor, Tensor>> embeddings = new(), embeddingNorms = new(), norms = new(),
+        projections = new();
+    private readonly ModuleList<ModuleList<Layer>> layers = new();
     private readonly nn.Module<Tensor, Tensor> fuse, batchNorm, classifier;
-    private readonly int[] heads = { 1, 2, 5, 8 };
 
     public StraightSegformer(string variant, int inChannels, int classes, double dropPathRate = 0.1)
         : base(nameof(StraightSegformer))
     {
         var (hidden, depths, width) = MixTransformer.Variant(variant);
-        int[] reductions = { 8, 4, 2, 1 }, patches = { 7, 3, 3, 3 }, strides = { 4, 2, 2, 2 };
         int total = depths.Sum(), index = 0;
         for (int i = 0; i < 4; i++)
         {
-            embeddings.Add(nn.Conv2d(i == 0 ? inChannels : hidden[i - 1], hidden[i], patches[i], strides[i],
-                patches[i] / 2));
-            stageNorms.Add(new ModuleList<nn.Module<Tensor, Tensor>>(nn.LayerNorm(hidden[i])));
-            var stage = new List<Layer>();
+            int patch = MixTransformer.Patches[i];
+            long cin = i == 0 ? inChannels : hidden[i - 1];
+            embeddings.Add(nn.Conv2d(cin, hidden[i], patch, MixTransformer.Strides[i], patch / 2));
+            embeddingNorms.Add(nn.LayerNorm(hidden[i]));
+            var stage = new ModuleList<Layer>();
             for (int j = 0; j < depths[i]; j++, index++)
             {
-                var layer = new Layer(hidden[i], heads[i], reductions[i], total > 1 ? dropPathRate
-                    * index / (total - 1) : 0);
-                stage.Add(layer);
-                allLayers.Add(layer);
+                double dropPath = total > 1 ? dropPathRate * index / (total - 1) : 0;
+                stage.Add(new Layer(hidden[i], MixTransformer.Heads[i], MixTransformer.Reductions[i], dropPath));
             }
             layers.Add(stage);
             norms.Add(nn.LayerNorm(hidden[i]));
@@ -57,8 +53,8 @@ internal sealed class StraightSegformer : nn.Module<Tensor, Tensor>
         {
             var map = embeddings[i].forward(x);
             long h = map.shape[2], w = map.shape[3];
-            var tokens = stageNorms[i][0].forward(map.flatten(2).transpose(1, 2));
-            foreach (var layer in layers[i]) tokens = layer.Run(tokens, h, w, heads[i]);
+            var tokens = embeddingNorms[i].forward(map.flatten(2).transpose(1, 2));
+            foreach (var layer in layers[i]) tokens = layer.Run(tokens, h, w, MixTransformer.Heads[i]);
             x = norms[i].forward(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, h, w);
             features.Add(x);
         }

@@ -190,16 +190,12 @@ internal static class TrainingBenchmark
             var ours = new SegmentationModel(o.Model) { Precision = precision };
             (model, forward) = (ours, ours.Logits);
         }
-        else if (o.Model.Encoder.Name.StartsWith("mit-b", StringComparison.Ordinal))
-        {
-            random.manual_seed(o.Seed);
-            var straight = new StraightSegformer(o.Model.Encoder.Name, o.Model.InChannels, o.Model.Classes);
-            (model, forward) = (straight, straight.forward);
-        }
         else
         {
             random.manual_seed(o.Seed);
-            var straight = new StraightResNetUNet(o.Model.Encoder.Name, o.Model.InChannels, o.Model.Classes);
+            nn.Module<Tensor, Tensor> straight = o.Model.Encoder.Name.StartsWith("mit-b", StringComparison.Ordinal)
+                ? new StraightSegformer(o.Model.Encoder.Name, o.Model.InChannels, o.Model.Classes)
+                : new StraightResNetUNet(o.Model.Encoder.Name, o.Model.InChannels, o.Model.Classes);
             (model, forward) = (straight, straight.forward);
         }
         model.to(device);
