@@ -6,6 +6,10 @@ Two checks, side by side with `segment` (Debian's python3-torch is enough; trans
   predict IMAGE OUTDIR SEGMENT_DLL  a random B0 (11 classes) saved as a Hugging Face folder, imported by
                                     `segment import --from hf-segformer`, both predicting IMAGE: the share of pixels
                                     whose argmax agrees
+  original IMAGE OUTDIR SEGMENT_DLL the same B0 in the original NVlabs/mmsegmentation layout (patch_embed1, block1,
+                                    fused attn.kv, decode_head.linear_c1/linear_fuse.conv/linear_pred, an unused
+                                    conv_seg, wrapped as {"state_dict", "meta"}) by `torch.save`, imported by
+                                    `segment import --from segformer`: the share of pixels whose argmax agrees
   bench BATCH SIZE STEPS WARMUP     the median training step of B0 (11 classes) in PyTorch: forward, cross-entropy,
                                     backward, AdamW (lr 1e-4, weight decay 1e-4), the loss read back; 2 threads, as
                                     `segment bench train --arch segformer --encoder mit-b0 --classes 11 --no-bare` times it
@@ -218,6 +222,65 @@ def predict(image_path, out, dll):
           f"classes in the mask: {sorted(set(theirs.flatten().tolist()))}")
 
 
+def to_original(state):
+    """Hugging Face's keys -> NVlabs/SegFormer's (mmsegmentation 0.x's): written from the original code's module names."""
+    import re
+    out = {}
+    rules = [(r"^segformer\.encoder\.patch_embeddings\.(\d)\.proj\.", lambda m: f"backbone.patch_embed{int(m[1]) + 1}.proj."),
+             (r"^segformer\.encoder\.patch_embeddings\.(\d)\.layer_norm\.", lambda m: f"backbone.patch_embed{int(m[1]) + 1}.norm."),
+             (r"^segformer\.encoder\.layer_norm\.(\d)\.", lambda m: f"backbone.norm{int(m[1]) + 1}."),
+             (r"^segformer\.encoder\.block\.(\d)\.(\d+)\.", lambda m: f"backbone.block{int(m[1]) + 1}.{m[2]}."),
+             (r"^decode_head\.linear_c\.(\d)\.", lambda m: f"decode_head.linear_c{int(m[1]) + 1}."),
+             (r"^decode_head\.linear_fuse\.weight", lambda m: "decode_head.linear_fuse.conv.weight"),
+             (r"^decode_head\.batch_norm\.", lambda m: "decode_head.linear_fuse.bn."),
+             (r"^decode_head\.classifier\.", lambda m: "decode_head.linear_pred.")]
+    inner = {"layer_norm_1": "norm1", "layer_norm_2": "norm2", "attention.self.query": "attn.q", "attention.self.sr": "attn.sr",
+             "attention.self.layer_norm": "attn.norm", "attention.output.dense": "attn.proj", "mlp.dense1": "mlp.fc1",
+             "mlp.dense2": "mlp.fc2"}
+    for key, value in state.items():
+        if ".attention.self.key." in key or ".attention.self.value." in key:
+            if ".attention.self.key." in key:  # keys then values in one projection
+                other = state[key.replace(".key.", ".value.")]
+                key = key.replace("attention.self.key", "attn.kv")
+                value = torch.cat([value, other], 0)
+            else:
+                continue
+        for pattern, new in rules:
+            m = re.match(pattern, key)
+            if m:
+                key = new(m) + key[m.end():]
+                break
+        for a, b in inner.items():
+            key = key.replace(f".{a}.", f".{b}.")
+        out[key] = value
+    out["decode_head.conv_seg.weight"] = torch.zeros(11, 256, 1, 1)  # mmsegmentation's unused BaseDecodeHead classifier
+    out["decode_head.conv_seg.bias"] = torch.zeros(11)
+    return out
+
+
+def original(image_path, out, dll):
+    torch.manual_seed(0)
+    model = Segformer("mit-b0", 11).eval()
+    with torch.no_grad():
+        model.decode_head.batch_norm.running_mean.normal_(0, 0.1)
+        model.decode_head.batch_norm.running_var.uniform_(0.5, 1.5)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "segformer_b0_original.pth")
+    torch.save({"meta": {"CLASSES": [f"class{i}" for i in range(11)], "epoch": 1}, "state_dict": to_original(model.state_dict())}, path)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255
+    x = torch.from_numpy((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        theirs = model(x).argmax(1)[0].numpy().astype(np.uint8)
+    segment(dll, "import", "--from", "segformer", "--pytorch", path, "--out", os.path.join(out, "original.ckpt"))
+    segment(dll, "predict", "--checkpoint", os.path.join(out, "original.ckpt"), "--input", image_path, "--out", os.path.join(out, "masks-original"))
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    ours = np.asarray(Image.open(os.path.join(out, "masks-original", stem + ".png")))
+    agree = (ours == theirs).mean()
+    print(f"PyTorch reference B0 in the original layout -> segment import --from segformer -> segment predict: {100 * agree:.3f}% of "
+          f"{theirs.size} pixels agree; classes in the mask: {sorted(set(theirs.flatten().tolist()))}")
+
+
 def bench(batch, size, steps, warmup):
     import time
     torch.set_num_threads(2)
@@ -245,5 +308,7 @@ if __name__ == "__main__":
         bench(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "counts":
         counts(sys.argv[2])
+    elif sys.argv[1] == "original":
+        original(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         predict(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -196,18 +196,25 @@ internal static class TrainCommand
         bool shapes = dataSpec.StartsWith("builtin:shapes", StringComparison.OrdinalIgnoreCase);
         if (shapes && !dataSpec.Contains('?')) dataSpec =
             $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(flags.Seed)}";
-        var trainerOptions = new TrainerOptions
+        var model = ModelFlags.Read(p, flags.Model, shapes);
+        var encoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null;
+        var recipe = ModelRegistry.Recipe(model, encoderWeights is not null);
+        var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with
         {
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
             BatchSize = p.GetValue(flags.Batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
             Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
             Size = p.GetValue(flags.Size) is { } s ? Size2.Parse(s) : null,
-            LearningRate = p.GetValue(flags.Lr) ?? (shapes ? ShapesDefaults.LearningRate : 1e-3),
-            Optimizer = Cli.ParseEnum(p.GetValue(flags.Optimizer)!, "--optimizer", ("adamw", OptimizerKind.AdamW),
-                ("sgd", OptimizerKind.Sgd)),
-            Schedule = Cli.ParseEnum(p.GetValue(flags.Schedule)!, "--schedule", ("poly", ScheduleKind.Poly),
-                ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant)),
-            WarmupFraction = p.GetValue(flags.Warmup), WeightDecay = p.GetValue(flags.WeightDecay),
+            LearningRate = p.GetValue(flags.Lr) ?? (shapes && recipe == TrainingRecipe.Default
+                ? ShapesDefaults.LearningRate : recipe.LearningRate),
+            Optimizer = p.GetValue(flags.Optimizer) is { } optimizer ? Cli.ParseEnum(optimizer, "--optimizer",
+                ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)) : recipe.Optimizer,
+            Schedule = p.GetValue(flags.Schedule) is { } schedule ? Cli.ParseEnum(schedule, "--schedule",
+                ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant))
+                : recipe.Schedule,
+            PolyPower = p.GetValue(flags.PolyPower) ?? recipe.PolyPower,
+            WarmupFraction = p.GetValue(flags.Warmup) ?? recipe.WarmupFraction,
+                WeightDecay = p.GetValue(flags.WeightDecay) ?? recipe.WeightDecay,
                 GradientClipNorm = p.GetValue(flags.Clip),
             AccumulationSteps = p.GetValue(flags.Accumulate),
             Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
@@ -220,7 +227,7 @@ internal static class TrainCommand
                 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
                 Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
-            EncoderLearningRateScale = p.GetValue(flags.EncoderLr),
+            EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
                 FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
             TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };
@@ -232,8 +239,7 @@ internal static class TrainCommand
                 ValSplit = p.GetValue(flags.ValSplit),
             DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf)
                 : null },
-            Model = ModelFlags.Read(p, flags.Model, shapes),
-            EncoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null,
+            Model = model, EncoderWeights = encoderWeights,
                 ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"),
                     ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
             Trainer = trainerOptions,
@@ -267,6 +273,19 @@ internal static class TrainCommand
                 + $"{string.Join(", ", given)} cannot change under it; drop {(given.Count == 1 ? "it" : "them")}, or "
                 + $"start a new run. A resume may change: "
                 + $"{string.Join(", ", ResumeSafeFlags.Where(f => f is not ("--out" or "--resume" or "--verbose")))}.");
+    }
+
+    /// <summary>"optimiser: AdamW lr 0.0006 (encoder 6e-05), weight decay 0.01, poly 1, warm-up 5 %; recipe
+    /// segformer-finetune".</summary>
+    internal static string DescribeOptimizer(TrainerOptions o)
+    {
+        var encoder = o.EncoderLearningRateScale != 1 ? $" (encoder {o.LearningRate * o.EncoderLearningRateScale:G3})"
+            : "";
+        var schedule = o.Schedule == ScheduleKind.Poly ? $"poly {o.PolyPower:G3}" : o.Schedule.ToString()
+            .ToLowerInvariant();
+        var recipe = o.Recipe is { } r ? $"; recipe {r}" : "";
+        return string.Create(CultureInfo.InvariantCulture, $"optimiser: {o.Optimizer} lr {o.LearningRate:G3}{encoder}, "
+            + $"weight decay {o.WeightDecay:G3}, {schedule}, warm-up {o.WarmupFraction * 100:G3} %{recipe}");
     }
 
     /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
@@ -320,6 +339,7 @@ internal static class TrainCommand
         using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true });
         log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device "
             + $"{trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
+        log.WriteLine(DescribeOptimizer(trainerOptions));
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);

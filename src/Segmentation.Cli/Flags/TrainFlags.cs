@@ -28,15 +28,18 @@ internal sealed class TrainFlags
     public readonly Option<string?> Size = new Option<string?>("--size") { Description =
         "Resize every image to HxW first." };
     public readonly Option<double?> Lr = new Option<double?>("--lr") { Description =
-        "Base learning rate (default 1e-3; shapes: 3e-3)." };
-    public readonly Option<string> Optimizer = new Option<string>("--optimizer") { Description = "adamw or sgd.",
-        DefaultValueFactory = _ => "adamw" };
-    public readonly Option<string> Schedule = new Option<string>("--schedule") { Description =
-        "poly, cosine or constant (after a linear warm-up).", DefaultValueFactory = _ => "poly" };
-    public readonly Option<double> Warmup = new Option<double>("--warmup") { Description =
-        "Warm-up share of all steps.", DefaultValueFactory = _ => 0.05 };
-    public readonly Option<double> WeightDecay = new Option<double>("--weight-decay") { DefaultValueFactory = _
-        => 1e-4 };
+        "Base learning rate, the decoder's and head's (default: the architecture's recipe: unet 1e-3, shapes 3e-3; "
+            + "segformer 6e-4, its encoder at 6e-5 when pretrained)." };
+    public readonly Option<string?> Optimizer = new Option<string?>("--optimizer") { Description =
+        "adamw or sgd (default: the recipe's, adamw)." };
+    public readonly Option<string?> Schedule = new Option<string?>("--schedule") { Description =
+        "poly, cosine or constant, after a linear warm-up (default: the recipe's, poly)." };
+    public readonly Option<double?> PolyPower = new Option<double?>("--poly-power") { Description =
+        "The poly schedule's power (default: the recipe's: unet 0.9, segformer 1.0)." };
+    public readonly Option<double?> Warmup = new Option<double?>("--warmup") { Description =
+        "Warm-up share of all steps (default: the recipe's, 0.05)." };
+    public readonly Option<double?> WeightDecay = new Option<double?>("--weight-decay") { Description =
+        "Weight decay (default: the recipe's: unet 1e-4, segformer 0.01)." };
     public readonly Option<double?> Clip = new Option<double?>("--clip") { Description =
         "Clip the gradient norm to this." };
     public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description =
@@ -69,10 +72,10 @@ internal sealed class TrainFlags
     public readonly Option<string?> EncoderWeights = new Option<string?>("--encoder-weights") { Description =
         "Pretrained encoder weights: a torchvision ResNet state dict (.pth) or .safetensors file (needs a ResNet "
             + "--encoder); for --encoder mlnet-resnet18, builtin (ML.NET's ImageNet-trained ResNet18.onnx from the "
-            + "NuGet cache) or that file's path." };
-    public readonly Option<double> EncoderLr = new Option<double>("--encoder-lr-scale") { Description =
-        "The encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained encoder).", DefaultValueFactory = _
-            => 1 };
+            + "NuGet cache) or that file's path; for mit-b*, a Hugging Face folder (nvidia/mit-b0) or mit_b0.pth." };
+    public readonly Option<double?> EncoderLr = new Option<double?>("--encoder-lr-scale") { Description =
+        "The encoder's learning rate as a share of --lr (default: the recipe's: 1; segformer with --encoder-weights "
+            + "0.1, the paper's head at 10x)." };
     public readonly Option<int> FreezeEncoder = new Option<int>("--freeze-encoder-epochs") { Description =
         "Keep the encoder frozen for this many epochs at the start.", DefaultValueFactory = _ => 0 };
     public readonly Option<string> Precision = new Option<string>("--precision") { Description =
@@ -104,7 +107,8 @@ internal sealed class TrainFlags
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
         foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer,
-            Schedule, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma, NoAugment,
+            Schedule, PolyPower, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
+                NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
                     FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
             cmd.Options.Add(o);

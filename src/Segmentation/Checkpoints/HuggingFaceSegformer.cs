@@ -31,13 +31,41 @@ public static class HuggingFaceSegformer
             throw new SegmentationException($"{configPath}: not a JSON object ({e.Message}).", e);
         }
         var description = Describe(config, configPath);
-        var weightsPath = new[] { "model.safetensors", "pytorch_model.bin" }.Select(f => Path.Combine(folder, f))
-            .FirstOrDefault(File.Exists)
-            ?? throw new SegmentationException($"{folder}: neither model.safetensors nor pytorch_model.bin is there.");
+        var weightsPath = SegformerWeights.FileIn(folder);
         using var scope = NewDisposeScope();
+        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(weightsPath), weightsPath);
+        if (!SegformerWeights.HasDecodeHead(weights)
+            || config["architectures"] is JsonArray a && a.Any(x => x?.ToString() == "SegformerForImageClassification"))
+            throw new SegmentationException($"{folder}: an encoder-only SegFormer (ImageNet-trained, like "
+                + $"nvidia/{description.Encoder.Name}), with no decode head to import; start a model from it with "
+                + $"segment train --arch segformer --encoder {description.Encoder.Name} --encoder-weights {folder}.");
+        return Checkpoint(description, weights, $"{weightsPath} (Hugging Face SegFormer weights)",
+            ClassNames(config, description.Classes),
+            Preprocess(Path.Combine(folder, "preprocessor_config.json"), description.InChannels),
+            $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)");
+    }
+
+    /// <summary>
+    /// Reads a SegFormer state dict file (<c>.pth</c>, <c>.bin</c> or <c>.safetensors</c>) in the original layout of
+    /// NVlabs/SegFormer and mmsegmentation 0.x (<c>patch_embed1</c>, <c>block1</c>, fused <c>attn.kv</c>, ...;
+    /// <see cref="SegformerWeights"/>) or in Hugging Face's, without a config: the variant, decoder width and classes
+    /// come from the tensors' shapes, the normalisation is ImageNet's (what those models were trained with).
+    /// </summary>
+    public static Checkpoint ImportStateDict(string path)
+    {
+        using var scope = NewDisposeScope();
+        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(path), path);
+        var description = SegformerWeights.Describe(weights, path);
+        return Checkpoint(description, weights, $"{path} (SegFormer state dict)",
+            DatasetDescription.Defaults(description.Classes).Names.ToArray(),
+            Normalization.DefaultFor(description.InChannels), $"imported from {Path.GetFullPath(path)} (SegFormer)");
+    }
+
+    private static Checkpoint Checkpoint(ModelDescription description, Dictionary<string, Tensor> weights, string what,
+        string[] names, Normalization normalization, string origin)
+    {
         using var model = new SegmentationModel(description);
-        StateDicts.Load(model, StateDicts.ReadFile(weightsPath), $"{weightsPath} (Hugging Face SegFormer weights)");
-        var names = ClassNames(config, description.Classes);
+        StateDicts.Load(model, weights, what);
         return new Checkpoint
         {
             Model = model.Description,
@@ -47,11 +75,9 @@ public static class HuggingFaceSegformer
                     ClassColors = DatasetDescription.Defaults(description.Classes).Colors,
                 Encoding = MaskEncoding.Index, InChannels = description.InChannels,
             },
-            Preprocessing = new Preprocessing(Preprocess(Path.Combine(folder, "preprocessor_config.json"),
-                description.InChannels)),
-            TrainerSettings = new JsonObject(), State = new TrainingState(),
-            TrainOrigin = $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)",
-            Weights = Checkpoint.SerializeWeights(model),
+            Preprocessing = new Preprocessing(normalization),
+            TrainerSettings = new JsonObject(), State = new TrainingState(), TrainOrigin = origin,
+            Weights = Checkpoints.Checkpoint.SerializeWeights(model),
         };
     }
 

@@ -21,6 +21,10 @@ public enum PyTorchLayout
     /// <summary>Hugging Face's <c>SegformerForSemanticSegmentation</c>: a model folder (<see
     /// cref="HuggingFaceSegformer"/>).</summary>
     HuggingFace,
+    /// <summary>A SegFormer state dict file in the original layout of NVlabs/SegFormer and mmsegmentation 0.x
+    /// (<c>patch_embed1</c>, <c>block1</c>, fused <c>attn.kv</c>) or in Hugging Face's; inputs ImageNet-normalised
+    /// (<see cref="HuggingFaceSegformer.ImportStateDict"/>).</summary>
+    Segformer,
 }
 
 /// <summary>
@@ -80,6 +84,8 @@ public static class PyTorchInterop
     /// the file and the keys.</summary>
     public static Checkpoint Import(string path, PyTorchLayout layout)
     {
+        if (layout == PyTorchLayout.HuggingFace) return HuggingFaceSegformer.Import(path);
+        if (layout == PyTorchLayout.Segformer) return HuggingFaceSegformer.ImportStateDict(path);
         using var scope = NewDisposeScope();
         var source = StateDicts.ReadFile(path);
         var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source)

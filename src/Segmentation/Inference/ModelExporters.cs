@@ -87,6 +87,9 @@ public static class ModelExporters
         {
             var wanted = options.Layout ?? (c.Model.Architecture == "segformer" ? PyTorchLayout.HuggingFace
                 : (PyTorchLayout?)null);
+            if (wanted == PyTorchLayout.Segformer)
+                throw new OptionsException("The original SegFormer layout (patch_embed1, fused attn.kv) is read only; "
+                    + "a SegFormer is written in Hugging Face's: --format safetensors --layout hf.");
             if (wanted == PyTorchLayout.HuggingFace && !safetensors)
                 throw new OptionsException("The Hugging Face layout is written as a folder of safetensors: --format "
                     + "safetensors --layout hf.");

@@ -40,11 +40,26 @@ internal static class BuiltinParts
         ModelRegistry.AddHead<SmpConvHeadOptions>("smp-conv",
             (c, o) => new ConvHead(c.InChannels, c.Classes, new ConvHeadOptions { Kernel = o.Kernel }, smp: true),
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
+        RegisterSegformer();
+        ModelRegistry.AddArchitecture("unet",
+            "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
+                + "encoder, smp's Unet parts for the others.",
+            encoder => new ModelPart(encoder == "unet" ? "unet" : "smp-unet"),
+            encoder => new ModelPart(encoder == "unet" ? "conv" : "smp-conv"));
+    }
+
+    /// <summary>SegFormer's parts: the Mix Transformers, the all-MLP decode head, the resizing head, the architecture
+    /// with its recipe.</summary>
+    private static void RegisterSegformer()
+    {
+        var mit = new PretrainedSource("FOLDER | FILE.pth | FILE.safetensors",
+            "an ImageNet-trained Mix Transformer of the same variant: a Hugging Face folder (nvidia/mit-b*) or the "
+                + "original mit_b*.pth; the encoder of a whole SegFormer too (its head left out)");
         foreach (var variant in MixTransformer.Variants)
             ModelRegistry.AddEncoder<MixTransformerOptions>(variant, "segformer",
                 (c, o) => new MixTransformer(variant, c.InChannels, o),
                 $"SegFormer's Mix Transformer {variant[4..].ToUpperInvariant()} (Hugging Face's keys, "
-                    + $"segformer.encoder.*).");
+                    + $"segformer.encoder.*).", mit);
         ModelRegistry.AddDecoder<SegformerDecoderOptions>("segformer-mlp",
             (c, o) => new SegformerDecoder(c.Encoder.Stages, c.Classes, o),
             "SegFormer's all-MLP decode head with its classifier (Hugging Face's keys, decode_head.*); logits at the "
@@ -60,11 +75,6 @@ internal static class BuiltinParts
                 HiddenSize = encoder.StartsWith("mit-b", StringComparison.Ordinal) ? MixTransformer.Variant(encoder)
                     .DecoderHidden : 256,
             }),
-            _ => new ModelPart("resize"));
-        ModelRegistry.AddArchitecture("unet",
-            "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
-                + "encoder, smp's Unet parts for the others.",
-            encoder => new ModelPart(encoder == "unet" ? "unet" : "smp-unet"),
-            encoder => new ModelPart(encoder == "unet" ? "conv" : "smp-conv"));
+            _ => new ModelPart("resize"), (_, pretrained) => Training.TrainingRecipe.Segformer(pretrained));
     }
 }

@@ -198,7 +198,7 @@ public sealed class Trainer : IDisposable
             long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
             long totalSteps = optimizerStepsPerEpoch * O.Epochs;
             schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps,
-                (long)(O.WarmupFraction * totalSteps));
+                (long)(O.WarmupFraction * totalSteps), O.PolyPower);
         }
 
         /// <summary>From scratch (seeded) or from a checkpoint of this run (optimiser, RNG, history), after repairing

@@ -54,6 +54,11 @@ public sealed record TrainerOptions
     public double Momentum { get; init; } = 0.9;
     /// <summary>Schedule after the warm-up.</summary>
     public ScheduleKind Schedule { get; init; } = ScheduleKind.Poly;
+    /// <summary>The poly schedule's power: lr = base * (1 - t)^power.</summary>
+    public double PolyPower { get; init; } = 0.9;
+    /// <summary>The training recipe these values came from (<see cref="TrainingRecipe.Name"/>), for the record; null
+    /// when none was applied.</summary>
+    public string? Recipe { get; init; }
     /// <summary>Linear warm-up, as a share of all optimiser steps.</summary>
     public double WarmupFraction { get; init; } = 0.05;
     /// <summary>Clip the global gradient norm to this (null: no clipping).</summary>
@@ -135,6 +140,15 @@ public sealed record TrainerOptions
     /// </summary>
     public bool ManageProcessMemory { get; init; }
 
+    /// <summary>
+    /// The options a model of <paramref name="model"/>'s architecture is best trained with: the trainer's defaults with
+    /// the architecture's recipe applied (<see cref="TrainingRecipe"/>: SegFormer's AdamW 6e-5 with its head at 10x
+    /// when
+    /// <paramref name="pretrainedEncoder"/>, the U-Nets' AdamW 1e-3, ...). Change what you need with <c>with</c>.
+    /// </summary>
+    public static TrainerOptions Recommended(Models.ModelDescription model, bool pretrainedEncoder = false) =>
+        Models.ModelRegistry.Recipe(model, pretrainedEncoder).ApplyTo(new TrainerOptions());
+
     /// <summary>Throws <see cref="OptionsException"/> naming the first bad value.</summary>
     public void Validate()
     {
@@ -148,6 +162,8 @@ public sealed record TrainerOptions
         if (Momentum < 0 || Momentum >= 1) throw new OptionsException($"Momentum is {Momentum}; it must be in [0, 1).");
         if (WarmupFraction < 0 || WarmupFraction >= 1)
             throw new OptionsException($"Warm-up fraction is {WarmupFraction}; it must be in [0, 1).");
+        if (!(PolyPower > 0) || double.IsInfinity(PolyPower))
+            throw new OptionsException($"Poly power is {PolyPower}; it must be a positive number.");
         if (GradientClipNorm is <= 0)
             throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
         if (AccumulationSteps < 1)

@@ -29,7 +29,7 @@ public sealed record MixTransformerOptions : IPartOptions
 /// <c>segformer.encoder.block.{i}.{j}.attention.self.query.weight</c>, <c>segformer.encoder.layer_norm.{i}.*</c>.
 /// Initialised as transformers initialises it: linear and convolution weights normal(0, 0.02), biases 0.
 /// </summary>
-internal sealed class MixTransformer : Encoder
+internal sealed class MixTransformer : Encoder, IPretrainedEncoder
 {
 #pragma warning disable IDE1006 // Hugging Face's names
     private readonly ModuleList patch_embeddings;
@@ -38,6 +38,7 @@ internal sealed class MixTransformer : Encoder
 #pragma warning restore IDE1006
     private readonly EncoderStage[] stages;
     private readonly int inChannels;
+    private readonly string variant;
 
     /// <summary>Hidden sizes, depths and decoder width of each variant.</summary>
     public static (int[] Hidden, int[] Depths, int DecoderHidden) Variant(string name) => name switch
@@ -65,6 +66,7 @@ internal sealed class MixTransformer : Encoder
     {
         var (hidden, depths, _) = Variant(variant);
         this.inChannels = inChannels;
+        this.variant = variant;
         int total = depths.Sum(), index = 0;
         var embeddings = new List<nn.Module>();
         var blocks = new List<nn.Module>();
@@ -104,6 +106,31 @@ internal sealed class MixTransformer : Encoder
 
     /// <inheritdoc />
     public override int InChannels => inChannels;
+
+    /// <summary>
+    /// Loads an ImageNet-trained (or any) Mix Transformer of this variant from <paramref name="path"/>: a Hugging Face
+    /// model folder (<c>nvidia/mit-b0</c>'s, or a whole SegFormer's), or a state dict file in Hugging Face's or the
+    /// original layout (<c>mit_b0.pth</c>; <see cref="Checkpoints.SegformerWeights"/>). Only the encoder is taken; a
+    /// classifier or decode head in the file is left out. The first patch embedding is fitted to the input channels as
+    /// the ResNets' first convolution is. The weights expect ImageNet's normalisation, which is the trainer's default
+    /// for RGB.
+    /// </summary>
+    public int LoadWeights(string path, Data.Normalization inputNormalization)
+    {
+        var file = Directory.Exists(path) ? Checkpoints.SegformerWeights.FileIn(path) : path;
+        using var scope = NewDisposeScope();
+        var weights = Checkpoints.SegformerWeights.ToHuggingFace(StateDicts.ReadFile(file), file, encoderOnly: true);
+        var (theirs, _) = Checkpoints.SegformerWeights.Variant(weights, file);
+        if (theirs != variant)
+            throw new SegmentationException($"{file}: holds a {theirs} encoder; this model's is {variant} (use "
+                + $"--encoder {theirs}).");
+        var encoder = Checkpoints.SegformerWeights.EncoderOnly(weights);
+        const string first = "patch_embeddings.0.proj.weight";
+        if (encoder[first].shape[1] != inChannels)
+            encoder[first] = ResNetEncoder.AdaptFirstConvolution(encoder[first], inChannels);
+        StateDicts.Load(this, encoder, $"{file} ({variant} encoder weights)");
+        return encoder.Count;
+    }
 
     /// <summary>Hugging Face's layout: the encoder under <c>segformer.encoder</c>.</summary>
     public override IEnumerable<(string Name, nn.Module Module)> StateDictModules()
