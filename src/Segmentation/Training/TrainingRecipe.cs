@@ -51,8 +51,7 @@ public sealed record TrainingRecipe
     /// schedule of power 1.0 after a linear warm-up; a pretrained encoder at 6e-5 and the decode head at 10x that
     /// (6e-4). From scratch, which the paper does not do, every layer takes the head's 6e-4. The paper warms up over
     /// 1,500 of 160,000 iterations; fine-tunes are usually far shorter, so the warm-up is a share of the steps (5 %),
-    /// as
-    /// for the U-Nets.
+    /// as for the U-Nets.
     /// </summary>
     public static TrainingRecipe Segformer(bool pretrainedEncoder) => new()
     {
