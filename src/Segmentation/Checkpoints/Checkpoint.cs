@@ -131,6 +131,10 @@ public sealed class Checkpoint
             ["history"] = new JsonArray(State.History.Select(r => (JsonNode?)r.ToJson()).ToArray()),
             ["lossScale"] = State.LossScale,
             ["lossScaleGoodSteps"] = State.LossScaleGoodSteps,
+            ["checkedInputs"] = new JsonArray(State.CheckedInputs.Select(c => (JsonNode?)new JsonObject
+            {
+                ["shape"] = new JsonArray(c.Shape.Select(d => (JsonNode?)d).ToArray()), ["training"] = c.Training,
+            }).ToArray()),
         },
         ["trainOrigin"] = TrainOrigin,
         ["valOrigin"] = ValOrigin,
@@ -177,7 +181,17 @@ public sealed class Checkpoint
         History = state["history"]!.AsArray().Select(n => EpochRecord.FromJson(n!.AsObject())).ToList(),
         LossScale = state["lossScale"]?.GetValue<double>(),
         LossScaleGoodSteps = state["lossScaleGoodSteps"]?.GetValue<int>() ?? 0,
+        CheckedInputs = ReadCheckedInputs(state["checkedInputs"]),
     };
+
+    /// <summary>The checked inputs a checkpoint lists; only sane shapes (each side at most 65,536, at most 2^28
+    /// values), so a damaged file never makes a resumed run allocate a huge input.</summary>
+    private static IReadOnlyList<CheckedInput> ReadCheckedInputs(JsonNode? node) =>
+        node?.AsArray().Select(n => new CheckedInput(n!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray(),
+                n["training"]!.GetValue<bool>()))
+            .Where(c => c.Shape.Length == 4 && c.Shape.All(d => d is > 0 and <= 1 << 16)
+                && c.Shape.Aggregate(1L, (a, d) => a * d) <= 1L << 28).ToList()
+        ?? (IReadOnlyList<CheckedInput>)Array.Empty<CheckedInput>();
 
     private static Checkpoint Parse(byte[] b, string path)
     {

@@ -24,6 +24,10 @@ public sealed record TrainingState
     public double? LossScale { get; init; }
     /// <summary>float16 training: good steps since the loss scale last changed.</summary>
     public int LossScaleGoodSteps { get; init; }
+    /// <summary>The inputs the model's layers were checked for, in order (<see
+    /// cref="Models.SegmentationModel.CheckedInputs"/>): a resumed run checks them again first, so that its layers take
+    /// the routes the interrupted run's had.</summary>
+    public IReadOnlyList<Models.CheckedInput> CheckedInputs { get; init; } = Array.Empty<Models.CheckedInput>();
 }
 
 /// <summary>One epoch of training: the line written to <c>metrics.jsonl</c>.</summary>

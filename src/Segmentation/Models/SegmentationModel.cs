@@ -27,6 +27,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     private readonly Head head;
     private readonly Layers.Convolution? deviceProbe;
     private readonly HashSet<(long, long, long, long, bool, int, string, Precision)> checkedInputs = new();
+    private readonly List<CheckedInput> checkOrder = new();
     private Precision precision = Precision.Float32;
     private bool checking;
 
@@ -106,6 +107,13 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     /// </summary>
     public bool VerifyLayers { get; set; } = true;
 
+    /// <summary>
+    /// The inputs the layers were checked for, in order. A layer's route is the first that is right for every shape it
+    /// was checked at, so the routes depend on this history; a resumed run checks these again before its first step
+    /// (<see cref="Checkpoints.TrainingState.CheckedInputs"/>), so that it computes as the interrupted run did.
+    /// </summary>
+    public IReadOnlyList<CheckedInput> CheckedInputs => checkOrder;
+
     /// <summary>The report of the latest layer check (null before the first).</summary>
     public ConvolutionReport? Convolutions { get; private set; }
 
@@ -125,6 +133,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         var key = (inputShape[0], inputShape[1], inputShape[2], inputShape[3], training, get_num_threads(),
             device.ToString(), precision);
         if (!checkedInputs.Add(key)) return null;
+        checkOrder.Add(new CheckedInput(inputShape.ToArray(), training));
         checking = true;
         try
         {
@@ -253,3 +262,8 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
                 + $"({Description.Encoder.Name} encoder): the minimum is {min}x{min}.");
     }
 }
+
+/// <summary>An input shape (N x C x H x W) the layers were checked for, with gradients or not.</summary>
+/// <param name="Shape">N x C x H x W.</param>
+/// <param name="Training">Whether gradients were checked too.</param>
+public sealed record CheckedInput(long[] Shape, bool Training);

@@ -220,6 +220,10 @@ public sealed class Trainer : IDisposable
                     using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
                     random.set_rng_state(rng);
                 }
+                // the routes the layers had: each is the first right for every shape checked so far
+                if (t.model.VerifyLayers)
+                    foreach (var input in resumeFrom.State.CheckedInputs) t.model.CheckLayers(input.Shape,
+                        input.Training);
             }
             else random.manual_seed(O.Seed);
             if (run is not null)
@@ -267,6 +271,7 @@ public sealed class Trainer : IDisposable
                 Epoch = epoch, OptimizerStep = optStep, History = history.ToArray(), Seconds = priorSeconds
                     + clock.Elapsed.TotalSeconds,
                 LossScale = t.scaler?.Scale, LossScaleGoodSteps = t.scaler?.GoodSteps ?? 0,
+                CheckedInputs = t.model.CheckedInputs.ToArray(),
                 BestMeanIoU = improved ? score : State.BestMeanIoU,
                 BestEpoch = improved ? epoch : State.BestEpoch,
                 EvaluationsWithoutImprovement = improved ? 0 : evaluate ? State.EvaluationsWithoutImprovement + 1
