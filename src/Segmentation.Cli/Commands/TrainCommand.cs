@@ -46,22 +46,32 @@ internal static class TrainCommand
         var run = new RunFolder(dir);
         if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite))
             throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
+        if (p.GetValue(flags.Resume) && !Directory.Exists(run.Directory))
+            throw new SegmentationException($"{run.Directory}: no such run folder to resume.");
+        using var ownership = run.Lock(); // before anything is read or deleted: one process per run folder
         if (!p.GetValue(flags.Resume) && run.HoldsRun)
         {
-            if (!p.GetValue(flags.Overwrite))
+            if (run.HoldsFinishedEpoch && !p.GetValue(flags.Overwrite))
                 throw new OptionsException($"{run.Directory} already holds a run ({DescribeRun(run)}); continue it "
                     + $"with --resume, or start over with --overwrite (which deletes its checkpoints, metrics and "
                     + $"summary).");
-            foreach (var f in run.RunFiles.Append(run.Curves).Append(run.Confusion).Append(run.Report)
-                .Where(File.Exists)) File.Delete(f);
-            foreach (var folder in new[] { run.Overlays,
-                run.TensorBoard }.Where(Directory.Exists)) Directory.Delete(folder, recursive: true);
-            log.WriteLine($"--overwrite: deleted the previous run in {run.Directory}");
+            log.WriteLine(run.HoldsFinishedEpoch
+                ? $"--overwrite: deleted the previous run in {run.Directory}"
+                : $"{run.Directory}: a start that finished no epoch was there; replaced");
+            run.DeleteOutputs();
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
         else if (p.GetValue(flags.Config) is { } recorded) config = FromRecord(recorded, cmd, p, flags, log);
         else config = NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
-        return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
+        try
+        {
+            return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
+        }
+        catch when (resumeFrom is null && !run.HoldsFinishedEpoch)
+        {
+            run.DeleteOutputs(); // a start that failed (bad data, say) leaves nothing to block the next one
+            throw;
+        }
     }
 
     /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last

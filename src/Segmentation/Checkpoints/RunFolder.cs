@@ -48,8 +48,31 @@ internal sealed class RunFolder
     /// <summary>Files that make a folder a run (any of them).</summary>
     public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary, Validated };
 
+    /// <summary>Every file and folder a run writes, for <c>--overwrite</c> and for a start that never finished an
+    /// epoch.</summary>
+    public IEnumerable<string> AllOutputs
+        => RunFiles.Concat(new[] { Curves, Confusion, Report, Overlays, TensorBoard });
+
     /// <summary>True when the folder holds any file of a run.</summary>
     public bool HoldsRun => RunFiles.Any(File.Exists);
+
+    /// <summary>True when a run finished at least one epoch here (a checkpoint exists): a run to protect. A folder
+    /// with only the record of a start (run.json, an empty metrics.jsonl) is not.</summary>
+    public bool HoldsFinishedEpoch => new[] { Last, Best, PreviousBest }.Any(File.Exists);
+
+    /// <summary>Takes the folder for this process until disposed (<see cref="RunLock"/>); refused, naming the holder,
+    /// when another process trains in it.</summary>
+    public IDisposable Lock() => RunLock.Acquire(Directory);
+
+    /// <summary>Deletes every output of a run here (not the folder, not other files).</summary>
+    public void DeleteOutputs()
+    {
+        foreach (var path in AllOutputs)
+        {
+            if (File.Exists(path)) File.Delete(path);
+            else if (System.IO.Directory.Exists(path)) System.IO.Directory.Delete(path, recursive: true);
+        }
+    }
 
     /// <summary>
     /// Writes one epoch's checkpoint in the order that keeps the folder consistent at every point (see the remarks);

@@ -83,6 +83,7 @@ public sealed class Trainer : IDisposable
                     "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a "
                         + "64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
         var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
+        using var ownership = run?.Lock(); // one process writes a run folder
         ValidateData(train, val, run, progress, cancellation);
 
         var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run,

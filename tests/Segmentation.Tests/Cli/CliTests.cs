@@ -446,6 +446,63 @@ public class CliTests
     private static extern int kill(int pid, int signal);
 
     [Fact]
+    public async Task A_run_folder_is_owned_by_one_process_and_freed_when_that_process_dies()
+    {
+        using var d = new TempDir();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
+            UseShellExecute = false };
+        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs",
+            "50", "--out", d["run"] }.Concat(TinyModel))
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        _ = p.StandardError.ReadToEndAsync();
+        string? line;
+        while ((line = await p.StandardOutput.ReadLineAsync()) is not null && !line.StartsWith("run folder:", StringComparison.Ordinal)) { }
+        Assert.NotNull(line);
+
+        // A second writer, even one that asks to start over or to resume, is refused by name; nothing of the first is touched.
+        foreach (var extra in new[] { "--overwrite", "--resume" })
+        {
+            var second = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"], extra }.Concat(TinyModel).ToArray());
+            Assert.Equal(1, second.Code);
+            Assert.Contains($"in use by process {p.Id}", second.Err);
+            Assert.True(File.Exists(d["run/run.json"]));
+        }
+
+        // The kernel releases the lock when its holder dies (SIGKILL: no handler runs), so the folder is free again.
+        Assert.Equal(0, kill(p.Id, 9));
+        await p.WaitForExitAsync();
+        var after = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"], "--overwrite" }.Concat(TinyModel).ToArray());
+        Assert.True(after.Code == 0, after.Err);
+    }
+
+    [Fact]
+    public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
+    {
+        using var d = new TempDir();
+        // Data that fails the full check (which runs after the run is set up): one image of six is not a PNG.
+        for (int i = 0; i < 6; i++)
+        {
+            TempDir.SaveRgb(d[$"data/images/{i}.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * i), 2, 3));
+            TempDir.SaveRgb(d[$"data/masks/{i}.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x < 16 ? 0 : 1), (byte)(x < 16 ? 0 : 1), (byte)(x < 16 ? 0 : 1)));
+        }
+        File.WriteAllText(d["data/images/5.png"], "not a png");
+        var failed = Run(new[] { "train", "--data", d["data"], "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(1, failed.Code);
+        Assert.Contains("5.png", failed.Err);
+        Assert.False(Directory.Exists(d["run"]), "a failed start left " + (Directory.Exists(d["run"]) ? string.Join(", ", Directory.GetFileSystemEntries(d["run"])) : ""));
+
+        // The record of a start that never finished an epoch (a crash before the first one) is replaced without --overwrite.
+        Directory.CreateDirectory(d["run2"]);
+        File.WriteAllText(d["run2/run.json"], "{}");
+        File.WriteAllText(d["run2/metrics.jsonl"], "");
+        var again = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run2"] }.Concat(TinyModel).ToArray());
+        Assert.True(again.Code == 0, again.Err);
+        Assert.Contains("finished no epoch", again.Out);
+        Assert.True(File.Exists(d["run2/last.ckpt"]));
+    }
+
+    [Fact]
     public void Predict_refuses_inputs_whose_outputs_would_collide_before_writing_anything()
     {
         using var d = new TempDir();
