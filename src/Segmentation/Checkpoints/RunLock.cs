@@ -3,11 +3,9 @@ namespace Segmentation.Checkpoints;
 /// <summary>
 /// A run folder owned by one process: an exclusive advisory lock (<c>flock</c>, which .NET takes for
 /// <see cref="FileShare.None"/>) on the folder's <c>.lock</c> file, held while the run writes. The kernel releases it
-/// when
-/// the process ends, however it ends, so a killed run never blocks its folder. Another process is refused with who
-/// holds
-/// it (<c>.owner</c>: process, machine, since when). Within one process the lock is counted: the tool and the trainer
-/// it drives hold it together.
+/// when the process ends, however it ends, so a killed run never blocks its folder. Another process is refused with
+/// who holds it (<c>.owner</c>: process, machine, since when). Within one process the lock is counted: the tool and
+/// the trainer it drives hold it together.
 /// </summary>
 internal sealed class RunLock : IDisposable
 {
