@@ -91,6 +91,18 @@ public static class Cli
             var other => other,
         });
 
+    /// <summary>The <c>--overwrite</c> flag of a command that writes one output.</summary>
+    internal static Option<bool> OverwriteFlag() => new("--overwrite") { Description =
+        "Replace --out if it exists (otherwise the command refuses before doing anything)." };
+
+    /// <summary>Refuses to replace a file the user has unless <paramref name="overwrite"/>: nothing the user had is
+    /// lost unasked.</summary>
+    internal static void RefuseToReplace(string path, bool overwrite)
+    {
+        if (File.Exists(path) && !overwrite)
+            throw new OptionsException($"{path} exists already; give --overwrite to replace it, or another --out.");
+    }
+
     internal static double ParseDuration(string text)
     {
         var t = text.Trim().ToLowerInvariant();

@@ -207,7 +207,7 @@ public sealed class OnnxPredictor : IDisposable
     public static void SaveLabels(string path, byte[] labels, int width, int height)
     {
         using var image = Image.LoadPixelData<L8>(labels, width, height);
-        image.SaveAsPng(path);
+        AtomicFile.Write(path, s => image.SaveAsPng(s)); // a full disk leaves no half (or empty) PNG
     }
 
     /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>
@@ -217,7 +217,7 @@ public sealed class OnnxPredictor : IDisposable
             .ToList();
         var rgb = Shared.OverlayBlend.Blend(pixels, Info.InChannels, labels, colors);
         using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
-        image.SaveAsPng(path);
+        AtomicFile.Write(path, s => image.SaveAsPng(s));
     }
 
     /// <inheritdoc />

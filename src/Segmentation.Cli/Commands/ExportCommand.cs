@@ -25,12 +25,14 @@ internal static class ExportCommand
             "pytorch and safetensors: milesial (the plain U-Net), smp (ResNet encoders) or hf (a SegFormer, as a "
                 + "Hugging Face model folder); default: the one that fits the model." };
         var output = new Option<string>("--out") { Description = "The file to write.", Required = true };
-        foreach (var o in new Option[] { checkpoint, format, layout, output }) cmd.Options.Add(o);
+        var overwrite = Cli.OverwriteFlag();
+        foreach (var o in new Option[] { checkpoint, format, layout, output, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var exporter = ModelExporters.Find(p.GetValue(format)!);
             var ckpt = Checkpoint.Load(p.GetValue(checkpoint)!);
             var path = p.GetValue(output)!;
+            Cli.RefuseToReplace(path, p.GetValue(overwrite));
             var options = new ExportOptions { Layout = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l,
                 "--layout") : null };
             var what = exporter.Write(ckpt, path, options);

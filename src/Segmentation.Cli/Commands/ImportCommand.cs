@@ -27,9 +27,11 @@ internal static class ImportCommand
                 + "attn.kv): whose key names and preprocessing.",
             Required = true };
         var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };
-        foreach (var o in new Option[] { file, from, output }) cmd.Options.Add(o);
+        var overwrite = Cli.OverwriteFlag();
+        foreach (var o in new Option[] { file, from, output, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
+            Cli.RefuseToReplace(p.GetValue(output)!, p.GetValue(overwrite));
             var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"));
             var path = p.GetValue(output)!;
             checkpoint.Save(path);

@@ -32,8 +32,10 @@ internal static class PredictCommand
                 + "255)." };
         var classes = new Option<int?>("--classes") { Description =
             "--onnx: the class count, for a model that does not record it." };
+        var overwrite = new Option<bool>("--overwrite") { Description =
+            "Replace output files that exist already (otherwise predict refuses before writing anything)." };
         foreach (var o in new Option[] { input, outDir, overlay, color, probabilities, onnx,
-            classes }) cmd.Options.Add(o);
+            classes, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var path = p.GetValue(input)!;
@@ -52,12 +54,13 @@ internal static class PredictCommand
                 if (p.GetValue(color) || p.GetValue(probabilities))
                     throw new OptionsException("--onnx writes masks and --overlay; --color and --probabilities need a "
                         + "checkpoint.");
-                return PredictOnnx(ctx, p, f, model, p.GetValue(classes), files, dir, p.GetValue(overlay));
+                return PredictOnnx(ctx, p, f, model, p.GetValue(classes), files, dir, p.GetValue(overlay),
+                    p.GetValue(overwrite));
             }
             var ckpt = Checkpoint.Load(f.CheckpointPath(p));
             var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities)
                 ? ckpt.Dataset.Classes : 0);
-            CheckOutputs(files, outputs, dir);
+            CheckOutputs(files, outputs, dir, p.GetValue(overwrite));
             Directory.CreateDirectory(dir);
             using var predictor = f.Open(p, ckpt);
             var clock = Stopwatch.StartNew();
@@ -93,10 +96,10 @@ internal static class PredictCommand
     /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the
     /// path.</summary>
     private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes,
-        List<string> files, string dir, bool overlay)
+        List<string> files, string dir, bool overlay, bool overwrite)
     {
         var (window, stride, flip) = f.Windowing(p);
-        CheckOutputs(files, OutputNames(files, false, overlay, 0), dir);
+        CheckOutputs(files, OutputNames(files, false, overlay, 0), dir, overwrite);
         Directory.CreateDirectory(dir);
         OnnxPredictor predictor;
         try
@@ -145,9 +148,10 @@ internal static class PredictCommand
 
     /// <summary>
     /// Refuses, before anything is written, two inputs whose outputs share a name (a.png and a.jpg; a.png's overlay and
-    /// an input named a_overlay.png) and outputs that would overwrite an input.
+    /// an input named a_overlay.png), outputs that would overwrite an input, and, unless <paramref name="overwrite"/>,
+    /// outputs that exist already.
     /// </summary>
-    internal static void CheckOutputs(List<string> inputs, List<List<string>> outputs, string dir)
+    internal static void CheckOutputs(List<string> inputs, List<List<string>> outputs, string dir, bool overwrite)
     {
         var owner = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         var clashes = new List<string>();
@@ -166,5 +170,11 @@ internal static class PredictCommand
             throw new DataException($"{dir}: predicting here would overwrite the input "
                 + $"{string.Join(", ", overwrites.Select(Path.GetFileName))}; choose another --out folder.",
                 overwrites[0]);
+        if (overwrite) return;
+        var existing = owner.Keys.Where(n => File.Exists(Path.Combine(dir, n))).Order(StringComparer.Ordinal).ToList();
+        if (existing.Count > 0)
+            throw new OptionsException($"{dir}: {existing.Count} of the output files exist already "
+                + $"({string.Join(", ", existing.Take(3))}{(existing.Count > 3 ? ", ..." : "")}); give --overwrite to "
+                + $"replace them, or another --out.");
     }
 }

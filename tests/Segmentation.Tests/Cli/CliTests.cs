@@ -477,6 +477,33 @@ public class CliTests
     }
 
     [Fact]
+    public void Import_export_and_predict_replace_no_file_without_overwrite()
+    {
+        using var d = new TempDir();
+        Assert.Equal(0, Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray()).Code);
+        var best = File.ReadAllBytes(d["run/best.ckpt"]);
+
+        // import into a run's best.ckpt: refused before the source is even read (it does not exist)
+        var import = Run("import", "--from", "milesial", "--pytorch", d["missing.pth"], "--out", d["run/best.ckpt"]);
+        Assert.Equal(2, import.Code);
+        Assert.Contains("exists already; give --overwrite", import.Err);
+        var export = Run("export", "--checkpoint", d["run/last.ckpt"], "--format", "onnx", "--out", d["run/best.ckpt"]);
+        Assert.Equal(2, export.Code);
+        Assert.Contains("exists already; give --overwrite", export.Err);
+        Assert.Equal(best, File.ReadAllBytes(d["run/best.ckpt"]));
+
+        TempDir.SaveRgb(d["in/a.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 0, 90));
+        Assert.Equal(0, Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"]).Code);
+        File.WriteAllText(d["out/a.png"], "the user's own file");
+        var again = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"]);
+        Assert.Equal(2, again.Code);
+        Assert.Contains("1 of the output files exist already (a.png)", again.Err);
+        Assert.Equal("the user's own file", File.ReadAllText(d["out/a.png"]));
+        Assert.Equal(0, Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"], "--overwrite").Code);
+        Assert.Equal(32, SixLabors.ImageSharp.Image.Identify(d["out/a.png"]).Width);
+    }
+
+    [Fact]
     public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
     {
         using var d = new TempDir();

@@ -3,7 +3,8 @@ namespace Segmentation;
 /// <summary>
 /// Writes a file so that a crash, a kill or a full disk leaves the previous file (or none), never half of one: the
 /// content goes to a temporary file beside it (<c>.NAME.GUID.tmp</c>), is flushed to disk, and is renamed over the
-/// target. Run folders sweep such temporary files left by interrupted writes.
+/// target. Run folders sweep such temporary files left by interrupted writes. Shared (src/Shared) by the library and
+/// the ONNX Runtime package, whose predicted masks are written the same way.
 /// </summary>
 internal static class AtomicFile
 {
