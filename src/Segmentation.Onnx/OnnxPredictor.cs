@@ -63,7 +63,9 @@ public sealed class OnnxPredictor : IDisposable
     public OnnxPredictor(string modelPath, OnnxPredictorOptions? options = null)
     {
         Options = options ?? new OnnxPredictorOptions();
-        if (!File.Exists(modelPath)) throw new FileNotFoundException($"{modelPath}: no such ONNX model.", modelPath);
+        if (RegularFile.Problem(modelPath) is { } problem)
+            throw problem == "missing" ? new FileNotFoundException($"{modelPath}: no such ONNX model.", modelPath)
+                : new InvalidDataException($"{modelPath}: {problem}, not an ONNX model; refused without opening it.");
         using var so = new SessionOptions();
         if (Options.Threads > 0) so.IntraOpNumThreads = Options.Threads;
         try { session = new InferenceSession(modelPath, so); }
@@ -74,37 +76,95 @@ public sealed class OnnxPredictor : IDisposable
         Info = ReadInfo(modelPath);
     }
 
+    /// <summary>Metadata values at most 1 MiB each (class names and colours for 256 classes are a few KiB).</summary>
+    private const int MaxMetadataChars = 1 << 20;
+    /// <summary>Largest image, and largest training size a model may declare: 100 megapixels (the library's image
+    /// limit).</summary>
+    public const long MaxPixels = 100_000_000;
+
+    /// <summary>
+    /// The metadata, checked against the graph: a 4-d input; the declared channels and classes equal to the graph's
+    /// fixed dimensions; 1 to 256 classes (masks are 8-bit) with as many names and colours; finite means and positive
+    /// finite stds per channel; a training size and minimum input within the image limit. Anything else is an error
+    /// that names the file, the key and both values.
+    /// </summary>
     private OnnxModelInfo ReadInfo(string path)
     {
         var meta = session.ModelMetadata.CustomMetadataMap;
         var inDims = session.InputMetadata[input].Dimensions;
         var outDims = session.OutputMetadata[output].Dimensions;
-        int channels = meta.TryGetValue(OnnxMetadataKeys.InChannels, out var ic)
-            ? int.Parse(ic, CultureInfo.InvariantCulture) : inDims.Length == 4 && inDims[1] > 0 ? inDims[1] : 3;
-        int? known = meta.TryGetValue(OnnxMetadataKeys.Classes, out var c) ? int.Parse(c, CultureInfo.InvariantCulture)
-            : outDims.Length == 4 && outDims[1] > 0 ? outDims[1] : null;
+        if (inDims.Length != 4 || outDims.Length != 4)
+            throw new InvalidDataException($"{path}: the graph's input has {inDims.Length} dimensions and its output "
+                + $"{outDims.Length}; a segmentation model takes N x C x H x W and gives N x classes x H x W.");
+        if (meta.FirstOrDefault(kv => kv.Value.Length > MaxMetadataChars) is { Key: not null } big)
+            throw new InvalidDataException($"{path}: metadata '{big.Key}' is {big.Value.Length:N0} characters, over "
+                + $"the limit of {MaxMetadataChars:N0}.");
+        T Read<T>(string key, Func<string, T> parse, T fallback)
+        {
+            if (!meta.TryGetValue(key, out var text)) return fallback;
+            try { return parse(text); }
+            catch (Exception e) when (e is FormatException or OverflowException or JsonException
+                or ArgumentException or NullReferenceException)
+            {
+                throw new InvalidDataException($"{path}: metadata '{key}' = '{Clip(text)}' cannot be read "
+                    + $"({e.Message}).", e);
+            }
+        }
+        int Int(string text) => int.Parse(text, CultureInfo.InvariantCulture);
+        int channels = Read(OnnxMetadataKeys.InChannels, Int, inDims[1] > 0 ? inDims[1] : 3);
+        Agree(path, OnnxMetadataKeys.InChannels, channels, "input", inDims[1]);
+        int? known = Read<int?>(OnnxMetadataKeys.Classes, t => Int(t), outDims[1] > 0 ? outDims[1] : null);
+        if (known is { } declared) Agree(path, OnnxMetadataKeys.Classes, declared, "output", outDims[1]);
         if (known is { } k && Options.Classes is { } asked && asked != k)
             throw new InvalidDataException($"{path}: the model outputs {k} classes; {asked} were given.");
         int classes = known ?? Options.Classes
             ?? throw new InvalidDataException($"{path}: the model does not say how many classes it has; give them "
             + $"(Classes, --classes).");
-        string[] names = meta.TryGetValue(OnnxMetadataKeys.ClassNames, out var n)
-            ? JsonSerializer.Deserialize<string[]>(n)! : Enumerable.Range(0, classes).Select(i => $"class {i}")
-            .ToArray();
-        string[] colors = meta.TryGetValue(OnnxMetadataKeys.ClassColors, out var cc)
-            ? JsonSerializer.Deserialize<string[]>(cc)! : Enumerable.Range(0, classes).Select(DefaultColor).ToArray();
-        float[] mean = meta.TryGetValue(OnnxMetadataKeys.NormalizationMean, out var m)
-            ? JsonSerializer.Deserialize<float[]>(m)! : Options.Mean ?? new float[channels];
-        float[] std = meta.TryGetValue(OnnxMetadataKeys.NormalizationStd, out var s)
-            ? JsonSerializer.Deserialize<float[]>(s)! : Options.Std ?? Enumerable.Repeat(1f, channels).ToArray();
-        (int, int)? resize = meta.TryGetValue(OnnxMetadataKeys.Resize, out var r) && r.Split('x') is [var h, var w]
-            ? (int.Parse(h, CultureInfo.InvariantCulture), int.Parse(w, CultureInfo.InvariantCulture)) : null;
-        int minimum = meta.TryGetValue(OnnxMetadataKeys.MinimumInputSize, out var mi)
-            ? int.Parse(mi, CultureInfo.InvariantCulture) : 16;
+        if (classes is < 1 or > 256 || channels is < 1 or > 64)
+            throw new InvalidDataException($"{path}: {classes} classes and {channels} input channels; a model here has "
+                + $"1 to 256 classes (masks are 8-bit) and 1 to 64 channels.");
+        var names = Read(OnnxMetadataKeys.ClassNames, t => JsonSerializer.Deserialize<string[]>(t)!,
+            Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray());
+        var colors = Read(OnnxMetadataKeys.ClassColors, t => JsonSerializer.Deserialize<string[]>(t)!,
+            Enumerable.Range(0, classes).Select(DefaultColor).ToArray());
+        if (names.Length != classes || colors.Length != classes)
+            throw new InvalidDataException($"{path}: metadata names {names.Length} class names and {colors.Length} "
+                + $"colours for {classes} classes.");
+        var mean = Read(OnnxMetadataKeys.NormalizationMean, t => JsonSerializer.Deserialize<float[]>(t)!,
+            Options.Mean ?? new float[channels]);
+        var std = Read(OnnxMetadataKeys.NormalizationStd, t => JsonSerializer.Deserialize<float[]>(t)!,
+            Options.Std ?? Enumerable.Repeat(1f, channels).ToArray());
         if (mean.Length != channels || std.Length != channels)
             throw new InvalidDataException($"{path}: normalisation for {mean.Length} channels; the model takes "
                 + $"{channels}.");
+        (int, int)? resize = Read<(int, int)?>(OnnxMetadataKeys.Resize, t => t.Length == 0 ? null // none
+            : t.Split('x') is [var h, var w] ? (Int(h), Int(w)) : throw new FormatException("expected HxW"), null);
+        int minimum = Read(OnnxMetadataKeys.MinimumInputSize, Int, 16);
+        CheckRanges(path, mean, std, resize, minimum);
         return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum);
+    }
+
+    private static void CheckRanges(string path, float[] mean, float[] std, (int, int)? resize, int minimum)
+    {
+        if (!mean.All(float.IsFinite) || !std.All(v => float.IsFinite(v) && v > 0))
+            throw new InvalidDataException($"{path}: normalisation mean [{string.Join(", ", mean)}], std "
+                + $"[{string.Join(", ", std)}]; each std must be a positive number and each mean finite.");
+        if (resize is var (rh, rw) && (rh < 1 || rw < 1 || (long)rh * rw > MaxPixels))
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Resize}' = {rh}x{rw}; a training "
+                + $"size is positive and at most {MaxPixels:N0} pixels.");
+        if (minimum is < 1 or > 4096)
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.MinimumInputSize}' = {minimum}; "
+                + $"expected 1 to 4096.");
+    }
+
+    private static string Clip(string text) => text.Length > 60 ? text[..60] + "..." : text;
+
+    /// <summary>A metadata value must equal the graph's dimension when the graph fixes it.</summary>
+    private static void Agree(string path, string key, int declared, string what, int dimension)
+    {
+        if (dimension > 0 && declared != dimension)
+            throw new InvalidDataException($"{path}: metadata '{key}' = {declared}, but the graph's {what} has "
+                + $"{dimension} channels; the metadata does not describe this graph.");
     }
 
     private static string DefaultColor(int i)
@@ -116,10 +176,13 @@ public sealed class OnnxPredictor : IDisposable
     /// <summary>Reads an image file as the model's channels (gray or RGB), 8-bit, H x W x C.</summary>
     public (byte[] Pixels, int Width, int Height) ReadImage(string path)
     {
+        if (RegularFile.Problem(path) is { } problem)
+            throw problem == "missing" ? new FileNotFoundException($"{path}: no such image.", path)
+                : new InvalidDataException($"{path}: {problem}, not an image file; refused without opening it.");
         var info = Image.Identify(path) ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
-        if ((long)info.Width * info.Height > 1L << 28)
-            throw new InvalidDataException($"{path}: {info.Width}x{info.Height} is over 268 megapixels; refused "
-                + $"before decoding.");
+        if ((long)info.Width * info.Height > MaxPixels)
+            throw new InvalidDataException($"{path}: {info.Width}x{info.Height} = {(long)info.Width * info.Height:N0} "
+                + $"pixels, over the limit of {MaxPixels:N0}; refused before decoding.");
         using var image = Image.Load<Rgb24>(path);
         int c = Info.InChannels, w = image.Width, h = image.Height;
         var pixels = new byte[w * h * c];

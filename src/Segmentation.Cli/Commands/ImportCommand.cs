@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Segmentation.Checkpoints;
+using Segmentation.Training;
 
 namespace Segmentation.Cli;
 
@@ -28,11 +29,14 @@ internal static class ImportCommand
             Required = true };
         var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };
         var overwrite = Cli.OverwriteFlag();
-        foreach (var o in new Option[] { file, from, output, overwrite }) cmd.Options.Add(o);
+        var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description =
+            "Import weights that hold NaN or infinite values (refused otherwise: the model would predict nonsense)." };
+        foreach (var o in new Option[] { file, from, output, overwrite, allowNonFinite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             Cli.RefuseToReplace(p.GetValue(output)!, p.GetValue(overwrite));
-            var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"));
+            var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"),
+                p.GetValue(allowNonFinite), new SynchronousProgress<string>(w => ctx.Err.WriteLine($"warning: {w}")));
             var path = p.GetValue(output)!;
             checkpoint.Save(path);
             var m = checkpoint.Model;

@@ -18,8 +18,10 @@ namespace Segmentation.Checkpoints;
 /// </summary>
 public static class HuggingFaceSegformer
 {
-    /// <summary>Reads the folder; any problem is an error that names the file and what did not fit.</summary>
-    public static Checkpoint Import(string folder)
+    /// <summary>Reads the folder; any problem is an error that names the file and what did not fit. NaN or infinite
+    /// weights are refused unless <paramref name="allowNonFinite"/> (then reported through <paramref
+    /// name="warnings"/>).</summary>
+    public static Checkpoint Import(string folder, bool allowNonFinite = false, IProgress<string>? warnings = null)
     {
         var configPath = Path.Combine(folder, "config.json");
         if (!File.Exists(configPath))
@@ -33,7 +35,8 @@ public static class HuggingFaceSegformer
         var description = Describe(config, configPath);
         var weightsPath = SegformerWeights.FileIn(folder);
         using var scope = NewDisposeScope();
-        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(weightsPath), weightsPath);
+        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(weightsPath, allowNonFinite, warnings),
+            weightsPath);
         if (!SegformerWeights.HasDecodeHead(weights)
             || config["architectures"] is JsonArray a && a.Any(x => x?.ToString() == "SegformerForImageClassification"))
             throw new SegmentationException($"{folder}: an encoder-only SegFormer (ImageNet-trained, like "
@@ -51,10 +54,11 @@ public static class HuggingFaceSegformer
     /// <see cref="SegformerWeights"/>) or in Hugging Face's, without a config: the variant, decoder width and classes
     /// come from the tensors' shapes, the normalisation is ImageNet's (what those models were trained with).
     /// </summary>
-    public static Checkpoint ImportStateDict(string path)
+    public static Checkpoint ImportStateDict(string path, bool allowNonFinite = false,
+        IProgress<string>? warnings = null)
     {
         using var scope = NewDisposeScope();
-        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(path), path);
+        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(path, allowNonFinite, warnings), path);
         var description = SegformerWeights.Describe(weights, path);
         return Checkpoint(description, weights, $"{path} (SegFormer state dict)",
             DatasetDescription.Defaults(description.Classes).Names.ToArray(),

@@ -80,14 +80,19 @@ public static class PyTorchInterop
         return null;
     }
 
-    /// <summary>Reads a PyTorch state dict of <paramref name="layout"/> into a checkpoint; problems are errors naming
-    /// the file and the keys.</summary>
-    public static Checkpoint Import(string path, PyTorchLayout layout)
+    /// <summary>
+    /// Reads a PyTorch state dict of <paramref name="layout"/> into a checkpoint; problems are errors naming the file
+    /// and the keys. Weights with NaN or infinite values are refused unless <paramref name="allowNonFinite"/>, which
+    /// reports them through <paramref name="warnings"/>.
+    /// </summary>
+    public static Checkpoint Import(string path, PyTorchLayout layout, bool allowNonFinite = false,
+        IProgress<string>? warnings = null)
     {
-        if (layout == PyTorchLayout.HuggingFace) return HuggingFaceSegformer.Import(path);
-        if (layout == PyTorchLayout.Segformer) return HuggingFaceSegformer.ImportStateDict(path);
+        if (layout == PyTorchLayout.HuggingFace) return HuggingFaceSegformer.Import(path, allowNonFinite, warnings);
+        if (layout == PyTorchLayout.Segformer)
+            return HuggingFaceSegformer.ImportStateDict(path, allowNonFinite, warnings);
         using var scope = NewDisposeScope();
-        var source = StateDicts.ReadFile(path);
+        var source = StateDicts.ReadFile(path, allowNonFinite, warnings);
         var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source)
             : Smp(path, source);
         using var model = new SegmentationModel(description);

@@ -41,16 +41,30 @@ internal static class StateDicts
 
     /// <summary>
     /// Reads a PyTorch (<c>.pth</c>, <c>.pt</c>, <c>.bin</c>) or <c>.safetensors</c> state dict; a checkpoint that
-    /// wraps
-    /// it (<c>{"state_dict": ...}</c> or <c>{"model": ...}</c>) is unwrapped. Problems are a <see
-    /// cref="SegmentationException"/> naming the file.
+    /// wraps it (<c>{"state_dict": ...}</c> or <c>{"model": ...}</c>) is unwrapped. The file's structure is checked
+    /// before it is read and its tensors after (<see cref="WeightFiles"/>: sizes within the limits, safetensors offsets
+    /// that tile the data, no NaN or infinity unless <paramref name="allowNonFinite"/>, which reports them through
+    /// <paramref name="warnings"/>). Problems are a <see cref="SegmentationException"/> naming the file.
     /// </summary>
-    public static Dictionary<string, Tensor> ReadFile(string path)
+    public static Dictionary<string, Tensor> ReadFile(string path, bool allowNonFinite = false,
+        IProgress<string>? warnings = null)
     {
-        if (!File.Exists(path)) throw new SegmentationException($"{path}: no such weights file.");
+        var result = ReadUnchecked(path);
+        WeightFiles.CheckFinite(result, path, allowNonFinite, warnings);
+        return result;
+    }
+
+    private static Dictionary<string, Tensor> ReadUnchecked(string path)
+    {
+        if (RegularFile.Problem(path) is { } problem)
+            throw new SegmentationException(problem == "missing" ? $"{path}: no such weights file."
+                : $"{path}: {problem}, not a weights file; refused without opening it.");
+        bool safetensors = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
+        if (safetensors) WeightFiles.CheckSafetensors(path);
+        else WeightFiles.CheckPyTorchFile(path);
         try
         {
-            if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            if (safetensors)
                 return Safetensors.LoadStateDict(path);
             var table = PyTorchUnpickler.UnpickleStateDict(path);
             foreach (var wrapper in new[] { "state_dict", "model" })

@@ -156,7 +156,7 @@ public class EncoderTests
 
         File.WriteAllText(dir["junk.pth"], "not a pickle");
         var junk = Assert.Throws<SegmentationException>(() => model.LoadEncoderWeights(dir["junk.pth"]));
-        Assert.Contains("junk.pth: cannot read it as a PyTorch state dict", junk.Message);
+        Assert.Contains("junk.pth: not a PyTorch state dict", junk.Message);
     }
 
     [Fact]

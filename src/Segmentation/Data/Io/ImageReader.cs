@@ -202,8 +202,18 @@ public sealed class ImageReader
         });
     }
 
+    /// <summary>An image file at most 1 GiB (a 100-megapixel RGB image uncompressed is 300 MB).</summary>
+    public const long MaxFileBytes = 1L << 30;
+
     private static byte[] ReadAll(string path)
     {
+        // What the path is, before opening it: a FIFO would wait forever, a device would read without end.
+        if (RegularFile.Problem(path) is { } problem && problem != "missing")
+            throw new DataException($"{path}: {problem}, not an image file; refused without opening it.", path);
+        long length = File.Exists(path) ? new FileInfo(path).Length : 0;
+        if (length > MaxFileBytes)
+            throw new DataException($"{path}: {length:N0} bytes, over the image file limit of {MaxFileBytes:N0}.",
+                path);
         try { return File.ReadAllBytes(path); }
         catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
         {

@@ -1,0 +1,154 @@
+using System.IO.Compression;
+using System.Runtime.InteropServices;
+using System.Text;
+using Google.Protobuf;
+using Segmentation.Checkpoints;
+using Segmentation.Data;
+using Segmentation.Inference;
+using Segmentation.Models;
+using Segmentation.Onnx;
+using Segmentation.Training;
+using static TorchSharp.torch;
+using Tensor = TorchSharp.torch.Tensor;
+
+namespace Segmentation.Tests.Integrity;
+
+/// <summary>Small files that are damaged or hostile: refused by what they are, before they cost memory or time, or
+/// load silently wrong.</summary>
+public class HostileFileTests
+{
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mkfifo(string path, uint mode);
+
+    private static ModelDescription B0(int classes) => new() { Architecture = "segformer", Encoder = new ModelPart("mit-b0"), Classes = classes, Seed = 1 };
+
+    private static void SaveSafetensors(string path, Dictionary<string, Tensor> weights)
+    {
+        using var stream = File.Create(path);
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(stream, weights);
+    }
+
+    [Fact]
+    public void Imported_weights_with_NaN_or_infinity_are_refused_by_name_unless_allowed_loudly()
+    {
+        using var d = new TempDir();
+        using var scope = NewDisposeScope();
+        using var model = new SegmentationModel(B0(3));
+        var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        weights["decode_head.classifier.weight"][0, 0] = float.NaN;
+        weights["segformer.encoder.layer_norm.0.weight"][1] = float.PositiveInfinity;
+        SaveSafetensors(d["sf.safetensors"], weights);
+
+        var e = Assert.Throws<SegmentationException>(() => PyTorchInterop.Import(d["sf.safetensors"], PyTorchLayout.Segformer));
+        Assert.Contains("decode_head.classifier.weight (1 of", e.Message);
+        Assert.Contains("segformer.encoder.layer_norm.0.weight (1 of 32 values)", e.Message);
+        Assert.Contains("--allow-nonfinite", e.Message);
+
+        var warnings = new List<string>();
+        var allowed = PyTorchInterop.Import(d["sf.safetensors"], PyTorchLayout.Segformer, allowNonFinite: true, new SynchronousProgress<string>(warnings.Add));
+        Assert.Equal(3, allowed.Model.Classes);
+        Assert.Contains(warnings, w => w.Contains("NaN or infinite") && w.Contains("loaded anyway"));
+    }
+
+    /// <summary>A safetensors file whose header says what the test wants: tensors a and b, F32 [2] each, at these byte offsets of 16 bytes of data.</summary>
+    private static void WriteRawSafetensors(string path, (long, long) a, (long, long) b, int dataBytes = 16)
+    {
+        var header = Encoding.UTF8.GetBytes($"{{\"a\":{{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[{a.Item1},{a.Item2}]}},"
+            + $"\"b\":{{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[{b.Item1},{b.Item2}]}}}}");
+        using var f = File.Create(path);
+        f.Write(BitConverter.GetBytes((ulong)header.Length));
+        f.Write(header);
+        f.Write(new byte[dataBytes]);
+    }
+
+    [Theory]
+    [InlineData(0, 8, 0, 8, 16, "another tensor's bytes")] // b reads a's bytes
+    [InlineData(0, 8, 8, 24, 16, "outside the 16 bytes")]
+    [InlineData(0, 8, 12, 20, 24, "no tensor ends")] // a gap
+    [InlineData(0, 8, 8, 16, 24, "the tensors cover 16 of the 24 bytes")] // bytes no tensor owns
+    [InlineData(0, 8, 8, 12, 16, "its shape and F32 need 8")]
+    public void Safetensors_offsets_must_tile_the_data_as_the_format_requires(long a0, long a1, long b0, long b1, int data, string expected)
+    {
+        using var d = new TempDir();
+        WriteRawSafetensors(d["w.safetensors"], (a0, a1), (b0, b1), data);
+        var e = Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["w.safetensors"]));
+        Assert.Contains("w.safetensors", e.Message);
+        Assert.Contains(expected, e.Message);
+        WriteRawSafetensors(d["ok.safetensors"], (0, 8), (8, 16));
+        Assert.Equal(2, StateDicts.ReadFile(d["ok.safetensors"]).Count); // the same file, tiled right, reads
+    }
+
+    [Fact]
+    public void A_pth_whose_pickle_decompresses_past_the_limit_is_refused_before_it_is_read()
+    {
+        using var d = new TempDir();
+        using (var zip = ZipFile.Open(d["bomb.pth"], ZipArchiveMode.Create))
+        {
+            using var s = zip.CreateEntry("archive/data.pkl", CompressionLevel.SmallestSize).Open();
+            var zeros = new byte[1 << 20];
+            for (int i = 0; i < 80; i++) s.Write(zeros); // 80 MiB of pickle in a file of about 80 KB
+        }
+        Assert.True(new FileInfo(d["bomb.pth"]).Length < 1 << 20);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var e = Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["bomb.pth"]));
+        Assert.Contains("decompresses to 83,886,080 bytes, over the limit", e.Message);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
+
+        File.WriteAllBytes(d["empty.pth"], Array.Empty<byte>());
+        Assert.Contains("the file is empty", Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["empty.pth"])).Message);
+        File.WriteAllBytes(d["random.pth"], Enumerable.Range(0, 999).Select(i => (byte)(i * 37)).ToArray());
+        Assert.Contains("does not start like one", Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["random.pth"])).Message);
+    }
+
+    [Fact]
+    public async Task A_FIFO_or_a_link_to_a_device_is_refused_by_type_without_being_opened()
+    {
+        using var d = new TempDir();
+        Assert.Equal(0, mkfifo(d["pipe.png"], 0x1B6));
+        File.CreateSymbolicLink(d["zero.png"], "/dev/zero");
+        var reader = new ImageReader();
+        // Opening the FIFO would block for ever: run it on a task with a deadline.
+        var read = Task.Run(() => Assert.Throws<DataException>(() => reader.ReadImage(d["pipe.png"], 3)));
+        Assert.Same(read, await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(20))));
+        Assert.Contains("a FIFO (named pipe)", (await read).Message);
+        Assert.Contains("a character device", Assert.Throws<DataException>(() => reader.ReadImage(d["zero.png"], 3)).Message);
+        Assert.Contains("a character device", Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["zero.png"])).Message);
+    }
+
+    private static byte[] OnnxWith(params (string Key, string Value)[] changes)
+    {
+        using var model = new SegmentationModel(ModelDescription.UNet(classes: 5, baseChannels: 4, depth: 2, seed: 1));
+        var checkpoint = new Checkpoint
+        {
+            Model = model.Description, Preprocessing = new Preprocessing(Normalization.ImageNet), TrainerSettings = new TrainerOptions().ToJson(),
+            Dataset = new DatasetDescription { Classes = 5, ClassNames = Enumerable.Range(0, 5).Select(i => $"c{i}").ToArray(), ClassColors = DatasetDescription.Defaults(5).Colors },
+            State = new TrainingState(), Weights = Checkpoint.SerializeWeights(model),
+        };
+        var proto = OnnxExport.Build(checkpoint);
+        foreach (var (key, value) in changes)
+        {
+            var entry = proto.MetadataProps.FirstOrDefault(p => p.Key == key);
+            if (entry is null) proto.MetadataProps.Add(new global::Onnx.StringStringEntryProto { Key = key, Value = value });
+            else entry.Value = value;
+        }
+        return proto.ToByteArray();
+    }
+
+    [Theory]
+    [InlineData("classes", "3", "metadata 'classes' = 3, but the graph's output has 5 channels")]
+    [InlineData("classes", "-1", "metadata 'classes' = -1, but the graph's output has 5 channels")]
+    [InlineData("normalization_std", "[0,0,0]", "each std must be a positive number")]
+    [InlineData("resize", "8000x80000", "metadata 'resize' = 8000x80000")]
+    [InlineData("class_names", "not json", "metadata 'class_names' = 'not json' cannot be read")]
+    public void Onnx_metadata_that_disagrees_with_the_graph_or_is_out_of_range_is_refused(string key, string value, string expected)
+    {
+        using var d = new TempDir();
+        File.WriteAllBytes(d["m.onnx"], OnnxWith((key, value)));
+        var e = Assert.Throws<InvalidDataException>(() => new OnnxPredictor(d["m.onnx"]));
+        Assert.Contains("m.onnx", e.Message);
+        Assert.Contains(expected, e.Message);
+        File.WriteAllBytes(d["ok.onnx"], OnnxWith());
+        using var ok = new OnnxPredictor(d["ok.onnx"]); // the unedited export opens
+        Assert.Equal(5, ok.Info.Classes);
+    }
+}
