@@ -51,9 +51,14 @@ internal static class ReportCommand
         var config = RunConfig.Load(run.RunJson, run.Directory);
         var summary = JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject();
         var metrics = summary["meanIoU"] is null ? null : SegmentationMetrics.FromJsonObject(summary);
-        var history = File.Exists(run.Metrics) ? File.ReadAllLines(run.Metrics).Where(l => l.Length > 0)
-            .Select(l => EpochRecord.FromJson(JsonNode.Parse(l)!.AsObject())).ToList() : new List<EpochRecord>();
-        var checkpoint = (string?)summary["checkpoint"] is { } c && File.Exists(c) ? c : run.Best;
+        var (history, notes) = ReadHistory(run.Metrics);
+        // This folder's own best.ckpt first: a copied run folder must not report on the original's checkpoint.
+        var checkpoint = run.Best;
+        if (!File.Exists(checkpoint) && (string?)summary["checkpoint"] is { } named && File.Exists(named))
+        {
+            checkpoint = named;
+            notes.Add($"{run.Best} is missing; the worst images come from {named}, which summary.json names.");
+        }
         var (train, val) = config.OpenData();
 
         var page = new StringBuilder();
@@ -71,6 +76,7 @@ internal static class ReportCommand
             .Append(E($"{summary["epochs"]} epochs, best epoch {summary["bestEpoch"]}, stopped: "
                 + $"{summary["stopReason"]}; {summary["params"]:N0} parameters on {summary["device"]} "
                 + $"({summary["precision"]}), {summary["seconds"]} s.")).Append("</p>");
+        foreach (var note in notes) page.Append("<p><strong>Note:</strong> ").Append(E(note)).Append("</p>");
         page.Append("<h2>Data</h2><p>").Append(E(train.DetectionReport)).Append("</p><p>")
             .Append(E($"{train.Count} training images, {val?.Count ?? 0} validation images.")).Append("</p>");
         if (metrics is not null) page.Append(Table(metrics, train.Description));
@@ -88,6 +94,32 @@ internal static class ReportCommand
             .Append("document.body.dataset.images=bad===0?'ok':'broken '+bad;});</script>");
         page.Append("</body></html>");
         return page.ToString();
+    }
+
+    /// <summary>
+    /// metrics.jsonl's epochs. A last line cut short (a run killed while writing it, or a full disk) is left out with a
+    /// note, as training's resume leaves it out; a malformed line before it is an error naming the line.
+    /// </summary>
+    internal static (List<EpochRecord> History, List<string> Notes) ReadHistory(string path)
+    {
+        var history = new List<EpochRecord>();
+        var notes = new List<string>();
+        if (!File.Exists(path)) return (history, notes);
+        var lines = File.ReadAllLines(path);
+        int last = Array.FindLastIndex(lines, l => l.Trim().Length > 0);
+        for (int i = 0; i <= last; i++)
+        {
+            if (lines[i].Trim().Length == 0) continue;
+            try { history.Add(EpochRecord.FromJson(JsonNode.Parse(lines[i])!.AsObject())); }
+            catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException
+                or NullReferenceException or FormatException)
+            {
+                if (i < last)
+                    throw new SegmentationException($"{path}: line {i + 1} is not an epoch record ({e.Message}).", e);
+                notes.Add($"{path}: its last line is cut short (line {i + 1}); the curves end at the epoch before.");
+            }
+        }
+        return (history, notes);
     }
 
     private static string Table(SegmentationMetrics m, DatasetDescription d)

@@ -83,6 +83,31 @@ public class PicturesTests
         Assert.Contains("run.json", missing.Err);
     }
 
+    [Fact]
+    public void Report_reads_its_own_folders_files_and_tolerates_a_cut_last_metrics_line()
+    {
+        using var d = new TempDir();
+        var train = CliResult.Run("train", "--data", "builtin:shapes?count=24&size=32&seed=2", "--epochs", "2", "--base-channels", "8", "--depth", "3", "--batch-size", "4", "--workers", "1", "--device", "cpu", "--out", d["run"], "--no-tensorboard");
+        Assert.True(train.Code == 0, train.Err);
+        // A copy of the run folder whose best.ckpt is cut short: the report must read the copy's (and fail on it,
+        // naming it), not the original's through the absolute path in summary.json.
+        Directory.CreateDirectory(d["copy"]);
+        foreach (var f in Directory.GetFiles(d["run"])) File.Copy(f, Path.Combine(d["copy"], Path.GetFileName(f)));
+        var best = File.ReadAllBytes(d["copy/best.ckpt"]);
+        File.WriteAllBytes(d["copy/best.ckpt"], best[..(best.Length / 2)]);
+        var report = CliResult.Run("report", d["copy"], "--worst", "1", "--device", "cpu");
+        Assert.Equal(1, report.Code);
+        Assert.Contains(Path.Combine(d["copy"], "best.ckpt"), report.Err);
+
+        // A last metrics.jsonl line cut short (a kill mid-write): the report is written, with a note.
+        File.WriteAllBytes(d["copy/best.ckpt"], best);
+        var lines = File.ReadAllLines(d["copy/metrics.jsonl"]);
+        File.WriteAllText(d["copy/metrics.jsonl"], lines[0] + "\n" + lines[1][..(lines[1].Length / 2)]);
+        report = CliResult.Run("report", d["copy"], "--worst", "1", "--device", "cpu");
+        Assert.True(report.Code == 0, report.Err);
+        Assert.Contains("its last line is cut short", File.ReadAllText(d["copy/report.html"]));
+    }
+
     [ChromiumFact]
     public void The_report_page_loads_in_a_headless_browser_with_its_table_and_pictures()
     {
