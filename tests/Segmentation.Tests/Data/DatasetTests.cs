@@ -104,6 +104,31 @@ public class DatasetTests
     }
 
     [Fact]
+    public void A_csv_palette_is_read_as_RFC_4180_quoted_names_with_commas_and_quotes()
+    {
+        using var d = new TempDir();
+        File.WriteAllText(d["classes.csv"], "index,name,r,g,b\n# a comment line\n0,\"Sky, clear\",128,128,128\n1,\"Road \"\"A\"\"\",128,64,128\n");
+        TempDir.SaveRgb(d["images/a.png"], 4, 2, (x, y) => Gray(x * 10));
+        TempDir.SaveRgb(d["masks/a.png"], 4, 2, (x, y) => x < 2 ? Gray(128) : new Rgb24(128, 64, 128));
+        var ds = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { PaletteFile = d["classes.csv"] });
+        Assert.Equal(new[] { "Sky, clear", "Road \"A\"" }, ds.Description.ClassNames);
+        File.WriteAllText(d["bad.csv"], "index,name,r,g,b\n0,\"Sky,128,128,128\n");
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path, new DatasetOptions { PaletteFile = d["bad.csv"] }));
+        Assert.Contains("bad.csv: line 2 is not valid CSV", e.Message);
+    }
+
+    [Fact]
+    public void Label_detection_reads_every_mask_so_labels_that_alternate_by_file_are_all_found()
+    {
+        // 0/1 masks whose class 1 appears only in every other file: a sample of every other file (what 2,000 masks
+        // got) saw class 0 alone.
+        using var d = new TempDir();
+        for (int i = 0; i < 2000; i++) Pair(d, $"{i:D4}", (x, y) => (byte)(i % 2 == 1 && x < 4 ? 1 : 0), w: 8, h: 2);
+        var ds = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Encoding = MaskEncoding.Index });
+        Assert.Equal(2, ds.Description.Classes);
+    }
+
+    [Fact]
     public void Rgb_masks_without_a_palette_ask_for_one()
     {
         using var d = new TempDir();

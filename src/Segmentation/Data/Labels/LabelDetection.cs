@@ -51,8 +51,9 @@ internal static class LabelDetection
     private static Scan ScanMasks(List<(string Image, string Mask, string Stem)> pairs, DatasetOptions o,
         IReadOnlyList<ClassPalette.Entry>? palette, ImageReader reader)
     {
-        int step = Math.Max(1, pairs.Count / 1000);
-        var scanned = Enumerable.Range(0, pairs.Count).Where(i => i % step == 0).ToList();
+        // Every mask: a sample can miss a label (0/1 masks alternating by file looked like one class when every 10th
+        // was read), and reading a mask's histogram is cheap next to the full data check that decodes them all anyway.
+        var scanned = Enumerable.Range(0, pairs.Count).ToList();
         var kinds = new ConcurrentDictionary<RawMaskKind, string>();
         var histogram = new MaskHistogram();
         bool needValues = o.Encoding is MaskEncoding.Auto or MaskEncoding.Index or MaskEncoding.IndexedPng

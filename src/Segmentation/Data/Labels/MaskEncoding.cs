@@ -206,12 +206,41 @@ internal static class ClassPalette
         throw new DataException($"{path}: colour '{s}' is not of the form #rrggbb.", path);
     }
 
+    /// <summary>The CSV's rows as RFC 4180 reads them (quoted fields with commas, doubled quotes and line breaks;
+    /// lines starting with # are comments), by the runtime's own parser (Microsoft.VisualBasic's TextFieldParser), with
+    /// the line each starts on.</summary>
+    private static List<(long Line, string[] Cells)> CsvRows(string text, string path)
+    {
+        using var parser = new Microsoft.VisualBasic.FileIO.TextFieldParser(new StringReader(text))
+        {
+            TextFieldType = Microsoft.VisualBasic.FileIO.FieldType.Delimited, HasFieldsEnclosedInQuotes = true,
+            TrimWhiteSpace = true, CommentTokens = new[] { "#" },
+        };
+        parser.SetDelimiters(",");
+        var rows = new List<(long, string[])>();
+        while (!parser.EndOfData)
+        {
+            long line = parser.LineNumber;
+            try
+            {
+                if (parser.ReadFields() is { } cells && cells.Any(c => c.Length > 0)) rows.Add((line, cells));
+            }
+            catch (Microsoft.VisualBasic.FileIO.MalformedLineException e)
+            {
+                throw new DataException($"{path}: line {e.LineNumber} is not valid CSV (an unclosed or stray quote?).",
+                    path, e);
+            }
+        }
+        return rows;
+    }
+
     private static List<Entry> ParseCsv(string text, string path)
     {
-        var lines = text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
-        if (lines.Count < 2)
+        var table = CsvRows(text, path);
+        if (table.Count < 2)
             throw new DataException($"{path}: a CSV palette needs a header row and one row per class.", path);
-        var header = lines[0].Split(',').Select(h => h.Trim().ToLowerInvariant()).ToList();
+        var lines = table.Select(r => string.Join(",", r.Cells)).ToList();
+        var header = table[0].Cells.Select(h => h.Trim().ToLowerInvariant()).ToList();
         int Col(params string[] names) => header.FindIndex(h => names.Contains(h));
         int iIndex = Col("index", "id", "label"), iName = Col("name", "class", "label_name"), iR = Col("r", "red"),
             iG = Col("g", "green"), iB = Col("b", "blue"), iColor = Col("color", "colour", "rgb", "hex");
@@ -221,21 +250,21 @@ internal static class ClassPalette
         var entries = new List<Entry>();
         for (int row = 1; row < lines.Count; row++)
         {
-            var cells = lines[row].Split(',').Select(c => c.Trim()).ToArray();
+            var cells = table[row].Cells;
             string Cell(int i) => i < cells.Length ? cells[i]
-                : throw new DataException($"{path}: row {row + 1} has {cells.Length} cells; the header has "
+                : throw new DataException($"{path}: line {table[row].Line} has {cells.Length} cells; the header has "
                 + $"{header.Count}.", path);
             byte Channel(int i)
             {
                 var c = Cell(i);
                 return byte.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) ? b
-                    : throw new DataException($"{path}: row {row + 1}: colour value '{c}' is not an integer 0-255.",
+                    : throw new DataException($"{path}: line {table[row].Line}: colour value '{c}' is not an integer 0-255.",
                     path);
             }
             int index = entries.Count;
             if (iIndex >= 0 && !int.TryParse(Cell(iIndex), NumberStyles.Integer, CultureInfo.InvariantCulture,
                 out index))
-                throw new DataException($"{path}: row {row + 1}: index '{Cell(iIndex)}' is not an integer.", path);
+                throw new DataException($"{path}: line {table[row].Line}: index '{Cell(iIndex)}' is not an integer.", path);
             var color = iColor >= 0 ? ParseColor(Cell(iColor), path) : new Rgb(Channel(iR), Channel(iG), Channel(iB));
             entries.Add(new Entry(index, Cell(iName), color));
         }
