@@ -17,6 +17,7 @@ internal sealed class DataFlags
     public required Option<int> IgnoreIndex { get; init; }
     public required Option<bool> SkipUnpaired { get; init; }
     public required Option<int?> BinaryThreshold { get; init; }
+    public required Option<long?> MaxPixels { get; init; }
 
     public static DataFlags Add(Command cmd)
     {
@@ -34,9 +35,12 @@ internal sealed class DataFlags
                 "Skip images without masks (and masks without images) instead of failing." },
             BinaryThreshold = new Option<int?>("--binary-threshold") { Description =
                 "Binary masks: gray values at or above this are the foreground (for masks saved lossily, e.g. JPEG)." },
+            MaxPixels = new Option<long?>("--max-pixels") { Description =
+                "Largest image or mask accepted, in pixels (default 100,000,000), checked from the header before "
+                    + "decoding." },
         };
         foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired,
-            f.BinaryThreshold }) cmd.Options.Add(o);
+            f.BinaryThreshold, f.MaxPixels }) cmd.Options.Add(o);
         return f;
     }
 
@@ -54,6 +58,8 @@ internal sealed class DataFlags
         IgnoreIndex = p.GetValue(f.IgnoreIndex),
         SkipUnpaired = p.GetValue(f.SkipUnpaired),
         InChannels = inChannels,
+        MaxPixels = p.GetValue(f.MaxPixels) is { } max ? max >= 1 ? max
+            : throw new OptionsException($"--max-pixels {max} must be at least 1.") : ImageReader.DefaultMaxPixels,
         BinaryThreshold = p.GetValue(f.BinaryThreshold) is { } t
             ? p.GetValue(f.Mask) is "binary" or "auto" ? t
             : throw new OptionsException($"--binary-threshold {t} applies to binary masks; --mask is "

@@ -87,7 +87,8 @@ public sealed class ImageReader
             throw new DataException($"{path}: the header declares a size of {info.Width}x{info.Height}.", path);
         if (pixels > MaxPixels)
             throw new DataException($"{path}: the header declares {info.Width}x{info.Height} = {pixels:N0} pixels, "
-                + $"over the limit of {MaxPixels:N0}; raise the pixel limit if the file is genuine.", path);
+                + $"over the limit of {MaxPixels:N0}; raise the pixel limit if the file is genuine (--max-pixels, "
+                + $"DatasetOptions.MaxPixels).", path);
         // The size as displayed: EXIF orientations 5-8 turn the stored image by a quarter.
         return (info, Orientation(info.Metadata) is >= 5 and <= 8 ? (info.Height, info.Width)
             : (info.Width, info.Height));
