@@ -18,9 +18,16 @@ public class SegformerTests
     private static ModelDescription Segformer(string encoder, int classes, int? seed = 0) =>
         new() { Architecture = "segformer", Encoder = new ModelPart(encoder), Classes = classes, Seed = seed };
 
+    /// <summary>B0 and B2: transformers' SegformerForSemanticSegmentation (the figures); B1, B3, B4 and B5: the
+    /// PyTorch reference written from the paper (tools/interop/segformer_reference.py counts), which gives
+    /// transformers' B0 and B2 exactly.</summary>
     [Theory]
     [InlineData("mit-b0", 3_752_694)]
+    [InlineData("mit-b1", 13_715_798)]
     [InlineData("mit-b2", 27_461_974)]
+    [InlineData("mit-b3", 47_337_814)]
+    [InlineData("mit-b4", 64_108_374)]
+    [InlineData("mit-b5", 84_708_694)]
     public void Parameter_counts_at_150_classes_are_transformers(string encoder, long expected)
     {
         using var model = new SegmentationModel(Segformer(encoder, 150));
