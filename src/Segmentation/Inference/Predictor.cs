@@ -51,6 +51,7 @@ public sealed class Predictor : IDisposable
 {
     private readonly SegmentationModel model;
     private readonly Device device;
+    private double? activationsPerPixel;
 
     /// <summary>What the labels mean (names, colours).</summary>
     public DatasetDescription Description { get; }
@@ -98,6 +99,8 @@ public sealed class Predictor : IDisposable
         if (image.Channels != model.Description.InChannels)
             throw new DataException($"The image has {image.Channels} channel(s); the model takes "
                 + $"{model.Description.InChannels}.");
+        if (device.type == DeviceType.CPU) // CUDA reports its own out-of-memory error, with figures
+            CheckMemory(image.Height, image.Width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") });
@@ -107,6 +110,41 @@ public sealed class Predictor : IDisposable
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes,
             Labels = labels.data<byte>().ToArray(), Probabilities = probs };
+    }
+
+    /// <summary>
+    /// About how many bytes predicting one <paramref name="height"/> x <paramref name="width"/> image takes: the
+    /// input and the logits (twice with flip TTA) at the image's size, and the model's activations (every layer's
+    /// output, float32, estimated from its layer table) at the size it runs at: the image, the training size, or one
+    /// window when windows are smaller than the image.
+    /// </summary>
+    internal double BytesNeeded(int height, int width)
+    {
+        long pixels = (long)height * width;
+        var run = Options.Size is { } size ? (size.Height, size.Width) : (height, width);
+        if (Options.Window is { } win && (win.Height < run.Item1 || win.Width < run.Item2))
+            run = (Math.Min(win.Height, run.Item1), Math.Min(win.Width, run.Item2));
+        int min = model.MinimumInputSize;
+        // the layer table scales with the pixel count: traced once, at the smallest size
+        activationsPerPixel ??= ModelSummary.EstimateActivationElements(model, min, min) / ((double)min * min);
+        double activations = activationsPerPixel.Value * Math.Max(min, run.Item1) * Math.Max(min, run.Item2);
+        double logits = (double)pixels * model.Description.Classes * (Options.FlipTta ? 2 : 1) * (Options.Window is null
+            ? 1 : 2); // a window's sum and count beside the output
+        return sizeof(float) * (activations + logits + pixels * model.Description.InChannels);
+    }
+
+    /// <summary>Refuses an image whose prediction would not fit <paramref name="available"/> bytes, before anything is
+    /// allocated, with what to do instead.</summary>
+    internal void CheckMemory(int height, int width, long available)
+    {
+        double needed = BytesNeeded(height, width);
+        if (needed <= available) return;
+        int side = (int)Math.Clamp(Math.Sqrt(available / 4.0 / Math.Max(1, needed / ((double)height * width))) / 64,
+            1, 64) * 64;
+        throw new OptionsException($"Predicting a {width}x{height} image "
+            + $"{(Options.Window is { } w ? $"in {w} windows " : "")}needs about {needed / (1L << 30):N1} GiB for "
+            + $"this model; this machine has {available / (double)(1L << 30):N1} GiB. Predict it in smaller windows "
+            + $"(--slide {side}x{side}; PredictorOptions.Window), or at a smaller size.");
     }
 
     /// <summary>Logits N x C x H x W for a normalised batch N x C x H x W, with the configured window and

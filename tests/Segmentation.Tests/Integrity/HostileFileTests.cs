@@ -151,4 +151,28 @@ public class HostileFileTests
         using var ok = new OnnxPredictor(d["ok.onnx"]); // the unedited export opens
         Assert.Equal(5, ok.Info.Classes);
     }
+
+    [Fact]
+    public void An_image_whose_prediction_would_not_fit_memory_is_refused_before_allocating_with_the_window_to_use()
+    {
+        var description = ModelDescription.UNet(classes: 3, baseChannels: 8, depth: 3, seed: 1);
+        using var model = new SegmentationModel(description);
+        var checkpoint = new Checkpoint
+        {
+            Model = description, Preprocessing = new Preprocessing(Normalization.ImageNet), TrainerSettings = new TrainerOptions().ToJson(),
+            Dataset = new DatasetDescription { Classes = 3, ClassNames = new[] { "a", "b", "c" }, ClassColors = DatasetDescription.Defaults(3).Colors },
+            State = new TrainingState(), Weights = Checkpoint.SerializeWeights(model),
+        };
+        using var whole = new Predictor(checkpoint, new PredictorOptions { Device = "cpu" });
+        // The estimate grows with the pixels: 9000x9000 needs 81 times what 1000x1000 does, give or take the logits.
+        double small = whole.BytesNeeded(1000, 1000), large = whole.BytesNeeded(9000, 9000);
+        Assert.InRange(large / small, 80.0, 82.0);
+        var e = Assert.Throws<OptionsException>(() => whole.CheckMemory(9000, 9000, available: (long)(large / 2)));
+        Assert.Contains("Predicting a 9000x9000 image needs about", e.Message);
+        Assert.Contains("--slide", e.Message);
+        // In 512x512 windows only the window's activations and the image's logits are needed: it fits.
+        using var windowed = new Predictor(checkpoint, new PredictorOptions { Device = "cpu", Window = new Size2(512, 512) });
+        Assert.True(windowed.BytesNeeded(9000, 9000) < large / 4);
+        windowed.CheckMemory(9000, 9000, available: (long)(large / 2));
+    }
 }

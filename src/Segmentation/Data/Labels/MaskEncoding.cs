@@ -258,13 +258,15 @@ internal static class ClassPalette
             {
                 var c = Cell(i);
                 return byte.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) ? b
-                    : throw new DataException($"{path}: line {table[row].Line}: colour value '{c}' is not an integer 0-255.",
+                    : throw new DataException($"{path}: line {table[row].Line}: colour value '{c}' is not an integer "
+                    + $"0-255.",
                     path);
             }
             int index = entries.Count;
             if (iIndex >= 0 && !int.TryParse(Cell(iIndex), NumberStyles.Integer, CultureInfo.InvariantCulture,
                 out index))
-                throw new DataException($"{path}: line {table[row].Line}: index '{Cell(iIndex)}' is not an integer.", path);
+                throw new DataException($"{path}: line {table[row].Line}: index '{Cell(iIndex)}' is not an integer.",
+                    path);
             var color = iColor >= 0 ? ParseColor(Cell(iColor), path) : new Rgb(Channel(iR), Channel(iG), Channel(iB));
             entries.Add(new Entry(index, Cell(iName), color));
         }
