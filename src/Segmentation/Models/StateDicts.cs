@@ -84,15 +84,24 @@ internal static class StateDicts
         catch (Exception e) when (e is not SegmentationException && e is not OutOfMemoryException)
         {
             throw new SegmentationException($"{path}: cannot read it as a PyTorch state dict (.pth) or .safetensors "
-                + $"file ({e.Message}).", e);
+                + $"file: {(e is EndOfStreamException ? "a tensor's data is shorter than its shape (the file is cut "
+                    + "short or damaged)" : e.Message)}.", e);
         }
     }
 
+    /// <summary>What a pickled value is, in Python's words (never a .NET type name).</summary>
     private static string Describe(object? value) => value switch
     {
         null => "None",
         string text => $"the text '{(text.Length > 40 ? text[..40] + "..." : text)}'",
-        _ => $"a {value.GetType().Name}",
+        bool or int or long or double or float or System.Numerics.BigInteger => $"the number {value}",
+        IDictionary => "a dictionary that is not a state dict",
+        IList => "a list",
+        // the unpickler's stand-in for a class it would not build: its module and name
+        _ when value.GetType().GetField("module")?.GetValue(value) is string module
+            && value.GetType().GetField("name")?.GetValue(value) is string name
+            => $"the Python object {module}.{name}",
+        _ => "a Python object that is not a tensor",
     };
 
     /// <summary>

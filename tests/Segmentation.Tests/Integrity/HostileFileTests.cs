@@ -175,4 +175,23 @@ public class HostileFileTests
         Assert.True(windowed.BytesNeeded(9000, 9000) < large / 4);
         windowed.CheckMemory(9000, 9000, available: (long)(large / 2));
     }
+
+    [Fact]
+    public void A_pickle_that_names_a_python_function_is_refused_in_pythons_words_without_running_anything()
+    {
+        using var d = new TempDir();
+        // torch.save({"evil": os.system}) as protocol 2: a dict whose value is the global posix.system.
+        var pickle = new byte[] { 0x80, 2, (byte)'}', (byte)'q', 0, (byte)'X', 4, 0, 0, 0 }
+            .Concat(Encoding.ASCII.GetBytes("evil")).Concat(new byte[] { (byte)'q', 1 })
+            .Concat(Encoding.ASCII.GetBytes("cposix\nsystem\nq\u0002s.")).ToArray();
+        using (var zip = ZipFile.Open(d["evil.pth"], ZipArchiveMode.Create))
+        {
+            using (var s = zip.CreateEntry("archive/data.pkl").Open()) s.Write(pickle);
+            using (var s = zip.CreateEntry("archive/version").Open()) s.Write(Encoding.ASCII.GetBytes("3\n"));
+        }
+        var e = Assert.Throws<SegmentationException>(() => StateDicts.ReadFile(d["evil.pth"]));
+        Assert.Contains("entry 'evil' holds the Python object posix.system, not a tensor", e.Message);
+        Assert.Contains("nothing in the file was run", e.Message);
+        Assert.DoesNotContain("Constructor", e.Message); // no .NET type names
+    }
 }
