@@ -65,17 +65,30 @@ public static class Cli
             {
                 OptionsException => (Usage, e.Message),
                 SegmentationException => (Failure, e.Message),
-                IOException or UnauthorizedAccessException => (Failure, e.Message),
+                IOException or UnauthorizedAccessException or InvalidDataException => (Failure, e.Message),
                 OperationCanceledException => (Failure, "cancelled"),
-                _ => (Failure, $"unexpected {e.GetType().Name}: {e.Message}"),
+                _ => (Failure, $"{WithoutBacktrace(e.Message)} (unexpected: please report it, with what --verbose "
+                    + $"prints)"),
             };
             context.FinishLine();
             stderr.WriteLine($"error: {message}");
             if (parse.GetValue(verbose)) stderr.WriteLine(e.ToString());
-            else if (code == Failure && e is not SegmentationException
-                && e is not IOException) stderr.WriteLine("(run with --verbose for the stack trace)");
+            else if (code == Failure && e is not (SegmentationException or IOException or UnauthorizedAccessException
+                or InvalidDataException or OperationCanceledException))
+                stderr.WriteLine("(run with --verbose for the stack trace)");
             return code;
         }
+    }
+
+    /// <summary>An error's own words without the native backtrace libtorch appends ("Exception raised from ...",
+    /// "frame #0: ..."): at most its first three lines.</summary>
+    internal static string WithoutBacktrace(string message)
+    {
+        int cut = message.IndexOf("Exception raised from", StringComparison.Ordinal);
+        if (cut < 0) cut = message.IndexOf("frame #0", StringComparison.Ordinal);
+        var text = (cut >= 0 ? message[..cut] : message).Trim();
+        var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return lines.Length == 0 ? "an error without a message" : string.Join(" ", lines.Take(3));
     }
 
     /// <summary>System.CommandLine's parse messages with .NET type names (System.Nullable`1[System.Double]) in

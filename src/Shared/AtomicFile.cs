@@ -27,6 +27,13 @@ internal static class AtomicFile
             }
             File.Move(tmp, full, overwrite: true);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            try { File.Delete(tmp); } catch (IOException) { }
+            // The user's file is the news, not the hidden temporary one the error names.
+            throw new IOException($"{full}: cannot write it ({e.Message.Replace(tmp, full, StringComparison.Ordinal)})"
+                + ".", e);
+        }
         catch
         {
             try { File.Delete(tmp); } catch (IOException) { }

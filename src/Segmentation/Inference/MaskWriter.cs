@@ -73,7 +73,7 @@ public static class MaskWriter
         try { AtomicFile.Write(path, s => img.SaveAsPng(s)); } // a crash leaves the previous file, never half a PNG
         catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
         {
-            throw new SegmentationException($"{path}: cannot write the image ({e.Message}).", e);
+            throw new SegmentationException(e.Message, e); // AtomicFile names the file and why
         }
     }
 }

@@ -100,8 +100,8 @@ internal sealed record RunConfig
         }
         catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
         {
-            throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); --resume needs "
-                + $"the run folder written by 'segment train'.", e);
+            throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); it should be "
+                + $"the run.json that 'segment train' writes into its run folder.", e);
         }
         if (runDir is null) return config;
         string? Moved(string? spec, string? relative)

@@ -194,4 +194,19 @@ public class HostileFileTests
         Assert.Contains("nothing in the file was run", e.Message);
         Assert.DoesNotContain("Constructor", e.Message); // no .NET type names
     }
+
+    [Fact]
+    public void Errors_name_the_users_file_not_a_hidden_temporary_one_nor_a_native_backtrace()
+    {
+        using var d = new TempDir();
+        Directory.CreateDirectory(d["taken.png"]); // a folder where the file should go: the final rename fails
+        var e = Assert.Throws<SegmentationException>(() => MaskWriter.SaveLabels(d["taken.png"], new byte[4], 2, 2)); // written atomically
+        Assert.StartsWith(d["taken.png"] + ": cannot write it", e.Message);
+        Assert.DoesNotContain(".tmp", e.Message);
+        Assert.Empty(Directory.GetFiles(d.Path)); // and the temporary file is gone
+
+        var libtorch = "shape '[3, 4]' is invalid for input of size 10\nException raised from infer_size_impl at "
+            + "/pytorch/aten/src/ATen/InferSize.h:76 (most recent call first):\nframe #0: c10::Error::Error(...) + 0x90\nframe #1: ...";
+        Assert.Equal("shape '[3, 4]' is invalid for input of size 10", Segmentation.Cli.Cli.WithoutBacktrace(libtorch));
+    }
 }
