@@ -162,7 +162,27 @@ public sealed class Trainer : IDisposable
         if (d.InChannels != m.InChannels)
             throw new OptionsException($"The model takes {m.InChannels} input channel(s) but the data set gives "
                 + $"{d.InChannels}.");
+        RefuseImagesSmallerThanTheModel(train, val);
         return d;
+    }
+
+    /// <summary>
+    /// Images that reach the model at their own size (no <see cref="TrainerOptions.Size"/>; validation is never
+    /// cropped) must be at least the model's smallest input: named before training, not failed in the first step.
+    /// </summary>
+    private void RefuseImagesSmallerThanTheModel(SegmentationDataset train, SegmentationDataset? val)
+    {
+        int min = model.MinimumInputSize;
+        if (Options.Crop is { } crop && (crop.Height < min || crop.Width < min))
+            throw new OptionsException($"The crop {crop} is smaller than the smallest input this model takes "
+                + $"({min}x{min}).");
+        if (Options.Size is not null) return;
+        foreach (var data in Options.Crop is null ? new[] { train, val } : new[] { val })
+            if (data?.SmallestImage() is var (file, w, h) && (w < min || h < min))
+                throw new DataException($"{file}: {w}x{h} is smaller than the smallest input this model takes "
+                    + $"({min}x{min}: its encoder halves the image {(int)Math.Log2(min)} times). Resize the images as "
+                    + $"they are read (--size, TrainerOptions.Size), or use larger ones. (Prediction pads small "
+                    + $"images; training does not.)", file);
     }
 
     /// <summary>One call of <see cref="Fit"/>: its loaders, schedule, state and history, epoch by epoch.</summary>

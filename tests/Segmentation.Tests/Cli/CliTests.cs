@@ -504,6 +504,23 @@ public class CliTests
     }
 
     [Fact]
+    public void Training_images_smaller_than_the_model_takes_are_named_before_training()
+    {
+        using var d = new TempDir();
+        for (int i = 0; i < 6; i++)
+        {
+            int side = i == 3 ? 1 : 16;
+            TempDir.SaveRgb(d[$"data/images/{i}.png"], side, side, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, (byte)i));
+            TempDir.SaveGray(d[$"data/masks/{i}.png"], side, side, (x, y) => (byte)(x % 2));
+        }
+        var r = Run(new[] { "train", "--data", d["data"], "--val-split", "0.5", "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(1, r.Code);
+        Assert.Contains("3.png: 1x1 is smaller than the smallest input this model takes (8x8", r.Err);
+        Assert.Contains("--size", r.Err);
+        Assert.DoesNotContain("unexpected", r.Err);
+    }
+
+    [Fact]
     public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
     {
         using var d = new TempDir();

@@ -116,6 +116,19 @@ public sealed class SegmentationDataset
         return sizes.Count == 1 ? sizes.Keys.First() : null;
     }
 
+    /// <summary>
+    /// The image with the shortest side, from the file headers (no decoding): its path, width and height; null for
+    /// data sets not read from files. (Generated data has one size: <see cref="UniformSize"/>.)
+    /// </summary>
+    public (string File, int Width, int Height)? SmallestImage()
+    {
+        if (source is not FileSource files || indices.Length == 0) return null;
+        var sizes = new (int Width, int Height)[indices.Length];
+        Parallel.For(0, indices.Length, i => sizes[i] = files.ImageSize(indices[i]));
+        int smallest = Enumerable.Range(0, sizes.Length).MinBy(i => Math.Min(sizes[i].Width, sizes[i].Height));
+        return (files.PathsOf(indices[smallest]).First(), sizes[smallest].Width, sizes[smallest].Height);
+    }
+
     /// <summary>A data set over some of this one's samples.</summary>
     public SegmentationDataset Subset(IEnumerable<int> which)
     {
