@@ -77,10 +77,10 @@ public sealed class OnnxPredictor : IDisposable
     }
 
     /// <summary>Metadata values at most 1 MiB each (class names and colours for 256 classes are a few KiB).</summary>
-    private const int MaxMetadataChars = 1 << 20;
+    private const int MaxMetadataChars = Limits.OnnxMetadataChars;
     /// <summary>Largest image, and largest training size a model may declare: 100 megapixels (the library's image
     /// limit).</summary>
-    public const long MaxPixels = 100_000_000;
+    public const long MaxPixels = Limits.ImagePixels;
 
     /// <summary>
     /// The metadata, checked against the graph: a 4-d input; the declared channels and classes equal to the graph's

@@ -189,8 +189,8 @@ public sealed class Checkpoint
     private static IReadOnlyList<CheckedInput> ReadCheckedInputs(JsonNode? node) =>
         node?.AsArray().Select(n => new CheckedInput(n!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray(),
                 n["training"]!.GetValue<bool>()))
-            .Where(c => c.Shape.Length == 4 && c.Shape.All(d => d is > 0 and <= 1 << 16)
-                && c.Shape.Aggregate(1L, (a, d) => a * d) <= 1L << 28).ToList()
+            .Where(c => c.Shape.Length == 4 && c.Shape.All(d => d is > 0 and <= Limits.CheckedInputSide)
+                && c.Shape.Aggregate(1L, (a, d) => a * d) <= Limits.CheckedInputValues).ToList()
         ?? (IReadOnlyList<CheckedInput>)Array.Empty<CheckedInput>();
 
     private static Checkpoint Parse(byte[] b, string path)

@@ -16,11 +16,11 @@ internal static class WeightFiles
 {
     /// <summary>The pickle of a <c>.pth</c> (its <c>data.pkl</c>), decompressed, at most 64 MiB: a state dict's is a
     /// few hundred KiB even for large models (names and shapes; the tensors are separate entries).</summary>
-    public const long MaxPickleBytes = 64L << 20;
+    public const long MaxPickleBytes = Limits.PickleBytes;
     /// <summary>A safetensors JSON header at most 100 MiB (the format's own reference reader refuses larger).</summary>
-    public const long MaxHeaderBytes = 100L << 20;
+    public const long MaxHeaderBytes = Limits.SafetensorsHeaderBytes;
     /// <summary>All tensors of a <c>.pth</c>, decompressed, at most 64 GiB (B5 is 0.34 GB).</summary>
-    public const long MaxTensorBytes = 64L << 30;
+    public const long MaxTensorBytes = Limits.PthBytes;
 
     /// <summary>
     /// A <c>.pth</c> must be the zip archive <c>torch.save</c> writes (since PyTorch 1.6) whose entries declare

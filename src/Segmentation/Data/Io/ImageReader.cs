@@ -56,7 +56,7 @@ internal sealed record RawMask(int Width, int Height, RawMaskKind Kind, int[] Va
 public sealed class ImageReader
 {
     /// <summary>Default limit: 100 megapixels.</summary>
-    public const long DefaultMaxPixels = 100_000_000;
+    public const long DefaultMaxPixels = Limits.ImagePixels;
 
     private readonly Configuration configuration;
 
@@ -204,7 +204,7 @@ public sealed class ImageReader
     }
 
     /// <summary>An image file at most 1 GiB (a 100-megapixel RGB image uncompressed is 300 MB).</summary>
-    public const long MaxFileBytes = 1L << 30;
+    public const long MaxFileBytes = Limits.ImageFileBytes;
 
     private static byte[] ReadAll(string path)
     {
