@@ -12,8 +12,14 @@ var (modelPath, imageDir, outDir) = (args[0], args[1], args[2]);
 // Classes, names, colours, normalisation and the training resize come from the model's metadata.
 using var predictor = new OnnxPredictor(modelPath, new OnnxPredictorOptions { FlipTta = true });
 Console.WriteLine($"{predictor.Info.Classes} classes: {string.Join(", ", predictor.Info.ClassNames)}");
+var files = OnnxPredictor.ImageFilesIn(imageDir); // PNG, JPEG, BMP, GIF, TIFF, WebP, TGA, PBM
+if (files.Count == 0)
+{
+    Console.Error.WriteLine($"{imageDir}: no images found");
+    return 1;
+}
 Directory.CreateDirectory(outDir);
-foreach (var file in Directory.EnumerateFiles(imageDir, "*.png").Order())
+foreach (var file in files)
 {
     var (pixels, width, height) = predictor.ReadImage(file);
     var labels = predictor.Predict(pixels, width, height);
@@ -21,5 +27,5 @@ foreach (var file in Directory.EnumerateFiles(imageDir, "*.png").Order())
     OnnxPredictor.SaveLabels(Path.Combine(outDir, stem + ".png"), labels, width, height);
     predictor.SaveOverlay(Path.Combine(outDir, stem + "_overlay.png"), pixels, width, height, labels);
 }
-Console.WriteLine($"wrote masks and overlays to {outDir}");
+Console.WriteLine($"wrote masks and overlays of {files.Count} image(s) to {outDir}");
 return 0;

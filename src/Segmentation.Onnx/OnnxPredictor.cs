@@ -173,6 +173,10 @@ public sealed class OnnxPredictor : IDisposable
         return i == 0 ? "#000000" : $"#{(byte)(h >> 24):x2}{(byte)(h >> 16):x2}{(byte)(h >> 8):x2}";
     }
 
+    /// <summary>The image files directly in <paramref name="folder"/> that <see cref="ReadImage"/> reads (PNG, JPEG,
+    /// BMP, GIF, TIFF, WebP, TGA, PBM, by extension), in name order: what <c>segment predict</c> lists too.</summary>
+    public static IReadOnlyList<string> ImageFilesIn(string folder) => ImageFiles.In(folder);
+
     /// <summary>Reads an image file as the model's channels (gray or RGB), 8-bit, H x W x C.</summary>
     public (byte[] Pixels, int Width, int Height) ReadImage(string path)
     {

@@ -39,13 +39,12 @@ internal static class PredictCommand
         cmd.SetAction(p =>
         {
             var path = p.GetValue(input)!;
-            var files = Directory.Exists(path)
-                ? Directory.EnumerateFiles(path).Where(x => Path.GetExtension(x).ToLowerInvariant()
-                    is ".png" or ".jpg" or ".jpeg" or ".bmp" or ".gif" or ".tif" or ".tiff" or ".webp" or ".tga")
-                        .Order().ToList()
+            var files = Directory.Exists(path) ? ImageFiles.In(path)
                 : File.Exists(path) ? new List<string> { path }
                 : throw new DataException($"{path}: no such file or folder.", path);
-            if (files.Count == 0) throw new DataException($"{path}: no images found.", path);
+            if (files.Count == 0)
+                throw new DataException($"{path}: no images found (looked for "
+                    + $"{string.Join(", ", ImageFiles.Extensions)}).", path);
             var dir = p.GetValue(outDir)!;
             if (p.GetValue(onnx) is { } model)
             {

@@ -87,4 +87,12 @@ public class OnnxPredictorTests
         var e = Assert.Throws<InvalidDataException>(() => new OnnxPredictor(dir["bare.onnx"], new OnnxPredictorOptions { Classes = 3 }));
         Assert.Contains("outputs 2 classes; 3 were given", e.Message);
     }
+
+    [Fact]
+    public void The_onnx_packages_image_listing_takes_every_format_the_decoder_reads_as_predict_does()
+    {
+        using var dir = new TempDir();
+        foreach (var name in new[] { "b.png", "a.jpg", "C.JPEG", "d.webp", "notes.txt", "e.tif" }) File.WriteAllText(dir[name], "");
+        Assert.Equal(new[] { "C.JPEG", "a.jpg", "b.png", "d.webp", "e.tif" }, OnnxPredictor.ImageFilesIn(dir.Path).Select(Path.GetFileName));
+    }
 }
