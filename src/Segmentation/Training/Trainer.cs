@@ -177,8 +177,16 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"The crop {crop} is smaller than the smallest input this model takes "
                 + $"({min}x{min}).");
         if (Options.Size is not null) return;
+        var extremes = train.SizeExtremes();
+        if (Options.Crop is null && Options.BatchSize > 1 && extremes?.Differing is [var (f1, w1, h1),
+            var (f2, w2, h2)])
+            throw new DataException($"{train.Origin}: the training images differ in size ({f1} is {w1}x{h1}, {f2} is "
+                + $"{w2}x{h2}), and a batch of {Options.BatchSize} needs one size. Resize them as they are read "
+                + $"(--size {h1}x{w1}, TrainerOptions.Size), train on random crops (--crop), or use --batch-size 1.",
+                f1);
         foreach (var data in Options.Crop is null ? new[] { train, val } : new[] { val })
-            if (data?.SmallestImage() is var (file, w, h) && (w < min || h < min))
+            if ((data == train ? extremes?.Smallest : data?.SmallestImage()) is var (file, w, h) && (w < min
+                || h < min))
                 throw new DataException($"{file}: {w}x{h} is smaller than the smallest input this model takes "
                     + $"({min}x{min}: its encoder halves the image {(int)Math.Log2(min)} times). Resize the images as "
                     + $"they are read (--size, TrainerOptions.Size), or use larger ones. (Prediction pads small "

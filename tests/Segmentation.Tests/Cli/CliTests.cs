@@ -521,6 +521,27 @@ public class CliTests
     }
 
     [Fact]
+    public void Training_images_of_mixed_sizes_are_caught_by_the_data_check_with_the_fix_named()
+    {
+        using var d = new TempDir();
+        for (int i = 0; i < 6; i++)
+        {
+            int w = i == 4 ? 48 : 32;
+            TempDir.SaveRgb(d[$"data/images/{i}.png"], w, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, (byte)i));
+            TempDir.SaveGray(d[$"data/masks/{i}.png"], w, 32, (x, y) => (byte)(x % 2));
+        }
+        var r = Run(new[] { "train", "--data", d["data"], "--val-split", "0.34", "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(1, r.Code);
+        Assert.Contains("the training images differ in size", r.Err);
+        Assert.Contains("is 48x32", r.Err);
+        Assert.Contains("--size 32x32", r.Err);
+        Assert.False(Directory.Exists(d["run"]));
+        // Resized as they are read, the same data trains.
+        var resized = Run(new[] { "train", "--data", d["data"], "--val-split", "0.34", "--epochs", "1", "--size", "32x32", "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.True(resized.Code == 0, resized.Err);
+    }
+
+    [Fact]
     public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
     {
         using var d = new TempDir();

@@ -120,13 +120,20 @@ public sealed class SegmentationDataset
     /// The image with the shortest side, from the file headers (no decoding): its path, width and height; null for
     /// data sets not read from files. (Generated data has one size: <see cref="UniformSize"/>.)
     /// </summary>
-    public (string File, int Width, int Height)? SmallestImage()
+    public (string File, int Width, int Height)? SmallestImage() => SizeExtremes()?.Smallest;
+
+    /// <summary>From the file headers: the image with the shortest side, and, when sizes differ, the first image and
+    /// the first of another size; null for data sets not read from files.</summary>
+    public ((string File, int Width, int Height) Smallest, (string File, int Width, int Height)[] Differing)?
+        SizeExtremes()
     {
         if (source is not FileSource files || indices.Length == 0) return null;
         var sizes = new (int Width, int Height)[indices.Length];
         Parallel.For(0, indices.Length, i => sizes[i] = files.ImageSize(indices[i]));
+        (string, int, int) At(int i) => (files.PathsOf(indices[i]).First(), sizes[i].Width, sizes[i].Height);
         int smallest = Enumerable.Range(0, sizes.Length).MinBy(i => Math.Min(sizes[i].Width, sizes[i].Height));
-        return (files.PathsOf(indices[smallest]).First(), sizes[smallest].Width, sizes[smallest].Height);
+        int other = Array.FindIndex(sizes, s => s != sizes[0]);
+        return (At(smallest), other < 0 ? Array.Empty<(string, int, int)>() : new[] { At(0), At(other) });
     }
 
     /// <summary>A data set over some of this one's samples.</summary>
