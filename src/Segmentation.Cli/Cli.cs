@@ -104,6 +104,26 @@ public static class Cli
             var other => other,
         });
 
+    /// <summary>The <c>--threads</c> flag of a command that computes.</summary>
+    internal static Option<string?> ThreadsFlag() => new("--threads") { Description =
+        "libtorch's (or ONNX Runtime's) CPU threads: a number, or auto (the default: one per core that the machine's "
+            + "load average leaves free; on a busy machine more threads than free cores can be several times slower)." };
+
+    /// <summary>--threads as a count: a number, or auto (<see cref="Models.CpuThreads.Auto"/>, said on
+    /// <paramref name="log"/>).</summary>
+    internal static int ResolveThreads(string? value, TextWriter? log)
+    {
+        if (value is null or "auto")
+        {
+            var (threads, reason) = Models.CpuThreads.Auto();
+            log?.WriteLine($"threads: {threads} ({reason}; --threads to choose)");
+            return threads;
+        }
+        return int.TryParse(value, System.Globalization.NumberStyles.Integer,
+            System.Globalization.CultureInfo.InvariantCulture, out int t) && t >= 1 ? t
+            : throw new OptionsException($"--threads '{value}' must be a whole number of at least 1, or auto.");
+    }
+
     /// <summary>The <c>--overwrite</c> flag of a command that writes one output.</summary>
     internal static Option<bool> OverwriteFlag() => new("--overwrite") { Description =
         "Replace --out if it exists (otherwise the command refuses before doing anything)." };

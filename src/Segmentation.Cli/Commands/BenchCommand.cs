@@ -107,10 +107,14 @@ internal static class BenchCommand
         var allocator = new Option<string>("--allocator") { Description =
             "tuned (mallopt, the trainer's default) or default (glibc as it is).", DefaultValueFactory = _ => "tuned" };
         var json = new Option<bool>("--json");
+        var threads = new Option<string?>("--threads") { Description =
+            "libtorch's CPU threads: a number, or auto (one per core the load leaves free); default: as libtorch "
+                + "starts, one per core, so that figures compare across runs." };
         foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision,
-            allocator, json }) cmd.Options.Add(o);
+            allocator, json, threads }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
+            if (p.GetValue(threads) is { } t) CpuThreads.Apply(Cli.ResolveThreads(t, ctx.Err));
             var mode = Cli.ParseEnum(p.GetValue(allocator)!, "--allocator", ("tuned", true), ("default", false));
             if (mode) AllocatorTuning.Apply();
             var options = new TrainingBenchmarkOptions

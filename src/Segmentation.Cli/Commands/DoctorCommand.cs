@@ -237,12 +237,25 @@ internal static class DoctorCommand
             new("cuda", cuda.is_available() ? $"available, {cuda.device_count()} device(s)" : "not available"),
             new("cpu", $"{NativeRuntime.CpuModel()}, {Environment.ProcessorCount} logical core(s)"),
             new("threads", $"{get_num_threads()} (libtorch intra-op)"),
+            new("load", LoadAdvice()),
             new("aten cpu capability", NativeRuntime.CpuCapability() ?? "unknown"),
             new("onednn isa", NativeRuntime.OneDnnIsa()),
             new("allocator", AllocatorTuning.Status),
             new("libtorch log level", NativeRuntime.LogLevel is { } lv
                 ? $"{lv} ({(lv >= 2 ? "warnings silenced" : "warnings shown")})" : "unknown"),
         };
+    }
+
+    /// <summary>The machine's load and what --threads auto makes of it: on a busy machine, more threads than free
+    /// cores can make a step several times slower.</summary>
+    internal static string LoadAdvice()
+    {
+        var (auto, reason) = CpuThreads.Auto();
+        if (CpuThreads.LoadAverage() is null) return $"unknown; --threads auto uses {auto} ({reason})";
+        return auto < Environment.ProcessorCount
+            ? $"{reason}: the machine is busy, so --threads auto (the default) uses {auto}; measure another count with "
+                + $"segment bench train --threads N"
+            : $"{reason}: --threads auto (the default) uses all {auto}";
     }
 
     private static string Cell(LayerRoute l, ConvolutionRoute route)

@@ -61,7 +61,7 @@ internal static class PredictCommand
                 ? ckpt.Dataset.Classes : 0);
             CheckOutputs(files, outputs, dir, p.GetValue(overwrite));
             Directory.CreateDirectory(dir);
-            using var predictor = f.Open(p, ckpt);
+            using var predictor = f.Open(p, ckpt, ctx.Err);
             var clock = Stopwatch.StartNew();
             foreach (var file in files) PredictOne(ctx, predictor, file, dir, p.GetValue(color), p.GetValue(overlay),
                 p.GetValue(probabilities));
@@ -105,7 +105,7 @@ internal static class PredictCommand
         {
             predictor = new OnnxPredictor(model, new OnnxPredictorOptions
             {
-                Classes = classes, FlipTta = flip,
+                Classes = classes, FlipTta = flip, Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
                 Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
                     : null,
             });

@@ -101,6 +101,8 @@ internal static class TrainCommand
                 EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery)
                     : t0.EvalEvery,
                 EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.EarlyStoppingPatience,
+                Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null)
+                    : p.GetValue(flags.Threads) is "auto" ? null : t0.Threads,
             },
         };
         config.Trainer.Validate();
@@ -238,6 +240,7 @@ internal static class TrainCommand
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
                 Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
             EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
+            Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null) : null,
                 FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
             TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };
@@ -271,6 +274,7 @@ internal static class TrainCommand
     /// <summary>Flags a resumed run may change: they steer how it goes on, not what it learns from or what it
     /// is.</summary>
     internal static readonly string[] ResumeSafeFlags = { "--epochs", "--time-limit", "--workers", "--cache-mb",
+        "--threads",
         "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose", "--no-tensorboard" };
 
     /// <summary>--resume continues the run as it was set up: any other flag given is refused, by name.</summary>
@@ -393,7 +397,10 @@ internal static class TrainCommand
         }
         else if (resumeFrom is not null) trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with { Epochs =
             trainerOptions.Epochs, CheckpointDirectory = dir };
-        return trainerOptions;
+        // run.json keeps what was asked (null: auto); the checkpoints record the count used
+        int threads = config.Trainer.Threads ?? Cli.ResolveThreads(null, log);
+        if (config.Trainer.Threads is not null) log.WriteLine($"threads: {threads} (--threads)");
+        return trainerOptions with { Threads = threads };
     }
 
     /// <summary>After training: curves, overlays, summary.json (atomically), and what to tell the user.</summary>

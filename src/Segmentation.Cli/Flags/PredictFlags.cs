@@ -17,6 +17,7 @@ internal sealed class PredictFlags
     public required Option<string?> Tta { get; init; }
     public required Option<string> Device { get; init; }
     public required Option<string> Precision { get; init; }
+    public required Option<string?> Threads { get; init; }
 
     public static PredictFlags Add(Command cmd)
     {
@@ -34,9 +35,10 @@ internal sealed class PredictFlags
             Precision = new Option<string>("--precision") { Description =
                 "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).",
                     DefaultValueFactory = _ => "fp32" },
+            Threads = Cli.ThreadsFlag(),
         };
         foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device,
-            f.Precision }) cmd.Options.Add(o);
+            f.Precision, f.Threads }) cmd.Options.Add(o);
         return f;
     }
 
@@ -56,7 +58,7 @@ internal sealed class PredictFlags
             : null, tta == "flip");
     }
 
-    public Predictor Open(ParseResult p, Checkpoint ckpt)
+    public Predictor Open(ParseResult p, Checkpoint ckpt, TextWriter? log = null)
     {
         var tta = p.GetValue(Tta);
         if (tta is not null && tta != "flip")
@@ -69,6 +71,7 @@ internal sealed class PredictFlags
                 Precision = Precisions.Parse(p.GetValue(Precision)!),
             Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st
                 ? Size2.Parse(st) : null,
+            Threads = Cli.ResolveThreads(p.GetValue(Threads), log),
         });
     }
 }

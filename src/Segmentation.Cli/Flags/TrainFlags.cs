@@ -81,6 +81,7 @@ internal sealed class TrainFlags
     public readonly Option<string> Precision = new Option<string>("--precision") { Description =
         "fp32, bf16 or fp16: the convolutions' arithmetic (float32 weights and optimiser either way; fp16 with loss "
             + "scaling). bf16 is the fast one on CPUs with AVX-512 BF16.", DefaultValueFactory = _ => "fp32" };
+    public readonly Option<string?> Threads = Cli.ThreadsFlag();
     public readonly Option<int> Seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
     public readonly Option<string?> TimeLimit = new Option<string?>("--time-limit") { Description =
         "Stop cleanly after the epoch in which this much time has passed (e.g. 20m)." };
@@ -110,7 +111,7 @@ internal sealed class TrainFlags
             Schedule, PolyPower, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
                 NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
-                    FreezeEncoder, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
+                    FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
             cmd.Options.Add(o);
     }
 }

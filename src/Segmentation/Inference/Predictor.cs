@@ -26,6 +26,9 @@ public sealed record PredictorOptions
     public Size2? Size { get; init; }
     /// <summary>The arithmetic of the convolutions; any checkpoint runs in any (the weights stay float32).</summary>
     public Precision Precision { get; init; } = Precision.Float32;
+    /// <summary>libtorch's CPU threads (process-wide; null: leave them as they are). See <see
+    /// cref="CpuThreads"/>.</summary>
+    public int? Threads { get; init; }
 }
 
 /// <summary>A prediction for one image.</summary>
@@ -76,6 +79,7 @@ public sealed class Predictor : IDisposable
             throw new OptionsException($"Stride {s} must be positive.");
         Description = checkpoint.Dataset;
         Normalization = checkpoint.Preprocessing.Normalization;
+        CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
         int min = model.MinimumInputSize;

@@ -71,6 +71,7 @@ public sealed class Trainer : IDisposable
         IProgress<TrainingProgress>? progress = null,
         Checkpoint? resumeFrom = null, CancellationToken cancellation = default)
     {
+        Models.CpuThreads.Apply(Options.Threads);
         var d = CheckData(train, val);
         if (Options.ManageProcessMemory && device.type == DeviceType.CPU && AllocatorTuning.Apply())
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,

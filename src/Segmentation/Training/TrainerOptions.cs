@@ -108,6 +108,10 @@ public sealed record TrainerOptions
     public int Seed { get; init; }
     /// <summary>auto, cpu, cuda or cuda:N.</summary>
     public string Device { get; init; } = "auto";
+    /// <summary>libtorch's CPU threads for training (process-wide; null: leave them as they are, one per core unless
+    /// set before). <see cref="Models.CpuThreads.Auto"/> picks the cores the machine's load leaves free; the
+    /// <c>segment</c> tool does that by default and records the count in run.json.</summary>
+    public int? Threads { get; init; }
     /// <summary>Loader worker threads (0: one per core).</summary>
     public int Workers { get; init; }
     /// <summary>Decoded-sample cache size in bytes (0: off).</summary>
@@ -180,6 +184,7 @@ public sealed record TrainerOptions
             throw new OptionsException($"Time limit is {t}; it must be positive.");
         if (!(ScaleMin > 0 && ScaleMax >= ScaleMin))
             throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
+        if (Threads is < 1) throw new OptionsException($"Threads is {Threads}; it must be at least 1.");
         if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
         if (CacheBytes < 0)
             throw new OptionsException($"The sample cache is {CacheBytes / (1 << 20)} MiB; it must be 0 (off) or "

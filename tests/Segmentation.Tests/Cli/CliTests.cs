@@ -542,6 +542,33 @@ public class CliTests
     }
 
     [Fact]
+    public void Threads_are_chosen_from_the_load_by_default_given_by_flag_recorded_and_changeable_on_resume()
+    {
+        var (auto, reason) = Segmentation.Models.CpuThreads.Auto();
+        Assert.InRange(auto, 1, Environment.ProcessorCount);
+        Assert.Contains("core(s)", reason);
+
+        using var d = new TempDir();
+        var first = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["a"] }.Concat(TinyModel).ToArray());
+        Assert.True(first.Code == 0, first.Err);
+        Assert.Contains("threads: ", first.Out);
+        Assert.Null(JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!["Trainer"]!["Threads"]); // asked: auto
+        var used = Segmentation.Training.TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(d["a/last.ckpt"])).Threads;
+        Assert.InRange(used!.Value, 1, Environment.ProcessorCount); // used: recorded with the weights
+
+        var given = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["b"], "--threads", "1" }.Concat(TinyModel).ToArray());
+        Assert.True(given.Code == 0, given.Err);
+        Assert.Equal(1, (int)JsonNode.Parse(File.ReadAllText(d["b/run.json"]))!["Trainer"]!["Threads"]!);
+        var resumed = Run("train", "--resume", "--out", d["b"], "--epochs", "2", "--threads", "2");
+        Assert.True(resumed.Code == 0, resumed.Err);
+        Assert.Equal(2, Segmentation.Training.TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(d["b/last.ckpt"])).Threads);
+
+        var bad = Run(new[] { "train", "--data", TinyShapes, "--out", d["c"], "--threads", "0" }.Concat(TinyModel).ToArray());
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("--threads '0' must be a whole number of at least 1, or auto", bad.Err);
+    }
+
+    [Fact]
     public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
     {
         using var d = new TempDir();
