@@ -107,7 +107,8 @@ public static class Cli
     /// <summary>The <c>--threads</c> flag of a command that computes.</summary>
     internal static Option<string?> ThreadsFlag() => new("--threads") { Description =
         "libtorch's (or ONNX Runtime's) CPU threads: a number, or auto (the default: one per core that the machine's "
-            + "load average leaves free; on a busy machine more threads than free cores can be several times slower)." };
+            + "load average leaves free; on a busy machine more threads than free cores can be several times "
+            + "slower)." };
 
     /// <summary>--threads as a count: a number, or auto (<see cref="Models.CpuThreads.Auto"/>, said on
     /// <paramref name="log"/>).</summary>

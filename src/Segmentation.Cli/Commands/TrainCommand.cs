@@ -240,7 +240,8 @@ internal static class TrainCommand
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
                 Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
             EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
-            Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null) : null,
+            Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null)
+                : null,
                 FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
             TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };

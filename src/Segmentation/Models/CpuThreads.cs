@@ -4,9 +4,9 @@ using static TorchSharp.torch;
 namespace Segmentation.Models;
 
 /// <summary>
-/// How many threads libtorch computes with on the CPU (its intra-op pool, one per process). libtorch starts with one per
-/// core; on a machine where other work already keeps cores busy that oversubscribes them, and a step can take several
-/// times as long as at one thread. <see cref="Auto"/> counts the cores the machine's load leaves free.
+/// How many threads libtorch computes with on the CPU (its intra-op pool, one per process). libtorch starts with one
+/// per core; on a machine where other work already keeps cores busy that oversubscribes them, and a step can take
+/// several times as long as at one thread. <see cref="Auto"/> counts the cores the machine's load leaves free.
 /// </summary>
 public static class CpuThreads
 {
