@@ -210,11 +210,48 @@ public sealed class OnnxPredictor : IDisposable
     /// <summary>Class index per pixel (row-major, H x W) for an 8-bit H x W x C image.</summary>
     public byte[] Predict(byte[] pixels, int width, int height)
     {
+        CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
         var x = Normalise(pixels, width, height);
         var logits = Info.Resize is { } size
             ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
             size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
         return Tensors.Argmax(logits, Info.Classes, height * width);
+    }
+
+    /// <summary>Activations a segmentation network keeps per pixel of its input, at least (a U-Net's first stage alone
+    /// holds 64 channels twice, and its skip connection): the floor of the estimate below.</summary>
+    private const int ActivationFloatsPerPixel = 256;
+
+    /// <summary>
+    /// About how many bytes predicting one <paramref name="height"/> x <paramref name="width"/> image takes: the input
+    /// and the logits at the image's size (and at the model's training size, twice with flip TTA, with a window's sum
+    /// and count), and the network's activations at the size it runs, one window or the whole (resized) image, taken
+    /// as <see cref="ActivationFloatsPerPixel"/> floats a pixel, since the graph does not say. A floor, not a bound.
+    /// </summary>
+    public double BytesNeeded(int height, int width)
+    {
+        long pixels = (long)height * width;
+        var (rh, rw) = Info.Resize ?? (height, width);
+        long runPixels = (long)rh * rw;
+        long modelPixels = Options.Window is var (wh, ww) ? (long)Math.Min(wh, rh) * Math.Min(ww, rw) : runPixels;
+        double logits = (pixels + runPixels) * (double)Info.Classes * (Options.FlipTta ? 2 : 1)
+            * (Options.Window is null ? 1 : 2);
+        return sizeof(float) * ((double)modelPixels * (ActivationFloatsPerPixel + Info.Classes) + logits
+            + (pixels + runPixels) * (double)Info.InChannels);
+    }
+
+    /// <summary>Refuses, before anything is allocated, an image whose prediction would need more than <paramref
+    /// name="available"/> bytes, saying to use windows.</summary>
+    public void CheckMemory(int height, int width, long available)
+    {
+        double needed = BytesNeeded(height, width);
+        if (needed <= available) return;
+        var size = Info.Resize is var (h, w) ? $"{width}x{height} image (run at the model's {w}x{h})"
+            : $"{width}x{height} image";
+        throw new InvalidDataException($"Predicting a {size} needs at least {needed / (1L << 30):N1} GiB; this "
+            + $"machine has {available / (double)(1L << 30):N1} GiB. Predict it in windows (--slide 512x512, "
+            + $"OnnxPredictorOptions.Window)"
+            + $"{(Info.Resize is null ? "" : ", or export a model without a training size")}.");
     }
 
     private float[] Normalise(byte[] pixels, int width, int height)

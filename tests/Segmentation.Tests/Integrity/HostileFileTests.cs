@@ -209,4 +209,27 @@ public class HostileFileTests
             + "/pytorch/aten/src/ATen/InferSize.h:76 (most recent call first):\nframe #0: c10::Error::Error(...) + 0x90\nframe #1: ...";
         Assert.Equal("shape '[3, 4]' is invalid for input of size 10", Segmentation.Cli.Cli.WithoutBacktrace(libtorch));
     }
+
+    [Fact]
+    public void An_onnx_models_training_size_or_an_image_too_large_for_memory_is_refused_before_allocating()
+    {
+        using var d = new TempDir();
+        File.WriteAllBytes(d["big.onnx"], OnnxWith(("resize", "8000x8000")));
+        using var predictor = new OnnxPredictor(d["big.onnx"]);
+        // A 32x32 image run at 8000x8000: 64 megapixels of activations, whatever the image.
+        double needed = predictor.BytesNeeded(32, 32);
+        Assert.True(needed > 64e6 * 256 * 4, $"{needed:E2} bytes");
+        var e = Assert.Throws<InvalidDataException>(() => predictor.CheckMemory(32, 32, available: (long)(needed / 2)));
+        Assert.Contains("Predicting a 32x32 image (run at the model's 8000x8000) needs at least", e.Message);
+        Assert.Contains("--slide", e.Message);
+        using var windowed = new OnnxPredictor(d["big.onnx"], new OnnxPredictorOptions { Window = (512, 512) });
+        Assert.True(windowed.BytesNeeded(32, 32) < needed / 4); // in windows only the logits are at full size
+
+        // An image over the pixel limit is refused from its header, before decoding (this PNG is tiny on disk).
+        using (var img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(12000, 9000))
+            SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, d["huge.png"]);
+        Assert.True(new FileInfo(d["huge.png"]).Length < 1 << 20);
+        var huge = Assert.Throws<InvalidDataException>(() => predictor.ReadImage(d["huge.png"]));
+        Assert.Contains("12000x9000 = 108,000,000 pixels, over the limit of 100,000,000", huge.Message);
+    }
 }
