@@ -130,6 +130,10 @@ public sealed class OnnxPredictor : IDisposable
         if (names.Length != classes || colors.Length != classes)
             throw new InvalidDataException($"{path}: metadata names {names.Length} class names and {colors.Length} "
                 + $"colours for {classes} classes.");
+        if (colors.FirstOrDefault(c => !System.Text.RegularExpressions.Regex.IsMatch(c ?? "", "^#[0-9a-fA-F]{6}$"))
+            is { } badColor)
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.ClassColors}' holds '{badColor}'; "
+                + $"colours are #rrggbb.");
         var mean = Read(OnnxMetadataKeys.NormalizationMean, t => JsonSerializer.Deserialize<float[]>(t)!,
             Options.Mean ?? new float[channels]);
         var std = Read(OnnxMetadataKeys.NormalizationStd, t => JsonSerializer.Deserialize<float[]>(t)!,

@@ -140,6 +140,8 @@ public class HostileFileTests
     [InlineData("normalization_std", "[0,0,0]", "each std must be a positive number")]
     [InlineData("resize", "8000x80000", "metadata 'resize' = 8000x80000")]
     [InlineData("class_names", "not json", "metadata 'class_names' = 'not json' cannot be read")]
+    [InlineData("class_names", "[1,2,3,4,5]", "metadata 'class_names' = '[1,2,3,4,5]' cannot be read")]
+    [InlineData("class_colors", "[\"#zz0000\",\"#000000\",\"#000000\",\"#000000\",\"#000000\"]", "holds '#zz0000'; colours are #rrggbb")]
     public void Onnx_metadata_that_disagrees_with_the_graph_or_is_out_of_range_is_refused(string key, string value, string expected)
     {
         using var d = new TempDir();
