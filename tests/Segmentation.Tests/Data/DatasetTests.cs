@@ -133,9 +133,28 @@ public class DatasetTests
     {
         using var d = new TempDir();
         TempDir.SaveRgb(d["images/a.png"], 4, 4, (x, y) => Gray(1));
-        TempDir.SaveRgb(d["masks/a.png"], 4, 4, (x, y) => new Rgb24(200, 10, 10));
+        TempDir.SaveRgb(d["masks/a.png"], 4, 4, (x, y) => x < 2 ? new Rgb24(200, 10, 10) : new Rgb24(0, 0, 0));
         var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path));
-        Assert.Contains("palette", e.Message);
+        Assert.Contains("--palette classes.csv", e.Message);
+        Assert.Contains("Colours found: #000000, #c80a0a.", e.Message); // what the palette has to map
+    }
+
+    [Fact]
+    public void A_mask_named_after_its_image_with_a_mask_suffix_pairs_with_it()
+    {
+        using var d = new TempDir();
+        TempDir.SaveRgb(d["images/car1.jpg"], 4, 2, (x, y) => Gray(x * 10));
+        TempDir.SaveGray(d["masks/car1_mask.png"], 4, 2, (x, y) => (byte)(x < 2 ? 0 : 1));
+        TempDir.SaveRgb(d["images/car2.jpg"], 4, 2, (x, y) => Gray(x * 20));
+        TempDir.SaveGray(d["masks/car2.png"], 4, 2, (x, y) => (byte)(x < 2 ? 1 : 0));
+        var ds = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Encoding = MaskEncoding.Index, Classes = 2 });
+        Assert.Equal(2, ds.Count);
+        Assert.Equal(new byte[] { 0, 0, 1, 1 }, ds.Load(0).Mask[..4]);
+
+        File.Delete(d["masks/car2.png"]);
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d.Path, new DatasetOptions { Encoding = MaskEncoding.Index, Classes = 2 }));
+        Assert.Contains("--skip-unpaired", e.Message); // the flag, by name
+        Assert.Contains("_mask", e.Message);
     }
 
     [Fact]

@@ -20,7 +20,7 @@ internal static class FilePairs
                 : $"{dir}: expected the folders images/ and masks/ (or train/ and val/, each holding images/ and "
                 + $"masks/).", dir);
         var images = Index(imagesDir);
-        var masks = Index(masksDir);
+        var masks = WithoutMaskSuffixes(Index(masksDir), images);
         var noMask = images.Keys.Where(k => !masks.ContainsKey(k)).Order(StringComparer.OrdinalIgnoreCase).ToList();
         var noImage = masks.Keys.Where(k => !images.ContainsKey(k)).Order(StringComparer.OrdinalIgnoreCase).ToList();
         if (noMask.Count + noImage.Count > 0)
@@ -35,7 +35,8 @@ internal static class FilePairs
                 + $"{List(noImage, masks)}");
             if (!o.SkipUnpaired)
                 throw new DataException($"{dir}: unpaired files: {string.Join("; ", parts)}. Pairs share a file name "
-                    + $"(the extension may differ); skip them with the skip-unpaired option.", dir);
+                    + $"(the extension may differ; a mask may add {string.Join(", ", MaskSuffixes)}); skip them with "
+                    + $"--skip-unpaired (DatasetOptions.SkipUnpaired).", dir);
             warnings.AddRange(parts.Select(p => $"skipped {p}"));
         }
         var pairs = images.Keys.Where(masks.ContainsKey).Order(StringComparer.Ordinal)
@@ -44,6 +45,29 @@ internal static class FilePairs
             throw new DataException($"{dir}: no image–mask pairs found (images: {images.Count}, masks: "
                 + $"{masks.Count}).", dir);
         return pairs;
+    }
+
+    /// <summary>Suffixes that name a mask after its image (a.png and a_mask.png): Carvana's, ISIC's and
+    /// others'.</summary>
+    internal static readonly string[] MaskSuffixes = { "_mask", "-mask", "_label", "_labels", "_gt", "_segmentation",
+        "_seg" };
+
+    /// <summary>Masks keyed by their image's name: a mask whose name is an image's plus one of <see
+    /// cref="MaskSuffixes"/>, and that has no mask of the image's own name, pairs with that image.</summary>
+    private static Dictionary<string, string> WithoutMaskSuffixes(Dictionary<string, string> masks,
+        Dictionary<string, string> images)
+    {
+        var result = new Dictionary<string, string>(masks, StringComparer.OrdinalIgnoreCase);
+        foreach (var (stem, file) in masks)
+        {
+            if (images.ContainsKey(stem)) continue;
+            var suffix = MaskSuffixes.FirstOrDefault(s => stem.EndsWith(s, StringComparison.OrdinalIgnoreCase)
+                && images.ContainsKey(stem[..^s.Length]) && !masks.ContainsKey(stem[..^s.Length]));
+            if (suffix is null) continue;
+            result.Remove(stem);
+            result[stem[..^suffix.Length]] = file;
+        }
+        return result;
     }
 
     private static Dictionary<string, string> Index(string folder)

@@ -11,7 +11,13 @@ internal static class LabelDetection
     /// <summary>What the scan of the masks found: the kinds of mask files (with one file of each) and the gray
     /// values.</summary>
     private sealed record Scan(ConcurrentDictionary<RawMaskKind, string> Kinds, MaskHistogram Histogram, int Scanned,
-        bool Done);
+        bool Done)
+    {
+        /// <summary>Colours seen in colour masks (packed RGB), up to <see cref="MaxColours"/>, for the message that
+        /// asks for a palette.</summary>
+        public ConcurrentDictionary<int, byte> Colours { get; } = new();
+        public const int MaxColours = 64;
+    }
 
     /// <summary>The description of <paramref name="pairs"/>' labels, and the report line that says how it was
     /// found.</summary>
@@ -59,6 +65,7 @@ internal static class LabelDetection
         bool needValues = o.Encoding is MaskEncoding.Auto or MaskEncoding.Index or MaskEncoding.IndexedPng
             && o.Classes is null && palette is null;
         if (o.Encoding != MaskEncoding.Auto && !needValues) return new Scan(kinds, histogram, 0, false);
+        var scan = new Scan(kinds, histogram, scanned.Count, true);
         try
         {
             Parallel.ForEach(scanned, i =>
@@ -66,6 +73,8 @@ internal static class LabelDetection
                 var raw = reader.ReadMask(pairs[i].Mask);
                 kinds.TryAdd(raw.Kind, pairs[i].Mask);
                 if (raw.Kind != RawMaskKind.Rgb) histogram.Add(raw.Values, pairs[i].Mask);
+                else if (scan.Colours.Count < Scan.MaxColours)
+                    foreach (int colour in raw.Values.Distinct().Take(Scan.MaxColours)) scan.Colours.TryAdd(colour, 0);
             });
         }
         catch (AggregateException e) when (e.InnerExceptions.OfType<DataException>().Any())
@@ -79,7 +88,7 @@ internal static class LabelDetection
             throw new DataException($"{bad.Count} masks cannot be read: {bad[0].Message} (and {others})",
                 bad[0].FilePath, e);
         }
-        return new Scan(kinds, histogram, scanned.Count, true);
+        return scan;
     }
 
     /// <summary>The encoding asked for, or the one the masks show; refuses colour masks read as gray and stray
@@ -117,9 +126,15 @@ internal static class LabelDetection
         {
             case MaskEncoding.Palette:
                 if (palette is null)
+                {
+                    var colours = scan.Colours.Keys.Order().Select(c => $"#{c:x6}").ToList();
                     throw new DataException($"{scan.Kinds.GetValueOrDefault(RawMaskKind.Rgb, origin)}: the masks are "
-                        + $"colour images; give a palette file (CSV: index,name,r,g,b) that maps each colour to a "
-                        + $"class.", scan.Kinds.GetValueOrDefault(RawMaskKind.Rgb));
+                        + $"colour images; give a palette file that maps each colour to a class (--palette "
+                        + $"classes.csv, DatasetOptions.PaletteFile; CSV: index,name,r,g,b)."
+                        + (colours.Count == 0 ? "" : $" Colours found: {string.Join(", ", colours.Take(16))}"
+                            + $"{(colours.Count > 16 ? ", ..." : "")}."),
+                        scan.Kinds.GetValueOrDefault(RawMaskKind.Rgb));
+                }
                 var d = ClassPalette.ToDescription(palette, o.IgnoreIndex, o.PaletteFile!);
                 return (d, $"RGB palette from {Path.GetFileName(o.PaletteFile)} ({d.ColorToLabel!.Count} colours)");
             case MaskEncoding.Binary:
