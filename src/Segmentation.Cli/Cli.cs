@@ -28,8 +28,10 @@ public static class Cli
         bool errIsTerminal = false)
     {
         Segmentation.Models.NativeRuntime.PreloadShim();
+        if (args.Length == 0) args = new[] { "--help" }; // `segment` alone lists the commands
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
-        var root = new RootCommand("segment: train, evaluate and run U-Net semantic segmentation models (TorchSharp).");
+        var root = new RootCommand("segment: train, evaluate and run semantic segmentation models (U-Nets, SegFormer) "
+            + "on TorchSharp, and run them on ONNX Runtime.");
         root.Options.Add(verbose);
         var context = new CommandContext(stdout, stderr, outIsTerminal, errIsTerminal);
         root.Subcommands.Add(TrainCommand.Create(context));

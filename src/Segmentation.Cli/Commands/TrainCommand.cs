@@ -333,20 +333,17 @@ internal static class TrainCommand
         var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
             ? 4 : 0 };
 
-        if (resumeFrom is not null && (train.Description.Classes != resumeFrom.Dataset.Classes
-            || train.Description.InChannels != resumeFrom.Model.InChannels
-            || train.Description.Encoding != resumeFrom.Dataset.Encoding
-            || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex))
-            throw new DataException($"{config.Data}: the data changed since the run started: it now reads as "
-                + $"{train.Description.Classes} classes ({train.Description.Encoding}, ignore index "
-                + $"{train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was "
-                + $"trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index "
-                + $"{resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the "
-                + $"data, or start a new run.", config.Data);
+        if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
             train.Description.InChannels, Classes = train.Description.Classes };
         Directory.CreateDirectory(dir);
-        if (resumeFrom is null) config.Save(new RunFolder(dir).RunJson);
+        // the record holds what the run resolved (classes and channels from the data, the panels drawn), not defaults
+        if (resumeFrom is null)
+            (config with
+            {
+                Model = config.Model with { Classes = modelOptions.Classes, InChannels = modelOptions.InChannels },
+                Trainer = config.Trainer with { PreviewImages = trainerOptions.PreviewImages },
+            }).Save(new RunFolder(dir).RunJson);
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
@@ -378,6 +375,21 @@ internal static class TrainCommand
 
         return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(),
             validation, asJson);
+    }
+
+    /// <summary>A resume reads the data as the run did, or stops.</summary>
+    private static void RefuseChangedData(RunConfig config, SegmentationDataset train, Checkpoint resumeFrom)
+    {
+        if (train.Description.Classes != resumeFrom.Dataset.Classes
+            || train.Description.InChannels != resumeFrom.Model.InChannels
+            || train.Description.Encoding != resumeFrom.Dataset.Encoding
+            || train.Description.IgnoreIndex != resumeFrom.Dataset.IgnoreIndex)
+            throw new DataException($"{config.Data}: the data changed since the run started: it now reads as "
+                + $"{train.Description.Classes} classes ({train.Description.Encoding}, ignore index "
+                + $"{train.Description.IgnoreIndex}, {train.Description.InChannels}-channel images), the run was "
+                + $"trained on {resumeFrom.Dataset.Classes} ({resumeFrom.Dataset.Encoding}, ignore index "
+                + $"{resumeFrom.Dataset.IgnoreIndex}, {resumeFrom.Model.InChannels}-channel images). Restore the "
+                + $"data, or start a new run.", config.Data);
     }
 
     /// <summary>The trainer's options: the run's, with class weights computed from the data for a new run, or the

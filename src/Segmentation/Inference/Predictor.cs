@@ -97,6 +97,11 @@ public sealed class Predictor : IDisposable
     public static Predictor FromFile(string checkpointPath, PredictorOptions? options = null)
         => new(Checkpoint.Load(checkpointPath), options);
 
+    /// <summary>Reads the image file at <paramref name="imagePath"/> as the model's channels (any format the library
+    /// reads; errors name the file) and predicts it.</summary>
+    public Prediction Predict(string imagePath, bool probabilities = false) =>
+        Predict(new ImageReader().ReadImage(imagePath, model.Description.InChannels), probabilities);
+
     /// <summary>Predicts one image (channels must match the model's).</summary>
     public Prediction Predict(ImageBuffer image, bool probabilities = false)
     {

@@ -569,6 +569,28 @@ public class CliTests
     }
 
     [Fact]
+    public void Segment_alone_lists_the_commands_and_records_hold_what_the_run_resolved()
+    {
+        var alone = Run();
+        Assert.Equal(0, alone.Code);
+        foreach (var command in new[] { "train", "predict", "export", "import", "report" }) Assert.Contains(command, alone.Out);
+        Assert.DoesNotContain("Required command", alone.Out + alone.Err);
+
+        // A 4-class shapes run records 4 classes (not the default 2) and the panels it draws for TensorBoard.
+        using var d = new TempDir();
+        Assert.Equal(0, Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray()).Code);
+        var record = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!;
+        Assert.Equal(4, (int)record["Model"]!["Classes"]!);
+        Assert.Equal(4, (int)record["Trainer"]!["PreviewImages"]!);
+        var description = Segmentation.Checkpoints.Checkpoint.Load(d["run/best.ckpt"]).Dataset.ToString();
+        Assert.StartsWith("4 classes (background, circle, rectangle, triangle)", description);
+        Assert.DoesNotContain("System.", description);
+        using var predictor = Segmentation.Inference.Predictor.FromFile(d["run/best.ckpt"]);
+        TempDir.SaveRgb(d["a.jpg"], 40, 24, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 9, 9));
+        Assert.Equal(40 * 24, predictor.Predict(d["a.jpg"]).Labels.Length); // from a path
+    }
+
+    [Fact]
     public void A_start_that_fails_leaves_nothing_and_a_start_that_finished_no_epoch_does_not_block_the_folder()
     {
         using var d = new TempDir();

@@ -61,6 +61,14 @@ public sealed record DatasetDescription
     /// or 0 and 1, are allowed).</summary>
     public int? BinaryThreshold { get; init; }
 
+    /// <summary>"3 classes (background, circle, rectangle), index masks, ignore index 255, 3-channel images": the
+    /// arrays spelled out, not their .NET type.</summary>
+    public override string ToString() =>
+        $"{Classes} classes ({string.Join(", ", ClassNames)}), {Encoding.ToString().ToLowerInvariant()} masks"
+            + $"{(BinaryThreshold is { } t ? $" (threshold {t})" : "")}, ignore index {IgnoreIndex}, "
+            + $"{InChannels}-channel "
+            + $"images, colours {string.Join(" ", ClassColors.Select(c => c.ToString()))}";
+
     /// <summary>Checks consistency; throws <see cref="OptionsException"/>.</summary>
     public void Validate()
     {
