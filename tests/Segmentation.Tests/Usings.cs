@@ -10,6 +10,12 @@ namespace Segmentation.Tests
     {
         /// <summary>A libLibTorchSharp.so named by SEGMENTATION_LIBTORCHSHARP is loaded before any test touches TorchSharp (docs/gpu.md).</summary>
         [System.Runtime.CompilerServices.ModuleInitializer]
-        internal static void Preload() => Segmentation.Models.NativeRuntime.PreloadShim();
+        internal static void Preload()
+        {
+            // Every test checks kernels afresh (and the tool it starts does too); KernelVerdictTests turns the disk
+            // cache on in a folder of its own.
+            Environment.SetEnvironmentVariable("SEGMENTATION_KERNEL_CACHE", "off");
+            Segmentation.Models.NativeRuntime.PreloadShim();
+        }
     }
 }

@@ -225,6 +225,7 @@ internal static class ConvolutionCheck
             layer.Route = chosen;
             result.Add(new LayerRoute(name, shapes.ToArray(), chosen, tried));
         }
+        KernelVerdicts.Flush();
         return new ConvolutionReport(result, clock.Elapsed.TotalSeconds, get_num_threads(), device.ToString(),
             inputShape.ToArray(), training);
     }
@@ -280,11 +281,24 @@ internal static class ConvolutionCheck
     public static RouteResult Check(ConvolutionShape shape, ConvolutionRoute route, Device device)
     {
         var key = (shape, route, get_num_threads(), device.ToString());
-        return Cache.GetOrAdd(key, _ => Measure(shape, route, device));
+        return Cache.GetOrAdd(key, k =>
+        {
+            if (KernelVerdicts.Convolution(shape, route, k.Item3, device) is { } known) return known;
+            var measured = Measure(shape, route, device);
+            KernelVerdicts.Keep(shape, route, k.Item3, device, measured);
+            return measured;
+        });
     }
+
+    /// <summary>Forgets this process's results (tests: as a new process would start).</summary>
+    internal static void Forget() => Cache.Clear();
+
+    /// <summary>Routes measured in this process (tests: a second process reads verdicts from disk instead).</summary>
+    internal static int Measurements;
 
     private static RouteResult Measure(ConvolutionShape s, ConvolutionRoute route, Device device)
     {
+        Interlocked.Increment(ref Measurements);
         double ey = 0, ex = 0, ew = 0; bool finite = true;
         using var junk = device.type == DeviceType.CPU ? NativeRuntime.JunkFill() : null;
         // Junk fill makes one trial decisive on the CPU; a second, with other data, is cheap insurance for small
