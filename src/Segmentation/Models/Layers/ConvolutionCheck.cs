@@ -103,36 +103,26 @@ public sealed record ConvolutionReport
     public IReadOnlyList<string> Rerouted => Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(l => l.Layer)
         .ToList();
 
-    /// <summary>"name (64->64 3x3/s2): padded" for a layer that does not take the direct kernel.</summary>
-    private static string DescribeRerouted(LayerRoute l)
-    {
-        var s = l.Shapes[0];
-        var kind = $"{(s.Transposed ? "T" : "")}{s.Kernel}x{s.Kernel}{(s.Stride > 1 ? $"/s{s.Stride}" : "")}";
-        var untried = l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct) ? ""
-            : " (direct not tried: it crashes)";
-        return $"{l.Layer} ({s.InChannels}->{s.OutChannels} {kind}): {l.Route.ToString().ToLowerInvariant()}{untried}";
-    }
-
-    /// <summary>One line: how many layers take each route, and the shapes that could not go direct.</summary>
+    /// <summary>
+    /// One short line: how many layers were checked and how many do not take libtorch's kernel, split into those whose
+    /// kernel was wrong and those whose kernel was not tried because it crashes on that shape. Which layers, and the
+    /// errors of every route, are in <c>segment doctor</c>'s table.
+    /// </summary>
     public string Summary()
     {
-        var counts = Enum.GetValues<ConvolutionRoute>().Select(r => (r, n: Layers.Count(l => l.Route == r)))
-            .Where(x => x.n > 0)
-            .Select(x => $"{x.n} {x.r.ToString().ToLowerInvariant()}");
-        var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).Select(DescribeRerouted).ToList();
-        string line =
-            $"convolution check for {(Training ? "training" : "inference")} input {string.Join("x", Input)} "
-                + $"({Device}, {Threads} thread(s), "
-            + $"{Seconds:F2} s): {Layers.Count} layers checked against float64, {string.Join(", ", counts)}"
-            + (rerouted.Count > 0 ? $"; the direct kernel was wrong for {string.Join("; ", rerouted)}"
-            : "; every direct kernel was right");
-        if (OtherLayers.Count == 0) return line;
-        var kinds = string.Join(", ", OtherLayers.Select(l => l.Kind).Distinct().Order(StringComparer.Ordinal));
-        var spelled = OtherLayers.Where(l => l.Route != 0).Select(l => l.Layer).ToList();
-        return line + $"; {OtherLayers.Count} other layers ({kinds}) "
-            + (spelled.Count == 0 ? "right on libtorch's kernels"
-            : $"checked, libtorch's kernel wrong for {string.Join(", ", spelled)} (spelled out instead)");
+        var rerouted = Layers.Where(l => l.Route != ConvolutionRoute.Direct).ToList();
+        int untried = rerouted.Count(l => !l.Tried.Any(t => t.Result.Route == ConvolutionRoute.Direct));
+        int spelled = OtherLayers.Count(l => l.Route != 0);
+        int wrong = rerouted.Count - untried + spelled;
+        var outcome = wrong + untried == 0 ? "all right on libtorch's kernels"
+            : string.Join(", ", new[] { wrong > 0 ? $"{wrong} rerouted where libtorch's kernel was wrong" : null,
+                untried > 0 ? $"{untried} rerouted where it crashes, untried" : null }.Where(x => x is not null))
+                + "; segment doctor lists them";
+        return $"layer check, {(Training ? "training" : "inference")} input {string.Join("x", Input)} ({Device}, "
+            + $"{Threads} thread(s), {Seconds:F2} s): {Layers.Count + OtherLayers.Count} layers against float64, "
+            + outcome;
     }
+
 }
 
 /// <summary>
