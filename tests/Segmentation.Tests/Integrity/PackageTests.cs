@@ -34,4 +34,29 @@ public class PackageTests
         Assert.Contains("README.md", names);
         Assert.Contains($"lib/net10.0/{project}.dll", names);
     }
+
+    /// <summary>
+    /// tools/package/smoke.sh: the packages packed, a console app made with the README's "Use it from your app"
+    /// references trains one epoch, predicts and exports ONNX, and an app with Segmentation.Onnx alone runs the export.
+    /// </summary>
+    [Fact]
+    public async Task The_readmes_install_path_works_from_the_packed_packages()
+    {
+        using var d = new TempDir();
+        var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(RepoRoot(), "tools", "package", "smoke.sh"));
+        psi.Environment["OUT"] = d["smoke"];
+        psi.Environment["NO_BUILD"] = "1";
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        var error = await p.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(6));
+        await p.WaitForExitAsync(timeout.Token);
+        var text = await output + error;
+        Assert.True(p.ExitCode == 0, text);
+        Assert.Contains("trained 1 epoch(s)", text);
+        Assert.Contains("onnx: 1 image(s), 4 classes", text);
+        Assert.Contains("package smoke: OK", text);
+        Assert.True(File.Exists(d["smoke/masks/input.png"]));
+    }
 }
