@@ -133,8 +133,11 @@ public static class Cli
 
     /// <summary>Refuses to replace a file the user has unless <paramref name="overwrite"/>: nothing the user had is
     /// lost unasked.</summary>
-    internal static void RefuseToReplace(string path, bool overwrite)
+    internal static void RefuseToReplace(string path, bool overwrite, string? example = null)
     {
+        if (example is not null && (Directory.Exists(path) || path.EndsWith('/') || path.EndsWith('\\')))
+            throw new OptionsException($"--out {path} is a folder; name the file to write (say "
+                + $"{Path.Combine(path, example)}).");
         if (File.Exists(path) && !overwrite)
             throw new OptionsException($"{path} exists already; give --overwrite to replace it, or another --out.");
     }

@@ -32,7 +32,8 @@ internal static class ExportCommand
             var exporter = ModelExporters.Find(p.GetValue(format)!);
             var ckpt = Checkpoint.Load(p.GetValue(checkpoint)!);
             var path = p.GetValue(output)!;
-            Cli.RefuseToReplace(path, p.GetValue(overwrite));
+            Cli.RefuseToReplace(path, p.GetValue(overwrite), exporter.Format == "safetensors" ? null // a folder for hf
+                : "model" + exporter.Extension);
             var options = new ExportOptions { Layout = p.GetValue(layout) is { } l ? ImportCommand.ParseLayout(l,
                 "--layout") : null };
             var what = exporter.Write(ckpt, path, options);

@@ -34,7 +34,7 @@ internal static class ImportCommand
         foreach (var o in new Option[] { file, from, output, overwrite, allowNonFinite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            Cli.RefuseToReplace(p.GetValue(output)!, p.GetValue(overwrite));
+            Cli.RefuseToReplace(p.GetValue(output)!, p.GetValue(overwrite), example: "model.ckpt");
             var checkpoint = PyTorchInterop.Import(p.GetValue(file)!, ParseLayout(p.GetValue(from)!, "--from"),
                 p.GetValue(allowNonFinite), new SynchronousProgress<string>(w => ctx.Err.WriteLine($"warning: {w}")));
             var path = p.GetValue(output)!;

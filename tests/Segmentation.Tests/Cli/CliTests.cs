@@ -491,6 +491,10 @@ public class CliTests
         Assert.Equal(2, export.Code);
         Assert.Contains("exists already; give --overwrite", export.Err);
         Assert.Equal(best, File.ReadAllBytes(d["run/best.ckpt"]));
+        // --out naming a folder (a trailing slash) where a file is written: said so, with a file name to use.
+        var folder = Run("export", "--checkpoint", d["run/last.ckpt"], "--format", "onnx", "--out", d["exports"] + "/");
+        Assert.Equal(2, folder.Code);
+        Assert.Contains("is a folder; name the file to write (say " + Path.Combine(d["exports"] + "/", "model.onnx"), folder.Err);
 
         TempDir.SaveRgb(d["in/a.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * 6), 0, 90));
         Assert.Equal(0, Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"]).Code);
