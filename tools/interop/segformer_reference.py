@@ -209,16 +209,23 @@ def predict(image_path, out, dll):
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     json.dump({"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": mean, "image_std": std},
               open(os.path.join(folder, "preprocessor_config.json"), "w"))
+    compare(model, image_path, out, dll, "hf-segformer", folder, "m", "PyTorch reference B0")
+
+
+def compare(model, image_path, out, dll, layout, weights, name, what):
+    """The reference's argmax on the image against `segment import --from LAYOUT` then `segment predict`."""
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255
     x = torch.from_numpy((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():
         theirs = model(x).argmax(1)[0].numpy().astype(np.uint8)
-    segment(dll, "import", "--from", "hf-segformer", "--pytorch", folder, "--out", os.path.join(out, "m.ckpt"))
-    segment(dll, "predict", "--checkpoint", os.path.join(out, "m.ckpt"), "--input", image_path, "--out", os.path.join(out, "masks"))
+    segment(dll, "import", "--from", layout, "--pytorch", weights, "--out", os.path.join(out, name + ".ckpt"), "--overwrite")
+    segment(dll, "predict", "--checkpoint", os.path.join(out, name + ".ckpt"), "--input", image_path, "--out",
+            os.path.join(out, "masks-" + name), "--overwrite")
     stem = os.path.splitext(os.path.basename(image_path))[0]
-    ours = np.asarray(Image.open(os.path.join(out, "masks", stem + ".png")))
+    ours = np.asarray(Image.open(os.path.join(out, "masks-" + name, stem + ".png")))
     agree = (ours == theirs).mean()
-    print(f"PyTorch reference B0 -> segment import --from hf-segformer -> segment predict: {100 * agree:.3f}% of {theirs.size} pixels agree; "
+    print(f"{what} -> segment import --from {layout} -> segment predict: {100 * agree:.3f}% of {theirs.size} pixels agree; "
           f"classes in the mask: {sorted(set(theirs.flatten().tolist()))}")
 
 
@@ -267,18 +274,7 @@ def original(image_path, out, dll):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "segformer_b0_original.pth")
     torch.save({"meta": {"CLASSES": [f"class{i}" for i in range(11)], "epoch": 1}, "state_dict": to_original(model.state_dict())}, path)
-    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255
-    x = torch.from_numpy((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        theirs = model(x).argmax(1)[0].numpy().astype(np.uint8)
-    segment(dll, "import", "--from", "segformer", "--pytorch", path, "--out", os.path.join(out, "original.ckpt"))
-    segment(dll, "predict", "--checkpoint", os.path.join(out, "original.ckpt"), "--input", image_path, "--out", os.path.join(out, "masks-original"))
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    ours = np.asarray(Image.open(os.path.join(out, "masks-original", stem + ".png")))
-    agree = (ours == theirs).mean()
-    print(f"PyTorch reference B0 in the original layout -> segment import --from segformer -> segment predict: {100 * agree:.3f}% of "
-          f"{theirs.size} pixels agree; classes in the mask: {sorted(set(theirs.flatten().tolist()))}")
+    compare(model, image_path, out, dll, "segformer", path, "original", "PyTorch reference B0 in the original layout")
 
 
 def bench(batch, size, steps, warmup):

@@ -410,12 +410,7 @@ public class CliTests
     public async Task A_termination_signal_stops_training_at_a_safe_point_writes_an_interrupted_summary_and_says_how_to_resume()
     {
         using var d = new TempDir();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
-            UseShellExecute = false };
-        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs",
-            "50", "--out", d["run"] }.Concat(TinyModel))
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
+        using var p = StartLongTraining(d["run"]);
         var err = p.StandardError.ReadToEndAsync();
         // Wait for the first finished epoch (its row in metrics.jsonl), then interrupt as Ctrl-C does.
         var lines = new List<string>();
@@ -445,16 +440,23 @@ public class CliTests
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int signal);
 
+    /// <summary>segment train in a process of its own, 50 epochs of the tiny shapes run into <paramref name="dir"/>:
+    /// long enough to be signalled or killed while it trains.</summary>
+    private static Process StartLongTraining(string dir)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
+            UseShellExecute = false };
+        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs",
+            "50", "--out", dir }.Concat(TinyModel))
+            psi.ArgumentList.Add(a);
+        return Process.Start(psi)!;
+    }
+
     [Fact]
     public async Task A_run_folder_is_owned_by_one_process_and_freed_when_that_process_dies()
     {
         using var d = new TempDir();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
-            UseShellExecute = false };
-        foreach (var a in new[] { SegmentDll, "train", "--data", "builtin:shapes?count=64&size=32&seed=2", "--epochs",
-            "50", "--out", d["run"] }.Concat(TinyModel))
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
+        using var p = StartLongTraining(d["run"]);
         _ = p.StandardError.ReadToEndAsync();
         string? line;
         while ((line = await p.StandardOutput.ReadLineAsync()) is not null && !line.StartsWith("run folder:", StringComparison.Ordinal)) { }
