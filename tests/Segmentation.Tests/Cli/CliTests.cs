@@ -575,6 +575,19 @@ public class CliTests
     }
 
     [Fact]
+    public void A_broken_record_given_to_config_is_named_without_pointing_at_resume()
+    {
+        using var d = new TempDir();
+        File.WriteAllText(d["run.json"], "{ \"Data\": ");
+        var r = Run(new[] { "train", "--config", d["run.json"], "--out", d["run"] }.Concat(TinyModel).ToArray());
+        Assert.Equal(1, r.Code);
+        Assert.Contains("run.json: cannot read the run configuration", r.Err);
+        Assert.Contains("the run.json that 'segment train' writes", r.Err);
+        Assert.DoesNotContain("--resume", r.Err);
+        Assert.False(Directory.Exists(d["run"]));
+    }
+
+    [Fact]
     public void Segment_alone_lists_the_commands_and_records_hold_what_the_run_resolved()
     {
         var alone = Run();
