@@ -408,8 +408,17 @@ internal static class TrainCommand
             log.WriteLine($"class weights ({config.ClassWeights}): "
                 + $"{string.Join(", ", weights.Select((w, i) => $"{train.Description.ClassNames[i]} {w:F3}"))}");
         }
-        else if (resumeFrom is not null) trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with { Epochs =
-            trainerOptions.Epochs, CheckpointDirectory = dir };
+        else if (resumeFrom is not null)
+        {
+            // what the run learns from stays the checkpoint's; how it goes on takes the resume's flags
+            var given = config.Trainer;
+            trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with
+            {
+                Epochs = given.Epochs, CheckpointDirectory = dir, TimeLimit = given.TimeLimit, Workers = given.Workers,
+                CacheBytes = given.CacheBytes, Device = given.Device, EvalEvery = given.EvalEvery,
+                EarlyStoppingPatience = given.EarlyStoppingPatience,
+            };
+        }
         // run.json keeps what was asked (null: auto); the checkpoints record the count used
         int threads = config.Trainer.Threads ?? Cli.ResolveThreads(null, log);
         if (config.Trainer.Threads is not null) log.WriteLine($"threads: {threads} (--threads)");

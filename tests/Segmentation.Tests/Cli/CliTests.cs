@@ -565,9 +565,10 @@ public class CliTests
         var given = Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["b"], "--threads", "1" }.Concat(TinyModel).ToArray());
         Assert.True(given.Code == 0, given.Err);
         Assert.Equal(1, (int)JsonNode.Parse(File.ReadAllText(d["b/run.json"]))!["Trainer"]!["Threads"]!);
-        var resumed = Run("train", "--resume", "--out", d["b"], "--epochs", "2", "--threads", "2");
+        var resumed = Run("train", "--resume", "--out", d["b"], "--epochs", "2", "--threads", "2", "--workers", "2", "--eval-every", "3");
         Assert.True(resumed.Code == 0, resumed.Err);
-        Assert.Equal(2, Segmentation.Training.TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(d["b/last.ckpt"])).Threads);
+        var after = Segmentation.Training.TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(d["b/last.ckpt"]));
+        Assert.Equal((2, 2, 3), (after.Threads, after.Workers, after.EvalEvery)); // the resume's flags took effect
 
         var bad = Run(new[] { "train", "--data", TinyShapes, "--out", d["c"], "--threads", "0" }.Concat(TinyModel).ToArray());
         Assert.Equal(2, bad.Code);
