@@ -125,7 +125,8 @@ internal static class Pictures
         string[] captions = { panel.Name, "truth", "prediction", "errors" };
         for (int i = 0; i < 4; i++) canvas.DrawText(captions[i], i * (quarter + Previews.Gap) + 2, Caption - 6, font,
             ink);
-        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c)).Append(("wrong", Previews.Wrong))
+        var entries = d.ClassNames.Zip(d.ClassColors, (n, c) => (n, c))
+            .Append(("wrong", Previews.WrongFor(d.ClassColors)))
             .Append(("ignored", Previews.Ignored)).ToList();
         for (int e = 0; e < entries.Count; e++)
         {

@@ -47,6 +47,18 @@ public class PicturesTests
     }
 
     [Fact]
+    public void The_errors_colour_is_one_no_class_has()
+    {
+        Assert.Equal(new Rgb(230, 30, 30), Segmentation.Training.Previews.WrongFor(new[] { new Rgb(0, 0, 0), new Rgb(0, 0, 255) }));
+        var reds = new[] { new Rgb(0, 0, 0), new Rgb(220, 40, 30), new Rgb(250, 10, 250) }; // red and magenta are classes
+        var wrong = Segmentation.Training.Previews.WrongFor(reds);
+        Assert.DoesNotContain(reds, c => Math.Abs(c.R - wrong.R) + Math.Abs(c.G - wrong.G) + Math.Abs(c.B - wrong.B) < 60);
+        var image = new ImageBuffer(2, 1, 3, new byte[6]);
+        var panel = Segmentation.Training.Previews.Panel("a", image, new byte[] { 1, 1 }, new byte[] { 1, 2 }, reds);
+        Assert.Contains(Enumerable.Range(0, panel.Width * panel.Height), i => panel.Rgb[i * 3] == wrong.R && panel.Rgb[i * 3 + 1] == wrong.G && panel.Rgb[i * 3 + 2] == wrong.B);
+    }
+
+    [Fact]
     public void A_panel_has_its_four_pictures_and_a_legend_in_the_class_colours()
     {
         using var d = new TempDir();

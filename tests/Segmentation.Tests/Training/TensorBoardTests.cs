@@ -62,7 +62,7 @@ public class TensorBoardTests
         Assert.Equal(new Rgb(10, 10, 10), At(0, 0));       // the image, gray
         Assert.Equal(colors[0], At(1, 0));                // truth: class 0
         Assert.Equal(colors[1], At(2, 0));                // prediction: class 1
-        Assert.Equal(new Rgb(230, 30, 30), At(3, 0));      // wrong: red
+        Assert.Equal(new Rgb(255, 0, 255), At(3, 0));      // wrong: magenta, since class 1 is red
         Assert.Equal(new Rgb(20, 20, 20), At(3, s));       // right (second pixel, upscaled by 128): dark
     }
 }

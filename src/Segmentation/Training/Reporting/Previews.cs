@@ -19,6 +19,19 @@ internal static class Previews
     private const int MinHeight = 128;
     internal static readonly Rgb Ignored = new(220, 220, 220), Wrong = new(230, 30, 30), Right = new(20, 20, 20);
 
+    private static readonly Rgb[] WrongCandidates = { Wrong, new(255, 0, 255), new(0, 230, 255), new(255, 220, 0),
+        new(0, 200, 0), new(255, 128, 0) };
+
+    /// <summary>The errors panel's colour for wrong pixels: red, unless a class (or the ignored and right colours) is
+    /// close to red; then the first of magenta, cyan, yellow, green and orange that none is close to.</summary>
+    internal static Rgb WrongFor(IReadOnlyList<Rgb> classColors)
+    {
+        static bool Close(Rgb a, Rgb b) => (a.R - b.R) * (a.R - b.R) + (a.G - b.G) * (a.G - b.G)
+            + (a.B - b.B) * (a.B - b.B) < 60 * 60;
+        var taken = classColors.Append(Ignored).Append(Right).ToList();
+        return WrongCandidates.FirstOrDefault(c => !taken.Any(t => Close(c, t)), Wrong);
+    }
+
     /// <summary>The first <paramref name="count"/> samples of <paramref name="loader"/>'s epoch 0, predicted by
     /// <paramref name="model"/> in eval mode.</summary>
     public static IReadOnlyList<Preview> Render(SegmentationModel model, DataLoader loader,
@@ -45,7 +58,8 @@ internal static class Previews
         return result;
     }
 
-    /// <summary>image | truth | prediction | errors (red: wrong, light grey: ignored), upscaled by a whole factor
+    /// <summary>image | truth | prediction | errors (red, or another colour no class has: wrong; light grey: ignored),
+    /// upscaled by a whole factor
     /// (nearest) to at least 128 pixels high.</summary>
     public static Preview Panel(string name, ImageBuffer image, byte[] truth, byte[] prediction,
         IReadOnlyList<Rgb> colors)
@@ -55,6 +69,7 @@ internal static class Previews
         var rgb = new byte[width * ph * 3];
         Array.Fill(rgb, (byte)255);
         Rgb Color(byte label) => label < colors.Count ? colors[label] : Ignored;
+        var wrong = WrongFor(colors);
         Rgb[] At(int i) =>
         [
             image.Channels == 1 ? new Rgb(image.Pixels[i], image.Pixels[i], image.Pixels[i])
@@ -62,7 +77,7 @@ internal static class Previews
                 image.Pixels[i * image.Channels + 2]),
             Color(truth[i]),
             Color(prediction[i]),
-            truth[i] >= colors.Count ? Ignored : truth[i] == prediction[i] ? Right : Wrong,
+            truth[i] >= colors.Count ? Ignored : truth[i] == prediction[i] ? Right : wrong,
         ];
         for (int y = 0; y < ph; y++)
             for (int x = 0; x < pw; x++)
