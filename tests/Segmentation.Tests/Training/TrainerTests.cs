@@ -88,6 +88,24 @@ public class TrainerTests
     }
 
     [Fact]
+    public void The_best_checkpoint_is_required_by_a_non_null_path_or_an_error_that_says_why()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes(16);
+        using var model = Build();
+        using (var t = new Trainer(model, Quick(dir.Path, 1)))
+        {
+            var result = t.Fit(train, val);
+            using var predictor = Segmentation.Inference.Predictor.FromFile(result.RequireBestCheckpoint()); // no CS8604
+            Assert.Equal(dir["best.ckpt"], result.RequireBestCheckpoint());
+        }
+        using var other = Build();
+        using var none = new Trainer(other, Quick(null, 1));
+        var e = Assert.Throws<OptionsException>(() => none.Fit(train, val).RequireBestCheckpoint());
+        Assert.Contains("CheckpointDirectory", e.Message);
+    }
+
+    [Fact]
     public void Checkpoint_round_trip_gives_identical_predictions_and_keeps_the_description()
     {
         using var dir = new TempDir();

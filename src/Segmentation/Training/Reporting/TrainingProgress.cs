@@ -88,6 +88,14 @@ public sealed record TrainingResult
     public string? BestCheckpoint { get; init; }
     /// <summary>Path of the last checkpoint, when checkpoints were written.</summary>
     public string? LastCheckpoint { get; init; }
+
+    /// <summary>
+    /// <see cref="BestCheckpoint"/> where there is one, for <c>Predictor.FromFile(result.RequireBestCheckpoint())</c>;
+    /// otherwise an error that says why (no <see cref="TrainerOptions.CheckpointDirectory"/>, or no evaluation yet).
+    /// </summary>
+    public string RequireBestCheckpoint() => BestCheckpoint ?? throw new OptionsException(
+        "This training wrote no best checkpoint: give TrainerOptions.CheckpointDirectory (and validation data) to "
+            + "have one.");
 }
 
 /// <summary>Training stopped because the loss became NaN or infinite.</summary>
