@@ -3,7 +3,7 @@ using System.IO.Compression;
 
 namespace Segmentation.Tests.Integrity;
 
-/// <summary>The library packages pack, with their readme and assembly: a user can make the package a README names.</summary>
+/// <summary>Every package packs, with its readme and contents: a user can make the packages the README names.</summary>
 public class PackageTests
 {
     private static string RepoRoot()
@@ -16,7 +16,8 @@ public class PackageTests
     [Theory]
     [InlineData("Segmentation")]
     [InlineData("Segmentation.Onnx")] // NU5039 (no README.md) stopped it before
-    public async Task A_library_package_packs_with_its_readme_and_assembly(string project)
+    [InlineData("Segmentation.Cli")] // the segment tool
+    public async Task Each_package_packs_with_its_readme_and_contents(string project)
     {
         using var d = new TempDir();
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -32,7 +33,13 @@ public class PackageTests
         using var zip = ZipFile.OpenRead(package);
         var names = zip.Entries.Select(e => e.FullName).ToList();
         Assert.Contains("README.md", names);
-        Assert.Contains($"lib/net10.0/{project}.dll", names);
+        if (project == "Segmentation.Cli")
+        {
+            Assert.Contains("tools/net10.0/linux-x64/segment.dll", names);
+            Assert.Contains("tools/net10.0/linux-x64/libtorch_cpu.so", names);
+            Assert.DoesNotContain("tools/net10.0/linux-x64/libtorch_python.so", names); // never loaded: left out
+        }
+        else Assert.Contains($"lib/net10.0/{project}.dll", names);
     }
 
     /// <summary>
