@@ -101,8 +101,7 @@ internal static class TrainCommand
                 EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery)
                     : t0.EvalEvery,
                 EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.EarlyStoppingPatience,
-                Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null)
-                    : p.GetValue(flags.Threads) is "auto" ? null : t0.Threads,
+                Threads = p.GetValue(flags.Threads) is { } threads ? ExplicitThreads(threads) : t0.Threads,
             },
         };
         config.Trainer.Validate();
@@ -240,8 +239,7 @@ internal static class TrainCommand
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
                 Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
             EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
-            Threads = p.GetValue(flags.Threads) is { } threads and not "auto" ? Cli.ResolveThreads(threads, null)
-                : null,
+            Threads = ExplicitThreads(p.GetValue(flags.Threads)),
                 FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
             TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };
@@ -376,6 +374,10 @@ internal static class TrainCommand
         return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(),
             validation, asJson);
     }
+
+    /// <summary>--threads as recorded in run.json: a count, or null for auto (resolved when the run starts).</summary>
+    private static int? ExplicitThreads(string? value) => value is null or "auto" ? null
+        : Cli.ResolveThreads(value, null);
 
     /// <summary>A resume reads the data as the run did, or stops.</summary>
     private static void RefuseChangedData(RunConfig config, SegmentationDataset train, Checkpoint resumeFrom)

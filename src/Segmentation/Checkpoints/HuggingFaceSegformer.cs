@@ -42,7 +42,8 @@ public static class HuggingFaceSegformer
             throw new SegmentationException($"{folder}: an encoder-only SegFormer (ImageNet-trained, like "
                 + $"nvidia/{description.Encoder.Name}), with no decode head to import; start a model from it with "
                 + $"segment train --arch segformer --encoder {description.Encoder.Name} --encoder-weights {folder}.");
-        return Checkpoint(description, weights, $"{weightsPath} (Hugging Face SegFormer weights)",
+        return PyTorchInterop.ImportedCheckpoint(description, weights,
+            $"{weightsPath} (Hugging Face SegFormer weights)",
             ClassNames(config, description.Classes),
             Preprocess(Path.Combine(folder, "preprocessor_config.json"), description.InChannels),
             $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)");
@@ -60,29 +61,9 @@ public static class HuggingFaceSegformer
         using var scope = NewDisposeScope();
         var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(path, allowNonFinite, warnings), path);
         var description = SegformerWeights.Describe(weights, path);
-        return Checkpoint(description, weights, $"{path} (SegFormer state dict)",
+        return PyTorchInterop.ImportedCheckpoint(description, weights, $"{path} (SegFormer state dict)",
             DatasetDescription.Defaults(description.Classes).Names.ToArray(),
             Normalization.DefaultFor(description.InChannels), $"imported from {Path.GetFullPath(path)} (SegFormer)");
-    }
-
-    private static Checkpoint Checkpoint(ModelDescription description, Dictionary<string, Tensor> weights, string what,
-        string[] names, Normalization normalization, string origin)
-    {
-        using var model = new SegmentationModel(description);
-        StateDicts.Load(model, weights, what);
-        return new Checkpoint
-        {
-            Model = model.Description,
-            Dataset = new DatasetDescription
-            {
-                Classes = description.Classes, ClassNames = names,
-                    ClassColors = DatasetDescription.Defaults(description.Classes).Colors,
-                Encoding = MaskEncoding.Index, InChannels = description.InChannels,
-            },
-            Preprocessing = new Preprocessing(normalization),
-            TrainerSettings = new JsonObject(), State = new TrainingState(), TrainOrigin = origin,
-            Weights = Checkpoints.Checkpoint.SerializeWeights(model),
-        };
     }
 
     /// <summary>The description <paramref name="config"/> gives: the Mix Transformer whose widths and depths it

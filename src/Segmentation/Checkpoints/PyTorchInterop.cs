@@ -95,20 +95,33 @@ public static class PyTorchInterop
         var source = StateDicts.ReadFile(path, allowNonFinite, warnings);
         var (description, weights, normalization) = layout == PyTorchLayout.Milesial ? Milesial(path, source)
             : Smp(path, source);
+        return ImportedCheckpoint(description, weights, $"{path} ({layout} state dict, mapped to ours)",
+            DatasetDescription.Defaults(description.Classes).Names.ToArray(), normalization,
+            $"imported from {Path.GetFullPath(path)} ({layout})");
+    }
+
+    /// <summary>
+    /// The checkpoint of an imported model: <paramref name="weights"/> (the model's own keys) loaded into the model
+    /// <paramref name="description"/> names (an error naming <paramref name="what"/> when they do not fit), index masks
+    /// of those class names in the default colours, the source's normalisation, no training state.
+    /// </summary>
+    internal static Checkpoint ImportedCheckpoint(ModelDescription description, IReadOnlyDictionary<string,
+        Tensor> weights,
+        string what, string[] names, Normalization normalization, string origin)
+    {
         using var model = new SegmentationModel(description);
-        StateDicts.Load(model, weights, $"{path} ({layout} state dict, mapped to ours)");
-        var (names, colors) = DatasetDescription.Defaults(description.Classes);
+        StateDicts.Load(model, weights, what);
         return new Checkpoint
         {
             Model = model.Description,
             Dataset = new DatasetDescription
             {
-                Classes = description.Classes, ClassNames = names, ClassColors = colors, Encoding = MaskEncoding.Index,
-                    InChannels = description.InChannels,
+                Classes = description.Classes, ClassNames = names,
+                    ClassColors = DatasetDescription.Defaults(description.Classes).Colors,
+                Encoding = MaskEncoding.Index, InChannels = description.InChannels,
             },
             Preprocessing = new Preprocessing(normalization),
-            TrainerSettings = new JsonObject(), State = new TrainingState(),
-            TrainOrigin = $"imported from {Path.GetFullPath(path)} ({layout})",
+            TrainerSettings = new JsonObject(), State = new TrainingState(), TrainOrigin = origin,
             Weights = Checkpoint.SerializeWeights(model),
         };
     }

@@ -509,16 +509,24 @@ public class CliTests
         Assert.Equal(32, SixLabors.ImageSharp.Image.Identify(d["out/a.png"]).Width);
     }
 
+    /// <summary>A folder of <paramref name="count"/> image-mask pairs named 0.png, 1.png, ... of the sizes given, with
+    /// two classes in every mask.</summary>
+    private static void SaveData(string dir, int count, Func<int, (int Width, int Height)> size)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            var (w, h) = size(i);
+            byte shade = (byte)i;
+            TempDir.SaveRgb(Path.Combine(dir, "images", $"{i}.png"), w, h, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, shade));
+            TempDir.SaveGray(Path.Combine(dir, "masks", $"{i}.png"), w, h, (x, y) => (byte)(x % 2));
+        }
+    }
+
     [Fact]
     public void Training_images_smaller_than_the_model_takes_are_named_before_training()
     {
         using var d = new TempDir();
-        for (int i = 0; i < 6; i++)
-        {
-            int side = i == 3 ? 1 : 16;
-            TempDir.SaveRgb(d[$"data/images/{i}.png"], side, side, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, (byte)i));
-            TempDir.SaveGray(d[$"data/masks/{i}.png"], side, side, (x, y) => (byte)(x % 2));
-        }
+        SaveData(d["data"], 6, i => i == 3 ? (1, 1) : (16, 16));
         var r = Run(new[] { "train", "--data", d["data"], "--val-split", "0.5", "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
         Assert.Equal(1, r.Code);
         Assert.Contains("3.png: 1x1 is smaller than the smallest input this model takes (8x8", r.Err);
@@ -530,12 +538,7 @@ public class CliTests
     public void Training_images_of_mixed_sizes_are_caught_by_the_data_check_with_the_fix_named()
     {
         using var d = new TempDir();
-        for (int i = 0; i < 6; i++)
-        {
-            int w = i == 4 ? 48 : 32;
-            TempDir.SaveRgb(d[$"data/images/{i}.png"], w, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24(9, 9, (byte)i));
-            TempDir.SaveGray(d[$"data/masks/{i}.png"], w, 32, (x, y) => (byte)(x % 2));
-        }
+        SaveData(d["data"], 6, i => (i == 4 ? 48 : 32, 32));
         var r = Run(new[] { "train", "--data", d["data"], "--val-split", "0.34", "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
         Assert.Equal(1, r.Code);
         Assert.Contains("the training images differ in size", r.Err);
@@ -615,11 +618,7 @@ public class CliTests
     {
         using var d = new TempDir();
         // Data that fails the full check (which runs after the run is set up): one image of six is not a PNG.
-        for (int i = 0; i < 6; i++)
-        {
-            TempDir.SaveRgb(d[$"data/images/{i}.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x * i), 2, 3));
-            TempDir.SaveRgb(d[$"data/masks/{i}.png"], 32, 32, (x, y) => new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(x < 16 ? 0 : 1), (byte)(x < 16 ? 0 : 1), (byte)(x < 16 ? 0 : 1)));
-        }
+        SaveData(d["data"], 6, _ => (32, 32));
         File.WriteAllText(d["data/images/5.png"], "not a png");
         var failed = Run(new[] { "train", "--data", d["data"], "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray());
         Assert.Equal(1, failed.Code);

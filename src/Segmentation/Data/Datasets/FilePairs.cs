@@ -4,9 +4,6 @@ namespace Segmentation.Data;
 /// warning.</summary>
 internal static class FilePairs
 {
-    private static readonly string[] ImageExtensions = { ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
-        ".tga", ".webp", ".pbm" };
-
     /// <summary>The pairs of <paramref name="dir"/>/images and <paramref name="dir"/>/masks, matched by file name
     /// (extension aside), in name order.</summary>
     public static List<(string Image, string Mask, string Stem)> Read(string dir, DatasetOptions o,
@@ -75,7 +72,7 @@ internal static class FilePairs
         var result = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         foreach (var file in Directory.EnumerateFiles(folder))
         {
-            if (!ImageExtensions.Contains(Path.GetExtension(file).ToLowerInvariant())) continue;
+            if (!ImageFiles.Extensions.Contains(Path.GetExtension(file).ToLowerInvariant())) continue;
             var stem = Path.GetFileNameWithoutExtension(file);
             if (!result.TryAdd(stem, file))
                 throw new DataException($"{folder}: two files share the name '{stem}' "

@@ -110,10 +110,21 @@ public sealed class SegmentationDataset
             var first = Load(0).Image; // generated at one size
             return (first.Width, first.Height);
         }
+        if (HeaderSizes() is not { Length: > 0 } sizes) return null;
+        return sizes.All(s => s == sizes[0]) ? sizes[0] : null;
+    }
+
+    private (int Width, int Height)[]? headerSizes;
+
+    /// <summary>Each sample's image size from its file's header, read once (in parallel) for the size checks; null for
+    /// data sets not read from files.</summary>
+    private (int Width, int Height)[]? HeaderSizes()
+    {
         if (source is not FileSource files) return null;
-        var sizes = new ConcurrentDictionary<(int, int), byte>();
-        Parallel.ForEach(indices, i => sizes.TryAdd(files.ImageSize(i), 0));
-        return sizes.Count == 1 ? sizes.Keys.First() : null;
+        if (headerSizes is { } known) return known;
+        var sizes = new (int Width, int Height)[indices.Length];
+        Parallel.For(0, indices.Length, i => sizes[i] = files.ImageSize(indices[i]));
+        return headerSizes = sizes;
     }
 
     /// <summary>
@@ -127,9 +138,7 @@ public sealed class SegmentationDataset
     public ((string File, int Width, int Height) Smallest, (string File, int Width, int Height)[] Differing)?
         SizeExtremes()
     {
-        if (source is not FileSource files || indices.Length == 0) return null;
-        var sizes = new (int Width, int Height)[indices.Length];
-        Parallel.For(0, indices.Length, i => sizes[i] = files.ImageSize(indices[i]));
+        if (source is not FileSource files || HeaderSizes() is not { Length: > 0 } sizes) return null;
         (string, int, int) At(int i) => (files.PathsOf(indices[i]).First(), sizes[i].Width, sizes[i].Height);
         int smallest = Enumerable.Range(0, sizes.Length).MinBy(i => Math.Min(sizes[i].Width, sizes[i].Height));
         int other = Array.FindIndex(sizes, s => s != sizes[0]);

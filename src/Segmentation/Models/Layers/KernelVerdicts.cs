@@ -22,7 +22,6 @@ internal static class KernelVerdicts
     private static Store? store;
     private static string? loadedFrom;
     private static bool dirty;
-    private static string? fingerprint;
 
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -56,12 +55,14 @@ internal static class KernelVerdicts
     }
 
     /// <summary>What makes a verdict valid here: this CPU, these native libraries, this build.</summary>
-    public static string Machine() => string.Join("|", NativeRuntime.CpuModel(), CpuFlags(), __version__ ?? "?",
-        typeof(TorchSharp.torch).Assembly.GetName().Version, NativeRuntime.CpuCapability() ?? "?",
+    public static string Machine() => machine ??= string.Join("|", NativeRuntime.CpuModel(), CpuFlags(),
+        __version__ ?? "?", typeof(TorchSharp.torch).Assembly.GetName().Version, NativeRuntime.CpuCapability() ?? "?",
         NativeRuntime.OneDnnIsa(), typeof(KernelVerdicts).Assembly.ManifestModule.ModuleVersionId);
 
-    private static string Fingerprint() => fingerprint ??= Convert.ToHexString(
-        SHA256.HashData(Encoding.UTF8.GetBytes(Machine())))[..16].ToLowerInvariant();
+    private static string? machine;
+
+    private static string Fingerprint() => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Machine())))[..16]
+        .ToLowerInvariant();
 
     private static string CpuFlags() => OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
         ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) ?? ""
