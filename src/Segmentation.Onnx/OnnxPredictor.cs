@@ -30,6 +30,12 @@ public sealed record OnnxPredictorOptions
     public int Threads { get; init; }
 }
 
+/// <summary>How an instance model's logits become objects (the model's metadata).</summary>
+/// <param name="Things">For each class before the last (the boundary): whether it is a thing class.</param>
+/// <param name="MinSize">Smallest object kept, in pixels.</param>
+/// <param name="MinSeedSize">Smallest interior region that seeds an object, in pixels.</param>
+public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize);
+
 /// <summary>What the model says about itself (from <c>segment export</c>'s metadata, or the options).</summary>
 /// <param name="Classes">Output classes.</param>
 /// <param name="InChannels">Image channels the model takes (1 gray, 3 RGB).</param>
@@ -57,6 +63,9 @@ public sealed class OnnxPredictor : IDisposable
     public OnnxPredictorOptions Options { get; }
     /// <summary>What the model says about itself.</summary>
     public OnnxModelInfo Info { get; }
+    /// <summary>Instance models: how their logits become objects (from the metadata); null for semantic
+    /// models.</summary>
+    public OnnxInstanceDecoding? Instances { get; }
 
     /// <summary>Opens <paramref name="modelPath"/>; a model without metadata needs <see
     /// cref="OnnxPredictorOptions.Classes"/> or a fixed class dimension.</summary>
@@ -74,6 +83,36 @@ public sealed class OnnxPredictor : IDisposable
         input = session.InputMetadata.Keys.First();
         output = session.OutputMetadata.Keys.First();
         Info = ReadInfo(modelPath);
+        Instances = ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes);
+    }
+
+    /// <summary>The instance decoding settings of an instance model, checked against its class count.</summary>
+    private static OnnxInstanceDecoding? ReadInstances(string path, Dictionary<string, string> meta, int classes)
+    {
+        if (!meta.TryGetValue(OnnxMetadataKeys.Task, out var task) || task == "semantic") return null;
+        if (task != "instance")
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Task}' = '{Clip(task)}'; this "
+                + "library predicts semantic and instance models.");
+        if (!meta.TryGetValue(OnnxMetadataKeys.InstanceDecoding, out var json))
+            throw new InvalidDataException($"{path}: an instance model without '{OnnxMetadataKeys.InstanceDecoding}' "
+                + "metadata; export it again with 'segment export'.");
+        try
+        {
+            var o = JsonDocument.Parse(json).RootElement;
+            var things = o.GetProperty("things").EnumerateArray().Select(e => e.GetBoolean()).ToArray();
+            var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
+                o.GetProperty("minSeedSize").GetInt32());
+            if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
+                throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before the "
+                    + "boundary, at least one set), sizes at least 1");
+            return d;
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException
+            or FormatException)
+        {
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.InstanceDecoding}' = "
+                + $"'{Clip(json)}' cannot be read ({e.Message}).", e);
+        }
     }
 
     /// <summary>Metadata values at most 1 MiB each (class names and colours for 256 classes are a few KiB).</summary>
@@ -212,14 +251,30 @@ public sealed class OnnxPredictor : IDisposable
     }
 
     /// <summary>Class index per pixel (row-major, H x W) for an 8-bit H x W x C image.</summary>
-    public byte[] Predict(byte[] pixels, int width, int height)
+    public byte[] Predict(byte[] pixels, int width, int height) =>
+        Tensors.Argmax(ImageLogits(pixels, width, height), Info.Classes, height * width);
+
+    /// <summary>
+    /// Instance models: the objects of an 8-bit H x W x C image, an object number per pixel (0: none), decoded from
+    /// the logits by the same seeded watershed as the TorchSharp predictor's, with the settings in the model's
+    /// metadata.
+    /// </summary>
+    public (int[] Objects, int Count) PredictInstances(byte[] pixels, int width, int height)
+    {
+        var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
+            + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
+        var r = InstanceDecoder.Decode(ImageLogits(pixels, width, height), Info.Classes, height, width, settings.Things,
+            settings.MinSize, settings.MinSeedSize);
+        return (r.Labels, r.Count);
+    }
+
+    private float[] ImageLogits(byte[] pixels, int width, int height)
     {
         CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
         var x = Normalise(pixels, width, height);
-        var logits = Info.Resize is { } size
+        return Info.Resize is { } size
             ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
             size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
-        return Tensors.Argmax(logits, Info.Classes, height * width);
     }
 
     /// <summary>Activations a segmentation network keeps per pixel of its input, at least (a U-Net's first stage alone
@@ -316,6 +371,24 @@ public sealed class OnnxPredictor : IDisposable
     {
         using var image = Image.LoadPixelData<L8>(labels, width, height);
         AtomicFile.Write(path, s => image.SaveAsPng(s)); // a full disk leaves no half (or empty) PNG
+    }
+
+    /// <summary>Writes object numbers as a 16-bit gray PNG (0: none).</summary>
+    public static void SaveInstances(string path, int[] objects, int width, int height)
+    {
+        var values = objects.Select(v => new L16(v is >= 0 and <= ushort.MaxValue ? (ushort)v
+            : throw new InvalidDataException($"{path}: object number {v} does not fit a 16-bit PNG."))).ToArray();
+        using var image = Image.LoadPixelData<L16>(values, width, height);
+        AtomicFile.Write(path, s => image.SaveAsPng(s));
+    }
+
+    /// <summary>Writes the image with each object in a colour of its own and its contour drawn, as an RGB
+    /// PNG.</summary>
+    public void SaveInstanceOverlay(string path, byte[] pixels, int width, int height, int[] objects)
+    {
+        var rgb = InstanceOverlay.Draw(pixels, Info.InChannels, objects, width, height);
+        using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
+        AtomicFile.Write(path, s => image.SaveAsPng(s));
     }
 
     /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>

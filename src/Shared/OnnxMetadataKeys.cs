@@ -24,4 +24,10 @@ internal static class OnnxMetadataKeys
     public const string IgnoreIndex = "ignore_index";
     /// <summary>The smallest height and width the model takes.</summary>
     public const string MinimumInputSize = "minimum_input_size";
+    /// <summary>"instance" for models whose logits are decoded into objects (absent: semantic).</summary>
+    public const string Task = "task";
+    /// <summary>Instance models: the decoding settings, a JSON object with <c>things</c> (a flag per class before the
+    /// boundary), <c>minSize</c> and <c>minSeedSize</c> (and the training's <c>boundaryWidth</c>,
+    /// <c>boundaryWeight</c>).</summary>
+    public const string InstanceDecoding = "instance_decoding";
 }

@@ -31,3 +31,44 @@ internal static class OverlayBlend
 
     private static byte Mix(byte image, byte color, double alpha) => (byte)(image * (1 - alpha) + color * alpha);
 }
+
+/// <summary>The picture both predictors draw for instance predictions: each object in a colour of its own, blended
+/// over the image, with its contour drawn solid.</summary>
+internal static class InstanceOverlay
+{
+    /// <summary>RGB bytes (H x W x 3) of <paramref name="pixels"/> (H x W x <paramref name="channels"/>) with each
+    /// object of <paramref name="objects"/> (0: none) blended by <paramref name="alpha"/> and outlined.</summary>
+    public static byte[] Draw(byte[] pixels, int channels, int[] objects, int width, int height, double alpha = 0.4)
+    {
+        var rgb = new byte[objects.Length * 3];
+        for (int i = 0; i < objects.Length; i++)
+        {
+            int id = objects[i];
+            int x = i % width, y = i / width;
+            bool contour = id != 0 && ((x > 0 && objects[i - 1] != id) || (x < width - 1 && objects[i + 1] != id)
+                || (y > 0 && objects[i - width] != id) || (y < height - 1 && objects[i + width] != id));
+            double a = id == 0 ? 0 : contour ? 1 : alpha;
+            var (r, g, b) = id == 0 ? ((byte)0, (byte)0, (byte)0) : ColorOf(id);
+            for (int c = 0; c < 3; c++)
+            {
+                byte v = pixels[i * channels + Math.Min(c, channels - 1)];
+                byte k = c == 0 ? r : c == 1 ? g : b;
+                rgb[i * 3 + c] = (byte)(v * (1 - a) + k * a);
+            }
+        }
+        return rgb;
+    }
+
+    /// <summary>A bright colour for object <paramref name="id"/>: hues a golden-ratio turn apart, so neighbours (which
+    /// are numbered close together) differ.</summary>
+    public static (byte R, byte G, byte B) ColorOf(int id)
+    {
+        double h = id * 0.6180339887 % 1.0 * 6, f = h - Math.Floor(h);
+        byte hi = 255, lo = 60, up = (byte)(lo + (hi - lo) * f), down = (byte)(hi - (hi - lo) * f);
+        return (int)h switch
+        {
+            0 => (hi, up, lo), 1 => (down, hi, lo), 2 => (lo, hi, up),
+            3 => (lo, down, hi), 4 => (up, lo, hi), _ => (hi, lo, down),
+        };
+    }
+}

@@ -80,6 +80,17 @@ internal static class PredictCommand
         var image = new ImageReader().ReadImage(file, d.InChannels);
         var pred = predictor.Predict(image, probabilities);
         var stem = Path.GetFileNameWithoutExtension(file);
+        if (pred.Instances is { } objects)
+        {
+            // instance models: object numbers (16-bit) and an overlay of a colour per object with its contour
+            MaskWriter.SaveInstances(Path.Combine(dir, stem + ".png"), objects.Objects, pred.Width, pred.Height);
+            if (overlay) MaskWriter.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), image,
+                objects.Objects);
+            if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
+                pred.Height, d.ClassColors);
+            ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
+            return;
+        }
         MaskWriter.SaveLabels(Path.Combine(dir, stem + ".png"), pred.Labels, pred.Width, pred.Height);
         if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
             pred.Height, d.ClassColors);
@@ -118,8 +129,17 @@ internal static class PredictCommand
             foreach (var file in files)
             {
                 var (pixels, width, height) = predictor.ReadImage(file);
-                var labels = predictor.Predict(pixels, width, height);
                 var stem = Path.GetFileNameWithoutExtension(file);
+                if (predictor.Instances is not null)
+                {
+                    var (objects, count) = predictor.PredictInstances(pixels, width, height);
+                    OnnxPredictor.SaveInstances(Path.Combine(dir, stem + ".png"), objects, width, height);
+                    if (overlay) predictor.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width,
+                        height, objects);
+                    ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({count} objects)");
+                    continue;
+                }
+                var labels = predictor.Predict(pixels, width, height);
                 OnnxPredictor.SaveLabels(Path.Combine(dir, stem + ".png"), labels, width, height);
                 if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width, height,
                     labels);

@@ -18,6 +18,10 @@ internal sealed class DataFlags
     public required Option<bool> SkipUnpaired { get; init; }
     public required Option<int?> BinaryThreshold { get; init; }
     public required Option<long?> MaxPixels { get; init; }
+    public required Option<string> Task { get; init; }
+    public required Option<int?> BoundaryWidth { get; init; }
+    public required Option<double?> BoundaryWeight { get; init; }
+    public required Option<int?> MinObjectSize { get; init; }
 
     public static DataFlags Add(Command cmd)
     {
@@ -38,9 +42,20 @@ internal sealed class DataFlags
             MaxPixels = new Option<long?>("--max-pixels") { Description =
                 "Largest image or mask accepted, in pixels (default 100,000,000), checked from the header before "
                     + "decoding." },
+            Task = new Option<string>("--task") { Description = "semantic (a class per pixel) or instance (every "
+                + "object its own mask: masks of object numbers, 16-bit PNG, or the Data Science Bowl layout).",
+                DefaultValueFactory = _ => "semantic" },
+            BoundaryWidth = new Option<int?>("--boundary-width") { Description =
+                "Instance data: object pixels this close to another object or the background are its boundary class "
+                    + "(default 2)." },
+            BoundaryWeight = new Option<double?>("--boundary-weight") { Description =
+                "Instance data: loss weight of the boundary class (default 2)." },
+            MinObjectSize = new Option<int?>("--min-object-size") { Description =
+                "Instance data: smallest predicted object kept, in pixels (default 8)." },
         };
         foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired,
-            f.BinaryThreshold, f.MaxPixels }) cmd.Options.Add(o);
+            f.BinaryThreshold, f.MaxPixels, f.Task, f.BoundaryWidth, f.BoundaryWeight, f.MinObjectSize })
+            cmd.Options.Add(o);
         return f;
     }
 
@@ -65,7 +80,34 @@ internal sealed class DataFlags
             : throw new OptionsException($"--binary-threshold {t} applies to binary masks; --mask is "
             + $"{p.GetValue(f.Mask)}.")
             : null,
+        Task = ReadTask(p, f),
+        Instances = ReadInstances(p, f),
     };
+
+    /// <summary>--task; the instance flags ask for instance data.</summary>
+    public static SegmentationTaskKind ReadTask(ParseResult p, DataFlags f)
+    {
+        var task = Cli.ParseEnum(p.GetValue(f.Task)!, "--task", ("semantic", SegmentationTaskKind.Semantic),
+            ("instance", SegmentationTaskKind.Instance));
+        if (task == SegmentationTaskKind.Semantic && (p.GetValue(f.BoundaryWidth) ?? p.GetValue(f.MinObjectSize))
+            is not null || task == SegmentationTaskKind.Semantic && p.GetValue(f.BoundaryWeight) is not null)
+            throw new OptionsException("--boundary-width, --boundary-weight and --min-object-size apply to instance "
+                + "data: add --task instance.");
+        return task;
+    }
+
+    private static InstanceSettings? ReadInstances(ParseResult p, DataFlags f)
+    {
+        var s = new InstanceSettings();
+        s = s with
+        {
+            BoundaryWidth = p.GetValue(f.BoundaryWidth) ?? s.BoundaryWidth,
+            BoundaryWeight = p.GetValue(f.BoundaryWeight) ?? s.BoundaryWeight,
+            MinSize = p.GetValue(f.MinObjectSize) ?? s.MinSize,
+        };
+        s.Validate(3);
+        return s;
+    }
 }
 
 /// <summary>The flags that shape the U-Net (shared by train, summary and bench).</summary>

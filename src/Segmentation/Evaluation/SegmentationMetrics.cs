@@ -33,6 +33,9 @@ public sealed record SegmentationMetrics
     public string[] ClassNames { get; init; } = Array.Empty<string>();
     /// <summary>Counts [truth, prediction].</summary>
     public long[,] ConfusionMatrix { get; init; } = new long[0, 0];
+    /// <summary>Instance data: detection (AP) and panoptic quality of the decoded objects; null otherwise. Its keys
+    /// join the JSON object's top level.</summary>
+    public InstanceMetrics? Instances { get; init; }
 
     /// <summary>Derives the metrics from a confusion matrix [truth, prediction].</summary>
     public static SegmentationMetrics FromConfusion(long[,] m, IReadOnlyList<string>? names = null,
@@ -101,6 +104,8 @@ public sealed record SegmentationMetrics
         o["perClassDice"] = Arr(PerClassDice);
         o["classNames"] = new JsonArray(ClassNames.Select(s => (JsonNode?)JsonValue.Create(s)).ToArray());
         o["confusionMatrix"] = cm;
+        if (Instances is not null)
+            foreach (var (key, value) in Instances.ToJsonObject()) o[key] = value?.DeepClone();
         return o;
     }
 
@@ -127,6 +132,7 @@ public sealed record SegmentationMetrics
             ClassNames = (o["classNames"] as JsonArray)?.Select(x => x!.GetValue<string>()).ToArray()
                 ?? Array.Empty<string>(),
             ConfusionMatrix = cm,
+            Instances = o.ContainsKey("truePositives") ? InstanceMetrics.FromJsonObject(o) : null,
         };
     }
 
@@ -143,6 +149,7 @@ public sealed record SegmentationMetrics
         sb.AppendLine($"mean IoU {F(MeanIoU)}  pixel acc {F(PixelAccuracy)}  mean acc {F(MeanAccuracy)}  mean Dice "
             + $"{F(MeanDice)}  fwIoU {F(FrequencyWeightedIoU)}"
             + (PerImageMeanIoU is { } p ? $"  per-image mIoU {F(p)}" : ""));
+        if (Instances is not null) sb.AppendLine(Instances.ToString());
         return sb.ToString();
     }
 }

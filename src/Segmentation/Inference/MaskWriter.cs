@@ -14,6 +14,26 @@ public static class MaskWriter
         Save(img, path);
     }
 
+    /// <summary>Object numbers as a 16-bit gray PNG (0: none), the format of StarDist and Cellpose.</summary>
+    public static void SaveInstances(string path, int[] objects, int width, int height)
+    {
+        var values = new L16[objects.Length];
+        for (int i = 0; i < objects.Length; i++)
+            values[i] = new L16(objects[i] is >= 0 and <= ushort.MaxValue ? (ushort)objects[i]
+                : throw new SegmentationException($"{path}: object number {objects[i]} does not fit a 16-bit PNG "
+                    + $"(0-{ushort.MaxValue})."));
+        using var img = Image.LoadPixelData<L16>(values, width, height);
+        Save(img, path);
+    }
+
+    /// <summary>The image with each object in a colour of its own and its contour drawn (RGB PNG).</summary>
+    public static void SaveInstanceOverlay(string path, ImageBuffer image, int[] objects)
+    {
+        var rgb = Shared.InstanceOverlay.Draw(image.Pixels, image.Channels, objects, image.Width, image.Height);
+        using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
+        Save(img, path);
+    }
+
     /// <summary>Each class in its colour (RGB PNG).</summary>
     public static void SaveColorized(string path, byte[] labels, int width, int height, IReadOnlyList<Rgb> colors)
     {

@@ -4,6 +4,7 @@ using Google.Protobuf;
 using Onnx;
 using Segmentation.Checkpoints;
 using Segmentation.Models;
+using Segmentation.Data;
 using Segmentation.Shared;
 
 namespace Segmentation.Inference;
@@ -69,6 +70,9 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
         yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));
+        if (c.Dataset.Task == SegmentationTaskKind.Semantic) yield break;
+        yield return (OnnxMetadataKeys.Task, c.Dataset.Task.ToString().ToLowerInvariant());
+        yield return (OnnxMetadataKeys.InstanceDecoding, c.Dataset.Instances!.ToJson().ToJsonString());
     }
 
     private static ValueInfoProto Value(string name, long? channels)

@@ -44,6 +44,8 @@ public sealed class Prediction
     public byte[] Labels { get; init; } = Array.Empty<byte>();
     /// <summary>Softmax probabilities, C x H x W (null unless asked for).</summary>
     public float[]? Probabilities { get; init; }
+    /// <summary>Instance models: the objects (an object number per pixel); null otherwise.</summary>
+    public InstancePrediction? Instances { get; init; }
 }
 
 /// <summary>
@@ -117,8 +119,12 @@ public sealed class Predictor : IDisposable
         var logits = Logits(Normalization.Apply(x))[0];
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
+        // instance data: the objects, decoded from the logits by the watershed the ONNX predictor runs too
+        var objects = Description.Task == SegmentationTaskKind.Instance ? InstanceDecoding.Decode(
+            logits.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width,
+            Description.Instances!) : null;
         return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes,
-            Labels = labels.data<byte>().ToArray(), Probabilities = probs };
+            Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }
 
     /// <summary>

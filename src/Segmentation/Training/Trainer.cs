@@ -21,9 +21,9 @@ public sealed class Trainer : IDisposable
     private readonly SegmentationModel model;
     private readonly Device device;
     private readonly TorchSharp.Modules.OptimizerHelper optimizer;
-    private readonly ISegmentationLoss loss;
+    private ISegmentationLoss loss;
     private readonly bool ownsLoss;
-    private readonly SegmentationTask task = SemanticSegmentation.Instance;
+    private SegmentationTask task = SemanticSegmentation.Instance;
     private readonly LossScaler? scaler;
     private readonly double[] groupScales;
 
@@ -73,6 +73,7 @@ public sealed class Trainer : IDisposable
     {
         Models.CpuThreads.Apply(Options.Threads);
         var d = CheckData(train, val);
+        UseTask(d);
         if (Options.ManageProcessMemory && device.type == DeviceType.CPU && AllocatorTuning.Apply())
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
                 Message = $"allocator tuning {AllocatorTuning.Status}" });
@@ -149,6 +150,20 @@ public sealed class Trainer : IDisposable
         foreach (var p in model.Encoder.parameters()) p.requires_grad_(!frozen);
     }
 
+    /// <summary>The task of the data; instance data weighs its boundary class in the loss when no weights are
+    /// given.</summary>
+    private void UseTask(DatasetDescription d)
+    {
+        var chosen = SegmentationTask.For(d);
+        if (chosen.Name == task.Name) return;
+        task = chosen;
+        if (task is InstanceSegmentation instances && ownsLoss && Options.ClassWeights is null)
+        {
+            (loss as IDisposable)?.Dispose();
+            loss = LossRegistry.Create(Options with { ClassWeights = instances.ClassWeights() });
+        }
+    }
+
     /// <summary>The data must fit the model and each other; returns the training data's description.</summary>
     private DatasetDescription CheckData(SegmentationDataset train, SegmentationDataset? val)
     {
@@ -156,6 +171,9 @@ public sealed class Trainer : IDisposable
         if (val is not null && val.Description.Classes != d.Classes)
             throw new DataException($"Training data has {d.Classes} classes, validation data "
                 + $"{val.Description.Classes}.");
+        if (val is not null && val.Description.Task != d.Task)
+            throw new DataException($"Training data is {d.Task.ToString().ToLowerInvariant()} data, validation data "
+                + $"{val.Description.Task.ToString().ToLowerInvariant()}.");
         var m = model.Description;
         if (d.Classes != m.Classes)
             throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} "

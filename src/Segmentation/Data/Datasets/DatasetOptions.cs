@@ -25,6 +25,13 @@ public sealed record DatasetOptions
     public int? BinaryThreshold { get; init; }
     /// <summary>Largest width x height of an image or mask, checked from the header before decoding.</summary>
     public long MaxPixels { get; init; } = ImageReader.DefaultMaxPixels;
+    /// <summary>What is segmented; instance data is read as object numbers (<see
+    /// cref="SegmentationDataset.FromInstanceFolder"/>).</summary>
+    public SegmentationTaskKind Task { get; init; } = SegmentationTaskKind.Semantic;
+    /// <summary>Instance data: the boundary target and the decoding (null: the defaults).</summary>
+    public InstanceSettings? Instances { get; init; }
+    /// <summary>The task in force: the description's when one is given, else <see cref="Task"/>.</summary>
+    internal SegmentationTaskKind TaskKind => Description?.Task ?? Task;
     /// <summary>Use this description (e.g. a checkpoint's) instead of detecting one; the other label options are then
     /// ignored.</summary>
     public DatasetDescription? Description { get; init; }

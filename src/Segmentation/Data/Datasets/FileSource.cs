@@ -1,7 +1,7 @@
 namespace Segmentation.Data;
 
 /// <summary>Samples decoded on demand from image and mask files (thread-safe: the reader is).</summary>
-internal sealed class FileSource : ISampleSource
+internal sealed class FileSource : IFileSource
 {
     private readonly List<(string Image, string Mask, string Stem)> pairs;
     private readonly DatasetDescription description;

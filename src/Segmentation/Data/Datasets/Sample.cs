@@ -9,14 +9,23 @@ public sealed class Sample
     public byte[] Mask { get; }
     /// <summary>Where it came from (file stem or synthetic name).</summary>
     public string Name { get; }
+    /// <summary>For instance data: an object number per pixel (0: none), row by row; transforms move it with the
+    /// mask. Null for semantic data.</summary>
+    public ushort[]? Instances { get; }
 
-    /// <summary>Creates a sample; the mask must have one byte per image pixel.</summary>
-    public Sample(ImageBuffer image, byte[] mask, string name)
+    /// <summary>Creates a sample; the mask (and the instance numbers, if any) must have one value per image
+    /// pixel.</summary>
+    public Sample(ImageBuffer image, byte[] mask, string name, ushort[]? instances = null)
     {
         if (mask.Length != image.Width * image.Height)
             throw new ArgumentException($"{name}: mask has {mask.Length} pixels, image {image.Width}x{image.Height}.");
-        Image = image; Mask = mask; Name = name;
+        if (instances is not null && instances.Length != mask.Length)
+            throw new ArgumentException($"{name}: {instances.Length} instance numbers for {mask.Length} pixels.");
+        Image = image; Mask = mask; Name = name; Instances = instances;
     }
+
+    /// <summary>The same labels over another image of the same size (photometric transforms).</summary>
+    public Sample WithImage(ImageBuffer image) => new(image, Mask, Name, Instances);
 
     /// <summary>Width in pixels.</summary>
     public int Width => Image.Width;

@@ -10,6 +10,13 @@ internal interface ISampleSource
     Sample Load(int index);
 }
 
+/// <summary>A source read from files: their paths (for fingerprints) and image sizes from the headers.</summary>
+internal interface IFileSource : ISampleSource
+{
+    IEnumerable<string> PathsOf(int index);
+    (int, int) ImageSize(int index);
+}
+
 /// <summary>
 /// Image–mask pairs with a <see cref="DatasetDescription"/>: from folders, from a list of paths, or the built-in
 /// <c>shapes</c>. Samples are decoded on demand (thread-safe), so loaders can read in parallel.
@@ -83,7 +90,7 @@ public sealed class SegmentationDataset
     /// </summary>
     public string? Fingerprint()
     {
-        if (source is not FileSource files) return null;
+        if (source is not IFileSource files) return null;
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(
             System.Security.Cryptography.HashAlgorithmName.SHA256);
         void Add(string text) => hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text + "\n"));
@@ -120,7 +127,7 @@ public sealed class SegmentationDataset
     /// data sets not read from files.</summary>
     private (int Width, int Height)[]? HeaderSizes()
     {
-        if (source is not FileSource files) return null;
+        if (source is not IFileSource files) return null;
         if (headerSizes is { } known) return known;
         var sizes = new (int Width, int Height)[indices.Length];
         Parallel.For(0, indices.Length, i => sizes[i] = files.ImageSize(indices[i]));
@@ -138,7 +145,7 @@ public sealed class SegmentationDataset
     public ((string File, int Width, int Height) Smallest, (string File, int Width, int Height)[] Differing)?
         SizeExtremes()
     {
-        if (source is not FileSource files || HeaderSizes() is not { Length: > 0 } sizes) return null;
+        if (source is not IFileSource files || HeaderSizes() is not { Length: > 0 } sizes) return null;
         (string, int, int) At(int i) => (files.PathsOf(indices[i]).First(), sizes[i].Width, sizes[i].Height);
         int smallest = Enumerable.Range(0, sizes.Length).MinBy(i => Math.Min(sizes[i].Width, sizes[i].Height));
         int other = Array.FindIndex(sizes, s => s != sizes[0]);
@@ -174,10 +181,19 @@ public sealed class SegmentationDataset
     }
 
     /// <summary>The built-in synthetic shapes (background, circle, rectangle, triangle).</summary>
-    public static SegmentationDataset Shapes(ShapesOptions? options = null)
+    /// <param name="options">Size, count, seed; <see cref="ShapesOptions.Instances"/> for instance data.</param>
+    /// <param name="instances">For instance data: the boundary target and decoding (null: the defaults).</param>
+    public static SegmentationDataset Shapes(ShapesOptions? options = null, InstanceSettings? instances = null)
     {
         var o = options ?? new ShapesOptions();
         var src = new ShapesSource(o);
+        if (o.Instances)
+            return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
+                (instances ?? new InstanceSettings()).Describe(o.Channels),
+                $"builtin:shapes: {o.Count} images {o.Size}x{o.Size} of touching objects (instance data: background, "
+                    + $"object, boundary), seed {o.Seed}", Array.Empty<string>(),
+                $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}&channels={o.Channels}"
+                    + $"&maxShapes={o.MaxShapes}&instances=1");
         return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
             ShapesSource.Description(o.Channels),
             $"builtin:shapes: {o.Count} images {o.Size}x{o.Size}, 4 classes (background, circle, rectangle, "
@@ -219,13 +235,15 @@ public sealed class SegmentationDataset
                     {
                         "count" => o with { Count = v }, "size" => o with { Size = v }, "seed" => o with { Seed = v },
                         "channels" => o with { Channels = v }, "maxshapes" => o with { MaxShapes = v },
+                        "instances" => o with { Instances = v != 0 },
                         _ => throw new OptionsException($"Data '{origin}': unknown setting '{pair[0]}' (count, size, "
-                            + $"seed, channels, maxShapes)."),
+                            + $"seed, channels, maxShapes, instances)."),
                     };
                 }
             else if (origin.Length != "builtin:shapes".Length)
                 throw new OptionsException($"Data '{origin}': the built-in data set is builtin:shapes.");
-            return Shapes(o);
+            if (options?.TaskKind == SegmentationTaskKind.Instance) o = o with { Instances = true };
+            return Shapes(o, options?.Description?.Instances ?? options?.Instances);
         }
         return FromFolder(origin, options);
     }
@@ -237,6 +255,7 @@ public sealed class SegmentationDataset
     public static SegmentationDataset FromFolder(string dir, DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions();
+        if (o.TaskKind != SegmentationTaskKind.Semantic) return FromInstanceFolder(dir, o);
         var warnings = new List<string>();
         var pairs = FilePairs.Read(dir, o, warnings);
         var reader = new ImageReader(o.MaxPixels);
@@ -252,6 +271,8 @@ public sealed class SegmentationDataset
         DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions();
+        if (o.TaskKind != SegmentationTaskKind.Semantic)
+            return (FromInstanceFolder(Path.Combine(dir, "train"), o), FromInstanceFolder(Path.Combine(dir, "val"), o));
         var warnings = new List<string>();
         var train = FilePairs.Read(Path.Combine(dir, "train"), o, warnings);
         var val = FilePairs.Read(Path.Combine(dir, "val"), o, warnings);
@@ -270,6 +291,8 @@ public sealed class SegmentationDataset
         DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions();
+        if (o.TaskKind != SegmentationTaskKind.Semantic)
+            throw new OptionsException("Instance data is read from a folder (FromFolder), not from a list of pairs.");
         var list = pairs.Select(p => (p.Image, p.Mask, Path.GetFileNameWithoutExtension(p.Image))).ToList();
         if (list.Count == 0) throw new DataException("The list of image–mask pairs is empty.");
         foreach (var (image, mask, _) in list)
@@ -303,6 +326,32 @@ public sealed class SegmentationDataset
             }
         });
         return new ClassStatistics(pixels, imagePixels, ignored);
+    }
+
+    /// <summary>
+    /// Instance data from <paramref name="dir"/>: <c>images/</c> with <c>masks/</c> of object numbers (16-bit PNG;
+    /// 8-bit under 255 objects), or the Data Science Bowl layout (<c>ID/images/ID.png</c>, <c>ID/masks/*.png</c>). The
+    /// description is <see cref="InstanceSettings.Describe"/>'s (or the options' own).
+    /// </summary>
+    public static SegmentationDataset FromInstanceFolder(string dir, DatasetOptions? options = null)
+    {
+        var o = options ?? new DatasetOptions { Task = SegmentationTaskKind.Instance };
+        if (o.TaskKind == SegmentationTaskKind.Panoptic)
+            throw new OptionsException("Panoptic data (a class mask beside the instance mask) is not read yet; "
+                + "--task instance reads instance masks.");
+        var warnings = new List<string>();
+        var entries = InstanceSource.Entries(dir, o, warnings);
+        var reader = new ImageReader(o.MaxPixels);
+        int channels = o.Description?.InChannels ?? o.InChannels ?? (LabelDetection.IsGray(reader.ReadImage(
+            entries[0].Image, 3)) ? 1 : 3);
+        var d = o.Description ?? (o.Instances ?? new InstanceSettings()).Describe(channels);
+        d.Validate();
+        var src = new InstanceSource(entries, d, reader);
+        string layout = src.PerObjectFiles ? "one binary mask per object (Data Science Bowl layout)"
+            : "object-number masks";
+        return new SegmentationDataset(src, Enumerable.Range(0, entries.Count).ToArray(), d,
+            $"{dir}: {entries.Count} images, instance data ({layout}); model classes background, object, boundary; "
+                + $"{d.Instances}", warnings, dir);
     }
 
     private static SegmentationDataset Create(List<(string Image, string Mask, string Stem)> pairs,

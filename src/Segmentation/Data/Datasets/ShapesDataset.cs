@@ -13,6 +13,9 @@ public sealed record ShapesOptions
     public int Channels { get; init; } = 3;
     /// <summary>Most shapes per image (at least one).</summary>
     public int MaxShapes { get; init; } = 4;
+    /// <summary>Instance data instead: shaded blobs, many of them touching, each with its own object number (classes
+    /// background, object, boundary).</summary>
+    public bool Instances { get; init; }
 }
 
 /// <summary>
@@ -44,6 +47,7 @@ internal sealed class ShapesSource : ISampleSource
 
     public Sample Load(int index)
     {
+        if (options.Instances) return LoadObjects(index);
         int n = options.Size;
         var rng = new Random(Seeds.Mix(options.Seed, index, 0x5A3E));
         var image = new ImageBuffer(n, n, 3);
@@ -55,6 +59,55 @@ internal sealed class ShapesSource : ISampleSource
         var placed = new List<(double X, double Y, double R)>();
         for (int s = 0; s < shapes; s++) PaintShape(rng, image.Pixels, mask, n, placed, c0, c1);
         return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index));
+    }
+
+    /// <summary>
+    /// Instance data: 2 to MaxShapes + 2 shaded ellipses (bright centre, darker rim, as stained nuclei), about half of
+    /// them placed to touch or slightly overlap an earlier one (the later one in front), so only their shape and
+    /// shading tell touching objects apart. Object numbers in drawing order.
+    /// </summary>
+    private Sample LoadObjects(int index)
+    {
+        int n = options.Size;
+        var rng = new Random(Seeds.Mix(options.Seed, index, 0x1D5));
+        var image = new ImageBuffer(n, n, 3);
+        var (c0, c1) = PaintBackground(rng, image.Pixels, n);
+        var ids = new ushort[n * n];
+        var placed = new List<(double X, double Y, double R)>();
+        int objects = 2 + rng.Next(options.MaxShapes + 1);
+        for (int k = 0; k < objects; k++)
+        {
+            double r = n * (0.07 + rng.NextDouble() * 0.06), cx, cy;
+            if (placed.Count > 0 && rng.NextDouble() < 0.5)
+            {
+                var (px, py, pr) = placed[rng.Next(placed.Count)];
+                double angle = rng.NextDouble() * 2 * Math.PI, d = (pr + r) * (0.8 + rng.NextDouble() * 0.15);
+                cx = px + d * Math.Cos(angle); cy = py + d * Math.Sin(angle);
+            }
+            else { cx = r + rng.NextDouble() * (n - 2 * r); cy = r + rng.NextDouble() * (n - 2 * r); }
+            placed.Add((cx, cy, r));
+            PaintBlob(rng, image.Pixels, ids, n, cx, cy, r, (ushort)(k + 1), ContrastingColor(rng, c0, c1));
+        }
+        var mask = Array.ConvertAll(ids, v => v == 0 ? (byte)0 : (byte)1);
+        return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index), ids);
+    }
+
+    private static void PaintBlob(Random rng, byte[] px, ushort[] ids, int n, double cx, double cy, double r,
+        ushort id, double[] color)
+    {
+        double aspect = 0.75 + rng.NextDouble() * 0.25, rot = rng.NextDouble() * Math.PI;
+        double cos = Math.Cos(rot), sin = Math.Sin(rot);
+        for (int y = Math.Max(0, (int)(cy - r - 1)); y <= Math.Min(n - 1, (int)(cy + r + 1)); y++)
+            for (int x = Math.Max(0, (int)(cx - r - 1)); x <= Math.Min(n - 1, (int)(cx + r + 1)); x++)
+            {
+                double dx = x + 0.5 - cx, dy = y + 0.5 - cy;
+                double u = (dx * cos + dy * sin) / r, v = (-dx * sin + dy * cos) / (r * aspect);
+                double rho = u * u + v * v;
+                if (rho > 1) continue;
+                ids[y * n + x] = id;
+                double shade = 1.15 - 0.55 * rho; // bright centre, dark rim
+                for (int c = 0; c < 3; c++) px[(y * n + x) * 3 + c] = Clamp(color[c] * shade + Gaussian(rng) * 6);
+            }
     }
 
     /// <summary>A colour gradient, a sinusoidal texture at a random angle, and per-pixel noise; returns the gradient's

@@ -47,7 +47,12 @@ internal enum RawMaskKind
 }
 
 /// <summary>A mask file as decoded: one integer per pixel whose meaning depends on <see cref="Kind"/>.</summary>
-internal sealed record RawMask(int Width, int Height, RawMaskKind Kind, int[] Values);
+/// <param name="Width">Columns.</param>
+/// <param name="Height">Rows.</param>
+/// <param name="Kind">What the values are.</param>
+/// <param name="Values">One per pixel.</param>
+/// <param name="Bits">Bits per sample of the file (8 or 16).</param>
+internal sealed record RawMask(int Width, int Height, RawMaskKind Kind, int[] Values, int Bits = 8);
 
 /// <summary>
 /// Decodes images and masks through ImageSharp with a pixel limit that is checked from the file header, before any
@@ -155,7 +160,7 @@ public sealed class ImageReader
                 using var g16 = LoadOriented<L16>(bytes);
                 var px = new L16[w * h];
                 g16.CopyPixelDataTo(px);
-                return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p.PackedValue));
+                return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p.PackedValue), 16);
             });
         if (png.ColorType == PngColorType.Grayscale)
             return Guard(path, () =>
@@ -199,7 +204,7 @@ public sealed class ImageReader
                     }
                 }
             });
-            return new RawMask(w, h, gray ? RawMaskKind.Gray : RawMaskKind.Rgb, values);
+            return new RawMask(w, h, gray ? RawMaskKind.Gray : RawMaskKind.Rgb, values, sixteen ? 16 : 8);
         });
     }
 

@@ -180,7 +180,7 @@ internal static class LabelDetection
         return max + 1;
     }
 
-    private static bool IsGray(ImageBuffer rgb)
+    internal static bool IsGray(ImageBuffer rgb)
     {
         var p = rgb.Pixels;
         for (int i = 0; i < p.Length; i += 3)

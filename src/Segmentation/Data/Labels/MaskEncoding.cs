@@ -18,6 +18,10 @@ public enum MaskEncoding
     Palette,
     /// <summary>A palette PNG whose palette indices are the classes.</summary>
     IndexedPng,
+    /// <summary>Instance data: a number per object (0 background; a 16-bit PNG, or 8-bit under 255 objects), or the
+    /// Data Science Bowl layout of one binary mask per object. The model's classes are background, object and
+    /// object boundary (<see cref="InstanceSettings"/>).</summary>
+    InstanceIds,
 }
 
 /// <summary>An RGB colour.</summary>
@@ -60,6 +64,10 @@ public sealed record DatasetDescription
     /// <summary>For <see cref="MaskEncoding.Binary"/>: gray values at or above this are class 1 (null: only 0 and 255,
     /// or 0 and 1, are allowed).</summary>
     public int? BinaryThreshold { get; init; }
+    /// <summary>What is segmented: classes per pixel, or objects too.</summary>
+    public SegmentationTaskKind Task { get; init; } = SegmentationTaskKind.Semantic;
+    /// <summary>For instance data: the boundary target and the decoding of predictions into objects.</summary>
+    public InstanceSettings? Instances { get; init; }
 
     /// <summary>"3 classes (background, circle, rectangle), index masks, ignore index 255, 3-channel images": the
     /// arrays spelled out, not their .NET type.</summary>
@@ -67,7 +75,8 @@ public sealed record DatasetDescription
         $"{Classes} classes ({string.Join(", ", ClassNames)}), {Encoding.ToString().ToLowerInvariant()} masks"
             + $"{(BinaryThreshold is { } t ? $" (threshold {t})" : "")}, ignore index {IgnoreIndex}, "
             + $"{InChannels}-channel "
-            + $"images, colours {string.Join(" ", ClassColors.Select(c => c.ToString()))}";
+            + $"images, colours {string.Join(" ", ClassColors.Select(c => c.ToString()))}"
+            + (Task == SegmentationTaskKind.Semantic ? "" : $", {Task.ToString().ToLowerInvariant()} task ({Instances})");
 
     /// <summary>Checks consistency; throws <see cref="OptionsException"/>.</summary>
     public void Validate()
@@ -92,6 +101,11 @@ public sealed record DatasetDescription
         if (InChannels < 1) throw new OptionsException($"Input channels {InChannels} must be at least 1.");
         if (BinaryThreshold is { } t && (Encoding != MaskEncoding.Binary || t < 1 || t > 65535))
             throw new OptionsException($"Binary threshold {t} needs binary masks and a value from 1 to 65535.");
+        if (Task != SegmentationTaskKind.Semantic)
+        {
+            if (Instances is null) throw new OptionsException($"The {Task} task needs instance settings.");
+            Instances.Validate(Classes);
+        }
     }
 
     /// <summary>Default names ("class 0" ...) and distinct colours for <paramref name="classes"/> classes.</summary>
@@ -117,19 +131,26 @@ public sealed record DatasetDescription
     }
 
     /// <summary>As JSON (for checkpoints).</summary>
-    public JsonObject ToJson() => new()
+    public JsonObject ToJson()
     {
-        ["classes"] = Classes,
-        ["classNames"] = new JsonArray(ClassNames.Select(n => (JsonNode?)n).ToArray()),
-        ["classColors"] = new JsonArray(ClassColors.Select(c => (JsonNode?)c.ToString()).ToArray()),
-        ["ignoreIndex"] = IgnoreIndex,
-        ["encoding"] = Encoding.ToString(),
-        ["colorToLabel"] = ColorToLabel is null ? null
-            : new JsonObject(ColorToLabel.Select(kv => KeyValuePair.Create(Rgb.FromPacked(kv.Key).ToString(),
-            (JsonNode?)kv.Value))),
-        ["inChannels"] = InChannels,
-        ["binaryThreshold"] = BinaryThreshold,
-    };
+        var o = new JsonObject
+        {
+            ["classes"] = Classes,
+            ["classNames"] = new JsonArray(ClassNames.Select(n => (JsonNode?)n).ToArray()),
+            ["classColors"] = new JsonArray(ClassColors.Select(c => (JsonNode?)c.ToString()).ToArray()),
+            ["ignoreIndex"] = IgnoreIndex,
+            ["encoding"] = Encoding.ToString(),
+            ["colorToLabel"] = ColorToLabel is null ? null
+                : new JsonObject(ColorToLabel.Select(kv => KeyValuePair.Create(Rgb.FromPacked(kv.Key).ToString(),
+                (JsonNode?)kv.Value))),
+            ["inChannels"] = InChannels,
+            ["binaryThreshold"] = BinaryThreshold,
+        };
+        if (Task == SegmentationTaskKind.Semantic) return o; // as semantic checkpoints have always read
+        o["task"] = Task.ToString().ToLowerInvariant();
+        o["instances"] = Instances?.ToJson();
+        return o;
+    }
 
     /// <summary>From <see cref="ToJson"/>'s output.</summary>
     public static DatasetDescription FromJson(JsonObject o)
@@ -147,6 +168,9 @@ public sealed record DatasetDescription
                 kv => kv.Value!.GetValue<int>()) : null,
             InChannels = o["inChannels"]!.GetValue<int>(),
             BinaryThreshold = o["binaryThreshold"]?.GetValue<int>(),
+            Task = o["task"] is { } task ? Enum.Parse<SegmentationTaskKind>(task.GetValue<string>(), ignoreCase: true)
+                : SegmentationTaskKind.Semantic,
+            Instances = o["instances"] is JsonObject instances ? InstanceSettings.FromJson(instances) : null,
         };
         d.Validate();
         return d;

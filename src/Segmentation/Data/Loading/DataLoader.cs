@@ -43,6 +43,8 @@ internal sealed class HostBatch
     public byte[] Masks { get; init; } = Array.Empty<byte>();
     /// <summary>Sample names.</summary>
     public string[] Names { get; init; } = Array.Empty<string>();
+    /// <summary>Instance data: object numbers, N x H x W (null for semantic data).</summary>
+    public ushort[]? Instances { get; init; }
 
     /// <summary>
     /// Tensors on <paramref name="device"/>: images uint8 N x C x H x W, masks int64 N x H x W. On CUDA the host copies
@@ -264,6 +266,7 @@ internal sealed class DataLoader
                     + $"size 1).");
         var images = new byte[samples.Count * ch * hw];
         var masks = new byte[samples.Count * hw];
+        var instances = first.Instances is null ? null : new ushort[samples.Count * hw];
         for (int n = 0; n < samples.Count; n++)
         {
             var px = samples[n].Image.Pixels;
@@ -273,9 +276,12 @@ internal sealed class DataLoader
                 for (int i = 0; i < hw; i++)
                     for (int c = 0; c < ch; c++) images[baseOffset + c * hw + i] = px[i * ch + c];
             Array.Copy(samples[n].Mask, 0, masks, n * hw, hw);
+            if (instances is not null) Array.Copy(samples[n].Instances ?? throw new DataException(
+                $"A batch mixes instance data ({first.Name}) with semantic data ({samples[n].Name})."), 0, instances,
+                n * hw, hw);
         }
         return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images,
-            Masks = masks, Names = samples.Select(s => s.Name).ToArray() };
+            Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances };
     }
 
     private Sample LoadCached(int index)
@@ -283,7 +289,7 @@ internal sealed class DataLoader
         if (Options.CacheBytes <= 0) return dataset.Load(index);
         if (cache.TryGetValue(index, out var hit)) return hit;
         var sample = dataset.Load(index);
-        long size = sample.Image.Pixels.Length + sample.Mask.Length;
+        long size = sample.Image.Pixels.Length + sample.Mask.Length + 2L * (sample.Instances?.Length ?? 0);
         if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index,
             sample)) Interlocked.Add(ref cachedBytes, -size); }
         else Interlocked.Add(ref cachedBytes, -size);

@@ -301,7 +301,7 @@ public sealed class ColorJitter : ISampleTransform
             else
                 for (int k = 0; k < ch; k++) q[o + k] = Ops.Clamp((p[o + k] * b - mean) * c + mean);
         }
-        return new Sample(dst, s.Mask, s.Name);
+        return s.WithImage(dst);
     }
 }
 
@@ -317,7 +317,7 @@ public sealed class GaussianNoise(double std = 8, double probability = 0.5) : IS
         for (int i = 0; i < p.Length; i++)
             dst.Pixels[i] = Ops.Clamp(p[i] + std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble()))
                 * Math.Cos(2 * Math.PI * rng.NextDouble()));
-        return new Sample(dst, s.Mask, s.Name);
+        return s.WithImage(dst);
     }
 }
 
@@ -356,7 +356,7 @@ public sealed class GaussianBlur(double maxSigma = 1.5, double probability = 0.5
                         * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
                     dst.Pixels[(y * w + x) * ch + c] = Ops.Clamp(acc);
                 }
-        return new Sample(dst, s.Mask, s.Name);
+        return s.WithImage(dst);
     }
 }
 
@@ -373,6 +373,7 @@ internal static class Ops
         var src = s.Image.Pixels;
         var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
+        var inst = s.Instances is null ? null : new ushort[w * h];
         double fx = (double)sw / w, fy = (double)sh / h;
         var x0s = new int[w]; var x1s = new int[w]; var wxs = new double[w]; var nx = new int[w];
         for (int x = 0; x < w; x++)
@@ -402,9 +403,10 @@ internal static class Ops
                     dst[o + k] = Clamp(top + (bottom - top) * wy);
                 }
                 mask[y * w + x] = s.Mask[ny * sw + nx[x]];
+                if (inst is not null) inst[y * w + x] = s.Instances![ny * sw + nx[x]];
             }
         }
-        return new Sample(img, mask, s.Name);
+        return new Sample(img, mask, s.Name, inst);
     }
 
     public static Sample PadTo(Sample s, int h, int w, int ignoreIndex)
@@ -414,12 +416,14 @@ internal static class Ops
         var img = new ImageBuffer(nw, nh, ch);
         var mask = new byte[nw * nh];
         Array.Fill(mask, (byte)ignoreIndex);
+        var inst = s.Instances is null ? null : new ushort[nw * nh];
         for (int y = 0; y < s.Height; y++)
         {
             Array.Copy(s.Image.Pixels, y * s.Width * ch, img.Pixels, y * nw * ch, s.Width * ch);
             Array.Copy(s.Mask, y * s.Width, mask, y * nw, s.Width);
+            if (inst is not null) Array.Copy(s.Instances!, y * s.Width, inst, y * nw, s.Width);
         }
-        return new Sample(img, mask, s.Name);
+        return new Sample(img, mask, s.Name, inst);
     }
 
     public static Sample Crop(Sample s, int x0, int y0, int w, int h)
@@ -428,12 +432,14 @@ internal static class Ops
         int ch = s.Image.Channels;
         var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
+        var inst = s.Instances is null ? null : new ushort[w * h];
         for (int y = 0; y < h; y++)
         {
             Array.Copy(s.Image.Pixels, ((y0 + y) * s.Width + x0) * ch, img.Pixels, y * w * ch, w * ch);
             Array.Copy(s.Mask, (y0 + y) * s.Width + x0, mask, y * w, w);
+            if (inst is not null) Array.Copy(s.Instances!, (y0 + y) * s.Width + x0, inst, y * w, w);
         }
-        return new Sample(img, mask, s.Name);
+        return new Sample(img, mask, s.Name, inst);
     }
 
     /// <summary>Output (x, y) takes input at map(x, y): exact pixel moves (flips, 90° rotations).</summary>
@@ -442,15 +448,17 @@ internal static class Ops
         int ch = s.Image.Channels;
         var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
+        var inst = s.Instances is null ? null : new ushort[w * h];
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
                 var (sx, sy) = map(x, y);
                 int si = sy * s.Width + sx, di = y * w + x;
                 mask[di] = s.Mask[si];
+                if (inst is not null) inst[di] = s.Instances![si];
                 for (int k = 0; k < ch; k++) img.Pixels[di * ch + k] = s.Image.Pixels[si * ch + k];
             }
-        return new Sample(img, mask, s.Name);
+        return new Sample(img, mask, s.Name, inst);
     }
 
     public static Sample Rotate(Sample s, double radians, int ignoreIndex)
@@ -469,6 +477,7 @@ internal static class Ops
         int w = s.Width, h = s.Height, ch = s.Image.Channels;
         var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
+        var inst = s.Instances is null ? null : new ushort[w * h];
         var src = s.Image.Pixels;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
@@ -476,7 +485,9 @@ internal static class Ops
                 var (sx, sy) = source(x, y);
                 int di = y * w + x;
                 int rx = (int)Math.Round(sx), ry = (int)Math.Round(sy);
-                mask[di] = rx >= 0 && rx < w && ry >= 0 && ry < h ? s.Mask[ry * w + rx] : (byte)ignoreIndex;
+                bool inside = rx >= 0 && rx < w && ry >= 0 && ry < h;
+                mask[di] = inside ? s.Mask[ry * w + rx] : (byte)ignoreIndex;
+                if (inst is not null && inside) inst[di] = s.Instances![ry * w + rx];
                 if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5) continue;
                 int x0 = Math.Clamp((int)Math.Floor(sx), 0, w - 1), y0 = Math.Clamp((int)Math.Floor(sy), 0, h - 1);
                 int x1 = Math.Min(x0 + 1, w - 1), y1 = Math.Min(y0 + 1, h - 1);
@@ -488,7 +499,7 @@ internal static class Ops
                     img.Pixels[di * ch + k] = Clamp(top * (1 - fy) + bottom * fy);
                 }
             }
-        return new Sample(img, mask, s.Name);
+        return new Sample(img, mask, s.Name, inst);
     }
 
     /// <summary>Separable Gaussian smoothing of a w x h field (edges clamped).</summary>

@@ -12,6 +12,14 @@ namespace Segmentation.Training;
 /// </summary>
 internal abstract class SegmentationTask
 {
+    /// <summary>The task of data described by <paramref name="d"/>.</summary>
+    public static SegmentationTask For(DatasetDescription d) => d.Task switch
+    {
+        SegmentationTaskKind.Semantic => SemanticSegmentation.Instance,
+        SegmentationTaskKind.Instance => new InstanceSegmentation(d.Instances!),
+        _ => throw new OptionsException($"The {d.Task.ToString().ToLowerInvariant()} task is not trained yet."),
+    };
+
     /// <summary>The task's name, as records say it.</summary>
     public abstract string Name { get; }
 
