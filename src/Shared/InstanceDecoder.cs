@@ -117,9 +117,10 @@ internal static class InstanceDecoder
         var levels = new List<int>[256];
         for (int l = 0; l < 256; l++) levels[l] = new List<int>();
         void Push(int p, int level) => levels[Math.Max(level, elevation[p])].Add(p);
-        for (int p = 0; p < labels.Length; p++)
+        var seeds = new List<int>();
+        for (int p = 0; p < labels.Length; p++) if (labels[p] != 0) seeds.Add(p);
+        foreach (int p in seeds) // the seeds' neighbours first, each at its own elevation
         {
-            if (labels[p] == 0) continue;
             foreach (int q in Neighbours(p, height, width))
                 if (q >= 0 && labels[q] == 0 && foreground[q]) { labels[q] = labels[p]; Push(q, 0); }
         }

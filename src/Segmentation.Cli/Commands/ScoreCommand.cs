@@ -12,7 +12,9 @@ internal static class ScoreCommand
     public static Command Create(CommandContext ctx)
     {
         var cmd = new Command("score",
-            "Score predicted masks against ground truth with the mmsegmentation / HF evaluate Mean IoU rule.");
+            "Score predicted masks against ground truth with the mmsegmentation / HF evaluate Mean IoU rule; with "
+                + "--task instance, instance masks by AP (IoU 0.50..0.95, the Data Science Bowl 2018 metric) and "
+                + "panoptic quality.");
         var pred = new Option<string>("--pred") { Description =
             "Folder of predicted masks (class indices, or colours with a palette).", Required = true };
         var gt = new Option<string>("--gt") { Description = "Folder of ground-truth masks (same file names).",
@@ -22,6 +24,14 @@ internal static class ScoreCommand
         cmd.Options.Add(pred); cmd.Options.Add(gt); cmd.Options.Add(json);
         cmd.SetAction(p =>
         {
+            if (DataFlags.ReadTask(p, d) == SegmentationTaskKind.Instance)
+            {
+                // object numbers on both sides: AP over IoU 0.50..0.95 and panoptic quality
+                var scores = MaskScorer.ScoreInstanceFolders(p.GetValue(pred)!, p.GetValue(gt)!);
+                (p.GetValue(json) ? ctx.Err : ctx.Out).WriteLine(scores.ToString());
+                if (p.GetValue(json)) ctx.Out.WriteLine(scores.ToJsonObject().ToJsonString());
+                return Cli.Ok;
+            }
             var o = DataFlags.Read(p, d, 1);
             if (o.Classes is null && o.PaletteFile is null && o.Encoding != MaskEncoding.Binary)
                 throw new OptionsException("score needs --classes (or a --palette, or --mask binary).");

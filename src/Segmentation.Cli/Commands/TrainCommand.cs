@@ -353,7 +353,8 @@ internal static class TrainCommand
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
-        var reporter = new TrainingReporter(ctx, log);
+        var reporter = new TrainingReporter(ctx, log) { Instances = train.Description.Task
+            != SegmentationTaskKind.Semantic };
         var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter,
             new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
         if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
@@ -478,8 +479,11 @@ internal static class TrainCommand
         {
             var sample = val.Load(i);
             var prediction = predictor.Predict(sample.Image);
-            var panel = Previews.Panel(sample.Name, sample.Image, sample.Mask, prediction.Labels,
-                predictor.Description.ClassColors);
+            var d = predictor.Description;
+            var truth = sample.Instances is { } ids && d.Instances is { } s // instance data: the boundary target too
+                ? InstanceTargets.Make(sample.Mask, ids, 1, sample.Height, sample.Width, s.BoundaryWidth,
+                    (byte)s.Things.Length) : sample.Mask;
+            var panel = Previews.Panel(sample.Name, sample.Image, truth, prediction.Labels, d.ClassColors);
             AtomicFile.Write(Path.Combine(dir, sample.Name + ".png"),
                 s => s.Write(Pictures.Panel(panel, predictor.Description)));
         }

@@ -16,6 +16,9 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
     private readonly TextWriter log;
     private bool headerShown;
 
+    /// <summary>Instance data: the epoch lines show AP and PQ where semantic runs show pixel accuracy.</summary>
+    public bool Instances { get; init; }
+
     private readonly System.Diagnostics.Stopwatch sincePlain = System.Diagnostics.Stopwatch.StartNew();
 
     /// <summary>Without a terminal (CI, tee, nohup) a plain progress line is printed this often, so a slow epoch never
@@ -53,12 +56,17 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                 ctx.FinishLine(log);
                 if (!headerShown)
                 {
-                    log.WriteLine("epoch  train loss  val loss  mean IoU  pixel acc  lr        seconds  img/s  RSS "
-                        + "MiB");
+                    log.WriteLine(Instances
+                        ? "epoch  train loss  val loss  mean IoU        AP       PQ  lr        seconds  img/s  RSS MiB"
+                        : "epoch  train loss  val loss  mean IoU  pixel acc  lr        seconds  img/s  RSS MiB");
                     headerShown = true;
                 }
+                string scores = Instances
+                    ? $"{F(r.MeanIoU),8}  {F(r.Metrics?.Instances?.Ap ?? double.NaN),8}  "
+                        + $"{F(r.Metrics?.Instances?.Pq ?? double.NaN),7}"
+                    : $"{F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}";
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}  "
+                    $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {scores}  "
                         + $"{r.LearningRate,-8:0.0e+0}  {r.Seconds,7:F1}  {r.ImagesPerSecond,5:F1}  "
                         + $"{r.ResidentMemoryMB,7:F0}"));
                 break;

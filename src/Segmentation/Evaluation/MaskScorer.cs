@@ -17,27 +17,7 @@ public static class MaskScorer
         MaskEncoding encoding = MaskEncoding.Auto, string? paletteFile = null, string[]? classNames = null,
             bool perImage = true)
     {
-        if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.",
-            predictionDir);
-        if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.",
-            truthDir);
-        // The data layer pairs the folders: predictions stand in as "images", truth as "masks".
-        var preds = Files(predictionDir);
-        var truth = Files(truthDir);
-        var missing = truth.Keys.Where(k => !preds.ContainsKey(k)).Order().ToList();
-        var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
-        if (missing.Count > 0 || extra.Count > 0)
-        {
-            static string List(List<string> names) => string.Join(", ", names.Take(5))
-                + (names.Count > 5 ? $", ... ({names.Count} in all)" : "");
-            var parts = new List<string>();
-            if (missing.Count > 0) parts.Add($"{missing.Count} ground-truth mask(s) in {truthDir} have no prediction "
-                + $"({List(missing)})");
-            if (extra.Count > 0) parts.Add($"{extra.Count} prediction(s) have no ground-truth mask ({List(extra)})");
-            throw new DataException($"{predictionDir}: {string.Join("; ", parts)}. Masks pair by file name.",
-                predictionDir);
-        }
-        if (truth.Count == 0) throw new DataException($"{truthDir}: no masks found.", truthDir);
+        var (preds, truth) = PairedFiles(predictionDir, truthDir);
 
         // Pairing through the data layer: each prediction stands as the "image" of its ground-truth mask, so sizes
         // are checked and the truth is decoded and validated with the requested encoding.
@@ -63,6 +43,58 @@ public static class MaskScorer
                       tensor(t.Mask, new long[] { raw.Height, raw.Width }, ScalarType.Byte).to_type(ScalarType.Int64));
         }
         return cm.Compute();
+    }
+
+    /// <summary>The prediction and truth files of two folders, paired by name; unpaired files are an error.</summary>
+    private static (Dictionary<string, string> Predictions, Dictionary<string, string> Truth) PairedFiles(
+        string predictionDir, string truthDir)
+    {
+        if (!Directory.Exists(predictionDir)) throw new DataException($"{predictionDir}: prediction folder not found.",
+            predictionDir);
+        if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.",
+            truthDir);
+        // The data layer pairs the folders: predictions stand in as "images", truth as "masks".
+        var preds = Files(predictionDir);
+        var truth = Files(truthDir);
+        var missing = truth.Keys.Where(k => !preds.ContainsKey(k)).Order().ToList();
+        var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+        {
+            static string List(List<string> names) => string.Join(", ", names.Take(5))
+                + (names.Count > 5 ? $", ... ({names.Count} in all)" : "");
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"{missing.Count} ground-truth mask(s) in {truthDir} have no prediction "
+                + $"({List(missing)})");
+            if (extra.Count > 0) parts.Add($"{extra.Count} prediction(s) have no ground-truth mask ({List(extra)})");
+            throw new DataException($"{predictionDir}: {string.Join("; ", parts)}. Masks pair by file name.",
+                predictionDir);
+        }
+        if (truth.Count == 0) throw new DataException($"{truthDir}: no masks found.", truthDir);
+        return (preds, truth);
+    }
+
+    /// <summary>
+    /// Scores a folder of predicted instance masks against one of true instance masks (object numbers, 0 for none;
+    /// 16-bit PNGs, or 8-bit under 255 objects), paired by file name, whatever made them: AP over IoU 0.50..0.95 and
+    /// panoptic quality (<see cref="InstanceMetrics"/>).
+    /// </summary>
+    public static InstanceMetrics ScoreInstanceFolders(string predictionDir, string truthDir)
+    {
+        var (preds, truth) = PairedFiles(predictionDir, truthDir);
+        var reader = new ImageReader();
+        var scorer = InstanceScorer.ForObjects();
+        foreach (var key in truth.Keys.Order(StringComparer.OrdinalIgnoreCase))
+        {
+            var t = reader.ReadMask(truth[key]);
+            var p = reader.ReadMask(preds[key]);
+            if (t.Width != p.Width || t.Height != p.Height)
+                throw new DataException($"{preds[key]}: {p.Width}x{p.Height}, but its ground truth {truth[key]} is "
+                    + $"{t.Width}x{t.Height}.", preds[key]);
+            var truthIds = Array.ConvertAll(InstanceMasks.FromIds(t, truth[key]), v => (int)v);
+            var predIds = Array.ConvertAll(InstanceMasks.FromIds(p, preds[key]), v => (int)v);
+            scorer.Add(truthIds, null, predIds, null);
+        }
+        return scorer.Compute();
     }
 
     /// <summary>A predicted label outside the classes at a pixel that counts is an error naming the file, the value and

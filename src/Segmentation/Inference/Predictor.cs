@@ -217,8 +217,14 @@ public sealed class Predictor : IDisposable
         if (data.Description.Classes != model.Description.Classes)
             throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model "
                 + $"{model.Description.Classes}.");
+        if (data.Description.Task != Description.Task)
+            throw new DataException($"{data.Origin}: {data.Description.Task.ToString().ToLowerInvariant()} data, but "
+                + $"the model was trained on {Description.Task.ToString().ToLowerInvariant()} data.");
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false,
             Workers = workers });
+        if (Description.Task != SegmentationTaskKind.Semantic) // the task's own evaluation: objects, AP and PQ
+            return Training.SegmentationTask.For(Description).Evaluate(loader, device, Description, Normalization,
+                x => new ModelOutputs(Logits(x)), null, null, cancellation).Metrics;
         return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage,
             cancellation: cancellation).Metrics;
     }

@@ -77,7 +77,7 @@ internal sealed class ShapesSource : ISampleSource
         int objects = 2 + rng.Next(options.MaxShapes + 1);
         for (int k = 0; k < objects; k++)
         {
-            double r = n * (0.07 + rng.NextDouble() * 0.06), cx, cy;
+            double r = n * (0.09 + rng.NextDouble() * 0.07), cx, cy;
             if (placed.Count > 0 && rng.NextDouble() < 0.5)
             {
                 var (px, py, pr) = placed[rng.Next(placed.Count)];

@@ -1,0 +1,135 @@
+using Segmentation.Data;
+using Segmentation.Evaluation;
+
+namespace Segmentation.Tests.Evaluation;
+
+/// <summary>The seeded watershed that turns background / interior / boundary scores into objects.</summary>
+public class InstanceDecodingTests
+{
+    private static readonly InstanceSettings Settings = new() { BoundaryWidth = 2, MinSize = 8, MinSeedSize = 4 };
+
+    /// <summary>Logits that say exactly <paramref name="target"/> (0 background, 1 interior, 2 boundary), with a
+    /// margin of 4 and some texture, as a trained model's would.</summary>
+    private static float[] LogitsFor(byte[] target, int seed = 1)
+    {
+        var rng = new Random(seed);
+        int n = target.Length;
+        var logits = new float[3 * n];
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++)
+                logits[c * n + i] = (c == target[i] ? 4f : 0f) + (float)(rng.NextDouble() * 0.5);
+        return logits;
+    }
+
+    /// <summary>The training target of <paramref name="ids"/>: what a perfect model predicts.</summary>
+    private static byte[] Target(ushort[] ids, int h, int w, int boundary = 2) =>
+        InstanceTargets.Make(Array.ConvertAll(ids, v => v == 0 ? (byte)0 : (byte)1), ids, 1, h, w, boundary, 2);
+
+    private static ushort[] Discs(int h, int w, params (double X, double Y, double R)[] discs)
+    {
+        var ids = new ushort[h * w];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int k = 0; k < discs.Length; k++)
+                {
+                    var (cx, cy, r) = discs[k];
+                    if ((x - cx) * (x - cx) + (y - cy) * (y - cy) > r * r) continue;
+                    // where discs overlap, the nearer centre owns the pixel
+                    if (ids[y * w + x] is var o && o != 0 && Dist(x, y, discs[o - 1]) <= Dist(x, y, discs[k])) continue;
+                    ids[y * w + x] = (ushort)(k + 1);
+                }
+        return ids;
+    }
+
+    private static double Dist(int x, int y, (double X, double Y, double R) d) => Math.Sqrt((x - d.X) * (x - d.X)
+        + (y - d.Y) * (y - d.Y));
+
+    [Fact]
+    public void Two_touching_discs_come_apart()
+    {
+        const int h = 48, w = 64;
+        var ids = Discs(h, w, (22, 24, 12), (43, 24, 12)); // centres 21 apart, radii 12: they overlap by 3 px
+        var foreground = ids.Count(v => v != 0);
+        var decoded = InstanceDecoding.Decode(LogitsFor(Target(ids, h, w)), h, w, Settings);
+        Assert.Equal(2, decoded.Count);
+        // every foreground pixel is given to an object, and the objects are the discs
+        var scorer = InstanceScorer.ForObjects();
+        scorer.Add(Array.ConvertAll(ids, v => (int)v), null, decoded.Objects, null);
+        var m = scorer.Compute();
+        Assert.Equal(1.0, m.ApPerThreshold[8]); // IoU >= 0.9 for both
+        Assert.Equal(foreground, decoded.Objects.Count(v => v != 0));
+        // a plain connected-components labelling of the foreground would have merged them
+        Assert.Equal(1, Components(Array.ConvertAll(ids, v => v != 0), h, w));
+    }
+
+    [Fact]
+    public void A_thin_object_stays_whole_with_or_without_an_interior()
+    {
+        const int h = 32, w = 64;
+        foreach (int thickness in new[] { 3, 7 }) // 3 px: all boundary, no seed; 7 px: one thin interior line
+        {
+            var ids = new ushort[h * w];
+            for (int y = 10; y < 10 + thickness; y++) for (int x = 5; x < 60; x++) ids[y * w + x] = 1;
+            var target = Target(ids, h, w);
+            Assert.Equal(thickness == 3 ? 0 : 55 - 4, target.Count(v => v == 1) / (thickness == 3 ? 1 : 3));
+            var decoded = InstanceDecoding.Decode(LogitsFor(target), h, w, Settings);
+            Assert.Equal(1, decoded.Count);
+            Assert.Equal(55 * thickness, decoded.Objects.Count(v => v == 1));
+        }
+    }
+
+    [Fact]
+    public void Objects_under_the_minimum_size_are_dropped_and_the_rest_numbered_in_raster_order()
+    {
+        const int h = 40, w = 40;
+        var ids = Discs(h, w, (28, 28, 8), (8, 8, 7), (35, 5, 1.2)); // the third is 5 pixels
+        var decoded = InstanceDecoding.Decode(LogitsFor(Target(ids, h, w, 1)), h, w, Settings);
+        Assert.Equal(2, decoded.Count);
+        Assert.Equal(1, decoded.Objects[8 * w + 8]); // the disc at the top left comes first
+        Assert.Equal(2, decoded.Objects[28 * w + 28]);
+        Assert.Equal(0, decoded.Objects[5 * w + 35]);
+        Assert.Equal(new[] { 1, 1 }, decoded.Classes);
+    }
+
+    [Fact]
+    public void Seeds_flood_lowest_elevation_first()
+    {
+        // two seeds in a row of boundary pixels with a ridge (low P(interior)) at x = 20: the objects meet at the
+        // ridge, not halfway between the seeds (x = 15) as a plain breadth-first growth would have them
+        const int h = 1, w = 30;
+        var logits = new float[3 * w];
+        for (int x = 0; x < w; x++)
+        {
+            bool seed = x < 3 || x >= 27;
+            double interior = seed ? 1 : x == 20 ? 0.05 : 0.45;
+            logits[0 * w + x] = -10;
+            logits[1 * w + x] = (float)Math.Log(interior + 1e-6) + (seed ? 10 : 0);
+            logits[2 * w + x] = (float)Math.Log(1 - interior + 1e-6);
+        }
+        var decoded = InstanceDecoding.Decode(logits, h, w, Settings with { MinSeedSize = 1, MinSize = 1 });
+        Assert.True(decoded.Count == 2, string.Join(",", decoded.Objects) + " / " + string.Join(",", decoded.BestClass));
+        Assert.All(decoded.Objects[..20], v => Assert.Equal(1, v));
+        Assert.True(decoded.Objects[20..].All(v => v == 2), string.Join(",", decoded.Objects));
+    }
+
+    private static int Components(bool[] mask, int h, int w)
+    {
+        var seen = new bool[mask.Length];
+        int count = 0;
+        for (int s = 0; s < mask.Length; s++)
+        {
+            if (!mask[s] || seen[s]) continue;
+            count++;
+            var stack = new Stack<int>(new[] { s });
+            seen[s] = true;
+            while (stack.Count > 0)
+            {
+                int p = stack.Pop(), x = p % w, y = p / w;
+                foreach (var q in new[] { x > 0 ? p - 1 : -1, x < w - 1 ? p + 1 : -1, y > 0 ? p - w : -1,
+                    y < h - 1 ? p + w : -1 })
+                    if (q >= 0 && mask[q] && !seen[q]) { seen[q] = true; stack.Push(q); }
+            }
+        }
+        return count;
+    }
+}
