@@ -63,17 +63,21 @@ internal static class PredictCommand
             Directory.CreateDirectory(dir);
             using var predictor = f.Open(p, ckpt, ctx.Err);
             var clock = Stopwatch.StartNew();
-            foreach (var file in files) PredictOne(ctx, predictor, file, dir, p.GetValue(color), p.GetValue(overlay),
-                p.GetValue(probabilities));
+            long objects = 0;
+            foreach (var file in files) objects += PredictOne(ctx, predictor, file, dir, p.GetValue(color),
+                p.GetValue(overlay), p.GetValue(probabilities));
             ctx.FinishLine();
-            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
+            ctx.Out.WriteLine($"predicted {files.Count} image(s)"
+                + (predictor.Description.Task == SegmentationTaskKind.Semantic ? "" : $", {objects} objects,")
+                + $" in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
             return Cli.Ok;
         });
         return cmd;
     }
 
-    /// <summary>One image through the checkpoint's predictor: its mask and the pictures asked for.</summary>
-    private static void PredictOne(CommandContext ctx, Predictor predictor, string file, string dir, bool color,
+    /// <summary>One image through the checkpoint's predictor: its mask and the pictures asked for; returns the objects
+    /// found (instance models).</summary>
+    private static int PredictOne(CommandContext ctx, Predictor predictor, string file, string dir, bool color,
         bool overlay, bool probabilities)
     {
         var d = predictor.Description;
@@ -89,7 +93,7 @@ internal static class PredictCommand
             if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
                 pred.Height, d.ClassColors);
             ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
-            return;
+            return objects.Count;
         }
         MaskWriter.SaveLabels(Path.Combine(dir, stem + ".png"), pred.Labels, pred.Width, pred.Height);
         if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
@@ -101,6 +105,7 @@ internal static class PredictCommand
                 MaskWriter.SaveProbability(Path.Combine(dir, $"{stem}_prob_{c}.png"), probs, c, pred.Width,
                     pred.Height);
         ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
+        return 0;
     }
 
     /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the
@@ -126,6 +131,7 @@ internal static class PredictCommand
         using (predictor)
         {
             var clock = Stopwatch.StartNew();
+            long found = 0;
             foreach (var file in files)
             {
                 var (pixels, width, height) = predictor.ReadImage(file);
@@ -137,6 +143,7 @@ internal static class PredictCommand
                     if (overlay) predictor.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width,
                         height, objects);
                     ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({count} objects)");
+                    found += count;
                     continue;
                 }
                 var labels = predictor.Predict(pixels, width, height);
@@ -146,8 +153,9 @@ internal static class PredictCommand
                 ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
             }
             ctx.FinishLine();
-            ctx.Out.WriteLine($"predicted {files.Count} image(s) in {clock.Elapsed.TotalSeconds:F1} s into {dir} "
-                + $"(ONNX Runtime, {predictor.Info.Classes} classes)");
+            ctx.Out.WriteLine($"predicted {files.Count} image(s)"
+                + (predictor.Instances is null ? "" : $", {found} objects,")
+                + $" in {clock.Elapsed.TotalSeconds:F1} s into {dir} (ONNX Runtime, {predictor.Info.Classes} classes)");
         }
         return Cli.Ok;
     }

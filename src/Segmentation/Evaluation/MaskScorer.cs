@@ -54,8 +54,8 @@ public static class MaskScorer
         if (!Directory.Exists(truthDir)) throw new DataException($"{truthDir}: ground-truth folder not found.",
             truthDir);
         // The data layer pairs the folders: predictions stand in as "images", truth as "masks".
-        var preds = Files(predictionDir);
         var truth = Files(truthDir);
+        var preds = WithoutPictures(Files(predictionDir), truth);
         var missing = truth.Keys.Where(k => !preds.ContainsKey(k)).Order().ToList();
         var extra = preds.Keys.Where(k => !truth.ContainsKey(k)).Order().ToList();
         if (missing.Count > 0 || extra.Count > 0)
@@ -111,6 +111,22 @@ public static class MaskScorer
         if (bad >= 0)
             throw new DataException($"{path}: predicted value {bad} at {count} pixel(s), but there are {classes} "
                 + $"classes (0-{classes - 1}).", path);
+    }
+
+    /// <summary>The predictions without the pictures <c>segment predict</c> writes beside each mask (X_overlay.png,
+    /// X_color.png, X_prob_N.png) when X is a prediction and they have no ground truth of their own.</summary>
+    private static Dictionary<string, string> WithoutPictures(Dictionary<string, string> preds,
+        Dictionary<string, string> truth) =>
+        preds.Where(kv => truth.ContainsKey(kv.Key) || !IsPicture(kv.Key, preds))
+            .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.OrdinalIgnoreCase);
+
+    private static bool IsPicture(string stem, Dictionary<string, string> preds)
+    {
+        foreach (var suffix in new[] { "_overlay", "_color" })
+            if (stem.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) && preds.ContainsKey(stem[..^suffix.Length]))
+                return true;
+        int at = stem.LastIndexOf("_prob_", StringComparison.OrdinalIgnoreCase);
+        return at > 0 && int.TryParse(stem[(at + 6)..], out _) && preds.ContainsKey(stem[..at]);
     }
 
     private static Dictionary<string, string> Files(string dir) =>
