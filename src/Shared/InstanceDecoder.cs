@@ -69,10 +69,10 @@ internal static class InstanceDecoder
                 if (v > max) { max = v; arg = c; }
                 if (c < classes - 1 && thing[c] && v > maxThing) { maxThing = v; argThing = c; }
             }
-            double sum = 0, things = 0;
+            float sum = 0, things = 0;
             for (int c = 0; c < classes; c++)
             {
-                double e = Math.Exp(logits[c * n + i] - max);
+                float e = MathF.Exp(logits[c * n + i] - max);
                 sum += e;
                 if (c < classes - 1 && thing[c]) things += e;
             }
@@ -89,6 +89,7 @@ internal static class InstanceDecoder
         int next = 0;
         var stack = new Stack<int>();
         var region = new List<int>();
+        Span<int> near = stackalloc int[4];
         for (int start = 0; start < best.Length; start++)
         {
             if (labels[start] != 0 || best[start] >= thing.Length || !thing[best[start]]) continue;
@@ -100,8 +101,12 @@ internal static class InstanceDecoder
             {
                 int p = stack.Pop();
                 region.Add(p);
-                foreach (int q in Neighbours(p, height, width))
-                    if (q >= 0 && labels[q] == 0 && best[q] == cls) { labels[q] = id; stack.Push(q); }
+                int around = Neighbours(p, height, width, near);
+                for (int j = 0; j < around; j++)
+                {
+                    int q = near[j];
+                    if (labels[q] == 0 && best[q] == cls) { labels[q] = id; stack.Push(q); }
+                }
             }
             if (region.Count >= minSeedSize) continue;
             foreach (int p in region) labels[p] = -1; // too small to seed; flooded later like any foreground
@@ -114,6 +119,7 @@ internal static class InstanceDecoder
     /// <summary>The watershed: seeds grow into unlabelled foreground, lowest elevation first.</summary>
     private static void Flood(int[] labels, bool[] foreground, byte[] elevation, int height, int width)
     {
+        Span<int> near = stackalloc int[4];
         var levels = new List<int>[256];
         for (int l = 0; l < 256; l++) levels[l] = new List<int>();
         void Push(int p, int level) => levels[Math.Max(level, elevation[p])].Add(p);
@@ -121,8 +127,12 @@ internal static class InstanceDecoder
         for (int p = 0; p < labels.Length; p++) if (labels[p] != 0) seeds.Add(p);
         foreach (int p in seeds) // the seeds' neighbours first, each at its own elevation
         {
-            foreach (int q in Neighbours(p, height, width))
-                if (q >= 0 && labels[q] == 0 && foreground[q]) { labels[q] = labels[p]; Push(q, 0); }
+            int around = Neighbours(p, height, width, near);
+            for (int j = 0; j < around; j++)
+            {
+                int q = near[j];
+                if (labels[q] == 0 && foreground[q]) { labels[q] = labels[p]; Push(q, 0); }
+            }
         }
         for (int level = 0; level < 256; level++)
         {
@@ -130,8 +140,12 @@ internal static class InstanceDecoder
             for (int k = 0; k < queue.Count; k++) // grows while it is read: lower pixels join the current level
             {
                 int p = queue[k];
-                foreach (int q in Neighbours(p, height, width))
-                    if (q >= 0 && labels[q] == 0 && foreground[q]) { labels[q] = labels[p]; Push(q, level); }
+                int around = Neighbours(p, height, width, near);
+                for (int j = 0; j < around; j++)
+                {
+                    int q = near[j];
+                    if (labels[q] == 0 && foreground[q]) { labels[q] = labels[p]; Push(q, level); }
+                }
             }
             queue.Clear();
         }
@@ -141,14 +155,21 @@ internal static class InstanceDecoder
     private static int Unseeded(int[] labels, bool[] foreground, int height, int width, int next)
     {
         var stack = new Stack<int>();
+        Span<int> near = stackalloc int[4];
         for (int start = 0; start < labels.Length; start++)
         {
             if (labels[start] != 0 || !foreground[start]) continue;
             int id = ++next;
             labels[start] = id; stack.Push(start);
             while (stack.Count > 0)
-                foreach (int q in Neighbours(stack.Pop(), height, width))
-                    if (q >= 0 && labels[q] == 0 && foreground[q]) { labels[q] = id; stack.Push(q); }
+            {
+                int around = Neighbours(stack.Pop(), height, width, near);
+                for (int j = 0; j < around; j++)
+                {
+                    int q = near[j];
+                    if (labels[q] == 0 && foreground[q]) { labels[q] = id; stack.Push(q); }
+                }
+            }
         }
         return next;
     }
@@ -163,47 +184,34 @@ internal static class InstanceDecoder
         int count = 0;
         foreach (int l in labels)
             if (l > 0 && map[l] == 0) map[l] = size[l] >= minSize ? ++count : -1;
-        var votes = new Dictionary<(int, byte), int>();
+        int kinds = 1;
+        foreach (byte c in bestThing) if (c >= kinds) kinds = c + 1;
+        var votes = new int[count * kinds]; // per object, the pixels that rank each thing class first
         for (int i = 0; i < labels.Length; i++)
         {
             int m = labels[i] > 0 ? map[labels[i]] : 0;
             labels[i] = Math.Max(m, 0);
-            if (m > 0) votes[(m, bestThing[i])] = votes.GetValueOrDefault((m, bestThing[i])) + 1;
+            if (m > 0) votes[(m - 1) * kinds + bestThing[i]]++;
         }
         var classes = new int[count];
-        var most = new int[count];
-        foreach (var ((id, cls), v) in votes)
-            if (v > most[id - 1] || (v == most[id - 1] && cls < classes[id - 1])) { most[id - 1] = v;
-                classes[id - 1] = cls; }
+        for (int o = 0; o < count; o++)
+        {
+            int most = -1;
+            for (int c = 0; c < kinds; c++)
+                if (votes[o * kinds + c] > most) { most = votes[o * kinds + c]; classes[o] = c; }
+        }
         return new Result(labels, count, classes, best);
     }
 
-    /// <summary>The 4 neighbours of <paramref name="p"/>; -1 where the image ends.</summary>
-    private static Neighbourhood Neighbours(int p, int height, int width) => new(p, height, width);
-
-    /// <summary>An allocation-free enumeration of the 4 neighbours.</summary>
-    private readonly struct Neighbourhood(int p, int height, int width)
+    /// <summary>Writes the 4-neighbours of <paramref name="p"/> inside the image into <paramref name="around"/>
+    /// (above, left, right, below) and returns how many there are.</summary>
+    private static int Neighbours(int p, int height, int width, Span<int> around)
     {
-        public Enumerator GetEnumerator() => new(p, height, width);
-
-        public struct Enumerator(int p, int height, int width)
-        {
-            private int k = -1;
-            public int Current { get; private set; }
-
-            public bool MoveNext()
-            {
-                if (++k >= 4) return false;
-                int x = p % width, y = p / width;
-                Current = k switch
-                {
-                    0 => y > 0 ? p - width : -1,
-                    1 => x > 0 ? p - 1 : -1,
-                    2 => x < width - 1 ? p + 1 : -1,
-                    _ => y < height - 1 ? p + width : -1,
-                };
-                return true;
-            }
-        }
+        int x = p % width, k = 0;
+        if (p >= width) around[k++] = p - width;
+        if (x > 0) around[k++] = p - 1;
+        if (x < width - 1) around[k++] = p + 1;
+        if (p < (height - 1) * width) around[k++] = p + width;
+        return k;
     }
 }

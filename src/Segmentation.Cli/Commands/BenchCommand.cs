@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 
 namespace Segmentation.Cli;
 
-/// <summary><c>segment bench train|loader|eval</c>.</summary>
+/// <summary><c>segment bench train|loader|eval|predict|instances</c>.</summary>
 internal static class BenchCommand
 {
     public static Command Create(CommandContext ctx)
@@ -21,6 +21,7 @@ internal static class BenchCommand
         cmd.Subcommands.Add(Loader(ctx));
         cmd.Subcommands.Add(Eval(ctx));
         cmd.Subcommands.Add(Predict(ctx));
+        cmd.Subcommands.Add(BenchInstances.Create(ctx));
         return cmd;
     }
 
