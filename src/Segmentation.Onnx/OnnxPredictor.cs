@@ -90,9 +90,9 @@ public sealed class OnnxPredictor : IDisposable
     private static OnnxInstanceDecoding? ReadInstances(string path, Dictionary<string, string> meta, int classes)
     {
         if (!meta.TryGetValue(OnnxMetadataKeys.Task, out var task) || task == "semantic") return null;
-        if (task != "instance")
+        if (task is not ("instance" or "panoptic"))
             throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Task}' = '{Clip(task)}'; this "
-                + "library predicts semantic and instance models.");
+                + "library predicts semantic, instance and panoptic models.");
         if (!meta.TryGetValue(OnnxMetadataKeys.InstanceDecoding, out var json))
             throw new InvalidDataException($"{path}: an instance model without '{OnnxMetadataKeys.InstanceDecoding}' "
                 + "metadata; export it again with 'segment export'.");

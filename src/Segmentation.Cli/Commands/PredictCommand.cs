@@ -58,7 +58,7 @@ internal static class PredictCommand
             }
             var ckpt = Checkpoint.Load(f.CheckpointPath(p));
             var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities)
-                ? ckpt.Dataset.Classes : 0);
+                ? ckpt.Dataset.Classes : 0, ckpt.Dataset.Task == SegmentationTaskKind.Panoptic);
             CheckOutputs(files, outputs, dir, p.GetValue(overwrite));
             Directory.CreateDirectory(dir);
             using var predictor = f.Open(p, ckpt, ctx.Err);
@@ -92,6 +92,9 @@ internal static class PredictCommand
                 objects.Objects);
             if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
                 pred.Height, d.ClassColors);
+            if (d.Task == SegmentationTaskKind.Panoptic) // a class per pixel: each object's, and the stuff classes
+                MaskWriter.SaveLabels(Path.Combine(dir, stem + "_classes.png"), PanopticClasses(objects, d),
+                    pred.Width, pred.Height);
             ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
             return objects.Count;
         }
@@ -160,15 +163,28 @@ internal static class PredictCommand
         return Cli.Ok;
     }
 
+    /// <summary>A panoptic prediction's class per pixel: an object's pixels its class, other pixels their best class
+    /// unless it is a thing class or the boundary (then 255: no class).</summary>
+    private static byte[] PanopticClasses(Segmentation.Evaluation.InstancePrediction p, DatasetDescription d)
+    {
+        var things = d.Instances!.Things;
+        var classes = new byte[p.Objects.Length];
+        for (int i = 0; i < classes.Length; i++)
+            classes[i] = p.Objects[i] > 0 ? (byte)p.Classes[p.Objects[i] - 1]
+                : p.BestClass[i] < things.Length && !things[p.BestClass[i]] ? p.BestClass[i] : Labels.Ignore;
+        return classes;
+    }
+
     /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
     internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay,
-        int probabilityClasses) =>
+        int probabilityClasses, bool panoptic = false) =>
         inputs.Select(file =>
         {
             var stem = Path.GetFileNameWithoutExtension(file);
             var names = new List<string> { stem + ".png" };
             if (color) names.Add(stem + "_color.png");
             if (overlay) names.Add(stem + "_overlay.png");
+            if (panoptic) names.Add(stem + "_classes.png");
             for (int c = 0; c < probabilityClasses; c++) names.Add($"{stem}_prob_{c}.png");
             return names;
         }).ToList();

@@ -24,7 +24,11 @@ internal static class ScoreCommand
         cmd.Options.Add(pred); cmd.Options.Add(gt); cmd.Options.Add(json);
         cmd.SetAction(p =>
         {
-            if (DataFlags.ReadTask(p, d) == SegmentationTaskKind.Instance)
+            var task = DataFlags.ReadTask(p, d);
+            if (task == SegmentationTaskKind.Panoptic)
+                throw new OptionsException("score compares class masks (the default) or instance masks (--task "
+                    + "instance); panoptic quality of a model is measured by 'segment eval' on its data.");
+            if (task == SegmentationTaskKind.Instance)
             {
                 // object numbers on both sides: AP over IoU 0.50..0.95 and panoptic quality
                 var scores = MaskScorer.ScoreInstanceFolders(p.GetValue(pred)!, p.GetValue(gt)!);

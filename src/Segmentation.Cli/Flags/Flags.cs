@@ -22,6 +22,7 @@ internal sealed class DataFlags
     public required Option<int?> BoundaryWidth { get; init; }
     public required Option<double?> BoundaryWeight { get; init; }
     public required Option<int?> MinObjectSize { get; init; }
+    public required Option<string?> Things { get; init; }
 
     public static DataFlags Add(Command cmd)
     {
@@ -42,9 +43,12 @@ internal sealed class DataFlags
             MaxPixels = new Option<long?>("--max-pixels") { Description =
                 "Largest image or mask accepted, in pixels (default 100,000,000), checked from the header before "
                     + "decoding." },
-            Task = new Option<string>("--task") { Description = "semantic (a class per pixel) or instance (every "
-                + "object its own mask: masks of object numbers, 16-bit PNG, or the Data Science Bowl layout).",
+            Task = new Option<string>("--task") { Description = "semantic (a class per pixel), instance (every "
+                + "object its own mask: masks of object numbers, 16-bit PNG, or the Data Science Bowl layout) or "
+                + "panoptic (objects of thing classes and regions of stuff classes: classes/ beside masks/).",
                 DefaultValueFactory = _ => "semantic" },
+            Things = new Option<string?>("--things") { Description =
+                "Panoptic data: the thing classes, e.g. 1,2 (default: the classes whose pixels carry object numbers)." },
             BoundaryWidth = new Option<int?>("--boundary-width") { Description =
                 "Instance data: object pixels this close to another object or the background are its boundary class "
                     + "(default 2)." },
@@ -54,7 +58,7 @@ internal sealed class DataFlags
                 "Instance data: smallest predicted object kept, in pixels (default 8)." },
         };
         foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired,
-            f.BinaryThreshold, f.MaxPixels, f.Task, f.BoundaryWidth, f.BoundaryWeight, f.MinObjectSize })
+            f.BinaryThreshold, f.MaxPixels, f.Task, f.BoundaryWidth, f.BoundaryWeight, f.MinObjectSize, f.Things })
             cmd.Options.Add(o);
         return f;
     }
@@ -82,13 +86,18 @@ internal sealed class DataFlags
             : null,
         Task = ReadTask(p, f),
         Instances = ReadInstances(p, f),
+        ThingClasses = p.GetValue(f.Things) is { } things ? things.Split(',').Select(t => int.TryParse(t.Trim(),
+            out var c) && c >= 0 ? c : throw new OptionsException($"--things '{things}': give class numbers, e.g. 1,2."))
+            .ToArray() : null,
     };
 
     /// <summary>--task; the instance flags ask for instance data.</summary>
     public static SegmentationTaskKind ReadTask(ParseResult p, DataFlags f)
     {
         var task = Cli.ParseEnum(p.GetValue(f.Task)!, "--task", ("semantic", SegmentationTaskKind.Semantic),
-            ("instance", SegmentationTaskKind.Instance));
+            ("instance", SegmentationTaskKind.Instance), ("panoptic", SegmentationTaskKind.Panoptic));
+        if (task != SegmentationTaskKind.Panoptic && p.GetValue(f.Things) is not null)
+            throw new OptionsException("--things names the thing classes of panoptic data: add --task panoptic.");
         if (task == SegmentationTaskKind.Semantic && (p.GetValue(f.BoundaryWidth) ?? p.GetValue(f.MinObjectSize))
             is not null || task == SegmentationTaskKind.Semantic && p.GetValue(f.BoundaryWeight) is not null)
             throw new OptionsException("--boundary-width, --boundary-weight and --min-object-size apply to instance "
@@ -105,7 +114,8 @@ internal sealed class DataFlags
             BoundaryWeight = p.GetValue(f.BoundaryWeight) ?? s.BoundaryWeight,
             MinSize = p.GetValue(f.MinObjectSize) ?? s.MinSize,
         };
-        s.Validate(3);
+        if (s.BoundaryWidth is < 1 or > 16 || !(s.BoundaryWeight > 0 && s.BoundaryWeight <= 100) || s.MinSize < 1)
+            s.Validate(3); // the message says what is allowed
         return s;
     }
 }

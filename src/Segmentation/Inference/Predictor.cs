@@ -120,7 +120,7 @@ public sealed class Predictor : IDisposable
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // instance data: the objects, decoded from the logits by the watershed the ONNX predictor runs too
-        var objects = Description.Task == SegmentationTaskKind.Instance ? InstanceDecoding.Decode(
+        var objects = Description.Task != SegmentationTaskKind.Semantic ? InstanceDecoding.Decode(
             logits.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width,
             Description.Instances!) : null;
         return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes,

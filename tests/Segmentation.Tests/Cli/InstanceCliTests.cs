@@ -74,6 +74,34 @@ public class InstanceCliTests
     }
 
     [Fact]
+    public void Panoptic_runs_choose_by_PQ_and_predict_objects_with_a_class_map()
+    {
+        using var d = new TempDir();
+        var train = Run("train", "--data", "builtin:shapes?count=24&size=48&seed=2", "--task", "panoptic", "--out",
+            d["run"], "--epochs", "2", "--base-channels", "8", "--depth", "3", "--batch-size", "4", "--workers", "1",
+            "--device", "cpu", "--json");
+        Assert.True(train.Code == 0, train.Err);
+        var summary = train.LastJson();
+        foreach (var key in new[] { "pq", "sq", "rq", "pqThings", "pqStuff", "ap" })
+            Assert.True(summary.ContainsKey(key), key);
+        Assert.True(summary["perClassPq"]!.AsObject().ContainsKey("background"));
+        Assert.Contains("PQ", train.Err + train.Out);
+        var ckpt = Checkpoint.Load(d["run/best.ckpt"]);
+        Assert.Equal(SegmentationTaskKind.Panoptic, ckpt.Dataset.Task);
+        Assert.Equal(new[] { "background", "round", "oval", "boundary" }, ckpt.Dataset.ClassNames);
+        var eval = Run("eval", "--checkpoint", d["run/best.ckpt"], "--json");
+        Assert.True(eval.Code == 0, eval.Err);
+        Assert.Equal(summary["pq"]?.GetValue<double>(), eval.LastJson()["pq"]?.GetValue<double>());
+
+        var image = SegmentationDataset.Shapes(new ShapesOptions { Count = 1, Size = 48, Panoptic = true }).Load(0);
+        MaskWriter.SaveImage(d["in/a.png"], image.Image);
+        var predict = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["out"]);
+        Assert.True(predict.Code == 0, predict.Err);
+        Assert.True(File.Exists(d["out/a_classes.png"]));
+        Assert.Equal(16, Image.Identify(d["out/a.png"]).PixelType.BitsPerPixel);
+    }
+
+    [Fact]
     public void Instance_flags_without_the_instance_task_are_refused()
     {
         using var d = new TempDir();

@@ -128,6 +128,46 @@ public class InstanceDataTests
     }
 
     [Fact]
+    public void Panoptic_folders_read_class_masks_beside_object_numbers_and_find_the_thing_classes()
+    {
+        using var d = new TempDir();
+        var shapes = SegmentationDataset.Shapes(new ShapesOptions { Count = 4, Size = 48, Panoptic = true, Seed = 5 });
+        foreach (var sub in new[] { "images", "masks", "classes" }) Directory.CreateDirectory(d["p/" + sub]);
+        for (int i = 0; i < shapes.Count; i++)
+        {
+            var s = shapes.Load(i);
+            SaveRgb(s.Image, d[$"p/images/{s.Name}.png"]);
+            using (var ids = Image.LoadPixelData(s.Instances!.Select(v => new L16(v)).ToArray(), s.Width, s.Height))
+                ids.Save(d[$"p/masks/{s.Name}.png"]);
+            var classes = (byte[])s.Mask.Clone();
+            if (i == 0) classes[0] = 1; // a round pixel of no object: void
+            using (var c = Image.LoadPixelData(classes.Select(v => new L8(v)).ToArray(), s.Width, s.Height))
+                c.Save(d[$"p/classes/{s.Name}.png"]);
+        }
+        var data = SegmentationDataset.FromFolder(d["p"], new DatasetOptions { Task = SegmentationTaskKind.Panoptic });
+        Assert.Equal(SegmentationTaskKind.Panoptic, data.Description.Task);
+        Assert.Equal(new[] { false, true, true }, data.Description.Instances!.Things);
+        Assert.Equal(4, data.Description.Classes); // the class masks' three, and the boundary
+        Assert.Contains("things class 1, class 2", data.DetectionReport);
+        var first = data.Load(0);
+        Assert.Equal(Labels.Ignore, first.Mask[0]);
+        Assert.Equal(shapes.Load(1).Mask, data.Load(1).Mask);
+        Assert.Equal(shapes.Load(1).Instances, data.Load(1).Instances);
+
+        // an object on a stuff class is refused, naming both files
+        var s1 = shapes.Load(1);
+        var bad = (byte[])s1.Mask.Clone();
+        int onObject = Array.FindIndex(s1.Instances!, v => v != 0);
+        bad[onObject] = 0;
+        using (var c = Image.LoadPixelData(bad.Select(v => new L8(v)).ToArray(), s1.Width, s1.Height))
+            c.Save(d[$"p/classes/{s1.Name}.png"]);
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d["p"], new DatasetOptions
+            { Task = SegmentationTaskKind.Panoptic, ThingClasses = new[] { 1, 2 } }).Load(1));
+        Assert.Contains("stuff class", e.Message);
+        Assert.Contains(s1.Name, e.Message);
+    }
+
+    [Fact]
     public void Transforms_move_object_numbers_with_the_mask()
     {
         var shapes = SegmentationDataset.Shapes(new ShapesOptions { Count = 8, Size = 64, Instances = true });

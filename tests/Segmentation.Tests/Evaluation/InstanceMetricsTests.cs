@@ -124,6 +124,37 @@ public class InstanceMetricsTests
     }
 
     [Fact]
+    public void Panoptic_quality_scores_stuff_by_region_and_things_by_object_per_class()
+    {
+        // classes: 0 sky (stuff), 1 car (thing), 2 road (stuff); sky is the top half, road the bottom
+        var things = new[] { false, true, false };
+        byte[] Classes(int skyRows) => Enumerable.Range(0, W * H).Select(i => (byte)(i / W < skyRows ? 0 : 2)).ToArray();
+        var car = Objects((4, 12, 10, 5));
+        var truth = PanopticSegments.Build(car, _ => 1, Classes(10), things);
+        var predicted = PanopticSegments.Build(car, _ => 1, Classes(8), things); // sky ends two rows early
+        var scorer = new InstanceScorer(new[] { "sky", "car", "road" }, things);
+        scorer.Add(truth.Ids, truth.Classes, predicted.Ids, predicted.Classes);
+        var m = scorer.Compute();
+        var sky = m.PerClass.Single(c => c.Name == "sky");
+        Assert.Equal(0.8, sky.Pq, 12); // 320 / 400 pixels
+        var road = m.PerClass.Single(c => c.Name == "road");
+        Assert.Equal(350.0 / 430, road.Pq, 12); // the car is no road: 350 true road pixels, 430 predicted
+        Assert.Equal(1.0, m.PqThings);
+        Assert.Equal((0.8 + 350.0 / 430) / 2, m.PqStuff, 12);
+        Assert.Equal((0.8 + 1 + 350.0 / 430) / 3, m.Pq, 12);
+        Assert.Equal((1L, 1L), (m.InstancesTrue, m.InstancesPredicted)); // AP counts things only
+        // a car predicted as the other thing class is a false positive for it and a miss for the car
+        var other = PanopticSegments.Build(car, _ => 2, Classes(10), new[] { false, true, true });
+        var scorer2 = new InstanceScorer(new[] { "sky", "car", "truck" }, new[] { false, true, true });
+        scorer2.Add(PanopticSegments.Build(car, _ => 1, Classes(10), new[] { false, true, true }) is var t2 ? t2.Ids
+            : null!, t2.Classes, other.Ids, other.Classes);
+        var m2 = scorer2.Compute();
+        Assert.Equal(0.0, m2.PerClass.Single(c => c.Name == "car").Pq);
+        Assert.Equal(1L, m2.PerClass.Single(c => c.Name == "truck").FalsePositives);
+        Assert.Equal(1.0, m2.Ap50); // detection is class-agnostic
+    }
+
+    [Fact]
     public void Metrics_survive_their_JSON_with_the_documented_keys()
     {
         var m = Score((Objects((5, 5, 10, 10)), Objects((7, 5, 10, 10))), (Objects((2, 2, 8, 8), (20, 2, 8, 8)),

@@ -28,6 +28,9 @@ public sealed record DatasetOptions
     /// <summary>What is segmented; instance data is read as object numbers (<see
     /// cref="SegmentationDataset.FromInstanceFolder"/>).</summary>
     public SegmentationTaskKind Task { get; init; } = SegmentationTaskKind.Semantic;
+    /// <summary>Panoptic data: the thing classes (counted objects); null finds them as the classes whose pixels carry
+    /// object numbers.</summary>
+    public int[]? ThingClasses { get; init; }
     /// <summary>Instance data: the boundary target and the decoding (null: the defaults).</summary>
     public InstanceSettings? Instances { get; init; }
     /// <summary>The task in force: the description's when one is given, else <see cref="Task"/>.</summary>

@@ -35,7 +35,7 @@ public sealed class SegmentationDataset
     /// <summary>Where it came from: a folder, "builtin:shapes", or "pairs".</summary>
     public string Origin { get; }
 
-    private SegmentationDataset(ISampleSource source, int[] indices, DatasetDescription description, string report,
+    internal SegmentationDataset(ISampleSource source, int[] indices, DatasetDescription description, string report,
         IReadOnlyList<string> warnings, string origin)
     {
         this.source = source; this.indices = indices;
@@ -187,6 +187,13 @@ public sealed class SegmentationDataset
     {
         var o = options ?? new ShapesOptions();
         var src = new ShapesSource(o);
+        if (o.Panoptic)
+            return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
+                ShapesSource.PanopticDescription(o.Channels, instances ?? new InstanceSettings()),
+                $"builtin:shapes: {o.Count} images {o.Size}x{o.Size} of touching round and oval objects (panoptic data: "
+                    + $"background stuff, round and oval things, boundary), seed {o.Seed}", Array.Empty<string>(),
+                $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}&channels={o.Channels}"
+                    + $"&maxShapes={o.MaxShapes}&panoptic=1");
         if (o.Instances)
             return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
                 (instances ?? new InstanceSettings()).Describe(o.Channels),
@@ -236,13 +243,15 @@ public sealed class SegmentationDataset
                         "count" => o with { Count = v }, "size" => o with { Size = v }, "seed" => o with { Seed = v },
                         "channels" => o with { Channels = v }, "maxshapes" => o with { MaxShapes = v },
                         "instances" => o with { Instances = v != 0 },
+                        "panoptic" => o with { Panoptic = v != 0 },
                         _ => throw new OptionsException($"Data '{origin}': unknown setting '{pair[0]}' (count, size, "
-                            + $"seed, channels, maxShapes, instances)."),
+                            + $"seed, channels, maxShapes, instances, panoptic)."),
                     };
                 }
             else if (origin.Length != "builtin:shapes".Length)
                 throw new OptionsException($"Data '{origin}': the built-in data set is builtin:shapes.");
             if (options?.TaskKind == SegmentationTaskKind.Instance) o = o with { Instances = true };
+            if (options?.TaskKind == SegmentationTaskKind.Panoptic) o = o with { Panoptic = true };
             return Shapes(o, options?.Description?.Instances ?? options?.Instances);
         }
         return FromFolder(origin, options);
@@ -272,7 +281,10 @@ public sealed class SegmentationDataset
     {
         var o = options ?? new DatasetOptions();
         if (o.TaskKind != SegmentationTaskKind.Semantic)
-            return (FromInstanceFolder(Path.Combine(dir, "train"), o), FromInstanceFolder(Path.Combine(dir, "val"), o));
+        {
+            var trainSet = FromInstanceFolder(Path.Combine(dir, "train"), o);
+            return (trainSet, FromInstanceFolder(Path.Combine(dir, "val"), o with { Description = trainSet.Description }));
+        }
         var warnings = new List<string>();
         var train = FilePairs.Read(Path.Combine(dir, "train"), o, warnings);
         var val = FilePairs.Read(Path.Combine(dir, "val"), o, warnings);
@@ -336,9 +348,7 @@ public sealed class SegmentationDataset
     public static SegmentationDataset FromInstanceFolder(string dir, DatasetOptions? options = null)
     {
         var o = options ?? new DatasetOptions { Task = SegmentationTaskKind.Instance };
-        if (o.TaskKind == SegmentationTaskKind.Panoptic)
-            throw new OptionsException("Panoptic data (a class mask beside the instance mask) is not read yet; "
-                + "--task instance reads instance masks.");
+        if (o.TaskKind == SegmentationTaskKind.Panoptic) return PanopticSource.Open(dir, o);
         var warnings = new List<string>();
         var entries = InstanceSource.Entries(dir, o, warnings);
         var reader = new ImageReader(o.MaxPixels);

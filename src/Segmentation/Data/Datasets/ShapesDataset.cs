@@ -16,6 +16,9 @@ public sealed record ShapesOptions
     /// <summary>Instance data instead: shaded blobs, many of them touching, each with its own object number (classes
     /// background, object, boundary).</summary>
     public bool Instances { get; init; }
+    /// <summary>Panoptic data instead: the same objects, round (class 1) or oval (class 2), on a background that is
+    /// stuff (class 0).</summary>
+    public bool Panoptic { get; init; }
 }
 
 /// <summary>
@@ -47,7 +50,7 @@ internal sealed class ShapesSource : ISampleSource
 
     public Sample Load(int index)
     {
-        if (options.Instances) return LoadObjects(index);
+        if (options.Instances || options.Panoptic) return LoadObjects(index);
         int n = options.Size;
         var rng = new Random(Seeds.Mix(options.Seed, index, 0x5A3E));
         var image = new ImageBuffer(n, n, 3);
@@ -75,6 +78,7 @@ internal sealed class ShapesSource : ISampleSource
         var ids = new ushort[n * n];
         var placed = new List<(double X, double Y, double R)>();
         int objects = 2 + rng.Next(options.MaxShapes + 1);
+        var kinds = new byte[objects];
         for (int k = 0; k < objects; k++)
         {
             double r = n * (0.09 + rng.NextDouble() * 0.07), cx, cy;
@@ -86,16 +90,19 @@ internal sealed class ShapesSource : ISampleSource
             }
             else { cx = r + rng.NextDouble() * (n - 2 * r); cy = r + rng.NextDouble() * (n - 2 * r); }
             placed.Add((cx, cy, r));
-            PaintBlob(rng, image.Pixels, ids, n, cx, cy, r, (ushort)(k + 1), ContrastingColor(rng, c0, c1));
+            // panoptic: round objects are class 1, oval ones class 2
+            double aspect = !options.Panoptic ? 0.75 + rng.NextDouble() * 0.25 : (kinds[k] = (byte)(1 + rng.Next(2)))
+                == 1 ? 0.9 + rng.NextDouble() * 0.1 : 0.5 + rng.NextDouble() * 0.15;
+            PaintBlob(rng, image.Pixels, ids, n, cx, cy, r, (ushort)(k + 1), ContrastingColor(rng, c0, c1), aspect);
         }
-        var mask = Array.ConvertAll(ids, v => v == 0 ? (byte)0 : (byte)1);
+        var mask = Array.ConvertAll(ids, v => v == 0 ? (byte)0 : options.Panoptic ? kinds[v - 1] : (byte)1);
         return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index), ids);
     }
 
     private static void PaintBlob(Random rng, byte[] px, ushort[] ids, int n, double cx, double cy, double r,
-        ushort id, double[] color)
+        ushort id, double[] color, double aspect)
     {
-        double aspect = 0.75 + rng.NextDouble() * 0.25, rot = rng.NextDouble() * Math.PI;
+        double rot = rng.NextDouble() * Math.PI;
         double cos = Math.Cos(rot), sin = Math.Sin(rot);
         for (int y = Math.Max(0, (int)(cy - r - 1)); y <= Math.Min(n - 1, (int)(cy + r + 1)); y++)
             for (int x = Math.Max(0, (int)(cx - r - 1)); x <= Math.Min(n - 1, (int)(cx + r + 1)); x++)
@@ -181,6 +188,15 @@ internal sealed class ShapesSource : ISampleSource
             gray.Pixels[i] = Clamp(0.299 * px[i * 3] + 0.587 * px[i * 3 + 1] + 0.114 * px[i * 3 + 2]);
         return gray;
     }
+
+    /// <summary>Panoptic shapes: background (stuff), round and oval (things), and the boundary.</summary>
+    public static DatasetDescription PanopticDescription(int channels, InstanceSettings settings) =>
+        settings.DescribePanoptic(new DatasetDescription
+        {
+            Classes = 3, ClassNames = new[] { "background", "round", "oval" },
+            ClassColors = new[] { new Rgb(0, 0, 0), new Rgb(255, 200, 0), new Rgb(0, 130, 200) },
+            IgnoreIndex = Labels.Ignore, Encoding = MaskEncoding.Index, InChannels = channels,
+        }, new[] { false, true, true });
 
     public static DatasetDescription Description(int channels) => new()
     {

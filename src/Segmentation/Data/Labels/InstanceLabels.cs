@@ -70,6 +70,18 @@ public sealed record InstanceSettings
         Things = o["things"]!.AsArray().Select(t => t!.GetValue<bool>()).ToArray(),
     };
 
+    /// <summary>
+    /// The description of panoptic data: the class masks' classes (<paramref name="classes"/>, with their names,
+    /// colours, encoding and ignore index), <paramref name="things"/> flagging the counted ones, and the boundary class
+    /// after them.
+    /// </summary>
+    public DatasetDescription DescribePanoptic(DatasetDescription classes, bool[] things) => classes with
+    {
+        Classes = classes.Classes + 1, ClassNames = classes.ClassNames.Append("boundary").ToArray(),
+        ClassColors = classes.ClassColors.Append(new Rgb(230, 25, 75)).ToArray(),
+        Task = SegmentationTaskKind.Panoptic, Instances = this with { Things = things },
+    };
+
     /// <summary>The description of plain instance data: background, object and boundary.</summary>
     public DatasetDescription Describe(int inChannels) => new()
     {

@@ -69,6 +69,14 @@ public sealed record DatasetDescription
     /// <summary>For instance data: the boundary target and the decoding of predictions into objects.</summary>
     public InstanceSettings? Instances { get; init; }
 
+    /// <summary>For panoptic data, how its class masks read: the classes before the boundary, as a semantic
+    /// description; for other data, this description.</summary>
+    public DatasetDescription ClassMasks() => Task != SegmentationTaskKind.Panoptic ? this : this with
+    {
+        Classes = Classes - 1, ClassNames = ClassNames[..^1], ClassColors = ClassColors[..^1],
+        Task = SegmentationTaskKind.Semantic, Instances = null,
+    };
+
     /// <summary>"3 classes (background, circle, rectangle), index masks, ignore index 255, 3-channel images": the
     /// arrays spelled out, not their .NET type.</summary>
     public override string ToString() =>

@@ -6,15 +6,19 @@ using static TorchSharp.torch;
 namespace Segmentation.Training;
 
 /// <summary>
-/// Instance segmentation: every object its own mask. Targets: the class mask with each object's boundary as a class
+/// Instance segmentation: every object its own mask; and panoptic segmentation, which adds stuff classes scored by
+/// region (panoptic quality per class). Targets: the class mask with each object's boundary as a class
 /// of its own (<see cref="InstanceTargets"/>), made per batch after augmentation so the boundary keeps its width.
 /// Evaluation: the confusion matrix of those classes, and the objects decoded by the seeded watershed scored against
 /// the true ones (<see cref="InstanceScorer"/>). Best checkpoint: the highest AP (mean over IoU 0.50..0.95).
 /// </summary>
-internal sealed class InstanceSegmentation(InstanceSettings settings) : SegmentationTask
+internal sealed class InstanceSegmentation(InstanceSettings settings, bool panoptic) : SegmentationTask
 {
     /// <inheritdoc />
-    public override string Name => "instance";
+    public override string Name => Panoptic ? "panoptic" : "instance";
+
+    /// <summary>Whether the data has stuff classes beside the objects' classes (panoptic data).</summary>
+    private bool Panoptic => panoptic;
 
     /// <inheritdoc />
     public override (Tensor Images, Targets Targets) ToDevice(HostBatch batch, Device device)
@@ -30,10 +34,11 @@ internal sealed class InstanceSegmentation(InstanceSettings settings) : Segmenta
     }
 
     /// <inheritdoc />
-    public override string SelectionMetric => "AP";
+    public override string SelectionMetric => Panoptic ? "PQ" : "AP";
 
     /// <inheritdoc />
-    public override double Score(SegmentationMetrics metrics) => metrics.Instances?.Ap ?? double.NaN;
+    public override double Score(SegmentationMetrics metrics) => (Panoptic ? metrics.Instances?.Pq
+        : metrics.Instances?.Ap) ?? double.NaN;
 
     /// <summary>The loss weights of the classes when none are given: 1, and the boundary weight for the
     /// boundary.</summary>
@@ -46,7 +51,8 @@ internal sealed class InstanceSegmentation(InstanceSettings settings) : Segmenta
         CancellationToken cancellation)
     {
         using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames);
-        var scorer = InstanceScorer.ForObjects();
+        var scorer = Panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
+            : InstanceScorer.ForObjects();
         double lossSum = 0;
         int images = 0, batches = 0;
         using (no_grad())
@@ -65,6 +71,14 @@ internal sealed class InstanceSegmentation(InstanceSettings settings) : Segmenta
         }
         var metrics = cm.Compute() with { Instances = scorer.Compute() };
         return new EvaluationResult(metrics, loss is null ? double.NaN : lossSum / Math.Max(1, images));
+    }
+
+    /// <summary>Each true object's class: the class mask at its first pixel.</summary>
+    private static Func<int, int> FirstClassOf(int[] objects, ReadOnlySpan<byte> classes)
+    {
+        var first = new Dictionary<int, int>();
+        for (int i = 0; i < objects.Length; i++) if (objects[i] > 0) first.TryAdd(objects[i], classes[i]);
+        return o => first[o];
     }
 
     /// <summary>Decodes each image of the batch into objects (in parallel) and scores them against its true
@@ -86,7 +100,12 @@ internal sealed class InstanceSegmentation(InstanceSettings settings) : Segmenta
                 truth[i] = batch.Instances![b * hw + i];
                 isVoid[i] = batch.Masks[b * hw + i] == Labels.Ignore;
             }
-            scorer.Add(truth, null, decoded[b].Objects, null, isVoid);
+            if (!Panoptic) { scorer.Add(truth, null, decoded[b].Objects, null, isVoid); continue; }
+            var classes = batch.Masks.AsSpan(b * hw, hw);
+            var t = PanopticSegments.Build(truth, FirstClassOf(truth, classes), classes, settings.Things);
+            var p = decoded[b];
+            var q = PanopticSegments.Build(p.Objects, o => p.Classes[o - 1], p.BestClass, settings.Things);
+            scorer.Add(t.Ids, t.Classes, q.Ids, q.Classes, isVoid);
         }
     }
 }

@@ -16,8 +16,7 @@ internal abstract class SegmentationTask
     public static SegmentationTask For(DatasetDescription d) => d.Task switch
     {
         SegmentationTaskKind.Semantic => SemanticSegmentation.Instance,
-        SegmentationTaskKind.Instance => new InstanceSegmentation(d.Instances!),
-        _ => throw new OptionsException($"The {d.Task.ToString().ToLowerInvariant()} task is not trained yet."),
+        _ => new InstanceSegmentation(d.Instances!, d.Task == SegmentationTaskKind.Panoptic),
     };
 
     /// <summary>The task's name, as records say it.</summary>
