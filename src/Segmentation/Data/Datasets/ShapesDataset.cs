@@ -90,10 +90,11 @@ internal sealed class ShapesSource : ISampleSource
             }
             else { cx = r + rng.NextDouble() * (n - 2 * r); cy = r + rng.NextDouble() * (n - 2 * r); }
             placed.Add((cx, cy, r));
+            var color = ContrastingColor(rng, c0, c1);
             // panoptic: round objects are class 1, oval ones class 2
             double aspect = !options.Panoptic ? 0.75 + rng.NextDouble() * 0.25 : (kinds[k] = (byte)(1 + rng.Next(2)))
                 == 1 ? 0.9 + rng.NextDouble() * 0.1 : 0.5 + rng.NextDouble() * 0.15;
-            PaintBlob(rng, image.Pixels, ids, n, cx, cy, r, (ushort)(k + 1), ContrastingColor(rng, c0, c1), aspect);
+            PaintBlob(rng, image.Pixels, ids, n, cx, cy, r, (ushort)(k + 1), color, aspect);
         }
         var mask = Array.ConvertAll(ids, v => v == 0 ? (byte)0 : options.Panoptic ? kinds[v - 1] : (byte)1);
         return new Sample(options.Channels == 1 ? ToGray(image) : image, mask, NameOf(index), ids);
