@@ -103,7 +103,8 @@ public sealed class OnnxPredictor : IDisposable
             var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
                 o.GetProperty("minSeedSize").GetInt32());
             if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
-                throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before the "
+                throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before "
+                    + $"the "
                     + "boundary, at least one set), sizes at least 1");
             return d;
         }

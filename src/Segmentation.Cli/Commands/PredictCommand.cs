@@ -56,23 +56,31 @@ internal static class PredictCommand
                 return PredictOnnx(ctx, p, f, model, p.GetValue(classes), files, dir, p.GetValue(overlay),
                     p.GetValue(overwrite));
             }
-            var ckpt = Checkpoint.Load(f.CheckpointPath(p));
-            var outputs = OutputNames(files, p.GetValue(color), p.GetValue(overlay), p.GetValue(probabilities)
-                ? ckpt.Dataset.Classes : 0, ckpt.Dataset.Task == SegmentationTaskKind.Panoptic);
-            CheckOutputs(files, outputs, dir, p.GetValue(overwrite));
-            Directory.CreateDirectory(dir);
-            using var predictor = f.Open(p, ckpt, ctx.Err);
-            var clock = Stopwatch.StartNew();
-            long objects = 0;
-            foreach (var file in files) objects += PredictOne(ctx, predictor, file, dir, p.GetValue(color),
-                p.GetValue(overlay), p.GetValue(probabilities));
-            ctx.FinishLine();
-            ctx.Out.WriteLine($"predicted {files.Count} image(s)"
-                + (predictor.Description.Task == SegmentationTaskKind.Semantic ? "" : $", {objects} objects,")
-                + $" in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
-            return Cli.Ok;
+            return PredictCheckpoint(ctx, p, f, files, dir, p.GetValue(color), p.GetValue(overlay),
+                p.GetValue(probabilities), p.GetValue(overwrite));
         });
         return cmd;
+    }
+
+    /// <summary>Every image through the checkpoint's predictor (TorchSharp).</summary>
+    private static int PredictCheckpoint(CommandContext ctx, ParseResult p, PredictFlags f, List<string> files,
+        string dir, bool color, bool overlay, bool probabilities, bool overwrite)
+    {
+        var ckpt = Checkpoint.Load(f.CheckpointPath(p));
+        var outputs = OutputNames(files, color, overlay, probabilities
+            ? ckpt.Dataset.Classes : 0, ckpt.Dataset.Task == SegmentationTaskKind.Panoptic);
+        CheckOutputs(files, outputs, dir, overwrite);
+        Directory.CreateDirectory(dir);
+        using var predictor = f.Open(p, ckpt, ctx.Err);
+        var clock = Stopwatch.StartNew();
+        long objects = 0;
+        foreach (var file in files) objects += PredictOne(ctx, predictor, file, dir, color,
+            overlay, probabilities);
+        ctx.FinishLine();
+        ctx.Out.WriteLine($"predicted {files.Count} image(s)"
+            + (predictor.Description.Task == SegmentationTaskKind.Semantic ? "" : $", {objects} objects,")
+            + $" in {clock.Elapsed.TotalSeconds:F1} s into {dir}");
+        return Cli.Ok;
     }
 
     /// <summary>One image through the checkpoint's predictor: its mask and the pictures asked for; returns the objects

@@ -48,7 +48,8 @@ internal sealed class DataFlags
                 + "panoptic (objects of thing classes and regions of stuff classes: classes/ beside masks/).",
                 DefaultValueFactory = _ => "semantic" },
             Things = new Option<string?>("--things") { Description =
-                "Panoptic data: the thing classes, e.g. 1,2 (default: the classes whose pixels carry object numbers)." },
+                "Panoptic data: the thing classes, e.g. 1,2 (default: the classes whose pixels carry object "
+                    + "numbers)." },
             BoundaryWidth = new Option<int?>("--boundary-width") { Description =
                 "Instance data: object pixels this close to another object or the background are its boundary class "
                     + "(default 2)." },
@@ -87,7 +88,8 @@ internal sealed class DataFlags
         Task = ReadTask(p, f),
         Instances = ReadInstances(p, f),
         ThingClasses = p.GetValue(f.Things) is { } things ? things.Split(',').Select(t => int.TryParse(t.Trim(),
-            out var c) && c >= 0 ? c : throw new OptionsException($"--things '{things}': give class numbers, e.g. 1,2."))
+            out var c) && c >= 0 ? c
+                : throw new OptionsException($"--things '{things}': give class numbers, e.g. 1,2."))
             .ToArray() : null,
     };
 

@@ -56,7 +56,7 @@ public sealed record EpochRecord
     public SegmentationMetrics? Metrics { get; init; }
 
     /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond,
-    /// rssMB</c>, and <c>perClassIoU</c> when evaluated).</summary>
+    /// rssMB</c>, and <c>perClassIoU</c> when evaluated; <c>ap, ap50, pq</c> too for objects).</summary>
     public JsonObject ToJson()
     {
         static JsonNode? N(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
@@ -68,6 +68,10 @@ public sealed record EpochRecord
             ["rssMB"] = N(ResidentMemoryMB),
         };
         if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
+        if (Metrics?.Instances is { } objects) // instance and panoptic data
+        {
+            o["ap"] = N(objects.Ap); o["ap50"] = N(objects.Ap50); o["pq"] = N(objects.Pq);
+        }
         return o;
     }
 

@@ -37,7 +37,8 @@ internal sealed class InstanceSource : IFileSource
         var (imagePath, maskPath, stem) = entries[index];
         var image = reader.ReadImage(imagePath, description.InChannels);
         ushort[] ids;
-        if (Directory.Exists(maskPath)) ids = InstanceMasks.FromObjectFiles(maskPath, image.Width, image.Height, reader);
+        if (Directory.Exists(maskPath)) ids = InstanceMasks.FromObjectFiles(maskPath, image.Width, image.Height,
+            reader);
         else
         {
             var raw = reader.ReadMask(maskPath);

@@ -92,9 +92,9 @@ internal sealed class PanopticSource : IFileSource
             var things = o.ThingClasses is { } given ? Flags(given, classes.Classes, dir)
                 : FindThings(entries, classFiles, classes, reader, dir);
             d = (o.Instances ?? new InstanceSettings()).DescribePanoptic(classes, things);
+            string found = o.ThingClasses is null ? " (found from the object masks)" : "";
             report = $"{detected}; panoptic: things {string.Join(", ", Named(d, true))}, stuff "
-                + $"{string.Join(", ", Named(d, false))}{(o.ThingClasses is null ? " (found from the object masks)" : "")}"
-                + $"; {d.Instances}";
+                + $"{string.Join(", ", Named(d, false))}{found}; {d.Instances}";
         }
         else report = $"{dir}: {entries.Count} images, panoptic data as described: {d}";
         d.Validate();

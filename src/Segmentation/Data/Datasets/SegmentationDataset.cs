@@ -190,7 +190,8 @@ public sealed class SegmentationDataset
         if (o.Panoptic)
             return new SegmentationDataset(src, Enumerable.Range(0, src.Count).ToArray(),
                 ShapesSource.PanopticDescription(o.Channels, instances ?? new InstanceSettings()),
-                $"builtin:shapes: {o.Count} images {o.Size}x{o.Size} of touching round and oval objects (panoptic data: "
+                $"builtin:shapes: {o.Count} images {o.Size}x{o.Size} of touching round and oval objects (panoptic "
+                    + $"data: "
                     + $"background stuff, round and oval things, boundary), seed {o.Seed}", Array.Empty<string>(),
                 $"builtin:shapes?count={o.Count}&size={o.Size}&seed={o.Seed}&channels={o.Channels}"
                     + $"&maxShapes={o.MaxShapes}&panoptic=1");
@@ -283,7 +284,8 @@ public sealed class SegmentationDataset
         if (o.TaskKind != SegmentationTaskKind.Semantic)
         {
             var trainSet = FromInstanceFolder(Path.Combine(dir, "train"), o);
-            return (trainSet, FromInstanceFolder(Path.Combine(dir, "val"), o with { Description = trainSet.Description }));
+            return (trainSet, FromInstanceFolder(Path.Combine(dir, "val"),
+                o with { Description = trainSet.Description }));
         }
         var warnings = new List<string>();
         var train = FilePairs.Read(Path.Combine(dir, "train"), o, warnings);

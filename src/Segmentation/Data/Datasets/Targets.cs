@@ -4,7 +4,8 @@ namespace Segmentation.Data;
 
 /// <summary>
 /// What a batch is scored against, by name, on the model's device: the class mask (<see cref="MaskName"/>, N x H x W
-/// int64) for semantic segmentation; later, instance IDs beside it. A loss reads the targets its task names.
+/// int64); for instance and panoptic data the task writes each object's boundary class into it (from the batch's
+/// object numbers, <see cref="InstanceTargets"/>). A loss reads the targets its task names.
 /// </summary>
 public sealed class Targets
 {

@@ -25,7 +25,8 @@ public sealed record InstanceSettings
     /// <summary>Pixels of an object within this many pixels (8-connected) of another object or of the background are
     /// its boundary.</summary>
     public int BoundaryWidth { get; init; } = 2;
-    /// <summary>Loss weight of the boundary class (the other classes weigh 1) when no class weights are given.</summary>
+    /// <summary>Loss weight of the boundary class (the other classes weigh 1) when no class weights are
+    /// given.</summary>
     public double BoundaryWeight { get; init; } = 2;
     /// <summary>Smallest predicted object kept, in pixels.</summary>
     public int MinSize { get; init; } = 8;
@@ -44,7 +45,8 @@ public sealed record InstanceSettings
         if (!(BoundaryWeight > 0 && BoundaryWeight <= 100))
             throw new OptionsException($"Boundary weight {BoundaryWeight}: it must be above 0 and at most 100.");
         if (MinSize < 1 || MinSeedSize < 1)
-            throw new OptionsException($"Minimum object size {MinSize} and seed size {MinSeedSize} must be at least 1.");
+            throw new OptionsException($"Minimum object size {MinSize} and seed size {MinSeedSize} must be at least "
+                + $"1.");
         if (Things.Length != classes - 1 || !Things.Contains(true))
             throw new OptionsException($"{Things.Length} thing flags for a model of {classes} classes (the last the "
                 + $"boundary): give one per class before it, and at least one thing class.");
@@ -178,7 +180,8 @@ internal static class InstanceMasks
             .Order(StringComparer.Ordinal).ToList() : throw new DataException($"{folder}: mask folder not found.",
             folder);
         if (files.Count > ushort.MaxValue)
-            throw new DataException($"{folder}: {files.Count} objects; at most {ushort.MaxValue} fit one image.", folder);
+            throw new DataException($"{folder}: {files.Count} objects; at most {ushort.MaxValue} fit one image.",
+                folder);
         var ids = new ushort[width * height];
         long overlap = 0; string? firstOverlap = null;
         for (int k = 0; k < files.Count; k++)

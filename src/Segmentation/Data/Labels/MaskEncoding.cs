@@ -84,7 +84,8 @@ public sealed record DatasetDescription
             + $"{(BinaryThreshold is { } t ? $" (threshold {t})" : "")}, ignore index {IgnoreIndex}, "
             + $"{InChannels}-channel "
             + $"images, colours {string.Join(" ", ClassColors.Select(c => c.ToString()))}"
-            + (Task == SegmentationTaskKind.Semantic ? "" : $", {Task.ToString().ToLowerInvariant()} task ({Instances})");
+            + (Task == SegmentationTaskKind.Semantic ? ""
+            : $", {Task.ToString().ToLowerInvariant()} task ({Instances})");
 
     /// <summary>Checks consistency; throws <see cref="OptionsException"/>.</summary>
     public void Validate()

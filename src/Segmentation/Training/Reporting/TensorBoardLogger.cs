@@ -6,7 +6,8 @@ namespace Segmentation.Training;
 /// A progress consumer that writes TensorBoard event files through TorchSharp's own <c>SummaryWriter</c>: per step
 /// <c>train/loss</c> and <c>train/lr</c> (at the global step); per epoch <c>epoch/train_loss</c>,
 /// <c>epoch/val_loss</c>,
-/// <c>epoch/mean_iou</c>, <c>epoch/pixel_accuracy</c> and <c>iou/&lt;class&gt;</c> (at the epoch); and the trainer's
+/// <c>epoch/mean_iou</c>, <c>epoch/pixel_accuracy</c>, <c>iou/&lt;class&gt;</c> and, for objects, <c>epoch/ap</c>,
+/// <c>epoch/ap50</c>, <c>epoch/pq</c> (at the epoch); and the trainer's
 /// validation previews (<see cref="TrainerOptions.PreviewImages"/>) as images <c>val/&lt;name&gt;</c>. Pass it to
 /// <see cref="Trainer.Fit"/>, alone or beside another consumer (<see cref="ProgressFanOut{T}"/>).
 /// </summary>
@@ -38,6 +39,12 @@ public sealed class TensorBoardLogger : IProgress<TrainingProgress>
                 if (r.Metrics is { } m)
                     for (int c = 0; c < m.ClassNames.Length; c++) Scalar($"iou/{m.ClassNames[c]}", m.PerClassIoU[c],
                         r.Epoch);
+                if (r.Metrics?.Instances is { } objects) // instance and panoptic data
+                {
+                    Scalar("epoch/ap", objects.Ap, r.Epoch);
+                    Scalar("epoch/ap50", objects.Ap50, r.Epoch);
+                    Scalar("epoch/pq", objects.Pq, r.Epoch);
+                }
                 break;
             case ProgressKind.Evaluated when p.Previews is { } previews:
                 foreach (var preview in previews)
