@@ -142,10 +142,14 @@ public class HostileFileTests
     [InlineData("class_names", "not json", "metadata 'class_names' = 'not json' cannot be read")]
     [InlineData("class_names", "[1,2,3,4,5]", "metadata 'class_names' = '[1,2,3,4,5]' cannot be read")]
     [InlineData("class_colors", "[\"#zz0000\",\"#000000\",\"#000000\",\"#000000\",\"#000000\"]", "holds '#zz0000'; colours are #rrggbb")]
+    [InlineData("task", "tracking", "metadata 'task' = 'tracking'")]
+    [InlineData("task", "instance", "an instance model without 'instance_decoding' metadata")]
+    [InlineData("instance_decoding", "{\"things\":[false,true],\"minSize\":8,\"minSeedSize\":4}", "2 thing flags for 5 classes")]
+    [InlineData("instance_decoding", "{\"things\":[false,true,false,true],\"minSize\":0,\"minSeedSize\":4}", "sizes at least 1")]
     public void Onnx_metadata_that_disagrees_with_the_graph_or_is_out_of_range_is_refused(string key, string value, string expected)
     {
         using var d = new TempDir();
-        File.WriteAllBytes(d["m.onnx"], OnnxWith((key, value)));
+        File.WriteAllBytes(d["m.onnx"], key == "instance_decoding" ? OnnxWith(("task", "instance"), (key, value)) : OnnxWith((key, value)));
         var e = Assert.Throws<InvalidDataException>(() => new OnnxPredictor(d["m.onnx"]));
         Assert.Contains("m.onnx", e.Message);
         Assert.Contains(expected, e.Message);
