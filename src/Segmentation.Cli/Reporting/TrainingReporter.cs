@@ -62,8 +62,7 @@ internal sealed class TrainingReporter : IProgress<TrainingProgress>
                     headerShown = true;
                 }
                 string scores = Instances
-                    ? $"{F(r.MeanIoU),8}  {F(r.Metrics?.Instances?.Ap ?? double.NaN),8}  "
-                        + $"{F(r.Metrics?.Instances?.Pq ?? double.NaN),7}"
+                    ? $"{F(r.MeanIoU),8}  {F(r.Ap),8}  {F(r.Pq),7}"
                     : $"{F(r.MeanIoU),8}  {F(r.PixelAccuracy),9}";
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{r.Epoch,5}  {r.TrainLoss,10:F4}  {F(r.ValLoss),8}  {scores}  "

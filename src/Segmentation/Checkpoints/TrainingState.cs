@@ -54,6 +54,12 @@ public sealed record EpochRecord
     public double ResidentMemoryMB { get; init; } = double.NaN;
     /// <summary>Full validation metrics (null when not evaluated).</summary>
     public SegmentationMetrics? Metrics { get; init; }
+    /// <summary>Objects: validation AP over IoU 0.50..0.95 (NaN when not evaluated or not instance data).</summary>
+    public double Ap { get; init; } = double.NaN;
+    /// <summary>Objects: validation AP at IoU 0.5.</summary>
+    public double Ap50 { get; init; } = double.NaN;
+    /// <summary>Objects: validation panoptic quality.</summary>
+    public double Pq { get; init; } = double.NaN;
 
     /// <summary>As a JSON object (<c>epoch, trainLoss, valLoss, meanIoU, pixelAccuracy, lr, seconds, imagesPerSecond,
     /// rssMB</c>, and <c>perClassIoU</c> when evaluated; <c>ap, ap50, pq</c> too for objects).</summary>
@@ -68,9 +74,9 @@ public sealed record EpochRecord
             ["rssMB"] = N(ResidentMemoryMB),
         };
         if (Metrics is not null) o["perClassIoU"] = Metrics.ToJsonObject()["perClassIoU"]!.DeepClone();
-        if (Metrics?.Instances is { } objects) // instance and panoptic data
+        if (!double.IsNaN(Ap) || !double.IsNaN(Pq)) // instance and panoptic data
         {
-            o["ap"] = N(objects.Ap); o["ap50"] = N(objects.Ap50); o["pq"] = N(objects.Pq);
+            o["ap"] = N(Ap); o["ap50"] = N(Ap50); o["pq"] = N(Pq);
         }
         return o;
     }
@@ -85,7 +91,7 @@ public sealed record EpochRecord
                 MeanIoU = D(o["meanIoU"]),
             PixelAccuracy = D(o["pixelAccuracy"]), LearningRate = D(o["lr"]), Seconds = D(o["seconds"]),
                 ImagesPerSecond = D(o["imagesPerSecond"]),
-            ResidentMemoryMB = D(o["rssMB"]),
+            ResidentMemoryMB = D(o["rssMB"]), Ap = D(o["ap"]), Ap50 = D(o["ap50"]), Pq = D(o["pq"]),
         };
     }
 }

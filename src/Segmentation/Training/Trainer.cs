@@ -308,6 +308,8 @@ public sealed class Trainer : IDisposable
                 PixelAccuracy = metrics?.PixelAccuracy ?? double.NaN, LearningRate = lr,
                     Seconds = epochClock.Elapsed.TotalSeconds,
                 ImagesPerSecond = images / Math.Max(1e-9, trainSeconds), Metrics = metrics,
+                Ap = metrics?.Instances?.Ap ?? double.NaN, Ap50 = metrics?.Instances?.Ap50 ?? double.NaN,
+                Pq = metrics?.Instances?.Pq ?? double.NaN,
             };
             t.ReleaseMemory();
             record = record with { ResidentMemoryMB = ResidentMemoryMB() }; // read at the same point every epoch

@@ -102,6 +102,29 @@ public class InstanceCliTests
     }
 
     [Fact]
+    public void An_instance_run_resumes_exactly_and_keeps_its_AP_history()
+    {
+        using var d = new TempDir();
+        string[] Flags(string dir) => new[] { "train", "--data", "builtin:shapes?count=48&size=48&seed=4&instances=1",
+            "--task", "instance", "--base-channels", "8", "--depth", "3", "--batch-size", "8", "--workers", "1",
+            "--device", "cpu", "--epochs", "3", "--out", dir };
+        Assert.Equal(0, Run(Flags(d["whole"])).Code);
+        var first = Run(Flags(d["parts"]).Append("--time-limit").Append("0.001s").ToArray()); // stops after epoch 1
+        Assert.True(first.Code == 0, first.Err);
+        Assert.Contains("time limit", first.Err + first.Out);
+        var rest = Run("train", "--out", d["parts"], "--resume");
+        Assert.True(rest.Code == 0, rest.Err);
+        var whole = File.ReadAllLines(d["whole/metrics.jsonl"]).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
+            .ToList();
+        var parts = File.ReadAllLines(d["parts/metrics.jsonl"]).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
+            .ToList();
+        Assert.Equal(3, parts.Count);
+        for (int e = 0; e < 3; e++)
+            foreach (var key in new[] { "trainLoss", "valLoss", "meanIoU", "ap", "ap50", "pq" })
+                Assert.Equal(whole[e]![key]!.GetValue<double>(), parts[e]![key]!.GetValue<double>());
+    }
+
+    [Fact]
     public void Instance_flags_without_the_instance_task_are_refused()
     {
         using var d = new TempDir();

@@ -39,11 +39,11 @@ public sealed class TensorBoardLogger : IProgress<TrainingProgress>
                 if (r.Metrics is { } m)
                     for (int c = 0; c < m.ClassNames.Length; c++) Scalar($"iou/{m.ClassNames[c]}", m.PerClassIoU[c],
                         r.Epoch);
-                if (r.Metrics?.Instances is { } objects) // instance and panoptic data
+                if (r.Metrics?.Instances is not null) // instance and panoptic data
                 {
-                    Scalar("epoch/ap", objects.Ap, r.Epoch);
-                    Scalar("epoch/ap50", objects.Ap50, r.Epoch);
-                    Scalar("epoch/pq", objects.Pq, r.Epoch);
+                    Scalar("epoch/ap", r.Ap, r.Epoch);
+                    Scalar("epoch/ap50", r.Ap50, r.Epoch);
+                    Scalar("epoch/pq", r.Pq, r.Epoch);
                 }
                 break;
             case ProgressKind.Evaluated when p.Previews is { } previews:
