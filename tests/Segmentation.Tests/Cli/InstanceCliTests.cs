@@ -112,7 +112,7 @@ public class InstanceCliTests
         var first = Run(Flags(d["parts"]).Append("--time-limit").Append("0.001s").ToArray()); // stops after epoch 1
         Assert.True(first.Code == 0, first.Err);
         Assert.Contains("time limit", first.Err + first.Out);
-        var rest = Run("train", "--out", d["parts"], "--resume");
+        var rest = Run("train", "--out", d["parts"], "--resume", "--time-limit", "1h");
         Assert.True(rest.Code == 0, rest.Err);
         var whole = File.ReadAllLines(d["whole/metrics.jsonl"]).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
             .ToList();
