@@ -129,9 +129,9 @@ public sealed class Predictor : IDisposable
 
     /// <summary>
     /// About how many bytes predicting one <paramref name="height"/> x <paramref name="width"/> image takes: the
-    /// input and the logits (twice with flip TTA) at the image's size, and the model's activations (every layer's
-    /// output, float32, estimated from its layer table) at the size it runs at: the image, the training size, or one
-    /// window when windows are smaller than the image.
+    /// input and the logits (twice with flip TTA) at the image's size (and, for objects, the decoding's buffers), and
+    /// the model's activations (every layer's output, float32, estimated from its layer table) at the size it runs at:
+    /// the image, the training size, or one window when windows are smaller than the image.
     /// </summary>
     internal double BytesNeeded(int height, int width)
     {
@@ -145,7 +145,10 @@ public sealed class Predictor : IDisposable
         double activations = activationsPerPixel.Value * Math.Max(min, run.Item1) * Math.Max(min, run.Item2);
         double logits = (double)pixels * model.Description.Classes * (Options.FlipTta ? 2 : 1) * (Options.Window is null
             ? 1 : 2); // a window's sum and count beside the output
-        return sizeof(float) * (activations + logits + pixels * model.Description.InChannels);
+        // instance models: the logits copied to the host, and the watershed's per-pixel arrays (12 bytes a pixel)
+        double decoding = Description.Task == SegmentationTaskKind.Semantic ? 0
+            : pixels * (model.Description.Classes + 3.0);
+        return sizeof(float) * (activations + logits + decoding + pixels * model.Description.InChannels);
     }
 
     /// <summary>Refuses an image whose prediction would not fit <paramref name="available"/> bytes, before anything is
