@@ -34,7 +34,17 @@ public sealed record OnnxPredictorOptions
 /// <param name="Things">For each class before the last (the boundary): whether it is a thing class.</param>
 /// <param name="MinSize">Smallest object kept, in pixels.</param>
 /// <param name="MinSeedSize">Smallest interior region that seeds an object, in pixels.</param>
-public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize);
+/// <param name="Panoptic">Whether stuff classes are predicted beside the objects (a class map comes with
+/// them).</param>
+public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize, bool Panoptic = false);
+
+/// <summary>The objects of one image.</summary>
+/// <param name="Objects">An object number per pixel (0: none), row by row.</param>
+/// <param name="Count">Objects, numbered 1..Count.</param>
+/// <param name="Classes">The class of object i at [i - 1].</param>
+/// <param name="ClassMap">Panoptic models: a class per pixel (objects' classes, stuff classes, 255 for none); null
+/// otherwise.</param>
+public sealed record OnnxInstances(int[] Objects, int Count, int[] Classes, byte[]? ClassMap);
 
 /// <summary>What the model says about itself (from <c>segment export</c>'s metadata, or the options).</summary>
 /// <param name="Classes">Output classes.</param>
@@ -101,7 +111,7 @@ public sealed class OnnxPredictor : IDisposable
             var o = JsonDocument.Parse(json).RootElement;
             var things = o.GetProperty("things").EnumerateArray().Select(e => e.GetBoolean()).ToArray();
             var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
-                o.GetProperty("minSeedSize").GetInt32());
+                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic");
             if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
                 throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before "
                     + $"the "
@@ -260,13 +270,14 @@ public sealed class OnnxPredictor : IDisposable
     /// the logits by the same seeded watershed as the TorchSharp predictor's, with the settings in the model's
     /// metadata.
     /// </summary>
-    public (int[] Objects, int Count) PredictInstances(byte[] pixels, int width, int height)
+    public OnnxInstances PredictInstances(byte[] pixels, int width, int height)
     {
         var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
             + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
         var r = InstanceDecoder.Decode(ImageLogits(pixels, width, height), Info.Classes, height, width, settings.Things,
             settings.MinSize, settings.MinSeedSize);
-        return (r.Labels, r.Count);
+        return new OnnxInstances(r.Labels, r.Count, r.Classes, settings.Panoptic
+            ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
     }
 
     private float[] ImageLogits(byte[] pixels, int width, int height)

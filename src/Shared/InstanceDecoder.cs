@@ -203,6 +203,19 @@ internal static class InstanceDecoder
         return new Result(labels, count, classes, best);
     }
 
+    /// <summary>
+    /// A class per pixel for a panoptic prediction: an object's pixels its class, other pixels their best class when
+    /// it is a stuff class, 255 (no class) for the rest (thing or boundary pixels of no object).
+    /// </summary>
+    public static byte[] ClassMap(int[] objects, int[] objectClasses, byte[] best, ReadOnlySpan<bool> thing)
+    {
+        var classes = new byte[objects.Length];
+        for (int i = 0; i < classes.Length; i++)
+            classes[i] = objects[i] > 0 ? (byte)objectClasses[objects[i] - 1]
+                : best[i] < thing.Length && !thing[best[i]] ? best[i] : (byte)255;
+        return classes;
+    }
+
     /// <summary>Writes the 4-neighbours of <paramref name="p"/> inside the image into <paramref name="around"/>
     /// (above, left, right, below) and returns how many there are.</summary>
     private static int Neighbours(int p, int height, int width, Span<int> around)

@@ -149,12 +149,14 @@ internal static class PredictCommand
                 var stem = Path.GetFileNameWithoutExtension(file);
                 if (predictor.Instances is not null)
                 {
-                    var (objects, count) = predictor.PredictInstances(pixels, width, height);
-                    OnnxPredictor.SaveInstances(Path.Combine(dir, stem + ".png"), objects, width, height);
+                    var objects = predictor.PredictInstances(pixels, width, height);
+                    OnnxPredictor.SaveInstances(Path.Combine(dir, stem + ".png"), objects.Objects, width, height);
                     if (overlay) predictor.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width,
-                        height, objects);
-                    ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({count} objects)");
-                    found += count;
+                        height, objects.Objects);
+                    if (objects.ClassMap is { } map) OnnxPredictor.SaveLabels(Path.Combine(dir, stem + "_classes.png"),
+                        map, width, height);
+                    ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
+                    found += objects.Count;
                     continue;
                 }
                 var labels = predictor.Predict(pixels, width, height);
@@ -171,17 +173,9 @@ internal static class PredictCommand
         return Cli.Ok;
     }
 
-    /// <summary>A panoptic prediction's class per pixel: an object's pixels its class, other pixels their best class
-    /// unless it is a thing class or the boundary (then 255: no class).</summary>
-    private static byte[] PanopticClasses(Segmentation.Evaluation.InstancePrediction p, DatasetDescription d)
-    {
-        var things = d.Instances!.Things;
-        var classes = new byte[p.Objects.Length];
-        for (int i = 0; i < classes.Length; i++)
-            classes[i] = p.Objects[i] > 0 ? (byte)p.Classes[p.Objects[i] - 1]
-                : p.BestClass[i] < things.Length && !things[p.BestClass[i]] ? p.BestClass[i] : Labels.Ignore;
-        return classes;
-    }
+    /// <summary>A panoptic prediction's class per pixel (the same map as Segmentation.Onnx's).</summary>
+    private static byte[] PanopticClasses(Segmentation.Evaluation.InstancePrediction p, DatasetDescription d) =>
+        Segmentation.Shared.InstanceDecoder.ClassMap(p.Objects, p.Classes, p.BestClass, d.Instances!.Things);
 
     /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
     internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay,

@@ -99,6 +99,16 @@ public class InstanceCliTests
         Assert.True(predict.Code == 0, predict.Err);
         Assert.True(File.Exists(d["out/a_classes.png"]));
         Assert.Equal(16, Image.Identify(d["out/a.png"]).PixelType.BitsPerPixel);
+
+        // ONNX Runtime gives the same class map
+        Assert.Equal(0, Run("export", "--checkpoint", d["run/best.ckpt"], "--format", "onnx", "--out", d["m.onnx"]).Code);
+        var onnx = Run("predict", "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["onnx"]);
+        Assert.True(onnx.Code == 0, onnx.Err);
+        using var torchMap = Image.Load<L8>(d["out/a_classes.png"]);
+        using var onnxMap = Image.Load<L8>(d["onnx/a_classes.png"]);
+        int same = 0;
+        for (int y = 0; y < 48; y++) for (int x = 0; x < 48; x++) if (torchMap[x, y] == onnxMap[x, y]) same++;
+        Assert.True(same >= 48 * 48 * 99 / 100, $"{same} of {48 * 48} pixels agree");
     }
 
     [Fact]
