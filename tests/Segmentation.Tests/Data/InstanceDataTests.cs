@@ -204,6 +204,23 @@ public class InstanceDataTests
     }
 
     [Fact]
+    public void Class_statistics_of_instance_data_count_the_boundary_class_so_no_class_weight_is_zero()
+    {
+        var shapes = SegmentationDataset.Shapes(new ShapesOptions { Count = 12, Size = 48, Instances = true });
+        var stats = shapes.ComputeClassStatistics();
+        Assert.All(stats.ClassPixels, p => Assert.True(p > 0));
+        long boundary = 0;
+        for (int i = 0; i < shapes.Count; i++)
+        {
+            var s = shapes.Load(i);
+            boundary += InstanceTargets.Make(s.Mask, s.Instances!, 1, 48, 48, 2, 2).Count(v => v == 2);
+        }
+        Assert.Equal(boundary, stats.ClassPixels[2]);
+        Assert.All(Segmentation.Training.ClassWeights.MedianFrequency(stats.ClassPixels, stats.PixelsOfImagesWithClass),
+            w => Assert.True(w > 0));
+    }
+
+    [Fact]
     public void Instance_shapes_have_touching_objects_and_reopen_from_their_origin()
     {
         var shapes = SegmentationDataset.Shapes(new ShapesOptions { Count = 40, Size = 64, Instances = true });

@@ -319,15 +319,20 @@ public sealed class SegmentationDataset
         return Create(list, description, report, new List<string>(), reader, "pairs");
     }
 
-    /// <summary>Counts the pixels of each class over all masks (in parallel), for class weights.</summary>
+    /// <summary>Counts the pixels of each class over all masks (in parallel), for class weights; for instance data,
+    /// over the targets the model learns (the boundary class included).</summary>
     public ClassStatistics ComputeClassStatistics(int maxDegreeOfParallelism = -1)
     {
         int n = Description.Classes;
         var pixels = new long[n]; var imagePixels = new long[n]; long ignored = 0;
         var gate = new object();
+        var boundary = Description.Instances;
         Parallel.For(0, Count, new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism }, i =>
         {
-            var mask = Load(i).Mask;
+            var sample = Load(i);
+            // instance data: the boundary class the model learns, as the task makes it per batch
+            var mask = sample.Instances is { } ids && boundary is not null ? InstanceTargets.Make(sample.Mask, ids, 1,
+                sample.Height, sample.Width, boundary.BoundaryWidth, (byte)boundary.Things.Length) : sample.Mask;
             var counts = new long[256];
             foreach (var v in mask) counts[v]++;
             long valid = 0;
