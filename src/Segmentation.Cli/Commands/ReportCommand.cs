@@ -80,6 +80,8 @@ internal static class ReportCommand
         page.Append("<h2>Data</h2><p>").Append(E(train.DetectionReport)).Append("</p><p>")
             .Append(E($"{train.Count} training images, {val?.Count ?? 0} validation images.")).Append("</p>");
         if (metrics is not null) page.Append(Table(metrics, train.Description));
+        if (metrics?.Instances is { } objects) // instance and panoptic runs: AP and panoptic quality
+            page.Append("<h2>Objects</h2><pre>").Append(E(objects.ToString())).Append("</pre>");
         page.Append("<h2>Curves</h2>").Append(Img(Pictures.Curves(history), "curves: losses and mean IoU per epoch"));
         if (metrics is not null) page.Append("<h2>Confusion matrix</h2>")
             .Append(Img(Pictures.Confusion(metrics), "confusion matrix"));

@@ -14,10 +14,10 @@ namespace Segmentation.Cli;
 internal static class Pictures
 {
     public static readonly Color Train = Color.FromHex("#1f77b4"), Val = Color.FromHex("#ff7f0e"),
-        MeanIoU = Color.FromHex("#2ca02c");
+        MeanIoU = Color.FromHex("#2ca02c"), Ap = Color.FromHex("#9467bd");
 
-    /// <summary>Losses (left axis) and validation mean IoU (right axis, 0-1) per epoch; the best epoch is a dashed
-    /// line.</summary>
+    /// <summary>Losses (left axis) and validation mean IoU (right axis, 0-1) per epoch, and AP for objects; the best
+    /// epoch (by AP for objects) is a dashed line.</summary>
     public static byte[] Curves(IReadOnlyList<EpochRecord> history, int width = 900, int height = 450)
     {
         var plot = new Plot();
@@ -25,18 +25,21 @@ internal static class Pictures
         Series(plot, epochs, history.Select(h => h.TrainLoss), "train loss", Train, right: false);
         Series(plot, epochs, history.Select(h => h.ValLoss), "validation loss", Val, right: false);
         Series(plot, epochs, history.Select(h => h.MeanIoU), "validation mean IoU", MeanIoU, right: true);
-        var evaluated = history.Where(h => double.IsFinite(h.MeanIoU)).ToList();
+        bool objects = history.Any(h => double.IsFinite(h.Ap));
+        if (objects) Series(plot, epochs, history.Select(h => h.Ap), "validation AP (IoU 0.50:0.95)", Ap, right: true);
+        Func<EpochRecord, double> score = objects ? h => h.Ap : h => h.MeanIoU;
+        var evaluated = history.Where(h => double.IsFinite(score(h))).ToList();
         if (evaluated.Count > 0)
         {
-            var best = evaluated.MaxBy(h => h.MeanIoU)!;
+            var best = evaluated.MaxBy(score)!;
             var line = plot.Add.VerticalLine(best.Epoch);
             line.LinePattern = LinePattern.Dashed;
             line.Color = Colors.Gray;
-            line.LegendText = $"best epoch {best.Epoch}: mean IoU {best.MeanIoU:F4}";
+            line.LegendText = $"best epoch {best.Epoch}: {(objects ? "AP" : "mean IoU")} {score(best):F4}";
         }
         plot.Axes.Bottom.Label.Text = "epoch";
         plot.Axes.Left.Label.Text = "loss";
-        plot.Axes.Right.Label.Text = "mean IoU";
+        plot.Axes.Right.Label.Text = objects ? "mean IoU, AP" : "mean IoU";
         plot.Axes.SetLimitsY(0, 1, plot.Axes.Right);
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
         plot.ShowLegend(Edge.Bottom);
