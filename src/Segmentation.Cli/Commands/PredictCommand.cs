@@ -101,8 +101,9 @@ internal static class PredictCommand
             if (color) MaskWriter.SaveColorized(Path.Combine(dir, stem + "_color.png"), pred.Labels, pred.Width,
                 pred.Height, d.ClassColors);
             if (d.Task == SegmentationTaskKind.Panoptic) // a class per pixel: each object's, and the stuff classes
-                MaskWriter.SaveLabels(Path.Combine(dir, stem + "_classes.png"), PanopticClasses(objects, d),
-                    pred.Width, pred.Height);
+                MaskWriter.SaveLabels(Path.Combine(dir, stem + "_classes.png"), Segmentation.Shared.InstanceDecoder
+                    .ClassMap(objects.Objects, objects.Classes, objects.BestClass, d.Instances!.Things), pred.Width,
+                    pred.Height);
             ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
             return objects.Count;
         }
@@ -172,10 +173,6 @@ internal static class PredictCommand
         }
         return Cli.Ok;
     }
-
-    /// <summary>A panoptic prediction's class per pixel (the same map as Segmentation.Onnx's).</summary>
-    private static byte[] PanopticClasses(Segmentation.Evaluation.InstancePrediction p, DatasetDescription d) =>
-        Segmentation.Shared.InstanceDecoder.ClassMap(p.Objects, p.Classes, p.BestClass, d.Instances!.Things);
 
     /// <summary>For each input, the names of the files predict writes for it (the mask first).</summary>
     internal static List<List<string>> OutputNames(List<string> inputs, bool color, bool overlay,

@@ -116,8 +116,7 @@ internal sealed class DataFlags
             BoundaryWeight = p.GetValue(f.BoundaryWeight) ?? s.BoundaryWeight,
             MinSize = p.GetValue(f.MinObjectSize) ?? s.MinSize,
         };
-        if (s.BoundaryWidth is < 1 or > 16 || !(s.BoundaryWeight > 0 && s.BoundaryWeight <= 100) || s.MinSize < 1)
-            s.Validate(3); // the message says what is allowed
+        s.ValidateSizes();
         return s;
     }
 }

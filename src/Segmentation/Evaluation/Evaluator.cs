@@ -28,11 +28,16 @@ internal static class Evaluator
     /// <param name="perImage">Also keep each image's IoU (for the worst-images list).</param>
     /// <param name="onBatch">Called after each batch with the number of batches done.</param>
     /// <param name="cancellation">Stops between batches.</param>
+    /// <param name="toDevice">How a batch becomes images and class masks on the device (default: as it is; the
+    /// instance task writes its boundary class in).</param>
+    /// <param name="onLogits">Called with each batch and its logits (the instance task decodes and scores its
+    /// objects there).</param>
     public static EvaluationResult Run(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization,
         Func<Tensor, Tensor> logits, Func<Tensor, Tensor, Tensor>? loss = null, bool perImage = false,
             Action<int>? onBatch = null,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, Func<HostBatch, (Tensor Images, Tensor Masks)>? toDevice = null,
+        Action<HostBatch, Tensor>? onLogits = null)
     {
         using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames,
             trackPerImage: perImage);
@@ -43,11 +48,12 @@ internal static class Evaluator
             foreach (var batch in loader.Epoch(0, cancellation))
             {
                 using var scope = NewDisposeScope();
-                var (x, masks) = batch.ToDevice(device);
+                var (x, masks) = toDevice?.Invoke(batch) ?? batch.ToDevice(device);
                 var y = logits(normalization.Apply(x));
                 if (loss is not null) lossSum += loss(y, masks).item<float>() * batch.Count;
                 images += batch.Count;
                 cm.Update(y, masks);
+                onLogits?.Invoke(batch, y);
                 onBatch?.Invoke(++batches);
             }
         }

@@ -67,7 +67,8 @@ internal static class FilePairs
         return result;
     }
 
-    private static Dictionary<string, string> Index(string folder)
+    /// <summary>A folder's image files by stem (case ignored); two files of one stem are an error.</summary>
+    internal static Dictionary<string, string> Index(string folder)
     {
         var result = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         foreach (var file in Directory.EnumerateFiles(folder))

@@ -67,8 +67,7 @@ internal sealed class InstanceSource : IFileSource
         {
             string id = Path.GetFileName(sub), images = Path.Combine(sub, "images"), masks = Path.Combine(sub, "masks");
             if (!Directory.Exists(images) || !Directory.Exists(masks)) continue;
-            var image = Directory.EnumerateFiles(images).Where(f => ImageFiles.Extensions.Contains(
-                Path.GetExtension(f).ToLowerInvariant())).Order(StringComparer.Ordinal).ToList();
+            var image = ImageFiles.In(images);
             if (image.Count != 1)
                 throw new DataException($"{images}: {image.Count} image files; the Data Science Bowl layout has one "
                     + $"image per folder ({id}/images/{id}.png).", images);

@@ -76,9 +76,7 @@ internal sealed class PanopticSource : IFileSource
         if (!Directory.Exists(classesDir))
             throw new DataException($"{dir}: panoptic data needs classes/ (a class mask per image) beside images/ and "
                 + "masks/ (object numbers).", dir);
-        var classFiles = Directory.EnumerateFiles(classesDir)
-            .Where(f => ImageFiles.Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-            .ToDictionary(f => Path.GetFileNameWithoutExtension(f), f => f, StringComparer.OrdinalIgnoreCase);
+        var classFiles = FilePairs.Index(classesDir);
         if (entries.FirstOrDefault(e => !classFiles.ContainsKey(e.Stem)) is { Stem: not null } missing)
             throw new DataException($"{classesDir}: no class mask for {Path.GetFileName(missing.Image)}.", classesDir);
         var reader = new ImageReader(o.MaxPixels);

@@ -40,6 +40,16 @@ public sealed record InstanceSettings
     /// <paramref name="classes"/> classes (the boundary last).</summary>
     public void Validate(int classes)
     {
+        ValidateSizes();
+        if (Things.Length != classes - 1 || !Things.Contains(true))
+            throw new OptionsException($"{Things.Length} thing flags for a model of {classes} classes (the last the "
+                + $"boundary): give one per class before it, and at least one thing class.");
+    }
+
+    /// <summary>Throws <see cref="OptionsException"/> when a width, weight or size is out of range (what the flags
+    /// set, before the data says how many classes there are).</summary>
+    public void ValidateSizes()
+    {
         if (BoundaryWidth is < 1 or > 16)
             throw new OptionsException($"Boundary width {BoundaryWidth}: it must be 1 to 16 pixels.");
         if (!(BoundaryWeight > 0 && BoundaryWeight <= 100))
@@ -47,9 +57,6 @@ public sealed record InstanceSettings
         if (MinSize < 1 || MinSeedSize < 1)
             throw new OptionsException($"Minimum object size {MinSize} and seed size {MinSeedSize} must be at least "
                 + $"1.");
-        if (Things.Length != classes - 1 || !Things.Contains(true))
-            throw new OptionsException($"{Things.Length} thing flags for a model of {classes} classes (the last the "
-                + $"boundary): give one per class before it, and at least one thing class.");
     }
 
     /// <summary>"boundary 2 px (weight 2), objects of 8 px or more".</summary>
@@ -175,10 +182,8 @@ internal static class InstanceMasks
     /// </summary>
     public static ushort[] FromObjectFiles(string folder, int width, int height, ImageReader reader)
     {
-        var files = Directory.Exists(folder) ? Directory.EnumerateFiles(folder)
-            .Where(f => ImageFiles.Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
-            .Order(StringComparer.Ordinal).ToList() : throw new DataException($"{folder}: mask folder not found.",
-            folder);
+        var files = Directory.Exists(folder) ? ImageFiles.In(folder)
+            : throw new DataException($"{folder}: mask folder not found.", folder);
         if (files.Count > ushort.MaxValue)
             throw new DataException($"{folder}: {files.Count} objects; at most {ushort.MaxValue} fit one image.",
                 folder);

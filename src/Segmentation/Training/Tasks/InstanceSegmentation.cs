@@ -15,10 +15,7 @@ namespace Segmentation.Training;
 internal sealed class InstanceSegmentation(InstanceSettings settings, bool panoptic) : SegmentationTask
 {
     /// <inheritdoc />
-    public override string Name => Panoptic ? "panoptic" : "instance";
-
-    /// <summary>Whether the data has stuff classes beside the objects' classes (panoptic data).</summary>
-    private bool Panoptic => panoptic;
+    public override string Name => panoptic ? "panoptic" : "instance";
 
     /// <inheritdoc />
     public override (Tensor Images, Targets Targets) ToDevice(HostBatch batch, Device device)
@@ -34,10 +31,10 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
     }
 
     /// <inheritdoc />
-    public override string SelectionMetric => Panoptic ? "PQ" : "AP";
+    public override string SelectionMetric => panoptic ? "PQ" : "AP";
 
     /// <inheritdoc />
-    public override double Score(SegmentationMetrics metrics) => (Panoptic ? metrics.Instances?.Pq
+    public override double Score(SegmentationMetrics metrics) => (panoptic ? metrics.Instances?.Pq
         : metrics.Instances?.Ap) ?? double.NaN;
 
     /// <summary>The loss weights of the classes when none are given: 1, and the boundary weight for the
@@ -50,27 +47,11 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
         CancellationToken cancellation)
     {
-        using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames);
-        var scorer = Panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
+        var scorer = panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
             : InstanceScorer.ForObjects();
-        double lossSum = 0;
-        int images = 0, batches = 0;
-        using (no_grad())
-        {
-            foreach (var batch in loader.Epoch(0, cancellation))
-            {
-                using var scope = NewDisposeScope();
-                var (x, targets) = ToDevice(batch, device);
-                var outputs = model(normalization.Apply(x));
-                if (loss is not null) lossSum += loss.Compute(outputs, targets).item<float>() * batch.Count;
-                cm.Update(outputs.Logits, targets.Mask);
-                Score(outputs.Logits, batch, scorer);
-                images += batch.Count;
-                onBatch?.Invoke(++batches);
-            }
-        }
-        var metrics = cm.Compute() with { Instances = scorer.Compute() };
-        return new EvaluationResult(metrics, loss is null ? double.NaN : lossSum / Math.Max(1, images));
+        var result = RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation,
+            onLogits: (batch, logits) => Score(logits, batch, scorer));
+        return result with { Metrics = result.Metrics with { Instances = scorer.Compute() } };
     }
 
     /// <summary>Each true object's class: the class mask at its first pixel.</summary>
@@ -100,7 +81,7 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
                 truth[i] = batch.Instances![b * hw + i];
                 isVoid[i] = batch.Masks[b * hw + i] == Labels.Ignore;
             }
-            if (!Panoptic) { scorer.Add(truth, null, decoded[b].Objects, null, isVoid); continue; }
+            if (!panoptic) { scorer.Add(truth, null, decoded[b].Objects, null, isVoid); continue; }
             var classes = batch.Masks.AsSpan(b * hw, hw);
             var t = PanopticSegments.Build(truth, FirstClassOf(truth, classes), classes, settings.Things);
             var p = decoded[b];

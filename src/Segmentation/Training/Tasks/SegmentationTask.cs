@@ -38,6 +38,25 @@ internal abstract class SegmentationTask
         Normalization normalization,
         Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
             CancellationToken cancellation);
+
+    /// <summary>The one evaluation loop (<see cref="Evaluator.Run"/>) with the model's outputs and the task's loss:
+    /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onLogits"/> sees
+    /// each batch's logits.</summary>
+    protected EvaluationResult RunEvaluator(DataLoader loader, Device device, DatasetDescription description,
+        Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
+        CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null)
+    {
+        ModelOutputs? last = null;
+        Tensor Logits(Tensor x) => (last = model(x)).Logits;
+        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks)
+            => loss.Compute(last!, new Targets(masks));
+        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch,
+            cancellation: cancellation, toDevice: b =>
+            {
+                var (images, targets) = ToDevice(b, device);
+                return (images, targets.Mask);
+            }, onLogits: onLogits);
+    }
 }
 
 /// <summary>
@@ -69,12 +88,5 @@ internal sealed class SemanticSegmentation : SegmentationTask
     public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization,
         Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation)
-    {
-        ModelOutputs? last = null;
-        Tensor Logits(Tensor x) => (last = model(x)).Logits;
-        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks)
-            => loss.Compute(last!, new Targets(masks));
-        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch,
-            cancellation: cancellation);
-    }
+        => RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation);
 }
