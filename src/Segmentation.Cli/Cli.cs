@@ -73,7 +73,15 @@ public static class Cli
                     + $"prints)"),
             };
             context.FinishLine();
-            stderr.WriteLine($"error: {message}");
+            // a process of a distributed run says which it is
+            string rank = "";
+            try
+            {
+                if (Segmentation.Distributed.LaunchEnvironment.Detect() is { WorldSize: > 1 } env)
+                    rank = $"rank {env.Rank} of {env.WorldSize}: ";
+            }
+            catch (OptionsException) { } // a malformed variable: the error itself says so
+            stderr.WriteLine($"error: {rank}{message}");
             if (parse.GetValue(verbose)) stderr.WriteLine(e.ToString());
             else if (code == Failure && e is not (SegmentationException or IOException or UnauthorizedAccessException
                 or InvalidDataException or OperationCanceledException))

@@ -37,8 +37,19 @@ internal static class TrainCommand
 
     private static int Run(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p)
     {
+        if (DistributedLaunch.Relaunch(p.GetValue(flags.Nproc)) is { } exitCode) return exitCode;
+        using var group = DistributedLaunch.Join(p.GetValue(flags.Device)!, p.GetValue(flags.DistBackend)!,
+            p.GetValue(flags.DistTimeout));
+        if (group is { IsMain: false })
+        {
+            int rankCode = TrainRank(ctx, cmd, flags, p, group);
+            group.Close();
+            return rankCode;
+        }
         bool asJson = p.GetValue(flags.Json);
         var log = asJson ? ctx.Err : ctx.Out;
+        if (group is not null) log.WriteLine($"distributed: {group.WorldSize} processes ({group.Backend}); this is "
+            + "rank 0, which writes the run folder");
         string dir = p.GetValue(flags.OutDir)
             ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         Checkpoint? resumeFrom = null;
@@ -65,13 +76,29 @@ internal static class TrainCommand
         else config = NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
         try
         {
-            return Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard));
+            int code = Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard),
+                group);
+            group?.Close();
+            return code;
         }
         catch when (resumeFrom is null && !run.HoldsFinishedEpoch)
         {
             run.DeleteOutputs(); // a start that failed (bad data, say) leaves nothing to block the next one
             throw;
         }
+    }
+
+    /// <summary>A process other than rank 0 of a distributed run: it reads what rank 0 reads and writes nothing.</summary>
+    private static int TrainRank(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p,
+        Segmentation.Distributed.ProcessGroup group)
+    {
+        string dir = p.GetValue(flags.OutDir) ?? throw new OptionsException("A distributed run needs --out: the "
+            + "processes must agree on the run folder.");
+        var quiet = TextWriter.Null;
+        var (config, resumeFrom) = p.GetValue(flags.Resume) ? Resume(p, cmd, flags, dir, quiet)
+            : (p.GetValue(flags.Config) is { } recorded ? FromRecord(recorded, cmd, p, flags, quiet)
+                : NewRun(p, flags), (Checkpoint?)null);
+        return Train(ctx, quiet, dir, config, resumeFrom, asJson: false, tensorBoard: false, group);
     }
 
     /// <summary>--resume: the run's own configuration (run.json) with the flags a resume may change, and its last
@@ -237,7 +264,7 @@ internal static class TrainCommand
             CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20
                 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
-                Precision = Precisions.Parse(p.GetValue(flags.Precision)!),
+                Precision = Precisions.Parse(p.GetValue(flags.Precision)!), SyncBatchNorm = p.GetValue(flags.SyncBn),
             EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
             Threads = ExplicitThreads(p.GetValue(flags.Threads)),
                 FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
@@ -321,8 +348,9 @@ internal static class TrainCommand
     }
 
     private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom,
-        bool asJson, bool tensorBoard)
+        bool asJson, bool tensorBoard, Segmentation.Distributed.ProcessGroup? group = null)
     {
+        bool main = group is not { IsMain: false };
         var (train, validation) = config.OpenData();
         log.WriteLine(train.DetectionReport);
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
@@ -330,13 +358,14 @@ internal static class TrainCommand
 
         var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
             ? 4 : 0 };
+        if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
 
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
             train.Description.InChannels, Classes = train.Description.Classes };
-        Directory.CreateDirectory(dir);
+        if (main) Directory.CreateDirectory(dir);
         // the record holds what the run resolved (classes and channels from the data, the panels drawn), not defaults
-        if (resumeFrom is null)
+        if (resumeFrom is null && main)
             (config with
             {
                 Model = config.Model with { Classes = modelOptions.Classes, InChannels = modelOptions.InChannels },
@@ -345,6 +374,7 @@ internal static class TrainCommand
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
+        group?.Barrier("the start of training"); // rank 0 has prepared the run folder; every rank has read its input
         // the tool owns its process
         using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true });
         log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device "
@@ -353,6 +383,7 @@ internal static class TrainCommand
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
         var run = new RunFolder(dir);
+        if (!main) tensorBoard = false;
         var reporter = new TrainingReporter(ctx, log) { Instances = train.Description.Task
             != SegmentationTaskKind.Semantic };
         var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter,
@@ -368,7 +399,8 @@ internal static class TrainCommand
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        var result = trainer.Fit(train, validation, progress, resumeFrom, interrupt.Token);
+        var result = trainer.Fit(train, validation, main ? progress : null, resumeFrom, interrupt.Token);
+        if (!main) return result.StopReason == "interrupted" ? Cli.Interrupted : 0;
         ctx.FinishLine(log);
         bool interrupted = result.StopReason == "interrupted";
 

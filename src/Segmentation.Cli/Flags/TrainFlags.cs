@@ -99,6 +99,17 @@ internal sealed class TrainFlags
             + "tensorboard/." };
     public readonly Option<bool> Json = new Option<bool>("--json") { Description =
         "Print summary.json as the last line of standard output (progress goes to standard error)." };
+    public readonly Option<int?> Nproc = new Option<int?>("--nproc") { Description =
+        "Data-parallel training in this many processes on this machine (started through Open MPI's mpirun; under "
+            + "mpirun, torchrun or srun the launcher's variables say it instead). --batch-size stays the global batch." };
+    public readonly Option<string> DistBackend = new Option<string>("--dist-backend") { Description =
+        "How the processes talk: auto (NCCL on CUDA, MPI on the CPU), mpi or nccl.", DefaultValueFactory = _ => "auto" };
+    public readonly Option<bool> SyncBn = new Option<bool>("--sync-bn") { Description =
+        "Batch normalisation over the global batch (SyncBatchNorm) in data-parallel training; default: each "
+            + "process's share." };
+    public readonly Option<double> DistTimeout = new Option<double>("--dist-timeout") { Description =
+        "Seconds a process waits for the others in a collective before it stops with an error.",
+        DefaultValueFactory = _ => 300 };
     public readonly DataFlags D;
     public readonly ModelFlags Model;
 
@@ -111,7 +122,8 @@ internal sealed class TrainFlags
             Schedule, PolyPower, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
                 NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
-                    FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json })
+                    FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
+                        Nproc, DistBackend, SyncBn, DistTimeout })
             cmd.Options.Add(o);
     }
 }

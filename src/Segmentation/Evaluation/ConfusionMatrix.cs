@@ -141,6 +141,18 @@ public sealed class ConfusionMatrix : IDisposable
         return SegmentationMetrics.FromConfusion(ToArray(), ClassNames, perImage);
     }
 
+    /// <summary>
+    /// Sums the counts of every process of a distributed run into this matrix (each process evaluated its shard);
+    /// every rank calls it, also one that saw no image.
+    /// </summary>
+    internal void AllReduce(Distributed.ProcessGroup group, Device device)
+    {
+        if (group.WorldSize == 1) return;
+        EnsureState(matrix?.device ?? device);
+        group.AllReduce(matrix!, "the validation confusion matrices");
+        group.AllReduce(badPredictions!.view(1), "the validation confusion matrices");
+    }
+
     private void EnsureState(Device device)
     {
         if (matrix is not null && matrix.device == device) return;

@@ -32,12 +32,14 @@ internal static class Evaluator
     /// instance task writes its boundary class in).</param>
     /// <param name="onLogits">Called with each batch and its logits (the instance task decodes and scores its
     /// objects there).</param>
+    /// <param name="group">The processes of a distributed run, each with its shard of the data: the counts and
+    /// losses are summed over them.</param>
     public static EvaluationResult Run(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization,
         Func<Tensor, Tensor> logits, Func<Tensor, Tensor, Tensor>? loss = null, bool perImage = false,
             Action<int>? onBatch = null,
         CancellationToken cancellation = default, Func<HostBatch, (Tensor Images, Tensor Masks)>? toDevice = null,
-        Action<HostBatch, Tensor>? onLogits = null)
+        Action<HostBatch, Tensor>? onLogits = null, Distributed.ProcessGroup? group = null)
     {
         using var cm = new ConfusionMatrix(description.Classes, Labels.Ignore, description.ClassNames,
             trackPerImage: perImage);
@@ -56,6 +58,13 @@ internal static class Evaluator
                 onLogits?.Invoke(batch, y);
                 onBatch?.Invoke(++batches);
             }
+        }
+        if (group is { WorldSize: > 1 })
+        {
+            cm.AllReduce(group, device); // each process evaluated its shard
+            var sums = new double[] { lossSum, images };
+            group.AllReduce(sums, "the validation losses");
+            (lossSum, images) = (sums[0], (int)sums[1]);
         }
         return new EvaluationResult(cm.Compute(), loss is null ? double.NaN : lossSum / Math.Max(1, images));
     }

@@ -99,6 +99,22 @@ public sealed class InstanceScorer
         }
     }
 
+    /// <summary>Sums the counts of every process of a distributed run (each scored its shard); every rank calls
+    /// it.</summary>
+    internal void AllReduce(Distributed.ProcessGroup group)
+    {
+        if (group.WorldSize == 1) return;
+        var all = truePositives.Select(v => (double)v).Concat(tp.Select(v => (double)v)).Concat(fp.Select(v =>
+            (double)v)).Concat(fn.Select(v => (double)v)).Concat(iouSum)
+            .Concat(new double[] { instancesTrue, instancesPredicted, images }).ToArray();
+        group.AllReduce(all, "the validation instance counts");
+        int k = 0;
+        for (int i = 0; i < truePositives.Length; i++) truePositives[i] = (long)all[k++];
+        foreach (var counts in new[] { tp, fp, fn }) for (int i = 0; i < counts.Length; i++) counts[i] = (long)all[k++];
+        for (int i = 0; i < iouSum.Length; i++) iouSum[i] = all[k++];
+        (instancesTrue, instancesPredicted, images) = ((long)all[k], (long)all[k + 1], (int)all[k + 2]);
+    }
+
     /// <summary>The metrics of every image added so far.</summary>
     public InstanceMetrics Compute() => new()
     {

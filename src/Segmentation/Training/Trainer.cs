@@ -26,6 +26,8 @@ public sealed class Trainer : IDisposable
     private SegmentationTask task = SemanticSegmentation.Instance;
     private readonly LossScaler? scaler;
     private readonly double[] groupScales;
+    private readonly Distributed.ProcessGroup? group;
+    private readonly Distributed.GradientReducer? reducer;
 
     /// <summary>float16 training gives up after this many steps in a row skipped for non-finite gradients.</summary>
     public const int MaxConsecutiveSkippedSteps = 30;
@@ -54,13 +56,45 @@ public sealed class Trainer : IDisposable
             throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {min}x{min}.");
         this.model = model;
         device = Devices.Resolve(Options.Device);
-        if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize, device);
+        if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize
+            / (Options.ProcessGroup?.WorldSize ?? 1), device);
         model.to(device);
         model.Precision = Options.Precision;
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale,
             growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
         (loss, ownsLoss) = Options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(Options), true);
+        if (Options.ProcessGroup is { WorldSize: > 1 } g)
+        {
+            group = g;
+            reducer = new Distributed.GradientReducer(g, model.parameters());
+            if (Options.SyncBatchNorm)
+                foreach (var bn in model.modules().OfType<BatchNorm>()) bn.Sync = g;
+        }
+    }
+
+    /// <summary>The processes of a data-parallel run (null: this process alone).</summary>
+    public Distributed.ProcessGroup? ProcessGroup => group;
+
+    /// <summary>Every process takes rank 0's weights and buffers (at the start, as DDP does, and before each
+    /// evaluation, so batch-norm statistics kept per process agree).</summary>
+    private void BroadcastModel(string what)
+    {
+        if (group is null) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (var sameType in model.state_dict().Values.GroupBy(t => t.dtype))
+        {
+            var tensors = sameType.ToList();
+            var flat = cat(tensors.Select(t => t.flatten()).ToList());
+            group.Broadcast(flat, 0, what);
+            long offset = 0;
+            foreach (var t in tensors)
+            {
+                t.copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+                offset += t.numel();
+            }
+        }
     }
 
     /// <summary>
@@ -84,13 +118,16 @@ public sealed class Trainer : IDisposable
                 Message =
                     "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a "
                         + "64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
-        var run = Options.CheckpointDirectory is null ? null : new RunFolder(Options.CheckpointDirectory);
+        // one process writes a run folder: rank 0 of a distributed run
+        var run = Options.CheckpointDirectory is null || group is { IsMain: false } ? null
+            : new RunFolder(Options.CheckpointDirectory);
         using var ownership = run?.Lock(); // one process writes a run folder
         ValidateData(train, val, run, progress, cancellation);
 
         var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run,
             progress, cancellation);
         fit.Start(resumeFrom);
+        BroadcastModel("the model's starting weights");
         try
         {
             for (int epoch = fit.State.Epoch + 1; epoch <= Options.Epochs; epoch++)
@@ -338,7 +375,8 @@ public sealed class Trainer : IDisposable
         {
             t.model.train();
             t.FreezeEncoderFor(epoch);
-            double lossSum = 0; int images = 0, step = 0, steps = trainLoader.BatchesPerEpoch;
+            double lossSum = 0, images = 0;
+            int step = 0, steps = trainLoader.BatchesPerEpoch;
             long optStep = State.OptimizerStep, skippedBefore = t.scaler?.SkippedSteps ?? 0;
             double lr = schedule.RateAt(optStep);
             using (NewDisposeScope()) t.optimizer.zero_grad(); // gradient handles are tensors too
@@ -351,6 +389,7 @@ public sealed class Trainer : IDisposable
                     lr = schedule.RateAt(optStep);
                     t.SetLearningRate(lr);
                 }
+                t.StepName = $"step {step} of epoch {epoch}";
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
                 if (apply) optStep++;
@@ -368,11 +407,17 @@ public sealed class Trainer : IDisposable
                         Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
                 });
             }
+            if (t.group is { } g)
+            {
+                var sums = new[] { lossSum, images }; // the global batch's mean loss, whatever the process count
+                g.AllReduce(sums, $"the training losses of epoch {epoch}");
+                (lossSum, images) = (sums[0], (int)sums[1]);
+            }
             if (t.scaler is { } sc && sc.SkippedSteps > skippedBefore)
                 Report(ProgressKind.Message, epoch,
                     $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; "
                         + $"loss scale now {sc.Scale:g4}");
-            return (lossSum / Math.Max(1, images), images, lr, optStep);
+            return (lossSum / Math.Max(1, images), (int)images, lr, optStep);
         }
 
         private TrainingDivergedException Diverged(float value, int epoch, int step, double lr)
@@ -392,6 +437,7 @@ public sealed class Trainer : IDisposable
         private (SegmentationMetrics? Metrics, double Loss) EvaluateEpoch(int epoch)
         {
             int valSteps = valLoader!.BatchesPerEpoch;
+            t.BroadcastModel($"the model's weights before evaluating epoch {epoch}");
             var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
             {
                 ReportConvolutions();
@@ -428,13 +474,22 @@ public sealed class Trainer : IDisposable
                         + $"{State.BestEpoch}");
                 return true;
             }
-            if (O.TimeLimit is { } limit && clock.Elapsed >= limit)
+            if (O.TimeLimit is { } limit && TimeIsUp(limit))
             {
                 StopReason = "time limit";
                 Report(ProgressKind.Message, epoch, $"time limit of {limit} reached after epoch {epoch}");
                 return true;
             }
             return false;
+        }
+
+        /// <summary>Whether the time limit has passed; in a distributed run, on any process (all stop
+        /// together).</summary>
+        private bool TimeIsUp(TimeSpan limit)
+        {
+            var up = new[] { clock.Elapsed >= limit ? 1.0 : 0 };
+            t.group?.AllReduce(up, $"the time-limit check");
+            return up[0] > 0;
         }
 
         public TrainingResult Result()
@@ -488,13 +543,26 @@ public sealed class Trainer : IDisposable
     private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val,
         IProgress<TrainingProgress>? progress)
     {
+        int world = group?.WorldSize ?? 1, rank = group?.Rank ?? 0;
+        if (world > 1 && train.Count < Options.BatchSize)
+            throw new DataException($"{train.Origin}: {train.Count} training samples make no full global batch of "
+                + $"{Options.BatchSize} for {world} processes.");
         var trainLoader = new DataLoader(train, new DataLoaderOptions
         {
-            BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize,
+            BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize || world > 1,
                 Seed = Options.Seed,
             Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
+            Shards = world, Shard = rank,
         });
         if (val is null) return (trainLoader, null);
+        if (world > 1)
+        {
+            // each process validates every world-th image; the counts are summed (Evaluator.Run)
+            if (val.Count < world)
+                throw new DataException($"{val.Origin}: {val.Count} validation image(s) cannot be shared among {world} "
+                    + "processes; each needs at least one.");
+            val = val.Subset(Enumerable.Range(0, val.Count).Where(i => i % world == rank));
+        }
         int valBatch = Options.ValBatchSize ?? Options.BatchSize;
         if (Options.ValBatchSize is null && Options.Size is null && valBatch > 1 && val.UniformSize() is null)
         {
@@ -560,6 +628,9 @@ public sealed class Trainer : IDisposable
         }
     }
 
+    /// <summary>The step being trained, for messages ("step 12 of epoch 2").</summary>
+    internal string StepName { get; set; } = "a step";
+
     /// <summary>One training step on a host batch, in its own dispose scope; returns the loss (one
     /// read-back).</summary>
     internal float TrainStep(HostBatch batch, Normalization normalization, bool applyOptimizer)
@@ -571,6 +642,7 @@ public sealed class Trainer : IDisposable
         (scaler is null ? objective : scaler.ScaleLoss(objective)).backward();
         if (applyOptimizer)
         {
+            reducer?.Reduce(StepName);
             // float16: gradients back to their true size, and a step with an overflow is skipped (the scale backs off).
             bool finite = scaler?.Unscale(model.parameters()) ?? true;
             if (finite)
@@ -592,7 +664,8 @@ public sealed class Trainer : IDisposable
         model.eval();
         try
         {
-            var result = task.Evaluate(loader, device, d, normalization, model.forward, loss, onBatch, cancellation);
+            var result = task.Evaluate(loader, device, d, normalization, model.forward, loss, onBatch, cancellation,
+                group);
             return (result.Metrics, result.MeanLoss);
         }
         finally { model.train(); }

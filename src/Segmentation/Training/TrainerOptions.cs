@@ -143,6 +143,19 @@ public sealed record TrainerOptions
     /// collector unasked. The <c>segment</c> tool turns it on.
     /// </summary>
     public bool ManageProcessMemory { get; init; }
+    /// <summary>
+    /// Data-parallel training: the processes this trainer is one of (<see cref="Distributed.ProcessGroup.Mpi"/>,
+    /// <see cref="Distributed.ProcessGroup.Nccl"/>, or <see cref="Distributed.ProcessGroup.FromEnvironment"/> for what
+    /// mpirun or torchrun set). <see cref="BatchSize"/> stays the global batch: each process trains on its share of
+    /// each batch, the gradients are averaged over the processes, validation is split between them, and rank 0 alone
+    /// writes <see cref="CheckpointDirectory"/>. Null: this process alone. Not recorded (a resumed run may use another
+    /// process count).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Distributed.ProcessGroup? ProcessGroup { get; init; }
+    /// <summary>With <see cref="ProcessGroup"/>: batch normalisation over the global batch (SyncBatchNorm) instead of
+    /// each process's share.</summary>
+    public bool SyncBatchNorm { get; init; }
 
     /// <summary>
     /// The options a model of <paramref name="model"/>'s architecture is best trained with: the trainer's defaults with
@@ -199,6 +212,9 @@ public sealed record TrainerOptions
         if (LossScaleGrowthInterval < 1)
             throw new OptionsException($"Loss-scale growth interval is {LossScaleGrowthInterval}; it must be at least "
                 + $"1.");
+        if (ProcessGroup is { WorldSize: > 1 } g && BatchSize % g.WorldSize != 0)
+            throw new OptionsException($"The batch size {BatchSize} is the global batch of {g.WorldSize} processes and "
+                + $"must divide among them; use a multiple of {g.WorldSize}.");
         if (!Enum.IsDefined(Optimizer) || !Enum.IsDefined(Schedule) || !Enum.IsDefined(Precision))
             throw new OptionsException("Unknown optimiser, schedule, loss or precision.");
     }

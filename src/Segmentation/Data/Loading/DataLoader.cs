@@ -24,6 +24,13 @@ internal sealed record DataLoaderOptions
     /// <summary>Keep decoded samples in memory up to this many bytes (0: no cache), so later epochs skip
     /// decoding.</summary>
     public long CacheBytes { get; init; }
+    /// <summary>
+    /// Data-parallel training: each batch of <see cref="BatchSize"/> (the global batch) is cut into this many equal
+    /// parts, one per process, so the samples of step k and their augmentation do not depend on the process count.
+    /// </summary>
+    public int Shards { get; init; } = 1;
+    /// <summary>The part of each batch this process builds, 0 to <see cref="Shards"/> - 1.</summary>
+    public int Shard { get; init; }
 }
 
 /// <summary>A batch on the host: images N x C x H x W (uint8, planar), masks N x H x W (labels).</summary>
@@ -110,6 +117,10 @@ internal sealed class DataLoader
         if (Options.Prefetch < 0)
             throw new OptionsException($"Prefetch {Options.Prefetch} must be 0 (automatic) or more.");
         if (dataset.Count == 0) throw new DataException($"{dataset.Origin}: the data set is empty.");
+        if (Options.Shards < 1 || Options.Shard < 0 || Options.Shard >= Options.Shards
+            || Options.BatchSize % Options.Shards != 0 || (Options.Shards > 1 && !Options.DropLast))
+            throw new OptionsException($"Shard {Options.Shard} of {Options.Shards} of batches of {Options.BatchSize}: "
+                + "the batch must divide into the shards, and sharded batches must all be full (drop-last).");
         if (Options.DropLast && dataset.Count < Options.BatchSize)
             throw new DataException($"{dataset.Origin}: {dataset.Count} samples make no full batch of "
                 + $"{Options.BatchSize} with drop-last on.");
@@ -122,8 +133,8 @@ internal sealed class DataLoader
     public int BatchesPerEpoch => Options.DropLast ? dataset.Count / Options.BatchSize
         : (dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
 
-    /// <summary>Samples in one epoch.</summary>
-    public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * Options.BatchSize : dataset.Count;
+    /// <summary>Samples in one epoch (this process's share when sharded).</summary>
+    public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * (Options.BatchSize / Options.Shards) : dataset.Count;
 
     /// <summary>The sample order of an epoch (seeded; identity without shuffle).</summary>
     public int[] Order(int epoch)
@@ -248,7 +259,8 @@ internal sealed class DataLoader
 
     private HostBatch Build(int[] order, int epoch, int b)
     {
-        int start = b * Options.BatchSize, count = Math.Min(Options.BatchSize, order.Length - start);
+        int part = Options.BatchSize / Options.Shards;
+        int start = b * Options.BatchSize + Options.Shard * part, count = Math.Min(part, order.Length - start);
         var samples = new Sample[count];
         for (int i = 0; i < count; i++) samples[i] = Prepare(order, epoch, start + i);
         return Collate(samples);

@@ -51,10 +51,19 @@ public sealed class BatchNorm : Layer, ICheckedComputation
     /// <summary>The running variance.</summary>
     public Tensor RunningVariance => running_var;
 
+    /// <summary>
+    /// The processes whose batches this layer normalises together while training (SyncBatchNorm; the trainer sets it
+    /// for <c>--sync-bn</c>); null: this process's batch alone.
+    /// </summary>
+    internal Distributed.ProcessGroup? Sync { get; set; }
+
     /// <summary>libtorch's kernel takes a bfloat16 or float16 input with float32 statistics as it is.</summary>
     protected override Tensor Compute(Tensor input)
     {
         if (training) num_batches_tracked.add_(1);
+        if (training && Sync is { WorldSize: > 1 } group)
+            return Distributed.SyncBatchNormFunction.apply(input, weight, bias,
+                new Distributed.SyncBatchNormFunction.Settings(group, running_mean, running_var, Momentum, Epsilon));
         return F.batch_norm(input, running_mean, running_var, weight, bias, training, Momentum, Epsilon);
     }
 

@@ -45,12 +45,13 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
     /// <inheritdoc />
     public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-        CancellationToken cancellation)
+        CancellationToken cancellation, Distributed.ProcessGroup? group = null)
     {
         var scorer = panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
             : InstanceScorer.ForObjects();
         var result = RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation,
-            onLogits: (batch, logits) => Score(logits, batch, scorer));
+            onLogits: (batch, logits) => Score(logits, batch, scorer), group: group);
+        if (group is not null) scorer.AllReduce(group);
         return result with { Metrics = result.Metrics with { Instances = scorer.Compute() } };
     }
 

@@ -37,14 +37,15 @@ internal abstract class SegmentationTask
     public abstract EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization,
         Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-            CancellationToken cancellation);
+            CancellationToken cancellation, Distributed.ProcessGroup? group = null);
 
     /// <summary>The one evaluation loop (<see cref="Evaluator.Run"/>) with the model's outputs and the task's loss:
     /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onLogits"/> sees
     /// each batch's logits.</summary>
     protected EvaluationResult RunEvaluator(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-        CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null)
+        CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null,
+        Distributed.ProcessGroup? group = null)
     {
         ModelOutputs? last = null;
         Tensor Logits(Tensor x) => (last = model(x)).Logits;
@@ -55,7 +56,7 @@ internal abstract class SegmentationTask
             {
                 var (images, targets) = ToDevice(b, device);
                 return (images, targets.Mask);
-            }, onLogits: onLogits);
+            }, onLogits: onLogits, group: group);
     }
 }
 
@@ -87,6 +88,7 @@ internal sealed class SemanticSegmentation : SegmentationTask
     /// <inheritdoc />
     public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization,
-        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation)
-        => RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation);
+        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation,
+        Distributed.ProcessGroup? group = null)
+        => RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation, group: group);
 }
