@@ -111,8 +111,11 @@ internal static class BenchCommand
         var threads = new Option<string?>("--threads") { Description =
             "libtorch's CPU threads: a number, or auto (one per core the load leaves free); default: as libtorch "
                 + "starts, one per core, so that figures compare across runs." };
+        var distributed = new Option<string?>("--dist-backend") { Description =
+            "Also time the trainer as one process of a data-parallel run on this engine (mpi or nccl; world size 1 "
+                + "unless started by a launcher), alternating with the plain trainer." };
         foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision,
-            allocator, json, threads }) cmd.Options.Add(o);
+            allocator, json, threads, distributed }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             if (p.GetValue(threads) is { } t) CpuThreads.Apply(Cli.ResolveThreads(t, ctx.Err));
@@ -129,12 +132,25 @@ internal static class BenchCommand
                         .ToArray(),
             };
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
-            var r = TrainingBenchmark.Run(options, new Progress(log));
+            using var group = p.GetValue(distributed) is { } backend ? OneProcessGroup(backend, options.Device) : null;
+            var r = TrainingBenchmark.Run(options with { Group = group }, new Progress(log));
             PrintTrainBenchmark(log, r, mode);
             if (p.GetValue(json)) ctx.Out.WriteLine(TrainBenchmarkJson(r, mode).ToJsonString());
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>The group of the launcher that started this process, or this process alone on the engine
+    /// named.</summary>
+    private static Segmentation.Distributed.ProcessGroup OneProcessGroup(string backend, string device)
+    {
+        var d = Devices.Resolve(device);
+        var env = Segmentation.Distributed.LaunchEnvironment.Detect()
+            ?? new Segmentation.Distributed.LaunchEnvironment(backend == "mpi" ? "mpirun" : "torchrun", 0, 1, 0, 1,
+                null, 29500);
+        return Segmentation.Distributed.ProcessGroup.Create(env, d, backend, Segmentation.Distributed.ProcessGroup
+            .DefaultTimeout);
     }
 
     private static void PrintTrainBenchmark(TextWriter log, TrainingBenchmarkResult r, bool tunedAllocator)

@@ -64,12 +64,12 @@ public sealed class Trainer : IDisposable
             growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
         (loss, ownsLoss) = Options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(Options), true);
-        if (Options.ProcessGroup is { WorldSize: > 1 } g)
+        if (Options.ProcessGroup is { } g) // at world size 1 too: the same work, to measure what it costs
         {
             group = g;
             reducer = new Distributed.GradientReducer(g, model.parameters());
             if (Options.SyncBatchNorm)
-                foreach (var bn in model.modules().OfType<BatchNorm>()) bn.Sync = g;
+                foreach (var bn in model.modules().OfType<BatchNorm>()) bn.Sync = g; // a no-op at world size 1
         }
     }
 
@@ -729,6 +729,7 @@ public sealed class Trainer : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        reducer?.Dispose();
         optimizer.Dispose();
         if (ownsLoss) (loss as IDisposable)?.Dispose();
     }

@@ -115,6 +115,37 @@ public sealed class ProcessGroupTests
         AssertClose(0.9 + variance.flatten() * n / (n - 1) * 0.1, bn.RunningVariance, 1e-5);
     }
 
+    /// <summary>
+    /// The reducer averages in place through bucket views: with a twin (sum twice, divide by two) every gradient is
+    /// what backward made, the next backward accumulates into the same buckets, and parameters that stop training
+    /// leave the buckets.
+    /// </summary>
+    [Fact]
+    public void GradientsBecomeViewsOfBucketsAndAreAveraged()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var first = TorchSharp.torch.nn.Linear(6, 4);
+        var second = TorchSharp.torch.nn.Linear(4, 3);
+        var parameters = first.parameters().Concat(second.parameters()).ToArray();
+        var twin = new TwinGroup();
+        using var reducer = new GradientReducer(twin, parameters);
+        var x = randn(5, 6);
+        Tensor Loss() => second.forward(first.forward(x).relu()).square().sum();
+        Loss().backward();
+        var expected = parameters.Select(p => p.grad!.clone()).ToArray();
+        reducer.Reduce("step 1");
+        Assert.Equal(1, reducer.Buckets); // 4x6 + 4 + 3x4 + 3 floats: one bucket
+        for (int i = 0; i < parameters.Length; i++) AssertClose(expected[i], parameters[i].grad!, 1e-7);
+        Loss().backward(); // accumulates into the bucket views
+        reducer.Reduce("step 2");
+        for (int i = 0; i < parameters.Length; i++) AssertClose(expected[i] * 2, parameters[i].grad!, 1e-6);
+        Assert.Equal((4 * 6 + 4 + 3 * 4 + 3) * 4L, reducer.Bytes);
+        foreach (var p in first.parameters()) p.requires_grad_(false);
+        reducer.Reduce("step 3");
+        Assert.Equal((3 * 4 + 3) * 4L, reducer.Bytes);
+    }
+
     private static void AssertClose(Tensor expected, Tensor actual, double tolerance)
     {
         var e = expected.detach().to_type(ScalarType.Float64);

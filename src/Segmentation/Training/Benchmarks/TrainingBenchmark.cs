@@ -32,6 +32,10 @@ internal sealed record TrainingBenchmarkOptions
     public bool CompareBare { get; init; } = true;
     /// <summary>Seed.</summary>
     public int Seed { get; init; }
+    /// <summary>Also time the first precision's trainer as one process of this group (gradients all-reduced in
+    /// buckets every step), alternating with the others: the cost of data-parallel machinery at this world
+    /// size.</summary>
+    public Distributed.ProcessGroup? Group { get; init; }
 }
 
 /// <summary>One contender's timings.</summary>
@@ -116,6 +120,19 @@ internal static class TrainingBenchmark
                 model.train();
                 steps.Add(($"trainer {precision.ShortName()}", precision,
                     () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
+            }
+            if (o.Group is { } group)
+            {
+                var model = new SegmentationModel(o.Model);
+                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false,
+                    LearningRate = 1e-4, Precision = o.Precisions[0], ProcessGroup = group,
+                    BatchSize = group.WorldSize });
+                disposables.Add(trainer); disposables.Add(model);
+                model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width },
+                    training: true);
+                model.train();
+                steps.Add(($"trainer {o.Precisions[0].ShortName()} {group.Backend} x{group.WorldSize}",
+                    o.Precisions[0], () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
             }
             if (o.CompareBare)
             {
