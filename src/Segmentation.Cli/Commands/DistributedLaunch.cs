@@ -60,7 +60,8 @@ internal static class DistributedLaunch
     }
 
     private static string? FindOnPath(string name) => (Environment.GetEnvironmentVariable("PATH") ?? "")
-        .Split(':', StringSplitOptions.RemoveEmptyEntries).Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
+        .Split(':', StringSplitOptions.RemoveEmptyEntries).Select(d => Path.Combine(d, name))
+            .FirstOrDefault(File.Exists);
 
     /// <summary>The process group of a launched process (null: not launched as part of a run).</summary>
     public static ProcessGroup? Join(string device, string backend, double timeoutSeconds)

@@ -35,8 +35,8 @@ internal static class DoctorCommand
             => "auto" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
         var precision = new Option<string>("--precision") { Description =
-            "fp32, bf16 or fp16: the type the convolutions are checked in (as --precision trains them).",
-                DefaultValueFactory = _ => "fp32" };
+            "auto, fp32, bf16 or fp16: the type the convolutions are checked in (as --precision trains them); auto "
+                + "prints what training would pick and why, and checks that.", DefaultValueFactory = _ => "auto" };
         var sweep = new Option<bool>("--sweep") { Description =
             "Instead of a model: check every route on a grid of channel counts (--channels), sizes (--sizes) and "
                 + "kernels (3x3, 3x3/s2, 7x7/s2, 1x1, 1x1/s2, transposed 2x2)." };
@@ -50,6 +50,7 @@ internal static class DoctorCommand
         cmd.SetAction(p =>
         {
             var type = Precisions.Parse(p.GetValue(precision)!);
+            if (p.GetValue(sweep) && type == Precision.Auto) type = Precision.Float32;
             if (p.GetValue(sweep)) return Sweep(ctx, p.GetValue(channels)!, p.GetValue(sizes)!, p.GetValue(threads),
                 p.GetValue(json), type, Devices.Resolve(p.GetValue(device)));
             var options = ModelFlags.Read(p, m, shapes: true, p.GetValue(inChannels), p.GetValue(classes));
@@ -63,10 +64,16 @@ internal static class DoctorCommand
             var facts = Facts(dev);
             using var model = new SegmentationModel(options);
             model.to(dev);
+            var shape = new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width };
+            if (type == Precision.Auto)
+            {
+                var decision = AutoPrecision.Choose(model, dev, shape);
+                type = decision.Chosen;
+                facts.Add(new("precision", $"auto chose {type.ShortName()}: {decision.Reason}"));
+            }
             model.Precision = type;
             model.train();
-            var report = model.CheckLayers(new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width },
-                training: true)!;
+            var report = model.CheckLayers(shape, training: true)!;
             string verdict = Verdict(report);
             if (p.GetValue(json)) return PrintJson(ctx, verdict, type, report, facts);
             var input = $"{p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}";

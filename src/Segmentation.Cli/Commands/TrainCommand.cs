@@ -88,7 +88,8 @@ internal static class TrainCommand
         }
     }
 
-    /// <summary>A process other than rank 0 of a distributed run: it reads what rank 0 reads and writes nothing.</summary>
+    /// <summary>A process other than rank 0 of a distributed run: it reads what rank 0 reads and writes
+    /// nothing.</summary>
     private static int TrainRank(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p,
         Segmentation.Distributed.ProcessGroup group)
     {

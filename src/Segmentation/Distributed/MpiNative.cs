@@ -74,7 +74,8 @@ internal static unsafe class MpiNative
         }
     }
 
-    /// <summary>Initialises MPI once per process (any thread may call it: autograd runs synchronised batch norm's backward on its own threads); returns (rank,
+    /// <summary>Initialises MPI once per process (any thread may call it: autograd runs synchronised batch norm's
+    /// backward on its own threads); returns (rank,
     /// size) in MPI_COMM_WORLD.</summary>
     public static (int Rank, int Size) Init()
     {
@@ -87,7 +88,8 @@ internal static unsafe class MpiNative
         return (rank, size);
     }
 
-    /// <summary>Starts an in-place all-reduce of <paramref name="count"/> values at <paramref name="buffer"/>.</summary>
+    /// <summary>Starts an in-place all-reduce of <paramref name="count"/> values at <paramref
+    /// name="buffer"/>.</summary>
     public static nint StartAllReduce(void* buffer, int count, nint type, nint op)
     {
         nint request;

@@ -74,7 +74,8 @@ internal sealed class NcclProcessGroup : ProcessGroup
             throw new ArgumentException("Collectives take contiguous tensors.", nameof(tensor));
         int type = tensor.dtype switch
         {
-            ScalarType.Float32 => NcclNative.Float32, ScalarType.Float64 => NcclNative.Float64, ScalarType.Int64 => NcclNative.Int64,
+            ScalarType.Float32 => NcclNative.Float32, ScalarType.Float64 => NcclNative.Float64, ScalarType.Int64
+                => NcclNative.Int64,
             ScalarType.Byte => NcclNative.Uint8,
             _ => throw new ArgumentException($"Collectives take float32, float64, int64 or uint8 tensors; got "
                 + $"{tensor.dtype}."),

@@ -44,7 +44,8 @@ public abstract class ProcessGroup : IDisposable
     /// <param name="what">What is being reduced, for the timeout's message ("gradients of step 12").</param>
     public abstract void AllReduce(Tensor tensor, string what = "all-reduce");
 
-    /// <summary>Overwrites <paramref name="tensor"/> on every rank with rank <paramref name="root"/>'s values.</summary>
+    /// <summary>Overwrites <paramref name="tensor"/> on every rank with rank <paramref name="root"/>'s
+    /// values.</summary>
     public abstract void Broadcast(Tensor tensor, int root = 0, string what = "broadcast");
 
     /// <summary>Sums host values over every process, in place (counts up to 2^53 stay exact).</summary>
@@ -54,6 +55,16 @@ public abstract class ProcessGroup : IDisposable
         using var scope = NewDisposeScope();
         var t = tensor(values, ScalarType.Float64);
         AllReduce(t, what);
+        t.data<double>().CopyTo(values, 0);
+    }
+
+    /// <summary>Overwrites host values on every rank with rank <paramref name="root"/>'s.</summary>
+    public void Broadcast(double[] values, string what = "broadcast", int root = 0)
+    {
+        if (values.Length == 0) return;
+        using var scope = NewDisposeScope();
+        var t = tensor(values, ScalarType.Float64);
+        Broadcast(t, root, what);
         t.data<double>().CopyTo(values, 0);
     }
 

@@ -7,7 +7,8 @@ namespace Segmentation.Distributed;
 /// Batch normalisation with statistics over the whole global batch (PyTorch's <c>SyncBatchNorm</c>): the forward pass
 /// all-reduces each channel's sum, sum of squares and count; the backward pass all-reduces the sums of the output
 /// gradient and of its product with the centred input, so that every process's input gradient is the gradient of the
-/// loss summed over all processes. Running statistics use the global mean and unbiased variance, and so stay the same on
+/// loss summed over all processes. Running statistics use the global mean and unbiased variance, and so stay the same
+/// on
 /// every process. Statistics are accumulated in float64.
 /// </summary>
 internal sealed class SyncBatchNormFunction : SingleTensorFunction<SyncBatchNormFunction>

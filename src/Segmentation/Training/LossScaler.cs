@@ -52,6 +52,10 @@ internal sealed class LossScaler
         Scale = scale; GoodSteps = goodSteps;
     }
 
+    /// <summary>Takes the state the device kept (<see cref="DeviceLossScaler.ReadInto"/>).</summary>
+    internal void Set(double scale, int goodSteps, long skippedSteps, int consecutiveSkips) =>
+        (Scale, GoodSteps, SkippedSteps, ConsecutiveSkips) = (scale, goodSteps, skippedSteps, consecutiveSkips);
+
     /// <summary>The loss multiplied by <see cref="Scale"/> (call backward on this).</summary>
     public Tensor ScaleLoss(Tensor loss) => loss * Scale;
 

@@ -28,18 +28,27 @@ public sealed class Trainer : IDisposable
     private readonly double[] groupScales;
     private readonly Distributed.ProcessGroup? group;
     private readonly Distributed.GradientReducer? reducer;
+    private readonly FusedAdamW? fused;
+    private readonly DeviceLossScaler? deviceScaler;
 
     /// <summary>float16 training gives up after this many steps in a row skipped for non-finite gradients.</summary>
     public const int MaxConsecutiveSkippedSteps = 30;
 
     /// <summary>The options, validated.</summary>
-    public TrainerOptions Options { get; }
+    public TrainerOptions Options { get; private set; }
     /// <summary>The device the model trains on.</summary>
     public Device Device => device;
     /// <summary>The model (moved to <see cref="Device"/>).</summary>
     public SegmentationModel Model => model;
     /// <summary>The loss scaler of float16 training (null otherwise).</summary>
-    internal LossScaler? Scaler => scaler;
+    internal LossScaler? Scaler
+    {
+        get
+        {
+            deviceScaler?.ReadInto(); // the fused step keeps the scale on the device
+            return scaler;
+        }
+    }
 
     /// <summary>Called between the checkpoint writes of an epoch (tests interrupt there to simulate a kill).</summary>
     internal Action<string>? CheckpointBoundary { get; set; }
@@ -59,10 +68,15 @@ public sealed class Trainer : IDisposable
         if ((Options.Crop ?? Options.Size) is { } stepSize) CheckMemory(model, stepSize, Options.BatchSize
             / (Options.ProcessGroup?.WorldSize ?? 1), device);
         model.to(device);
-        model.Precision = Options.Precision;
+        if (Options.Precision != Precision.Auto) model.Precision = Options.Precision; // auto: decided in Fit
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale,
             growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
+        if (Options.FusedOptimizer && optimizer is TorchSharp.Modules.AdamW adamW && FusedAdamW.Unavailable is null)
+        {
+            fused = new FusedAdamW(adamW);
+            if (scaler is not null) deviceScaler = new DeviceLossScaler(scaler, device);
+        }
         (loss, ownsLoss) = Options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(Options), true);
         if (Options.ProcessGroup is { } g) // at world size 1 too: the same work, to measure what it costs
         {
@@ -113,11 +127,7 @@ public sealed class Trainer : IDisposable
                 Message = $"allocator tuning {AllocatorTuning.Status}" });
         foreach (var w in train.Warnings) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
             Message = w });
-        if (Options.Precision == Precision.Float16 && device.type == DeviceType.CPU)
-            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
-                Message =
-                    "fp16 on the CPU runs on libtorch's reference kernels, far slower than fp32 (about 100x for a "
-                        + "64-channel 3x3 convolution here); bf16 is the CPU's fast low precision" });
+        ChoosePrecision(train, progress);
         // one process writes a run folder: rank 0 of a distributed run
         var run = Options.CheckpointDirectory is null || group is { IsMain: false } ? null
             : new RunFolder(Options.CheckpointDirectory);
@@ -143,6 +153,41 @@ public sealed class Trainer : IDisposable
             fit.StopReason = "interrupted";
         }
         return fit.Result();
+    }
+
+    /// <summary>
+    /// <see cref="Precision.Auto"/> becomes what <see cref="AutoPrecision"/> picks for this model at the training
+    /// shape (rank 0 decides for every process); an explicit bf16 or fp16 that this CPU only emulates is warned about
+    /// with the measured slowdown.
+    /// </summary>
+    private void ChoosePrecision(SegmentationDataset train, IProgress<TrainingProgress>? progress)
+    {
+        bool auto = Options.Precision == Precision.Auto;
+        bool emulated = device.type == DeviceType.CPU && (Options.Precision == Precision.Float16
+            || (Options.Precision == Precision.BFloat16 && AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags())
+                is not null));
+        if (!auto && !emulated) return;
+        var (w, h) = Options.Crop is { } c ? (c.Width, c.Height) : Options.Size is { } s ? (s.Width, s.Height)
+            : train.UniformSize() ?? (train.SmallestImage() is var (_, sw, sh) ? (sw, sh) : (64, 64));
+        var shape = new long[] { Math.Max(1, Options.BatchSize / (group?.WorldSize ?? 1)), model.Description.InChannels,
+            h, w };
+        if (auto)
+        {
+            var decision = AutoPrecision.Choose(model, device, shape);
+            var chosen = new[] { decision.Chosen == Precision.BFloat16 ? 1.0 : 0 };
+            group?.Broadcast(chosen, "the precision rank 0 chose");
+            Options = Options with { Precision = chosen[0] > 0 ? Precision.BFloat16 : Precision.Float32 };
+            model.Precision = Options.Precision;
+            progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message =
+                $"precision auto: {Options.Precision.ShortName()} ({decision.Reason})" });
+            return;
+        }
+        double slowdown = 1 / AutoPrecision.Measure(model, device, shape, Options.Precision);
+        progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message =
+            $"warning: {Options.Precision.ShortName()} is emulated on this CPU ("
+                + (Options.Precision == Precision.Float16 ? "libtorch's CPU kernels compute fp16 by reference code"
+                    : AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags())) + $"): this model's step takes "
+                + $"{slowdown:F1}x as long as in fp32. Use --precision fp32, or auto." });
     }
 
     /// <summary>
@@ -297,9 +342,13 @@ public sealed class Trainer : IDisposable
                 {
                     using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
                     t.optimizer.load_state_dict(reader);
+                    t.fused?.Reset();
                 }
-                if (t.scaler is not null && resumeFrom.State.LossScale is { } scale) t.scaler.Restore(scale,
-                    resumeFrom.State.LossScaleGoodSteps);
+                if (t.scaler is not null && resumeFrom.State.LossScale is { } scale)
+                {
+                    t.scaler.Restore(scale, resumeFrom.State.LossScaleGoodSteps);
+                    t.deviceScaler?.Load();
+                }
                 if (resumeFrom.RngState.Length > 0)
                 {
                     using var rng = tensor(resumeFrom.RngState, ScalarType.Byte);
@@ -377,6 +426,7 @@ public sealed class Trainer : IDisposable
             t.FreezeEncoderFor(epoch);
             double lossSum = 0, images = 0;
             int step = 0, steps = trainLoader.BatchesPerEpoch;
+            t.deviceScaler?.ReadInto();
             long optStep = State.OptimizerStep, skippedBefore = t.scaler?.SkippedSteps ?? 0;
             double lr = schedule.RateAt(optStep);
             using (NewDisposeScope()) t.optimizer.zero_grad(); // gradient handles are tensors too
@@ -395,8 +445,12 @@ public sealed class Trainer : IDisposable
                 if (apply) optStep++;
                 images += batch.Count;
                 if (float.IsFinite(value)) lossSum += value * batch.Count;
-                else if (t.scaler is null || t.scaler.ConsecutiveSkips >= MaxConsecutiveSkippedSteps)
-                    throw Diverged(value, epoch, step, lr);
+                else
+                {
+                    t.deviceScaler?.ReadInto(); // the skips in a row: read back only when a loss is not finite
+                    if (t.scaler is null || t.scaler.ConsecutiveSkips >= MaxConsecutiveSkippedSteps)
+                        throw Diverged(value, epoch, step, lr);
+                }
                 double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
                 double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch
                     + (trainLoader.SamplesPerEpoch - images);
@@ -413,6 +467,7 @@ public sealed class Trainer : IDisposable
                 g.AllReduce(sums, $"the training losses of epoch {epoch}");
                 (lossSum, images) = (sums[0], (int)sums[1]);
             }
+            t.deviceScaler?.ReadInto();
             if (t.scaler is { } sc && sc.SkippedSteps > skippedBefore)
                 Report(ProgressKind.Message, epoch,
                     $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; "
@@ -639,8 +694,14 @@ public sealed class Trainer : IDisposable
         var (images, targets) = task.ToDevice(batch, device);
         var value = loss.Compute(model.forward(normalization.Apply(images)), targets);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
-        (scaler is null ? objective : scaler.ScaleLoss(objective)).backward();
-        if (applyOptimizer)
+        (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
+        if (applyOptimizer && fused is not null)
+        {
+            reducer?.Reduce(StepName);
+            fused.Step(Options.GradientClipNorm, deviceScaler); // no read-back: the scale stays on the device
+            optimizer.zero_grad();
+        }
+        else if (applyOptimizer)
         {
             reducer?.Reduce(StepName);
             // float16: gradients back to their true size, and a step with an overflow is skipped (the scale backs off).
@@ -696,6 +757,7 @@ public sealed class Trainer : IDisposable
         SegmentationMetrics? metrics, string trainOrigin, string? valOrigin)
     {
         var opt = new MemoryStream();
+        fused?.SyncSteps();
         using (var w = new BinaryWriter(opt, System.Text.Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(w);
         using var rng = random.get_rng_state();
         return new Checkpoint
@@ -730,6 +792,8 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         reducer?.Dispose();
+        fused?.Dispose();
+        deviceScaler?.Dispose();
         optimizer.Dispose();
         if (ownsLoss) (loss as IDisposable)?.Dispose();
     }

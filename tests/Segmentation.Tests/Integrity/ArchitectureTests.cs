@@ -22,12 +22,13 @@ public class ArchitectureTests
     /// <summary>Each stage of the library and the stages it may name (data flows one way; Inference never needs Training).</summary>
     public static IEnumerable<object[]> Stages() => new[]
     {
-        new object[] { "Data", new string[0] },
-        new object[] { "Models", new[] { "Data" } },
-        new object[] { "Evaluation", new[] { "Data" } },
-        new object[] { "Checkpoints", new[] { "Data", "Models", "Evaluation" } },
-        new object[] { "Training", new[] { "Data", "Models", "Evaluation", "Checkpoints" } },
-        new object[] { "Inference", new[] { "Data", "Models", "Evaluation", "Checkpoints" } },
+        new object[] { "Distributed", new string[0] }, // the processes of a run and their collectives: under everything
+        new object[] { "Data", new[] { "Distributed" } },
+        new object[] { "Models", new[] { "Data", "Distributed" } },
+        new object[] { "Evaluation", new[] { "Data", "Distributed" } },
+        new object[] { "Checkpoints", new[] { "Data", "Models", "Evaluation", "Distributed" } },
+        new object[] { "Training", new[] { "Data", "Models", "Evaluation", "Checkpoints", "Distributed" } },
+        new object[] { "Inference", new[] { "Data", "Models", "Evaluation", "Checkpoints", "Distributed" } },
     };
 
     [Theory]

@@ -76,7 +76,7 @@ public class PrecisionTests
         float loss = trainer.TrainStep(Batch(1), norm, applyOptimizer: true);
         Assert.True(float.IsFinite(loss));
         Assert.Equal(before, Flat(model));
-        Assert.Equal(5e37, trainer.Scaler!.Scale, 1e30);
+        Assert.Equal(5e37, trainer.Scaler!.Scale, 5e37 * 1e-7); // the fused step keeps the scale in float32, as PyTorch
         Assert.Equal(1, trainer.Scaler.SkippedSteps);
         Assert.All(model.parameters(), p => Assert.True(p.grad is null || p.grad.eq(0).all().item<bool>())); // nothing carried into the next step
     }

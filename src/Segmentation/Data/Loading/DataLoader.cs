@@ -134,7 +134,8 @@ internal sealed class DataLoader
         : (dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
 
     /// <summary>Samples in one epoch (this process's share when sharded).</summary>
-    public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * (Options.BatchSize / Options.Shards) : dataset.Count;
+    public int SamplesPerEpoch => Options.DropLast ? BatchesPerEpoch * (Options.BatchSize / Options.Shards)
+        : dataset.Count;
 
     /// <summary>The sample order of an epoch (seeded; identity without shuffle).</summary>
     public int[] Order(int epoch)
