@@ -60,34 +60,41 @@ public static class Cli
         }
         catch (Exception caught)
         {
-            // Parallel work wraps what went wrong; the user needs the error inside.
-            var e = caught is AggregateException { InnerExceptions.Count: > 0 } agg ? agg.Flatten()
-                .InnerExceptions.OrderBy(x => x is SegmentationException ? 0 : 1).First() : caught;
-            var (code, message) = e switch
-            {
-                OptionsException => (Usage, e.Message),
-                SegmentationException => (Failure, e.Message),
-                IOException or UnauthorizedAccessException or InvalidDataException => (Failure, e.Message),
-                OperationCanceledException => (Failure, "cancelled"),
-                _ => (Failure, $"{WithoutBacktrace(e.Message)} (unexpected: please report it, with what --verbose "
-                    + $"prints)"),
-            };
-            context.FinishLine();
-            // a process of a distributed run says which it is
-            string rank = "";
-            try
-            {
-                if (Segmentation.Distributed.LaunchEnvironment.Detect() is { WorldSize: > 1 } env)
-                    rank = $"rank {env.Rank} of {env.WorldSize}: ";
-            }
-            catch (OptionsException) { } // a malformed variable: the error itself says so
-            stderr.WriteLine($"error: {rank}{message}");
-            if (parse.GetValue(verbose)) stderr.WriteLine(e.ToString());
-            else if (code == Failure && e is not (SegmentationException or IOException or UnauthorizedAccessException
-                or InvalidDataException or OperationCanceledException))
-                stderr.WriteLine("(run with --verbose for the stack trace)");
-            return code;
+            return Failed(caught, context, stderr, parse.GetValue(verbose));
         }
+    }
+
+    /// <summary>An error as the user sees it: one line (with the rank in a distributed run), the stack trace only
+    /// with --verbose; returns the exit code.</summary>
+    private static int Failed(Exception caught, CommandContext context, TextWriter stderr, bool verbose)
+    {
+        // Parallel work wraps what went wrong; the user needs the error inside.
+        var e = caught is AggregateException { InnerExceptions.Count: > 0 } agg ? agg.Flatten()
+            .InnerExceptions.OrderBy(x => x is SegmentationException ? 0 : 1).First() : caught;
+        var (code, message) = e switch
+        {
+            OptionsException => (Usage, e.Message),
+            SegmentationException => (Failure, e.Message),
+            IOException or UnauthorizedAccessException or InvalidDataException => (Failure, e.Message),
+            OperationCanceledException => (Failure, "cancelled"),
+            _ => (Failure, $"{WithoutBacktrace(e.Message)} (unexpected: please report it, with what --verbose "
+                + $"prints)"),
+        };
+        context.FinishLine();
+        // a process of a distributed run says which it is
+        string rank = "";
+        try
+        {
+            if (Segmentation.Distributed.LaunchEnvironment.Detect() is { WorldSize: > 1 } env)
+                rank = $"rank {env.Rank} of {env.WorldSize}: ";
+        }
+        catch (OptionsException) { } // a malformed variable: the error itself says so
+        stderr.WriteLine($"error: {rank}{message}");
+        if (verbose) stderr.WriteLine(e.ToString());
+        else if (code == Failure && e is not (SegmentationException or IOException or UnauthorizedAccessException
+            or InvalidDataException or OperationCanceledException))
+            stderr.WriteLine("(run with --verbose for the stack trace)");
+        return code;
     }
 
     /// <summary>An error's own words without the native backtrace libtorch appends ("Exception raised from ...",

@@ -9,7 +9,9 @@
 #   4. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
-# Steps 2, 5 and 6 can be left out with DOCTOR=0, CPU=0, SUITE=0; DIAG=1 adds a .NET GC experiment.
+#   3a-3d. what --precision auto picks; the fused AdamW step against the per-parameter one; NCCL at world size 1;
+# Steps 2, 3b, 5 and 6 can be left out with DOCTOR=0, BARE=0, CPU=0, SUITE=0 (3a, 3c, 3d with AUTO=0, FUSED=0,
+# NCCL=0); PRECISIONS="fp32 bf16" limits step 3; DIAG=1 adds a .NET GC experiment.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -65,14 +67,31 @@ say "2. segment doctor on CUDA"
 if [ "${DOCTOR:-1}" = 1 ]; then for p in fp32 bf16 fp16; do timeout 90 $SEG doctor --device cuda --precision $p | tail -4; done; fi
 
 say "3. canonical U-Net, batch 16, 256x256, on the GPU: ours and PyTorch eager, in turn"
-for p in fp32 bf16 fp16; do
+for p in ${PRECISIONS:-fp32 bf16 fp16}; do
   timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --no-bare --precision $p --json 2> "$OUT/bench-$p.err" | tail -1 | sed "s/^/{\"who\":\"segmentation\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
   tail -3 "$OUT/bench-$p.err"
   timeout 120 $PY "$root/tools/gpu/torch_unet.py" --device cuda --precision $p --batch-size 16 --size 256 --steps 20 --warmup 5 | sed "s/^/{\"who\":\"pytorch\",\"precision\":\"$p\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
 done
 
+say "3a. what --precision auto picks on this GPU"
+if [ "${AUTO:-1}" = 1 ]; then timeout 90 $SEG doctor --device cuda --batch-size 16 --size 256x256 --base-channels 64 | grep -E "^precision|verdict"; fi
+
+say "3c. the fused AdamW step beside TorchSharp's per-parameter AdamW (fp32, fp16: its loss scaling too), alternating step by step"
+if [ "${FUSED:-1}" = 1 ]; then
+  for p in fp32 fp16; do
+    timeout 150 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --no-bare --precision $p --compare-per-parameter --json 2> "$OUT/fused-$p.err" | tail -1 | sed "s/^/{\"who\":\"fused+per-parameter\",\"precision\":\"$p\",\"r\":/; s/$/}/" >> "$OUT/results.jsonl"
+    tail -3 "$OUT/fused-$p.err"
+  done
+fi
+
+say "3d. NCCL at world size 1: the trainer with its gradients all-reduced by NCCL beside the plain trainer, alternating step by step (bf16)"
+if [ "${NCCL:-1}" = 1 ]; then
+  timeout 150 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 40 --warmup 5 --no-bare --precision bf16 --dist-backend nccl --json 2> "$OUT/nccl.err" | tail -1 | sed "s/^/{\"who\":\"nccl-x1\",\"precision\":\"bf16\",\"r\":/; s/$/}/" >> "$OUT/results.jsonl"
+  grep -iE "nccl|median|error" "$OUT/nccl.err" | tail -5
+fi
+
 say "3b. where our time goes: the trainer's step beside a bare TorchSharp loop on the same model (bf16, fp16; the bare loop has no loss scaling and keeps its batch on the GPU)"
-for p in bf16 fp16; do
+for p in $([ "${BARE:-1}" = 1 ] && echo bf16 fp16); do
   timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --precision $p --json 2> "$OUT/bare-$p.err" | tail -1 | sed "s/^/{\"who\":\"segmentation+bare\",\"precision\":\"$p\",\"r\":/; s/$/}/" >> "$OUT/results.jsonl"
   tail -2 "$OUT/bare-$p.err"
 done

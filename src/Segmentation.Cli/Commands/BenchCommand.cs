@@ -114,8 +114,10 @@ internal static class BenchCommand
         var distributed = new Option<string?>("--dist-backend") { Description =
             "Also time the trainer as one process of a data-parallel run on this engine (mpi or nccl; world size 1 "
                 + "unless started by a launcher), alternating with the plain trainer." };
+        var perParameter = new Option<bool>("--compare-per-parameter") { Description =
+            "Also time the trainer with TorchSharp's per-parameter AdamW instead of the fused step." };
         foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision,
-            allocator, json, threads, distributed }) cmd.Options.Add(o);
+            allocator, json, threads, distributed, perParameter }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             if (p.GetValue(threads) is { } t) CpuThreads.Apply(Cli.ResolveThreads(t, ctx.Err));
@@ -133,7 +135,8 @@ internal static class BenchCommand
             };
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
             using var group = p.GetValue(distributed) is { } backend ? OneProcessGroup(backend, options.Device) : null;
-            var r = TrainingBenchmark.Run(options with { Group = group }, new Progress(log));
+            var r = TrainingBenchmark.Run(options with { Group = group, ComparePerParameterOptimizer =
+                p.GetValue(perParameter) }, new Progress(log));
             PrintTrainBenchmark(log, r, mode);
             if (p.GetValue(json)) ctx.Out.WriteLine(TrainBenchmarkJson(r, mode).ToJsonString());
             return Cli.Ok;

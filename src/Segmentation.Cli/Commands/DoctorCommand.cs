@@ -37,14 +37,7 @@ internal static class DoctorCommand
         var precision = new Option<string>("--precision") { Description =
             "auto, fp32, bf16 or fp16: the type the convolutions are checked in (as --precision trains them); auto "
                 + "prints what training would pick and why, and checks that.", DefaultValueFactory = _ => "auto" };
-        var sweep = new Option<bool>("--sweep") { Description =
-            "Instead of a model: check every route on a grid of channel counts (--channels), sizes (--sizes) and "
-                + "kernels (3x3, 3x3/s2, 7x7/s2, 1x1, 1x1/s2, transposed 2x2)." };
-        var channels = new Option<string>("--channels") { Description =
-            "Channel counts for --sweep (every in/out pair).", DefaultValueFactory = _
-                => "1,3,4,8,12,16,20,24,40,48,64" };
-        var sizes = new Option<string>("--sizes") { Description = "Input sizes for --sweep (square).",
-            DefaultValueFactory = _ => "5,8,13,32" };
+        var (sweep, channels, sizes) = SweepFlags();
         foreach (var o in new Option[] { inChannels, classes, size, batch, threads, device, json, precision, sweep,
             channels, sizes }) cmd.Options.Add(o);
         cmd.SetAction(p =>
@@ -65,24 +58,42 @@ internal static class DoctorCommand
             using var model = new SegmentationModel(options);
             model.to(dev);
             var shape = new long[] { p.GetValue(batch), options.InChannels, s.Height, s.Width };
-            if (type == Precision.Auto)
-            {
-                var decision = AutoPrecision.Choose(model, dev, shape);
-                type = decision.Chosen;
-                facts.Add(new("precision", $"auto chose {type.ShortName()}: {decision.Reason}"));
-            }
+            type = Resolve(type, model, dev, shape, facts);
             model.Precision = type;
             model.train();
             var report = model.CheckLayers(shape, training: true)!;
             string verdict = Verdict(report);
             if (p.GetValue(json)) return PrintJson(ctx, verdict, type, report, facts);
-            var input = $"{p.GetValue(batch)}x{options.InChannels}x{s.Height}x{s.Width}";
-            PrintTable(ctx, facts, $"model: {Cli.Shape(options)}, {type.ShortName()}; training input {input}", report,
-                type, dev);
+            PrintTable(ctx, facts, $"model: {Cli.Shape(options)}, {type.ShortName()}; training input "
+                + string.Join("x", shape), report, type, dev);
             ctx.Out.WriteLine($"verdict: {verdict}");
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>auto becomes what training would pick, with the reason among the facts.</summary>
+    private static Precision Resolve(Precision type, SegmentationModel model, Device dev, long[] shape,
+        List<KeyValuePair<string, string>> facts)
+    {
+        if (type != Precision.Auto) return type;
+        var decision = AutoPrecision.Choose(model, dev, shape);
+        facts.Add(new("precision", $"auto chose {decision.Chosen.ShortName()}: {decision.Reason}"));
+        return decision.Chosen;
+    }
+
+    /// <summary>--sweep and the grid it checks.</summary>
+    private static (Option<bool> Sweep, Option<string> Channels, Option<string> Sizes) SweepFlags()
+    {
+        var sweep = new Option<bool>("--sweep") { Description =
+            "Instead of a model: check every route on a grid of channel counts (--channels), sizes (--sizes) and "
+                + "kernels (3x3, 3x3/s2, 7x7/s2, 1x1, 1x1/s2, transposed 2x2)." };
+        var channels = new Option<string>("--channels") { Description =
+            "Channel counts for --sweep (every in/out pair).", DefaultValueFactory = _
+                => "1,3,4,8,12,16,20,24,40,48,64" };
+        var sizes = new Option<string>("--sizes") { Description = "Input sizes for --sweep (square).",
+            DefaultValueFactory = _ => "5,8,13,32" };
+        return (sweep, channels, sizes);
     }
 
     private static void SetThreads(int? threads)

@@ -356,11 +356,9 @@ internal static class TrainCommand
         log.WriteLine(train.DetectionReport);
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
-
         var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
             ? 4 : 0 };
         if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
-
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
             train.Description.InChannels, Classes = train.Description.Classes };
@@ -405,7 +403,9 @@ internal static class TrainCommand
         ctx.FinishLine(log);
         bool interrupted = result.StopReason == "interrupted";
 
-        return Finish(ctx, log, run, result, interrupted, trainerOptions, trainer.Device, model.ParameterCount(),
+        // what auto resolved to
+        return Finish(ctx, log, run, result, interrupted, trainerOptions with { Precision = trainer.Options.Precision },
+            trainer.Device, model.ParameterCount(),
             validation, asJson);
     }
 

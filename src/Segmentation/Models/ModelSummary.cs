@@ -71,6 +71,14 @@ internal sealed record ModelSummary(ModelDescription Description, int Height, in
         return For(model, probe, probe).ActivationElements * ((double)height * width / ((double)probe * probe));
     }
 
+    /// <summary>Multiply-accumulates per image at <paramref name="height"/> x <paramref name="width"/>, estimated the
+    /// same way.</summary>
+    public static double EstimateMultiplyAccumulates(SegmentationModel model, int height, int width)
+    {
+        int probe = Math.Max(64, model.MinimumInputSize);
+        return For(model, probe, probe).MultiplyAccumulates * ((double)height * width / ((double)probe * probe));
+    }
+
     /// <summary>Every submodule, each followed by its own submodules (TorchSharp's <c>named_modules</c> lists a level
     /// at a time).</summary>
     private static IEnumerable<(string Name, nn.Module Module)> DepthFirst(nn.Module module, string prefix)

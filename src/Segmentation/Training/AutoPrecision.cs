@@ -15,7 +15,8 @@ public sealed record PrecisionDecision(Precision Chosen, string Reason, double? 
 /// Chooses the training arithmetic from the hardware: bfloat16 only where it is native (on the CPU, the
 /// <c>avx512_bf16</c> or <c>amx_bf16</c> flags in <c>/proc/cpuinfo</c>, and oneDNN not held below them by
 /// <c>ONEDNN_MAX_CPU_ISA</c>) and where a quick side-by-side of this model's forward and backward pass at the training
-/// shape, alternating float32 and bfloat16, shows bfloat16 at least <see cref="Threshold"/> times as fast. Without
+/// shape, alternating float32 and bfloat16, shows bfloat16 at least <see cref="Threshold"/> times as fast; a step of
+/// under <see cref="MinimumStepGmac"/> GMAC is not worth it (and not timed, so small runs repeat exactly). Without
 /// native bfloat16, bfloat16 is emulated (16 times slower than float32 was measured on an AVX2 CPU), and float32 is
 /// chosen without timing anything.
 /// </summary>
@@ -24,6 +25,10 @@ public static class AutoPrecision
     /// <summary>bfloat16 must make the step at least this much faster to be chosen (its rounding costs
     /// accuracy).</summary>
     public const double Threshold = 1.15;
+
+    /// <summary>Steps of less arithmetic than this (billions of multiply-accumulates, forward and backward) stay
+    /// float32 without timing.</summary>
+    public const double MinimumStepGmac = 10;
 
     /// <summary>The CPU flags line of /proc/cpuinfo ("" elsewhere).</summary>
     public static string CpuFlags() => OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
@@ -56,6 +61,13 @@ public static class AutoPrecision
     {
         if (device.type == DeviceType.CPU && NoNativeBf16(cpuFlags ?? CpuFlags()) is { } why)
             return new PrecisionDecision(Precision.Float32, why, null);
+        // forward and backward: about three times the forward pass's arithmetic
+        double gmac = 3 * shape[0] * ModelSummary.EstimateMultiplyAccumulates(model, (int)shape[2], (int)shape[3])
+            / 1e9;
+        if (gmac < MinimumStepGmac)
+            return new PrecisionDecision(Precision.Float32, $"this model's step at {string.Join("x", shape)} is "
+                + $"{gmac:F1} GMAC, under {MinimumStepGmac}: too little arithmetic for bf16 to repay its rounding (and "
+                + "a decision this close would vary from run to run)", null);
         double speedup = Measure(model, device, shape, Precision.BFloat16);
         string where = device.type == DeviceType.CPU ? "native bfloat16 on this CPU" : $"bfloat16 on {device}";
         return speedup >= Threshold

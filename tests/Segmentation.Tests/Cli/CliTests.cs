@@ -303,7 +303,7 @@ public class CliTests
         Assert.Contains("trainer fp32/trainer bf16 = ", r.Err);
         var bad = Run("bench", "train", "--precision", "fp8");
         Assert.Equal(2, bad.Code);
-        Assert.Contains("Precision 'fp8' is not one of: fp32, bf16, fp16.", bad.Err);
+        Assert.Contains("Precision 'fp8' is not one of: auto, fp32, bf16, fp16.", bad.Err);
     }
 
     [Fact]

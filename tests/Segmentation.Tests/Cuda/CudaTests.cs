@@ -40,6 +40,30 @@ public class CudaTests
     private static (SegmentationDataset Train, SegmentationDataset Val) Shapes(int count = 64, int size = 32)
         => SegmentationDataset.Shapes(new ShapesOptions { Count = count, Size = size, Seed = 11, MaxShapes = 2 }).Split(0.75, seed: 0);
 
+    /// <summary>The fused AdamW step (and its device-side loss scaling) equals TorchSharp's per-parameter step on
+    /// CUDA too.</summary>
+    [CudaTheory]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void The_fused_optimizer_step_equals_the_per_parameter_step_on_CUDA(bool scaled, bool clip) =>
+        Segmentation.Tests.Training.FusedOptimizerTests.CompareOptimizerSteps(CUDA, scaled, clip);
+
+    /// <summary>NCCL through our binding at world size 1: the collectives run and leave the values as they
+    /// are.</summary>
+    [CudaFact]
+    public void NCCL_at_world_size_one_all_reduces_and_broadcasts()
+    {
+        using var group = Segmentation.Distributed.ProcessGroup.Nccl(0, 1, 0);
+        Assert.Equal("nccl", group.Backend);
+        using var t = arange(10, ScalarType.Float32, CUDA);
+        group.AllReduce(t);
+        group.Broadcast(t);
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => (float)i), t.cpu().data<float>().ToArray());
+        var host = new double[] { 1.5, 2 };
+        group.AllReduce(host);
+        Assert.Equal(new[] { 1.5, 2 }, host);
+    }
+
     [CudaTheory]
     [InlineData(Precision.Float32)]
     [InlineData(Precision.BFloat16)]

@@ -37,11 +37,26 @@ public sealed class AutoPrecisionTests
     }
 
     [Fact]
-    public void ACpuWithBfloat16FlagsGetsWhatTheSideBySideSays()
+    public void ASmallStepStaysFloat32WithoutTiming()
     {
         using var model = new SegmentationModel(Tiny);
-        var before = model.parameters().Select(p => p.detach().clone()).ToArray();
         var decision = AutoPrecision.Choose(model, CPU, new long[] { 2, 3, 32, 32 }, cpuFlags: Bf16Cpu);
+        Assert.Equal(Precision.Float32, decision.Chosen);
+        Assert.Null(decision.Bf16Speedup);
+        Assert.Contains("too little arithmetic", decision.Reason);
+    }
+
+    [Fact]
+    public void ACpuWithBfloat16FlagsGetsWhatTheSideBySideSays()
+    {
+        // enough arithmetic to be timed: 2 x 3 x the forward pass's multiply-accumulates
+        using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 3, baseChannels: 32,
+            depth: 3));
+        var shape = new long[] { 2, 3, 112, 112 };
+        Assert.True(6 * Segmentation.Models.ModelSummary.EstimateMultiplyAccumulates(model, 112, 112) / 1e9
+            >= AutoPrecision.MinimumStepGmac);
+        var before = model.parameters().Select(p => p.detach().clone()).ToArray();
+        var decision = AutoPrecision.Choose(model, CPU, shape, cpuFlags: Bf16Cpu);
         Assert.NotNull(decision.Bf16Speedup);
         Assert.Equal(decision.Bf16Speedup >= AutoPrecision.Threshold, decision.Chosen == Precision.BFloat16);
         Assert.Contains($"{decision.Bf16Speedup:F2}x", decision.Reason);

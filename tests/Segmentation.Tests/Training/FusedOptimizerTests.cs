@@ -65,24 +65,30 @@ public sealed class FusedOptimizerTests
     [InlineData(false, false)]
     [InlineData(true, false)]
     [InlineData(true, true)]
-    public void TheFusedStepEqualsThePerParameterStepWithLossScalingAndOverflow(bool scaled, bool clip)
+    public void TheFusedStepEqualsThePerParameterStepWithLossScalingAndOverflow(bool scaled, bool clip) =>
+        CompareOptimizerSteps(CPU, scaled, clip);
+
+    /// <summary>The comparison on <paramref name="device"/> (the CUDA tests run it there).</summary>
+    internal static void CompareOptimizerSteps(Device device, bool scaled, bool clip)
     {
         using var scope = NewDisposeScope();
         using var a = new SegmentationModel(Tiny);
         using var b = new SegmentationModel(Tiny);
+        a.to(device); b.to(device);
         var (pa, pb) = (a.parameters().ToArray(), b.parameters().ToArray());
         using var adamA = Adam(a);
         using var adamB = Adam(b);
         using var fused = new FusedAdamW(adamB);
         var hostScaler = scaled ? new LossScaler(1 << 10, growthInterval: 3) : null;
-        using var deviceScaler = scaled ? new DeviceLossScaler(new LossScaler(1 << 10, growthInterval: 3), CPU) : null;
+        using var deviceScaler = scaled ? new DeviceLossScaler(new LossScaler(1 << 10, growthInterval: 3), device)
+            : null;
         var generator = new Generator(7);
         for (int step = 0; step < 10; step++)
         {
             double scale = hostScaler?.Scale ?? 1;
             foreach (var (p, q) in pa.Zip(pb))
             {
-                var g = randn(p.shape, generator: generator) * 0.01 * scale;
+                var g = (randn(p.shape, generator: generator) * 0.01 * scale).to(device);
                 if (scaled && (step == 2 || step == 6) && p.numel() > 8) g[0] = float.PositiveInfinity;
                 p.grad = g.clone(); q.grad = g.clone();
             }

@@ -36,6 +36,9 @@ internal sealed record TrainingBenchmarkOptions
     /// buckets every step), alternating with the others: the cost of data-parallel machinery at this world
     /// size.</summary>
     public Distributed.ProcessGroup? Group { get; init; }
+    /// <summary>Also time the first precision's trainer with TorchSharp's per-parameter AdamW (and the host-side loss
+    /// scaler) instead of the fused step, alternating with the others.</summary>
+    public bool ComparePerParameterOptimizer { get; init; }
 }
 
 /// <summary>One contender's timings.</summary>
@@ -107,33 +110,24 @@ internal static class TrainingBenchmark
             long parameters = 0;
             foreach (var precision in o.Precisions)
             {
-                var model = new SegmentationModel(o.Model);
-                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false,
-                    LearningRate = 1e-4, Precision = precision });
-                disposables.Add(trainer); disposables.Add(model);
-                (device, parameters) = (trainer.Device, model.ParameterCount());
-                // As the trainer does before its first step.
-                var report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height,
-                    o.Size.Width }, training: true)!;
+                steps.Add(Contender(o, $"trainer {precision.ShortName()}", new TrainerOptions { Device = o.Device,
+                    ManageProcessMemory = false, LearningRate = 1e-4, Precision = precision }, batch, norm,
+                    disposables, out var trainer, out var report));
+                (device, parameters) = (trainer.Device, trainer.Model.ParameterCount());
                 routes.Add(report);
                 progress?.Report($"{precision.ShortName()}: {report.Summary()}");
-                model.train();
-                steps.Add(($"trainer {precision.ShortName()}", precision,
-                    () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
             }
+            if (o.ComparePerParameterOptimizer)
+                steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} per-parameter", new TrainerOptions
+                {
+                    Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4, Precision = o.Precisions[0],
+                    FusedOptimizer = false,
+                }, batch, norm, disposables));
             if (o.Group is { } group)
-            {
-                var model = new SegmentationModel(o.Model);
-                var trainer = new Trainer(model, new TrainerOptions { Device = o.Device, ManageProcessMemory = false,
-                    LearningRate = 1e-4, Precision = o.Precisions[0], ProcessGroup = group,
-                    BatchSize = group.WorldSize });
-                disposables.Add(trainer); disposables.Add(model);
-                model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width },
-                    training: true);
-                model.train();
-                steps.Add(($"trainer {o.Precisions[0].ShortName()} {group.Backend} x{group.WorldSize}",
-                    o.Precisions[0], () => trainer.TrainStep(batch, norm, applyOptimizer: true)));
-            }
+                steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} {group.Backend} x{group.WorldSize}",
+                    new TrainerOptions { Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4,
+                        Precision = o.Precisions[0], ProcessGroup = group, BatchSize = group.WorldSize }, batch, norm,
+                    disposables));
             if (o.CompareBare)
             {
                 var bare = o.Model.Encoder.Name == "unet" ? o.Precisions[0] : Precision.Float32;
@@ -154,6 +148,26 @@ internal static class TrainingBenchmark
         {
             foreach (var d in Enumerable.Reverse(disposables)) d.Dispose();
         }
+    }
+
+    /// <summary>A trainer on its own model, its layers checked at the benchmark's shape, as a timed step.</summary>
+    private static (string Name, Precision Precision, Action Step) Contender(TrainingBenchmarkOptions o, string name,
+        TrainerOptions options, HostBatch batch, Normalization norm, List<IDisposable> disposables) =>
+        Contender(o, name, options, batch, norm, disposables, out _, out _);
+
+    /// <summary>The same, with the trainer and what its layer check chose (as the trainer checks before its first
+    /// step).</summary>
+    private static (string Name, Precision Precision, Action Step) Contender(TrainingBenchmarkOptions o, string name,
+        TrainerOptions options, HostBatch batch, Normalization norm, List<IDisposable> disposables, out Trainer trainer,
+        out ConvolutionReport report)
+    {
+        var model = new SegmentationModel(o.Model);
+        var t = trainer = new Trainer(model, options);
+        disposables.Add(t); disposables.Add(model);
+        report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width },
+            training: true)!;
+        model.train();
+        return (name, options.Precision, () => t.TrainStep(batch, norm, applyOptimizer: true));
     }
 
     /// <summary>Warm-up and timed steps, one step of each contender in turn.</summary>
