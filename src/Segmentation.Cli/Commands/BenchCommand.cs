@@ -171,6 +171,8 @@ internal static class BenchCommand
             log.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{c.Name,-14} median {c.StepSeconds:F3} s ({c.ImagesPerSecond:F2} images/s){ratio}"));
         }
+        foreach (var (c, paired) in r.RatiosToFirst)
+            log.WriteLine($"a step of {c.Name} takes {paired} times as long as one of {first.Name}");
     }
 
     private static JsonObject TrainBenchmarkJson(TrainingBenchmarkResult r, bool tunedAllocator) => new()
@@ -182,6 +184,11 @@ internal static class BenchCommand
         ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
         ["allocator"] = tunedAllocator ? r.Allocator : "default",
         ["steps"] = new JsonArray(r.Contenders[0].Steps.Select(x => (JsonNode?)x).ToArray()),
+        ["ratiosToFirst"] = new JsonArray(r.RatiosToFirst.Select(x => (JsonNode?)new JsonObject
+        {
+            ["name"] = x.Contender.Name, ["ratio"] = x.Ratio.Ratio, ["low"] = x.Ratio.Low, ["high"] = x.Ratio.High,
+            ["pairs"] = x.Ratio.Pairs,
+        }).ToArray()),
         ["contenders"] = new JsonArray(r.Contenders.Select(c => (JsonNode?)new JsonObject
         {
             ["name"] = c.Name, ["precision"] = c.Precision.ShortName(), ["stepSeconds"] = c.StepSeconds,
