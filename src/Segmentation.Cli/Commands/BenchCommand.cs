@@ -22,6 +22,7 @@ internal static class BenchCommand
         cmd.Subcommands.Add(Eval(ctx));
         cmd.Subcommands.Add(Predict(ctx));
         cmd.Subcommands.Add(BenchInstances.Create(ctx));
+        cmd.Subcommands.Add(BenchOptimizer.Create(ctx));
         return cmd;
     }
 
