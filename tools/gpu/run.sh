@@ -9,7 +9,8 @@
 #   4. the CUDA tests (Segmentation.Tests.Cuda) with the xUnit console runner;
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
-#   3a-3d. what --precision auto picks; the fused AdamW step against the per-parameter one; NCCL at world size 1;
+#   3a-3e. what --precision auto picks; the fused AdamW step against the per-parameter one, in the trainer and alone;
+#   NCCL at world size 1;
 # Steps 2, 3b, 5 and 6 can be left out with DOCTOR=0, BARE=0, CPU=0, SUITE=0 (3a, 3c, 3d with AUTO=0, FUSED=0,
 # NCCL=0); PRECISIONS="fp32 bf16" limits step 3; DIAG=1 adds a .NET GC experiment.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
@@ -89,6 +90,9 @@ if [ "${NCCL:-1}" = 1 ]; then
   timeout 150 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 40 --warmup 5 --no-bare --precision bf16 --dist-backend nccl --json 2> "$OUT/nccl.err" | tail -1 | sed "s/^/{\"who\":\"nccl-x1\",\"precision\":\"bf16\",\"r\":/; s/$/}/" >> "$OUT/results.jsonl"
   grep -iE "nccl|median|error" "$OUT/nccl.err" | tail -5
 fi
+
+say "3e. the AdamW step alone on the canonical U-Net's parameters: per-parameter against fused"
+if [ "${FUSED:-1}" = 1 ]; then timeout 90 $SEG bench optimizer --device cuda --rounds 30 2>&1 | tail -3; fi
 
 say "3b. where our time goes: the trainer's step beside a bare TorchSharp loop on the same model (bf16, fp16; the bare loop has no loss scaling and keeps its batch on the GPU)"
 for p in $([ "${BARE:-1}" = 1 ] && echo bf16 fp16); do
