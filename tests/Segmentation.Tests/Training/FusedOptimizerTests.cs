@@ -14,14 +14,7 @@ public sealed class FusedOptimizerTests
 {
     private static readonly ModelDescription Tiny = ModelDescription.UNet(classes: 4, baseChannels: 8, depth: 3, seed: 5);
 
-    private static HostBatch Batch(int seed, int size = 32)
-    {
-        var rng = new Random(seed);
-        var images = new byte[4 * 3 * size * size];
-        rng.NextBytes(images);
-        var masks = Enumerable.Range(0, 4 * size * size).Select(_ => (byte)rng.Next(4)).ToArray();
-        return new HostBatch { Count = 4, Channels = 3, Height = size, Width = size, Images = images, Masks = masks };
-    }
+    private static HostBatch Batch(int seed) => PrecisionTests.Batch(seed);
 
     private static TrainerOptions Options(bool fused, Precision precision, bool clip, bool twoGroups) => new()
     {

@@ -26,7 +26,7 @@ public class PrecisionTests
 
     private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
 
-    private static HostBatch Batch(int seed, int size = 32)
+    internal static HostBatch Batch(int seed, int size = 32)
     {
         var rng = new Random(seed);
         var images = new byte[4 * 3 * size * size];
