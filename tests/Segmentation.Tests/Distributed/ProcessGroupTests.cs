@@ -146,6 +146,40 @@ public sealed class ProcessGroupTests
         Assert.Equal((3 * 4 + 3) * 4L, reducer.Bytes);
     }
 
+    /// <summary>
+    /// Sharded validation sums what each process counted: with a twin holding the same counts, the confusion matrix
+    /// and the instance counts double and every metric derived from them stays (ratios of sums).
+    /// </summary>
+    [Fact]
+    public void ValidationCountsAreSummedOverProcesses()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(9);
+        var truth = randint(0, 3, new long[] { 2, 8, 8 });
+        var prediction = randint(0, 3, new long[] { 2, 8, 8 });
+        using var alone = new Segmentation.Evaluation.ConfusionMatrix(3);
+        using var shared = new Segmentation.Evaluation.ConfusionMatrix(3);
+        alone.Update(prediction, truth);
+        shared.Update(prediction, truth);
+        shared.AllReduce(new TwinGroup(), CPU);
+        var (a, b) = (alone.ToArray(), shared.ToArray());
+        for (int i = 0; i < 3; i++) for (int j = 0; j < 3; j++) Assert.Equal(2 * a[i, j], b[i, j]);
+        Assert.Equal(alone.Compute().MeanIoU, shared.Compute().MeanIoU, 12);
+
+        var objects = new[] { 0, 1, 1, 0, 2, 2, 0, 3, 3 };
+        var found = new[] { 0, 1, 1, 0, 2, 0, 0, 0, 4 };
+        var scorer = Segmentation.Evaluation.InstanceScorer.ForObjects();
+        scorer.Add(objects, null, found, null);
+        var one = scorer.Compute();
+        scorer.AllReduce(new TwinGroup());
+        var two = scorer.Compute();
+        Assert.Equal(2 * one.Images, two.Images);
+        Assert.Equal(2 * one.InstancesTrue, two.InstancesTrue);
+        Assert.Equal(one.TruePositives.Select(t => 2 * t), two.TruePositives);
+        Assert.Equal(one.Ap, two.Ap, 12);
+        Assert.Equal(one.PerClass[0].Pq, two.PerClass[0].Pq, 12);
+    }
+
     private static void AssertClose(Tensor expected, Tensor actual, double tolerance)
     {
         var e = expected.detach().to_type(ScalarType.Float64);
