@@ -25,7 +25,8 @@ internal static class BenchOptimizer
         cmd.Options.Add(device);
         cmd.SetAction(p =>
         {
-            if (p.GetValue(rounds) < 2) throw new OptionsException($"--rounds {p.GetValue(rounds)} must be at least 2.");
+            if (p.GetValue(rounds) < 2)
+                throw new OptionsException($"--rounds {p.GetValue(rounds)} must be at least 2.");
             var dev = Devices.Resolve(p.GetValue(device));
             using var a = new SegmentationModel(ModelFlags.Read(p, m, shapes: false, 3, 2));
             using var b = new SegmentationModel(a.Description);
