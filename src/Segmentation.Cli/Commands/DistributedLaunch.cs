@@ -25,7 +25,15 @@ internal static class DistributedLaunch
             + "mpirun, which is not installed (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev).");
         var start = new ProcessStartInfo(mpirun) { UseShellExecute = false };
         foreach (var a in MpirunArguments(processes.Value)) start.ArgumentList.Add(a);
-        foreach (var a in OwnCommandLine()) start.ArgumentList.Add(a);
+        var own = OwnCommandLine().ToList();
+        foreach (var a in own) start.ArgumentList.Add(a);
+        if (!own.Any(a => a == "--out" || a.StartsWith("--out=", StringComparison.Ordinal)))
+        {
+            // every process must write to, or read from, the same run folder: name the default once, here
+            start.ArgumentList.Add("--out");
+            start.ArgumentList.Add(Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss",
+                System.Globalization.CultureInfo.InvariantCulture)));
+        }
         if (Environment.UserName == "root")
         {
             // Open MPI refuses to run as root unless told twice; containers often run as root

@@ -40,6 +40,9 @@ internal static class TrainCommand
         if (DistributedLaunch.Relaunch(p.GetValue(flags.Nproc)) is { } exitCode) return exitCode;
         using var group = DistributedLaunch.Join(p.GetValue(flags.Device)!, p.GetValue(flags.DistBackend)!,
             p.GetValue(flags.DistTimeout));
+        if (group is not null && p.GetValue(flags.OutDir) is null)
+            throw new OptionsException("A distributed run needs --out: its processes must agree on the run folder "
+                + "(segment train --nproc N names one for you).");
         if (group is { IsMain: false })
         {
             int rankCode = TrainRank(ctx, cmd, flags, p, group);
@@ -93,8 +96,7 @@ internal static class TrainCommand
     private static int TrainRank(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p,
         Segmentation.Distributed.ProcessGroup group)
     {
-        string dir = p.GetValue(flags.OutDir) ?? throw new OptionsException("A distributed run needs --out: the "
-            + "processes must agree on the run folder.");
+        string dir = p.GetValue(flags.OutDir)!; // checked by Run
         var quiet = TextWriter.Null;
         var (config, resumeFrom) = p.GetValue(flags.Resume) ? Resume(p, cmd, flags, dir, quiet)
             : (p.GetValue(flags.Config) is { } recorded ? FromRecord(recorded, cmd, p, flags, quiet)

@@ -77,6 +77,16 @@ public sealed class DistributedTrainingTests
     }
 
     [MpiFact]
+    public void ProcessesStartedWithoutARunFolderAreRefusedAlike()
+    {
+        var (code, output) = MpiRun.Run(MpiRun.Mpirun!, Segmentation.Cli.DistributedLaunch.MpirunArguments(2)
+            .Concat(new[] { "dotnet", MpiRun.Segment, "train", "--epochs", "1" }), timeoutSeconds: 120);
+        Assert.NotEqual(0, code);
+        Assert.Contains("error: rank 0 of 2: A distributed run needs --out", output);
+        Assert.Contains("error: rank 1 of 2: A distributed run needs --out", output);
+    }
+
+    [MpiFact]
     public void AKilledProcessEndsTheRunWithItsRankNamed()
     {
         using var tmp = new TempDir();
