@@ -49,22 +49,21 @@ public abstract class ProcessGroup : IDisposable
     public abstract void Broadcast(Tensor tensor, int root = 0, string what = "broadcast");
 
     /// <summary>Sums host values over every process, in place (counts up to 2^53 stay exact).</summary>
-    public void AllReduce(double[] values, string what = "all-reduce")
-    {
-        if (values.Length == 0) return;
-        using var scope = NewDisposeScope();
-        var t = tensor(values, ScalarType.Float64);
-        AllReduce(t, what);
-        t.data<double>().CopyTo(values, 0);
-    }
+    public void AllReduce(double[] values, string what = "all-reduce") =>
+        OnHostValues(values, t => AllReduce(t, what));
 
     /// <summary>Overwrites host values on every rank with rank <paramref name="root"/>'s.</summary>
-    public void Broadcast(double[] values, string what = "broadcast", int root = 0)
+    public void Broadcast(double[] values, string what = "broadcast", int root = 0) =>
+        OnHostValues(values, t => Broadcast(t, root, what));
+
+    /// <summary>Runs a collective on a float64 tensor of <paramref name="values"/> and copies the result
+    /// back.</summary>
+    private static void OnHostValues(double[] values, Action<Tensor> collective)
     {
         if (values.Length == 0) return;
         using var scope = NewDisposeScope();
         var t = tensor(values, ScalarType.Float64);
-        Broadcast(t, root, what);
+        collective(t);
         t.data<double>().CopyTo(values, 0);
     }
 

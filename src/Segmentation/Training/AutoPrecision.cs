@@ -100,7 +100,7 @@ public static class AutoPrecision
                         if (i > 0) times[c].Add(t);
                     }
             }
-            return Median(times[0]) / Median(times[1]);
+            return TrainingBenchmark.Median(times[0]) / TrainingBenchmark.Median(times[1]);
         }
         finally
         {
@@ -118,11 +118,5 @@ public static class AutoPrecision
         logits.square().mean().backward();
         logits.sum().item<float>(); // the device has finished
         return clock.Elapsed.TotalSeconds;
-    }
-
-    private static double Median(List<double> values)
-    {
-        var s = values.Order().ToArray();
-        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 }

@@ -163,10 +163,13 @@ public sealed class Trainer : IDisposable
     private void ChoosePrecision(SegmentationDataset train, IProgress<TrainingProgress>? progress)
     {
         bool auto = Options.Precision == Precision.Auto;
-        bool emulated = device.type == DeviceType.CPU && (Options.Precision == Precision.Float16
-            || (Options.Precision == Precision.BFloat16 && AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags())
-                is not null));
-        if (!auto && !emulated) return;
+        string? emulation = device.type != DeviceType.CPU ? null : Options.Precision switch
+        {
+            Precision.Float16 => "libtorch's CPU kernels compute fp16 by reference code",
+            Precision.BFloat16 => AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags()),
+            _ => null,
+        };
+        if (!auto && emulation is null) return;
         var (w, h) = Options.Crop is { } c ? (c.Width, c.Height) : Options.Size is { } s ? (s.Width, s.Height)
             : train.UniformSize() ?? (train.SmallestImage() is var (_, sw, sh) ? (sw, sh) : (64, 64));
         var shape = new long[] { Math.Max(1, Options.BatchSize / (group?.WorldSize ?? 1)), model.Description.InChannels,
@@ -184,9 +187,7 @@ public sealed class Trainer : IDisposable
         }
         double slowdown = 1 / AutoPrecision.Measure(model, device, shape, Options.Precision);
         progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message =
-            $"warning: {Options.Precision.ShortName()} is emulated on this CPU ("
-                + (Options.Precision == Precision.Float16 ? "libtorch's CPU kernels compute fp16 by reference code"
-                    : AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags())) + $"): this model's step takes "
+            $"warning: {Options.Precision.ShortName()} is emulated on this CPU ({emulation}): this model's step takes "
                 + $"{slowdown:F1}x as long as in fp32. Use --precision fp32, or auto." });
     }
 
@@ -695,26 +696,27 @@ public sealed class Trainer : IDisposable
         var value = loss.Compute(model.forward(normalization.Apply(images)), targets);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
         (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
-        if (applyOptimizer && fused is not null)
+        if (applyOptimizer)
         {
             reducer?.Reduce(StepName);
-            fused.Step(Options.GradientClipNorm, deviceScaler); // no read-back: the scale stays on the device
-            optimizer.zero_grad();
-        }
-        else if (applyOptimizer)
-        {
-            reducer?.Reduce(StepName);
-            // float16: gradients back to their true size, and a step with an overflow is skipped (the scale backs off).
-            bool finite = scaler?.Unscale(model.parameters()) ?? true;
-            if (finite)
-            {
-                if (Options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
-                optimizer.step();
-            }
-            scaler?.Update(finite);
+            if (fused is not null) fused.Step(Options.GradientClipNorm, deviceScaler); // the scale stays on the device
+            else PerParameterStep();
             optimizer.zero_grad();
         }
         return value.item<float>();
+    }
+
+    /// <summary>TorchSharp's optimiser step; float16: gradients back to their true size first, and a step with an
+    /// overflow is skipped (the scale backs off).</summary>
+    private void PerParameterStep()
+    {
+        bool finite = scaler?.Unscale(model.parameters()) ?? true;
+        if (finite)
+        {
+            if (Options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
+            optimizer.step();
+        }
+        scaler?.Update(finite);
     }
 
     /// <summary>Metrics and mean loss of the model on a loader's data (the one evaluation loop, in eval
