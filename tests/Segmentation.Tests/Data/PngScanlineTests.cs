@@ -1,0 +1,233 @@
+using Segmentation.Data;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Segmentation.Tests.Data;
+
+/// <summary>
+/// The PNG rows decoded without ImageSharp (the loader's hot path) against ImageSharp's decoding of the same files:
+/// every row filter, widths around the vector width, several IDAT chunks, corrupt files refused, and real data sets
+/// where present.
+/// </summary>
+public class PngScanlineTests
+{
+    private static readonly PngFilterMethod[] Filters =
+    [
+        PngFilterMethod.None, PngFilterMethod.Sub, PngFilterMethod.Up, PngFilterMethod.Average, PngFilterMethod.Paeth,
+        PngFilterMethod.Adaptive,
+    ];
+
+    [Fact]
+    public void BranchFreePaethIsThePredictorForEveryTriple()
+    {
+        static int Reference(int a, int b, int c)
+        {
+            int p = a + b - c, pa = Math.Abs(p - a), pb = Math.Abs(p - b), pc = Math.Abs(p - c);
+            return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+        }
+        long wrong = 0;
+        for (int a = 0; a < 256; a++)
+            for (int b = 0; b < 256; b++)
+                for (int c = 0; c < 256; c++)
+                    if (PngScanlines.Paeth(a, b, c) != Reference(a, b, c)) wrong++;
+        Assert.Equal(0, wrong);
+    }
+
+    [Theory]
+    [InlineData(PngColorType.Rgb)]
+    [InlineData(PngColorType.Grayscale)]
+    public void EveryFilterAndWidthDecodesToImageSharpsPixels(PngColorType colour)
+    {
+        using var d = new TempDir();
+        var reader = new ImageReader();
+        int checkedFiles = 0;
+        foreach (var filter in Filters)
+            foreach (var (w, h) in new[] { (1, 1), (7, 5), (33, 4), (70, 9), (129, 3) })
+            {
+                var path = d[$"{colour}-{filter}-{w}x{h}.png"];
+                SaveNoisy(path, w, h, colour, filter, seed: w * 31 + h);
+                var bytes = File.ReadAllBytes(path);
+                var layout = PngScanlines.Layout(bytes, out _)!;
+                Assert.Equal((8, colour == PngColorType.Rgb ? 2 : 0), (layout.BitDepth, layout.ColourType));
+                foreach (int channels in new[] { 1, 3, 4 })
+                {
+                    if (colour == PngColorType.Rgb && channels == 1) continue; // luminance: ImageSharp's own path
+                    var ours = reader.ReadImage(path, channels);
+                    Assert.Equal((w, h, channels), (ours.Width, ours.Height, ours.Channels));
+                    Assert.True(ImageSharpPixels(path, channels).AsSpan().SequenceEqual(ours.Pixels),
+                        $"{Path.GetFileName(path)} at {channels} channels differs from ImageSharp's decoding");
+                }
+                checkedFiles++;
+            }
+        Assert.Equal(30, checkedFiles);
+    }
+
+    [Fact]
+    public void RowsSplitOverManyImageDataChunksDecodeTheSame()
+    {
+        using var d = new TempDir();
+        var path = d["one.png"];
+        SaveNoisy(path, 61, 23, PngColorType.Rgb, PngFilterMethod.Adaptive, seed: 5);
+        var expected = ImageSharpPixels(path, 3);
+        foreach (int piece in new[] { 1, 7, 1000 })
+        {
+            var split = d[$"split-{piece}.png"];
+            File.WriteAllBytes(split, SplitImageData(File.ReadAllBytes(path), piece));
+            var layout = PngScanlines.Layout(File.ReadAllBytes(split), out _)!;
+            Assert.True(layout.Idat.Count > 1);
+            Assert.Equal(expected, new ImageReader().ReadImage(split, 3).Pixels);
+        }
+    }
+
+    [Fact]
+    public void CorruptImageDataIsRefusedNamingTheFile()
+    {
+        using var d = new TempDir();
+        var path = d["good.png"];
+        SaveNoisy(path, 40, 30, PngColorType.Rgb, PngFilterMethod.Paeth, seed: 2);
+        var good = File.ReadAllBytes(path);
+        var (offset, length) = PngScanlines.Layout(good, out _)!.Idat[0];
+        var cases = new Dictionary<string, byte[]>
+        {
+            // a byte of the compressed rows changed, the chunk's CRC made right again: only zlib's checksum (or the
+            // inflater) can tell
+            ["flipped"] = WithIdat(good, offset, length, data => data[data.Length / 2] ^= 0x20),
+            // the stream cut: a chunk whose length runs past the end of the file
+            ["cut"] = good[..(offset + length / 2)],
+            // the rows' data a byte short of the image
+            ["short"] = WithRows(good, rows => rows[..^1]),
+            // a filter byte outside 0-4
+            ["filter"] = WithRows(good, rows => { rows[0] = 7; return rows; }),
+        };
+        foreach (var (name, bytes) in cases)
+        {
+            var file = d[name + ".png"];
+            File.WriteAllBytes(file, bytes);
+            var e = Assert.Throws<DataException>(() => new ImageReader().ReadImage(file, 3));
+            Assert.Contains(file, e.Message);
+        }
+    }
+
+    [Fact]
+    public void PlainMasksGiveGrayValuesAndPackedColours()
+    {
+        using var d = new TempDir();
+        TempDir.SaveGray(d["gray.png"], 9, 4, (x, y) => (byte)(x * 20 + y));
+        TempDir.SaveRgb(d["colour.png"], 9, 4, (x, y) => new Rgb24((byte)(x * 9), (byte)y, (byte)(x + y)));
+        TempDir.SaveRgb(d["gray-as-rgb.png"], 9, 4, (x, y) => new Rgb24((byte)(x + y), (byte)(x + y), (byte)(x + y)));
+        var reader = new ImageReader();
+        var gray = reader.ReadMask(d["gray.png"]);
+        var colour = reader.ReadMask(d["colour.png"]);
+        var grayRgb = reader.ReadMask(d["gray-as-rgb.png"]);
+        Assert.Equal((RawMaskKind.Gray, 3 * 20 + 2), (gray.Kind, gray.Values[2 * 9 + 3]));
+        Assert.Equal((RawMaskKind.Rgb, 27 << 16 | 2 << 8 | 5), (colour.Kind, colour.Values[2 * 9 + 3]));
+        Assert.Equal((RawMaskKind.Gray, 5), (grayRgb.Kind, grayRgb.Values[2 * 9 + 3]));
+    }
+
+    [SharedDataFact("camvid")]
+    public void CamVidImagesAndMasksDecodeToImageSharpsPixels()
+    {
+        var root = Path.Combine(SharedDataFactAttribute.Find("camvid")!, "train");
+        var reader = new ImageReader();
+        foreach (var (folder, channels) in new[] { ("images", 3), ("masks", 1) })
+        {
+            var files = Directory.GetFiles(Path.Combine(root, folder), "*.png").Order().Where((_, i) => i % 12 == 0)
+                .ToArray();
+            Assert.NotEmpty(files);
+            foreach (var file in files)
+                Assert.True(ImageSharpPixels(file, channels).AsSpan().SequenceEqual(reader.ReadImage(file, channels)
+                    .Pixels), $"{file} differs from ImageSharp's decoding");
+        }
+    }
+
+    /// <summary>Noise with gradients and flat runs, so every filter has something to predict.</summary>
+    private static void SaveNoisy(string path, int w, int h, PngColorType colour, PngFilterMethod filter, int seed)
+    {
+        var random = new Random(seed);
+        using var image = new Image<Rgb24>(w, h);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                byte Value(int k) => (x + y + k) % 5 == 0 ? (byte)random.Next(256)
+                    : (byte)((x * 7 + y * 3 + k * 50) & 255);
+                image[x, y] = new Rgb24(Value(0), Value(1), Value(2));
+            }
+        image.Save(path, new PngEncoder { ColorType = colour, BitDepth = PngBitDepth.Bit8, FilterMethod = filter });
+    }
+
+    /// <summary>What the reader gave before the plain path: ImageSharp's pixels, widened as the reader
+    /// widens.</summary>
+    private static byte[] ImageSharpPixels(string path, int channels)
+    {
+        if (channels == 1)
+        {
+            using var gray = Image.Load<L8>(path);
+            var px = new byte[gray.Width * gray.Height];
+            gray.CopyPixelDataTo(px);
+            return px;
+        }
+        using var rgb = Image.Load<Rgb24>(path);
+        var bytes = new byte[rgb.Width * rgb.Height * 3];
+        rgb.CopyPixelDataTo(bytes);
+        var wide = new byte[rgb.Width * rgb.Height * channels];
+        for (int i = 0; i < rgb.Width * rgb.Height; i++)
+            for (int c = 0; c < channels; c++) wide[i * channels + c] = bytes[i * 3 + c % 3];
+        return wide;
+    }
+
+    private static byte[] SplitImageData(byte[] png, int piece)
+    {
+        var layout = PngScanlines.Layout(png, out _)!;
+        var data = layout.Idat.SelectMany(c => png.Skip(c.Offset).Take(c.Length)).ToArray();
+        var (first, _) = layout.Idat[0];
+        var (last, lastLength) = layout.Idat[^1];
+        var output = new MemoryStream();
+        output.Write(png, 0, first - 8);
+        for (int i = 0; i < data.Length; i += piece) WriteChunk(output, "IDAT",
+            data[i..Math.Min(data.Length, i + piece)]);
+        output.Write(png, last + lastLength + 4, png.Length - (last + lastLength + 4));
+        return output.ToArray();
+    }
+
+    private static byte[] WithIdat(byte[] png, int offset, int length, Action<byte[]> change)
+    {
+        var data = png[offset..(offset + length)];
+        change(data);
+        var output = new MemoryStream();
+        output.Write(png, 0, offset - 8);
+        WriteChunk(output, "IDAT", data);
+        output.Write(png, offset + length + 4, png.Length - (offset + length + 4));
+        return output.ToArray();
+    }
+
+    /// <summary>The file with its rows (filter bytes included) changed and compressed again into one IDAT.</summary>
+    private static byte[] WithRows(byte[] png, Func<byte[], byte[]> change)
+    {
+        var layout = PngScanlines.Layout(png, out _)!;
+        var rows = change(PngScanlines.Inflate(png, layout, out _)!);
+        var z = new MemoryStream();
+        using (var zs = new System.IO.Compression.ZLibStream(z, System.IO.Compression.CompressionLevel.Optimal, true))
+            zs.Write(rows);
+        var (first, _) = layout.Idat[0];
+        var (last, lastLength) = layout.Idat[^1];
+        var output = new MemoryStream();
+        output.Write(png, 0, first - 8);
+        WriteChunk(output, "IDAT", z.ToArray());
+        output.Write(png, last + lastLength + 4, png.Length - (last + lastLength + 4));
+        return output.ToArray();
+    }
+
+    private static void WriteChunk(Stream s, string type, byte[] data)
+    {
+        var header = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header, data.Length);
+        System.Text.Encoding.ASCII.GetBytes(type).CopyTo(header, 4);
+        s.Write(header);
+        s.Write(data);
+        var body = header[4..].Concat(data).ToArray();
+        var crc = new byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(crc, TempDir.Crc32(body));
+        s.Write(crc);
+    }
+}
