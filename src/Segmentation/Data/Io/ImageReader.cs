@@ -173,12 +173,8 @@ public sealed class ImageReader
         if (layout.BitDepth != 8 || layout.Interlaced || layout.Extras || layout.ColourType is not (0 or 2)
             || (colourToGray && layout.ColourType == 2)) return null;
         CheckSize(path, layout.Width, layout.Height);
-        var raw = PngScanlines.Inflate(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
+        var rows = PngScanlines.Rows(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
             path);
-        int stride = (int)layout.Stride;
-        var rows = GC.AllocateUninitializedArray<byte>(stride * layout.Height);
-        if (!PngScanlines.Unfilter(raw, rows, stride, layout.Height, layout.FilterStep, out problem))
-            throw new DataException($"{path}: {problem}.", path);
         return new ImageBuffer(layout.Width, layout.Height, layout.Samples, rows);
     }
 
@@ -318,12 +314,9 @@ public sealed class ImageReader
         if (layout.Interlaced)
             throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask "
                 + $"without interlacing.", path);
-        var raw = PngScanlines.Inflate(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
-            path);
         int stride = (int)layout.Stride;
-        var rows = new byte[(long)stride * layout.Height];
-        if (!PngScanlines.Unfilter(raw, rows, stride, layout.Height, 1, out problem))
-            throw new DataException($"{path}: {problem}.", path);
+        var rows = PngScanlines.Rows(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
+            path);
         int width = layout.Width, bitDepth = layout.BitDepth;
         var values = new int[(long)width * layout.Height];
         for (int y = 0; y < layout.Height; y++)

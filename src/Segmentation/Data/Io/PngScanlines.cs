@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Runtime.Intrinsics;
@@ -80,10 +81,37 @@ internal static class PngScanlines
     /// <paramref name="problem"/> when the data is short, corrupt or longer than the image.</summary>
     public static byte[]? Inflate(byte[] bytes, PngLayout layout, out string? problem)
     {
-        problem = null;
+        if (RawSize(layout, out problem) is not { } size) return null;
+        var raw = new byte[size];
+        return InflateInto(bytes, layout, raw.AsSpan(0, size), out problem) ? raw : null;
+    }
+
+    /// <summary>The image's rows with the filters undone (<see cref="PngLayout.Stride"/> bytes each), or null with
+    /// <paramref name="problem"/>; the inflated data in between lives in a pooled buffer.</summary>
+    public static byte[]? Rows(byte[] bytes, PngLayout layout, out string? problem)
+    {
+        if (RawSize(layout, out problem) is not { } size) return null;
+        var raw = ArrayPool<byte>.Shared.Rent(size);
+        try
+        {
+            if (!InflateInto(bytes, layout, raw.AsSpan(0, size), out problem)) return null;
+            int stride = (int)layout.Stride;
+            var rows = GC.AllocateUninitializedArray<byte>(stride * layout.Height);
+            return Unfilter(raw, rows, stride, layout.Height, layout.FilterStep, out problem) ? rows : null;
+        }
+        finally { ArrayPool<byte>.Shared.Return(raw); }
+    }
+
+    private static int? RawSize(PngLayout layout, out string? problem)
+    {
         long size = (layout.Stride + 1) * layout.Height;
-        if (size > Array.MaxLength) { problem = $"{size:N0} bytes of rows, more than an array holds"; return null; }
-        var raw = GC.AllocateUninitializedArray<byte>((int)size);
+        problem = size > Array.MaxLength ? $"{size:N0} bytes of rows, more than an array holds" : null;
+        return problem is null ? (int)size : null;
+    }
+
+    private static bool InflateInto(byte[] bytes, PngLayout layout, Span<byte> raw, out string? problem)
+    {
+        problem = null;
         using var source = new ChunkStream(bytes, layout.Idat);
         try
         {
@@ -92,18 +120,18 @@ internal static class PngScanlines
             if (read < raw.Length)
             {
                 problem = $"truncated image data ({read:N0} of {raw.Length:N0} bytes)";
-                return null;
+                return false;
             }
             // Reading on to the end checks zlib's Adler-32 of the data.
             Span<byte> extra = stackalloc byte[1];
-            if (z.Read(extra) != 0) { problem = "more image data than the header's size"; return null; }
+            if (z.Read(extra) != 0) { problem = "more image data than the header's size"; return false; }
         }
         catch (InvalidDataException e)
         {
             problem = $"corrupt PNG image data ({e.Message})";
-            return null;
+            return false;
         }
-        return raw;
+        return true;
     }
 
     /// <summary>Undoes the row filters of <paramref name="raw"/> into <paramref name="rows"/> (<paramref
