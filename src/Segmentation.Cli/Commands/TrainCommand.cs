@@ -24,17 +24,6 @@ internal static class TrainCommand
         public const int Count = 600, Size = 64, BaseChannels = 16, Depth = 4, Epochs = 12, BatchSize = 8;
         public const double LearningRate = 3e-3;
         public const string Loss = "ce+dice";
-
-        /// <summary>
-        /// The batch size and learning rate on the built-in shapes for a model trained with the U-Nets' recipe, and
-        /// the recipe name recorded in run.json. ResNet encoders from scratch (no --encoder-weights) learn these small
-        /// 64x64 images late at the paper U-Net's batch 8 and 3e-3: twice the steps an epoch (batch 4) at AdamW 1e-3
-        /// brings them to the paper U-Net's pace (docs/models.md has the runs); a larger input (128x128) did not
-        /// help. Null when the model keeps the shapes' defaults.
-        /// </summary>
-        public static (int BatchSize, double LearningRate, string Recipe)? ForEncoder(ModelDescription model,
-            bool pretrainedEncoder) => model.Architecture == "unet" && model.Encoder.Name != "unet"
-                && !pretrainedEncoder ? (4, 1e-3, "unet+shapes-resnet-scratch") : null;
     }
 
     public static Command Create(CommandContext ctx)
@@ -251,18 +240,14 @@ internal static class TrainCommand
         var model = ModelFlags.Read(p, flags.Model, shapes);
         var encoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null;
         var recipe = ModelRegistry.Recipe(model, encoderWeights is not null);
-        var encoderDefaults = shapes && recipe == TrainingRecipe.Default
-            ? ShapesDefaults.ForEncoder(model, encoderWeights is not null) : null;
         var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with
         {
-            Recipe = encoderDefaults?.Recipe ?? recipe.Name,
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
-            BatchSize = p.GetValue(flags.Batch) ?? encoderDefaults?.BatchSize
-                ?? (shapes ? ShapesDefaults.BatchSize : 4),
+            BatchSize = p.GetValue(flags.Batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
             Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
             Size = p.GetValue(flags.Size) is { } s ? Size2.Parse(s) : null,
-            LearningRate = p.GetValue(flags.Lr) ?? encoderDefaults?.LearningRate ?? (shapes
-                && recipe == TrainingRecipe.Default ? ShapesDefaults.LearningRate : recipe.LearningRate),
+            LearningRate = p.GetValue(flags.Lr) ?? (shapes && recipe == TrainingRecipe.Default
+                ? ShapesDefaults.LearningRate : recipe.LearningRate),
             Optimizer = p.GetValue(flags.Optimizer) is { } optimizer ? Cli.ParseEnum(optimizer, "--optimizer",
                 ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)) : recipe.Optimizer,
             Schedule = p.GetValue(flags.Schedule) is { } schedule ? Cli.ParseEnum(schedule, "--schedule",

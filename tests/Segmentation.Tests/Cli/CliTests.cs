@@ -291,28 +291,6 @@ public class CliTests
     }
 
     [Fact]
-    public void ResNets_from_scratch_take_their_own_shapes_defaults_recorded_in_the_run()
-    {
-        using var d = new TempDir();
-        JsonNode Trainer(string run, params string[] extra)
-        {
-            var r = Run(new[] { "train", "--data", "builtin:shapes?count=16&size=32&seed=1", "--epochs", "1",
-                "--workers", "1", "--device", "cpu", "--no-tensorboard", "--out", d[run] }.Concat(extra).ToArray());
-            Assert.True(r.Code == 0, r.Err);
-            return JsonNode.Parse(File.ReadAllText(d[run + "/run.json"]))!["Trainer"]!;
-        }
-        var scratch = Trainer("resnet", "--encoder", "resnet18");
-        Assert.Equal((4, 1e-3, "unet+shapes-resnet-scratch"), ((int)scratch["BatchSize"]!,
-            (double)scratch["LearningRate"]!, (string)scratch["Recipe"]!));
-        // the paper's U-Net keeps the shapes' defaults; flags win over the encoder's
-        var unet = Trainer("unet", "--base-channels", "8");
-        Assert.Equal((8, 3e-3, "unet"), ((int)unet["BatchSize"]!, (double)unet["LearningRate"]!,
-            (string)unet["Recipe"]!));
-        var given = Trainer("given", "--encoder", "resnet18", "--batch-size", "2", "--lr", "0.02");
-        Assert.Equal((2, 0.02), ((int)given["BatchSize"]!, (double)given["LearningRate"]!));
-    }
-
-    [Fact]
     public void Bench_train_times_each_precision_side_by_side()
     {
         var r = Run("bench", "train", "--base-channels", "8", "--depth", "3", "--size", "32x32", "--steps", "2",
