@@ -30,12 +30,14 @@ import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
 c = [x for x in r["ratiosToFirst"] if x["name"] == sys.argv[1]][0]
 first = r["contenders"][0]["stepSeconds"]; other = first * c["ratio"]
-print(f"**{c[\"ratio\"]:.3f}** ({c[\"low\"]:.3f}-{c[\"high\"]:.3f}, {c[\"pairs\"]} pairs; {first:.3f} s vs {other:.3f} s)")
+ratio, low, high, pairs = c["ratio"], c["low"], c["high"], c["pairs"]
+print(f"**{ratio:.3f}** ({low:.3f}-{high:.3f}, {pairs} pairs; {first:.3f} s vs {other:.3f} s)")
 ' "$1"; }
 
 row_train() { # what, contender name, args...
   local what=$1 name=$2; shift 2
   local out; out=$($SEG bench train "$@" --json 2>/dev/null)
+  [ -n "${RAW:-}" ] && echo "$out" | tail -1 >> "$RAW"
   echo "| $what | $(echo "$out" | ratio_of "$name") | \`segment bench train $*\` |"
 }
 
