@@ -29,9 +29,10 @@ ratio_of() { $PY -c '
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
 c = [x for x in r["ratiosToFirst"] if x["name"] == sys.argv[1]][0]
-first = r["contenders"][0]["stepSeconds"]; other = first * c["ratio"]
+first = r["contenders"][0]["stepSeconds"]
+other = [x for x in r["contenders"] if x["name"] == sys.argv[1]][0]["stepSeconds"]
 ratio, low, high, pairs = c["ratio"], c["low"], c["high"], c["pairs"]
-print(f"**{ratio:.3f}** ({low:.3f}-{high:.3f}, {pairs} pairs; {first:.3f} s vs {other:.3f} s)")
+print(f"**{ratio:.3f}** ({low:.3f}-{high:.3f}, {pairs} pairs; medians {first:.3f} s and {other:.3f} s)")
 ' "$1"; }
 
 row_train() { # what, contender name, args...
