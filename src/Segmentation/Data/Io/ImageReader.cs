@@ -160,8 +160,8 @@ public sealed class ImageReader
     }
 
     /// <summary>
-    /// An 8-bit gray or RGB PNG, not interlaced, with no transparency or orientation: decoded here (<see
-    /// cref="PngScanlines"/>), about twice as fast as through ImageSharp, to the same bytes. Null for any other file
+    /// An 8-bit gray or RGB PNG, not interlaced, with no transparency or orientation: decoded by <see
+    /// cref="PngScanlines"/> (faster than ImageSharp, to the same bytes: docs/benchmarks.md). Null for any other file
     /// (ImageSharp's). Broken chunks, image data that is short, corrupt (zlib's checksum) or long, and unknown row
     /// filters are refused.
     /// </summary>
@@ -206,6 +206,13 @@ public sealed class ImageReader
                 g8.CopyPixelDataTo(px);
                 return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p));
             });
+        return ReadColourMask(path, bytes, w, h);
+    }
+
+    /// <summary>Any other mask file through ImageSharp at 16 bits a channel: gray (8 or 16 bits) when every pixel is
+    /// gray, else packed RGB.</summary>
+    private RawMask ReadColourMask(string path, byte[] bytes, int w, int h)
+    {
         return Guard(path, () =>
         {
             using var image = LoadOriented<Rgba64>(bytes);

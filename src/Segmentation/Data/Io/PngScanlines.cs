@@ -28,9 +28,9 @@ internal sealed record PngLayout(int Width, int Height, int BitDepth, int Colour
 /// <summary>
 /// A PNG's rows, decoded without ImageSharp for the files a data set is made of: the chunk walk, inflation by .NET's
 /// zlib, and the five row filters undone a row at a time (Paeth without branches, Up with vectors). The loader's hot
-/// path (8-bit gray and RGB, not interlaced) and the palette indices ImageSharp 2 cannot give both come through here;
-/// every other file is ImageSharp's. Problems come back as words, so the caller decides whether a file is refused or
-/// handed to ImageSharp.
+/// path (8-bit gray and RGB, not interlaced) and the palette indices ImageSharp 2 cannot give both use it; every
+/// other file is ImageSharp's. Problems come back as words, so the caller decides whether a file is refused or handed
+/// to ImageSharp.
 /// </summary>
 internal static class PngScanlines
 {
