@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark table of docs/benchmarks.md ("This build, one script"), every row a side-by-side ratio measured in
 # this one run, the machine named first. Run it with nothing else running (the machines are shared and noisy):
-#   bash tools/bench/table.sh                      # about 12 minutes on a 2-core CPU
+#   bash tools/bench/table.sh                      # about 25 minutes on a 2-core CPU
 #   STEPS=30 PAIRS=5 bash tools/bench/table.sh     # more pairs, tighter intervals
 # Rows: the trainer's step against the same step written straight on TorchSharp (canonical U-Net, the main job's
-# U-Net, ResNet-34 U-Net), bf16 against fp32, the fused AdamW step against TorchSharp's per-parameter one, our
+# U-Net, ResNet-34 U-Net; on an AVX-512 CPU also with oneDNN held to AVX2), bf16 against fp32, the fused AdamW step against TorchSharp's per-parameter one, our
 # canonical step against PyTorch's (Debian's 1.13, tools/gpu/torch_unet.py on the CPU), the data loader against
 # PyTorch's DataLoader (tools/bench/loader.sh) and the instance post-processing against scikit-image's
 # (tools/bench/instances.sh). The PyTorch and scikit-image rows need Debian's python3-torch, python3-torchvision and
@@ -37,9 +37,9 @@ print(f"**{ratio:.3f}** ({low:.3f}-{high:.3f}, {pairs} pairs; medians {first:.3f
 
 row_train() { # what, contender name, args...
   local what=$1 name=$2; shift 2
-  local out; out=$($SEG bench train "$@" --json 2>/dev/null)
+  local out; out=$(env ${ROW_ENV:-} $SEG bench train "$@" --json 2>/dev/null)
   [ -n "${RAW:-}" ] && echo "$out" | tail -1 >> "$RAW"
-  echo "| $what | $(echo "$out" | ratio_of "$name") | \`segment bench train $*\` |"
+  echo "| $what | $(echo "$out" | ratio_of "$name") | \`${ROW_ENV:+$ROW_ENV }segment bench train $*\` |"
 }
 
 row_train "canonical U-Net (3->2, 64 base, depth 4, batch 2, 256x256), straight TorchSharp loop / trainer" \
@@ -48,6 +48,14 @@ row_train "main job's U-Net (16 base, 4 classes, batch 8, 64x64), straight / tra
   --base-channels 16 --classes 4 --size 64x64 --batch-size 8 --steps $((STEPS * 3)) --warmup 5
 row_train "ResNet-34 U-Net (smp's decoder, batch 2, 256x256), straight / trainer" "bare fp32" \
   --encoder resnet34 --steps "$STEPS" --warmup 3
+if grep -qw avx512f /proc/cpuinfo; then
+  # oneDNN held to AVX2: the kernels an AVX2-only CPU runs, on this one
+  ROW_ENV=ONEDNN_MAX_CPU_ISA=AVX2 row_train \
+    "canonical U-Net with oneDNN held to AVX2 (an AVX2 CPU's kernels), straight / trainer" "bare fp32" \
+    --steps "$STEPS" --warmup 2
+  ROW_ENV=ONEDNN_MAX_CPU_ISA=AVX2 row_train "main job's U-Net with oneDNN held to AVX2, straight / trainer" \
+    "bare fp32" --base-channels 16 --classes 4 --size 64x64 --batch-size 8 --steps $((STEPS * 3)) --warmup 5
+fi
 row_train "canonical U-Net, bf16 step / fp32 step (below 1: bf16 faster)" "trainer bf16" \
   --precision fp32,bf16 --no-bare --steps $((STEPS / 2)) --warmup 2
 row_train "canonical U-Net, trainer with TorchSharp's per-parameter AdamW / with the fused step" \
