@@ -3,7 +3,7 @@
 256x256, AdamW, cross-entropy, bf16 under torch.autocast) in PyTorch, alternating step by step on one model each.
 TorchSharp 0.107 has the memory_format enum but no operation that takes it, so this measures what the option would
 be worth before building it (docs/benchmarks.md).
-    /usr/bin/python3 tools/bench/channels_last.py fp32 4 [THREADS] [DEVICE]
+    /usr/bin/python3 tools/bench/channels_last.py fp32 4 [THREADS, 0: the default] [DEVICE: cpu or cuda]
 Prints the medians and the per-pair ratio channels_last / NCHW (below 1: channels_last faster)."""
 import importlib.util, os, statistics, sys, time
 
@@ -16,7 +16,7 @@ tu = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tu)
 prec = sys.argv[1] if len(sys.argv) > 1 else "fp32"
 pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 6
-if len(sys.argv) > 3:
+if len(sys.argv) > 3 and int(sys.argv[3]) > 0:  # 0: PyTorch's default
     torch.set_num_threads(int(sys.argv[3]))
 dev = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
 torch.manual_seed(0)
