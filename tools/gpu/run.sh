@@ -10,9 +10,9 @@
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
 #   3a-3e. what --precision auto picks; the fused AdamW step against the per-parameter one, in the trainer and alone;
-#   NCCL at world size 1;
-# Steps 2, 3b, 5 and 6 can be left out with DOCTOR=0, BARE=0, CPU=0, SUITE=0 (3a, 3c, 3d with AUTO=0, FUSED=0,
-# NCCL=0); PRECISIONS="fp32 bf16" limits step 3; DIAG=1 adds a .NET GC experiment.
+#   NCCL at world size 1; 3f. what channels_last is worth, in PyTorch;
+# Steps 2, 3b, 5 and 6 can be left out with DOCTOR=0, BARE=0, CPU=0, SUITE=0 (3a, 3c, 3d, 3f with AUTO=0, FUSED=0,
+# NCCL=0, CHANNELS_LAST=0); PRECISIONS="fp32 bf16" limits step 3; DIAG=1 adds a .NET GC experiment.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -93,6 +93,11 @@ fi
 
 say "3e. the AdamW step alone on the canonical U-Net's parameters: per-parameter against fused"
 if [ "${FUSED:-1}" = 1 ]; then timeout 90 $SEG bench optimizer --device cuda --rounds 30 2>&1 | tail -3; fi
+
+say "3f. what channels_last would be worth on this GPU, in PyTorch (TorchSharp 0.107 has no memory_format operation)"
+if [ "${CHANNELS_LAST:-1}" = 1 ]; then
+  for p in fp32 bf16; do timeout 90 $PY "$root/tools/bench/channels_last.py" $p 8 0 cuda; done
+fi
 
 say "3b. where our time goes: the trainer's step beside a bare TorchSharp loop on the same model (bf16, fp16; the bare loop has no loss scaling and keeps its batch on the GPU)"
 for p in $([ "${BARE:-1}" = 1 ] && echo bf16 fp16); do
