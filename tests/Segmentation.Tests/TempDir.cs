@@ -67,7 +67,8 @@ public sealed class TempDir : IDisposable
         File.WriteAllBytes(path, png.ToArray());
     }
 
-    private static void WriteChunk(Stream s, string type, byte[] data)
+    /// <summary>A PNG chunk: length, type, data and its CRC.</summary>
+    public static void WriteChunk(Stream s, string type, byte[] data)
     {
         var len = new byte[4];
         System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(len, data.Length);

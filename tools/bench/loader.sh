@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The loader side by side (docs/benchmarks.md): `segment bench loader` and PyTorch's DataLoader with PIL
 # (tools/bench/torch_loader.py) doing the same work (decode image and mask, random 256x256 crop, random flip, CHW,
-# collate batches of 8, 2 workers, EPOCHS epochs, 6 unless given), alternating PAIRS times; images/s after the first epoch, each pair's
-# ratio and their median. Needs Debian's python3-torch and python3-torchvision under /usr/bin/python3.
+# collate batches of 8, 2 workers, EPOCHS epochs, 6 unless given), alternating PAIRS times; images/s after the
+# first epoch, each pair's ratio and their median. Needs Debian's python3-torch and python3-torchvision under /usr/bin/python3.
 #   PAIRS=3 DATA=../shared/datasets/camvid/train bash tools/bench/loader.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -92,7 +92,7 @@ public class PngScanlineTests
         {
             // a byte of the compressed rows changed, the chunk's CRC made right again: only zlib's checksum (or the
             // inflater) can tell
-            ["flipped"] = WithIdat(good, offset, length, data => data[data.Length / 2] ^= 0x20),
+            ["flipped"] = WithIdat(good, data => data[data.Length / 2] ^= 0x20),
             // the stream cut: a chunk whose length runs past the end of the file
             ["cut"] = good[..(offset + length / 2)],
             // the rows' data a byte short of the image
@@ -180,25 +180,18 @@ public class PngScanlineTests
     {
         var layout = PngScanlines.Layout(png, out _)!;
         var data = layout.Idat.SelectMany(c => png.Skip(c.Offset).Take(c.Length)).ToArray();
-        var (first, _) = layout.Idat[0];
-        var (last, lastLength) = layout.Idat[^1];
-        var output = new MemoryStream();
-        output.Write(png, 0, first - 8);
-        for (int i = 0; i < data.Length; i += piece) WriteChunk(output, "IDAT",
-            data[i..Math.Min(data.Length, i + piece)]);
-        output.Write(png, last + lastLength + 4, png.Length - (last + lastLength + 4));
-        return output.ToArray();
+        return WithImageData(png, layout, Enumerable.Range(0, (data.Length + piece - 1) / piece)
+            .Select(i => data[(i * piece)..Math.Min(data.Length, (i + 1) * piece)]));
     }
 
-    private static byte[] WithIdat(byte[] png, int offset, int length, Action<byte[]> change)
+    /// <summary>The file with its first IDAT chunk's data changed (the CRC made right again).</summary>
+    private static byte[] WithIdat(byte[] png, Action<byte[]> change)
     {
+        var layout = PngScanlines.Layout(png, out _)!;
+        var (offset, length) = layout.Idat[0];
         var data = png[offset..(offset + length)];
         change(data);
-        var output = new MemoryStream();
-        output.Write(png, 0, offset - 8);
-        WriteChunk(output, "IDAT", data);
-        output.Write(png, offset + length + 4, png.Length - (offset + length + 4));
-        return output.ToArray();
+        return WithImageData(png, layout with { Idat = [layout.Idat[0]] }, [data]);
     }
 
     /// <summary>The file with its rows (filter bytes included) changed and compressed again into one IDAT.</summary>
@@ -209,25 +202,19 @@ public class PngScanlineTests
         var z = new MemoryStream();
         using (var zs = new System.IO.Compression.ZLibStream(z, System.IO.Compression.CompressionLevel.Optimal, true))
             zs.Write(rows);
+        return WithImageData(png, layout, [z.ToArray()]);
+    }
+
+    /// <summary>The file with the IDAT chunks <paramref name="layout"/> names (consecutive) replaced by
+    /// <paramref name="chunks"/>.</summary>
+    private static byte[] WithImageData(byte[] png, PngLayout layout, IEnumerable<byte[]> chunks)
+    {
         var (first, _) = layout.Idat[0];
         var (last, lastLength) = layout.Idat[^1];
         var output = new MemoryStream();
         output.Write(png, 0, first - 8);
-        WriteChunk(output, "IDAT", z.ToArray());
+        foreach (var data in chunks) TempDir.WriteChunk(output, "IDAT", data);
         output.Write(png, last + lastLength + 4, png.Length - (last + lastLength + 4));
         return output.ToArray();
-    }
-
-    private static void WriteChunk(Stream s, string type, byte[] data)
-    {
-        var header = new byte[8];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header, data.Length);
-        System.Text.Encoding.ASCII.GetBytes(type).CopyTo(header, 4);
-        s.Write(header);
-        s.Write(data);
-        var body = header[4..].Concat(data).ToArray();
-        var crc = new byte[4];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(crc, TempDir.Crc32(body));
-        s.Write(crc);
     }
 }

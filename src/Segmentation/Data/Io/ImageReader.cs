@@ -127,7 +127,7 @@ public sealed class ImageReader
         if (channels < 1) throw new OptionsException($"Channel count {channels} must be at least 1.");
         var bytes = ReadAll(path);
         // RGB to gray (luminance) is ImageSharp's
-        if (ReadPlainPng(path, bytes, colourToGray: channels == 1) is { } plain)
+        if (ReadPlainPng(path, bytes, PngLayoutOf(path, bytes), colourToGray: channels == 1) is { } plain)
             return channels == plain.Channels ? plain : Widen(plain, channels);
         Identify(path, bytes);
         return Guard(path, () =>
@@ -165,18 +165,23 @@ public sealed class ImageReader
     /// (ImageSharp's). Broken chunks, image data that is short, corrupt (zlib's checksum) or long, and unknown row
     /// filters are refused.
     /// </summary>
-    private ImageBuffer? ReadPlainPng(string path, byte[] bytes, bool colourToGray = false)
+    private ImageBuffer? ReadPlainPng(string path, byte[] bytes, PngLayout? layout, bool colourToGray = false)
     {
-        if (!PngScanlines.IsPng(bytes)) return null;
-        var layout = PngScanlines.Layout(bytes, out var problem) ?? throw new DataException($"{path}: {problem}.",
-            path);
-        if (layout.BitDepth != 8 || layout.Interlaced || layout.Extras || layout.ColourType is not (0 or 2)
+        if (layout is null || layout.BitDepth != 8 || layout.Interlaced || layout.Extras
+            || layout.ColourType is not (0 or 2)
             || (colourToGray && layout.ColourType == 2)) return null;
         CheckSize(path, layout.Width, layout.Height);
-        var rows = PngScanlines.Rows(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
-            path);
-        return new ImageBuffer(layout.Width, layout.Height, layout.Samples, rows);
+        return new ImageBuffer(layout.Width, layout.Height, layout.Samples, PngRows(path, bytes, layout));
     }
+
+    /// <summary>A PNG file's chunks, walked once per file; null for other formats. A broken chunk structure is
+    /// refused.</summary>
+    private static PngLayout? PngLayoutOf(string path, byte[] bytes) => !PngScanlines.IsPng(bytes) ? null
+        : PngScanlines.Layout(bytes, out var problem) ?? throw new DataException($"{path}: {problem}.", path);
+
+    /// <summary>A PNG's rows with the filters undone; short, corrupt or unknown data is refused.</summary>
+    private static byte[] PngRows(string path, byte[] bytes, PngLayout layout)
+        => PngScanlines.Rows(bytes, layout, out var problem) ?? throw new DataException($"{path}: {problem}.", path);
 
     /// <summary>
     /// Decodes a mask: indexed PNGs as palette indices (unless <paramref name="paletteIndices"/> is false: then as
@@ -185,9 +190,10 @@ public sealed class ImageReader
     internal RawMask ReadMask(string path, bool paletteIndices = true)
     {
         var bytes = ReadAll(path);
-        if (ReadPlainPng(path, bytes) is { } plain) return PlainMask(plain);
+        var layout = PngLayoutOf(path, bytes);
+        if (ReadPlainPng(path, bytes, layout) is { } plain) return PlainMask(plain);
         var (info, (w, h)) = Identify(path, bytes);
-        var indexed = paletteIndices ? TryReadIndexedPng(path, bytes) : null;
+        var indexed = paletteIndices && layout is not null ? TryReadIndexedPng(path, bytes, layout) : null;
         if (indexed is not null) return indexed;
         var png = info.Metadata.GetPngMetadata();
         if (png.ColorType == PngColorType.Grayscale && png.BitDepth is PngBitDepth.Bit16)
@@ -310,20 +316,16 @@ public sealed class ImageReader
 
     /// <summary>
     /// Reads a non-interlaced palette PNG's indices directly (ImageSharp 2 decodes palettes to colours, losing them).
-    /// Returns null for any other file.
+    /// Returns null for any other colour type.
     /// </summary>
-    private static RawMask? TryReadIndexedPng(string path, byte[] bytes)
+    private static RawMask? TryReadIndexedPng(string path, byte[] bytes, PngLayout layout)
     {
-        if (!PngScanlines.IsPng(bytes)) return null;
-        var layout = PngScanlines.Layout(bytes, out var problem)
-            ?? throw new DataException($"{path}: {problem}.", path);
         if (layout.ColourType != 3) return null;
         if (layout.Interlaced)
             throw new DataException($"{path}: interlaced palette PNGs are not read as indices; save the mask "
                 + $"without interlacing.", path);
         int stride = (int)layout.Stride;
-        var rows = PngScanlines.Rows(bytes, layout, out problem) ?? throw new DataException($"{path}: {problem}.",
-            path);
+        var rows = PngRows(path, bytes, layout);
         int width = layout.Width, bitDepth = layout.BitDepth;
         var values = new int[(long)width * layout.Height];
         for (int y = 0; y < layout.Height; y++)
