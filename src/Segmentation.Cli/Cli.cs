@@ -35,6 +35,7 @@ public static class Cli
         root.Options.Add(verbose);
         var context = new CommandContext(stdout, stderr, outIsTerminal, errIsTerminal);
         root.Subcommands.Add(TrainCommand.Create(context));
+        root.Subcommands.Add(PlanCommand.Create(context));
         root.Subcommands.Add(EvalCommand.Create(context));
         root.Subcommands.Add(PredictCommand.Create(context));
         root.Subcommands.Add(ScoreCommand.Create(context));

@@ -57,7 +57,14 @@ public sealed record OnnxInstances(int[] Objects, int Count, int[] Classes, byte
 /// null.</param>
 /// <param name="MinimumInputSize">Smaller images are padded up to this.</param>
 public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNames, string[] ClassColors,
-    float[] Mean, float[] Std, (int Height, int Width)? Resize, int MinimumInputSize);
+    float[] Mean, float[] Std, (int Height, int Width)? Resize, int MinimumInputSize)
+{
+    /// <summary>The per-image step before the mean and std: <c>fixed</c> (none), <c>percentile</c> or
+    /// <c>zscore</c>.</summary>
+    public string NormalizationScheme { get; init; } = "fixed";
+    /// <summary>The percentiles that map to 0 and 1 under <c>percentile</c>.</summary>
+    public (double Low, double High) Percentiles { get; init; } = (1, 99.8);
+}
 
 /// <summary>
 /// Runs a U-Net exported to ONNX on ONNX Runtime, with no TorchSharp or libtorch: decode (ImageSharp), normalise,
@@ -177,13 +184,7 @@ public sealed class OnnxPredictor : IDisposable
             Enumerable.Range(0, classes).Select(i => $"class {i}").ToArray());
         var colors = Read(OnnxMetadataKeys.ClassColors, t => JsonSerializer.Deserialize<string[]>(t)!,
             Enumerable.Range(0, classes).Select(DefaultColor).ToArray());
-        if (names.Length != classes || colors.Length != classes)
-            throw new InvalidDataException($"{path}: metadata names {names.Length} class names and {colors.Length} "
-                + $"colours for {classes} classes.");
-        if (colors.FirstOrDefault(c => !System.Text.RegularExpressions.Regex.IsMatch(c ?? "", "^#[0-9a-fA-F]{6}$"))
-            is { } badColor)
-            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.ClassColors}' holds '{badColor}'; "
-                + $"colours are #rrggbb.");
+        CheckClasses(path, names, colors, classes);
         var mean = Read(OnnxMetadataKeys.NormalizationMean, t => JsonSerializer.Deserialize<float[]>(t)!,
             Options.Mean ?? new float[channels]);
         var std = Read(OnnxMetadataKeys.NormalizationStd, t => JsonSerializer.Deserialize<float[]>(t)!,
@@ -195,7 +196,21 @@ public sealed class OnnxPredictor : IDisposable
             : t.Split('x') is [var h, var w] ? (Int(h), Int(w)) : throw new FormatException("expected HxW"), null);
         int minimum = Read(OnnxMetadataKeys.MinimumInputSize, Int, 16);
         CheckRanges(path, mean, std, resize, minimum);
-        return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum);
+        var (scheme, low, high) = Read(OnnxMetadataKeys.NormalizationScheme, IntensityLevels.Parse,
+            (IntensityLevels.Fixed, IntensityLevels.DefaultLow, IntensityLevels.DefaultHigh));
+        return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum)
+            { NormalizationScheme = scheme, Percentiles = (low, high) };
+    }
+
+    private static void CheckClasses(string path, string[] names, string[] colors, int classes)
+    {
+        if (names.Length != classes || colors.Length != classes)
+            throw new InvalidDataException($"{path}: metadata names {names.Length} class names and {colors.Length} "
+                + $"colours for {classes} classes.");
+        if (colors.FirstOrDefault(c => !System.Text.RegularExpressions.Regex.IsMatch(c ?? "", "^#[0-9a-fA-F]{6}$"))
+            is { } badColor)
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.ClassColors}' holds '{badColor}'; "
+                + $"colours are #rrggbb.");
     }
 
     private static void CheckRanges(string path, float[] mean, float[] std, (int, int)? resize, int minimum)
@@ -280,6 +295,9 @@ public sealed class OnnxPredictor : IDisposable
             ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
     }
 
+    /// <summary>Logits C x H x W of an 8-bit H x W x C image: what <see cref="Predict"/> takes the argmax of.</summary>
+    internal float[] Logits(byte[] pixels, int width, int height) => ImageLogits(pixels, width, height);
+
     private float[] ImageLogits(byte[] pixels, int width, int height)
     {
         CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
@@ -325,13 +343,17 @@ public sealed class OnnxPredictor : IDisposable
             + $"{(Info.Resize is null ? "" : ", or export a model without a training size")}.");
     }
 
+    /// <summary>C x H x W floats: ((pixel / 255 - offset) / scale - mean) / std, with the image's offset and scale
+    /// under the model's per-image scheme (the library's rule, <see cref="IntensityLevels"/>).</summary>
     private float[] Normalise(byte[] pixels, int width, int height)
     {
         int c = Info.InChannels, plane = width * height;
+        var (offset, scale) = IntensityLevels.Of(Info.NormalizationScheme, pixels.AsSpan(0, c * plane),
+            Info.Percentiles.Low, Info.Percentiles.High);
         var x = new float[c * plane];
         for (int i = 0; i < plane; i++)
             for (int k = 0; k < c; k++)
-                x[k * plane + i] = (pixels[i * c + k] / 255f - Info.Mean[k]) / Info.Std[k];
+                x[k * plane + i] = ((pixels[i * c + k] / 255f - offset) / scale - Info.Mean[k]) / Info.Std[k];
         return x;
     }
 

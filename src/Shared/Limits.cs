@@ -22,4 +22,6 @@ internal static class Limits
     public const int OnnxMetadataChars = 1 << 20;
     /// <summary>A side of an input shape a checkpoint records as checked, and the values such an input holds.</summary>
     public const long CheckedInputSide = 1 << 16, CheckedInputValues = 1L << 28;
+    /// <summary>A JSON settings file the library reads (plan.json: a plan with its fingerprint is a few KiB).</summary>
+    public const long ConfigFileBytes = 16L << 20;
 }

@@ -18,6 +18,9 @@ internal static class OnnxMetadataKeys
     public const string NormalizationMean = "normalization_mean";
     /// <summary>Per-channel standard deviation, a JSON array.</summary>
     public const string NormalizationStd = "normalization_std";
+    /// <summary>The per-image step before the mean and std: <c>fixed</c> (none; also when absent), <c>zscore</c>, or
+    /// <c>percentile LOW HIGH</c> (<see cref="IntensityLevels"/>).</summary>
+    public const string NormalizationScheme = "normalization_scheme";
     /// <summary>The size the model was trained at, HxW, or empty.</summary>
     public const string Resize = "resize";
     /// <summary>The ignore label of the training masks.</summary>

@@ -269,7 +269,7 @@ internal static class DoctorCommand
     internal static string LoadAdvice()
     {
         var (auto, reason) = CpuThreads.Auto();
-        if (CpuThreads.LoadAverage() is null) return $"unknown; --threads auto uses {auto} ({reason})";
+        if (CpuThreads.BusyCores() is null) return $"unknown; --threads auto uses {auto} ({reason})";
         return auto < Environment.ProcessorCount
             ? $"{reason}: the machine is busy, so --threads auto (the default) uses {auto}; measure another count with "
                 + $"segment bench train --threads N"

@@ -75,8 +75,7 @@ internal static class TrainCommand
             run.DeleteOutputs();
         }
         if (p.GetValue(flags.Resume)) (config, resumeFrom) = Resume(p, cmd, flags, dir, log);
-        else if (p.GetValue(flags.Config) is { } recorded) config = FromRecord(recorded, cmd, p, flags, log);
-        else config = NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
+        else config = NewConfig(log, cmd, flags, p, run, distributed: group is not null);
         try
         {
             int code = Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard),
@@ -99,8 +98,7 @@ internal static class TrainCommand
         string dir = p.GetValue(flags.OutDir)!; // checked by Run
         var quiet = TextWriter.Null;
         var (config, resumeFrom) = p.GetValue(flags.Resume) ? Resume(p, cmd, flags, dir, quiet)
-            : (p.GetValue(flags.Config) is { } recorded ? FromRecord(recorded, cmd, p, flags, quiet)
-                : NewRun(p, flags), (Checkpoint?)null);
+            : (NewConfig(quiet, cmd, flags, p, null, distributed: true), (Checkpoint?)null);
         return Train(ctx, quiet, dir, config, resumeFrom, asJson: false, tensorBoard: false, group);
     }
 
@@ -263,6 +261,8 @@ internal static class TrainCommand
                 Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment),
                     VerticalFlip = p.GetValue(flags.Vflip),
             EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience),
+                ValBatchSize = p.GetValue(flags.ValBatchSize),
+                    FitScheduleToTimeLimit = p.GetValue(flags.FitToTimeLimit),
                 Workers = p.GetValue(flags.Workers),
             CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20
                 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
@@ -284,8 +284,65 @@ internal static class TrainCommand
             Model = model, EncoderWeights = encoderWeights,
                 ClassWeights = Cli.ParseEnum(p.GetValue(flags.ClassWeights)!, "--class-weights", ("none", "none"),
                     ("median-frequency", "median-frequency"), ("inverse-frequency", "inverse-frequency")),
-            Trainer = trainerOptions,
+            Trainer = trainerOptions, Normalize = p.GetValue(flags.Normalize),
         };
+    }
+
+    /// <summary>A new run's configuration from the flags alone, as a plan sees it before it is made.</summary>
+    internal static RunConfig NewRunForPlanning(ParseResult p, TrainFlags flags) => NewRun(p, flags);
+
+    /// <summary>Flags that choose the model: with none of them, a folder is planned (<see
+    /// cref="PlanCommand"/>).</summary>
+    private static readonly string[] ModelChoiceFlags = { "--arch", "--encoder", "--base-channels", "--depth", "--norm",
+        "--upsampling", "--dropout" };
+
+    /// <summary>
+    /// A new run's configuration: from --config's record, from --plan's file, from a plan made now (a folder given
+    /// no model flags; written to the run folder), or from the flags alone. A distributed run plans only from --plan:
+    /// its processes must agree, and timings taken in each would not.
+    /// </summary>
+    private static RunConfig NewConfig(TextWriter log, Command cmd, TrainFlags flags, ParseResult p, RunFolder? run,
+        bool distributed)
+    {
+        if (p.GetValue(flags.Config) is { } recorded) return FromRecord(recorded, cmd, p, flags, log);
+        TrainingPlan? plan = null;
+        if (p.GetValue(flags.Plan) is { } file) plan = TrainingPlan.Load(file);
+        else if (!distributed && !p.GetValue(flags.Data)!.StartsWith("builtin:", StringComparison.OrdinalIgnoreCase)
+            && !cmd.Options.Any(o => ModelChoiceFlags.Contains(o.Name) && p.GetResult(o) is { Implicit: false }))
+        {
+            log.WriteLine("no model flags: planning for this data and machine (segment plan; --plan FILE to give "
+                + "one)");
+            plan = PlanCommand.Make(log, p, flags, cmd);
+            if (run is not null)
+            {
+                Directory.CreateDirectory(run.Directory);
+                AtomicFile.WriteAllText(run.Plan, plan.ToJson());
+            }
+        }
+        if (plan is null) return NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
+        PlanCommand.Print(log, plan);
+        return Planned(cmd, p, flags, plan);
+    }
+
+    /// <summary>A new run that follows <paramref name="plan"/>: its flags, then the ones given (which win).</summary>
+    private static RunConfig Planned(Command cmd, ParseResult p, TrainFlags flags, TrainingPlan plan)
+    {
+        var now = Arguments(cmd, p).Where(a => a != "--plan" && a != p.GetValue(flags.Plan)).ToList();
+        var given = now.Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToHashSet();
+        var planned = new List<string>();
+        var fromPlan = PlanCommand.Arguments(plan);
+        for (int i = 0; i < fromPlan.Count; i++)
+        {
+            int end = i + 1;
+            while (end < fromPlan.Count && !fromPlan[end].StartsWith("--", StringComparison.Ordinal)) end++;
+            if (!given.Contains(fromPlan[i])) planned.AddRange(fromPlan.Skip(i).Take(end - i));
+            i = end - 1;
+        }
+        var merged = planned.Concat(now).ToList();
+        var reparsed = p.RootCommandResult.Command.Parse(new[] { "train" }.Concat(merged).ToArray());
+        if (reparsed.Errors.Count > 0)
+            throw new OptionsException($"The plan's flags do not parse ({reparsed.Errors[0].Message}).");
+        return NewRun(reparsed, flags) with { Arguments = merged };
     }
 
     /// <summary>The weights file <c>--encoder-weights</c> names: a path, or <c>builtin</c> for ML.NET's ResNet18.onnx
@@ -436,6 +493,11 @@ internal static class TrainCommand
         Checkpoint? resumeFrom, string dir, TextWriter log)
     {
         var trainerOptions = config.Trainer with { CheckpointDirectory = dir };
+        if (resumeFrom is null && config.NormalizationFor(train) is { } normalization)
+        {
+            trainerOptions = trainerOptions with { Normalization = normalization };
+            log.WriteLine($"normalisation: {normalization} (--normalize {config.Normalize})");
+        }
         if (config.ClassWeights != "none" && resumeFrom is null)
         {
             var stats = train.ComputeClassStatistics();

@@ -113,6 +113,20 @@ internal sealed class TrainFlags
     public readonly Option<double> DistTimeout = new Option<double>("--dist-timeout") { Description =
         "Seconds a process waits for the others in a collective before it stops with an error.",
         DefaultValueFactory = _ => 300 };
+    public readonly Option<string?> Plan = new Option<string?>("--plan") { Description =
+        "Train as a plan says (plan.json from 'segment plan'); flags given besides win. Without --plan, a folder "
+            + "trained with no model flags (--arch, --encoder, --base-channels, --depth, --norm, --upsampling, "
+            + "--dropout) is planned for this machine and --time-limit by itself." };
+    public readonly Option<string?> Normalize = new Option<string?>("--normalize") { Description =
+        "Input normalisation: percentile (per image, 1st and 99.8th percentiles to 0 and 1, StarDist's; "
+            + "percentile:LOW,HIGH), zscore (per image), dataset (the training set's mean and std), imagenet, or "
+            + "symmetric (default: imagenet for 3 channels, else symmetric; a plan chooses)." };
+    public readonly Option<int?> ValBatchSize = new Option<int?>("--val-batch-size") { Description =
+        "Validation images per batch (default: --batch-size when the validation images share one size, else 1)." };
+    public readonly Option<bool> FitToTimeLimit = new Option<bool>("--fit-to-time-limit") { Description =
+        "With --time-limit: once an epoch and an evaluation are timed, shorten the epochs (and the learning-rate "
+            + "schedule) to what still fits, so the schedule ends at the limit rather than being cut (a plan sets "
+            + "it)." };
     public readonly DataFlags D;
     public readonly ModelFlags Model;
 
@@ -126,7 +140,7 @@ internal sealed class TrainFlags
                 NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
                     FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
-                        Nproc, DistBackend, SyncBn, DistTimeout })
+                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit })
             cmd.Options.Add(o);
     }
 }

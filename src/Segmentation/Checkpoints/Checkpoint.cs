@@ -131,6 +131,7 @@ public sealed class Checkpoint
             ["history"] = new JsonArray(State.History.Select(r => (JsonNode?)r.ToJson()).ToArray()),
             ["lossScale"] = State.LossScale,
             ["lossScaleGoodSteps"] = State.LossScaleGoodSteps,
+            ["scheduleEpochs"] = State.ScheduleEpochs,
             ["checkedInputs"] = new JsonArray(State.CheckedInputs.Select(c => (JsonNode?)new JsonObject
             {
                 ["shape"] = new JsonArray(c.Shape.Select(d => (JsonNode?)d).ToArray()), ["training"] = c.Training,
@@ -182,6 +183,7 @@ public sealed class Checkpoint
         LossScale = state["lossScale"]?.GetValue<double>(),
         LossScaleGoodSteps = state["lossScaleGoodSteps"]?.GetValue<int>() ?? 0,
         CheckedInputs = ReadCheckedInputs(state["checkedInputs"]),
+        ScheduleEpochs = state["scheduleEpochs"]?.GetValue<int>() is int e && e >= 1 ? e : null,
     };
 
     /// <summary>The checked inputs a checkpoint lists; only sane shapes (each side at most 65,536, at most 2^28

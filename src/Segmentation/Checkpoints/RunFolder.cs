@@ -45,13 +45,17 @@ internal sealed class RunFolder
     /// again).</summary>
     public string Validated => Path.Combine(Directory, ".validated");
 
+    /// <summary>The training plan the run followed when <c>segment train</c> made one (<c>segment plan</c>'s
+    /// form).</summary>
+    public string Plan => Path.Combine(Directory, "plan.json");
+
     /// <summary>Files that make a folder a run (any of them).</summary>
     public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary, Validated };
 
     /// <summary>Every file and folder a run writes, for <c>--overwrite</c> and for a start that never finished an
     /// epoch.</summary>
     public IEnumerable<string> AllOutputs
-        => RunFiles.Concat(new[] { Curves, Confusion, Report, Overlays, TensorBoard });
+        => RunFiles.Concat(new[] { Curves, Confusion, Report, Overlays, TensorBoard, Plan });
 
     /// <summary>True when the folder holds any file of a run.</summary>
     public bool HoldsRun => RunFiles.Any(File.Exists);

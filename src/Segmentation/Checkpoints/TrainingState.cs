@@ -28,6 +28,9 @@ public sealed record TrainingState
     /// cref="Models.SegmentationModel.CheckedInputs"/>): a resumed run checks them again first, so that its layers take
     /// the routes the interrupted run's had.</summary>
     public IReadOnlyList<Models.CheckedInput> CheckedInputs { get; init; } = Array.Empty<Models.CheckedInput>();
+    /// <summary>The epochs the learning-rate schedule was laid over when the trainer fitted it to the time limit
+    /// (<c>TrainerOptions.FitScheduleToTimeLimit</c>); null when it was not shortened.</summary>
+    public int? ScheduleEpochs { get; init; }
 }
 
 /// <summary>One epoch of training: the line written to <c>metrics.jsonl</c>.</summary>

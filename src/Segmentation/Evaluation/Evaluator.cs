@@ -51,7 +51,7 @@ internal static class Evaluator
             {
                 using var scope = NewDisposeScope();
                 var (x, masks) = toDevice?.Invoke(batch) ?? batch.ToDevice(device);
-                var y = logits(normalization.Apply(x));
+                var y = logits(normalization.Apply(x, batch));
                 if (loss is not null) lossSum += loss(y, masks).item<float>() * batch.Count;
                 images += batch.Count;
                 cm.Update(y, masks);

@@ -48,7 +48,8 @@ public static class OnnxExport
         {
             IrVersion = 8, ProducerName = "Segmentation", Graph = graph,
             ProducerVersion = typeof(OnnxExport).Assembly.GetName().Version?.ToString() ?? "",
-            DocString = $"{checkpoint.Model.Summary}; input (pixel / 255 - mean) / std per channel",
+            DocString = $"{checkpoint.Model.Summary}; input ((pixel / 255 - offset) / scale - mean) / std per channel, "
+                + "offset and scale per image as normalization_scheme says",
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
         foreach (var (key, value) in Metadata(checkpoint,
@@ -67,6 +68,8 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.InChannels, c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.NormalizationMean, JsonSerializer.Serialize(p.Normalization.Mean));
         yield return (OnnxMetadataKeys.NormalizationStd, JsonSerializer.Serialize(p.Normalization.Std));
+        yield return (OnnxMetadataKeys.NormalizationScheme, IntensityLevels.Format(p.Normalization.SchemeName,
+            p.Normalization.LowPercentile, p.Normalization.HighPercentile));
         yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
         yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));

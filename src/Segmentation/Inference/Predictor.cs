@@ -114,9 +114,10 @@ public sealed class Predictor : IDisposable
             CheckMemory(image.Height, image.Width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") });
+        var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") },
+            Normalization);
         var (x, _) = batch.ToDevice(device);
-        var logits = Logits(Normalization.Apply(x))[0];
+        var logits = Logits(Normalization.Apply(x, batch))[0];
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // instance data: the objects, decoded from the logits by the watershed the ONNX predictor runs too
@@ -224,7 +225,7 @@ public sealed class Predictor : IDisposable
             throw new DataException($"{data.Origin}: {data.Description.Task.ToString().ToLowerInvariant()} data, but "
                 + $"the model was trained on {Description.Task.ToString().ToLowerInvariant()} data.");
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false,
-            Workers = workers });
+            Workers = workers, Normalization = Normalization });
         if (Description.Task != SegmentationTaskKind.Semantic) // the task's own evaluation: objects, AP and PQ
             return Training.SegmentationTask.For(Description).Evaluate(loader, device, Description, Normalization,
                 x => new ModelOutputs(Logits(x)), null, null, cancellation).Metrics;

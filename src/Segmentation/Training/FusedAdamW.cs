@@ -81,15 +81,16 @@ def update_scale(scale: Tensor, growth_tracker: Tensor, found_inf: Tensor, growt
         var groups = Groups();
         var allGrads = groups.SelectMany(g => g.Grads).ToArray();
         if (allGrads.Length == 0) return;
-        if (scaler is not null) unit.invoke("unscale", allGrads, scaler.FoundInf, scaler.InverseScale());
-        if (clipNorm is { } clip) unit.invoke("clip", allGrads, clip.ToScalar());
+        if (scaler is not null)
+            TorchScriptCall.Invoke(unit, "unscale", allGrads, scaler.FoundInf, scaler.InverseScale());
+        if (clipNorm is { } clip) TorchScriptCall.Invoke(unit, "clip", allGrads, clip.ToScalar());
         foreach (var g in groups)
         {
             if (g.Params.Length == 0) continue;
             var common = new object[] { g.Params, g.Grads, g.ExpAvgs, g.ExpAvgSqs, g.Steps, g.Lr.ToScalar(),
                 g.Beta1.ToScalar(), g.Beta2.ToScalar(), g.WeightDecay.ToScalar(), g.Eps.ToScalar() };
-            if (scaler is null) unit.invoke("adamw", common);
-            else unit.invoke("adamw_unless_inf", common.Append(scaler.FoundInf).ToArray());
+            if (scaler is null) TorchScriptCall.Invoke(unit, "adamw", common);
+            else TorchScriptCall.Invoke(unit, "adamw_unless_inf", common.Append(scaler.FoundInf).ToArray());
         }
         scaler?.Update(unit);
     }
@@ -183,7 +184,8 @@ internal sealed class DeviceLossScaler : IDisposable
 
     public Tensor InverseScale() => scale.reciprocal();
 
-    public void Update(jit.CompilationUnit unit) => unit.invoke("update_scale", scale, growthTracker, FoundInf,
+    public void Update(jit.CompilationUnit unit) => TorchScriptCall.Invoke(unit, "update_scale", scale, growthTracker,
+        FoundInf,
         host.GrowthFactor.ToScalar(), host.BackoffFactor.ToScalar(), host.GrowthInterval, skipped, inARow);
 
     /// <summary>Copies scale, good steps, skipped steps and skips in a row into the host scaler (read-backs).</summary>

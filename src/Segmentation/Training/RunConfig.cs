@@ -32,6 +32,9 @@ internal sealed record RunConfig
     public string? EncoderWeights { get; init; }
     public string ClassWeights { get; init; } = "none";
     public required TrainerOptions Trainer { get; init; }
+    /// <summary>--normalize as given (null: the default for the channels), resolved when the data's channels are
+    /// known (<see cref="NormalizationFor"/>).</summary>
+    public string? Normalize { get; init; }
     /// <summary>The run-defining flags it was started with (data paths absolute), so that --config can parse them
     /// again.</summary>
     public List<string>? Arguments { get; init; }
@@ -124,6 +127,40 @@ internal sealed record RunConfig
 
     /// <summary>Opens training and validation data: a validation folder, train/ + val/ folders, or a seeded
     /// split.</summary>
+    /// <summary>
+    /// The normalisation <see cref="Normalize"/> names for <paramref name="train"/>'s channels: percentile[:LOW,HIGH],
+    /// zscore, dataset (the training images' mean and std, from a pass over them), imagenet (3 channels) or symmetric;
+    /// null for the default.
+    /// </summary>
+    public Normalization? NormalizationFor(SegmentationDataset train)
+    {
+        int c = train.Description.InChannels;
+        var text = Normalize?.Trim().ToLowerInvariant();
+        if (text is null) return null;
+        if (text.StartsWith("percentile", StringComparison.Ordinal))
+        {
+            if (text == "percentile") return Normalization.Percentiles(c);
+            var inv = System.Globalization.CultureInfo.InvariantCulture;
+            var parts = text["percentile".Length..].TrimStart(':').Split(',');
+            if (parts.Length == 2 && double.TryParse(parts[0], System.Globalization.NumberStyles.Float, inv,
+                out var low) && double.TryParse(parts[1], System.Globalization.NumberStyles.Float, inv, out var high)
+                && low >= 0 && high <= 100 && low < high)
+                return Normalization.Percentiles(c, low, high);
+            throw new OptionsException($"--normalize '{Normalize}': percentile:LOW,HIGH needs 0 <= LOW < HIGH <= 100 "
+                + "(e.g. percentile:1,99.8).");
+        }
+        return text switch
+        {
+            "zscore" => Normalization.ZScore(c),
+            "imagenet" when c == 3 => Normalization.ImageNet,
+            "imagenet" => throw new OptionsException($"--normalize imagenet is for 3-channel images; these have {c}."),
+            "symmetric" => Normalization.Symmetric(c),
+            "dataset" => DataFingerprint.Of(train) is var f ? new Normalization(f.ChannelMean, f.ChannelStd) : null,
+            _ => throw new OptionsException($"--normalize '{Normalize}': expected percentile, percentile:LOW,HIGH, "
+                + "zscore, dataset, imagenet or symmetric."),
+        };
+    }
+
     public (SegmentationDataset Train, SegmentationDataset? Val) OpenData()
     {
         if (Val is not null)

@@ -307,7 +307,8 @@ public sealed class Trainer : IDisposable
         private readonly CancellationToken cancellation;
         private readonly DataLoader trainLoader;
         private readonly DataLoader? valLoader;
-        private readonly LearningRateSchedule schedule;
+        private LearningRateSchedule schedule;
+        private readonly List<(int Epoch, double Train, double Eval)> timings = new();
         private readonly Stopwatch clock = new();
         private readonly List<EpochRecord> history = new();
         private SegmentationMetrics? bestMetrics;
@@ -324,12 +325,53 @@ public sealed class Trainer : IDisposable
         {
             t = trainer; this.train = train; this.val = val; this.normalization = normalization; this.run = run;
             this.progress = progress; this.cancellation = cancellation;
-            (trainLoader, valLoader) = trainer.Loaders(train, val, progress);
+            (trainLoader, valLoader) = trainer.Loaders(train, val, normalization, progress);
             reported = trainer.model.Convolutions; // only checks made during this call are news
+            schedule = ScheduleOver(O.Epochs);
+        }
+
+        /// <summary>The learning-rate schedule laid over <paramref name="epochs"/> epochs of optimiser steps.</summary>
+        private LearningRateSchedule ScheduleOver(int epochs)
+        {
             long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
-            long totalSteps = optimizerStepsPerEpoch * O.Epochs;
-            schedule = new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps,
+            long totalSteps = optimizerStepsPerEpoch * epochs;
+            return new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps,
                 (long)(O.WarmupFraction * totalSteps), O.PolyPower);
+        }
+
+        /// <summary>
+        /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after an epoch, the most epochs whose training (the
+        /// mean
+        /// epoch of this call, the first left out once there are others: it carries the layer check and a cold cache)
+        /// and evaluations (their mean) still end within the limit; the schedule is shortened to them when that is
+        /// fewer than planned.
+        /// </summary>
+        private void FitToTimeLimit(int epoch)
+        {
+            if (!O.FitScheduleToTimeLimit || O.TimeLimit is not { } limit || valLoader is not null
+                && !timings.Any(t => t.Eval > 0)) return;
+            var trained = timings.Count > 1 ? timings.Skip(1).ToList() : timings;
+            double train = trained.Average(t => t.Train);
+            var evals = timings.Where(t => t.Eval > 0).Select(t => t.Eval).ToList();
+            double eval = evals.Count > 0 ? evals.Average() : 0;
+            double left = (limit - clock.Elapsed).TotalSeconds;
+            int fitted = epoch;
+            for (int e = epoch + 1; e <= O.Epochs; e++)
+            {
+                int evaluations = Enumerable.Range(epoch + 1, e - epoch).Count(k => k % O.EvalEvery == 0 || k == e);
+                if ((e - epoch) * train + (valLoader is null ? 0 : evaluations * eval) > left) break;
+                fitted = e;
+            }
+            var decided = new[] { (double)fitted };
+            t.group?.Broadcast(decided, "the epochs rank 0 fitted to the time limit"); // every process stops together
+            fitted = (int)decided[0];
+            if (fitted >= O.Epochs) return;
+            t.Options = O with { Epochs = Math.Max(fitted, epoch) };
+            schedule = ScheduleOver(O.Epochs);
+            State = State with { ScheduleEpochs = O.Epochs };
+            Report(ProgressKind.Message, epoch, string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"time limit: the schedule now ends after epoch {O.Epochs} (epochs take {train:F1} s, evaluations "
+                    + $"{eval:F1} s; {left:F0} s left)"));
         }
 
         /// <summary>From scratch (seeded) or from a checkpoint of this run (optimiser, RNG, history), after repairing
@@ -361,6 +403,11 @@ public sealed class Trainer : IDisposable
                         input.Training);
             }
             else random.manual_seed(O.Seed);
+            if (resumeFrom?.State.ScheduleEpochs is { } fitted && O.FitScheduleToTimeLimit && fitted < O.Epochs)
+            {
+                t.Options = O with { Epochs = fitted }; // the schedule the run was fitted to, not the one planned
+                schedule = ScheduleOver(fitted);
+            }
             if (run is not null)
             {
                 // An interrupted run leaves files behind: temporary saves, and best.ckpt out of step with last.ckpt.
@@ -415,6 +462,8 @@ public sealed class Trainer : IDisposable
                     : State.EvaluationsWithoutImprovement,
             };
             if (improved) bestMetrics = metrics;
+            timings.Add((epoch, trainSeconds, evaluate ? epochClock.Elapsed.TotalSeconds - trainSeconds : 0));
+            FitToTimeLimit(epoch);
             SaveCheckpoints(epoch, metrics, improved);
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Epoch, Epoch = epoch, Epochs = O.Epochs,
                 Record = record, LearningRate = lr });
@@ -453,13 +502,11 @@ public sealed class Trainer : IDisposable
                         throw Diverged(value, epoch, step, lr);
                 }
                 double ips = images / Math.Max(1e-9, epochClock.Elapsed.TotalSeconds);
-                double remainingImages = (double)(O.Epochs - epoch) * trainLoader.SamplesPerEpoch
-                    + (trainLoader.SamplesPerEpoch - images);
                 progress?.Report(new TrainingProgress
                 {
                     Kind = ProgressKind.Step, Epoch = epoch, Epochs = O.Epochs, Step = step, StepsPerEpoch = steps,
                     Loss = value, LearningRate = lr, ImagesPerSecond = ips,
-                        Eta = TimeSpan.FromSeconds(remainingImages / Math.Max(ips, 1e-9)),
+                        Eta = Eta(epoch, images / (double)trainLoader.SamplesPerEpoch, ips),
                 });
             }
             if (t.group is { } g)
@@ -474,6 +521,27 @@ public sealed class Trainer : IDisposable
                     $"fp16: {sc.SkippedSteps - skippedBefore} step(s) skipped for non-finite gradients this epoch; "
                         + $"loss scale now {sc.Scale:g4}");
             return (lossSum / Math.Max(1, images), (int)images, lr, optStep);
+        }
+
+        /// <summary>
+        /// Time to the end of the run: the epochs left at the mean training time of the finished ones (the first left
+        /// out once there are others: it carries the layer check and a cold cache), plus the evaluations left at the
+        /// mean of those done (before the first, as long as a training epoch); within the first epoch, its own pace.
+        /// Never past the time limit.
+        /// </summary>
+        private TimeSpan Eta(int epoch, double doneOfEpoch, double imagesPerSecond)
+        {
+            double left = O.Epochs - epoch + 1 - Math.Clamp(doneOfEpoch, 0, 1);
+            var trained = timings.Count > 1 ? timings.Skip(1).ToList() : timings;
+            double train = trained.Count > 0 ? trained.Average(t => t.Train)
+                : trainLoader.SamplesPerEpoch / Math.Max(imagesPerSecond, 1e-9);
+            var evals = timings.Where(t => t.Eval > 0).Select(t => t.Eval).ToList();
+            int evaluations = valLoader is null ? 0
+                : Enumerable.Range(epoch, O.Epochs - epoch + 1).Count(k => k % O.EvalEvery == 0 || k == O.Epochs);
+            double seconds = left * train + evaluations * (evals.Count > 0 ? evals.Average() : train);
+            if (O.TimeLimit is { } limit) seconds = Math.Min(seconds,
+                Math.Max(0, (limit - clock.Elapsed).TotalSeconds));
+            return TimeSpan.FromSeconds(seconds);
         }
 
         private TrainingDivergedException Diverged(float value, int epoch, int step, double lr)
@@ -597,7 +665,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The training loader (shuffled, augmented) and the validation loader (one image at a time when sizes
     /// differ).</summary>
     private (DataLoader Train, DataLoader? Val) Loaders(SegmentationDataset train, SegmentationDataset? val,
-        IProgress<TrainingProgress>? progress)
+        Normalization normalization, IProgress<TrainingProgress>? progress)
     {
         int world = group?.WorldSize ?? 1, rank = group?.Rank ?? 0;
         if (world > 1 && train.Count < Options.BatchSize)
@@ -608,7 +676,7 @@ public sealed class Trainer : IDisposable
             BatchSize = Options.BatchSize, Shuffle = true, DropLast = train.Count > Options.BatchSize || world > 1,
                 Seed = Options.Seed,
             Workers = Options.Workers, CacheBytes = Options.CacheBytes, Transform = TrainTransform(),
-            Shards = world, Shard = rank,
+            Shards = world, Shard = rank, Normalization = normalization,
         });
         if (val is null) return (trainLoader, null);
         if (world > 1)
@@ -632,6 +700,7 @@ public sealed class Trainer : IDisposable
         {
             BatchSize = valBatch, Shuffle = false, Workers = Options.Workers,
             CacheBytes = Options.CacheBytes, Transform = Options.Size is { } s ? new Resize(s.Height, s.Width) : null,
+            Normalization = normalization,
         }));
     }
 
@@ -693,7 +762,7 @@ public sealed class Trainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var (images, targets) = task.ToDevice(batch, device);
-        var value = loss.Compute(model.forward(normalization.Apply(images)), targets);
+        var value = loss.Compute(model.forward(normalization.Apply(images, batch)), targets);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
         (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
         if (applyOptimizer)

@@ -111,6 +111,15 @@ public sealed record TrainerOptions
     /// <summary>End cleanly after the epoch during which this much wall-clock time has passed (null: no
     /// limit).</summary>
     public TimeSpan? TimeLimit { get; init; }
+    /// <summary>
+    /// With <see cref="TimeLimit"/>: once the epochs and an evaluation have been timed, shorten <see cref="Epochs"/>
+    /// (and
+    /// the learning-rate schedule with it) when they would not all fit, so that the schedule ends at the limit instead
+    /// of being cut in the middle. Checked after every epoch; the epochs are only ever shortened, and a resume keeps
+    /// the shortened schedule. Off: the limit stops the run wherever it is (the plan's epochs are fitted to the limit
+    /// already; this keeps them fitted when the machine turns out slower than timed).
+    /// </summary>
+    public bool FitScheduleToTimeLimit { get; init; }
     /// <summary>Seed for weights (when the trainer builds them), data order, augmentation and dropout.</summary>
     public int Seed { get; init; }
     /// <summary>auto, cpu, cuda or cuda:N.</summary>

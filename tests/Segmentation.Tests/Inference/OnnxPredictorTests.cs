@@ -1,3 +1,5 @@
+extern alias onnx;
+
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
@@ -5,7 +7,7 @@ using Segmentation.Models;
 using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
 using Segmentation.Models.Layers;
-using Segmentation.Onnx;
+using onnx::Segmentation.Onnx;
 using Segmentation.Training;
 using static TorchSharp.torch;
 

@@ -1,3 +1,5 @@
+extern alias onnx;
+
 using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -6,7 +8,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
-using Segmentation.Onnx;
+using onnx::Segmentation.Onnx;
 using Segmentation.Training;
 using static TorchSharp.torch;
 using Tensor = TorchSharp.torch.Tensor;

@@ -16,7 +16,11 @@ public sealed class Sample
     /// <summary>Creates a sample; the mask (and the instance numbers, if any) must have one value per image
     /// pixel.</summary>
     public Sample(ImageBuffer image, byte[] mask, string name, ushort[]? instances = null)
+        : this(image, mask, name, instances, null) { }
+
+    private Sample(ImageBuffer image, byte[] mask, string name, ushort[]? instances, long[]? histogram)
     {
+        this.histogram = histogram;
         if (mask.Length != image.Width * image.Height)
             throw new ArgumentException($"{name}: mask has {mask.Length} pixels, image {image.Width}x{image.Height}.");
         if (instances is not null && instances.Length != mask.Length)
@@ -25,7 +29,19 @@ public sealed class Sample
     }
 
     /// <summary>The same labels over another image of the same size (photometric transforms).</summary>
-    public Sample WithImage(ImageBuffer image) => new(image, Mask, Name, Instances);
+    public Sample WithImage(ImageBuffer image) => new(image, Mask, Name, Instances, Histogram);
+
+    /// <summary>A transformed copy (crop, scale, flip...): new pixels and labels that keep the intensity histogram of
+    /// the image as it was decoded, so per-image normalisation sees the whole image, never a crop.</summary>
+    public Sample Transformed(ImageBuffer image, byte[] mask, ushort[]? instances) =>
+        new(image, mask, Name, instances, Histogram);
+
+    private long[]? histogram;
+
+    /// <summary>How many pixels of each 8-bit value the whole decoded image holds, over all its channels: what the
+    /// per-image normalisations (<see cref="Normalization.Scheme"/>) are computed from. Taken on first use, and kept
+    /// by <see cref="Transformed"/> and <see cref="WithImage"/>.</summary>
+    public long[] Histogram => histogram ??= Shared.IntensityLevels.Histogram(Image.Pixels);
 
     /// <summary>Width in pixels.</summary>
     public int Width => Image.Width;

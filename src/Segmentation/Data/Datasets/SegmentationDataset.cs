@@ -121,6 +121,14 @@ public sealed class SegmentationDataset
         return sizes.All(s => s == sizes[0]) ? sizes[0] : null;
     }
 
+    /// <summary>Pixels of all images together, from the file headers (generated data: its one size); what validating
+    /// on whole images costs.</summary>
+    public long TotalPixels()
+    {
+        if (HeaderSizes() is { } sizes) return sizes.Sum(s => (long)s.Width * s.Height);
+        return UniformSize() is var (w, h) ? (long)w * h * Count : 0;
+    }
+
     private (int Width, int Height)[]? headerSizes;
 
     /// <summary>Each sample's image size from its file's header, read once (in parallel) for the size checks; null for
@@ -359,8 +367,9 @@ public sealed class SegmentationDataset
         var warnings = new List<string>();
         var entries = InstanceSource.Entries(dir, o, warnings);
         var reader = new ImageReader(o.MaxPixels);
-        int channels = o.Description?.InChannels ?? o.InChannels ?? (LabelDetection.IsGray(reader.ReadImage(
-            entries[0].Image, 3)) ? 1 : 3);
+        var survey = o.Description?.InChannels is null && o.InChannels is null
+            ? ImageChannels.Of(entries.Select(e => e.Image).ToList(), reader) : null;
+        int channels = o.Description?.InChannels ?? o.InChannels ?? survey!.Channels;
         var d = o.Description ?? (o.Instances ?? new InstanceSettings()).Describe(channels);
         d.Validate();
         var src = new InstanceSource(entries, d, reader);
@@ -368,7 +377,7 @@ public sealed class SegmentationDataset
             : "object-number masks";
         return new SegmentationDataset(src, Enumerable.Range(0, entries.Count).ToArray(), d,
             $"{dir}: {entries.Count} images, instance data ({layout}); model classes background, object, boundary; "
-                + $"{d.Instances}", warnings, dir);
+                + $"{d.Instances}; {survey?.Describe() ?? $"{d.InChannels}-channel images (as given)"}", warnings, dir);
     }
 
     private static SegmentationDataset Create(List<(string Image, string Mask, string Stem)> pairs,

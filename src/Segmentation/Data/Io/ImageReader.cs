@@ -147,6 +147,23 @@ public sealed class ImageReader
         });
     }
 
+    /// <summary>Whether an image is gray: a gray PNG from its header, anything else when every decoded pixel has
+    /// R = G = B. A file that cannot be read is a <see cref="DataException"/>.</summary>
+    internal bool IsGray(string path)
+    {
+        var bytes = ReadAll(path);
+        if (PngLayoutOf(path, bytes) is { ColourType: 0 or 4 } layout)
+        {
+            CheckSize(path, layout.Width, layout.Height);
+            return true;
+        }
+        var rgb = ReadImage(path, 3);
+        var p = rgb.Pixels;
+        for (int i = 0; i < p.Length; i += 3)
+            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return false;
+        return true;
+    }
+
     /// <summary>Gray or RGB to <paramref name="channels"/> channels: gray replicated; RGB then its first channels
     /// repeated (e.g. for a 4-channel model fed RGB files).</summary>
     private static ImageBuffer Widen(ImageBuffer image, int channels)

@@ -35,7 +35,8 @@ internal static class LabelDetection
             throw new OptionsException($"Ignore index {o.IgnoreIndex} must be between 0 and 255.");
         if (o.Classes is < 1 or > 255)
             throw new OptionsException($"Class count {o.Classes} must be between 1 and 255.");
-        int channels = o.InChannels ?? (reader.ReadImage(pairs[0].Image, 3) is var first && IsGray(first) ? 1 : 3);
+        var survey = o.InChannels is null ? ImageChannels.Of(pairs.Select(p => p.Image).ToList(), reader) : null;
+        int channels = o.InChannels ?? survey!.Channels;
         IReadOnlyList<ClassPalette.Entry>? palette = o.PaletteFile is null ? null : ClassPalette.Load(o.PaletteFile);
         var scan = ScanMasks(pairs, o, palette, reader);
         var encoding = ChooseEncoding(o, palette, scan, origin);
@@ -49,7 +50,7 @@ internal static class LabelDetection
         var report =
             $"{origin}: {pairs.Count} pairs; masks {how}: {detail}; {d.Classes} classes "
                 + $"({string.Join(", ", d.ClassNames.Take(12))}{(d.Classes > 12 ? ", ..." : "")}); ignore index "
-                + $"{d.IgnoreIndex}; {channels}-channel images{scannedText}";
+                + $"{d.IgnoreIndex}; {survey?.Describe() ?? $"{channels}-channel images (--in-channels)"}{scannedText}";
         return (d, report);
     }
 
@@ -178,13 +179,5 @@ internal static class LabelDetection
             throw new DataException($"{origin}: masks hold label {max}, above the ignore index {ignoreIndex}; give "
                 + $"the class count and ignore index explicitly, or the right mask encoding.", origin);
         return max + 1;
-    }
-
-    internal static bool IsGray(ImageBuffer rgb)
-    {
-        var p = rgb.Pixels;
-        for (int i = 0; i < p.Length; i += 3)
-            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return false;
-        return true;
     }
 }

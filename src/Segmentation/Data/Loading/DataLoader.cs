@@ -31,6 +31,9 @@ internal sealed record DataLoaderOptions
     public int Shards { get; init; } = 1;
     /// <summary>The part of each batch this process builds, 0 to <see cref="Shards"/> - 1.</summary>
     public int Shard { get; init; }
+    /// <summary>The normalisation the batches are for: a per-image scheme has each sample's levels taken from its
+    /// whole image (before the transform) and carried in the batch.</summary>
+    public Normalization? Normalization { get; init; }
 }
 
 /// <summary>A batch on the host: images N x C x H x W (uint8, planar), masks N x H x W (labels).</summary>
@@ -52,6 +55,9 @@ internal sealed class HostBatch
     public string[] Names { get; init; } = Array.Empty<string>();
     /// <summary>Instance data: object numbers, N x H x W (null for semantic data).</summary>
     public ushort[]? Instances { get; init; }
+    /// <summary>Each image's per-image normalisation, offset and scale (units of pixel / 255), taken from the whole
+    /// image before any crop; null when the normalisation is fixed.</summary>
+    public float[]? Levels { get; init; }
 
     /// <summary>
     /// Tensors on <paramref name="device"/>: images uint8 N x C x H x W, masks int64 N x H x W. On CUDA the host copies
@@ -264,11 +270,11 @@ internal sealed class DataLoader
         int start = b * Options.BatchSize + Options.Shard * part, count = Math.Min(part, order.Length - start);
         var samples = new Sample[count];
         for (int i = 0; i < count; i++) samples[i] = Prepare(order, epoch, start + i);
-        return Collate(samples);
+        return Collate(samples, Options.Normalization);
     }
 
     /// <summary>Stacks same-sized samples into a batch (images transposed to planar C x H x W).</summary>
-    public static HostBatch Collate(IReadOnlyList<Sample> samples)
+    public static HostBatch Collate(IReadOnlyList<Sample> samples, Normalization? normalization = null)
     {
         var first = samples[0];
         int w = first.Width, h = first.Height, ch = first.Image.Channels, hw = w * h;
@@ -294,7 +300,12 @@ internal sealed class DataLoader
                 n * hw, hw);
         }
         return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images,
-            Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances };
+            Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances,
+            Levels = normalization is { Scheme: not NormalizationScheme.Fixed } perImage ? samples.SelectMany(s =>
+            {
+                var (offset, scale) = perImage.LevelsOf(s);
+                return new[] { offset, scale };
+            }).ToArray() : null };
     }
 
     private Sample LoadCached(int index)

@@ -406,7 +406,7 @@ internal static class Ops
                 if (inst is not null) inst[y * w + x] = s.Instances![ny * sw + nx[x]];
             }
         }
-        return new Sample(img, mask, s.Name, inst);
+        return s.Transformed(img, mask, inst);
     }
 
     public static Sample PadTo(Sample s, int h, int w, int ignoreIndex)
@@ -423,7 +423,7 @@ internal static class Ops
             Array.Copy(s.Mask, y * s.Width, mask, y * nw, s.Width);
             if (inst is not null) Array.Copy(s.Instances!, y * s.Width, inst, y * nw, s.Width);
         }
-        return new Sample(img, mask, s.Name, inst);
+        return s.Transformed(img, mask, inst);
     }
 
     public static Sample Crop(Sample s, int x0, int y0, int w, int h)
@@ -439,7 +439,7 @@ internal static class Ops
             Array.Copy(s.Mask, (y0 + y) * s.Width + x0, mask, y * w, w);
             if (inst is not null) Array.Copy(s.Instances!, (y0 + y) * s.Width + x0, inst, y * w, w);
         }
-        return new Sample(img, mask, s.Name, inst);
+        return s.Transformed(img, mask, inst);
     }
 
     /// <summary>Output (x, y) takes input at map(x, y): exact pixel moves (flips, 90° rotations).</summary>
@@ -458,7 +458,7 @@ internal static class Ops
                 if (inst is not null) inst[di] = s.Instances![si];
                 for (int k = 0; k < ch; k++) img.Pixels[di * ch + k] = s.Image.Pixels[si * ch + k];
             }
-        return new Sample(img, mask, s.Name, inst);
+        return s.Transformed(img, mask, inst);
     }
 
     public static Sample Rotate(Sample s, double radians, int ignoreIndex)
@@ -499,7 +499,7 @@ internal static class Ops
                     img.Pixels[di * ch + k] = Clamp(top * (1 - fy) + bottom * fy);
                 }
             }
-        return new Sample(img, mask, s.Name, inst);
+        return s.Transformed(img, mask, inst);
     }
 
     /// <summary>Separable Gaussian smoothing of a w x h field (edges clamped).</summary>

@@ -48,8 +48,9 @@ internal static class Previews
                 using var scope = NewDisposeScope();
                 using var grad = no_grad();
                 var sample = loader.Prepare(order, 0, i);
-                var (x, _) = DataLoader.Collate(new[] { sample }).ToDevice(device);
-                var labels = model.Logits(normalization.Apply(x)).argmax(1)[0].to_type(ScalarType.Byte).cpu()
+                var batch = DataLoader.Collate(new[] { sample }, normalization);
+                var (x, _) = batch.ToDevice(device);
+                var labels = model.Logits(normalization.Apply(x, batch)).argmax(1)[0].to_type(ScalarType.Byte).cpu()
                     .data<byte>().ToArray();
                 result.Add(Panel(sample.Name, sample.Image, sample.Mask, labels, d.ClassColors));
             }

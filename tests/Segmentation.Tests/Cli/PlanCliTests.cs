@@ -1,0 +1,82 @@
+using System.Text.Json.Nodes;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Segmentation.Tests.Cli;
+
+/// <summary><c>segment plan</c>, <c>train --plan</c>, and a folder trained with no model flags planning by
+/// itself.</summary>
+public class PlanCliTests
+{
+    private static CliResult Run(params string[] args) => CliResult.Run(args);
+
+    /// <summary>Eight 48x48 images, gray and colour mixed, with binary masks of a bright disc.</summary>
+    private static void MakeFolder(string dir)
+    {
+        for (int i = 0; i < 8; i++)
+        {
+            int cx = 12 + 3 * i, cy = 30 - 2 * i;
+            bool In(int x, int y) => (x - cx) * (x - cx) + (y - cy) * (y - cy) < 100;
+            if (i % 4 == 0)
+                TempDir.SaveRgb(Path.Combine(dir, $"images/{i}.png"), 48, 48, (x, y) => In(x, y)
+                    ? new Rgb24(200, 80, 120) : new Rgb24(20, 30, 40));
+            else
+                TempDir.SaveGray(Path.Combine(dir, $"images/{i}.png"), 48, 48, (x, y) => (byte)(In(x, y) ? 60 + i
+                    : 5 + (x + y) % 7));
+            TempDir.SaveGray(Path.Combine(dir, $"masks/{i}.png"), 48, 48, (x, y) => (byte)(In(x, y) ? 255 : 0));
+        }
+    }
+
+    [Fact]
+    public void Plan_writes_plan_json_train_follows_it_and_flags_given_win()
+    {
+        using var d = new TempDir();
+        MakeFolder(d["data"]);
+        var plan = Run("plan", "--data", d["data"], "--time-limit", "2m", "--threads", "1", "--out", d["plan.json"]);
+        Assert.True(plan.Code == 0, plan.Err);
+        Assert.Contains("3-channel images (mixed: 6 gray, 2 colour", plan.Out);
+        Assert.Contains("fingerprint of the training images", plan.Out);
+        Assert.Contains("--normalize", plan.Out);
+        var json = JsonNode.Parse(File.ReadAllText(d["plan.json"]))!.AsObject();
+        Assert.Equal(48, (int)json["Crop"]!["Height"]!);
+        Assert.True(json["Reasons"]!.AsArray().Count >= 6);
+        Assert.Equal(2, json["Timings"]!.AsArray().Count);
+
+        // Never replaced unasked.
+        var again = Run("plan", "--data", d["data"], "--threads", "1", "--out", d["plan.json"]);
+        Assert.Equal(2, again.Code);
+        Assert.Contains("exists already", again.Err);
+
+        var train = Run("train", "--data", d["data"], "--plan", d["plan.json"], "--epochs", "1", "--workers", "1",
+            "--device", "cpu", "--out", d["run"], "--no-tensorboard");
+        Assert.True(train.Code == 0, train.Err);
+        var record = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!.AsObject();
+        Assert.Equal(1, (int)record["Trainer"]!["Epochs"]!); // the flag given wins over the plan's epochs
+        Assert.Equal((int)json["BaseChannels"]!, (int)record["Model"]!["Encoder"]!["Options"]!["BaseChannels"]!);
+        Assert.Equal(3, (int)record["Model"]!["InChannels"]!);
+        Assert.Equal((string)json["Normalize"]!, (string)record["Normalize"]!);
+        Assert.Contains("normalisation: ", train.Out);
+    }
+
+    [Fact]
+    public void A_folder_trained_without_model_flags_is_planned_and_the_plan_kept_in_the_run_folder()
+    {
+        using var d = new TempDir();
+        MakeFolder(d["data"]);
+        var r = Run("train", "--data", d["data"], "--epochs", "1", "--threads", "1", "--workers", "1", "--device",
+            "cpu", "--out", d["run"], "--no-tensorboard");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("no model flags: planning", r.Out);
+        Assert.True(File.Exists(d["run/plan.json"]));
+        var args = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!["Arguments"]!.AsArray()
+            .Select(a => (string)a!).ToList();
+        Assert.Contains("--base-channels", args); // the record replays the plan with --config
+        Assert.Equal("1", args[args.LastIndexOf("--epochs") + 1]);
+
+        // With a model flag there is no plan.
+        var flagged = Run("train", "--data", d["data"], "--epochs", "1", "--base-channels", "8", "--depth", "2",
+            "--threads", "1", "--workers", "1", "--device", "cpu", "--out", d["run2"], "--no-tensorboard");
+        Assert.True(flagged.Code == 0, flagged.Err);
+        Assert.DoesNotContain("planning", flagged.Out);
+        Assert.False(File.Exists(d["run2/plan.json"]));
+    }
+}

@@ -1,0 +1,128 @@
+using Segmentation.Data;
+using Segmentation.Training;
+
+namespace Segmentation.Tests.Training;
+
+/// <summary>The training plan: rules from the fingerprint, epochs from the measured steps, the same plan from the same
+/// timings, and plan.json read back or refused.</summary>
+public class PlanTests
+{
+    private static (SegmentationDataset Train, SegmentationDataset Val) Instances() =>
+        SegmentationDataset.Shapes(new ShapesOptions { Count = 40, Size = 64, Seed = 3, Instances = true })
+            .Split(0.8, 0);
+
+    private static PlanTiming[] Timings(double base32, double base16, string norm) => new[]
+    {
+        new PlanTiming($"unet, base 32, depth 4, {norm} norm", 32, base32),
+        new PlanTiming($"unet, base 16, depth 4, {norm} norm", 16, base16),
+    };
+
+    [Fact]
+    public void The_fingerprint_counts_objects_classes_and_intensities()
+    {
+        var (train, _) = Instances();
+        var f = DataFingerprint.Of(train);
+        Assert.Equal(train.Count, f.Images);
+        Assert.Equal(64, f.Width.Median);
+        Assert.NotNull(f.Objects);
+        Assert.True(f.Objects!.Total >= train.Count, $"{f.Objects.Total} objects");
+        Assert.InRange(f.Objects.Diameter, 3, 64);
+        Assert.Equal(3, f.ClassShares.Length); // background, object, boundary
+        Assert.Equal(1.0, f.ClassShares.Sum(), 6);
+        Assert.InRange(f.ForegroundShare, 0.01, 0.99);
+        Assert.True(f.ImageHigh.Median > f.ImageLow.Median);
+        Assert.Equal(f.Channels, f.ChannelMean.Length);
+    }
+
+    [Fact]
+    public void The_same_data_and_timings_give_the_same_plan()
+    {
+        var (train, val) = Instances();
+        var options = new PlannerOptions { TimeLimit = TimeSpan.FromMinutes(20), Threads = 1,
+            Timings = Timings(1.0, 0.25, "group") };
+        var first = TrainingPlanner.Plan(train, val, options).ToJson();
+        var second = TrainingPlanner.Plan(train, val, options).ToJson();
+        Assert.Equal(first, second);
+    }
+
+    [Fact]
+    public void A_short_budget_gets_the_narrower_network_and_a_long_one_the_wider()
+    {
+        var (train, val) = Instances();
+        // 32 training images at batch 16: 2 steps an epoch
+        var timings = Timings(base32: 20, base16: 2, "group");
+        var shortRun = TrainingPlanner.Plan(train, val, new PlannerOptions { TimeLimit = TimeSpan.FromMinutes(10),
+            Threads = 1, Timings = timings });
+        var longRun = TrainingPlanner.Plan(train, val, new PlannerOptions { TimeLimit = TimeSpan.FromMinutes(60),
+            Threads = 1, Timings = timings });
+        Assert.Equal(16, shortRun.BaseChannels);
+        Assert.Equal(32, longRun.BaseChannels);
+        Assert.True(longRun.Epochs >= TrainingPlanner.MinEpochsForWiderModel, $"{longRun.Epochs} epochs");
+        // the expected time fits the budget
+        Assert.True(shortRun.ExpectedSeconds.Sum() <= 600 * 1.01, string.Join(", ", shortRun.ExpectedSeconds));
+        Assert.Contains(shortRun.Reasons, r => r.StartsWith("model: U-Net, base 16", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Instance_data_is_planned_with_per_image_percentiles_group_norm_and_sizes_from_its_objects()
+    {
+        var (train, val) = Instances();
+        var plan = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1,
+            Timings = Timings(0.5, 0.1, "group") });
+        Assert.Equal("instance", plan.Task);
+        Assert.Equal("percentile", plan.Normalize);
+        Assert.Equal("group", plan.Norm);
+        Assert.True(plan.VerticalFlip);
+        Assert.Equal(new Size2(64, 64), plan.Crop); // 128 wanted, the images are 64
+        Assert.InRange(plan.BoundaryWidth!.Value, 1, 3);
+        Assert.InRange(plan.MinObjectSize!.Value, 4, 64);
+        Assert.Null(plan.TimeLimit);
+        Assert.Contains(plan.Reasons, r => r.Contains("a default hour", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Colour_semantic_data_is_planned_on_the_pretrained_encoder_when_its_weights_are_at_hand()
+    {
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 30, Size = 64, Seed = 2 }).Split(0.8);
+        var timings = Timings(0.5, 0.1, "group").Append(new PlanTiming("mlnet-resnet18", 0, 0.3)).ToArray();
+        var pretrained = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1, Timings = timings,
+            PretrainedResNet18 = "ResNet18.onnx" });
+        Assert.Equal(("mlnet-resnet18", "builtin", "imagenet"), (pretrained.Encoder, pretrained.EncoderWeights,
+            pretrained.Normalize));
+        var scratch = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1, Timings = timings });
+        Assert.Equal("unet", scratch.Encoder);
+        Assert.Null(scratch.EncoderWeights);
+        Assert.NotEqual("imagenet", scratch.Normalize);
+    }
+
+    [Fact]
+    public void Plan_json_reads_back_and_a_bad_plan_is_refused_naming_the_field()
+    {
+        var (train, val) = Instances();
+        var plan = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1,
+            Timings = Timings(0.5, 0.1, "group") });
+        using var d = new TempDir();
+        File.WriteAllText(d["plan.json"], plan.ToJson());
+        var back = TrainingPlan.Load(d["plan.json"]);
+        Assert.Equal(plan.ToJson(), back.ToJson());
+
+        File.WriteAllText(d["bad.json"], plan.ToJson().Replace("\"BaseChannels\": 16", "\"BaseChannels\": 0")
+            .Replace("\"BaseChannels\": 32", "\"BaseChannels\": 0"));
+        var e = Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["bad.json"]));
+        Assert.Contains("BaseChannels 0", e.Message);
+        Assert.Contains("bad.json", e.Message);
+        var folder = Assert.Throws<OptionsException>(() => TrainingPlan.Load(d.Path));
+        Assert.Contains(d.Path, folder.Message);
+        File.WriteAllText(d["text.json"], "not json");
+        Assert.Contains("not a plan", Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["text.json"])).Message);
+    }
+
+    [Fact]
+    public void Busy_cores_are_measured_now_within_the_machines_cores()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var busy = Segmentation.Models.CpuThreads.BusyCores();
+        Assert.NotNull(busy);
+        Assert.InRange(busy!.Value, 0, Environment.ProcessorCount);
+    }
+}
