@@ -79,13 +79,15 @@ internal static class TrainCommand
         try
         {
             int code = Train(ctx, log, dir, config, resumeFrom, asJson, tensorBoard: !p.GetValue(flags.NoTensorBoard),
-                group);
+                group, p.GetValue(flags.FailAt));
             group?.Close();
             return code;
         }
         catch when (resumeFrom is null && !run.HoldsFinishedEpoch)
         {
-            run.DeleteOutputs(); // a start that failed (bad data, say) leaves nothing to block the next one
+            // a start that failed (bad data, say) leaves nothing to block the next one, only what a crash left to
+            // report
+            run.DeleteOutputs(keep: run.CrashLog);
             throw;
         }
     }
@@ -142,7 +144,7 @@ internal static class TrainCommand
     /// <summary>Flags that say where and how a run goes, not what it is: never recorded, never taken from a
     /// record.</summary>
     private static readonly string[] PlaceFlags = { "--out", "--overwrite", "--resume", "--config", "--json",
-        "--verbose", "--no-tensorboard" };
+        "--verbose", "--no-tensorboard", "--fail-at" };
 
     /// <summary>The flags given on the command line (name and values, in order), the run-defining ones only.</summary>
     private static List<string> Arguments(Command cmd, ParseResult p)
@@ -408,7 +410,7 @@ internal static class TrainCommand
     }
 
     private static int Train(CommandContext ctx, TextWriter log, string dir, RunConfig config, Checkpoint? resumeFrom,
-        bool asJson, bool tensorBoard, Segmentation.Distributed.ProcessGroup? group = null)
+        bool asJson, bool tensorBoard, Segmentation.Distributed.ProcessGroup? group = null, string? failAt = null)
     {
         bool main = group is not { IsMain: false };
         var (train, validation) = config.OpenData();
@@ -416,7 +418,7 @@ internal static class TrainCommand
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
         var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
-            ? 4 : 0 };
+            ? 4 : 0, BeforeStep = InjectedFailure(failAt) };
         if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
@@ -457,7 +459,12 @@ internal static class TrainCommand
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        var result = trainer.Fit(train, validation, main ? progress : null, resumeFrom, interrupt.Token);
+        TrainingResult result;
+        try { result = trainer.Fit(train, validation, main ? progress : null, resumeFrom, interrupt.Token); }
+        catch (Exception e) when (main && !CrashReport.IsExpected(e))
+        {
+            throw CrashReport.Write(run, e, trainer.StepName, trainer.Options);
+        }
         if (!main) return result.StopReason == "interrupted" ? Cli.Interrupted : 0;
         ctx.FinishLine(log);
         bool interrupted = result.StopReason == "interrupted";
@@ -466,6 +473,20 @@ internal static class TrainCommand
         return Finish(ctx, log, run, result, interrupted, trainerOptions with { Precision = trainer.Options.Precision },
             trainer.Device, model.ParameterCount(),
             validation, asJson);
+    }
+
+    /// <summary>--fail-at E:S (tests): an unexpected error before step S of epoch E.</summary>
+    private static Action<int, int>? InjectedFailure(string? at)
+    {
+        if (at is null) return null;
+        var parts = at.Split(':');
+        if (parts.Length != 2 || !int.TryParse(parts[0], out int epoch) || !int.TryParse(parts[1], out int step))
+            throw new OptionsException($"--fail-at '{at}': expected EPOCH:STEP.");
+        return (e, s) =>
+        {
+            if (e == epoch && s == step)
+                throw new InvalidOperationException($"injected failure at step {s} of epoch {e}");
+        };
     }
 
     /// <summary>--threads as recorded in run.json: a count, or null for auto (resolved when the run starts).</summary>

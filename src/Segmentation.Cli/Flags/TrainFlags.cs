@@ -127,6 +127,8 @@ internal sealed class TrainFlags
         "With --time-limit: once an epoch and an evaluation are timed, shorten the epochs (and the learning-rate "
             + "schedule) to what still fits, so the schedule ends at the limit rather than being cut (a plan sets "
             + "it)." };
+    /// <summary>Tests only: throw an unexpected error before step S of epoch E ("E:S"), as a crash would.</summary>
+    public readonly Option<string?> FailAt = new Option<string?>("--fail-at") { Hidden = true };
     public readonly DataFlags D;
     public readonly ModelFlags Model;
 
@@ -140,7 +142,7 @@ internal sealed class TrainFlags
                 NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
                     FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
-                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit })
+                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit, FailAt })
             cmd.Options.Add(o);
     }
 }

@@ -49,13 +49,17 @@ internal sealed class RunFolder
     /// form).</summary>
     public string Plan => Path.Combine(Directory, "plan.json");
 
+    /// <summary>What an unexpected error in training left for its report (the stack trace, the step, the
+    /// machine).</summary>
+    public string CrashLog => Path.Combine(Directory, "crash.log");
+
     /// <summary>Files that make a folder a run (any of them).</summary>
     public IEnumerable<string> RunFiles => new[] { Last, Best, PreviousBest, RunJson, Metrics, Summary, Validated };
 
     /// <summary>Every file and folder a run writes, for <c>--overwrite</c> and for a start that never finished an
     /// epoch.</summary>
     public IEnumerable<string> AllOutputs
-        => RunFiles.Concat(new[] { Curves, Confusion, Report, Overlays, TensorBoard, Plan });
+        => RunFiles.Concat(new[] { Curves, Confusion, Report, Overlays, TensorBoard, Plan, CrashLog });
 
     /// <summary>True when the folder holds any file of a run.</summary>
     public bool HoldsRun => RunFiles.Any(File.Exists);
@@ -68,10 +72,10 @@ internal sealed class RunFolder
     /// when another process trains in it.</summary>
     public IDisposable Lock() => RunLock.Acquire(Directory);
 
-    /// <summary>Deletes every output of a run here (not the folder, not other files).</summary>
-    public void DeleteOutputs()
+    /// <summary>Deletes every output of a run here (not the folder, not other files), but <paramref name="keep"/>.</summary>
+    public void DeleteOutputs(params string[] keep)
     {
-        foreach (var path in AllOutputs)
+        foreach (var path in AllOutputs.Except(keep))
         {
             if (File.Exists(path)) File.Delete(path);
             else if (System.IO.Directory.Exists(path)) System.IO.Directory.Delete(path, recursive: true);

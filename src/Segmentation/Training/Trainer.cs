@@ -328,6 +328,7 @@ public sealed class Trainer : IDisposable
             (trainLoader, valLoader) = trainer.Loaders(train, val, normalization, progress);
             reported = trainer.model.Convolutions; // only checks made during this call are news
             schedule = ScheduleOver(O.Epochs);
+            plannedEpochs = O.Epochs;
         }
 
         /// <summary>The learning-rate schedule laid over <paramref name="epochs"/> epochs of optimiser steps.</summary>
@@ -339,24 +340,37 @@ public sealed class Trainer : IDisposable
                 (long)(O.WarmupFraction * totalSteps), O.PolyPower);
         }
 
+        /// <summary>The epochs the run was set up for, before any fitting to the time limit.</summary>
+        private int plannedEpochs;
+
+        /// <summary>The median of <paramref name="values"/> (0 for none): one slow epoch (another process's burst)
+        /// does not move it.</summary>
+        private static double Median(IEnumerable<double> values)
+        {
+            var sorted = values.Order().ToArray();
+            return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2]
+                : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        }
+
+        /// <summary>The median training epoch of this call (the first left out once there are others: it carries the
+        /// layer check and a cold cache) and the median evaluation (0 before the first).</summary>
+        private (double Train, double Eval) EpochTimes() => (
+            Median((timings.Count > 1 ? timings.Skip(1) : timings).Select(x => x.Train)),
+            Median(timings.Where(x => x.Eval > 0).Select(x => x.Eval)));
+
         /// <summary>
-        /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after an epoch, the most epochs whose training (the
-        /// mean
-        /// epoch of this call, the first left out once there are others: it carries the layer check and a cold cache)
-        /// and evaluations (their mean) still end within the limit; the schedule is shortened to them when that is
-        /// fewer than planned.
+        /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after each epoch, the most epochs (up to those planned)
+        /// whose training and evaluations at their median times still end within the limit; the schedule is laid
+        /// over them when that differs from its current length.
         /// </summary>
         private void FitToTimeLimit(int epoch)
         {
             if (!O.FitScheduleToTimeLimit || O.TimeLimit is not { } limit || valLoader is not null
-                && !timings.Any(t => t.Eval > 0)) return;
-            var trained = timings.Count > 1 ? timings.Skip(1).ToList() : timings;
-            double train = trained.Average(t => t.Train);
-            var evals = timings.Where(t => t.Eval > 0).Select(t => t.Eval).ToList();
-            double eval = evals.Count > 0 ? evals.Average() : 0;
+                && !timings.Any(x => x.Eval > 0)) return;
+            var (train, eval) = EpochTimes();
             double left = (limit - clock.Elapsed).TotalSeconds;
             int fitted = epoch;
-            for (int e = epoch + 1; e <= O.Epochs; e++)
+            for (int e = epoch + 1; e <= plannedEpochs; e++)
             {
                 int evaluations = Enumerable.Range(epoch + 1, e - epoch).Count(k => k % O.EvalEvery == 0 || k == e);
                 if ((e - epoch) * train + (valLoader is null ? 0 : evaluations * eval) > left) break;
@@ -364,11 +378,12 @@ public sealed class Trainer : IDisposable
             }
             var decided = new[] { (double)fitted };
             t.group?.Broadcast(decided, "the epochs rank 0 fitted to the time limit"); // every process stops together
-            fitted = (int)decided[0];
-            if (fitted >= O.Epochs) return;
-            t.Options = O with { Epochs = Math.Max(fitted, epoch) };
+            fitted = Math.Max((int)decided[0], epoch);
+            // shortened whenever the rest would not fit; lengthened again (up to the plan) only by two or more
+            if (fitted == O.Epochs || fitted > O.Epochs && fitted < Math.Min(O.Epochs + 2, plannedEpochs)) return;
+            t.Options = O with { Epochs = fitted };
             schedule = ScheduleOver(O.Epochs);
-            State = State with { ScheduleEpochs = O.Epochs };
+            State = State with { ScheduleEpochs = fitted < plannedEpochs ? O.Epochs : null };
             Report(ProgressKind.Message, epoch, string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"time limit: the schedule now ends after epoch {O.Epochs} (epochs take {train:F1} s, evaluations "
                     + $"{eval:F1} s; {left:F0} s left)"));
@@ -490,6 +505,7 @@ public sealed class Trainer : IDisposable
                     t.SetLearningRate(lr);
                 }
                 t.StepName = $"step {step} of epoch {epoch}";
+                O.BeforeStep?.Invoke(epoch, step);
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
                 if (apply) optStep++;
@@ -524,21 +540,20 @@ public sealed class Trainer : IDisposable
         }
 
         /// <summary>
-        /// Time to the end of the run: the epochs left at the mean training time of the finished ones (the first left
-        /// out once there are others: it carries the layer check and a cold cache), plus the evaluations left at the
-        /// mean of those done (before the first, as long as a training epoch); within the first epoch, its own pace.
+        /// Time to the end of the run: the epochs left at the median training time of the finished ones (the first
+        /// left out once there are others: it carries the layer check and a cold cache), plus the evaluations left at
+        /// the median of those done (before the first, as long as a training epoch); within the first epoch, its own
+        /// pace.
         /// Never past the time limit.
         /// </summary>
         private TimeSpan Eta(int epoch, double doneOfEpoch, double imagesPerSecond)
         {
             double left = O.Epochs - epoch + 1 - Math.Clamp(doneOfEpoch, 0, 1);
-            var trained = timings.Count > 1 ? timings.Skip(1).ToList() : timings;
-            double train = trained.Count > 0 ? trained.Average(t => t.Train)
-                : trainLoader.SamplesPerEpoch / Math.Max(imagesPerSecond, 1e-9);
-            var evals = timings.Where(t => t.Eval > 0).Select(t => t.Eval).ToList();
+            var (train, eval) = EpochTimes();
+            if (timings.Count == 0) train = trainLoader.SamplesPerEpoch / Math.Max(imagesPerSecond, 1e-9);
             int evaluations = valLoader is null ? 0
                 : Enumerable.Range(epoch, O.Epochs - epoch + 1).Count(k => k % O.EvalEvery == 0 || k == O.Epochs);
-            double seconds = left * train + evaluations * (evals.Count > 0 ? evals.Average() : train);
+            double seconds = left * train + evaluations * (eval > 0 ? eval : train);
             if (O.TimeLimit is { } limit) seconds = Math.Min(seconds,
                 Math.Max(0, (limit - clock.Elapsed).TotalSeconds));
             return TimeSpan.FromSeconds(seconds);

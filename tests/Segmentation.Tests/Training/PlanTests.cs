@@ -125,4 +125,24 @@ public class PlanTests
         Assert.NotNull(busy);
         Assert.InRange(busy!.Value, 0, Environment.ProcessorCount);
     }
+    [Fact]
+    public void With_a_time_limit_the_schedule_is_laid_out_to_end_at_the_limit_not_cut()
+    {
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 40, Size = 32, Seed = 4 })
+            .Split(0.8);
+        using var model = new Segmentation.Models.SegmentationModel(Segmentation.Models.ModelDescription.UNet(
+            classes: 4, baseChannels: 4, depth: 2, seed: 1));
+        var options = new TrainerOptions
+        {
+            Epochs = 100000, BatchSize = 8, LearningRate = 1e-3, Workers = 1, Device = "cpu", EvalEvery = 2,
+            ManageProcessMemory = false, TimeLimit = TimeSpan.FromSeconds(6), FitScheduleToTimeLimit = true,
+        };
+        using var trainer = new Trainer(model, options);
+        var result = trainer.Fit(train, val);
+        Assert.InRange(result.Epochs, 2, 99999);
+        // the poly schedule was laid over the epochs that fit: its rate at the end is a small part of the base rate
+        // (without the fitting it would still be at the base rate when the limit cut the run)
+        Assert.True(result.History[^1].LearningRate < 0.5e-3, $"last rate {result.History[^1].LearningRate}");
+        Assert.True(result.Seconds < 6 * 2, $"{result.Seconds} s");
+    }
 }
