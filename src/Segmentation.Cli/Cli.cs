@@ -29,28 +29,12 @@ public static class Cli
     {
         Segmentation.Models.NativeRuntime.PreloadShim();
         if (args.Length == 0) args = new[] { "--help" }; // `segment` alone lists the commands
-        var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
-        var root = new RootCommand("segment: train, evaluate and run semantic segmentation models (U-Nets, SegFormer) "
-            + "on TorchSharp, and run them on ONNX Runtime.");
-        root.Options.Add(verbose);
         var context = new CommandContext(stdout, stderr, outIsTerminal, errIsTerminal);
-        root.Subcommands.Add(TrainCommand.Create(context));
-        root.Subcommands.Add(PlanCommand.Create(context));
-        root.Subcommands.Add(EvalCommand.Create(context));
-        root.Subcommands.Add(PredictCommand.Create(context));
-        root.Subcommands.Add(ScoreCommand.Create(context));
-        root.Subcommands.Add(ReportCommand.Create(context));
-        root.Subcommands.Add(ImportCommand.Create(context));
-        root.Subcommands.Add(ExportCommand.Create(context));
-        root.Subcommands.Add(ModelsCommand.Create(context));
-        root.Subcommands.Add(SummaryCommand.Create(context));
-        root.Subcommands.Add(BenchCommand.Create(context));
-        root.Subcommands.Add(DoctorCommand.Create(context));
-
+        var (root, verbose) = Commands(context);
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var e in parse.Errors) stderr.WriteLine($"error: {Readable(e.Message)}");
+            foreach (var e in parse.Errors) stderr.WriteLine($"error: {Readable(e.Message)}{Guess(e.Message)}");
             stderr.WriteLine("Run 'segment --help' (or 'segment COMMAND --help') for usage.");
             return Usage;
         }
@@ -63,6 +47,28 @@ public static class Cli
         {
             return Failed(caught, context, stderr, parse.GetValue(verbose));
         }
+    }
+
+    /// <summary>Every command of the tool, and the --verbose flag they share (the tests walk the tree).</summary>
+    internal static (RootCommand Root, Option<bool> Verbose) Commands(CommandContext context)
+    {
+        var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
+        var root = new RootCommand("segment: train, evaluate and run semantic segmentation models (U-Nets, SegFormer) "
+            + "on TorchSharp, and run them on ONNX Runtime.");
+        root.Options.Add(verbose);
+        root.Subcommands.Add(TrainCommand.Create(context));
+        root.Subcommands.Add(PlanCommand.Create(context));
+        root.Subcommands.Add(EvalCommand.Create(context));
+        root.Subcommands.Add(PredictCommand.Create(context));
+        root.Subcommands.Add(ScoreCommand.Create(context));
+        root.Subcommands.Add(ReportCommand.Create(context));
+        root.Subcommands.Add(ImportCommand.Create(context));
+        root.Subcommands.Add(ExportCommand.Create(context));
+        root.Subcommands.Add(ModelsCommand.Create(context));
+        root.Subcommands.Add(SummaryCommand.Create(context));
+        root.Subcommands.Add(BenchCommand.Create(context));
+        root.Subcommands.Add(DoctorCommand.Create(context));
+        return (root, verbose);
     }
 
     /// <summary>An error as the user sees it: one line (with the rank in a distributed run), the stack trace only
@@ -122,6 +128,19 @@ public static class Cli
             var other => other,
         });
 
+    /// <summary>Flags users guess for the model's size and kind, and the ones that exist.</summary>
+    private static readonly string[] ModelGuesses = { "--model", "--model-size", "--size-preset", "--width",
+        "--network", "--backbone", "--net", "--preset" };
+
+    /// <summary>For an unknown flag a user guessed for the model (<c>--model small</c>), the flags that do
+    /// it.</summary>
+    internal static string Guess(string message) => ModelGuesses.Any(g => message.Contains($"'{g}'",
+        StringComparison.Ordinal))
+        ? " (the model is chosen by --arch unet|segformer, --encoder unet|resnet18|resnet34|resnet50|mlnet-resnet18|"
+            + "mit-b0..mit-b5 and, for the U-Net, --base-channels and --depth; or leave them out and 'segment train "
+            + "--data DIR' plans the model for your data and machine; 'segment models' lists them)"
+        : "";
+
     /// <summary>The <c>--threads</c> flag of a command that computes.</summary>
     internal static Option<string?> ThreadsFlag() => new("--threads") { Description =
         "libtorch's (or ONNX Runtime's) CPU threads: a number, or auto (the default: one per core that the machine's "
@@ -147,15 +166,38 @@ public static class Cli
     internal static Option<bool> OverwriteFlag() => new("--overwrite") { Description =
         "Replace --out if it exists (otherwise the command refuses before doing anything)." };
 
-    /// <summary>Refuses to replace a file the user has unless <paramref name="overwrite"/>: nothing the user had is
-    /// lost unasked.</summary>
+    /// <summary>
+    /// The one rule for every path a command writes that the user named (<c>--out</c> of train, plan, predict, eval,
+    /// export, import, report, bench): a file the user has is never replaced unless <paramref name="overwrite"/>, and a
+    /// folder is never taken for the file. Checked before any work starts; nothing the user had is lost unasked.
+    /// </summary>
     internal static void RefuseToReplace(string path, bool overwrite, string? example = null)
     {
         if (example is not null && (Directory.Exists(path) || path.EndsWith('/') || path.EndsWith('\\')))
             throw new OptionsException($"--out {path} is a folder; name the file to write (say "
                 + $"{Path.Combine(path, example)}).");
-        if (File.Exists(path) && !overwrite)
+        if ((File.Exists(path) || RegularFile.Problem(path) is not (null or "missing" or "a folder")) && !overwrite)
             throw new OptionsException($"{path} exists already; give --overwrite to replace it, or another --out.");
+    }
+
+    /// <summary>The same rule for the files a command writes into a folder the user named: all are checked before
+    /// any is written; and a file where the folder should be is refused.</summary>
+    internal static void RefuseToReplace(string folder, IEnumerable<string> names, bool overwrite)
+    {
+        RefuseFileAsFolder(folder);
+        var existing = names.Select(n => Path.Combine(folder, n)).Where(File.Exists).ToList();
+        if (existing.Count > 0 && !overwrite)
+            throw new OptionsException($"{string.Join(", ", existing.Take(3))}{(existing.Count > 3 ? ", ..." : "")} "
+                + $"exist{(existing.Count == 1 ? "s" : "")} already; give --overwrite to replace "
+                + $"{(existing.Count == 1 ? "it" : "them")}, or another --out.");
+    }
+
+    /// <summary>An <c>--out</c> folder that is a file the user has: refused, never written into or over.</summary>
+    internal static void RefuseFileAsFolder(string folder)
+    {
+        if (File.Exists(folder) || RegularFile.Problem(folder) is not (null or "missing" or "a folder"))
+            throw new OptionsException($"--out {folder} is a file, not a folder; name a folder (it is created if "
+                + "missing).");
     }
 
     internal static double ParseDuration(string text)

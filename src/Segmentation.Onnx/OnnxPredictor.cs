@@ -89,6 +89,9 @@ public sealed class OnnxPredictor : IDisposable
     public OnnxPredictor(string modelPath, OnnxPredictorOptions? options = null)
     {
         Options = options ?? new OnnxPredictorOptions();
+        if (Options.Window is var (wh, ww) && SlidingWindow.Problem(wh, ww, (Options.Stride ?? (wh, ww)).Height,
+            (Options.Stride ?? (wh, ww)).Width) is { } windowing)
+            throw new ArgumentException($"Sliding window: {windowing}.", nameof(options));
         if (RegularFile.Problem(modelPath) is { } problem)
             throw problem == "missing" ? new FileNotFoundException($"{modelPath}: no such ONNX model.", modelPath)
                 : new InvalidDataException($"{modelPath}: {problem}, not an ONNX model; refused without opening it.");
@@ -242,38 +245,34 @@ public sealed class OnnxPredictor : IDisposable
         return i == 0 ? "#000000" : $"#{(byte)(h >> 24):x2}{(byte)(h >> 16):x2}{(byte)(h >> 8):x2}";
     }
 
-    /// <summary>The image files directly in <paramref name="folder"/> that <see cref="ReadImage"/> reads (PNG, JPEG,
+    /// <summary>The image files directly in <paramref name="folder"/> that <see cref="ReadImage(string)"/> reads (PNG,
+    /// JPEG,
     /// BMP, GIF, TIFF, WebP, TGA, PBM, by extension), in name order: what <c>segment predict</c> lists too.</summary>
     public static IReadOnlyList<string> ImageFilesIn(string folder) => ImageFiles.In(folder);
 
-    /// <summary>Reads an image file as the model's channels (gray or RGB), 8-bit, H x W x C.</summary>
-    public (byte[] Pixels, int Width, int Height) ReadImage(string path)
+    /// <summary>Reads an image file as the model's channels, 8-bit, H x W x C, exactly as the TorchSharp side
+    /// reads it (<see cref="PixelDecoder"/>: EXIF orientation, gray by luminance, gray replicated, alpha
+    /// dropped).</summary>
+    public (byte[] Pixels, int Width, int Height) ReadImage(string path) => ReadImage(path, Info.InChannels);
+
+    /// <summary>Reads an image file as <paramref name="channels"/> channels (<see
+    /// cref="ReadImage(string)"/>).</summary>
+    internal static (byte[] Pixels, int Width, int Height) ReadImage(string path, int channels)
     {
         if (RegularFile.Problem(path) is { } problem)
             throw problem == "missing" ? new FileNotFoundException($"{path}: no such image.", path)
                 : new InvalidDataException($"{path}: {problem}, not an image file; refused without opening it.");
-        var info = Image.Identify(path) ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
+        var length = new FileInfo(path).Length;
+        if (length > Limits.ImageFileBytes)
+            throw new InvalidDataException($"{path}: {length:N0} bytes, over the image file limit of "
+                + $"{Limits.ImageFileBytes:N0}.");
+        var bytes = File.ReadAllBytes(path);
+        var info = Image.Identify(bytes)
+            ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
         if ((long)info.Width * info.Height > MaxPixels)
             throw new InvalidDataException($"{path}: {info.Width}x{info.Height} = {(long)info.Width * info.Height:N0} "
                 + $"pixels, over the limit of {MaxPixels:N0}; refused before decoding.");
-        using var image = Image.Load<Rgb24>(path);
-        int c = Info.InChannels, w = image.Width, h = image.Height;
-        var pixels = new byte[w * h * c];
-        image.ProcessPixelRows(rows =>
-        {
-            for (int y = 0; y < h; y++)
-            {
-                var row = rows.GetRowSpan(y);
-                for (int x = 0; x < w; x++)
-                {
-                    var p = row[x];
-                    int o = (y * w + x) * c;
-                    if (c == 1) pixels[o] = (byte)Math.Round(0.299 * p.R + 0.587 * p.G + 0.114 * p.B);
-                    else { pixels[o] = p.R; pixels[o + 1] = p.G; pixels[o + 2] = p.B; }
-                }
-            }
-        });
-        return (pixels, w, h);
+        return PixelDecoder.Decode(Configuration.Default, bytes, channels);
     }
 
     /// <summary>Class index per pixel (row-major, H x W) for an 8-bit H x W x C image.</summary>

@@ -11,15 +11,28 @@ internal static class SlidingWindow
     public static (int Height, int Width) DefaultStride(int windowHeight, int windowWidth) =>
         (Math.Max(1, windowHeight * 2 / 3), Math.Max(1, windowWidth * 2 / 3));
 
+    /// <summary>
+    /// What is wrong with a window and stride, or null: both positive, and the stride at most the window in each
+    /// direction (a longer stride leaves the rows and columns between windows unpredicted: probability 0, class 0).
+    /// The one check both predictors and the CLI make before any work.
+    /// </summary>
+    public static string? Problem(int windowHeight, int windowWidth, int strideHeight, int strideWidth) =>
+        windowHeight < 1 || windowWidth < 1 || strideHeight < 1 || strideWidth < 1
+            ? $"window {windowHeight}x{windowWidth} and stride {strideHeight}x{strideWidth} must be positive"
+            : strideHeight > windowHeight || strideWidth > windowWidth
+            ? $"stride {strideHeight}x{strideWidth} is longer than the window {windowHeight}x{windowWidth}: the pixels "
+                + "between windows would be left unpredicted; give a stride of at most the window (default: two thirds "
+                + "of it)"
+            : null;
+
     /// <summary>Top, left, height and width of each tile of an <paramref name="height"/> x <paramref name="width"/>
     /// image.</summary>
     public static IReadOnlyList<(int Top, int Left, int Height, int Width)> Tiles(int height, int width,
         int windowHeight, int windowWidth,
         int strideHeight, int strideWidth)
     {
-        if (windowHeight < 1 || windowWidth < 1 || strideHeight < 1 || strideWidth < 1)
-            throw new ArgumentOutOfRangeException(nameof(windowHeight),
-                $"Window {windowHeight}x{windowWidth} and stride {strideHeight}x{strideWidth} must be positive.");
+        if (Problem(windowHeight, windowWidth, strideHeight, strideWidth) is { } problem)
+            throw new ArgumentOutOfRangeException(nameof(strideHeight), problem);
         int ch = Math.Min(windowHeight, height), cw = Math.Min(windowWidth, width);
         int rows = Math.Max(height - ch + strideHeight - 1, 0) / strideHeight + 1,
             cols = Math.Max(width - cw + strideWidth - 1, 0) / strideWidth + 1;

@@ -26,9 +26,12 @@ internal static class BenchInstances
         var outDir = new Option<string?>("--out") { Description =
             "Write logits.npy (3 x H x W float32), truth.png and ours.png (16-bit object numbers) here." };
         var json = new Option<bool>("--json");
-        foreach (var o in new Option[] { size, objects, rounds, outDir, json }) cmd.Options.Add(o);
+        var overwrite = Cli.OverwriteFlag();
+        foreach (var o in new Option[] { size, objects, rounds, outDir, json, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
+            if (p.GetValue(outDir) is { } target)
+                Cli.RefuseToReplace(target, new[] { "logits.npy", "truth.png", "ours.png" }, p.GetValue(overwrite));
             int n = p.GetValue(size), r = p.GetValue(rounds);
             if (n is < 16 or > 8192 || r < 1 || p.GetValue(objects) < 1)
                 throw new OptionsException("--size 16..8192, --rounds and --objects at least 1.");

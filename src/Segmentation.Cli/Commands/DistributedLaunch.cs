@@ -16,11 +16,17 @@ internal static class DistributedLaunch
     /// <c>--nproc N</c> (N above 1) outside any launcher: runs this same command in N processes under mpirun and
     /// returns its exit code; null when there is nothing to start (no --nproc, or already under a launcher).
     /// </summary>
-    public static int? Relaunch(int? processes)
+    public static int? Relaunch(int? processes, int? batch = null)
     {
         if (processes is null || LaunchEnvironment.Detect() is not null) return null;
-        if (processes < 1) throw new OptionsException($"--nproc is {processes}; it must be at least 1.");
+        int cores = Environment.ProcessorCount;
+        if (processes < 1 || processes > cores)
+            throw new OptionsException($"--nproc is {processes}; this machine has {cores} core(s), and each process "
+                + $"needs one: give 1 to {cores}.");
         if (processes == 1) return null;
+        if (batch is { } b && b % processes != 0)
+            throw new OptionsException($"--batch-size {b} is the global batch of {processes} processes and must divide "
+                + $"among them; use a multiple of {processes}.");
         var mpirun = FindOnPath("mpirun") ?? throw new OptionsException("--nproc starts its processes with Open MPI's "
             + "mpirun, which is not installed (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev).");
         var start = new ProcessStartInfo(mpirun) { UseShellExecute = false };

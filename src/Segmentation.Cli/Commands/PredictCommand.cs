@@ -46,6 +46,7 @@ internal static class PredictCommand
                 throw new DataException($"{path}: no images found (looked for "
                     + $"{string.Join(", ", ImageFiles.Extensions)}).", path);
             var dir = p.GetValue(outDir)!;
+            Cli.RefuseFileAsFolder(dir);
             if (p.GetValue(onnx) is { } model)
             {
                 if (p.GetValue(f.Checkpoint) is not null)
@@ -131,12 +132,20 @@ internal static class PredictCommand
         OnnxPredictor predictor;
         try
         {
-            predictor = new OnnxPredictor(model, new OnnxPredictorOptions
+            var options = new OnnxPredictorOptions
             {
-                Classes = classes, FlipTta = flip, Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
+                Classes = classes, FlipTta = flip ?? false, Threads = Cli.ResolveThreads(p.GetValue(f.Threads),
+                    ctx.Err),
                 Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
                     : null,
-            });
+            };
+            predictor = new OnnxPredictor(model, options);
+            if (flip is null && predictor.Instances is not null)
+            {
+                // objects: flip TTA by default, as for checkpoints
+                predictor.Dispose();
+                predictor = new OnnxPredictor(model, options with { FlipTta = true });
+            }
         }
         catch (Exception e) when (e is InvalidDataException
             || e is FileNotFoundException) { throw new SegmentationException(e.Message, e); }

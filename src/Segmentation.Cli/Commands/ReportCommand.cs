@@ -25,13 +25,17 @@ internal static class ReportCommand
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _
             => "auto" };
         var output = new Option<string?>("--out") { Description = "The page to write (default RUN/report.html)." };
+        var overwrite = Cli.OverwriteFlag();
         cmd.Arguments.Add(runDir);
-        foreach (var o in new Option[] { worst, device, output }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { worst, device, output, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             var run = new RunFolder(p.GetValue(runDir)!);
             if (p.GetValue(worst) < 0) throw new OptionsException($"--worst {p.GetValue(worst)} must be 0 or more.");
             var path = p.GetValue(output) ?? run.Report;
+            // the run's own report.html is the report's to replace; any other file the user has is not
+            Cli.RefuseToReplace(path, p.GetValue(overwrite) || Path.GetFullPath(path) == Path.GetFullPath(run.Report),
+                "report.html");
             var html = Build(run, p.GetValue(worst), p.GetValue(device)!);
             AtomicFile.WriteAllText(path, html);
             ctx.Out.WriteLine($"wrote {path} ({html.Length / 1024} KiB)");

@@ -37,7 +37,8 @@ internal static class TrainCommand
 
     private static int Run(CommandContext ctx, Command cmd, TrainFlags flags, ParseResult p)
     {
-        if (DistributedLaunch.Relaunch(p.GetValue(flags.Nproc)) is { } exitCode) return exitCode;
+        if (DistributedLaunch.Relaunch(p.GetValue(flags.Nproc), p.GetValue(flags.Batch)) is { } exitCode)
+            return exitCode;
         using var group = DistributedLaunch.Join(p.GetValue(flags.Device)!, p.GetValue(flags.DistBackend)!,
             p.GetValue(flags.DistTimeout));
         if (group is not null && p.GetValue(flags.OutDir) is null)
@@ -57,6 +58,7 @@ internal static class TrainCommand
             ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         Checkpoint? resumeFrom = null;
         RunConfig config;
+        Cli.RefuseFileAsFolder(dir);
         var run = new RunFolder(dir);
         if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite))
             throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
@@ -113,9 +115,9 @@ internal static class TrainCommand
             throw new OptionsException("--resume needs --out, the run folder to continue.");
         var lastPath = new RunFolder(dir).Last;
         if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
-        RefuseFlagsThatCannotChange(p, cmd, dir);
-        var resumeFrom = Checkpoint.Load(lastPath);
         var config = RunConfig.Load(new RunFolder(dir).RunJson, dir, log.WriteLine);
+        RefuseFlagsThatCannotChange(p, cmd, dir, config.Arguments);
+        var resumeFrom = Checkpoint.Load(lastPath);
         var t0 = config.Trainer;
         config = config with
         {
@@ -366,15 +368,29 @@ internal static class TrainCommand
         "--device", "--eval-every", "--patience", "--out", "--resume", "--json", "--verbose", "--no-tensorboard" };
 
     /// <summary>--resume continues the run as it was set up: any other flag given is refused, by name.</summary>
-    private static void RefuseFlagsThatCannotChange(ParseResult p, Command cmd, string dir)
+    private static void RefuseFlagsThatCannotChange(ParseResult p, Command cmd, string dir,
+        IReadOnlyList<string>? recorded)
     {
-        var given = cmd.Options.Where(o => p.GetResult(o) is { Implicit: false } && !ResumeSafeFlags.Contains(o.Name))
-            .Select(o => o.Name).ToList();
+        // a flag given with the value the run was started with changes nothing (a script repeating its command)
+        bool Unchanged(Option o) => recorded is not null && p.GetResult(o) is { } r && Recorded(recorded, o.Name)
+            is { } before && before.SequenceEqual(r.Tokens.Select(t => t.Value));
+        var given = cmd.Options.Where(o => p.GetResult(o) is { Implicit: false } && !ResumeSafeFlags.Contains(o.Name)
+            && !Unchanged(o)).Select(o => o.Name).ToList();
         if (given.Count > 0)
             throw new OptionsException($"--resume continues the run in {dir} as it was set up (run.json), so "
                 + $"{string.Join(", ", given)} cannot change under it; drop {(given.Count == 1 ? "it" : "them")}, or "
                 + $"start a new run. A resume may change: "
                 + $"{string.Join(", ", ResumeSafeFlags.Where(f => f is not ("--out" or "--resume" or "--verbose")))}.");
+    }
+
+    /// <summary>The values a recorded command line gave <paramref name="option"/> (the last time it appears); null when
+    /// it does not.</summary>
+    private static List<string>? Recorded(IReadOnlyList<string> arguments, string option)
+    {
+        int at = -1;
+        for (int i = 0; i < arguments.Count; i++) if (arguments[i] == option) at = i;
+        if (at < 0) return null;
+        return arguments.Skip(at + 1).TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).ToList();
     }
 
     /// <summary>"optimiser: AdamW lr 0.0006 (encoder 6e-05), weight decay 0.01, poly 1, warm-up 5 %; recipe
@@ -449,6 +465,22 @@ internal static class TrainCommand
         var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter,
             new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
         if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
+        var result = Fit(trainer, train, validation, main ? progress : null, resumeFrom, run, main);
+        if (!main) return result.StopReason == "interrupted" ? Cli.Interrupted : 0;
+        ctx.FinishLine(log);
+        bool interrupted = result.StopReason == "interrupted";
+
+        // what auto resolved to
+        return Finish(ctx, log, run, result, interrupted, trainerOptions with { Precision = trainer.Options.Precision },
+            trainer.Device, model.ParameterCount(),
+            validation, asJson);
+    }
+
+    /// <summary>Trains until done or stopped (SIGINT or SIGTERM: between two steps; a second signal ends the process
+    /// at once); an unexpected error leaves crash.log in the run folder (rank 0).</summary>
+    private static TrainingResult Fit(Trainer trainer, SegmentationDataset train, SegmentationDataset? validation,
+        IProgress<TrainingProgress>? progress, Checkpoint? resumeFrom, RunFolder run, bool main)
+    {
         using var interrupt = new CancellationTokenSource();
         int signals = 0;
         void OnSignal(PosixSignalContext c)
@@ -459,20 +491,11 @@ internal static class TrainCommand
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        TrainingResult result;
-        try { result = trainer.Fit(train, validation, main ? progress : null, resumeFrom, interrupt.Token); }
+        try { return trainer.Fit(train, validation, progress, resumeFrom, interrupt.Token); }
         catch (Exception e) when (main && !CrashReport.IsExpected(e))
         {
             throw CrashReport.Write(run, e, trainer.StepName, trainer.Options);
         }
-        if (!main) return result.StopReason == "interrupted" ? Cli.Interrupted : 0;
-        ctx.FinishLine(log);
-        bool interrupted = result.StopReason == "interrupted";
-
-        // what auto resolved to
-        return Finish(ctx, log, run, result, interrupted, trainerOptions with { Precision = trainer.Options.Precision },
-            trainer.Device, model.ParameterCount(),
-            validation, asJson);
     }
 
     /// <summary>--fail-at E:S (tests): an unexpected error before step S of epoch E.</summary>

@@ -4,6 +4,7 @@ using Segmentation.Data;
 using Segmentation.Inference;
 using Segmentation.Models;
 using Segmentation.Models.Layers;
+using Segmentation.Shared;
 using static TorchSharp.torch;
 
 namespace Segmentation.Cli;
@@ -29,7 +30,10 @@ internal sealed class PredictFlags
                 "Sliding-window size HxW (logits averaged where windows overlap)." },
             Stride = new Option<string?>("--stride") { Description =
                 "Sliding-window stride HxW (default: 2/3 of the window)." },
-            Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip." },
+            Tta = new Option<string?>("--tta") { Description = "Test-time augmentation: flip (the logits of the image "
+                + "and its mirror image averaged, before the objects are decoded) or none. Default: flip for instance "
+                + "and panoptic models (it raised AP50 on the DSB2018 validation split: docs/plan.md), none for "
+                + "semantic ones." },
             Device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _
                 => "auto" },
             Precision = new Option<string>("--precision") { Description =
@@ -46,28 +50,42 @@ internal sealed class PredictFlags
     public string CheckpointPath(ParseResult p) => p.GetValue(Checkpoint)
         ?? throw new OptionsException("--checkpoint is required.");
 
+    /// <summary>A stride longer than the window (or not positive) refused before any work: it would leave pixels
+    /// unpredicted.</summary>
+    private void CheckWindow(ParseResult p)
+    {
+        if (p.GetValue(Slide) is not { } window) return;
+        var w = Size2.Parse(window);
+        var stride = p.GetValue(Stride) is { } given ? Size2.Parse(given) : w;
+        if (SlidingWindow.Problem(w.Height, w.Width, stride.Height, stride.Width) is { } problem)
+            throw new OptionsException($"--slide {window} --stride {p.GetValue(Stride)}: {problem}.");
+    }
+
     /// <summary>--slide, --stride and --tta, checked.</summary>
-    public (Size2? Window, Size2? Stride, bool Flip) Windowing(ParseResult p)
+    public (Size2? Window, Size2? Stride, bool? Flip) Windowing(ParseResult p)
     {
         var tta = p.GetValue(Tta);
-        if (tta is not null && tta != "flip")
-            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (tta is not null && tta is not ("flip" or "none"))
+            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip or --tta none.");
         if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null)
             throw new OptionsException("--stride needs --slide.");
+        CheckWindow(p);
         return (p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, p.GetValue(Stride) is { } st ? Size2.Parse(st)
-            : null, tta == "flip");
+            : null, tta is null ? null : tta == "flip");
     }
 
     public Predictor Open(ParseResult p, Checkpoint ckpt, TextWriter? log = null)
     {
         var tta = p.GetValue(Tta);
-        if (tta is not null && tta != "flip")
-            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip.");
+        if (tta is not null && tta is not ("flip" or "none"))
+            throw new OptionsException($"--tta '{tta}' is not supported; use --tta flip or --tta none.");
         if (p.GetValue(Stride) is not null && p.GetValue(Slide) is null)
             throw new OptionsException("--stride needs --slide.");
+        CheckWindow(p);
         return new Predictor(ckpt, new PredictorOptions
         {
-            Device = p.GetValue(Device)!, FlipTta = tta == "flip", Size = ckpt.Preprocessing.Size,
+            Device = p.GetValue(Device)!, Size = ckpt.Preprocessing.Size,
+                FlipTta = tta == "flip" || tta is null && ckpt.Dataset.Task != SegmentationTaskKind.Semantic,
                 Precision = Precisions.Parse(p.GetValue(Precision)!),
             Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st
                 ? Size2.Parse(st) : null,

@@ -142,7 +142,8 @@ internal sealed class TrainFlags
                 NoAugment,
                 Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
                     FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
-                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit, FailAt })
+                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit,
+                            FailAt })
             cmd.Options.Add(o);
     }
 }

@@ -42,11 +42,50 @@ public static class HuggingFaceSegformer
             throw new SegmentationException($"{folder}: an encoder-only SegFormer (ImageNet-trained, like "
                 + $"nvidia/{description.Encoder.Name}), with no decode head to import; start a model from it with "
                 + $"segment train --arch segformer --encoder {description.Encoder.Name} --encoder-weights {folder}.");
+        // before anything is built for them (a head, names, colours): masks are 8-bit
+        if (description.Classes is < 1 or > MaxClasses)
+            throw new SegmentationException($"{configPath}: {description.Classes:N0} classes (id2label or num_labels); "
+                + $"a model of this library has 1 to {MaxClasses}.");
+        var (dataset, normalization) = Ours(config, configPath, description, warnings);
         return PyTorchInterop.ImportedCheckpoint(description, weights,
             $"{weightsPath} (Hugging Face SegFormer weights)",
             ClassNames(config, description.Classes),
-            Preprocess(Path.Combine(folder, "preprocessor_config.json"), description.InChannels),
-            $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)");
+            normalization ?? Preprocess(Path.Combine(folder, "preprocessor_config.json"), description.InChannels),
+            $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)", dataset);
+    }
+
+    /// <summary>The key of our own in config.json: what transformers' config has no field for (the task, the instance
+    /// decoding, the class colours, the per-image normalisation).</summary>
+    public const string OwnKey = "segmentation";
+
+    /// <summary>
+    /// Our settings from config.json's <see cref="OwnKey"/>, checked against the model (classes and channels); a
+    /// folder without them imports as a semantic model, and <paramref name="warnings"/> says so.
+    /// </summary>
+    private static (DatasetDescription?, Normalization?) Ours(JsonObject config, string path,
+        ModelDescription model, IProgress<string>? warnings)
+    {
+        if (config[OwnKey] is not JsonObject ours)
+        {
+            warnings?.Report($"{path}: no '{OwnKey}' settings (a folder not written by 'segment export'): imported as "
+                + $"a semantic model, normalised as preprocessor_config.json says");
+            return (null, null);
+        }
+        try
+        {
+            var dataset = DatasetDescription.FromJson(ours["dataset"]!.AsObject());
+            var normalization = ours["normalization"].Deserialize<Normalization>(Checkpoint.Json)!;
+            normalization.Validate(model.InChannels);
+            if (dataset.Classes != model.Classes || dataset.InChannels != model.InChannels)
+                throw new FormatException($"{dataset.Classes} classes and {dataset.InChannels} channels for a model of "
+                    + $"{model.Classes} and {model.InChannels}");
+            return (dataset, normalization);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException
+            or FormatException or ArgumentException or KeyNotFoundException or OptionsException)
+        {
+            throw new SegmentationException($"{path}: '{OwnKey}' cannot be read ({e.Message}).", e);
+        }
     }
 
     /// <summary>
@@ -82,6 +121,7 @@ public static class HuggingFaceSegformer
                 + "are none of MiT-B0 to B5.");
         int classes = config["id2label"] is JsonObject labels ? labels.Count : config["num_labels"]?.GetValue<int>()
             ?? throw new SegmentationException($"{path}: neither id2label nor num_labels says how many classes.");
+
         return new ModelDescription
         {
             Architecture = "segformer", InChannels = config["num_channels"]?.GetValue<int>() ?? 3, Classes = classes,
@@ -96,6 +136,9 @@ public static class HuggingFaceSegformer
             Head = new ModelPart("resize"),
         }.Resolve();
     }
+
+    /// <summary>The most classes a model of this library has (masks hold 8-bit labels).</summary>
+    private const int MaxClasses = 256;
 
     private static string[] ClassNames(JsonObject config, int classes)
     {
@@ -124,13 +167,27 @@ public static class HuggingFaceSegformer
                 + $"(rescale_factor 1/255).");
         if (o["do_normalize"]?.GetValue<bool>() == false) return new Normalization(new float[channels],
             Enumerable.Repeat(1f, channels).ToArray());
-        float[] Floats(string key) => o[key] is JsonArray a ? a.Select(x => (float)x!.GetValue<double>()).ToArray()
-            : throw new SegmentationException($"{path}: no '{key}'.");
+        float[] Floats(string key)
+        {
+            try
+            {
+                return o[key] is JsonArray a ? a.Select(x => (float)x!.GetValue<double>()).ToArray()
+                    : throw new SegmentationException($"{path}: no '{key}' list of numbers.");
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
+            {
+                throw new SegmentationException($"{path}: '{key}' = {o[key]?.ToJsonString()}; expected a list of "
+                    + $"numbers, one per channel.", e);
+            }
+        }
         var (mean, std) = (Floats("image_mean"), Floats("image_std"));
         if (mean.Length != channels || std.Length != channels)
             throw new SegmentationException($"{path}: image_mean and image_std have {mean.Length} and {std.Length} "
                 + $"values; the model takes {channels} channels.");
-        return new Normalization(mean, std);
+        var normalization = new Normalization(mean, std);
+        try { normalization.Validate(channels); } // at import, not at the first prediction
+        catch (OptionsException e) { throw new SegmentationException($"{path}: {e.Message}", e); }
+        return normalization;
     }
 
     /// <summary>
@@ -170,6 +227,12 @@ public static class HuggingFaceSegformer
                     (JsonNode?)n))),
             ["label2id"] = new JsonObject(names.Select((n, i) => KeyValuePair.Create(n, (JsonNode?)i))
                 .DistinctBy(kv => kv.Key)),
+            [OwnKey] = new JsonObject
+            {
+                ["dataset"] = checkpoint.Dataset.ToJson(),
+                ["normalization"] = JsonSerializer.SerializeToNode(checkpoint.Preprocessing.Normalization,
+                    Checkpoint.Json),
+            },
         };
         var p = checkpoint.Preprocessing.Normalization;
         var preprocessor = new JsonObject

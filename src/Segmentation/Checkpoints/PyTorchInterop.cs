@@ -88,7 +88,10 @@ public static class PyTorchInterop
     public static Checkpoint Import(string path, PyTorchLayout layout, bool allowNonFinite = false,
         IProgress<string>? warnings = null)
     {
-        if (layout == PyTorchLayout.HuggingFace) return HuggingFaceSegformer.Import(path, allowNonFinite, warnings);
+        // a model folder, or a weights file in one (its config.json beside it)
+        if (layout == PyTorchLayout.HuggingFace)
+            return HuggingFaceSegformer.Import(File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path))!
+                : path, allowNonFinite, warnings);
         if (layout == PyTorchLayout.Segformer)
             return HuggingFaceSegformer.ImportStateDict(path, allowNonFinite, warnings);
         using var scope = NewDisposeScope();
@@ -107,14 +110,14 @@ public static class PyTorchInterop
     /// </summary>
     internal static Checkpoint ImportedCheckpoint(ModelDescription description, IReadOnlyDictionary<string,
         Tensor> weights,
-        string what, string[] names, Normalization normalization, string origin)
+        string what, string[] names, Normalization normalization, string origin, DatasetDescription? dataset = null)
     {
         using var model = new SegmentationModel(description);
         StateDicts.Load(model, weights, what);
         return new Checkpoint
         {
             Model = model.Description,
-            Dataset = new DatasetDescription
+            Dataset = dataset ?? new DatasetDescription
             {
                 Classes = description.Classes, ClassNames = names,
                     ClassColors = DatasetDescription.Defaults(description.Classes).Colors,

@@ -72,7 +72,8 @@ internal sealed class RunFolder
     /// when another process trains in it.</summary>
     public IDisposable Lock() => RunLock.Acquire(Directory);
 
-    /// <summary>Deletes every output of a run here (not the folder, not other files), but <paramref name="keep"/>.</summary>
+    /// <summary>Deletes every output of a run here (not the folder, not other files), but <paramref
+    /// name="keep"/>.</summary>
     public void DeleteOutputs(params string[] keep)
     {
         foreach (var path in AllOutputs.Except(keep))

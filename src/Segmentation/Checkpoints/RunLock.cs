@@ -9,7 +9,8 @@ namespace Segmentation.Checkpoints;
 /// </summary>
 internal sealed class RunLock : IDisposable
 {
-    private static readonly Dictionary<string, (FileStream Stream, int Count, bool Created)> Held = new();
+    private static readonly Dictionary<string, (FileStream Stream, int Count, bool Created, bool LockCreated)> Held =
+        new();
     private readonly string directory;
     private bool disposed;
 
@@ -37,6 +38,7 @@ internal sealed class RunLock : IDisposable
             }
             bool created = !Directory.Exists(directory);
             Directory.CreateDirectory(directory);
+            bool lockCreated = !File.Exists(LockFile(directory));
             FileStream stream;
             try
             {
@@ -53,7 +55,7 @@ internal sealed class RunLock : IDisposable
             }
             File.WriteAllText(OwnerFile(directory), $"process {Environment.ProcessId} on {Environment.MachineName} "
                 + $"since {DateTime.Now:yyyy-MM-dd HH:mm:ss}");
-            Held[directory] = (stream, 1, created);
+            Held[directory] = (stream, 1, created, lockCreated);
             return new RunLock(directory);
         }
     }
@@ -76,7 +78,9 @@ internal sealed class RunLock : IDisposable
             TryDelete(OwnerFile(directory));
             bool empty = held.Created && Directory.EnumerateFileSystemEntries(directory)
                 .All(f => f == LockFile(directory));
-            if (empty) TryDelete(LockFile(directory));
+            // a start that was refused leaves nothing in a folder the user had: the lock file goes unless a run is
+            // there
+            if (empty || held.LockCreated && !new RunFolder(directory).HoldsRun) TryDelete(LockFile(directory));
             held.Stream.Dispose();
             if (empty)
                 try { Directory.Delete(directory); }

@@ -77,6 +77,9 @@ public sealed class Predictor : IDisposable
         // predict as it was trained
         if (Options.Size is null && checkpoint.Preprocessing.Size is { } trained) Options =
             Options with { Size = trained };
+        if (Options.Window is { } win && Shared.SlidingWindow.Problem(win.Height, win.Width,
+            (Options.Stride ?? win).Height, (Options.Stride ?? win).Width) is { } windowing)
+            throw new OptionsException($"Sliding window: {windowing}.");
         if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1))
             throw new OptionsException($"Stride {s} must be positive.");
         Description = checkpoint.Dataset;

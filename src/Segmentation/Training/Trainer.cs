@@ -708,8 +708,9 @@ public sealed class Trainer : IDisposable
             valBatch = 1; // full-size images of different sizes cannot share a batch
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message,
                 Message =
-                    "validation images differ in size: validating one image at a time (set a validation batch size, "
-                        + "or --size, to change that)" });
+                    "validation images differ in size: validating one image at a time (a validation batch needs one "
+                        + "size: resize them as they are read with --size, TrainerOptions.Size; --val-batch-size 1, "
+                        + "TrainerOptions.ValBatchSize, says this choice outright)" });
         }
         return (trainLoader, new DataLoader(val, new DataLoaderOptions
         {

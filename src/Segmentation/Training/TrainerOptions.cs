@@ -120,8 +120,8 @@ public sealed record TrainerOptions
     /// already; this keeps them fitted when the machine turns out slower than timed).
     /// </summary>
     public bool FitScheduleToTimeLimit { get; init; }
-    /// <summary>Called before each training step with the epoch and the step (1-based): tests inject failures here.
-    /// Not recorded.</summary>
+    /// <summary>Called before each training step with the epoch and the step (1-based), for tests that inject a
+    /// failure. Not recorded.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     internal Action<int, int>? BeforeStep { get; init; }
     /// <summary>Seed for weights (when the trainer builds them), data order, augmentation and dropout.</summary>

@@ -100,6 +100,49 @@ public class HuggingFaceSegformerTests
         Assert.Contains("not empty", again.Err); // nothing the user had is replaced
     }
 
+    [Fact]
+    public void An_instance_segformer_keeps_its_task_decoding_and_per_image_normalisation_through_the_hf_layout()
+    {
+        using var dir = new TempDir();
+        using var model = new SegmentationModel(new ModelDescription { Architecture = "segformer", Encoder = new ModelPart("mit-b0"), Classes = 3, Seed = 2 });
+        var instances = new Segmentation.Data.InstanceSettings { BoundaryWidth = 3, MinSize = 17 };
+        var checkpoint = new Checkpoint
+        {
+            Model = model.Description, Weights = Checkpoint.SerializeWeights(model), TrainerSettings = new JsonObject(), State = new TrainingState(),
+            Preprocessing = new Preprocessing(Segmentation.Data.Normalization.Percentiles(3, 2, 99)),
+            Dataset = instances.Describe(3),
+        };
+        HuggingFaceSegformer.Export(checkpoint, dir["hf"]);
+        var warnings = new List<string>();
+        var back = HuggingFaceSegformer.Import(dir["hf"], warnings: new Segmentation.Training.SynchronousProgress<string>(warnings.Add));
+        Assert.Empty(warnings);
+        Assert.Equal(Segmentation.Data.SegmentationTaskKind.Instance, back.Dataset.Task);
+        Assert.Equal(17, back.Dataset.Instances!.MinSize);
+        Assert.Equal(Segmentation.Data.NormalizationScheme.Percentile, back.Preprocessing.Normalization.Scheme);
+        Assert.Equal(99, back.Preprocessing.Normalization.HighPercentile);
+
+        // A folder without our settings imports as semantic, and says so.
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir["hf"], "config.json")))!.AsObject();
+        config.Remove(HuggingFaceSegformer.OwnKey);
+        File.WriteAllText(Path.Combine(dir["hf"], "config.json"), config.ToJsonString());
+        var plain = HuggingFaceSegformer.Import(dir["hf"], warnings: new Segmentation.Training.SynchronousProgress<string>(warnings.Add));
+        Assert.Equal(Segmentation.Data.SegmentationTaskKind.Semantic, plain.Dataset.Task);
+        Assert.Contains(warnings, w => w.Contains("imported as a semantic model"));
+    }
+
+    [Fact]
+    public void A_class_count_from_the_config_is_checked_before_anything_is_built()
+    {
+        using var dir = new TempDir();
+        using var source = new SegmentationModel(new ModelDescription { Architecture = "segformer", Encoder = new ModelPart("mit-b0"), Classes = 2 });
+        var config = B0Config(2);
+        config.Remove("id2label");
+        config["num_labels"] = 1_000_000;
+        WriteFolder(dir["hf"], source, config);
+        var e = Assert.Throws<SegmentationException>(() => HuggingFaceSegformer.Import(dir["hf"]));
+        Assert.Contains("1,000,000 classes", e.Message); // from config.json, before the weights or a model
+    }
+
     /// <summary>
     /// NVlabs/SegFormer's names for ours, written here from the original code's modules (not from the library's
     /// mapping): patch_embed{i+1}.proj/norm, block{i+1}.{j}.norm1/attn.q/attn.kv (keys then values)/attn.sr/attn.norm/

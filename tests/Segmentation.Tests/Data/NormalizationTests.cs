@@ -7,6 +7,7 @@ using Segmentation.Models;
 using onnx::Segmentation.Onnx;
 using Segmentation.Shared;
 using Segmentation.Training;
+using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
 namespace Segmentation.Tests.Data;
@@ -123,6 +124,49 @@ public class NormalizationTests
         // Read back, the checkpoint keeps the scheme.
         checkpoint.Save(dir["model.ckpt"]);
         Assert.Equal(normalization.Scheme, Checkpoint.Load(dir["model.ckpt"]).Preprocessing.Normalization.Scheme);
+    }
+
+    /// <summary>Issue 37: the TorchSharp side and Segmentation.Onnx turned colour into gray two ways (and the ONNX side
+    /// ignored EXIF orientation), so the two routes found different objects on colour images. Now both read pixels
+    /// through one decoder: every kind of file gives the same bytes.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Both_routes_read_every_kind_of_image_to_the_same_pixels(int channels)
+    {
+        using var d = new TempDir();
+        var rng = new Random(channels);
+        byte B() => (byte)rng.Next(256);
+        var files = new List<string>();
+        void Save<TPixel>(string name, Func<int, int, TPixel> pixel, Action<Image<TPixel>>? edit = null)
+            where TPixel : unmanaged, IPixel<TPixel>
+        {
+            using var image = new Image<TPixel>(23, 17);
+            for (int y = 0; y < 17; y++) for (int x = 0; x < 23; x++) image[x, y] = pixel(x, y);
+            edit?.Invoke(image);
+            image.Save(d[name]);
+            files.Add(d[name]);
+        }
+        Save("colour.png", (x, y) => new Rgb24(B(), B(), B()));
+        Save("gray.png", (x, y) => new L8(B()));
+        Save("gray16.png", (x, y) => new L16((ushort)rng.Next(65536)));
+        Save("rgb48.png", (x, y) => new Rgb48((ushort)rng.Next(65536), (ushort)rng.Next(65536), (ushort)rng.Next(65536)));
+        Save("alpha.png", (x, y) => new Rgba32(B(), B(), B(), B()));
+        Save("colour.jpg", (x, y) => new Rgb24((byte)(x * 10), (byte)(y * 14), 90));
+        Save("turned.jpg", (x, y) => new Rgb24((byte)(x * 10), (byte)(y * 14), 90), image =>
+        {
+            image.Metadata.ExifProfile = new SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifProfile();
+            image.Metadata.ExifProfile.SetValue(SixLabors.ImageSharp.Metadata.Profiles.Exif.ExifTag.Orientation, (ushort)6);
+        });
+        foreach (var file in files)
+        {
+            var ours = new ImageReader().ReadImage(file, channels);
+            var (pixels, width, height) = OnnxPredictor.ReadImage(file, channels);
+            Assert.Equal((ours.Width, ours.Height), (width, height));
+            Assert.True(ours.Pixels.SequenceEqual(pixels), $"{Path.GetFileName(file)} at {channels} channel(s)");
+        }
+        Assert.Equal(17, new ImageReader().ReadImage(d["turned.jpg"], channels).Width); // turned a quarter
     }
 
     private static float[] Softmax(float[] logits, int classes, int plane)

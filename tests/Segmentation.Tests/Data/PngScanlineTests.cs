@@ -100,12 +100,35 @@ public class PngScanlineTests
             // a filter byte outside 0-4
             ["filter"] = WithRows(good, rows => { rows[0] = 7; return rows; }),
         };
+        // the pixels intact, zlib's own checksum of them (the stream's last four bytes) wrong
+        cases["adler"] = WithIdat(good, data => data[^1] ^= 0x01);
         foreach (var (name, bytes) in cases)
         {
             var file = d[name + ".png"];
             File.WriteAllBytes(file, bytes);
             var e = Assert.Throws<DataException>(() => new ImageReader().ReadImage(file, 3));
             Assert.Contains(file, e.Message);
+            if (name == "adler") Assert.Contains("checksum (Adler-32)", e.Message);
+        }
+    }
+
+    [Fact]
+    public void Masks_of_one_two_and_four_bits_are_read_at_their_own_levels()
+    {
+        using var d = new TempDir();
+        foreach (var (depth, levels) in new[] { (PngBitDepth.Bit1, 2), (PngBitDepth.Bit2, 4), (PngBitDepth.Bit4, 16) })
+        {
+            var path = d[$"{levels}.png"];
+            using (var image = new Image<L8>(8, 2))
+            {
+                for (int x = 0; x < 8; x++) image[x, 0] = image[x, 1] = new L8((byte)(x % levels * (255 / (levels - 1))));
+                image.Save(path, new PngEncoder { ColorType = PngColorType.Grayscale, BitDepth = depth });
+            }
+            var mask = new ImageReader().ReadMask(path);
+            Assert.Equal(Enumerable.Range(0, 8).Select(x => x % levels), mask.Values.Take(8));
+            Assert.True(mask.Bits < 8);
+            // a one-bit instance mask is one object, not an 8-bit mask that used its last number
+            if (levels == 2) Assert.Equal(1, Segmentation.Data.InstanceMasks.FromIds(mask, path).Max());
         }
     }
 

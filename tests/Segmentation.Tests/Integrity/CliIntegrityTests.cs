@@ -30,12 +30,14 @@ public class CliIntegrityTests
     {
         using var d = new TempDir();
         Assert.Equal(0, Run(Train("--data", TinyShapes, "--epochs", "1", "--out", d["run"])).Code);
-        var r = Run(Train("--out", d["run"], "--resume", "--epochs", "2"));
-        Assert.Equal(2, r.Code); // TinyModel repeats --base-channels, --depth, --batch-size: not changeable
-        Assert.Contains("--base-channels, --depth, --batch-size cannot change under it", r.Err);
+        var r = Run("train", "--out", d["run"], "--resume", "--epochs", "2", "--base-channels", "16", "--depth", "3",
+            "--batch-size", "4");
+        Assert.Equal(2, r.Code); // --base-channels and --depth would change the run; --batch-size 4 is as it was
+        Assert.Contains("--base-channels, --depth cannot change under it", r.Err);
         Assert.Contains("A resume may change: --epochs, --time-limit", r.Err);
-        var ok = Run("train", "--out", d["run"], "--resume", "--epochs", "2", "--workers", "1");
-        Assert.Equal(0, ok.Code);
+        // the command repeated as it was started (a script's) changes nothing, so it resumes
+        var ok = Run(Train("--data", TinyShapes, "--out", d["run"], "--resume", "--epochs", "2"));
+        Assert.True(ok.Code == 0, ok.Err);
         Assert.Equal(2, Segmentation.Checkpoints.Checkpoint.Load(d["run/last.ckpt"]).State.Epoch);
     }
 

@@ -105,20 +105,12 @@ public sealed class ImageReader
     }
 
     /// <summary>The EXIF orientation (1-8; 1 when absent or out of range).</summary>
-    private static int Orientation(ImageMetadata metadata)
-    {
-        var value = metadata.ExifProfile?.GetValue(ExifTag.Orientation);
-        return value is null ? 1 : value.Value is >= 1 and <= 8 ? value.Value : 1;
-    }
+    private static int Orientation(ImageMetadata metadata) => Shared.PixelDecoder.Orientation(metadata);
 
     /// <summary>Loads pixels and turns them as the EXIF orientation says, as viewers (and PIL's exif_transpose) show
     /// them.</summary>
-    private Image<TPixel> LoadOriented<TPixel>(byte[] bytes) where TPixel : unmanaged, IPixel<TPixel>
-    {
-        var image = Image.Load<TPixel>(configuration, bytes);
-        if (Orientation(image.Metadata) != 1) image.Mutate(c => c.AutoOrient());
-        return image;
-    }
+    private Image<TPixel> LoadOriented<TPixel>(byte[] bytes) where TPixel : unmanaged, IPixel<TPixel> =>
+        Shared.PixelDecoder.LoadOriented<TPixel>(configuration, bytes);
 
     /// <summary>Decodes an image to <paramref name="channels"/> channels: gray from colour by luminance, gray to RGB by
     /// replication, alpha dropped.</summary>
@@ -132,18 +124,9 @@ public sealed class ImageReader
         Identify(path, bytes);
         return Guard(path, () =>
         {
-            if (channels == 1)
-            {
-                using var gray = LoadOriented<L8>(bytes);
-                var px = new byte[gray.Width * gray.Height];
-                gray.CopyPixelDataTo(px);
-                return new ImageBuffer(gray.Width, gray.Height, 1, px);
-            }
-            using var rgb = LoadOriented<Rgb24>(bytes);
-            var rgbBytes = new byte[rgb.Width * rgb.Height * 3];
-            rgb.CopyPixelDataTo(rgbBytes);
-            var decoded = new ImageBuffer(rgb.Width, rgb.Height, 3, rgbBytes);
-            return channels == 3 ? decoded : Widen(decoded, channels);
+            // the ONNX Runtime package decodes with the same code
+            var (pixels, width, height) = Shared.PixelDecoder.Decode(configuration, bytes, channels);
+            return new ImageBuffer(width, height, channels, pixels);
         });
     }
 
@@ -164,17 +147,10 @@ public sealed class ImageReader
         return true;
     }
 
-    /// <summary>Gray or RGB to <paramref name="channels"/> channels: gray replicated; RGB then its first channels
-    /// repeated (e.g. for a 4-channel model fed RGB files).</summary>
-    private static ImageBuffer Widen(ImageBuffer image, int channels)
-    {
-        int n = image.Width * image.Height, from = image.Channels;
-        var wide = new byte[n * channels];
-        var px = image.Pixels;
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < channels; c++) wide[i * channels + c] = px[i * from + (from == 1 ? 0 : c % 3)];
-        return new ImageBuffer(image.Width, image.Height, channels, wide);
-    }
+    /// <summary>Gray or RGB to <paramref name="channels"/> channels (<see
+    /// cref="Shared.PixelDecoder.Widen"/>).</summary>
+    private static ImageBuffer Widen(ImageBuffer image, int channels) => new(image.Width, image.Height, channels,
+        Shared.PixelDecoder.Widen(image.Pixels, image.Channels, channels));
 
     /// <summary>
     /// An 8-bit gray or RGB PNG, not interlaced, with no transparency or orientation: decoded by <see
@@ -227,7 +203,11 @@ public sealed class ImageReader
                 using var g8 = LoadOriented<L8>(bytes);
                 var px = new byte[w * h];
                 g8.CopyPixelDataTo(px);
-                return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => (int)p));
+                // 1-, 2- and 4-bit gray: the file's own levels (0/1 for one bit), not their 8-bit stretch (0/255)
+                int bits = png.BitDepth switch { PngBitDepth.Bit1 => 1, PngBitDepth.Bit2 => 2, PngBitDepth.Bit4 => 4,
+                    _ => 8 };
+                int step = 255 / ((1 << bits) - 1);
+                return new RawMask(w, h, RawMaskKind.Gray, Array.ConvertAll(px, p => p / step), bits);
             });
         return ReadColourMask(path, bytes, w, h);
     }

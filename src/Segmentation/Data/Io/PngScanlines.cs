@@ -128,10 +128,30 @@ internal static class PngScanlines
         }
         catch (InvalidDataException e)
         {
-            problem = $"corrupt PNG image data ({e.Message})";
+            // .NET words a checksum mismatch as an unsupported compression method: tell the two apart by inflating
+            // the same data without zlib's wrapper
+            problem = InflatesWithoutChecksum(bytes, layout, raw.Length)
+                ? "corrupt PNG image data: zlib's checksum (Adler-32) of the pixels does not match them; the file is "
+                    + "damaged" : $"corrupt PNG image data ({e.Message})";
             return false;
         }
         return true;
+    }
+
+    /// <summary>Whether the image data inflates in full as a bare deflate stream (zlib's two-byte header skipped,
+    /// its checksum not read): then only the checksum was wrong.</summary>
+    private static bool InflatesWithoutChecksum(byte[] bytes, PngLayout layout, int length)
+    {
+        try
+        {
+            using var source = new ChunkStream(bytes, layout.Idat);
+            Span<byte> header = stackalloc byte[2];
+            if (source.Read(header) != 2) return false;
+            using var deflate = new DeflateStream(source, CompressionMode.Decompress);
+            var sink = new byte[length];
+            return deflate.ReadAtLeast(sink, length, throwOnEndOfStream: false) == length;
+        }
+        catch (InvalidDataException) { return false; }
     }
 
     /// <summary>Undoes the row filters of <paramref name="raw"/> into <paramref name="rows"/> (<paramref
