@@ -14,8 +14,10 @@ namespace Segmentation.Cli;
 internal static class CrashReport
 {
     /// <summary>Errors the user can act on from their message alone; anything else is a crash.</summary>
-    public static bool IsExpected(Exception e) => e is SegmentationException or IOException
-        or UnauthorizedAccessException or InvalidDataException or OperationCanceledException;
+    public static bool IsExpected(Exception e) => e is AggregateException aggregate
+        ? aggregate.Flatten().InnerExceptions.Any(IsExpected)
+        : e is SegmentationException or IOException or UnauthorizedAccessException or InvalidDataException
+            or OperationCanceledException;
 
     /// <summary>Writes crash.log into <paramref name="run"/> (atomically) and returns the error to show.</summary>
     public static SegmentationException Write(RunFolder run, Exception e, string step, TrainerOptions options)
