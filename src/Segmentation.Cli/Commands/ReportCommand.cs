@@ -72,7 +72,7 @@ internal static class ReportCommand
             .Append("td,th{border:1px solid #ccc;padding:3px "
                 + "8px;text-align:right}th{background:#eee}td:first-child{text-align:left}")
             .Append("pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}")
-            .Append("img{max-width:100%}figure{margin:1em 0}")
+            .Append("img{max-width:100%}figure{margin:1em 0}figcaption{overflow-wrap:anywhere}")
             .Append(".swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}")
             .Append("</style></head><body>");
         page.Append("<h1>Run ").Append(E(Path.GetFullPath(run.Directory))).Append("</h1>");
@@ -85,7 +85,7 @@ internal static class ReportCommand
             .Append(E($"{train.Count} training images, {val?.Count ?? 0} validation images.")).Append("</p>");
         if (metrics is not null) page.Append(Table(metrics, train.Description));
         if (metrics?.Instances is { } objects) // instance and panoptic runs: AP and panoptic quality
-            page.Append("<h2>Objects</h2><pre>").Append(E(objects.ToString())).Append("</pre>");
+            page.Append(ObjectReport.Metrics(objects));
         page.Append("<h2>Curves</h2>").Append(Img(Pictures.Curves(history), "curves: losses and mean IoU per epoch"));
         if (metrics is not null) page.Append("<h2>Confusion matrix</h2>")
             .Append(Img(Pictures.Confusion(metrics), "confusion matrix"));
@@ -154,6 +154,8 @@ internal static class ReportCommand
     {
         using var predictor = Predictor.FromFile(checkpoint, new PredictorOptions { Device = device });
         var d = predictor.Description;
+        // objects: ranked by each image's AP, drawn object by object
+        if (d.Task != SegmentationTaskKind.Semantic) return ObjectReport.Worst(predictor, val, count);
         var scored = new List<(double IoU, Sample Sample, byte[] Labels)>();
         for (int i = 0; i < val.Count; i++)
         {
