@@ -22,6 +22,9 @@ internal static class Limits
     public const int OnnxMetadataChars = 1 << 20;
     /// <summary>A side of an input shape a checkpoint records as checked, and the values such an input holds.</summary>
     public const long CheckedInputSide = 1 << 16, CheckedInputValues = 1L << 28;
-    /// <summary>A JSON settings file the library reads (plan.json: a plan with its fingerprint is a few KiB).</summary>
+    /// <summary>A JSON settings file the library reads (plan.json, run.json, config.json, a palette, the kernel-check
+    /// cache, metrics.jsonl): a plan with its fingerprint is a few KiB.</summary>
     public const long ConfigFileBytes = 16L << 20;
+    /// <summary>A checkpoint: weights and optimiser state (SegFormer-B5's are about 1 GB).</summary>
+    public const long CheckpointBytes = 64L << 30;
 }

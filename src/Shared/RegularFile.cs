@@ -41,4 +41,30 @@ internal static class RegularFile
         }
         finally { Marshal.FreeHGlobal(status); }
     }
+
+    /// <summary>
+    /// The one rule for every file the library reads whole (configs, records, plans, caches, checkpoints): a regular
+    /// file, checked before it is opened (a FIFO would wait forever, <c>/dev/zero</c> would read until memory ran out),
+    /// of at most <paramref name="maxBytes"/>. A missing file is a <see cref="FileNotFoundException"/>; anything else
+    /// an <see cref="InvalidDataException"/> naming the file, what it is and the limit.
+    /// </summary>
+    public static byte[] ReadAllBytes(string path, long maxBytes, string what)
+    {
+        switch (Problem(path))
+        {
+            case null: break;
+            case "missing": throw new FileNotFoundException($"{path}: no such file ({what}).", path);
+            case var problem: throw new InvalidDataException($"{path}: {problem}, not a {what}; refused without "
+                + "opening it.");
+        }
+        long length = new FileInfo(path).Length;
+        if (length > maxBytes)
+            throw new InvalidDataException($"{path}: {length:N0} bytes, over the limit of {maxBytes:N0} for a {what}.");
+        return File.ReadAllBytes(path);
+    }
+
+    /// <summary><see cref="ReadAllBytes"/> as UTF-8 text.</summary>
+    public static string ReadAllText(string path, long maxBytes, string what) =>
+        new StreamReader(new MemoryStream(ReadAllBytes(path, maxBytes, what)), detectEncodingFromByteOrderMarks: true)
+            .ReadToEnd();
 }

@@ -53,7 +53,8 @@ internal static class ReportCommand
                 throw new SegmentationException($"{needed}: not found; segment report needs a finished run folder "
                     + $"(run.json, summary.json, best.ckpt).");
         var config = RunConfig.Load(run.RunJson, run.Directory);
-        var summary = JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject();
+        var summary = JsonNode.Parse(RegularFile.ReadAllText(run.Summary, Limits.ConfigFileBytes, "run summary"))!
+            .AsObject();
         var metrics = summary["meanIoU"] is null ? null : SegmentationMetrics.FromJsonObject(summary);
         var (history, notes) = ReadHistory(run.Metrics);
         // This folder's own best.ckpt first: a copied run folder must not report on the original's checkpoint.
@@ -93,7 +94,8 @@ internal static class ReportCommand
             worstCount, device));
         page.Append("<h2>Set-up</h2><p>Repeat it with <code>segment train --config ")
             .Append(E(Path.GetFullPath(run.RunJson))).Append(" --out NEW_FOLDER</code>.</p>")
-            .Append("<details><summary>run.json</summary><pre>").Append(E(File.ReadAllText(run.RunJson)))
+            .Append("<details><summary>run.json</summary><pre>")
+                .Append(E(RegularFile.ReadAllText(run.RunJson, Limits.ConfigFileBytes, "run record")))
                 .Append("</pre></details>");
         page.Append("<script>window.addEventListener('load',()=>{")
             .Append("const bad=[...document.images].filter(i=>!i.complete||i.naturalWidth===0).length;")
@@ -111,7 +113,7 @@ internal static class ReportCommand
         var history = new List<EpochRecord>();
         var notes = new List<string>();
         if (!File.Exists(path)) return (history, notes);
-        var lines = File.ReadAllLines(path);
+        var lines = RegularFile.ReadAllText(path, Limits.ConfigFileBytes, "metrics record").Split('\n');
         int last = Array.FindLastIndex(lines, l => l.Trim().Length > 0);
         for (int i = 0; i <= last; i++)
         {

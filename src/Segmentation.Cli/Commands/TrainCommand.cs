@@ -582,7 +582,8 @@ internal static class TrainCommand
             run.Overlays, trainerOptions.Device, trainerOptions.Precision);
 
         // The trainer wrote summary.json (the run folder's files are the library's; the CLI adds its pictures).
-        var summary = File.Exists(run.Summary) ? JsonNode.Parse(File.ReadAllText(run.Summary))!.AsObject()
+        var summary = File.Exists(run.Summary) ? JsonNode.Parse(RegularFile.ReadAllText(run.Summary,
+            Limits.ConfigFileBytes, "run summary"))!.AsObject()
             : new JsonObject();
 
         if (interrupted)

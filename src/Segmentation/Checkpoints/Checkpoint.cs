@@ -147,8 +147,8 @@ public sealed class Checkpoint
     public static Checkpoint Load(string path)
     {
         byte[] bytes;
-        try { bytes = File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException || e is UnauthorizedAccessException)
+        try { bytes = RegularFile.ReadAllBytes(path, Limits.CheckpointBytes, "checkpoint"); }
+        catch (Exception e) when (e is IOException || e is UnauthorizedAccessException || e is InvalidDataException)
         {
             throw new CheckpointException($"{path}: cannot read the checkpoint ({e.Message}).", e);
         }

@@ -27,8 +27,13 @@ public static class HuggingFaceSegformer
         if (!File.Exists(configPath))
             throw new SegmentationException($"{folder}: no config.json; a Hugging Face model folder has one.");
         JsonObject config;
-        try { config = JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? throw new JsonException("empty"); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        try
+        {
+            config = JsonNode.Parse(RegularFile.ReadAllText(configPath, Limits.ConfigFileBytes, "model config"))
+                ?.AsObject() ?? throw new JsonException("empty");
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException
+            or IOException)
         {
             throw new SegmentationException($"{configPath}: not a JSON object ({e.Message}).", e);
         }
@@ -158,7 +163,7 @@ public static class HuggingFaceSegformer
     private static Normalization Preprocess(string path, int channels)
     {
         if (!File.Exists(path)) return Normalization.DefaultFor(channels);
-        var o = JsonNode.Parse(File.ReadAllText(path))?.AsObject()
+        var o = JsonNode.Parse(RegularFile.ReadAllText(path, Limits.ConfigFileBytes, "preprocessor config"))?.AsObject()
             ?? throw new SegmentationException($"{path}: not a JSON object.");
         double rescale = o["do_rescale"]?.GetValue<bool>() == false ? 1 : o["rescale_factor"]?.GetValue<double>()
             ?? 1 / 255.0;

@@ -96,12 +96,14 @@ internal sealed record RunConfig
         try
         {
             var json =
-                System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                System.Text.Json.Nodes.JsonNode.Parse(RegularFile.ReadAllText(path, Limits.ConfigFileBytes,
+                    "run record (run.json)")) as System.Text.Json.Nodes.JsonObject
                 ?? throw new SegmentationException($"{path}: the run configuration is not a JSON object.");
             config = Upgrade(json).Deserialize<RunConfig>(Json)
                 ?? throw new SegmentationException($"{path}: empty run configuration.");
         }
-        catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException || e is JsonException || e is UnauthorizedAccessException
+            || e is InvalidDataException)
         {
             throw new SegmentationException($"{path}: cannot read the run configuration ({e.Message}); it should be "
                 + $"the run.json that 'segment train' writes into its run folder.", e);

@@ -746,7 +746,9 @@ public sealed class Trainer : IDisposable
     private static void ValidateData(SegmentationDataset train, SegmentationDataset? val, RunFolder? run,
         IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
-        var known = run is not null && File.Exists(run.Validated) ? File.ReadAllLines(run.Validated).ToHashSet()
+        var known = run is not null && File.Exists(run.Validated) ? RegularFile.ReadAllText(run.Validated,
+            Limits.ConfigFileBytes, "record of checked data").Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .ToHashSet()
             : new HashSet<string>();
         var fresh = new List<string>();
         foreach (var (data, role) in new[] { (train, "training"), (val, "validation") })

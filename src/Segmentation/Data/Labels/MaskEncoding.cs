@@ -201,9 +201,10 @@ internal static class ClassPalette
     public static IReadOnlyList<Entry> Load(string path)
     {
         string text;
-        try { text = File.ReadAllText(path); }
+        try { text = RegularFile.ReadAllText(path, Limits.ConfigFileBytes, "palette file"); }
         catch (Exception e) when (e is IOException
-            || e is UnauthorizedAccessException) { throw new DataException($"{path}: cannot read the palette file "
+            || e is UnauthorizedAccessException
+            || e is InvalidDataException) { throw new DataException($"{path}: cannot read the palette file "
             + $"({e.Message}).", path, e); }
         var entries = text.TrimStart().StartsWith('[') || text.TrimStart().StartsWith('{') ? ParseJson(text, path)
             : ParseCsv(text, path);

@@ -151,13 +151,28 @@ internal static class KernelVerdicts
         try
         {
             if (!File.Exists(path)) return null;
-            var s = JsonSerializer.Deserialize<Store>(File.ReadAllText(path), Json);
-            return s is not null && s.Machine == Machine() ? s : null; // a hash collision is not a match
+            // a cache that is a FIFO or a device is no cache: measured again, never waited on
+            var s = JsonSerializer.Deserialize<Store>(RegularFile.ReadAllText(path, Limits.ConfigFileBytes,
+                "kernel-check cache"), Json);
+            if (s is null || s.Machine != Machine()) return null; // a hash collision is not a match
+            // an entry that contradicts itself (an edited tolerance, errors that are no errors) is measured again
+            s.Convolutions.RemoveAll(v => !Consistent(v));
+            foreach (var key in s.Layers.Where(kv => !(kv.Value >= 0 && double.IsFinite(kv.Value))).Select(kv =>
+                kv.Key).ToList())
+                s.Layers.Remove(key);
+            return s;
         }
         catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException
-            or NotSupportedException)
+            or NotSupportedException or InvalidDataException)
         {
             return null;
         }
     }
+
+    /// <summary>A cached verdict is trusted only as this build would have written it: today's tolerance, the route it
+    /// is filed under, and errors that are finite and not negative where the outputs were finite.</summary>
+    private static bool Consistent(ConvolutionVerdict v) => v.Result is { } r && r.Route == v.Route && v.Threads >= 1
+        && r.Tolerance == ConvolutionCheck.Tolerance
+        && (!r.Finite || new[] { r.OutputError, r.InputGradientError, r.WeightGradientError }
+            .All(e => e >= 0 && double.IsFinite(e)));
 }

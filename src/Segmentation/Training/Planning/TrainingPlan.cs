@@ -86,15 +86,15 @@ public sealed record TrainingPlan
     /// <summary>Reads plan.json; a file that is not a plan is an <see cref="OptionsException"/> naming it.</summary>
     public static TrainingPlan Load(string path)
     {
-        if (RegularFile.Problem(path) is { } problem)
-            throw new OptionsException($"{path}: {problem}; a plan is a plan.json file that 'segment plan' wrote.");
-        var length = new FileInfo(path).Length;
-        if (length > Limits.ConfigFileBytes)
-            throw new OptionsException($"{path}: {length:N0} bytes, over the limit of {Limits.ConfigFileBytes:N0} "
-                + "for a plan.");
+        string text;
+        try { text = RegularFile.ReadAllText(path, Limits.ConfigFileBytes, "plan (plan.json from 'segment plan')"); }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw new OptionsException(e.Message);
+        }
         try
         {
-            var plan = JsonSerializer.Deserialize<TrainingPlan>(File.ReadAllText(path), Json)
+            var plan = JsonSerializer.Deserialize<TrainingPlan>(text, Json)
                 ?? throw new OptionsException($"{path}: empty plan.");
             plan.Validate(path);
             return plan;
