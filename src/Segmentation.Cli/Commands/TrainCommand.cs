@@ -176,6 +176,8 @@ internal static class TrainCommand
         var overridden = now.Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToList();
         if (recorded.Arguments is { } before)
         {
+            RefuseEditedFields(path, recorded, p.RootCommandResult.Command.Parse(new[] { "train" }.Concat(before)
+                .ToArray()), flags);
             // The record's flags, less those given now, then the ones given now; data paths as the record resolved
             // them.
             var kept = new List<string>();
@@ -212,6 +214,44 @@ internal static class TrainCommand
             + $"{string.Join(", ", changed)} from the command line");
         // this run writes its own versions
         return RunConfig.FromJson(merged, path) with { Versions = null, Arguments = null };
+    }
+
+    /// <summary>Fields of a record's model and trainer that are filled in when the run starts, not set by
+    /// flags.</summary>
+    private static readonly string[] ResolvedFields = { "Model.Classes", "Model.InChannels", "Trainer.PreviewImages",
+        "Trainer.Threads" };
+
+    /// <summary>
+    /// A record replays its command line, so a field edited in its Model or Trainer (which the command line does not
+    /// say) would be silently ignored: refused instead, naming each field, its value and what the flags give.
+    /// </summary>
+    private static void RefuseEditedFields(string path, RunConfig recorded, ParseResult recordedFlags,
+        TrainFlags flags)
+    {
+        if (recordedFlags.Errors.Count > 0) return; // reported by the caller
+        var given = RunConfig.ToJson(NewRun(recordedFlags, flags));
+        var record = RunConfig.ToJson(recorded);
+        var edited = new List<string>();
+        foreach (var part in new[] { "Model", "Trainer" })
+            Differences(record[part], given[part], part, edited);
+        edited.RemoveAll(e => ResolvedFields.Any(f => e.StartsWith(f + " ", StringComparison.Ordinal)));
+        if (edited.Count > 0)
+            throw new OptionsException($"{path}: {string.Join("; ", edited.Take(5))}: the record replays its command "
+                + "line (Arguments), which does not say this. Give the flag instead (segment train --config "
+                + $"{path} --FLAG VALUE), or edit Arguments.");
+    }
+
+    private static void Differences(System.Text.Json.Nodes.JsonNode? a, System.Text.Json.Nodes.JsonNode? b,
+        string at, List<string> found)
+    {
+        if (a is System.Text.Json.Nodes.JsonObject x && b is System.Text.Json.Nodes.JsonObject y)
+        {
+            foreach (var key in x.Select(kv => kv.Key).Union(y.Select(kv => kv.Key)))
+                Differences(x[key], y[key], $"{at}.{key}", found);
+        }
+        else if (!System.Text.Json.Nodes.JsonNode.DeepEquals(a, b))
+            found.Add($"{at} is {a?.ToJsonString() ?? "null"} in the record, {b?.ToJsonString() ?? "null"} by its "
+                + "flags");
     }
 
     private static void Override(System.Text.Json.Nodes.JsonObject target, System.Text.Json.Nodes.JsonObject given,

@@ -234,6 +234,14 @@ public class CliTests
         Assert.Equal(3, (int)e["Model"]!["Encoder"]!["Options"]!["Depth"]!); // the rest as recorded
         Assert.Equal("hflip rot90 elastic(alpha=20,sigma=3)", (string)e["Trainer"]!["Augmentation"]!);
 
+        // A field edited in the record, which its command line does not say, is refused by name, not ignored.
+        var edited = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
+        edited["Trainer"]!["LearningRate"] = 0.5;
+        File.WriteAllText(d["edited.json"], edited.ToJsonString());
+        var refused = Run("train", "--config", d["edited.json"], "--out", d["g"], "--no-tensorboard");
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("Trainer.LearningRate is 0.5 in the record", refused.Err);
+
         // A record from before the command line was kept: merged field by field.
         var old = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
         old.Remove("Arguments");
