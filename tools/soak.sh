@@ -16,6 +16,9 @@ EPOCHS=${2:-30}
 OUT=${3:-/tmp/soak}
 SHARED=${SHARED:-../shared/datasets}
 mkdir -p "$OUT"
+# A native crash (SIGSEGV) leaves .NET's crash report beside a dump: every thread's native and managed frames.
+export DOTNET_DbgEnableMiniDump=1 DOTNET_DbgMiniDumpType=1 DOTNET_EnableCrashReport=1
+export DOTNET_DbgMiniDumpName="$OUT/crash-%e-%p.dmp"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $ROUNDS round(s) of $EPOCHS epochs"
 
 # 60 DSB2018 images as a folder of links (the subset)
