@@ -56,7 +56,7 @@ internal static class PlanCommand
             TimeLimit = config.Trainer.TimeLimit,
             PretrainedResNet18 = p.GetResult(flags.Model.Encoder) is { Implicit: false } ? null
                 : MlNetResNet18.FindInNuGetCache(),
-            Threads = config.Trainer.Threads, Timings = timings,
+            Threads = config.Trainer.Threads, Timings = timings, Device = config.Trainer.Device,
         };
         return TrainingPlanner.Plan(train, val, options, new SynchronousProgress<string>(log.WriteLine), fingerprint);
     }

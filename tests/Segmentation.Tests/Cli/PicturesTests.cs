@@ -129,17 +129,7 @@ public class PicturesTests
         Assert.True(train.Code == 0, train.Err);
         var report = CliResult.Run("report", d["run"], "--worst", "3", "--device", "cpu");
         Assert.True(report.Code == 0, report.Err);
-        string Browser(params string[] args)
-        {
-            var psi = new ProcessStartInfo(chromium) { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars" }.Concat(args)) psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            var output = p.StandardOutput.ReadToEndAsync();
-            var errors = p.StandardError.ReadToEndAsync();
-            Assert.True(p.WaitForExit(120_000), "chromium did not finish");
-            Assert.DoesNotContain("Uncaught", errors.Result);
-            return output.Result;
-        }
+        string Browser(params string[] args) => Chromium(chromium, args);
         var url = new Uri(Path.GetFullPath(d["run/report.html"])).AbsoluteUri;
         var dom = Browser("--virtual-time-budget=5000", "--dump-dom", url);
         Assert.Contains("data-images=\"ok\"", dom);     // every picture decoded
@@ -151,5 +141,35 @@ public class PicturesTests
         var colours = new HashSet<int>();
         for (int i = 0; i < shot.Width * shot.Height; i += 7) colours.Add(shot.Pixels[i * 3] << 16 | shot.Pixels[i * 3 + 1] << 8 | shot.Pixels[i * 3 + 2]);
         Assert.True(colours.Count > 200, $"the screenshot has {colours.Count} colours: the pictures did not render");
+    }
+
+    /// <summary>Headless chromium with <paramref name="args"/>; its standard output.</summary>
+    private static string Chromium(string chromium, params string[] args)
+    {
+        var psi = new ProcessStartInfo(chromium) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars" }.Concat(args)) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        var errors = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(120_000), "chromium did not finish");
+        Assert.DoesNotContain("Uncaught", errors.Result);
+        return output.Result;
+    }
+
+    [ChromiumFact]
+    public void An_instance_runs_report_loads_in_a_headless_browser_with_object_panels_and_the_AP_plot()
+    {
+        using var d = new TempDir();
+        var train = CliResult.Run("train", "--data", "builtin:shapes?count=40&size=48&seed=3", "--task", "instance", "--epochs", "2", "--base-channels", "8", "--depth", "2", "--batch-size", "8", "--workers", "1", "--device", "cpu", "--out", d["run"], "--no-tensorboard");
+        Assert.True(train.Code == 0, train.Err);
+        Assert.Equal(0, CliResult.Run("report", d["run"], "--worst", "3", "--device", "cpu").Code);
+        var url = new Uri(Path.GetFullPath(d["run/report.html"])).AbsoluteUri;
+        var dom = Chromium(ChromiumFactAttribute.Browser!, "--virtual-time-budget=5000", "--dump-dom", url);
+        Assert.Contains("data-images=\"ok\"", dom);
+        Assert.Equal(3, System.Text.RegularExpressions.Regex.Matches(dom, "class=\"objects-panel\"").Count);
+        Assert.Contains("by their own AP", dom);
+        Assert.Contains("class=\"ap-plot\"", dom);
+        Chromium(ChromiumFactAttribute.Browser!, "--window-size=1200,2400", $"--screenshot={d["shot.png"]}", url);
+        Assert.True(new FileInfo(d["shot.png"]).Length > 10_000);
     }
 }

@@ -79,4 +79,14 @@ public class PlanCliTests
         Assert.DoesNotContain("planning", flagged.Out);
         Assert.False(File.Exists(d["run2/plan.json"]));
     }
+
+    [Fact]
+    public void A_guessed_model_flag_gets_the_flags_that_choose_the_model()
+    {
+        var r = Run("train", "--model", "small");
+        Assert.Equal(2, r.Code);
+        Assert.Contains("--base-channels", r.Err);
+        Assert.Contains("--encoder", r.Err);
+        Assert.Contains("plans the model", r.Err);
+    }
 }

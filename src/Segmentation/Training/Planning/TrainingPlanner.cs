@@ -18,8 +18,8 @@ public sealed record PlannerOptions
     /// <summary>Known step timings (a plan.json's): candidates found here are not measured again, so a plan made from
     /// the same timings is the same plan.</summary>
     public IReadOnlyList<PlanTiming>? Timings { get; init; }
-    /// <summary>Device for the timings.</summary>
-    public string Device { get; init; } = "cpu";
+    /// <summary>Device for the timings: the one the run trains on (auto, cpu, cuda).</summary>
+    public string Device { get; init; } = "auto";
 }
 
 /// <summary>
