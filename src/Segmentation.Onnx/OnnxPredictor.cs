@@ -259,14 +259,7 @@ public sealed class OnnxPredictor : IDisposable
     /// cref="ReadImage(string)"/>).</summary>
     internal static (byte[] Pixels, int Width, int Height) ReadImage(string path, int channels)
     {
-        if (RegularFile.Problem(path) is { } problem)
-            throw problem == "missing" ? new FileNotFoundException($"{path}: no such image.", path)
-                : new InvalidDataException($"{path}: {problem}, not an image file; refused without opening it.");
-        var length = new FileInfo(path).Length;
-        if (length > Limits.ImageFileBytes)
-            throw new InvalidDataException($"{path}: {length:N0} bytes, over the image file limit of "
-                + $"{Limits.ImageFileBytes:N0}.");
-        var bytes = File.ReadAllBytes(path);
+        var bytes = RegularFile.ReadAllBytes(path, Limits.ImageFileBytes, "image file");
         var info = Image.Identify(bytes)
             ?? throw new InvalidDataException($"{path}: not an image ImageSharp can read.");
         if ((long)info.Width * info.Height > MaxPixels)

@@ -343,20 +343,15 @@ public sealed class Trainer : IDisposable
         /// <summary>The epochs the run was set up for, before any fitting to the time limit.</summary>
         private int plannedEpochs;
 
-        /// <summary>The median of <paramref name="values"/> (0 for none): one slow epoch (another process's burst)
-        /// does not move it.</summary>
-        private static double Median(IEnumerable<double> values)
-        {
-            var sorted = values.Order().ToArray();
-            return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2]
-                : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-        }
-
         /// <summary>The median training epoch of this call (the first left out once there are others: it carries the
-        /// layer check and a cold cache) and the median evaluation (0 before the first).</summary>
-        private (double Train, double Eval) EpochTimes() => (
-            Median((timings.Count > 1 ? timings.Skip(1) : timings).Select(x => x.Train)),
-            Median(timings.Where(x => x.Eval > 0).Select(x => x.Eval)));
+        /// layer check and a cold cache) and the median evaluation (0 before the first); medians, so that one slow
+        /// epoch (another process's burst) does not move them.</summary>
+        private (double Train, double Eval) EpochTimes()
+        {
+            var evals = timings.Where(x => x.Eval > 0).Select(x => x.Eval).ToList();
+            return (TrainingBenchmark.Median((timings.Count > 1 ? timings.Skip(1) : timings).Select(x => x.Train)
+                .ToList()), evals.Count == 0 ? 0 : TrainingBenchmark.Median(evals));
+        }
 
         /// <summary>
         /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after each epoch, the most epochs (up to those planned)

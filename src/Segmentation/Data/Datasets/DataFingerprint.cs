@@ -97,7 +97,7 @@ public sealed record DataFingerprint
             perImage[i] = (s.Width, s.Height, mean / 255, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultLow)
                 / 255, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultHigh) / 255);
             sums[i] = ChannelSums(s.Image);
-            if (HasColour(s.Image)) Interlocked.Increment(ref colour);
+            if (!ImageChannels.AllGray(s.Image)) Interlocked.Increment(ref colour);
             var labels = s.Instances is { } ids && boundary is not null ? InstanceTargets.Make(s.Mask, ids, 1,
                 s.Height, s.Width, boundary.BoundaryWidth, (byte)boundary.Things.Length) : s.Mask;
             var counts = new long[256];
@@ -129,15 +129,6 @@ public sealed record DataFingerprint
                 : ObjectsOf(objectCounts, areas.Where(a => a is not null).SelectMany(a => a).ToArray()),
             DecodedBytes = decoded,
         };
-    }
-
-    private static bool HasColour(ImageBuffer image)
-    {
-        var p = image.Pixels;
-        if (image.Channels < 3) return false;
-        for (int i = 0; i + 2 < p.Length; i += image.Channels)
-            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return true;
-        return false;
     }
 
     /// <summary>Sum and sum of squares of each channel (pixel / 255), and the pixel count last.</summary>

@@ -28,6 +28,17 @@ internal static class ImageChannels
         }
     }
 
+    /// <summary>Whether every pixel of an image of three or more channels has R = G = B (one channel:
+    /// always).</summary>
+    public static bool AllGray(ImageBuffer image)
+    {
+        var p = image.Pixels;
+        if (image.Channels < 3) return true;
+        for (int i = 0; i + 2 < p.Length; i += image.Channels)
+            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return false;
+        return true;
+    }
+
     /// <summary>Surveys every image (in parallel). Unreadable files are left to the data check, which names
     /// them.</summary>
     public static Survey Of(IReadOnlyList<string> images, ImageReader reader)

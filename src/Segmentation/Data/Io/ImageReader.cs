@@ -140,11 +140,7 @@ public sealed class ImageReader
             CheckSize(path, layout.Width, layout.Height);
             return true;
         }
-        var rgb = ReadImage(path, 3);
-        var p = rgb.Pixels;
-        for (int i = 0; i < p.Length; i += 3)
-            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return false;
-        return true;
+        return ImageChannels.AllGray(ReadImage(path, 3));
     }
 
     /// <summary>Gray or RGB to <paramref name="channels"/> channels (<see
