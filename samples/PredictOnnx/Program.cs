@@ -21,11 +21,11 @@ if (files.Count == 0)
 Directory.CreateDirectory(outDir);
 foreach (var file in files)
 {
-    var (pixels, width, height) = predictor.ReadImage(file);
-    var labels = predictor.Predict(pixels, width, height);
+    var image = predictor.Read(file); // 8 or 16 bits a sample, as the file holds
+    var labels = predictor.Predict(image);
     var stem = Path.GetFileNameWithoutExtension(file);
-    OnnxPredictor.SaveLabels(Path.Combine(outDir, stem + ".png"), labels, width, height);
-    predictor.SaveOverlay(Path.Combine(outDir, stem + "_overlay.png"), pixels, width, height, labels);
+    OnnxPredictor.SaveLabels(Path.Combine(outDir, stem + ".png"), labels, image.Width, image.Height);
+    predictor.SaveOverlay(Path.Combine(outDir, stem + "_overlay.png"), image, labels);
 }
 Console.WriteLine($"wrote masks and overlays of {files.Count} image(s) to {outDir}");
 return 0;

@@ -46,6 +46,23 @@ public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSee
 /// otherwise.</param>
 public sealed record OnnxInstances(int[] Objects, int Count, int[] Classes, byte[]? ClassMap);
 
+/// <summary>An image as the model reads it, H x W x C, channels interleaved: 8-bit samples (<see cref="Pixels"/>)
+/// or, for a 16-bit PNG or TIFF, 16-bit ones (<see cref="Pixels16"/>), the other null. The model sees a sample as a
+/// share of its depth's full scale (255 or 65535), as the TorchSharp side does.</summary>
+/// <param name="Width">Columns.</param>
+/// <param name="Height">Rows.</param>
+/// <param name="Pixels">8-bit samples, or null.</param>
+/// <param name="Pixels16">16-bit samples, or null.</param>
+public sealed record OnnxImage(int Width, int Height, byte[]? Pixels, ushort[]? Pixels16)
+{
+    /// <summary>Bits a sample: 8 or 16.</summary>
+    public int Bits => Pixels16 is null ? 8 : 16;
+
+    /// <summary>8-bit samples for pictures: the image's own, or a 16-bit image stretched from its lowest sample to
+    /// its highest.</summary>
+    public byte[] ForDisplay() => Pixels16 is { } wide ? PixelDecoder.ForDisplay(wide) : Pixels!;
+}
+
 /// <summary>What the model says about itself (from <c>segment export</c>'s metadata, or the options).</summary>
 /// <param name="Classes">Output classes.</param>
 /// <param name="InChannels">Image channels the model takes (1 gray, 3 RGB).</param>
@@ -64,6 +81,8 @@ public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNa
     public string NormalizationScheme { get; init; } = "fixed";
     /// <summary>The percentiles that map to 0 and 1 under <c>percentile</c>.</summary>
     public (double Low, double High) Percentiles { get; init; } = (1, 99.8);
+    /// <summary>Bits a sample of the images the model was trained on (8 or 16): a record; it takes either depth.</summary>
+    public int ImageBits { get; init; } = 8;
 }
 
 /// <summary>
@@ -201,8 +220,10 @@ public sealed class OnnxPredictor : IDisposable
         CheckRanges(path, mean, std, resize, minimum);
         var (scheme, low, high) = Read(OnnxMetadataKeys.NormalizationScheme, IntensityLevels.Parse,
             (IntensityLevels.Fixed, IntensityLevels.DefaultLow, IntensityLevels.DefaultHigh));
+        int bits = Read(OnnxMetadataKeys.ImageBits, t => Int(t) is var b && b is 8 or 16 ? b
+            : throw new FormatException("expected 8 or 16"), 8);
         return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum)
-            { NormalizationScheme = scheme, Percentiles = (low, high) };
+            { NormalizationScheme = scheme, Percentiles = (low, high), ImageBits = bits };
     }
 
     private static void CheckClasses(string path, string[] names, string[] colors, int classes)
@@ -250,14 +271,24 @@ public sealed class OnnxPredictor : IDisposable
     /// BMP, GIF, TIFF, WebP, TGA, PBM, by extension), in name order: what <c>segment predict</c> lists too.</summary>
     public static IReadOnlyList<string> ImageFilesIn(string folder) => ImageFiles.In(folder);
 
-    /// <summary>Reads an image file as the model's channels, 8-bit, H x W x C, exactly as the TorchSharp side
-    /// reads it (<see cref="PixelDecoder"/>: EXIF orientation, gray by luminance, gray replicated, alpha
-    /// dropped).</summary>
-    public (byte[] Pixels, int Width, int Height) ReadImage(string path) => ReadImage(path, Info.InChannels);
+    /// <summary>Reads an image file as the model's channels, H x W x C, exactly as the TorchSharp side reads it (<see
+    /// cref="PixelDecoder"/>: EXIF orientation, gray by luminance, gray replicated, alpha dropped), at its depth: a
+    /// 16-bit PNG or TIFF keeps 16 bits a sample.</summary>
+    public OnnxImage Read(string path) => Read(path, Info.InChannels);
+
+    /// <summary>Reads an 8-bit image file as the model's channels (<see cref="Read(string)"/>); a 16-bit file is
+    /// refused rather than rounded to 8 bits: read it with <see cref="Read(string)"/>.</summary>
+    public (byte[] Pixels, int Width, int Height) ReadImage(string path)
+    {
+        var image = Read(path);
+        return image.Pixels is { } px ? (px, image.Width, image.Height) : throw new InvalidDataException(
+            $"{path}: 16 bits a sample; ReadImage gives 8-bit samples and would round away its levels: read it with "
+            + "Read(path) and predict the OnnxImage.");
+    }
 
     /// <summary>Reads an image file as <paramref name="channels"/> channels (<see
-    /// cref="ReadImage(string)"/>).</summary>
-    internal static (byte[] Pixels, int Width, int Height) ReadImage(string path, int channels)
+    /// cref="Read(string)"/>).</summary>
+    internal static OnnxImage Read(string path, int channels)
     {
         var bytes = RegularFile.ReadAllBytes(path, Limits.ImageFileBytes, "image file");
         var info = Image.Identify(bytes)
@@ -265,35 +296,51 @@ public sealed class OnnxPredictor : IDisposable
         if ((long)info.Width * info.Height > MaxPixels)
             throw new InvalidDataException($"{path}: {info.Width}x{info.Height} = {(long)info.Width * info.Height:N0} "
                 + $"pixels, over the limit of {MaxPixels:N0}; refused before decoding.");
-        return PixelDecoder.Decode(Configuration.Default, bytes, channels);
+        var d = PixelDecoder.Decode(Configuration.Default, bytes, channels);
+        return new OnnxImage(d.Width, d.Height, d.Pixels, d.Pixels16);
     }
 
     /// <summary>Class index per pixel (row-major, H x W) for an 8-bit H x W x C image.</summary>
-    public byte[] Predict(byte[] pixels, int width, int height) =>
-        Tensors.Argmax(ImageLogits(pixels, width, height), Info.Classes, height * width);
+    public byte[] Predict(byte[] pixels, int width, int height) => Predict(new OnnxImage(width, height, pixels, null));
+
+    /// <summary>Class index per pixel (row-major, H x W) for an image at either depth.</summary>
+    public byte[] Predict(OnnxImage image) =>
+        Tensors.Argmax(ImageLogits(image), Info.Classes, image.Height * image.Width);
+
+    /// <summary>Instance models: the objects of an 8-bit H x W x C image (<see
+    /// cref="PredictInstances(OnnxImage)"/>).</summary>
+    public OnnxInstances PredictInstances(byte[] pixels, int width, int height) =>
+        PredictInstances(new OnnxImage(width, height, pixels, null));
 
     /// <summary>
-    /// Instance models: the objects of an 8-bit H x W x C image, an object number per pixel (0: none), decoded from
-    /// the logits by the same seeded watershed as the TorchSharp predictor's, with the settings in the model's
-    /// metadata.
+    /// Instance models: the objects of an image, an object number per pixel (0: none), decoded from the logits by the
+    /// same seeded watershed as the TorchSharp predictor's, with the settings in the model's metadata.
     /// </summary>
-    public OnnxInstances PredictInstances(byte[] pixels, int width, int height)
+    public OnnxInstances PredictInstances(OnnxImage image)
     {
         var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
             + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
-        var r = InstanceDecoder.Decode(ImageLogits(pixels, width, height), Info.Classes, height, width, settings.Things,
+        var r = InstanceDecoder.Decode(ImageLogits(image), Info.Classes, image.Height, image.Width, settings.Things,
             settings.MinSize, settings.MinSeedSize);
         return new OnnxInstances(r.Labels, r.Count, r.Classes, settings.Panoptic
             ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
     }
 
-    /// <summary>Logits C x H x W of an 8-bit H x W x C image: what <see cref="Predict"/> takes the argmax of.</summary>
-    internal float[] Logits(byte[] pixels, int width, int height) => ImageLogits(pixels, width, height);
+    /// <summary>Logits C x H x W of an 8-bit H x W x C image: what <see cref="Predict(byte[], int, int)"/> takes the
+    /// argmax of.</summary>
+    internal float[] Logits(byte[] pixels, int width, int height) =>
+        ImageLogits(new OnnxImage(width, height, pixels, null));
 
-    private float[] ImageLogits(byte[] pixels, int width, int height)
+    /// <summary>Logits C x H x W of an image at either depth.</summary>
+    internal float[] Logits(OnnxImage image) => ImageLogits(image);
+
+    private float[] ImageLogits(OnnxImage image)
     {
+        int width = image.Width, height = image.Height;
         CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
-        var x = Normalise(pixels, width, height);
+        var x = image.Pixels16 is { } wide ? Normalise(wide, width, height, ushort.MaxValue)
+            : Normalise(image.Pixels ?? throw new ArgumentException("An OnnxImage without samples."), width, height,
+                byte.MaxValue);
         return Info.Resize is { } size
             ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
             size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
@@ -335,17 +382,25 @@ public sealed class OnnxPredictor : IDisposable
             + $"{(Info.Resize is null ? "" : ", or export a model without a training size")}.");
     }
 
-    /// <summary>C x H x W floats: ((pixel / 255 - offset) / scale - mean) / std, with the image's offset and scale
-    /// under the model's per-image scheme (the library's rule, <see cref="IntensityLevels"/>).</summary>
-    private float[] Normalise(byte[] pixels, int width, int height)
+    /// <summary>C x H x W floats: ((pixel / full - offset) / scale - mean) / std, with the image's offset and scale
+    /// under the model's per-image scheme (the library's rule, <see cref="IntensityLevels"/>); full is 255 for 8-bit
+    /// samples and 65535 for 16-bit ones.</summary>
+    private float[] Normalise<T>(T[] pixels, int width, int height, int full)
+        where T : unmanaged, System.Numerics.INumber<T>
     {
         int c = Info.InChannels, plane = width * height;
-        var (offset, scale) = IntensityLevels.Of(Info.NormalizationScheme, pixels.AsSpan(0, c * plane),
-            Info.Percentiles.Low, Info.Percentiles.High);
+        if (pixels.Length != c * plane)
+            throw new ArgumentException($"An image of {width}x{height}x{c} needs {c * plane} samples; got "
+                + $"{pixels.Length}.");
+        var (offset, scale) = Info.NormalizationScheme == IntensityLevels.Fixed ? (0f, 1f)
+            : IntensityLevels.Of(Info.NormalizationScheme, pixels is ushort[] wide ? IntensityLevels.Histogram(wide)
+                : IntensityLevels.Histogram((byte[])(object)pixels), Info.Percentiles.Low, Info.Percentiles.High,
+                full);
         var x = new float[c * plane];
         for (int i = 0; i < plane; i++)
             for (int k = 0; k < c; k++)
-                x[k * plane + i] = ((pixels[i * c + k] / 255f - offset) / scale - Info.Mean[k]) / Info.Std[k];
+                x[k * plane + i] = ((float.CreateTruncating(pixels[i * c + k]) / full - offset) / scale - Info.Mean[k])
+                    / Info.Std[k];
         return x;
     }
 
@@ -408,6 +463,11 @@ public sealed class OnnxPredictor : IDisposable
         AtomicFile.Write(path, s => image.SaveAsPng(s));
     }
 
+    /// <summary>Writes the image with each object in a colour of its own and its contour drawn, as an RGB PNG (a
+    /// 16-bit image: <see cref="OnnxImage.ForDisplay"/>).</summary>
+    public void SaveInstanceOverlay(string path, OnnxImage image, int[] objects) =>
+        SaveInstanceOverlay(path, image.ForDisplay(), image.Width, image.Height, objects);
+
     /// <summary>Writes the image with each object in a colour of its own and its contour drawn, as an RGB
     /// PNG.</summary>
     public void SaveInstanceOverlay(string path, byte[] pixels, int width, int height, int[] objects)
@@ -416,6 +476,11 @@ public sealed class OnnxPredictor : IDisposable
         using var image = Image.LoadPixelData<Rgb24>(rgb, width, height);
         AtomicFile.Write(path, s => image.SaveAsPng(s));
     }
+
+    /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG (a 16-bit
+    /// image: <see cref="OnnxImage.ForDisplay"/>).</summary>
+    public void SaveOverlay(string path, OnnxImage image, byte[] labels) =>
+        SaveOverlay(path, image.ForDisplay(), image.Width, image.Height, labels);
 
     /// <summary>Writes the image with each class but 0 blended in its colour (half and half), as an RGB PNG.</summary>
     public void SaveOverlay(string path, byte[] pixels, int width, int height, byte[] labels)

@@ -6,8 +6,8 @@ namespace Segmentation.Shared;
 /// rule, compiled into both.
 /// </summary>
 /// <remarks>
-/// A scheme turns an image into an offset and a scale, both in units of pixel / 255, so that the model sees
-/// <c>((pixel / 255 - offset) / scale - mean[c]) / std[c]</c> (the per-channel mean and std come after, and are 0 and 1
+/// A scheme turns an image into an offset and a scale, both in units of the full scale (255 for 8-bit samples, 65535
+/// for 16-bit ones), so that the model sees <c>((pixel / full - offset) / scale - mean[c]) / std[c]</c> (the per-channel mean and std come after, and are 0 and 1
 /// for the per-image schemes). The statistics are taken over every channel at once, so a colour image keeps its
 /// colour balance (StarDist's <c>axis_norm=(0,1,2)</c>).
 /// <list type="bullet">
@@ -16,7 +16,7 @@ namespace Segmentation.Shared;
 /// HIGH-th less the LOW-th; percentiles as numpy's default (linear between the two nearest ranks); not clipped.</item>
 /// <item><c>zscore</c>: nnU-Net's per-image z-score: offset the mean, scale the standard deviation.</item>
 /// </list>
-/// The scale is at least one gray level (1/255), so a flat image does not divide by zero.
+/// The scale is at least one gray level (1 / full scale), so a flat image does not divide by zero.
 /// </remarks>
 internal static class IntensityLevels
 {
@@ -40,6 +40,17 @@ internal static class IntensityLevels
         var total = new long[256];
         for (int v = 0; v < 256; v++) total[v] = h[v] + h[256 + v] + h[512 + v] + h[768 + v];
         return total;
+    }
+
+    /// <summary>How many samples of each 16-bit value the image holds, over all channels; as long as the largest
+    /// value present needs (at least 256), so that 12-bit microscopy keeps a 4096-entry histogram.</summary>
+    public static long[] Histogram(ReadOnlySpan<ushort> samples)
+    {
+        int max = 255;
+        foreach (var v in samples) if (v > max) max = v;
+        var h = new long[max + 1];
+        foreach (var v in samples) h[v]++;
+        return h;
     }
 
     /// <summary>The <paramref name="q"/>-th percentile (0 to 100) of the values a histogram counts, as numpy's
@@ -81,10 +92,10 @@ internal static class IntensityLevels
         return (mean, Math.Sqrt(Math.Max(0, squares / n - mean * mean)));
     }
 
-    /// <summary>The offset and scale (units of pixel / 255) of an image under <paramref name="scheme"/>, from its
-    /// histogram.</summary>
+    /// <summary>The offset and scale (units of <paramref name="fullScale"/>: 255 for 8-bit samples, 65535 for 16-bit)
+    /// of an image under <paramref name="scheme"/>, from its histogram.</summary>
     public static (float Offset, float Scale) Of(string scheme, long[] histogram, double low = DefaultLow,
-        double high = DefaultHigh)
+        double high = DefaultHigh, int fullScale = 255)
     {
         switch (scheme)
         {
@@ -92,12 +103,12 @@ internal static class IntensityLevels
             case Percentile:
             {
                 double lo = PercentileOf(histogram, low), hi = PercentileOf(histogram, high);
-                return ((float)(lo / 255), (float)(Math.Max(hi - lo, 1) / 255));
+                return ((float)(lo / fullScale), (float)(Math.Max(hi - lo, 1) / fullScale));
             }
             case ZScore:
             {
                 var (mean, std) = MeanStd(histogram);
-                return ((float)(mean / 255), (float)(Math.Max(std, 1) / 255));
+                return ((float)(mean / fullScale), (float)(Math.Max(std, 1) / fullScale));
             }
             default: throw new ArgumentException($"Unknown intensity scheme '{scheme}' ({Fixed}, {Percentile}, "
                 + $"{ZScore}).", nameof(scheme));
@@ -107,6 +118,12 @@ internal static class IntensityLevels
     /// <summary>The offset and scale of 8-bit pixels (any channel count) under <paramref name="scheme"/>.</summary>
     public static (float Offset, float Scale) Of(string scheme, ReadOnlySpan<byte> pixels, double low = DefaultLow,
         double high = DefaultHigh) => scheme == Fixed ? (0f, 1f) : Of(scheme, Histogram(pixels), low, high);
+
+    /// <summary>The offset and scale of 16-bit samples (any channel count) under <paramref name="scheme"/>, in units
+    /// of 65535.</summary>
+    public static (float Offset, float Scale) Of(string scheme, ReadOnlySpan<ushort> samples,
+        double low = DefaultLow, double high = DefaultHigh) => scheme == Fixed ? (0f, 1f)
+        : Of(scheme, Histogram(samples), low, high, ushort.MaxValue);
 
     /// <summary>A scheme as ONNX metadata writes it: <c>fixed</c>, <c>zscore</c>, or <c>percentile 1
     /// 99.8</c>.</summary>

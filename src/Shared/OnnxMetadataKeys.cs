@@ -14,13 +14,16 @@ internal static class OnnxMetadataKeys
     public const string ClassColors = "class_colors";
     /// <summary>Image channels the model takes.</summary>
     public const string InChannels = "in_channels";
-    /// <summary>Per-channel mean of pixel / 255, a JSON array.</summary>
+    /// <summary>Per-channel mean of pixel / full scale (255 or 65535), a JSON array.</summary>
     public const string NormalizationMean = "normalization_mean";
     /// <summary>Per-channel standard deviation, a JSON array.</summary>
     public const string NormalizationStd = "normalization_std";
     /// <summary>The per-image step before the mean and std: <c>fixed</c> (none; also when absent), <c>zscore</c>, or
     /// <c>percentile LOW HIGH</c> (<see cref="IntensityLevels"/>).</summary>
     public const string NormalizationScheme = "normalization_scheme";
+    /// <summary>Bits a sample of the training images, 8 or 16 (absent: 8). A record: the model takes either depth,
+    /// each sample as a share of its full scale.</summary>
+    public const string ImageBits = "image_bits";
     /// <summary>The size the model was trained at, HxW, or empty.</summary>
     public const string Resize = "resize";
     /// <summary>The ignore label of the training masks.</summary>

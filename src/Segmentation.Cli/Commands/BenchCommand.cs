@@ -57,9 +57,9 @@ internal static class BenchCommand
             using var onnxPredictor = new Segmentation.Onnx.OnnxPredictor(p.GetValue(onnx)!);
             var reader = new ImageReader();
             var images = files.Select(f => reader.ReadImage(f, torchPredictor.Model.InChannels)).ToList();
-            var raw = files.Select(onnxPredictor.ReadImage).ToList();
+            var raw = files.Select(onnxPredictor.Read).ToList();
             byte[] Torch(int i) => torchPredictor.Predict(images[i]).Labels;
-            byte[] Ort(int i) => onnxPredictor.Predict(raw[i].Pixels, raw[i].Width, raw[i].Height);
+            byte[] Ort(int i) => onnxPredictor.Predict(raw[i]);
             Torch(0); Ort(0);
             var torchTimes = new List<double>(); var ortTimes = new List<double>();
             long agree = 0, total = 0;

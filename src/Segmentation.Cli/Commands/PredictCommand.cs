@@ -155,24 +155,24 @@ internal static class PredictCommand
             long found = 0;
             foreach (var file in files)
             {
-                var (pixels, width, height) = predictor.ReadImage(file);
+                var image = predictor.Read(file);
+                int width = image.Width, height = image.Height;
                 var stem = Path.GetFileNameWithoutExtension(file);
                 if (predictor.Instances is not null)
                 {
-                    var objects = predictor.PredictInstances(pixels, width, height);
+                    var objects = predictor.PredictInstances(image);
                     OnnxPredictor.SaveInstances(Path.Combine(dir, stem + ".png"), objects.Objects, width, height);
-                    if (overlay) predictor.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width,
-                        height, objects.Objects);
+                    if (overlay) predictor.SaveInstanceOverlay(Path.Combine(dir, stem + "_overlay.png"), image,
+                        objects.Objects);
                     if (objects.ClassMap is { } map) OnnxPredictor.SaveLabels(Path.Combine(dir, stem + "_classes.png"),
                         map, width, height);
                     ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png ({objects.Count} objects)");
                     found += objects.Count;
                     continue;
                 }
-                var labels = predictor.Predict(pixels, width, height);
+                var labels = predictor.Predict(image);
                 OnnxPredictor.SaveLabels(Path.Combine(dir, stem + ".png"), labels, width, height);
-                if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), pixels, width, height,
-                    labels);
+                if (overlay) predictor.SaveOverlay(Path.Combine(dir, stem + "_overlay.png"), image, labels);
                 ctx.Status(ctx.Out, $"{Path.GetFileName(file)} -> {stem}.png");
             }
             ctx.FinishLine();

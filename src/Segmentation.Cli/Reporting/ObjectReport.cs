@@ -93,6 +93,7 @@ internal static class ObjectReport
     /// <summary>image | true objects | predicted objects, side by side with a gap, as PNG.</summary>
     private static byte[] Panel(ImageBuffer image, int[] truth, int[] predicted)
     {
+        image = image.ForDisplay();
         int w = image.Width, h = image.Height, gap = 4, total = 3 * w + 2 * gap;
         var plain = Shared.InstanceOverlay.Draw(image.Pixels, image.Channels, new int[w * h], w, h, alpha: 0);
         var parts = new[] { plain, Shared.InstanceOverlay.Draw(image.Pixels, image.Channels, truth, w, h),

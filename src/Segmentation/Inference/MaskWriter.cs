@@ -29,6 +29,7 @@ public static class MaskWriter
     /// <summary>The image with each object in a colour of its own and its contour drawn (RGB PNG).</summary>
     public static void SaveInstanceOverlay(string path, ImageBuffer image, int[] objects)
     {
+        image = image.ForDisplay();
         var rgb = Shared.InstanceOverlay.Draw(image.Pixels, image.Channels, objects, image.Width, image.Height);
         using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
         Save(img, path);
@@ -54,6 +55,7 @@ public static class MaskWriter
     public static void SaveOverlay(string path, ImageBuffer image, byte[] labels, IReadOnlyList<Rgb> colors,
         double alpha = 0.5, bool skipClassZero = true)
     {
+        image = image.ForDisplay();
         var rgb = Shared.OverlayBlend.Blend(image.Pixels, image.Channels, labels, colors.Select(c => (c.R, c.G, c.B))
             .ToList(), alpha, skipClassZero);
         using var img = Image.LoadPixelData<Rgb24>(rgb, image.Width, image.Height);
@@ -70,9 +72,26 @@ public static class MaskWriter
         SaveLabels(path, bytes, width, height);
     }
 
-    /// <summary>Saves an image buffer (1 or 3+ channels) as PNG.</summary>
+    /// <summary>Saves an image buffer (1 or 3+ channels) as PNG, at its depth (a 16-bit image as a 16-bit
+    /// PNG).</summary>
     public static void SaveImage(string path, ImageBuffer image)
     {
+        if (image.Pixels16 is { } wide)
+        {
+            int n = image.Width * image.Height, ch = image.Channels;
+            if (ch == 1)
+            {
+                using var gray = Image.LoadPixelData(Array.ConvertAll(wide, v => new L16(v)), image.Width,
+                    image.Height);
+                Save(gray, path);
+                return;
+            }
+            var colour = new Rgb48[n];
+            for (int i = 0; i < n; i++) colour[i] = new Rgb48(wide[i * ch], wide[i * ch + 1], wide[i * ch + 2]);
+            using var img48 = Image.LoadPixelData(colour, image.Width, image.Height);
+            Save(img48, path);
+            return;
+        }
         if (image.Channels == 1) { SaveLabels(path, image.Pixels, image.Width, image.Height); return; }
         var rgb = new byte[image.Width * image.Height * 3];
         for (int i = 0; i < image.Width * image.Height; i++)

@@ -70,6 +70,7 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.NormalizationStd, JsonSerializer.Serialize(p.Normalization.Std));
         yield return (OnnxMetadataKeys.NormalizationScheme, IntensityLevels.Format(p.Normalization.SchemeName,
             p.Normalization.LowPercentile, p.Normalization.HighPercentile));
+        yield return (OnnxMetadataKeys.ImageBits, p.Normalization.ImageBits.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
         yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));

@@ -134,8 +134,12 @@ public sealed class Trainer : IDisposable
         using var ownership = run?.Lock(); // one process writes a run folder
         ValidateData(train, val, run, progress, cancellation);
 
-        var fit = new FitRun(this, train, val, Options.Normalization ?? Normalization.DefaultFor(d.InChannels), run,
-            progress, cancellation);
+        int bits = train.ImageBits();
+        if (bits == 16) progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message = "16-bit "
+            + "images: read at full depth (each sample as a share of 65535; 8-bit images among them as a share of "
+            + "255)" });
+        var fit = new FitRun(this, train, val, (Options.Normalization ?? Normalization.DefaultFor(d.InChannels))
+            with { ImageBits = bits }, run, progress, cancellation);
         fit.Start(resumeFrom);
         BroadcastModel("the model's starting weights");
         try

@@ -196,7 +196,7 @@ public class DatasetTests
         var ds = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { InChannels = 3 });
         var gray16 = ds.Load(0).Image; // g16 sorts first
         Assert.Equal(3, gray16.Channels);
-        Assert.Equal(new byte[] { 255, 255, 255 }, gray16.Pixels[3..6]); // replicated
+        Assert.Equal(new ushort[] { 65535, 65535, 65535 }, gray16.Pixels16![3..6]); // replicated, at full depth
         var rgba = ds.Load(1).Image;
         Assert.Equal(new byte[] { 10, 20, 30 }, rgba.Pixels[3..6]); // alpha dropped
         var ds1 = SegmentationDataset.FromFolder(d.Path, new DatasetOptions { InChannels = 1 });

@@ -162,9 +162,11 @@ public class NormalizationTests
         foreach (var file in files)
         {
             var ours = new ImageReader().ReadImage(file, channels);
-            var (pixels, width, height) = OnnxPredictor.ReadImage(file, channels);
-            Assert.Equal((ours.Width, ours.Height), (width, height));
-            Assert.True(ours.Pixels.SequenceEqual(pixels), $"{Path.GetFileName(file)} at {channels} channel(s)");
+            var theirs = OnnxPredictor.Read(file, channels);
+            Assert.Equal((ours.Width, ours.Height), (theirs.Width, theirs.Height));
+            Assert.Equal(ours.Bits, theirs.Bits);
+            Assert.True(ours.Bits == 16 ? ours.Pixels16!.SequenceEqual(theirs.Pixels16!)
+                : ours.Pixels.SequenceEqual(theirs.Pixels!), $"{Path.GetFileName(file)} at {channels} channel(s)");
         }
         Assert.Equal(17, new ImageReader().ReadImage(d["turned.jpg"], channels).Width); // turned a quarter
     }

@@ -51,16 +51,18 @@ public sealed record DataFingerprint
     public int Channels { get; init; }
     /// <summary>Images with colour (some pixel whose channels differ); the rest are gray.</summary>
     public int ColourImages { get; init; }
-    /// <summary>Per-image mean intensity, over all channels, in units of pixel / 255.</summary>
+    /// <summary>Bits a sample: 16 when any image is 16-bit (read at full depth), else 8.</summary>
+    public int Bits { get; init; } = 8;
+    /// <summary>Per-image mean intensity, over all channels, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
     public Spread ImageMean { get; init; }
-    /// <summary>Per-image 1st percentile, in units of pixel / 255.</summary>
+    /// <summary>Per-image 1st percentile, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
     public Spread ImageLow { get; init; }
-    /// <summary>Per-image 99.8th percentile, in units of pixel / 255.</summary>
+    /// <summary>Per-image 99.8th percentile, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
     public Spread ImageHigh { get; init; }
     /// <summary>How much the images' intensity ranges differ: the coefficient of variation of the per-image range
     /// (99.8th less 1st percentile) and mean together (the larger of the two).</summary>
     public double IntensityVariation { get; init; }
-    /// <summary>Per-channel mean over every pixel of the set (units of pixel / 255).</summary>
+    /// <summary>Per-channel mean over every pixel of the set (units of full scale (pixel / 255, or / 65535 for 16-bit images)).</summary>
     public float[] ChannelMean { get; init; } = Array.Empty<float>();
     /// <summary>Per-channel standard deviation over every pixel of the set.</summary>
     public float[] ChannelStd { get; init; } = Array.Empty<float>();
@@ -87,15 +89,17 @@ public sealed record DataFingerprint
         var classPixels = new long[n][];
         var sums = new double[n][];
         long decoded = 0;
-        int done = 0, colour = 0;
+        int done = 0, colour = 0, wide = 0;
         var boundary = data.Description.Instances;
         var work = Task.Run(() => Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellation }, i =>
         {
             var s = data.Load(i);
             var h = s.Histogram;
             var (mean, _) = IntensityLevels.MeanStd(h);
-            perImage[i] = (s.Width, s.Height, mean / 255, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultLow)
-                / 255, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultHigh) / 255);
+            double full = s.Image.FullScale;
+            if (s.Image.Bits == 16) Interlocked.Exchange(ref wide, 1);
+            perImage[i] = (s.Width, s.Height, mean / full, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultLow)
+                / full, IntensityLevels.PercentileOf(h, IntensityLevels.DefaultHigh) / full);
             sums[i] = ChannelSums(s.Image);
             if (!ImageChannels.AllGray(s.Image)) Interlocked.Increment(ref colour);
             var labels = s.Instances is { } ids && boundary is not null ? InstanceTargets.Make(s.Mask, ids, 1,
@@ -104,21 +108,21 @@ public sealed record DataFingerprint
             foreach (var v in labels) counts[v]++;
             classPixels[i] = counts;
             if (s.Instances is { } objects) (objectCounts[i], areas[i]) = ObjectAreas(objects);
-            Interlocked.Add(ref decoded, s.Image.Pixels.LongLength + s.Mask.LongLength
+            Interlocked.Add(ref decoded, s.Image.Samples.LongLength * s.Image.Bits / 8 + s.Mask.LongLength
                 + 2L * (s.Instances?.LongLength ?? 0));
             Interlocked.Increment(ref done);
         }), cancellation);
         while (!work.Wait(250)) progress?.Report(Volatile.Read(ref done));
         work.GetAwaiter().GetResult();
         progress?.Report(n);
-        var (channelMean, channelStd) = Pooled(sums, channels);
+        var (channelMean, channelStd) = Pooled(sums, channels, wide == 1 ? ushort.MaxValue : byte.MaxValue);
         var shares = new double[classes];
         long labelled = 0;
         foreach (var c in classPixels) for (int k = 0; k < classes; k++) { shares[k] += c[k]; labelled += c[k]; }
         for (int k = 0; k < classes; k++) shares[k] /= Math.Max(1, labelled);
         return new DataFingerprint
         {
-            Images = n, Channels = channels, ColourImages = colour, Width = Spread.Of(perImage.Select(p => p.W)),
+            Images = n, Channels = channels, ColourImages = colour, Bits = wide == 1 ? 16 : 8, Width = Spread.Of(perImage.Select(p => p.W)),
             Height = Spread.Of(perImage.Select(p => p.H)), ImageMean = Spread.Of(perImage.Select(p => p.Mean)),
             ImageLow = Spread.Of(perImage.Select(p => p.Low)), ImageHigh = Spread.Of(perImage.Select(p => p.High)),
             IntensityVariation = Math.Max(Variation(perImage.Select(p => p.High - p.Low)),
@@ -131,22 +135,29 @@ public sealed record DataFingerprint
         };
     }
 
-    /// <summary>Sum and sum of squares of each channel (pixel / 255), and the pixel count last.</summary>
+    /// <summary>Sum and sum of squares of each channel (a share of full scale), and the pixel count last.</summary>
     private static double[] ChannelSums(ImageBuffer image)
     {
         int c = image.Channels;
         var sums = new double[2 * c + 1];
-        var px = image.Pixels;
-        for (int i = 0; i < px.Length; i++)
-        {
-            double v = px[i] / 255.0;
-            sums[i % c] += v; sums[c + i % c] += v * v;
-        }
-        sums[2 * c] = px.Length / c;
+        if (image.Pixels16 is { } wide) Add(wide, ushort.MaxValue);
+        else Add(image.Pixels, byte.MaxValue);
+        sums[2 * c] = image.Samples.Length / c;
         return sums;
+
+        void Add<T>(T[] px, double full) where T : unmanaged, System.Numerics.INumber<T>
+        {
+            for (int i = 0; i < px.Length; i++)
+            {
+                double v = double.CreateTruncating(px[i]) / full;
+                sums[i % c] += v; sums[c + i % c] += v * v;
+            }
+        }
     }
 
-    private static (float[] Mean, float[] Std) Pooled(double[][] sums, int channels)
+    /// <summary>Each channel's mean and std over every pixel of the set; a std at least one level of
+    /// <paramref name="full"/>.</summary>
+    private static (float[] Mean, float[] Std) Pooled(double[][] sums, int channels, double full)
     {
         var mean = new float[channels];
         var std = new float[channels];
@@ -155,7 +166,7 @@ public sealed record DataFingerprint
         {
             double m = sums.Sum(s => s[k]) / count, squares = sums.Sum(s => s[channels + k]) / count;
             mean[k] = (float)m;
-            std[k] = (float)Math.Max(Math.Sqrt(Math.Max(0, squares - m * m)), 1.0 / 255);
+            std[k] = (float)Math.Max(Math.Sqrt(Math.Max(0, squares - m * m)), 1.0 / full);
         }
         return (mean, std);
     }
@@ -191,7 +202,8 @@ public sealed record DataFingerprint
     public IEnumerable<string> Describe()
     {
         var inv = CultureInfo.InvariantCulture;
-        yield return $"images: {Images} ({ColourImages} colour), width {Width}, height {Height}, {Channels} channel(s)";
+        yield return $"images: {Images} ({ColourImages} colour), width {Width}, height {Height}, {Channels} channel(s), "
+            + $"{Bits}-bit samples";
         yield return string.Create(inv, $"intensity per image (0-1): mean {ImageMean}, 1st percentile {ImageLow}, "
             + $"99.8th {ImageHigh}; variation between images {IntensityVariation:F2}");
         yield return string.Create(inv,

@@ -38,10 +38,12 @@ public sealed class Sample
 
     private long[]? histogram;
 
-    /// <summary>How many pixels of each 8-bit value the whole decoded image holds, over all its channels: what the
+    /// <summary>How many samples of each value the whole decoded image holds, over all its channels (256 entries for an
+    /// 8-bit image, up to 65536 for a 16-bit one): what the
     /// per-image normalisations (<see cref="Normalization.Scheme"/>) are computed from. Taken on first use, and kept
     /// by <see cref="Transformed"/> and <see cref="WithImage"/>.</summary>
-    public long[] Histogram => histogram ??= Shared.IntensityLevels.Histogram(Image.Pixels);
+    public long[] Histogram => histogram ??= Image.Pixels16 is { } wide ? Shared.IntensityLevels.Histogram(wide)
+        : Shared.IntensityLevels.Histogram(Image.Pixels);
 
     /// <summary>Width in pixels.</summary>
     public int Width => Image.Width;

@@ -129,6 +129,26 @@ public sealed class SegmentationDataset
         return UniformSize() is var (w, h) ? (long)w * h * Count : 0;
     }
 
+    private int? imageBits;
+
+    /// <summary>Bits a sample of the images, from the files (<see cref="ImageReader.SampleBits"/>, read once, in
+    /// parallel): 16 when any image is a 16-bit PNG or a TIFF of more than 8 bits a sample, else 8 (and 8 for
+    /// generated data). Recorded with the normalisation in checkpoints and ONNX metadata.</summary>
+    public int ImageBits()
+    {
+        if (imageBits is { } known) return known;
+        if (source is not IFileSource files) return 8;
+        var reader = new ImageReader(long.MaxValue);
+        int wide = 0;
+        Parallel.For(0, indices.Length, (i, loop) =>
+        {
+            if (reader.SampleBits(files.PathsOf(indices[i]).First()) != 16) return;
+            Interlocked.Exchange(ref wide, 1);
+            loop.Stop();
+        });
+        return (imageBits = wide == 1 ? 16 : 8).Value;
+    }
+
     private (int Width, int Height)[]? headerSizes;
 
     /// <summary>Each sample's image size from its file's header, read once (in parallel) for the size checks; null for

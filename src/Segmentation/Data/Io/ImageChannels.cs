@@ -30,12 +30,13 @@ internal static class ImageChannels
 
     /// <summary>Whether every pixel of an image of three or more channels has R = G = B (one channel:
     /// always).</summary>
-    public static bool AllGray(ImageBuffer image)
+    public static bool AllGray(ImageBuffer image) => image.Channels < 3 || (image.Pixels16 is { } wide
+        ? AllGray(wide, image.Channels) : AllGray(image.Pixels, image.Channels));
+
+    private static bool AllGray<T>(T[] p, int channels) where T : IEquatable<T>
     {
-        var p = image.Pixels;
-        if (image.Channels < 3) return true;
-        for (int i = 0; i + 2 < p.Length; i += image.Channels)
-            if (p[i] != p[i + 1] || p[i + 1] != p[i + 2]) return false;
+        for (int i = 0; i + 2 < p.Length; i += channels)
+            if (!p[i].Equals(p[i + 1]) || !p[i + 1].Equals(p[i + 2])) return false;
         return true;
     }
 

@@ -9,30 +9,73 @@ using SixLabors.ImageSharp.Processing;
 
 namespace Segmentation.Data;
 
-/// <summary>An 8-bit image in memory, interleaved height x width x channels.</summary>
+/// <summary>
+/// An image in memory, interleaved height x width x channels, at 8 bits a sample (<see cref="Pixels"/>) or 16
+/// (<see cref="Pixels16"/>: 16-bit PNG and TIFF files keep their full depth). The model sees a sample as a share of its
+/// depth's full scale (<see cref="FullScale"/>: 255 or 65535), so an 8-bit file and its 16-bit copy give the same
+/// input, and a 16-bit file keeps the levels an 8-bit copy would round away.
+/// </summary>
 public sealed class ImageBuffer
 {
+    private readonly byte[]? pixels;
+
     /// <summary>Width in pixels.</summary>
     public int Width { get; }
     /// <summary>Height in pixels.</summary>
     public int Height { get; }
     /// <summary>Channels per pixel.</summary>
     public int Channels { get; }
-    /// <summary>Pixels, row by row, channels interleaved.</summary>
-    public byte[] Pixels { get; }
+    /// <summary>Bits a sample: 8 or 16.</summary>
+    public int Bits => Pixels16 is null ? 8 : 16;
+    /// <summary>The largest sample value: 255 or 65535.</summary>
+    public int FullScale => Pixels16 is null ? byte.MaxValue : ushort.MaxValue;
+    /// <summary>8-bit samples, row by row, channels interleaved; a 16-bit image has none (<see cref="Pixels16"/>,
+    /// or <see cref="ForDisplay"/> for a picture of it).</summary>
+    public byte[] Pixels => pixels ?? throw new InvalidOperationException($"A 16-bit {Width}x{Height} image has no "
+        + "8-bit samples: read Pixels16, or ForDisplay() for a picture of it.");
+    /// <summary>16-bit samples, row by row, channels interleaved; null for an 8-bit image.</summary>
+    public ushort[]? Pixels16 { get; }
+    /// <summary>The samples at either depth (a byte[] or a ushort[]).</summary>
+    public Array Samples => (Array?)Pixels16 ?? pixels!;
 
-    /// <summary>Wraps pixels (length must be width * height * channels).</summary>
+    /// <summary>Wraps 8-bit pixels (length must be width * height * channels).</summary>
     public ImageBuffer(int width, int height, int channels, byte[] pixels)
     {
-        if (pixels.Length != width * height * channels)
-            throw new ArgumentException($"Expected {width * height * channels} bytes for {width}x{height}x{channels}; "
-                + $"got {pixels.Length}.");
-        Width = width; Height = height; Channels = channels; Pixels = pixels;
+        CheckLength(width, height, channels, pixels.Length);
+        Width = width; Height = height; Channels = channels; this.pixels = pixels;
     }
 
-    /// <summary>Allocates a zeroed image.</summary>
+    /// <summary>Wraps 16-bit pixels (length must be width * height * channels).</summary>
+    public ImageBuffer(int width, int height, int channels, ushort[] pixels)
+    {
+        CheckLength(width, height, channels, pixels.Length);
+        Width = width; Height = height; Channels = channels; Pixels16 = pixels;
+    }
+
+    /// <summary>Allocates a zeroed 8-bit image.</summary>
     public ImageBuffer(int width, int height, int channels) : this(width, height, channels,
         new byte[width * height * channels]) { }
+
+    /// <summary>A zeroed image at this one's depth.</summary>
+    public ImageBuffer Blank(int width, int height, int channels) => Pixels16 is null
+        ? new ImageBuffer(width, height, channels) : new ImageBuffer(width, height, channels,
+            new ushort[width * height * channels]);
+
+    private static void CheckLength(int width, int height, int channels, int length)
+    {
+        if (length != width * height * channels)
+            throw new ArgumentException($"Expected {width * height * channels} samples for {width}x{height}x"
+                + $"{channels}; got {length}.");
+    }
+
+    /// <summary>An 8-bit picture of the image for overlays and previews: an 8-bit image as it is; a 16-bit one
+    /// stretched from its lowest to its highest sample (12-bit microscopy in a 16-bit file would be near black
+    /// divided by 257).</summary>
+    public ImageBuffer ForDisplay()
+    {
+        if (Pixels16 is not { } wide) return this;
+        return new ImageBuffer(Width, Height, Channels, Shared.PixelDecoder.ForDisplay(wide));
+    }
 }
 
 /// <summary>What a mask file holds before it is turned into class indices.</summary>
@@ -113,7 +156,8 @@ public sealed class ImageReader
         Shared.PixelDecoder.LoadOriented<TPixel>(configuration, bytes);
 
     /// <summary>Decodes an image to <paramref name="channels"/> channels: gray from colour by luminance, gray to RGB by
-    /// replication, alpha dropped.</summary>
+    /// replication, alpha dropped; a 16-bit PNG or TIFF at 16 bits a sample (<see cref="ImageBuffer.Pixels16"/>),
+    /// anything else at 8.</summary>
     public ImageBuffer ReadImage(string path, int channels)
     {
         if (channels < 1) throw new OptionsException($"Channel count {channels} must be at least 1.");
@@ -125,9 +169,20 @@ public sealed class ImageReader
         return Guard(path, () =>
         {
             // the ONNX Runtime package decodes with the same code
-            var (pixels, width, height) = Shared.PixelDecoder.Decode(configuration, bytes, channels);
-            return new ImageBuffer(width, height, channels, pixels);
+            var d = Shared.PixelDecoder.Decode(configuration, bytes, channels);
+            return d.Pixels16 is { } wide ? new ImageBuffer(d.Width, d.Height, channels, wide)
+                : new ImageBuffer(d.Width, d.Height, channels, d.Pixels!);
         });
+    }
+
+    /// <summary>Bits a sample the image is read at (<see cref="ReadImage"/>): 16 for a 16-bit PNG or a TIFF of more
+    /// than 8 bits a sample, else 8. A file that cannot be read is a <see cref="DataException"/>.</summary>
+    public int SampleBits(string path)
+    {
+        var bytes = ReadAll(path);
+        if (PngLayoutOf(path, bytes) is { } layout) return layout.BitDepth == 16 ? 16 : 8;
+        Identify(path, bytes);
+        return Guard(path, () => Shared.PixelDecoder.IsWide(configuration, bytes)) ? 16 : 8;
     }
 
     /// <summary>Whether an image is gray: a gray PNG from its header, anything else when every decoded pixel has
@@ -145,8 +200,9 @@ public sealed class ImageReader
 
     /// <summary>Gray or RGB to <paramref name="channels"/> channels (<see
     /// cref="Shared.PixelDecoder.Widen"/>).</summary>
-    private static ImageBuffer Widen(ImageBuffer image, int channels) => new(image.Width, image.Height, channels,
-        Shared.PixelDecoder.Widen(image.Pixels, image.Channels, channels));
+    private static ImageBuffer Widen(ImageBuffer image, int channels) => image.Pixels16 is { } wide
+        ? new(image.Width, image.Height, channels, Shared.PixelDecoder.Widen(wide, image.Channels, channels))
+        : new(image.Width, image.Height, channels, Shared.PixelDecoder.Widen(image.Pixels, image.Channels, channels));
 
     /// <summary>
     /// An 8-bit gray or RGB PNG, not interlaced, with no transparency or orientation: decoded by <see

@@ -47,25 +47,30 @@ internal sealed class HostBatch
     public int Height { get; init; }
     /// <summary>Width.</summary>
     public int Width { get; init; }
-    /// <summary>Images, N x C x H x W.</summary>
+    /// <summary>Images, N x C x H x W, 8-bit (empty when <see cref="Images16"/> holds them).</summary>
     public byte[] Images { get; init; } = Array.Empty<byte>();
+    /// <summary>Images at 16 bits a sample, N x C x H x W, when any image of the batch is 16-bit (its 8-bit images
+    /// widened by 257, the same share of full scale); null otherwise.</summary>
+    public ushort[]? Images16 { get; init; }
     /// <summary>Labels, N x H x W.</summary>
     public byte[] Masks { get; init; } = Array.Empty<byte>();
     /// <summary>Sample names.</summary>
     public string[] Names { get; init; } = Array.Empty<string>();
     /// <summary>Instance data: object numbers, N x H x W (null for semantic data).</summary>
     public ushort[]? Instances { get; init; }
-    /// <summary>Each image's per-image normalisation, offset and scale (units of pixel / 255), taken from the whole
+    /// <summary>Each image's per-image normalisation, offset and scale (units of full scale), taken from the whole
     /// image before any crop; null when the normalisation is fixed.</summary>
     public float[]? Levels { get; init; }
 
     /// <summary>
-    /// Tensors on <paramref name="device"/>: images uint8 N x C x H x W, masks int64 N x H x W. On CUDA the host copies
-    /// are pinned and the transfers non-blocking.
+    /// Tensors on <paramref name="device"/>: images N x C x H x W (uint8, or int32 for 16-bit samples: <see
+    /// cref="Normalization"/> divides by the full scale either dtype means), masks int64 N x H x W.
     /// </summary>
     public (Tensor Images, Tensor Masks) ToDevice(Device device)
     {
-        var images = Native(Images, new long[] { Count, Channels, Height, Width });
+        var shape = new long[] { Count, Channels, Height, Width };
+        var images = Images16 is { } wide ? Native(Array.ConvertAll(wide, v => (int)v), shape)
+            : Native(Images, shape);
         var masks = Native(Masks, new long[] { Count, Height, Width });
         if (device.type == DeviceType.CUDA)
         {
@@ -86,6 +91,17 @@ internal sealed class HostBatch
             throw new ArgumentException($"A batch of shape [{string.Join(", ", shape)}] needs {t.numel()} bytes; got "
                 + $"{data.Length}.");
         System.Runtime.InteropServices.Marshal.Copy(data, 0, t.storage<byte>().data_ptr(), data.Length);
+        return t;
+    }
+
+    /// <summary>An int32 tensor with a copy of <paramref name="data"/>, in native memory.</summary>
+    private static Tensor Native(int[] data, long[] shape)
+    {
+        var t = empty(shape, ScalarType.Int32);
+        if (data.Length != t.numel())
+            throw new ArgumentException($"A batch of shape [{string.Join(", ", shape)}] needs {t.numel()} samples; "
+                + $"got {data.Length}.");
+        System.Runtime.InteropServices.Marshal.Copy(data, 0, t.storage<int>().data_ptr(), data.Length);
         return t;
     }
 }
@@ -283,24 +299,22 @@ internal sealed class DataLoader
                 throw new DataException($"A batch holds samples of different sizes: {first.Name} is {w}x{h}x{ch}, "
                     + $"{s.Name} is {s.Width}x{s.Height}x{s.Image.Channels}; crop or resize to one size (or use batch "
                     + $"size 1).");
-        var images = new byte[samples.Count * ch * hw];
+        bool wide = samples.Any(s => s.Image.Pixels16 is not null);
+        var images = wide ? null : new byte[samples.Count * ch * hw];
+        var images16 = wide ? new ushort[samples.Count * ch * hw] : null;
         var masks = new byte[samples.Count * hw];
         var instances = first.Instances is null ? null : new ushort[samples.Count * hw];
         for (int n = 0; n < samples.Count; n++)
         {
-            var px = samples[n].Image.Pixels;
-            int baseOffset = n * ch * hw;
-            if (ch == 1) Array.Copy(px, 0, images, baseOffset, hw);
-            else
-                for (int i = 0; i < hw; i++)
-                    for (int c = 0; c < ch; c++) images[baseOffset + c * hw + i] = px[i * ch + c];
+            if (images16 is not null) Planar(Widened(samples[n].Image), images16, n * ch * hw, hw, ch);
+            else Planar(samples[n].Image.Pixels, images!, n * ch * hw, hw, ch);
             Array.Copy(samples[n].Mask, 0, masks, n * hw, hw);
             if (instances is not null) Array.Copy(samples[n].Instances ?? throw new DataException(
                 $"A batch mixes instance data ({first.Name}) with semantic data ({samples[n].Name})."), 0, instances,
                 n * hw, hw);
         }
-        return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w, Images = images,
-            Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances,
+        return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w,
+            Images = images ?? Array.Empty<byte>(), Images16 = images16, Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances,
             Levels = normalization is { Scheme: not NormalizationScheme.Fixed } perImage ? samples.SelectMany(s =>
             {
                 var (offset, scale) = perImage.LevelsOf(s);
@@ -308,12 +322,24 @@ internal sealed class DataLoader
             }).ToArray() : null };
     }
 
+    /// <summary>Interleaved H x W x C samples into planar C x H x W at <paramref name="offset"/>.</summary>
+    private static void Planar<T>(T[] px, T[] into, int offset, int hw, int ch)
+    {
+        if (ch == 1) { Array.Copy(px, 0, into, offset, hw); return; }
+        for (int i = 0; i < hw; i++)
+            for (int c = 0; c < ch; c++) into[offset + c * hw + i] = px[i * ch + c];
+    }
+
+    /// <summary>An image's 16-bit samples; an 8-bit image's widened by 257 (v / 255 = 257 v / 65535).</summary>
+    private static ushort[] Widened(ImageBuffer image) => image.Pixels16
+        ?? Array.ConvertAll(image.Pixels, v => (ushort)(v * 257));
+
     private Sample LoadCached(int index)
     {
         if (Options.CacheBytes <= 0) return dataset.Load(index);
         if (cache.TryGetValue(index, out var hit)) return hit;
         var sample = dataset.Load(index);
-        long size = sample.Image.Pixels.Length + sample.Mask.Length + 2L * (sample.Instances?.Length ?? 0);
+        long size = (long)sample.Image.Samples.Length * sample.Image.Bits / 8 + sample.Mask.Length + 2L * (sample.Instances?.Length ?? 0);
         if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index,
             sample)) Interlocked.Add(ref cachedBytes, -size); }
         else Interlocked.Add(ref cachedBytes, -size);

@@ -31,6 +31,11 @@ public sealed record Normalization(float[] Mean, float[] Std)
     /// <summary><see cref="NormalizationScheme.Percentile"/>: the percentile that maps to 1.</summary>
     public double HighPercentile { get; init; } = IntensityLevels.DefaultHigh;
 
+    /// <summary>Bits a sample of the training images: 8, or 16 when any was 16-bit. A record: the model takes either
+    /// depth, each sample as a share of its full scale (255 or 65535), so that a 16-bit image keeps every level its
+    /// 8-bit copy would round away.</summary>
+    public int ImageBits { get; init; } = 8;
+
     /// <summary>ImageNet statistics (RGB).</summary>
     public static Normalization ImageNet { get; } = new(new[] { 0.485f, 0.456f, 0.406f },
         new[] { 0.229f, 0.224f, 0.225f });
@@ -73,9 +78,10 @@ public sealed record Normalization(float[] Mean, float[] Std)
         };
     }
 
-    /// <summary>The per-image offset and scale of one sample (units of pixel / 255), from its whole image.</summary>
+    /// <summary>The per-image offset and scale of one sample (units of its depth's full scale), from its whole
+    /// image.</summary>
     public (float Offset, float Scale) LevelsOf(Sample sample) => Scheme == NormalizationScheme.Fixed ? (0f, 1f)
-        : IntensityLevels.Of(SchemeName, sample.Histogram, LowPercentile, HighPercentile);
+        : IntensityLevels.Of(SchemeName, sample.Histogram, LowPercentile, HighPercentile, sample.Image.FullScale);
 
     /// <summary>Throws <see cref="OptionsException"/> for a record that cannot normalise
     /// <paramref name="channels"/>.</summary>
@@ -95,8 +101,8 @@ public sealed record Normalization(float[] Mean, float[] Std)
                 + $"low < high <= 100.");
     }
 
-    /// <summary>Float N x C x H x W of a fixed-scheme batch: (x / 255 - mean) / std, on <paramref name="images"/>'s
-    /// device. A per-image scheme needs each image's levels: <see cref="Apply(Tensor, HostBatch)"/>.</summary>
+    /// <summary>Float N x C x H x W of a fixed-scheme batch: (x / full - mean) / std, on <paramref name="images"/>'s
+    /// device; full is 255 for a uint8 batch (8-bit images) and 65535 for an int32 one (16-bit images). A per-image scheme needs each image's levels: <see cref="Apply(Tensor, HostBatch)"/>.</summary>
     public Tensor Apply(Tensor images) => Scheme == NormalizationScheme.Fixed ? Apply(images, (float[]?)null)
         : throw new InvalidOperationException($"{Scheme} normalisation needs each image's levels (the HostBatch).");
 
@@ -104,13 +110,23 @@ public sealed record Normalization(float[] Mean, float[] Std)
     /// image.</summary>
     internal Tensor Apply(Tensor images, HostBatch batch) => Apply(images, batch.Levels);
 
+    /// <summary>The full scale of a batch's samples: 255 for uint8 (8-bit images), 65535 for int32 (16-bit images,
+    /// <see cref="HostBatch.ToDevice"/>).</summary>
+    internal static float FullScaleOf(Tensor images) => images.dtype switch
+    {
+        ScalarType.Byte => byte.MaxValue,
+        ScalarType.Int32 => ushort.MaxValue,
+        var t => throw new ArgumentException($"An image batch of {t}; expected uint8 (8-bit images) or int32 (16-bit "
+            + "images)."),
+    };
+
     private Tensor Apply(Tensor images, float[]? levels)
     {
         long n = images.shape[0], c = images.shape[1];
         Validate((int)c);
         using var mean = tensor(Mean, device: images.device).view(1, c, 1, 1);
         using var std = tensor(Std, device: images.device).view(1, c, 1, 1);
-        using var scaled = images.to_type(ScalarType.Float32).div_(255f);
+        using var scaled = images.to_type(ScalarType.Float32).div_(FullScaleOf(images));
         if (Scheme != NormalizationScheme.Fixed)
         {
             if (levels is null || levels.Length != 2 * n)

@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace Segmentation.Data;
 
 /// <summary>
@@ -270,54 +272,66 @@ public sealed class ColorJitter : ISampleTransform
         double c = 1 + (rng.NextDouble() * 2 - 1) * contrast;
         double sat = 1 + (rng.NextDouble() * 2 - 1) * saturation;
         double h = (rng.NextDouble() * 2 - 1) * hue;
-        var src = s.Image;
-        var dst = new ImageBuffer(src.Width, src.Height, src.Channels);
-        var p = src.Pixels; var q = dst.Pixels;
-        int ch = src.Channels, n = src.Width * src.Height;
-        double mean = 0;
-        for (int i = 0; i < p.Length; i++) mean += p[i];
-        mean = mean / p.Length * b;
-        bool color = ch >= 3;
-        double cos = Math.Cos(h * 2 * Math.PI), sin = Math.Sin(h * 2 * Math.PI);
-        for (int i = 0; i < n; i++)
+        return s.WithImage(Ops.Run(s.Image, s.Width, s.Height, new Jitter(b, c, sat, h, s.Image.Channels)));
+    }
+
+    private readonly record struct Jitter(double B, double C, double Sat, double Hue, int Ch) : Ops.IKernel
+    {
+        public void Run<T>(T[] p, T[] q, double full) where T : unmanaged, INumber<T>
         {
-            int o = i * ch;
-            if (color)
+            int n = p.Length / Ch;
+            double mean = 0;
+            for (int i = 0; i < p.Length; i++) mean += double.CreateTruncating(p[i]);
+            mean = mean / p.Length * B;
+            double cos = Math.Cos(Hue * 2 * Math.PI), sin = Math.Sin(Hue * 2 * Math.PI);
+            for (int i = 0; i < n; i++)
             {
-                double r = p[o] * b, g = p[o + 1] * b, bl = p[o + 2] * b;
-                r = (r - mean) * c + mean; g = (g - mean) * c + mean; bl = (bl - mean) * c + mean;
-                double y = 0.299 * r + 0.587 * g + 0.114 * bl;
-                r = y + (r - y) * sat; g = y + (g - y) * sat; bl = y + (bl - y) * sat;
-                if (h != 0)
+                int o = i * Ch, first = 0;
+                if (Ch >= 3)
                 {
-                    // Rotate chroma in YIQ space.
-                    double ii = 0.596 * r - 0.274 * g - 0.322 * bl, qq = 0.211 * r - 0.523 * g + 0.312 * bl;
-                    double i2 = ii * cos - qq * sin, q2 = ii * sin + qq * cos;
-                    r = y + 0.956 * i2 + 0.621 * q2; g = y - 0.272 * i2 - 0.647 * q2; bl = y - 1.106 * i2 + 1.703 * q2;
+                    double r = double.CreateTruncating(p[o]) * B, g = double.CreateTruncating(p[o + 1]) * B,
+                        bl = double.CreateTruncating(p[o + 2]) * B;
+                    r = (r - mean) * C + mean; g = (g - mean) * C + mean; bl = (bl - mean) * C + mean;
+                    double y = 0.299 * r + 0.587 * g + 0.114 * bl;
+                    r = y + (r - y) * Sat; g = y + (g - y) * Sat; bl = y + (bl - y) * Sat;
+                    if (Hue != 0)
+                    {
+                        // Rotate chroma in YIQ space.
+                        double ii = 0.596 * r - 0.274 * g - 0.322 * bl, qq = 0.211 * r - 0.523 * g + 0.312 * bl;
+                        double i2 = ii * cos - qq * sin, q2 = ii * sin + qq * cos;
+                        r = y + 0.956 * i2 + 0.621 * q2; g = y - 0.272 * i2 - 0.647 * q2;
+                        bl = y - 1.106 * i2 + 1.703 * q2;
+                    }
+                    q[o] = Ops.Store<T>(r, full); q[o + 1] = Ops.Store<T>(g, full); q[o + 2] = Ops.Store<T>(bl, full);
+                    first = 3;
                 }
-                q[o] = Ops.Clamp(r); q[o + 1] = Ops.Clamp(g); q[o + 2] = Ops.Clamp(bl);
-                for (int k = 3; k < ch; k++) q[o + k] = Ops.Clamp((p[o + k] * b - mean) * c + mean);
+                for (int k = first; k < Ch; k++)
+                    q[o + k] = Ops.Store<T>((double.CreateTruncating(p[o + k]) * B - mean) * C + mean, full);
             }
-            else
-                for (int k = 0; k < ch; k++) q[o + k] = Ops.Clamp((p[o + k] * b - mean) * c + mean);
         }
-        return s.WithImage(dst);
     }
 }
 
-/// <summary>Additive Gaussian noise on the image (std in 0-255 units).</summary>
+/// <summary>Additive Gaussian noise on the image (std in 0-255 units: a 16-bit image gets the same share of its full
+/// scale).</summary>
 public sealed class GaussianNoise(double std = 8, double probability = 0.5) : ISampleTransform
 {
     /// <inheritdoc />
     public Sample Apply(Sample s, Random rng, int ignoreIndex)
     {
         if (rng.NextDouble() >= probability) return s;
-        var dst = new ImageBuffer(s.Width, s.Height, s.Image.Channels);
-        var p = s.Image.Pixels;
-        for (int i = 0; i < p.Length; i++)
-            dst.Pixels[i] = Ops.Clamp(p[i] + std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble()))
-                * Math.Cos(2 * Math.PI * rng.NextDouble()));
-        return s.WithImage(dst);
+        return s.WithImage(Ops.Run(s.Image, s.Width, s.Height, new Noise(std, rng)));
+    }
+
+    private readonly record struct Noise(double Std, Random Rng) : Ops.IKernel
+    {
+        public void Run<T>(T[] p, T[] q, double full) where T : unmanaged, INumber<T>
+        {
+            double std = Std * (full / 255);
+            for (int i = 0; i < p.Length; i++)
+                q[i] = Ops.Store<T>(double.CreateTruncating(p[i]) + std * Math.Sqrt(-2 * Math.Log(1
+                    - Rng.NextDouble())) * Math.Cos(2 * Math.PI * Rng.NextDouble()), full);
+        }
     }
 }
 
@@ -334,92 +348,133 @@ public sealed class GaussianBlur(double maxSigma = 1.5, double probability = 0.5
         double sum = 0;
         for (int i = -radius; i <= radius; i++) sum += k[i + radius] = Math.Exp(-i * i / (2 * sigma * sigma));
         for (int i = 0; i < k.Length; i++) k[i] /= sum;
-        int w = s.Width, h = s.Height, ch = s.Image.Channels;
-        var src = s.Image.Pixels;
-        var tmp = new double[src.Length];
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++)
-                for (int c = 0; c < ch; c++)
-                {
-                    double acc = 0;
-                    for (int i = -radius; i <= radius; i++) acc += k[i + radius]
-                        * src[(y * w + Math.Clamp(x + i, 0, w - 1)) * ch + c];
-                    tmp[(y * w + x) * ch + c] = acc;
-                }
-        var dst = new ImageBuffer(w, h, ch);
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++)
-                for (int c = 0; c < ch; c++)
-                {
-                    double acc = 0;
-                    for (int i = -radius; i <= radius; i++) acc += k[i + radius]
-                        * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
-                    dst.Pixels[(y * w + x) * ch + c] = Ops.Clamp(acc);
-                }
-        return s.WithImage(dst);
+        return s.WithImage(Ops.Run(s.Image, s.Width, s.Height, new Blur(k, s.Width, s.Height, s.Image.Channels)));
+    }
+
+    private readonly record struct Blur(double[] K, int W, int H, int Ch) : Ops.IKernel
+    {
+        public void Run<T>(T[] src, T[] dst, double full) where T : unmanaged, INumber<T>
+        {
+            int radius = K.Length / 2, w = W, h = H, ch = Ch;
+            var tmp = new double[src.Length];
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    for (int c = 0; c < ch; c++)
+                    {
+                        double acc = 0;
+                        for (int i = -radius; i <= radius; i++) acc += K[i + radius]
+                            * double.CreateTruncating(src[(y * w + Math.Clamp(x + i, 0, w - 1)) * ch + c]);
+                        tmp[(y * w + x) * ch + c] = acc;
+                    }
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    for (int c = 0; c < ch; c++)
+                    {
+                        double acc = 0;
+                        for (int i = -radius; i <= radius; i++) acc += K[i + radius]
+                            * tmp[(Math.Clamp(y + i, 0, h - 1) * w + x) * ch + c];
+                        dst[(y * w + x) * ch + c] = Ops.Store<T>(acc, full);
+                    }
+        }
     }
 }
 
-/// <summary>Pixel operations shared by the transforms.</summary>
+/// <summary>Pixel operations shared by the transforms, at either sample depth (8 or 16 bits: <see
+/// cref="IKernel"/>).</summary>
 internal static class Ops
 {
     public static byte Clamp(double v) => v <= 0 ? (byte)0 : v >= 255 ? (byte)255 : (byte)(v + 0.5);
+
+    /// <summary>A value rounded to the nearest sample and clamped to [0, <paramref name="full"/>] (NaN: 0).</summary>
+    public static T Store<T>(double v, double full) where T : unmanaged, INumber<T> =>
+        !(v > 0) ? T.Zero : v >= full ? T.CreateTruncating(full) : T.CreateTruncating(v + 0.5);
+
+    /// <summary>Pixel work written once for both depths: an image's samples in, a new image's of the same depth out,
+    /// with the depth's full scale (255 or 65535).</summary>
+    public interface IKernel
+    {
+        /// <summary>Fills <paramref name="dst"/> from <paramref name="src"/>.</summary>
+        void Run<T>(T[] src, T[] dst, double full) where T : unmanaged, INumber<T>;
+    }
+
+    /// <summary>A new <paramref name="w"/> x <paramref name="h"/> image at <paramref name="image"/>'s depth and
+    /// channels, filled by <paramref name="kernel"/>.</summary>
+    public static ImageBuffer Run<TKernel>(ImageBuffer image, int w, int h, TKernel kernel) where TKernel : IKernel
+    {
+        var dst = image.Blank(w, h, image.Channels);
+        if (image.Pixels16 is { } wide) kernel.Run(wide, dst.Pixels16!, ushort.MaxValue);
+        else kernel.Run(image.Pixels, dst.Pixels, byte.MaxValue);
+        return dst;
+    }
 
     /// <summary>Bilinear image (half-pixel centres, as align_corners=False), nearest mask.</summary>
     public static Sample Resize(Sample s, int w, int h)
     {
         if (w == s.Width && h == s.Height) return s;
-        int sw = s.Width, sh = s.Height, ch = s.Image.Channels;
-        var src = s.Image.Pixels;
-        var img = new ImageBuffer(w, h, ch);
+        int sw = s.Width, sh = s.Height;
         var mask = new byte[w * h];
         var inst = s.Instances is null ? null : new ushort[w * h];
         double fx = (double)sw / w, fy = (double)sh / h;
-        var x0s = new int[w]; var x1s = new int[w]; var wxs = new double[w]; var nx = new int[w];
-        for (int x = 0; x < w; x++)
-        {
-            double sx = Math.Max(0, (x + 0.5) * fx - 0.5);
-            int x0 = Math.Min((int)sx, sw - 1);
-            x0s[x] = x0; x1s[x] = Math.Min(x0 + 1, sw - 1); wxs[x] = sx - x0;
-            nx[x] = Math.Min((int)((x + 0.5) * fx), sw - 1);
-        }
-        var dst = img.Pixels;
         for (int y = 0; y < h; y++)
         {
-            double sy = Math.Max(0, (y + 0.5) * fy - 0.5);
-            int y0 = Math.Min((int)sy, sh - 1), y1 = Math.Min(y0 + 1, sh - 1);
-            double wy = sy - y0;
             int ny = Math.Min((int)((y + 0.5) * fy), sh - 1);
-            int r0 = y0 * sw, r1 = y1 * sw;
             for (int x = 0; x < w; x++)
             {
-                double wx = wxs[x];
-                int a = (r0 + x0s[x]) * ch, b = (r0 + x1s[x]) * ch, c = (r1 + x0s[x]) * ch, d = (r1 + x1s[x]) * ch;
-                int o = (y * w + x) * ch;
-                for (int k = 0; k < ch; k++)
-                {
-                    double top = src[a + k] + (src[b + k] - src[a + k]) * wx;
-                    double bottom = src[c + k] + (src[d + k] - src[c + k]) * wx;
-                    dst[o + k] = Clamp(top + (bottom - top) * wy);
-                }
-                mask[y * w + x] = s.Mask[ny * sw + nx[x]];
-                if (inst is not null) inst[y * w + x] = s.Instances![ny * sw + nx[x]];
+                int nx = Math.Min((int)((x + 0.5) * fx), sw - 1);
+                mask[y * w + x] = s.Mask[ny * sw + nx];
+                if (inst is not null) inst[y * w + x] = s.Instances![ny * sw + nx];
             }
         }
-        return s.Transformed(img, mask, inst);
+        return s.Transformed(Run(s.Image, w, h, new Bilinear(sw, sh, w, h, s.Image.Channels)), mask, inst);
+    }
+
+    private readonly record struct Bilinear(int Sw, int Sh, int W, int H, int Ch) : IKernel
+    {
+        public void Run<T>(T[] src, T[] dst, double full) where T : unmanaged, INumber<T>
+        {
+            int sw = Sw, sh = Sh, w = W, h = H, ch = Ch;
+            double fx = (double)sw / w, fy = (double)sh / h;
+            var x0s = new int[w]; var x1s = new int[w]; var wxs = new double[w];
+            for (int x = 0; x < w; x++)
+            {
+                double sx = Math.Max(0, (x + 0.5) * fx - 0.5);
+                int x0 = Math.Min((int)sx, sw - 1);
+                x0s[x] = x0; x1s[x] = Math.Min(x0 + 1, sw - 1); wxs[x] = sx - x0;
+            }
+            for (int y = 0; y < h; y++)
+            {
+                double sy = Math.Max(0, (y + 0.5) * fy - 0.5);
+                int y0 = Math.Min((int)sy, sh - 1), y1 = Math.Min(y0 + 1, sh - 1);
+                double wy = sy - y0;
+                int r0 = y0 * sw, r1 = y1 * sw;
+                for (int x = 0; x < w; x++)
+                {
+                    double wx = wxs[x];
+                    int a = (r0 + x0s[x]) * ch, b = (r0 + x1s[x]) * ch, c = (r1 + x0s[x]) * ch, d = (r1 + x1s[x]) * ch;
+                    int o = (y * w + x) * ch;
+                    for (int k = 0; k < ch; k++)
+                    {
+                        double pa = double.CreateTruncating(src[a + k]), pb = double.CreateTruncating(src[b + k]);
+                        double pc = double.CreateTruncating(src[c + k]), pd = double.CreateTruncating(src[d + k]);
+                        double top = pa + (pb - pa) * wx, bottom = pc + (pd - pc) * wx;
+                        dst[o + k] = Store<T>(top + (bottom - top) * wy, full);
+                    }
+                }
+            }
+        }
     }
 
     public static Sample PadTo(Sample s, int h, int w, int ignoreIndex)
     {
         if (s.Width >= w && s.Height >= h) return s;
         int nw = Math.Max(w, s.Width), nh = Math.Max(h, s.Height), ch = s.Image.Channels;
-        var img = new ImageBuffer(nw, nh, ch);
+        var img = s.Image.Blank(nw, nh, ch);
         var mask = new byte[nw * nh];
         Array.Fill(mask, (byte)ignoreIndex);
         var inst = s.Instances is null ? null : new ushort[nw * nh];
         for (int y = 0; y < s.Height; y++)
         {
-            Array.Copy(s.Image.Pixels, y * s.Width * ch, img.Pixels, y * nw * ch, s.Width * ch);
+            Array.Copy(s.Image.Samples, y * s.Width * ch, img.Samples, y * nw * ch, s.Width * ch);
             Array.Copy(s.Mask, y * s.Width, mask, y * nw, s.Width);
             if (inst is not null) Array.Copy(s.Instances!, y * s.Width, inst, y * nw, s.Width);
         }
@@ -430,12 +485,12 @@ internal static class Ops
     {
         if (x0 == 0 && y0 == 0 && w == s.Width && h == s.Height) return s;
         int ch = s.Image.Channels;
-        var img = new ImageBuffer(w, h, ch);
+        var img = s.Image.Blank(w, h, ch);
         var mask = new byte[w * h];
         var inst = s.Instances is null ? null : new ushort[w * h];
         for (int y = 0; y < h; y++)
         {
-            Array.Copy(s.Image.Pixels, ((y0 + y) * s.Width + x0) * ch, img.Pixels, y * w * ch, w * ch);
+            Array.Copy(s.Image.Samples, ((y0 + y) * s.Width + x0) * ch, img.Samples, y * w * ch, w * ch);
             Array.Copy(s.Mask, (y0 + y) * s.Width + x0, mask, y * w, w);
             if (inst is not null) Array.Copy(s.Instances!, (y0 + y) * s.Width + x0, inst, y * w, w);
         }
@@ -445,20 +500,30 @@ internal static class Ops
     /// <summary>Output (x, y) takes input at map(x, y): exact pixel moves (flips, 90° rotations).</summary>
     public static Sample Remap(Sample s, int w, int h, Func<int, int, (int X, int Y)> map)
     {
-        int ch = s.Image.Channels;
-        var img = new ImageBuffer(w, h, ch);
         var mask = new byte[w * h];
         var inst = s.Instances is null ? null : new ushort[w * h];
+        var sources = new int[w * h];
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
                 var (sx, sy) = map(x, y);
                 int si = sy * s.Width + sx, di = y * w + x;
+                sources[di] = si;
                 mask[di] = s.Mask[si];
                 if (inst is not null) inst[di] = s.Instances![si];
-                for (int k = 0; k < ch; k++) img.Pixels[di * ch + k] = s.Image.Pixels[si * ch + k];
             }
-        return s.Transformed(img, mask, inst);
+        return s.Transformed(Run(s.Image, w, h, new Gather(sources, s.Image.Channels)), mask, inst);
+    }
+
+    /// <summary>Output pixel i takes input pixel <c>Sources[i]</c>, every channel.</summary>
+    private readonly record struct Gather(int[] Sources, int Ch) : IKernel
+    {
+        public void Run<T>(T[] src, T[] dst, double full) where T : unmanaged, INumber<T>
+        {
+            int ch = Ch;
+            for (int di = 0; di < Sources.Length; di++)
+                for (int k = 0; k < ch; k++) dst[di * ch + k] = src[Sources[di] * ch + k];
+        }
     }
 
     public static Sample Rotate(Sample s, double radians, int ignoreIndex)
@@ -474,32 +539,46 @@ internal static class Ops
     /// </summary>
     public static Sample Warp(Sample s, Func<int, int, (double X, double Y)> source, int ignoreIndex)
     {
-        int w = s.Width, h = s.Height, ch = s.Image.Channels;
-        var img = new ImageBuffer(w, h, ch);
+        int w = s.Width, h = s.Height;
         var mask = new byte[w * h];
         var inst = s.Instances is null ? null : new ushort[w * h];
-        var src = s.Image.Pixels;
+        var at = new (double X, double Y)[w * h];
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
-                var (sx, sy) = source(x, y);
+                var (sx, sy) = at[y * w + x] = source(x, y);
                 int di = y * w + x;
                 int rx = (int)Math.Round(sx), ry = (int)Math.Round(sy);
                 bool inside = rx >= 0 && rx < w && ry >= 0 && ry < h;
                 mask[di] = inside ? s.Mask[ry * w + rx] : (byte)ignoreIndex;
                 if (inst is not null && inside) inst[di] = s.Instances![ry * w + rx];
+            }
+        return s.Transformed(Run(s.Image, w, h, new Sampled(at, w, h, s.Image.Channels)), mask, inst);
+    }
+
+    /// <summary>Output pixel i is the input bilinearly at <c>At[i]</c> (0 beyond half a pixel outside).</summary>
+    private readonly record struct Sampled((double X, double Y)[] At, int W, int H, int Ch) : IKernel
+    {
+        public void Run<T>(T[] src, T[] dst, double full) where T : unmanaged, INumber<T>
+        {
+            int w = W, h = H, ch = Ch;
+            for (int di = 0; di < At.Length; di++)
+            {
+                var (sx, sy) = At[di];
                 if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5) continue;
                 int x0 = Math.Clamp((int)Math.Floor(sx), 0, w - 1), y0 = Math.Clamp((int)Math.Floor(sy), 0, h - 1);
                 int x1 = Math.Min(x0 + 1, w - 1), y1 = Math.Min(y0 + 1, h - 1);
                 double fx = Math.Clamp(sx - x0, 0, 1), fy = Math.Clamp(sy - y0, 0, 1);
                 for (int k = 0; k < ch; k++)
                 {
-                    double top = src[(y0 * w + x0) * ch + k] * (1 - fx) + src[(y0 * w + x1) * ch + k] * fx;
-                    double bottom = src[(y1 * w + x0) * ch + k] * (1 - fx) + src[(y1 * w + x1) * ch + k] * fx;
-                    img.Pixels[di * ch + k] = Clamp(top * (1 - fy) + bottom * fy);
+                    double top = double.CreateTruncating(src[(y0 * w + x0) * ch + k]) * (1 - fx)
+                        + double.CreateTruncating(src[(y0 * w + x1) * ch + k]) * fx;
+                    double bottom = double.CreateTruncating(src[(y1 * w + x0) * ch + k]) * (1 - fx)
+                        + double.CreateTruncating(src[(y1 * w + x1) * ch + k]) * fx;
+                    dst[di * ch + k] = Store<T>(top * (1 - fy) + bottom * fy, full);
                 }
             }
-        return s.Transformed(img, mask, inst);
+        }
     }
 
     /// <summary>Separable Gaussian smoothing of a w x h field (edges clamped).</summary>

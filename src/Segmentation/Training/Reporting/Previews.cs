@@ -65,6 +65,7 @@ internal static class Previews
     public static Preview Panel(string name, ImageBuffer image, byte[] truth, byte[] prediction,
         IReadOnlyList<Rgb> colors)
     {
+        image = image.ForDisplay();
         int w = image.Width, h = image.Height, s = Math.Max(1, (MinHeight + h - 1) / h);
         int pw = w * s, ph = h * s, width = 4 * pw + 3 * Gap;
         var rgb = new byte[width * ph * 3];

@@ -25,7 +25,8 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         var target = InstanceTargets.Make(batch.Masks, instances, batch.Count, batch.Height, batch.Width,
             settings.BoundaryWidth, (byte)settings.Things.Length);
         var withTargets = new HostBatch { Count = batch.Count, Channels = batch.Channels, Height = batch.Height,
-            Width = batch.Width, Images = batch.Images, Masks = target, Names = batch.Names };
+            Width = batch.Width, Images = batch.Images, Images16 = batch.Images16, Masks = target, Names = batch.Names,
+            Levels = batch.Levels };
         var (images, masks) = withTargets.ToDevice(device);
         return (images, new Targets(masks));
     }
