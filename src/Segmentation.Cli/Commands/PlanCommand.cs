@@ -88,6 +88,7 @@ internal static class PlanCommand
             plan.EvalEvery.ToString(inv), "--lr", plan.LearningRate.ToString("R", inv), "--normalize", plan.Normalize,
             "--threads", plan.Threads.ToString(inv), "--cache-mb", plan.CacheMb.ToString(inv) });
         if (plan.VerticalFlip) a.Add("--vflip");
+        if (plan.ClassWeights is { } classWeights) a.AddRange(new[] { "--class-weights", classWeights });
         if (plan.BoundaryWidth is { } b) a.AddRange(new[] { "--boundary-width", b.ToString(inv) });
         if (plan.MinObjectSize is { } m) a.AddRange(new[] { "--min-object-size", m.ToString(inv) });
         if (plan.TimeLimit is { } limit)

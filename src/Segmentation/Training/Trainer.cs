@@ -347,6 +347,10 @@ public sealed class Trainer : IDisposable
         /// <summary>The epochs the run was set up for, before any fitting to the time limit.</summary>
         private int plannedEpochs;
 
+        /// <summary>Fitting to the time limit lengthens a schedule to at most this many times the epochs
+        /// planned.</summary>
+        internal const int GrowthCap = 3;
+
         /// <summary>The median training epoch of this call (the first left out once there are others: it carries the
         /// layer check and a cold cache) and the median evaluation (0 before the first); medians, so that one slow
         /// epoch (another process's burst) does not move them.</summary>
@@ -358,9 +362,11 @@ public sealed class Trainer : IDisposable
         }
 
         /// <summary>
-        /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after each epoch, the most epochs (up to those planned)
-        /// whose training and evaluations at their median times still end within the limit; the schedule is laid
-        /// over them when that differs from its current length.
+        /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after each epoch, the most epochs (up to <see
+        /// cref="GrowthCap"/> times those planned) whose training and evaluations at their median times still end
+        /// within the limit; the schedule is laid over them when that differs from its current length. A plan's epoch
+        /// time comes from a short step benchmark; where real epochs are faster, the run takes the epochs that fit
+        /// rather than leave the budget unused.
         /// </summary>
         private void FitToTimeLimit(int epoch)
         {
@@ -368,8 +374,8 @@ public sealed class Trainer : IDisposable
                 && !timings.Any(x => x.Eval > 0)) return;
             var (train, eval) = EpochTimes();
             double left = (limit - clock.Elapsed).TotalSeconds;
-            int fitted = epoch;
-            for (int e = epoch + 1; e <= plannedEpochs; e++)
+            int fitted = epoch, cap = plannedEpochs * GrowthCap;
+            for (int e = epoch + 1; e <= cap; e++)
             {
                 int evaluations = Enumerable.Range(epoch + 1, e - epoch).Count(k => k % O.EvalEvery == 0 || k == e);
                 if ((e - epoch) * train + (valLoader is null ? 0 : evaluations * eval) > left) break;
@@ -378,11 +384,11 @@ public sealed class Trainer : IDisposable
             var decided = new[] { (double)fitted };
             t.group?.Broadcast(decided, "the epochs rank 0 fitted to the time limit"); // every process stops together
             fitted = Math.Max((int)decided[0], epoch);
-            // shortened whenever the rest would not fit; lengthened again (up to the plan) only by two or more
-            if (fitted == O.Epochs || fitted > O.Epochs && fitted < Math.Min(O.Epochs + 2, plannedEpochs)) return;
+            // shortened whenever the rest would not fit; lengthened only by two or more (or to the cap)
+            if (fitted == O.Epochs || fitted > O.Epochs && fitted < Math.Min(O.Epochs + 2, cap)) return;
             t.Options = O with { Epochs = fitted };
             schedule = ScheduleOver(O.Epochs);
-            State = State with { ScheduleEpochs = fitted < plannedEpochs ? O.Epochs : null };
+            State = State with { ScheduleEpochs = fitted != plannedEpochs ? O.Epochs : null };
             Report(ProgressKind.Message, epoch, string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"time limit: the schedule now ends after epoch {O.Epochs} (epochs take {train:F1} s, evaluations "
                     + $"{eval:F1} s; {left:F0} s left)"));
@@ -417,7 +423,7 @@ public sealed class Trainer : IDisposable
                         input.Training);
             }
             else random.manual_seed(O.Seed);
-            if (resumeFrom?.State.ScheduleEpochs is { } fitted && O.FitScheduleToTimeLimit && fitted < O.Epochs)
+            if (resumeFrom?.State.ScheduleEpochs is { } fitted && O.FitScheduleToTimeLimit && fitted != O.Epochs)
             {
                 t.Options = O with { Epochs = fitted }; // the schedule the run was fitted to, not the one planned
                 schedule = ScheduleOver(fitted);

@@ -145,4 +145,25 @@ public class PlanTests
         Assert.True(result.History[^1].LearningRate < 0.5e-3, $"last rate {result.History[^1].LearningRate}");
         Assert.True(result.Seconds < 6 * 2, $"{result.Seconds} s");
     }
+
+    /// <summary>A plan's epoch time comes from a short step benchmark, which can be well above what epochs take (a
+    /// 30-minute CamVid plan of 18 epochs whose epochs took half the time it expected): the fitting lengthens the
+    /// schedule to the epochs that fit, up to three times the plan, rather than leave the budget unused.</summary>
+    [Fact]
+    public void Faster_epochs_than_planned_lengthen_the_schedule_up_to_its_cap()
+    {
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 20, Size = 32, Seed = 4 })
+            .Split(0.8);
+        using var model = new Segmentation.Models.SegmentationModel(Segmentation.Models.ModelDescription.UNet(
+            classes: 4, baseChannels: 4, depth: 2, seed: 1));
+        var options = new TrainerOptions
+        {
+            Epochs = 3, BatchSize = 8, LearningRate = 1e-3, Workers = 1, Device = "cpu", EvalEvery = 1,
+            ManageProcessMemory = false, TimeLimit = TimeSpan.FromSeconds(60), FitScheduleToTimeLimit = true,
+        };
+        using var trainer = new Trainer(model, options);
+        var result = trainer.Fit(train, val);
+        Assert.Equal(3 * 3, result.Epochs); // tiny epochs: all three times the plan fit in a minute
+        Assert.True(result.History[^1].LearningRate < 0.2e-3, $"last rate {result.History[^1].LearningRate}");
+    }
 }

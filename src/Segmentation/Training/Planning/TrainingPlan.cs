@@ -50,6 +50,9 @@ public sealed record TrainingPlan
     public bool VerticalFlip { get; init; }
     /// <summary>percentile, zscore, dataset, imagenet or symmetric (<c>--normalize</c>).</summary>
     public string Normalize { get; init; } = "imagenet";
+    /// <summary>Class weights of the loss (<c>--class-weights</c>): median-frequency, inverse-frequency, or null for
+    /// none.</summary>
+    public string? ClassWeights { get; init; }
     /// <summary>Instance data: the boundary width in pixels.</summary>
     public int? BoundaryWidth { get; init; }
     /// <summary>Instance data: the smallest object kept, in pixels.</summary>
@@ -129,5 +132,7 @@ public sealed record TrainingPlan
         Check(Crop is null || Crop.Value.Height >= 1 && Crop.Value.Width >= 1, $"Crop {Crop}: expected HxW");
         Check(BoundaryWidth is null or (>= 1 and <= 16), $"BoundaryWidth {BoundaryWidth}: expected 1 to 16");
         Check(MinObjectSize is null or >= 1, $"MinObjectSize {MinObjectSize}: expected at least 1");
+        Check(ClassWeights is null or "none" or "median-frequency" or "inverse-frequency", $"ClassWeights "
+            + $"'{ClassWeights}': expected none, median-frequency or inverse-frequency");
     }
 }

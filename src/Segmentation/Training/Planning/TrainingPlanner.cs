@@ -64,6 +64,7 @@ public static class TrainingPlanner
             f.Channels, train.Description.Classes, batch, crop, options, progress)).ToList();
         var chosen = Budget(train, val, f, objects, batch, crop, timings, options.TimeLimit, pretrained, reasons);
         var (boundary, minSize) = objects ? InstanceSizes(f, reasons) : (null, null);
+        string? classWeights = ClassWeights(f, objects, train.Description.Classes, reasons);
         bool vflip = objects || f.Channels == 1;
         if (vflip) reasons.Add("vertical flips: microscopy and other images without an up");
         long cacheBytes = Math.Min((long)(f.DecodedBytes * 1.1), GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4);
@@ -74,11 +75,37 @@ public static class TrainingPlanner
             BaseChannels = pretrained ? 32 : chosen.Timing.BaseChannels, Depth = 4, Norm = norm, Crop = crop,
             BatchSize = batch, ValBatchSize = val?.UniformSize() is null ? 1 : batch, Epochs = chosen.Epochs,
             EvalEvery = chosen.EvalEvery, LearningRate = 1e-3, VerticalFlip = vflip, Normalize = normalize,
-            BoundaryWidth = boundary, MinObjectSize = minSize, Threads = threads, CacheMb = (int)(cacheBytes >> 20),
+            BoundaryWidth = boundary, MinObjectSize = minSize, ClassWeights = classWeights, Threads = threads, CacheMb = (int)(cacheBytes >> 20),
             TimeLimit = options.TimeLimit, Timings = timings.ToArray(), ExpectedSeconds = chosen.Expected,
             Machine = $"{NativeRuntime.CpuModel()}, {Environment.ProcessorCount} core(s), {threads} thread(s)",
             Reasons = reasons.ToArray(), Fingerprint = f,
         };
+    }
+
+    /// <summary>A class whose share of the labelled training pixels is below this is rare.</summary>
+    public const double RareClassShare = 0.02;
+
+    /// <summary>Median-frequency class weights (SegNet's) for semantic data of three or more classes where some class
+    /// is rare (under <see cref="RareClassShare"/> of the labelled pixels): mean IoU counts every class alike, and
+    /// without weights the rare ones are learned last. None for two classes and for instance data (whose boundary
+    /// class has its own weight).</summary>
+    private static string? ClassWeights(DataFingerprint f, bool objects, int classes, List<string> reasons)
+    {
+        var shares = f.ClassShares.Take(classes).ToArray();
+        if (objects || classes < 3 || shares.Length == 0) return null;
+        double rarest = shares.Min();
+        if (rarest >= RareClassShare)
+        {
+            reasons.Add(string.Create(CultureInfo.InvariantCulture,
+                $"class weights none: every class has {RareClassShare:P0}+ of the pixels (rarest {rarest:P1})"));
+            return null;
+        }
+        int rare = shares.Count(s => s < RareClassShare);
+        var inv = CultureInfo.InvariantCulture;
+        reasons.Add($"class weights median-frequency: {rare} of {classes} classes under "
+            + $"{RareClassShare.ToString("P0", inv)} of the pixels (rarest {rarest.ToString("P1", inv)}); mean IoU "
+            + "counts each class alike");
+        return "median-frequency";
     }
 
     /// <summary>Group norm for instance data (validated on whole images) and small batches.</summary>
