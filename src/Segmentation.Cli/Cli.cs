@@ -68,6 +68,7 @@ public static class Cli
         root.Subcommands.Add(SummaryCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DoctorCommand.Create(context));
+        NumericFlags.Attach(root);
         return (root, verbose);
     }
 
