@@ -29,7 +29,11 @@ internal static class DistributedLaunch
                 + $"among them; use a multiple of {processes}.");
         var mpirun = FindOnPath("mpirun") ?? throw new OptionsException("--nproc starts its processes with Open MPI's "
             + "mpirun, which is not installed (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev).");
-        var start = new ProcessStartInfo(mpirun) { UseShellExecute = false };
+        // mpirun dies with this process (a killed launcher must not leave its ranks training): setpriv's parent-death
+        // signal, SIGTERM, which mpirun passes on to the ranks
+        var setpriv = FindOnPath("setpriv");
+        var start = new ProcessStartInfo(setpriv ?? mpirun) { UseShellExecute = false };
+        if (setpriv is not null) foreach (var a in new[] { "--pdeathsig", "TERM", mpirun }) start.ArgumentList.Add(a);
         foreach (var a in MpirunArguments(processes.Value)) start.ArgumentList.Add(a);
         var own = OwnCommandLine().ToList();
         foreach (var a in own) start.ArgumentList.Add(a);
@@ -40,6 +44,9 @@ internal static class DistributedLaunch
             start.ArgumentList.Add(Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss",
                 System.Globalization.CultureInfo.InvariantCulture)));
         }
+        // mpirun gives each rank a pseudo-terminal for its output, and .NET greets a terminal with keypad codes
+        // (ESC[?1h ESC=) that would land before --json's line: the ranks' terminal is a dumb one
+        start.Environment["TERM"] = "dumb";
         if (Environment.UserName == "root")
         {
             // Open MPI refuses to run as root unless told twice; containers often run as root

@@ -167,6 +167,52 @@ public class InstanceDataTests
         Assert.Contains(s1.Name, e.Message);
     }
 
+    /// <summary>Issue 33, class 7: one stray object on the background class made it a thing class, turning every
+    /// background pixel void, silently. One object in one image is refused; more, with most of the class's pixels
+    /// voided, is a loud warning.</summary>
+    [Fact]
+    public void A_thing_class_found_from_one_stray_object_is_refused_and_a_mostly_voided_one_is_warned_of()
+    {
+        using var d = new TempDir();
+        var shapes = SegmentationDataset.Shapes(new ShapesOptions { Count = 4, Size = 48, Panoptic = true, Seed = 5 });
+        foreach (var sub in new[] { "images", "masks", "classes" }) Directory.CreateDirectory(d["p/" + sub]);
+        void Write(int strays)
+        {
+            for (int i = 0; i < shapes.Count; i++)
+            {
+                var s = shapes.Load(i);
+                SaveRgb(s.Image, d[$"p/images/{s.Name}.png"]);
+                using (var ids = Image.LoadPixelData(s.Instances!.Select(v => new L16(v)).ToArray(), s.Width,
+                    s.Height)) ids.Save(d[$"p/masks/{s.Name}.png"]);
+                var classes = (byte[])s.Mask.Clone();
+                // a stray object: the class masks put one object of this image on class 0, the background
+                if (i < strays)
+                {
+                    int id = s.Instances!.First(v => v != 0);
+                    for (int k = 0; k < classes.Length; k++) if (s.Instances![k] == id) classes[k] = 0;
+                }
+                using var c = Image.LoadPixelData(classes.Select(v => new L8(v)).ToArray(), s.Width, s.Height);
+                c.Save(d[$"p/classes/{s.Name}.png"]);
+            }
+        }
+        Write(strays: 1);
+        var e = Assert.Throws<DataException>(() => SegmentationDataset.FromFolder(d["p"], new DatasetOptions
+            { Task = SegmentationTaskKind.Panoptic }));
+        Assert.Contains("class 0", e.Message);
+        Assert.Contains("one object", e.Message);
+        Assert.Contains(shapes.Load(0).Name, e.Message);
+        Assert.Contains("--things", e.Message);
+        // said outright, the thing classes are taken as given
+        var given = SegmentationDataset.FromFolder(d["p"], new DatasetOptions { Task = SegmentationTaskKind.Panoptic,
+            ThingClasses = new[] { 1, 2 } });
+        Assert.False(given.Description.Instances!.Things[0]);
+
+        Write(strays: 2);
+        var warned = SegmentationDataset.FromFolder(d["p"], new DatasetOptions { Task = SegmentationTaskKind.Panoptic });
+        Assert.True(warned.Description.Instances!.Things[0]);
+        Assert.Contains(warned.Warnings, w => w.Contains("class 0") && w.Contains("become void"));
+    }
+
     [Fact]
     public void Transforms_move_object_numbers_with_the_mask()
     {

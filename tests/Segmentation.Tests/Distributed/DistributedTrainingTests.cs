@@ -105,6 +105,61 @@ public sealed class DistributedTrainingTests
         }
     }
 
+    /// <summary>Issue 33, class 8: under --nproc, train --json printed a terminal's keypad codes (ESC[?1h ESC=) before
+    /// its JSON line, so a script that parsed it failed; mpirun gives the ranks a pseudo-terminal.</summary>
+    [MpiFact]
+    public void UnderNprocTheJsonLineIsAllThatStandardOutputHolds()
+    {
+        using var tmp = new TempDir();
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true,
+            UseShellExecute = false };
+        foreach (var a in new[] { MpiRun.Segment }.Concat(Args(tmp["run"], images: 40)).Concat(new[] { "--nproc", "2",
+            "--json" })) start.ArgumentList.Add(a);
+        start.Environment["TERM"] = "xterm"; // as in a user's shell
+        start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
+        start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        using var p = Process.Start(start)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var stdout = p.StandardOutput.ReadToEnd();
+        Assert.True(p.WaitForExit(300_000));
+        Assert.True(p.ExitCode == 0, err.Result);
+        Assert.DoesNotContain('\x1b', stdout);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.NotNull(JsonNode.Parse(lines[0])!["epochs"]);
+    }
+
+    /// <summary>Issue 33, class 2: a launcher that dies takes its processes with it (mpirun gets SIGTERM when the
+    /// segment process that started it dies, and passes it on to the ranks).</summary>
+    [MpiFact]
+    public void AKilledLauncherTakesItsProcessesWithIt()
+    {
+        using var tmp = new TempDir();
+        var (launcher, output) = MpiRun.Start("dotnet", new[] { MpiRun.Segment }.Concat(Args(tmp["run"], epochs: 200))
+            .Concat(new[] { "--nproc", "2" }));
+        using (launcher)
+        {
+            var clock = Stopwatch.StartNew();
+            int[] ranks = [];
+            while (clock.Elapsed < TimeSpan.FromSeconds(120) && ranks.Length < 2)
+            {
+                Assert.False(launcher.HasExited, $"the run ended before its ranks started:\n{output}");
+                ranks = MpiRun.RankProcesses(launcher.Id, 0).Concat(MpiRun.RankProcesses(launcher.Id, 1)).ToArray();
+                Thread.Sleep(200);
+            }
+            Assert.Equal(2, ranks.Length);
+            launcher.Kill(); // SIGKILL: nothing of the launcher runs after it
+            var gone = Stopwatch.StartNew();
+            while (gone.Elapsed < TimeSpan.FromSeconds(60) && ranks.Any(Alive)) Thread.Sleep(200);
+            var left = ranks.Where(Alive).ToArray();
+            foreach (var pid in left) Process.Start("kill", $"-KILL {pid}")!.WaitForExit();
+            Assert.True(left.Length == 0, $"ranks {string.Join(", ", left)} still ran 60 s after the launcher died");
+        }
+
+        static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat")
+            && !File.ReadAllText($"/proc/{pid}/stat").Split(')')[1].TrimStart().StartsWith('Z');
+    }
+
     [MpiFact]
     public void AHungProcessEndsTheRunAtTheTimeout()
     {

@@ -49,6 +49,53 @@ public class MaskScorerTests
         Assert.Contains("value 7 at 1 pixel(s)", e.Message);
     }
 
+    /// <summary>Issue 33, class 8: score named the ground truth "mask" and the prediction "image", and
+    /// --skip-unpaired did nothing. Now sizes are checked with each side named for what it is, and --skip-unpaired
+    /// scores the pairs there are and lists what it left out.</summary>
+    [Fact]
+    public void Score_names_prediction_and_ground_truth_and_skips_unpaired_files_when_asked()
+    {
+        using var d = new TempDir();
+        Write(d["pred/a.png"], Pred);
+        Write(d["gt/a.png"], Truth);
+        TempDir.SaveGray(d["pred/b.png"], 2, 4, (x, y) => 0);
+        Write(d["gt/b.png"], Truth);
+        var e = Assert.Throws<DataException>(() => MaskScorer.ScoreFolders(d["pred"], d["gt"], 3,
+            encoding: MaskEncoding.Index));
+        Assert.Contains("the prediction is 2x4, but its ground truth", e.Message);
+        Assert.DoesNotContain("image", e.Message);
+
+        File.Delete(d["pred/b.png"]);
+        Write(d["pred/extra.png"], Pred);
+        var refused = Assert.Throws<DataException>(() => MaskScorer.ScoreFolders(d["pred"], d["gt"], 3));
+        Assert.Contains("--skip-unpaired", refused.Message);
+        var pairing = MaskScorer.PairFolders(d["pred"], d["gt"], skipUnpaired: true);
+        Assert.Equal(new[] { "b" }, pairing.TruthWithoutPrediction);
+        Assert.Equal(new[] { "extra" }, pairing.PredictionsWithoutTruth);
+        var m = MaskScorer.ScoreFolders(pairing, 3, encoding: MaskEncoding.Index);
+        Assert.Equal(5.0 / 7, m.PixelAccuracy, 12); // image a alone
+    }
+
+    /// <summary>Instance scoring takes the Data Science Bowl layout as ground truth (one mask per object), and
+    /// --skip-unpaired.</summary>
+    [Fact]
+    public void Instance_scoring_reads_the_data_science_bowl_layout_and_skips_unpaired_files()
+    {
+        using var d = new TempDir();
+        // two objects in a 6x4 image: columns 0-1 and 3-5
+        TempDir.SaveGray(d["gt/s1/masks/o1.png"], 6, 4, (x, y) => x < 2 ? (byte)255 : (byte)0);
+        TempDir.SaveGray(d["gt/s1/masks/o2.png"], 6, 4, (x, y) => x >= 3 ? (byte)255 : (byte)0);
+        TempDir.SaveGray(d["gt/s1/images/s1.png"], 6, 4, (x, y) => 9);
+        TempDir.SaveGray(d["gt/s2/masks/o1.png"], 6, 4, (x, y) => 255);
+        TempDir.SaveGray(d["gt/s2/images/s2.png"], 6, 4, (x, y) => 9);
+        TempDir.SaveGray(d["pred/s1.png"], 6, 4, (x, y) => x < 2 ? (byte)1 : x >= 3 ? (byte)2 : (byte)0);
+        Assert.Contains("s2", Assert.Throws<DataException>(() => MaskScorer.ScoreInstanceFolders(d["pred"],
+            d["gt"])).Message);
+        var m = MaskScorer.ScoreInstanceFolders(d["pred"], d["gt"], skipUnpaired: true);
+        Assert.Equal(1.0, m.Ap50, 12);
+        Assert.Equal(2, m.InstancesTrue);
+    }
+
     private sealed class Tolerance : IEqualityComparer<double>
     {
         public bool Equals(double a, double b) => Math.Abs(a - b) < 1e-12;

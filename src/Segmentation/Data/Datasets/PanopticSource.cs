@@ -88,7 +88,7 @@ internal sealed class PanopticSource : IFileSource
             var (classes, detected) = LabelDetection.Detect(pairs, o with { Task = SegmentationTaskKind.Semantic },
                 reader, dir);
             var things = o.ThingClasses is { } given ? Flags(given, classes.Classes, dir)
-                : FindThings(entries, classFiles, classes, reader, dir);
+                : FindThings(entries, classFiles, classes, reader, dir, warnings);
             d = (o.Instances ?? new InstanceSettings()).DescribePanoptic(classes, things);
             string found = o.ThingClasses is null ? " (found from the object masks)" : "";
             report = $"{detected}; panoptic: things {string.Join(", ", Named(d, true))}, stuff "
@@ -112,11 +112,23 @@ internal sealed class PanopticSource : IFileSource
         return flags;
     }
 
-    /// <summary>The classes whose pixels carry object numbers, over every image (in parallel).</summary>
+    /// <summary>
+    /// The classes whose pixels carry object numbers, over every image (in parallel). A thing class's pixels without an
+    /// object number become void, so the evidence is weighed: a class made a thing by one object in one image is
+    /// refused (a stray object number would void every other pixel of it: give --things), and a thing class most of
+    /// whose pixels carry no object number gets a warning with the share that becomes void.
+    /// </summary>
     private static bool[] FindThings(List<(string Image, string Mask, string Stem)> entries,
-        Dictionary<string, string> classFiles, DatasetDescription classes, ImageReader reader, string dir)
+        Dictionary<string, string> classFiles, DatasetDescription classes, ImageReader reader, string dir,
+        List<string> warnings)
     {
-        var found = new ConcurrentDictionary<byte, bool>();
+        int n = classes.Classes;
+        var objects = new long[n];
+        var images = new long[n];
+        var withIds = new long[n];
+        var without = new long[n];
+        var first = new string?[n];
+        var gate = new object();
         Parallel.ForEach(entries, e =>
         {
             var ids = InstanceMasks.FromIds(reader.ReadMask(e.Mask), e.Mask);
@@ -124,14 +136,45 @@ internal sealed class PanopticSource : IFileSource
             var labels = MaskDecoder.Decode(raw, classes, classFiles[e.Stem]);
             if (labels.Length != ids.Length)
                 throw new DataException($"{classFiles[e.Stem]}: its size differs from {e.Mask}'s.", e.Mask);
+            var seen = new HashSet<(byte, int)>();
+            var on = new long[n];
+            var off = new long[n];
             for (int i = 0; i < ids.Length; i++)
-                if (ids[i] != 0 && labels[i] != Data.Labels.Ignore) found[labels[i]] = true;
+            {
+                if (labels[i] >= n) continue; // ignored
+                if (ids[i] != 0) { on[labels[i]]++; seen.Add((labels[i], ids[i])); }
+                else off[labels[i]]++;
+            }
+            lock (gate)
+                for (int c = 0; c < n; c++)
+                {
+                    withIds[c] += on[c]; without[c] += off[c];
+                    int count = seen.Count(x => x.Item1 == c);
+                    if (count == 0) continue;
+                    objects[c] += count; images[c]++;
+                    if (first[c] is null || string.CompareOrdinal(e.Mask, first[c]) < 0) first[c] = e.Mask;
+                }
         });
-        if (found.IsEmpty)
+        if (objects.All(o => o == 0))
             throw new DataException($"{dir}: no object numbers on any class: panoptic data needs objects (masks/); "
                 + "for classes alone, train semantic segmentation.", dir);
-        var flags = new bool[classes.Classes];
-        foreach (var c in found.Keys) flags[c] = true;
+        var flags = new bool[n];
+        for (int c = 0; c < n; c++)
+        {
+            if (objects[c] == 0) continue;
+            flags[c] = true;
+            double voided = without[c] / (double)Math.Max(1, without[c] + withIds[c]);
+            string name = $"class {c} ({classes.ClassNames[c]})";
+            if (objects[c] == 1 && entries.Count > 1 && without[c] > withIds[c])
+                throw new DataException($"{dir}: {name} would be a thing class on the evidence of one object, in "
+                    + $"{first[c]}, and its other {without[c]:N0} pixels ({voided:P1}), which carry no object number, "
+                    + "would become void. If that object number is stray, remove it; else say the thing classes "
+                    + "(--things, DatasetOptions.ThingClasses).", first[c]!);
+            if (voided > 0.5)
+                warnings.Add($"warning: {name} is a thing class ({objects[c]} object(s) in {images[c]} image(s), first "
+                    + $"in {first[c]}), but {voided:P1} of its pixels carry no object number and become void "
+                    + "(ignored in training and scoring); if it is stuff, say the thing classes (--things).");
+        }
         return flags;
     }
 }
