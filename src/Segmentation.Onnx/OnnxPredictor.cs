@@ -81,7 +81,8 @@ public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNa
     public string NormalizationScheme { get; init; } = "fixed";
     /// <summary>The percentiles that map to 0 and 1 under <c>percentile</c>.</summary>
     public (double Low, double High) Percentiles { get; init; } = (1, 99.8);
-    /// <summary>Bits a sample of the images the model was trained on (8 or 16): a record; it takes either depth.</summary>
+    /// <summary>Bits a sample of the images the model was trained on (8 or 16): a record; it takes either
+    /// depth.</summary>
     public int ImageBits { get; init; } = 8;
 }
 

@@ -7,7 +7,8 @@ namespace Segmentation.Shared;
 /// </summary>
 /// <remarks>
 /// A scheme turns an image into an offset and a scale, both in units of the full scale (255 for 8-bit samples, 65535
-/// for 16-bit ones), so that the model sees <c>((pixel / full - offset) / scale - mean[c]) / std[c]</c> (the per-channel mean and std come after, and are 0 and 1
+/// for 16-bit ones), so that the model sees <c>((pixel / full - offset) / scale - mean[c]) / std[c]</c> (the
+/// per-channel mean and std come after, and are 0 and 1
 /// for the per-image schemes). The statistics are taken over every channel at once, so a colour image keeps its
 /// colour balance (StarDist's <c>axis_norm=(0,1,2)</c>).
 /// <list type="bullet">

@@ -91,7 +91,8 @@ internal static class NumericFlags
         }
     }
 
-    /// <summary>The range of <paramref name="name"/> under the command <paramref name="path"/> ("bench train").</summary>
+    /// <summary>The range of <paramref name="name"/> under the command <paramref name="path"/> ("bench
+    /// train").</summary>
     internal static Range? RangeOf(string path, string name) =>
         Ranges.GetValueOrDefault($"{path} {name}") ?? Ranges.GetValueOrDefault(name);
 

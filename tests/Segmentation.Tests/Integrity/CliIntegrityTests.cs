@@ -64,7 +64,7 @@ public class CliIntegrityTests
     [Theory]
     [InlineData("--size", "20000x20000", "GiB for this model's activations alone")]
     [InlineData("--crop", "100000x100000", "over the limit of 65536 pixels a side")]
-    [InlineData("--cache-mb", "-1", "--cache-mb -1 must be 0")]
+    [InlineData("--cache-mb", "-1", "--cache-mb -1: expected 0 to")]
     public void Sizes_and_cache_beyond_what_the_machine_can_do_are_refused_with_the_figure(string flag, string value, string expected)
     {
         using var d = new TempDir();

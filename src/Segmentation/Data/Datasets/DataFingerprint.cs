@@ -53,16 +53,19 @@ public sealed record DataFingerprint
     public int ColourImages { get; init; }
     /// <summary>Bits a sample: 16 when any image is 16-bit (read at full depth), else 8.</summary>
     public int Bits { get; init; } = 8;
-    /// <summary>Per-image mean intensity, over all channels, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
+    /// <summary>Per-image mean intensity, over all channels, in units of full scale (pixel / 255, or / 65535 for 16-bit
+    /// images).</summary>
     public Spread ImageMean { get; init; }
     /// <summary>Per-image 1st percentile, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
     public Spread ImageLow { get; init; }
-    /// <summary>Per-image 99.8th percentile, in units of full scale (pixel / 255, or / 65535 for 16-bit images).</summary>
+    /// <summary>Per-image 99.8th percentile, in units of full scale (pixel / 255, or / 65535 for 16-bit
+    /// images).</summary>
     public Spread ImageHigh { get; init; }
     /// <summary>How much the images' intensity ranges differ: the coefficient of variation of the per-image range
     /// (99.8th less 1st percentile) and mean together (the larger of the two).</summary>
     public double IntensityVariation { get; init; }
-    /// <summary>Per-channel mean over every pixel of the set (units of full scale (pixel / 255, or / 65535 for 16-bit images)).</summary>
+    /// <summary>Per-channel mean over every pixel of the set (units of full scale (pixel / 255, or / 65535 for 16-bit
+    /// images)).</summary>
     public float[] ChannelMean { get; init; } = Array.Empty<float>();
     /// <summary>Per-channel standard deviation over every pixel of the set.</summary>
     public float[] ChannelStd { get; init; } = Array.Empty<float>();
@@ -122,7 +125,8 @@ public sealed record DataFingerprint
         for (int k = 0; k < classes; k++) shares[k] /= Math.Max(1, labelled);
         return new DataFingerprint
         {
-            Images = n, Channels = channels, ColourImages = colour, Bits = wide == 1 ? 16 : 8, Width = Spread.Of(perImage.Select(p => p.W)),
+            Images = n, Channels = channels, ColourImages = colour, Bits = wide == 1 ? 16 : 8,
+                Width = Spread.Of(perImage.Select(p => p.W)),
             Height = Spread.Of(perImage.Select(p => p.H)), ImageMean = Spread.Of(perImage.Select(p => p.Mean)),
             ImageLow = Spread.Of(perImage.Select(p => p.Low)), ImageHigh = Spread.Of(perImage.Select(p => p.High)),
             IntensityVariation = Math.Max(Variation(perImage.Select(p => p.High - p.Low)),
@@ -202,7 +206,8 @@ public sealed record DataFingerprint
     public IEnumerable<string> Describe()
     {
         var inv = CultureInfo.InvariantCulture;
-        yield return $"images: {Images} ({ColourImages} colour), width {Width}, height {Height}, {Channels} channel(s), "
+        yield return $"images: {Images} ({ColourImages} colour), width {Width}, height {Height}, {Channels} "
+            + $"channel(s), "
             + $"{Bits}-bit samples";
         yield return string.Create(inv, $"intensity per image (0-1): mean {ImageMean}, 1st percentile {ImageLow}, "
             + $"99.8th {ImageHigh}; variation between images {IntensityVariation:F2}");

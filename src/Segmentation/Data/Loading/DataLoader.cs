@@ -314,7 +314,8 @@ internal sealed class DataLoader
                 n * hw, hw);
         }
         return new HostBatch { Count = samples.Count, Channels = ch, Height = h, Width = w,
-            Images = images ?? Array.Empty<byte>(), Images16 = images16, Masks = masks, Names = samples.Select(s => s.Name).ToArray(), Instances = instances,
+            Images = images ?? Array.Empty<byte>(), Images16 = images16, Masks = masks,
+                Names = samples.Select(s => s.Name).ToArray(), Instances = instances,
             Levels = normalization is { Scheme: not NormalizationScheme.Fixed } perImage ? samples.SelectMany(s =>
             {
                 var (offset, scale) = perImage.LevelsOf(s);
@@ -339,7 +340,8 @@ internal sealed class DataLoader
         if (Options.CacheBytes <= 0) return dataset.Load(index);
         if (cache.TryGetValue(index, out var hit)) return hit;
         var sample = dataset.Load(index);
-        long size = (long)sample.Image.Samples.Length * sample.Image.Bits / 8 + sample.Mask.Length + 2L * (sample.Instances?.Length ?? 0);
+        long size = (long)sample.Image.Samples.Length * sample.Image.Bits / 8 + sample.Mask.Length + 2L
+            * (sample.Instances?.Length ?? 0);
         if (Interlocked.Add(ref cachedBytes, size) <= Options.CacheBytes) { if (!cache.TryAdd(index,
             sample)) Interlocked.Add(ref cachedBytes, -size); }
         else Interlocked.Add(ref cachedBytes, -size);

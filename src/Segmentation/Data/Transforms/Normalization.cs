@@ -102,7 +102,8 @@ public sealed record Normalization(float[] Mean, float[] Std)
     }
 
     /// <summary>Float N x C x H x W of a fixed-scheme batch: (x / full - mean) / std, on <paramref name="images"/>'s
-    /// device; full is 255 for a uint8 batch (8-bit images) and 65535 for an int32 one (16-bit images). A per-image scheme needs each image's levels: <see cref="Apply(Tensor, HostBatch)"/>.</summary>
+    /// device; full is 255 for a uint8 batch (8-bit images) and 65535 for an int32 one (16-bit images). A per-image
+    /// scheme needs each image's levels: <see cref="Apply(Tensor, HostBatch)"/>.</summary>
     public Tensor Apply(Tensor images) => Scheme == NormalizationScheme.Fixed ? Apply(images, (float[]?)null)
         : throw new InvalidOperationException($"{Scheme} normalisation needs each image's levels (the HostBatch).");
 
