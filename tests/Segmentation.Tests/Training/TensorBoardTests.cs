@@ -50,6 +50,71 @@ public class TensorBoardTests
         Assert.Equal(128, images[0].v.Image.Height);
     }
 
+    /// <summary>
+    /// Issue 37: a soak run died of SIGSEGV at an evaluation. TorchSharp's tensor route for image summaries copies the
+    /// pixels out of a temporary uint8 tensor that nothing references during the copy; a collection then frees its
+    /// memory under the copy (a large preview is a memory mapping of its own, unmapped when freed). Previews now go to
+    /// TorchSharp as encoded PNG files. Here, hundreds of large previews are logged while another thread collects and
+    /// finalizes without pause, and every one is in the event file, pixel for pixel.
+    /// </summary>
+    [Fact]
+    public void Large_previews_survive_collections_while_they_are_written()
+    {
+        using var dir = new TempDir();
+        var logger = new TensorBoardLogger(dir["tb"]);
+        const int w = 1100, h = 700, rounds = 25;
+        var rgb = new byte[w * h * 3];
+        new Random(1).NextBytes(rgb);
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        });
+        collector.Start();
+        try
+        {
+            for (int i = 1; i <= rounds; i++)
+                logger.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = i,
+                    Previews = new[] { new Preview("big", w, h, rgb) } });
+        }
+        finally { stop.Cancel(); collector.Join(); }
+        var images = ReadEvents(Directory.GetFiles(dir["tb"]).Single()).Where(e => e.Summary is not null)
+            .SelectMany(e => e.Summary.Value).Where(v => v.Image is not null).ToList();
+        Assert.Equal(rounds, images.Count);
+        using var decoded = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(
+            images[^1].Image.EncodedImageString.ToByteArray());
+        var back = new byte[w * h * 3];
+        decoded.CopyPixelDataTo(back);
+        Assert.Equal(rgb, back);
+    }
+
+    /// <summary>The crash itself, through TorchSharp's tensor route, for the record (docs/reliability.md): it brings
+    /// the test host down, so it runs only when SEGMENTATION_REPRODUCE_PREVIEW_CRASH=1.</summary>
+    [Fact]
+    public void Reproduce_the_preview_crash_through_the_tensor_route()
+    {
+        if (Environment.GetEnvironmentVariable("SEGMENTATION_REPRODUCE_PREVIEW_CRASH") != "1") return;
+        using var dir = new TempDir();
+        var writer = TorchSharp.torch.utils.tensorboard.SummaryWriter(dir["tb"]);
+        const int w = 1100, h = 700;
+        var rgb = new byte[w * h * 3];
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        });
+        collector.Start();
+        try
+        {
+            for (int i = 1; i <= 2000; i++)
+            {
+                using var image = TorchSharp.torch.tensor(rgb, new long[] { h, w, 3 });
+                writer.add_img("big", image, i, dataformats: "HWC");
+            }
+        }
+        finally { stop.Cancel(); collector.Join(); }
+    }
+
     [Fact]
     public void A_panel_is_image_truth_prediction_errors_with_the_class_colours()
     {

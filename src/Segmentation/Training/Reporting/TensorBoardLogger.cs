@@ -47,13 +47,28 @@ public sealed class TensorBoardLogger : IProgress<TrainingProgress>
                 }
                 break;
             case ProgressKind.Evaluated when p.Previews is { } previews:
-                foreach (var preview in previews)
-                {
-                    using var image = tensor(preview.Rgb, new long[] { preview.Height, preview.Width, 3 });
-                    writer.add_img($"val/{preview.Name}", image, p.Epoch, dataformats: "HWC");
-                }
+                foreach (var preview in previews) Image($"val/{preview.Name}", preview, p.Epoch);
                 break;
         }
+    }
+
+    /// <summary>
+    /// Adds a preview as an image summary, from a PNG file that ImageSharp writes. Not from a tensor: TorchSharp's
+    /// tensor route copies the pixels out of a temporary uint8 tensor that nothing references during the copy, so a
+    /// garbage collection can free its memory mid-copy (a preview of a few megabytes is its own memory mapping, and the
+    /// read then faults: the SIGSEGV of docs/reliability.md). The file route hands TorchSharp encoded bytes only.
+    /// </summary>
+    private void Image(string tag, Preview preview, int step)
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"segmentation-preview-{Guid.NewGuid():N}.png");
+        try
+        {
+            using (var png = SixLabors.ImageSharp.Image.LoadPixelData<SixLabors.ImageSharp.PixelFormats.Rgb24>(
+                preview.Rgb, preview.Width, preview.Height))
+                SixLabors.ImageSharp.ImageExtensions.SaveAsPng(png, file);
+            writer.add_img(tag, file, step);
+        }
+        finally { File.Delete(file); }
     }
 
     private void Scalar(string tag, double value, int step)
