@@ -28,6 +28,9 @@ public sealed record OnnxPredictorOptions
     public bool FlipTta { get; init; }
     /// <summary>ONNX Runtime threads within an operator (0: its default).</summary>
     public int Threads { get; init; }
+    /// <summary>Instance models: seed objects where P(object) is at least this (0 to 1, open), instead of the
+    /// model's metadata.</summary>
+    public double? SeedThreshold { get; init; }
 }
 
 /// <summary>How an instance model's logits become objects (the model's metadata).</summary>
@@ -36,7 +39,9 @@ public sealed record OnnxPredictorOptions
 /// <param name="MinSeedSize">Smallest interior region that seeds an object, in pixels.</param>
 /// <param name="Panoptic">Whether stuff classes are predicted beside the objects (a class map comes with
 /// them).</param>
-public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize, bool Panoptic = false);
+/// <param name="SeedThreshold">Seeds where P(thing) is at least this; null: where the best class is a thing.</param>
+public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize, bool Panoptic = false,
+    double? SeedThreshold = null);
 
 /// <summary>The objects of one image.</summary>
 /// <param name="Objects">An object number per pixel (0: none), row by row.</param>
@@ -124,6 +129,10 @@ public sealed class OnnxPredictor : IDisposable
         output = session.OutputMetadata.Keys.First();
         Info = ReadInfo(modelPath);
         Instances = ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes);
+        if (Options.SeedThreshold is { } seed)
+            Instances = seed > 0 && seed < 1 ? Instances is null ? throw new ArgumentException("A seed threshold "
+                + "applies to instance models; this one is semantic.") : Instances with { SeedThreshold = seed }
+                : throw new ArgumentException($"Seed threshold {seed}: expected above 0 and below 1.");
     }
 
     /// <summary>The instance decoding settings of an instance model, checked against its class count.</summary>
@@ -140,8 +149,12 @@ public sealed class OnnxPredictor : IDisposable
         {
             var o = JsonDocument.Parse(json).RootElement;
             var things = o.GetProperty("things").EnumerateArray().Select(e => e.GetBoolean()).ToArray();
+            double? seed = o.TryGetProperty("seedThreshold", out var t) && t.ValueKind != JsonValueKind.Null
+                ? t.GetDouble() : null;
             var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
-                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic");
+                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic", seed);
+            if (seed is { } st && !(st > 0 && st < 1))
+                throw new FormatException($"seedThreshold {st}: expected above 0 and below 1");
             if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
                 throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before "
                     + $"the "
@@ -322,7 +335,7 @@ public sealed class OnnxPredictor : IDisposable
         var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
             + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
         var r = InstanceDecoder.Decode(ImageLogits(image), Info.Classes, image.Height, image.Width, settings.Things,
-            settings.MinSize, settings.MinSeedSize);
+            settings.MinSize, settings.MinSeedSize, settings.SeedThreshold);
         return new OnnxInstances(r.Labels, r.Count, r.Classes, settings.Panoptic
             ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
     }

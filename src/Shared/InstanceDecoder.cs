@@ -5,7 +5,8 @@ namespace Segmentation.Shared;
 /// method): the classes are the data's semantic classes plus a last one, the boundary of the thing objects.
 /// <list type="number">
 /// <item>Seeds: the 4-connected regions of pixels whose best class is one thing class (an object's interior), of
-/// at least <c>minSeedSize</c> pixels.</item>
+/// at least <c>minSeedSize</c> pixels; with a seed threshold, of pixels whose probability of the thing classes is at
+/// least that, by their best thing class.</item>
 /// <item>Marker-controlled watershed: the seeds flood the foreground (pixels whose best class is a thing class or the
 /// boundary) in the order of the elevation 1 - P(thing), quantised to 256 levels, ties first come first served
 /// (a bucket queue: linear time).</item>
@@ -33,8 +34,10 @@ internal static class InstanceDecoder
     /// <param name="thing">For each class but the boundary: whether it is a thing class (counted objects).</param>
     /// <param name="minSize">Smallest object kept, in pixels.</param>
     /// <param name="minSeedSize">Smallest interior region that seeds an object, in pixels.</param>
+    /// <param name="seedThreshold">Seeds where P(thing) is at least this; null: where the best class is a
+    /// thing.</param>
     public static Result Decode(ReadOnlySpan<float> logits, int classes, int height, int width,
-        ReadOnlySpan<bool> thing, int minSize, int minSeedSize)
+        ReadOnlySpan<bool> thing, int minSize, int minSeedSize, double? seedThreshold = null)
     {
         int n = height * width;
         if (classes < 2 || thing.Length != classes - 1 || logits.Length != (long)classes * n)
@@ -48,7 +51,12 @@ internal static class InstanceDecoder
         var foreground = new bool[n];
         for (int i = 0; i < n; i++) foreground[i] = best[i] == boundary || thing[best[i]];
         var labels = new int[n];
-        int seeds = Seeds(best, thing, labels, height, width, minSeedSize);
+        var seedClass = new byte[n]; // the class a pixel seeds, or NotSeed
+        int cutoff = seedThreshold is { } t ? (int)Math.Floor(255 * (1 - t) + 1e-9) : -1;
+        for (int i = 0; i < n; i++)
+            seedClass[i] = seedThreshold is null ? best[i] < thing.Length && thing[best[i]] ? best[i] : NotSeed
+                : elevation[i] <= cutoff ? bestThing[i] : NotSeed;
+        int seeds = Seeds(seedClass, labels, height, width, minSeedSize);
         Flood(labels, foreground, elevation, height, width);
         int total = Unseeded(labels, foreground, height, width, seeds);
         return Number(labels, total, bestThing, minSize, best);
@@ -82,18 +90,20 @@ internal static class InstanceDecoder
         }
     }
 
-    /// <summary>Numbers the 4-connected regions of one thing class 1..K (regions under the minimum left 0).</summary>
-    private static int Seeds(byte[] best, ReadOnlySpan<bool> thing, int[] labels, int height, int width,
-        int minSeedSize)
+    /// <summary>A pixel that seeds no object.</summary>
+    private const byte NotSeed = 255;
+
+    /// <summary>Numbers the 4-connected regions of one seed class 1..K (regions under the minimum left 0).</summary>
+    private static int Seeds(byte[] seedClass, int[] labels, int height, int width, int minSeedSize)
     {
         int next = 0;
         var stack = new Stack<int>();
         var region = new List<int>();
         Span<int> near = stackalloc int[4];
-        for (int start = 0; start < best.Length; start++)
+        for (int start = 0; start < seedClass.Length; start++)
         {
-            if (labels[start] != 0 || best[start] >= thing.Length || !thing[best[start]]) continue;
-            byte cls = best[start];
+            if (labels[start] != 0 || seedClass[start] == NotSeed) continue;
+            byte cls = seedClass[start];
             int id = ++next;
             region.Clear();
             labels[start] = id; stack.Push(start);
@@ -105,7 +115,7 @@ internal static class InstanceDecoder
                 for (int j = 0; j < around; j++)
                 {
                     int q = near[j];
-                    if (labels[q] == 0 && best[q] == cls) { labels[q] = id; stack.Push(q); }
+                    if (labels[q] == 0 && seedClass[q] == cls) { labels[q] = id; stack.Push(q); }
                 }
             }
             if (region.Count >= minSeedSize) continue;

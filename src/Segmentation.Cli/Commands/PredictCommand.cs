@@ -137,7 +137,7 @@ internal static class PredictCommand
                 Classes = classes, FlipTta = flip ?? false, Threads = Cli.ResolveThreads(p.GetValue(f.Threads),
                     ctx.Err),
                 Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
-                    : null,
+                    : null, SeedThreshold = p.GetValue(f.SeedThreshold),
             };
             predictor = new OnnxPredictor(model, options);
             if (flip is null && predictor.Instances is not null)
@@ -149,6 +149,7 @@ internal static class PredictCommand
         }
         catch (Exception e) when (e is InvalidDataException
             || e is FileNotFoundException) { throw new SegmentationException(e.Message, e); }
+        catch (ArgumentException e) { throw new OptionsException(e.Message); }
         using (predictor)
         {
             var clock = Stopwatch.StartNew();

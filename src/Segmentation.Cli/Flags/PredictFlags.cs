@@ -19,6 +19,7 @@ internal sealed class PredictFlags
     public required Option<string> Device { get; init; }
     public required Option<string> Precision { get; init; }
     public required Option<string?> Threads { get; init; }
+    public required Option<double?> SeedThreshold { get; init; }
 
     public static PredictFlags Add(Command cmd)
     {
@@ -40,9 +41,12 @@ internal sealed class PredictFlags
                 "fp32, bf16 or fp16: the convolutions' arithmetic (any checkpoint runs in any).",
                     DefaultValueFactory = _ => "fp32" },
             Threads = Cli.ThreadsFlag(),
+            SeedThreshold = new Option<double?>("--seed-threshold") { Description = "Instance and panoptic models: "
+                + "seed objects where P(object) is at least this, instead of the checkpoint's setting (which is the "
+                + "best class, unless training chose one)." },
         };
         foreach (var o in new Option[] { f.Checkpoint, f.Slide, f.Stride, f.Tta, f.Device,
-            f.Precision, f.Threads }) cmd.Options.Add(o);
+            f.Precision, f.Threads, f.SeedThreshold }) cmd.Options.Add(o);
         return f;
     }
 
@@ -90,6 +94,9 @@ internal sealed class PredictFlags
             Window = p.GetValue(Slide) is { } s ? Size2.Parse(s) : null, Stride = p.GetValue(Stride) is { } st
                 ? Size2.Parse(st) : null,
             Threads = Cli.ResolveThreads(p.GetValue(Threads), log),
+            SeedThreshold = p.GetValue(SeedThreshold) is { } seed ? ckpt.Dataset.Task != SegmentationTaskKind.Semantic
+                ? seed : throw new OptionsException("--seed-threshold applies to instance and panoptic models; this "
+                    + "one is semantic.") : null,
         });
     }
 }

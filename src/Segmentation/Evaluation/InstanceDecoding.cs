@@ -32,7 +32,7 @@ public static class InstanceDecoding
     {
         int classes = settings.Things.Length + 1;
         var r = Shared.InstanceDecoder.Decode(logits, classes, height, width, settings.Things, settings.MinSize,
-            settings.MinSeedSize);
+            settings.MinSeedSize, settings.SeedThreshold);
         return new InstancePrediction { Width = width, Height = height, Objects = r.Labels, Count = r.Count,
             Classes = r.Classes, BestClass = r.BestClass };
     }

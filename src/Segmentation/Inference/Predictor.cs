@@ -29,6 +29,9 @@ public sealed record PredictorOptions
     /// <summary>libtorch's CPU threads (process-wide; null: leave them as they are). See <see
     /// cref="CpuThreads"/>.</summary>
     public int? Threads { get; init; }
+    /// <summary>Instance models: seeds where P(object) is at least this, instead of the checkpoint's setting (<see
+    /// cref="InstanceSettings.SeedThreshold"/>).</summary>
+    public double? SeedThreshold { get; init; }
 }
 
 /// <summary>A prediction for one image.</summary>
@@ -82,7 +85,8 @@ public sealed class Predictor : IDisposable
             throw new OptionsException($"Sliding window: {windowing}.");
         if (Options.Stride is { } s && (s.Height < 1 || s.Width < 1))
             throw new OptionsException($"Stride {s} must be positive.");
-        Description = checkpoint.Dataset;
+        Description = Options.SeedThreshold is { } seed && checkpoint.Dataset.Instances is { } objects
+            ? checkpoint.Dataset with { Instances = objects with { SeedThreshold = seed } } : checkpoint.Dataset;
         Normalization = checkpoint.Preprocessing.Normalization;
         CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);

@@ -73,6 +73,15 @@ public class InstanceCliTests
         var same = Run("score", "--task", "instance", "--pred", d["onnx"], "--gt", d["torch"], "--json").LastJson();
         Assert.Equal(1.0, same["ap50"]!.GetValue<double>());
         Assert.True(same["ap"]!.GetValue<double>() > 0.99, same.ToJsonString());
+
+        // a seed threshold, given to both routes, decodes alike too
+        Assert.Equal(0, Run("predict", "--onnx", d["m.onnx"], "--input", d["images"], "--out", d["onnx9"],
+            "--seed-threshold", "0.9").Code);
+        Assert.Equal(0, Run("predict", "--checkpoint", best, "--input", d["images"], "--out", d["torch9"],
+            "--seed-threshold", "0.9").Code);
+        var same9 = Run("score", "--task", "instance", "--pred", d["onnx9"], "--gt", d["torch9"], "--json")
+            .LastJson();
+        Assert.Equal(1.0, same9["ap50"]!.GetValue<double>());
     }
 
     [Fact]

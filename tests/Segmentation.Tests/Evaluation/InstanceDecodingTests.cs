@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 
@@ -43,6 +44,36 @@ public class InstanceDecodingTests
 
     private static double Dist(int x, int y, (double X, double Y, double R) d) => Math.Sqrt((x - d.X) * (x - d.X)
         + (y - d.Y) * (y - d.Y));
+
+    /// <summary>A model that is unsure at the neck between two touching objects (interior ahead of the boundary there,
+    /// but only just): the argmax makes one seed of both, a seed threshold (StarDist's probability threshold) two; the
+    /// seeds then flood the same foreground. ONNX Runtime's decoding reads the same setting (OnnxPredictorTests).</summary>
+    [Fact]
+    public void A_seed_threshold_splits_objects_that_the_argmax_joins_at_an_unsure_neck()
+    {
+        const int h = 40, w = 64;
+        var ids = Discs(h, w, (20, 20, 11), (42, 20, 11)); // 22 apart: touching at the neck x = 31
+        var logits = LogitsFor(Target(ids, h, w, boundary: 1));
+        int n = h * w;
+        // at the neck: interior 2.0 against boundary 1.6 (P(interior) about 0.55): interior by the argmax
+        for (int y = 0; y < h; y++)
+            for (int x = 29; x <= 33; x++)
+            {
+                int i = y * w + x;
+                if (ids[i] == 0) continue;
+                logits[i] = -2f; logits[n + i] = 2.0f; logits[2 * n + i] = 1.6f;
+            }
+        Assert.Equal(1, InstanceDecoding.Decode(logits, h, w, Settings).Count);
+        var split = InstanceDecoding.Decode(logits, h, w, Settings with { SeedThreshold = 0.7 });
+        Assert.Equal(2, split.Count);
+        Assert.Equal(ids.Count(v => v != 0), split.Objects.Count(v => v != 0)); // the same foreground, shared out
+        // the setting travels with the model's description
+        var back = InstanceSettings.FromJson(JsonNode.Parse((Settings with { SeedThreshold = 0.7 }).ToJson()
+            .ToJsonString())!.AsObject());
+        Assert.Equal(0.7, back.SeedThreshold);
+        Assert.Null(InstanceSettings.FromJson(Settings.ToJson()).SeedThreshold);
+        Assert.Throws<OptionsException>(() => (Settings with { SeedThreshold = 1.0 }).ValidateSizes());
+    }
 
     [Fact]
     public void Two_touching_discs_come_apart()

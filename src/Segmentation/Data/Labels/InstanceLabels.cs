@@ -32,6 +32,10 @@ public sealed record InstanceSettings
     public int MinSize { get; init; } = 8;
     /// <summary>Smallest interior region that seeds an object, in pixels.</summary>
     public int MinSeedSize { get; init; } = 4;
+    /// <summary>Seeds are the pixels whose probability of a thing class is at least this (StarDist's probability
+    /// threshold); null: the pixels whose best class is a thing class (the argmax). Higher splits touching objects
+    /// more readily.</summary>
+    public double? SeedThreshold { get; init; }
     /// <summary>For each class before the boundary: whether it is a thing class (counted objects). Instance data:
     /// background no, object yes.</summary>
     public bool[] Things { get; init; } = { false, true };
@@ -57,18 +61,22 @@ public sealed record InstanceSettings
         if (MinSize < 1 || MinSeedSize < 1)
             throw new OptionsException($"Minimum object size {MinSize} and seed size {MinSeedSize} must be at least "
                 + $"1.");
+        if (SeedThreshold is { } t && !(t > 0 && t < 1))
+            throw new OptionsException($"Seed threshold {t}: expected a probability above 0 and below 1.");
     }
 
     /// <summary>"boundary 2 px (weight 2), objects of 8 px or more".</summary>
     public override string ToString() => $"boundary {BoundaryWidth} px (weight "
         + $"{BoundaryWeight.ToString(CultureInfo.InvariantCulture)}), objects of {MinSize} px or more, seeds of "
-        + $"{MinSeedSize} px or more";
+        + $"{MinSeedSize} px or more"
+        + (SeedThreshold is { } t ? $" where P(object) >= {t.ToString(CultureInfo.InvariantCulture)}" : "");
 
     /// <summary>As JSON (checkpoints, ONNX metadata).</summary>
     public JsonObject ToJson() => new()
     {
         ["boundaryWidth"] = BoundaryWidth, ["boundaryWeight"] = BoundaryWeight, ["minSize"] = MinSize,
         ["minSeedSize"] = MinSeedSize, ["things"] = new JsonArray(Things.Select(t => (JsonNode?)t).ToArray()),
+        ["seedThreshold"] = SeedThreshold,
     };
 
     /// <summary>From <see cref="ToJson"/>'s output.</summary>
@@ -77,6 +85,7 @@ public sealed record InstanceSettings
         BoundaryWidth = o["boundaryWidth"]!.GetValue<int>(), BoundaryWeight = o["boundaryWeight"]!.GetValue<double>(),
         MinSize = o["minSize"]!.GetValue<int>(), MinSeedSize = o["minSeedSize"]!.GetValue<int>(),
         Things = o["things"]!.AsArray().Select(t => t!.GetValue<bool>()).ToArray(),
+        SeedThreshold = o["seedThreshold"]?.GetValue<double>(),
     };
 
     /// <summary>
