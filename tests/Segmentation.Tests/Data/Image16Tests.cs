@@ -217,7 +217,8 @@ public class Image16Tests
         using var onnx = new OnnxPredictor(d["model.onnx"]);
         Assert.Equal(16, onnx.Info.ImageBits);
         var logits = onnx.Logits(new OnnxImage(w, h, null, px));
-        double worst = Softmax(logits, 3, w * h).Zip(probabilities).Max(p => Math.Abs(p.First - p.Second));
+        double worst = NormalizationTests.Softmax(logits, 3, w * h).Zip(probabilities)
+            .Max(p => Math.Abs(p.First - p.Second));
         Assert.True(worst < 1e-4, $"probabilities differ by up to {worst}");
 
         // its 8-bit copy (ImageSharp's rounding, as 8-bit readers give it): the same scale, fewer levels
@@ -229,19 +230,6 @@ public class Image16Tests
 
         checkpoint.Save(d["model.ckpt"]);
         Assert.Equal(16, Checkpoint.Load(d["model.ckpt"]).Preprocessing.Normalization.ImageBits);
-    }
-
-    private static float[] Softmax(float[] logits, int classes, int plane)
-    {
-        var p = new float[logits.Length];
-        for (int i = 0; i < plane; i++)
-        {
-            float max = float.MinValue, sum = 0;
-            for (int k = 0; k < classes; k++) max = Math.Max(max, logits[k * plane + i]);
-            for (int k = 0; k < classes; k++) sum += p[k * plane + i] = MathF.Exp(logits[k * plane + i] - max);
-            for (int k = 0; k < classes; k++) p[k * plane + i] /= sum;
-        }
-        return p;
     }
 
     /// <summary>

@@ -171,7 +171,7 @@ public class NormalizationTests
         Assert.Equal(17, new ImageReader().ReadImage(d["turned.jpg"], channels).Width); // turned a quarter
     }
 
-    private static float[] Softmax(float[] logits, int classes, int plane)
+    internal static float[] Softmax(float[] logits, int classes, int plane)
     {
         var p = new float[logits.Length];
         for (int i = 0; i < plane; i++)
