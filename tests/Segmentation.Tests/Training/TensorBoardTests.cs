@@ -62,7 +62,7 @@ public class TensorBoardTests
     {
         using var dir = new TempDir();
         var logger = new TensorBoardLogger(dir["tb"]);
-        const int w = 1100, h = 700, rounds = 25;
+        const int w = 1100, h = 700, rounds = 10;
         var rgb = new byte[w * h * 3];
         new Random(1).NextBytes(rgb);
         using var stop = new CancellationTokenSource();
