@@ -124,9 +124,9 @@ internal sealed class TrainFlags
     public readonly Option<int?> ValBatchSize = new Option<int?>("--val-batch-size") { Description =
         "Validation images per batch (default: --batch-size when the validation images share one size, else 1)." };
     public readonly Option<bool> FitToTimeLimit = new Option<bool>("--fit-to-time-limit") { Description =
-        "With --time-limit: once an epoch and an evaluation are timed, shorten the epochs (and the learning-rate "
-            + "schedule) to what still fits, so the schedule ends at the limit rather than being cut (a plan sets "
-            + "it)." };
+        "With --time-limit: once an epoch and an evaluation are timed, lay the epochs (and the learning-rate "
+            + "schedule) over what fits, fewer or up to three times more, so the schedule ends at the limit rather "
+            + "than being cut (a plan sets it)." };
     /// <summary>Tests only: throw an unexpected error before step S of epoch E ("E:S"), as a crash would.</summary>
     public readonly Option<string?> FailAt = new Option<string?>("--fail-at") { Hidden = true };
     public readonly DataFlags D;

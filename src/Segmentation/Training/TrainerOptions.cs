@@ -112,12 +112,12 @@ public sealed record TrainerOptions
     /// limit).</summary>
     public TimeSpan? TimeLimit { get; init; }
     /// <summary>
-    /// With <see cref="TimeLimit"/>: once the epochs and an evaluation have been timed, shorten <see cref="Epochs"/>
-    /// (and
-    /// the learning-rate schedule with it) when they would not all fit, so that the schedule ends at the limit instead
-    /// of being cut in the middle. Checked after every epoch; the epochs are only ever shortened, and a resume keeps
-    /// the shortened schedule. Off: the limit stops the run wherever it is (the plan's epochs are fitted to the limit
-    /// already; this keeps them fitted when the machine turns out slower than timed).
+    /// With <see cref="TimeLimit"/>: once the epochs and an evaluation have been timed, lay <see cref="Epochs"/> (and
+    /// the learning-rate schedule with it) over what fits: fewer when they would not all fit, more (by two or more, up
+    /// to three times the epochs given) when they run faster than planned, so that the schedule ends at the limit
+    /// instead of being cut in the middle or leaving the budget unused. Checked after every epoch; a resume keeps the
+    /// fitted schedule. Off: the limit stops the run wherever it is (the plan's epochs are fitted to the limit already;
+    /// this keeps them fitted when the machine turns out slower or faster than timed).
     /// </summary>
     public bool FitScheduleToTimeLimit { get; init; }
     /// <summary>Called before each training step with the epoch and the step (1-based), for tests that inject a
