@@ -24,13 +24,28 @@ public sealed record OnnxPredictorOptions
     public (int Height, int Width)? Window { get; init; }
     /// <summary>Sliding-window stride; null: two thirds of the window.</summary>
     public (int Height, int Width)? Stride { get; init; }
-    /// <summary>Average with the horizontally mirrored image.</summary>
-    public bool FlipTta { get; init; }
+    /// <summary>Test-time augmentation: the views whose logits are averaged (mapped back onto the image) before
+    /// anything is decoded; the same as the TorchSharp predictor's.</summary>
+    public TestTimeAugmentation Tta { get; init; }
     /// <summary>ONNX Runtime threads within an operator (0: its default).</summary>
     public int Threads { get; init; }
     /// <summary>Instance models: seed objects where P(object) is at least this (0 to 1, open), instead of the
     /// model's metadata.</summary>
     public double? SeedThreshold { get; init; }
+}
+
+/// <summary>The views test-time augmentation averages; the same as the TorchSharp predictor's.</summary>
+public enum TestTimeAugmentation
+{
+    /// <summary>The image alone.</summary>
+    None,
+    /// <summary>The image and its left-right mirror image (2 passes).</summary>
+    Flip,
+    /// <summary>The image and its three mirror images: left-right, up-down and both (4 passes).</summary>
+    Flips,
+    /// <summary>The four of <see cref="Flips"/> and their transposes: the eight symmetries of the square (8
+    /// passes).</summary>
+    Dihedral,
 }
 
 /// <summary>How an instance model's logits become objects (the model's metadata).</summary>
@@ -376,7 +391,7 @@ public sealed class OnnxPredictor : IDisposable
         var (rh, rw) = Info.Resize ?? (height, width);
         long runPixels = (long)rh * rw;
         long modelPixels = Options.Window is var (wh, ww) ? (long)Math.Min(wh, rh) * Math.Min(ww, rw) : runPixels;
-        double logits = (pixels + runPixels) * (double)Info.Classes * (Options.FlipTta ? 2 : 1)
+        double logits = (pixels + runPixels) * (double)Info.Classes * (Options.Tta == 0 ? 1 : 2)
             * (Options.Window is null ? 1 : 2);
         return sizeof(float) * ((double)modelPixels * (ActivationFloatsPerPixel + Info.Classes) + logits
             + (pixels + runPixels) * (double)Info.InChannels);
@@ -422,10 +437,16 @@ public sealed class OnnxPredictor : IDisposable
     private float[] Logits(float[] x, int h, int w)
     {
         var logits = Windowed(x, h, w);
-        if (!Options.FlipTta) return logits;
-        var flipped = Tensors.FlipWidth(Windowed(Tensors.FlipWidth(x, Info.InChannels, h, w), h, w), Info.Classes, h,
-            w);
-        for (int i = 0; i < logits.Length; i++) logits[i] = (logits[i] + flipped[i]) / 2;
+        var views = TestTimeViews.Of((int)Options.Tta);
+        foreach (var v in views.Skip(1))
+        {
+            var (vh, vw) = v.Transpose ? (w, h) : (h, w);
+            var back = TestTimeViews.Undo(Windowed(TestTimeViews.Apply(x, Info.InChannels, h, w, v), vh, vw),
+                Info.Classes, h, w, v);
+            for (int i = 0; i < logits.Length; i++) logits[i] += back[i];
+        }
+        if (views.Length > 1)
+            for (int i = 0; i < logits.Length; i++) logits[i] /= views.Length;
         return logits;
     }
 

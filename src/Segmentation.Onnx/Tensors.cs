@@ -55,16 +55,6 @@ internal static class Tensors
         return labels;
     }
 
-    /// <summary>Mirrors each plane left to right.</summary>
-    public static float[] FlipWidth(float[] x, int c, int h, int w)
-    {
-        var result = new float[x.Length];
-        for (int k = 0; k < c; k++)
-            for (int i = 0; i < h; i++)
-                for (int j = 0; j < w; j++) result[(k * h + i) * w + j] = x[(k * h + i) * w + (w - 1 - j)];
-        return result;
-    }
-
     /// <summary>The window (y, x, height, width) of each plane.</summary>
     public static float[] Crop(float[] x, int c, int h, int w, int y, int x0, int ch, int cw)
     {

@@ -87,7 +87,10 @@ internal static class PlanCommand
             plan.ValBatchSize.ToString(inv), "--epochs", plan.Epochs.ToString(inv), "--eval-every",
             plan.EvalEvery.ToString(inv), "--lr", plan.LearningRate.ToString("R", inv), "--normalize", plan.Normalize,
             "--threads", plan.Threads.ToString(inv), "--cache-mb", plan.CacheMb.ToString(inv) });
+        if (plan.ScaleMin != 0.5 || plan.ScaleMax != 2)
+            a.AddRange(new[] { "--scale", string.Create(inv, $"{plan.ScaleMin:R},{plan.ScaleMax:R}") });
         if (plan.VerticalFlip) a.Add("--vflip");
+        if (plan.WeightAverageDecay is { } ema) a.AddRange(new[] { "--ema", ema.ToString("R", inv) });
         if (plan.ClassWeights is { } classWeights) a.AddRange(new[] { "--class-weights", classWeights });
         if (plan.BoundaryWidth is { } b) a.AddRange(new[] { "--boundary-width", b.ToString(inv) });
         if (plan.MinObjectSize is { } m) a.AddRange(new[] { "--min-object-size", m.ToString(inv) });

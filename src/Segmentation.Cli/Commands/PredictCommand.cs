@@ -126,7 +126,7 @@ internal static class PredictCommand
     private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes,
         List<string> files, string dir, bool overlay, bool overwrite)
     {
-        var (window, stride, flip) = f.Windowing(p);
+        var (window, stride, tta) = f.Windowing(p);
         CheckOutputs(files, OutputNames(files, false, overlay, 0), dir, overwrite);
         Directory.CreateDirectory(dir);
         OnnxPredictor predictor;
@@ -134,17 +134,18 @@ internal static class PredictCommand
         {
             var options = new OnnxPredictorOptions
             {
-                Classes = classes, FlipTta = flip ?? false, Threads = Cli.ResolveThreads(p.GetValue(f.Threads),
-                    ctx.Err),
+                Classes = classes, Tta = (Segmentation.Onnx.TestTimeAugmentation)(int)(tta ?? 0),
+                Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
                 Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
                     : null, SeedThreshold = p.GetValue(f.SeedThreshold),
             };
             predictor = new OnnxPredictor(model, options);
-            if (flip is null && predictor.Instances is not null)
+            if (tta is null && predictor.Instances is not null)
             {
-                // objects: flip TTA by default, as for checkpoints
+                // objects: the checkpoints' default
                 predictor.Dispose();
-                predictor = new OnnxPredictor(model, options with { FlipTta = true });
+                predictor = new OnnxPredictor(model, options with
+                    { Tta = (Segmentation.Onnx.TestTimeAugmentation)(int)PredictFlags.DefaultTta(true) });
             }
         }
         catch (Exception e) when (e is InvalidDataException

@@ -44,6 +44,7 @@ internal static class NumericFlags
         ["--depth"] = new(1, 8, "down-samplings"),
         ["--dist-timeout"] = new(1, 7 * 86400, "seconds"),
         ["--dropout"] = new(0, 1, "a probability", MaxOpen: true),
+        ["--ema"] = new(0, 1, "a decay", MinOpen: true, MaxOpen: true),
         ["--encoder-lr-scale"] = new(0, 1000, "a share of --lr"),
         ["--epochs"] = new(1, Many, "epochs"),
         ["--eval-every"] = new(1, Many, "epochs between evaluations"),

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.CommandLine;
 using Segmentation.Data;
 using Segmentation.Models;
@@ -42,6 +43,9 @@ internal sealed class TrainFlags
         "Weight decay (default: the recipe's: unet 1e-4, segformer 0.01)." };
     public readonly Option<double?> Clip = new Option<double?>("--clip") { Description =
         "Clip the gradient norm to this." };
+    public readonly Option<double?> Ema = new Option<double?>("--ema") { Description =
+        "Validate and save an exponential moving average of the weights with this decay, e.g. 0.998 (the first "
+            + "steps warm it up; resuming keeps both). Default: none, unless the plan takes one." };
     public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description =
         "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = string.Join("; ",
@@ -58,6 +62,9 @@ internal sealed class TrainFlags
         "The training augmentation as text, replacing the presets: e.g. \"scale(0.5,2) crop(256) hflip vflip rot90 "
             + "elastic(alpha=34,sigma=4) jitter(0.2)\"; steps: scale, crop, resize, hflip, vflip, rot90, rotate, "
             + "elastic, jitter, noise, blur." };
+    public readonly Option<string?> Scale = new Option<string?>("--scale") { Description =
+        "The presets' random scale range before the crop, MIN,MAX (default 0.5,2; the plan takes 0.7,1.4 for "
+            + "gray images)." };
     public readonly Option<bool> Vflip = new Option<bool>("--vflip") { Description =
         "Also flip vertically (microscopy, aerial images)." };
     public readonly Option<int> EvalEvery = new Option<int>("--eval-every") { DefaultValueFactory = _ => 1 };
@@ -138,12 +145,31 @@ internal sealed class TrainFlags
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
         foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer,
-            Schedule, PolyPower, Warmup, WeightDecay, Clip, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
-                NoAugment,
-                Augment, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights, EncoderLr,
-                    FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
-                        Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit,
-                            FailAt })
+            Schedule, PolyPower, Warmup, WeightDecay, Clip, Ema, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
+            NoAugment, Augment, Scale, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights,
+            EncoderLr, FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,
+            Nproc, DistBackend, SyncBn, DistTimeout, Plan, Normalize, ValBatchSize, FitToTimeLimit, FailAt })
             cmd.Options.Add(o);
+        Scale.Validators.Add(r =>
+        {
+            if (r.Tokens.Count == 0) return;
+            try { ScaleRange(r.Tokens[^1].Value); }
+            catch (OptionsException e) { r.AddError(e.Message); }
+        });
+    }
+
+    /// <summary>--scale MIN,MAX: two positive numbers, MIN at most MAX, MAX at most 10; the presets' 0.5,2 when not
+    /// given.</summary>
+    public static (double Min, double Max) ScaleRange(string? text)
+    {
+        if (text is null) return (0.5, 2.0);
+        var parts = text.Split(',');
+        var inv = CultureInfo.InvariantCulture;
+        if (parts.Length == 2 && double.TryParse(parts[0], NumberStyles.Float, inv, out double min)
+            && double.TryParse(parts[1], NumberStyles.Float, inv, out double max) && min > 0 && min <= max
+            && max <= 10)
+            return (min, max);
+        throw new OptionsException($"--scale '{text}': expected MIN,MAX with 0 < MIN <= MAX <= 10, e.g. 0.7,1.4.");
     }
 }
+

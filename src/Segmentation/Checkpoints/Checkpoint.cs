@@ -57,6 +57,9 @@ public sealed class Checkpoint
     public required byte[] Weights { get; init; }
     /// <summary>Optimiser state in TorchSharp's format (empty when not saved).</summary>
     public byte[] OptimizerState { get; init; } = Array.Empty<byte>();
+    /// <summary>With a weight average (<c>TrainerOptions.WeightAverageDecay</c>): the weights training goes on from,
+    /// while <see cref="Weights"/> holds the average, which predicts. Empty otherwise.</summary>
+    public byte[] TrainingWeights { get; init; } = Array.Empty<byte>();
     /// <summary>CPU random generator state after the epoch saved.</summary>
     public byte[] RngState { get; init; } = Array.Empty<byte>();
 
@@ -108,6 +111,11 @@ public sealed class Checkpoint
         Put(Weights);
         Put(BitConverter.GetBytes((long)OptimizerState.Length));
         Put(OptimizerState);
+        if (TrainingWeights.Length > 0) // a section files without an average lack, and readers before it skip
+        {
+            Put(BitConverter.GetBytes((long)TrainingWeights.Length));
+            Put(TrainingWeights);
+        }
         stream.Write(hash.GetHashAndReset());
     }
 
@@ -230,6 +238,7 @@ public sealed class Checkpoint
         }
         var weights = Section();
         var optimizer = Section();
+        var trainingWeights = pos < bodyLength ? Section() : Array.Empty<byte>();
         var state = header["state"]!.AsObject();
         // Files written before the model description hold the U-Net's options; they describe the same model.
         var model = LegacyUNetOptions.IsLegacy(header["model"])
@@ -249,7 +258,7 @@ public sealed class Checkpoint
             ValOrigin = header["valOrigin"]?.GetValue<string>(),
             Metrics = header["metrics"] is JsonObject m ? SegmentationMetrics.FromJsonObject(m) : null,
             Weights = weights,
-            OptimizerState = optimizer,
+            OptimizerState = optimizer, TrainingWeights = trainingWeights,
             RngState = Convert.FromBase64String(header["rng"]?.GetValue<string>() ?? ""),
         };
     }

@@ -17,8 +17,9 @@ public sealed record PredictorOptions
     public Size2? Window { get; init; }
     /// <summary>Sliding-window stride; null uses two thirds of the window.</summary>
     public Size2? Stride { get; init; }
-    /// <summary>Average the logits of the image and its horizontal mirror.</summary>
-    public bool FlipTta { get; init; }
+    /// <summary>Test-time augmentation: the views whose logits are averaged (mapped back onto the image) before
+    /// anything is decoded.</summary>
+    public TestTimeAugmentation Tta { get; init; }
     /// <summary>
     /// Resize inputs to this size before the model and the logits back to the input size after (as in training with a
     /// fixed size). Null: the size the checkpoint was trained at, if it was trained at a fixed size, else none.
@@ -32,6 +33,20 @@ public sealed record PredictorOptions
     /// <summary>Instance models: seeds where P(object) is at least this, instead of the checkpoint's setting (<see
     /// cref="InstanceSettings.SeedThreshold"/>).</summary>
     public double? SeedThreshold { get; init; }
+}
+
+/// <summary>The views test-time augmentation averages; the same in <c>Segmentation.Onnx</c>.</summary>
+public enum TestTimeAugmentation
+{
+    /// <summary>The image alone.</summary>
+    None,
+    /// <summary>The image and its left-right mirror image (2 passes).</summary>
+    Flip,
+    /// <summary>The image and its three mirror images: left-right, up-down and both (4 passes).</summary>
+    Flips,
+    /// <summary>The four of <see cref="Flips"/> and their transposes: the eight symmetries of the square (8
+    /// passes).</summary>
+    Dihedral,
 }
 
 /// <summary>A prediction for one image.</summary>
@@ -151,7 +166,8 @@ public sealed class Predictor : IDisposable
         // the layer table scales with the pixel count: traced once, at the smallest size
         activationsPerPixel ??= ModelSummary.EstimateActivationElements(model, min, min) / ((double)min * min);
         double activations = activationsPerPixel.Value * Math.Max(min, run.Item1) * Math.Max(min, run.Item2);
-        double logits = (double)pixels * model.Description.Classes * (Options.FlipTta ? 2 : 1) * (Options.Window is null
+        double logits = (double)pixels * model.Description.Classes * (Options.Tta == 0 ? 1 : 2)
+            * (Options.Window is null
             ? 1 : 2); // a window's sum and count beside the output
         // instance models: the logits copied to the host, and the watershed's per-pixel arrays (12 bytes a pixel)
         double decoding = Description.Task == SegmentationTaskKind.Semantic ? 0
@@ -182,11 +198,29 @@ public sealed class Predictor : IDisposable
         var x = images;
         if (Options.Size is { } size) x = nn.functional.interpolate(x, new long[] { size.Height, size.Width },
             mode: InterpolationMode.Bilinear, align_corners: false);
-        var logits = Forward(x);
-        if (Options.FlipTta) logits = (logits + Forward(x.flip(3)).flip(3)) / 2;
+        var views = Shared.TestTimeViews.Of((int)Options.Tta);
+        Tensor logits = Forward(x);
+        foreach (var v in views.Skip(1)) logits = logits + Undo(Forward(View(x, v)), v);
+        if (views.Length > 1) logits = logits / views.Length;
         if (Options.Size is not null) logits = nn.functional.interpolate(logits, new long[] { h, w },
             mode: InterpolationMode.Bilinear, align_corners: false);
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A N x C x H x W batch seen through a test-time view.</summary>
+    private static Tensor View(Tensor x, Shared.TestTimeViews.View v)
+    {
+        if (v.Transpose) x = x.transpose(2, 3).contiguous();
+        if (v.FlipRows) x = x.flip(2);
+        return v.FlipColumns ? x.flip(3) : x;
+    }
+
+    /// <summary>A view's logits mapped back onto the image.</summary>
+    private static Tensor Undo(Tensor y, Shared.TestTimeViews.View v)
+    {
+        if (v.FlipColumns) y = y.flip(3);
+        if (v.FlipRows) y = y.flip(2);
+        return v.Transpose ? y.transpose(2, 3).contiguous() : y;
     }
 
     private Tensor Forward(Tensor x)

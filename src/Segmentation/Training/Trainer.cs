@@ -30,6 +30,7 @@ public sealed class Trainer : IDisposable
     private readonly Distributed.GradientReducer? reducer;
     private readonly FusedAdamW? fused;
     private readonly DeviceLossScaler? deviceScaler;
+    private readonly WeightAverage? average;
 
     /// <summary>float16 training gives up after this many steps in a row skipped for non-finite gradients.</summary>
     public const int MaxConsecutiveSkippedSteps = 30;
@@ -72,6 +73,7 @@ public sealed class Trainer : IDisposable
         scaler = Options.Precision == Precision.Float16 ? new LossScaler(Options.InitialLossScale,
             growthInterval: Options.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, Options);
+        if (Options.WeightAverageDecay is { } decay) average = new WeightAverage(model, decay);
         if (Options.FusedOptimizer && optimizer is TorchSharp.Modules.AdamW adamW && FusedAdamW.Unavailable is null)
         {
             fused = new FusedAdamW(adamW);
@@ -401,6 +403,14 @@ public sealed class Trainer : IDisposable
             if (resumeFrom is not null)
             {
                 State = resumeFrom.State;
+                if (t.average is not null && resumeFrom.TrainingWeights.Length > 0)
+                {
+                    // the model was built from the checkpoint's weights, which are the average (and so is the
+                    // average now); training goes on from the weights as trained
+                    using var scope = NewDisposeScope();
+                    StateDicts.Load(t.model, StateDicts.ReadTorchSharp(resumeFrom.TrainingWeights),
+                        "The checkpoint's training weights");
+                }
                 if (resumeFrom.OptimizerState.Length > 0)
                 {
                     using var reader = new BinaryReader(new MemoryStream(resumeFrom.OptimizerState));
@@ -513,7 +523,7 @@ public sealed class Trainer : IDisposable
                 O.BeforeStep?.Invoke(epoch, step);
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
-                if (apply) optStep++;
+                if (apply) t.average?.Update(++optStep);
                 images += batch.Count;
                 if (float.IsFinite(value)) lossSum += value * batch.Count;
                 else
@@ -582,14 +592,22 @@ public sealed class Trainer : IDisposable
         {
             int valSteps = valLoader!.BatchesPerEpoch;
             t.BroadcastModel($"the model's weights before evaluating epoch {epoch}");
-            var (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
+            t.average?.Swap(); // validate the average
+            SegmentationMetrics metrics;
+            double loss;
+            IReadOnlyList<Preview>? previews;
+            try
             {
-                ReportConvolutions();
-                progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch,
-                    Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
-            });
-            var previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device,
-                train.Description, O.PreviewImages) : null;
+                (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
+                {
+                    ReportConvolutions();
+                    progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch,
+                        Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
+                });
+                previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device,
+                    train.Description, O.PreviewImages) : null;
+            }
+            finally { t.average?.Swap(); }
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs,
                 Metrics = metrics, Previews = previews });
             return (metrics, loss);
@@ -859,8 +877,10 @@ public sealed class Trainer : IDisposable
             Model = model.Description, Dataset = d, Preprocessing = new Preprocessing(normalization, Options.Size),
                 TrainerSettings = Options.ToJson(), State = state,
             TrainOrigin = trainOrigin, ValOrigin = valOrigin, Metrics = metrics,
-            Weights = Checkpoint.SerializeWeights(model), OptimizerState = opt.ToArray(), RngState = rng.data<byte>()
-                .ToArray(),
+            // with an average, the checkpoint predicts with it and resumes from the weights as trained
+            Weights = average?.With(() => Checkpoint.SerializeWeights(model)) ?? Checkpoint.SerializeWeights(model),
+            TrainingWeights = average is null ? Array.Empty<byte>() : Checkpoint.SerializeWeights(model),
+            OptimizerState = opt.ToArray(), RngState = rng.data<byte>().ToArray(),
         };
     }
 
@@ -888,6 +908,7 @@ public sealed class Trainer : IDisposable
         reducer?.Dispose();
         fused?.Dispose();
         deviceScaler?.Dispose();
+        average?.Dispose();
         optimizer.Dispose();
         if (ownsLoss) (loss as IDisposable)?.Dispose();
     }

@@ -70,6 +70,9 @@ public sealed record TrainerOptions
     public double WarmupFraction { get; init; } = 0.05;
     /// <summary>Clip the global gradient norm to this (null: no clipping).</summary>
     public double? GradientClipNorm { get; init; }
+    /// <summary>Validate and save an exponential moving average of the weights with this decay (0 to 1, open; e.g.
+    /// 0.998), warmed up as timm's: see <c>WeightAverage</c>. Null: the weights as trained.</summary>
+    public double? WeightAverageDecay { get; init; }
     /// <summary>Batches whose gradients are summed before each optimiser step.</summary>
     public int AccumulationSteps { get; init; } = 1;
     /// <summary>
@@ -203,6 +206,8 @@ public sealed record TrainerOptions
             throw new OptionsException($"Poly power is {PolyPower}; it must be a positive number.");
         if (GradientClipNorm is <= 0)
             throw new OptionsException($"Gradient clip norm is {GradientClipNorm}; it must be positive.");
+        if (WeightAverageDecay is { } ema && !(ema > 0 && ema < 1))
+            throw new OptionsException($"Weight average decay is {ema}; it must be between 0 and 1.");
         if (AccumulationSteps < 1)
             throw new OptionsException($"Accumulation steps is {AccumulationSteps}; it must be at least 1.");
         if (Augmentation is not null) Augmentations.Parse(Augmentation);

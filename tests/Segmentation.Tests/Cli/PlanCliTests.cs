@@ -46,6 +46,11 @@ public class PlanCliTests
         Assert.Equal(2, again.Code);
         Assert.Contains("exists already", again.Err);
 
+        // colour images: the presets' scale range; an edited range is followed
+        Assert.Equal((0.5, 2.0), ((double)json["ScaleMin"]!, (double)json["ScaleMax"]!));
+        json["ScaleMin"] = 0.8;
+        json["ScaleMax"] = 1.25;
+        File.WriteAllText(d["plan.json"], json.ToJsonString());
         var train = Run("train", "--data", d["data"], "--plan", d["plan.json"], "--epochs", "1", "--workers", "1",
             "--device", "cpu", "--out", d["run"], "--no-tensorboard");
         Assert.True(train.Code == 0, train.Err);
@@ -55,6 +60,33 @@ public class PlanCliTests
         Assert.Equal(3, (int)record["Model"]!["InChannels"]!);
         Assert.Equal((string)json["Normalize"]!, (string)record["Normalize"]!);
         Assert.Contains("normalisation: ", train.Out);
+        Assert.Equal((0.8, 1.25), ((double)record["Trainer"]!["ScaleMin"]!, (double)record["Trainer"]!["ScaleMax"]!));
+    }
+
+    [Fact]
+    public void Gray_images_are_planned_with_nnunets_scale_range_and_a_bad_range_is_refused()
+    {
+        using var d = new TempDir();
+        for (int i = 0; i < 6; i++)
+        {
+            TempDir.SaveGray(d[$"data/images/{i}.png"], 48, 48, (x, y) => (byte)((x + 3 * i) % 16 < 8 ? 200 : 40));
+            TempDir.SaveGray(d[$"data/masks/{i}.png"], 48, 48, (x, y) => (byte)((x + 3 * i) % 16 < 8 ? 255 : 0));
+        }
+        var plan = Run("plan", "--data", d["data"], "--time-limit", "2m", "--threads", "1", "--out", d["plan.json"]);
+        Assert.True(plan.Code == 0, plan.Err);
+        Assert.Contains("--scale 0.7,1.4", plan.Out);
+        Assert.Contains("scale 0.7-1.4 (nnU-Net's): gray images", plan.Out);
+        var json = JsonNode.Parse(File.ReadAllText(d["plan.json"]))!.AsObject();
+        Assert.Equal((0.7, 1.4), ((double)json["ScaleMin"]!, (double)json["ScaleMax"]!));
+
+        foreach (var bad in new[] { "2,1", "0,1", "1", "a,b", "0.5,11", "NaN,1" })
+        {
+            var r = Run("train", "--data", d["data"], "--scale", bad, "--epochs", "1", "--out", d["never"]);
+            Assert.Equal(2, r.Code);
+            Assert.Contains($"--scale '{bad}'", r.Err);
+            Assert.Contains("0 < MIN <= MAX <= 10", r.Err);
+            Assert.False(Directory.Exists(d["never"]));
+        }
     }
 
     [Fact]

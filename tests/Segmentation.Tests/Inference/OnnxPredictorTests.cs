@@ -10,6 +10,7 @@ using Segmentation.Models.Layers;
 using onnx::Segmentation.Onnx;
 using Segmentation.Training;
 using static TorchSharp.torch;
+using Tta = Segmentation.Inference.TestTimeAugmentation;
 
 namespace Segmentation.Tests.Inference;
 
@@ -42,11 +43,13 @@ public class OnnxPredictorTests
     }
 
     [Theory]
-    [InlineData("whole image, odd size", false, false, false)]
-    [InlineData("sliding window", true, false, false)]
-    [InlineData("flip TTA", false, true, false)]
-    [InlineData("trained at a fixed size", false, false, true)]
-    public void Onnx_predictions_match_the_TorchSharp_predictor(string what, bool window, bool tta, bool resize)
+    [InlineData("whole image, odd size", false, Tta.None, false)]
+    [InlineData("sliding window", true, Tta.None, false)]
+    [InlineData("flip TTA", false, Tta.Flip, false)]
+    [InlineData("dihedral TTA in windows", true, Tta.Dihedral, false)]
+    [InlineData("trained at a fixed size", false, Tta.None, true)]
+    public void Onnx_predictions_match_the_TorchSharp_predictor(string what, bool window, Tta tta,
+        bool resize)
     {
         using var dir = new TempDir();
         var trained = ShapesModel.Value;
@@ -62,11 +65,11 @@ public class OnnxPredictorTests
         var pixels = new byte[h * w * 3];
         for (int y = 0; y < h; y++) Array.Copy(sample.Pixels, y * 64 * 3, pixels, y * w * 3, w * 3);
 
-        var torchOptions = new PredictorOptions { Device = "cpu", FlipTta = tta, Window = window ? new Size2(32, 32) : null, Stride = window ? new Size2(20, 20) : null };
+        var torchOptions = new PredictorOptions { Device = "cpu", Tta = tta, Window = window ? new Size2(32, 32) : null, Stride = window ? new Size2(20, 20) : null };
         using var torchPredictor = new Predictor(checkpoint, torchOptions);
         var expected = torchPredictor.Predict(new ImageBuffer(w, h, 3, pixels)).Labels;
 
-        using var onnx = new OnnxPredictor(dir["model.onnx"], new OnnxPredictorOptions { FlipTta = tta, Window = window ? (32, 32) : null, Stride = window ? (20, 20) : null });
+        using var onnx = new OnnxPredictor(dir["model.onnx"], new OnnxPredictorOptions { Tta = (onnx::Segmentation.Onnx.TestTimeAugmentation)(int)tta, Window = window ? (32, 32) : null, Stride = window ? (20, 20) : null });
         Assert.Equal(resize ? (40, 48) : null, onnx.Info.Resize);
         var actual = onnx.Predict(pixels, w, h);
         double agree = expected.Zip(actual).Count(p => p.First == p.Second) / (double)expected.Length;

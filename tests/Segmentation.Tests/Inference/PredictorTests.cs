@@ -73,15 +73,41 @@ public sealed class PredictorTests : IDisposable
         Assert.False(model.Logits(x).allclose(actual, rtol: 1e-5, atol: 1e-5));
     }
 
-    [Fact]
-    public void Flip_tta_averages_the_logits_of_the_image_and_its_mirror()
+    [Theory]
+    [InlineData(TestTimeAugmentation.Flip)]
+    [InlineData(TestTimeAugmentation.Flips)]
+    [InlineData(TestTimeAugmentation.Dihedral)]
+    public void Tta_averages_the_logits_of_each_view_mapped_back_onto_the_image(TestTimeAugmentation mode)
     {
         using var plain = new Predictor(checkpoint, new PredictorOptions { Device = "cpu" });
-        using var tta = new Predictor(checkpoint, new PredictorOptions { Device = "cpu", FlipTta = true });
+        using var tta = new Predictor(checkpoint, new PredictorOptions { Device = "cpu", Tta = mode });
         using var scope = NewDisposeScope();
-        var x = Image(32, 40, 3);
-        var expected = (plain.Logits(x) + plain.Logits(x.flip(3)).flip(3)) / 2;
-        Assert.True(expected.allclose(tta.Logits(x), rtol: 1e-5, atol: 1e-6));
+        var x = Image(32, 40, 3); // not square: a transposed view is 40 x 32
+        // written from the definitions: each view, its logits, and the inverse of the view
+        Tensor Mirror(Tensor t, long dim) => t.flip(dim);
+        Tensor T(Tensor t) => t.transpose(2, 3);
+        var views = new List<Tensor> { plain.Logits(x), Mirror(plain.Logits(Mirror(x, 3)), 3) };
+        if (mode >= TestTimeAugmentation.Flips)
+        {
+            views.Add(Mirror(plain.Logits(Mirror(x, 2)), 2));
+            views.Add(Mirror(Mirror(plain.Logits(Mirror(Mirror(x, 2), 3)), 3), 2));
+        }
+        if (mode == TestTimeAugmentation.Dihedral)
+        {
+            var xt = T(x);
+            views.Add(T(plain.Logits(xt)));
+            views.Add(T(Mirror(plain.Logits(Mirror(xt, 3)), 3)));
+            views.Add(T(Mirror(plain.Logits(Mirror(xt, 2)), 2)));
+            views.Add(T(Mirror(Mirror(plain.Logits(Mirror(Mirror(xt, 2), 3)), 3), 2)));
+        }
+        Assert.Equal(mode switch { TestTimeAugmentation.Flip => 2, TestTimeAugmentation.Flips => 4, _ => 8 },
+            views.Count);
+        var expected = stack(views).mean(new long[] { 0 });
+        var actual = tta.Logits(x);
+        Assert.Equal(new long[] { 1, 4, 32, 40 }, actual.shape);
+        Assert.True(expected.allclose(actual, rtol: 1e-5, atol: 1e-5));
+        // and the views do differ: averaging changed the answer
+        Assert.False(plain.Logits(x).allclose(actual, rtol: 1e-5, atol: 1e-5));
     }
 
     [Fact]

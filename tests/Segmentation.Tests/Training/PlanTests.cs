@@ -81,6 +81,19 @@ public class PlanTests
     }
 
     [Fact]
+    public void Instance_data_is_planned_on_the_pretrained_encoder_with_per_image_percentiles_when_its_weights_are_at_hand()
+    {
+        var (train, val) = Instances();
+        var timings = Timings(0.5, 0.1, "group").Append(new PlanTiming("mlnet-resnet18", 0, 0.3)).ToArray();
+        var plan = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1, Timings = timings,
+            PretrainedResNet18 = "ResNet18.onnx" });
+        Assert.Equal(("mlnet-resnet18", "builtin", "percentile", "batch"), (plan.Encoder, plan.EncoderWeights,
+            plan.Normalize, plan.Norm));
+        Assert.Contains(plan.Reasons, r => r.Contains("objects: on DSB2018", StringComparison.Ordinal));
+        Assert.NotNull(plan.BoundaryWidth);
+    }
+
+    [Fact]
     public void Colour_semantic_data_is_planned_on_the_pretrained_encoder_when_its_weights_are_at_hand()
     {
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 30, Size = 64, Seed = 2 }).Split(0.8);

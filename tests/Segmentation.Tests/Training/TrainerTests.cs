@@ -47,17 +47,21 @@ public class TrainerTests
     /// </summary>
     [Theory]
     [InlineData("unet")]
+    [InlineData("unet, weight average")]
     [InlineData("segformer")]
     public void Training_four_epochs_equals_two_then_resuming_for_two(string architecture)
     {
         using var dir = new TempDir();
         var (train, val) = Shapes(24);
+        bool average = architecture.EndsWith("weight average", StringComparison.Ordinal);
+        if (average) architecture = "unet";
         var description = architecture == "unet" ? Tiny : new ModelDescription
         {
             Architecture = "segformer", Encoder = new ModelPart("mit-b0"), Classes = 4, Seed = 5,
         };
         SegmentationModel Build() => new(description);
-        TrainerOptions Options(string sub) => architecture == "unet" ? Quick(dir.Sub(sub), 4)
+        TrainerOptions Options(string sub) => architecture == "unet" ? Quick(dir.Sub(sub), 4) with
+            { WeightAverageDecay = average ? 0.9 : null }
             : TrainerOptions.Recommended(description, pretrainedEncoder: true) with
             {
                 Epochs = 4, BatchSize = 4, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir.Sub(sub),
@@ -85,6 +89,17 @@ public class TrainerTests
             Assert.Equal(4, r.History.Count);
         }
         Assert.Equal(Flat(straight), Flat(resumed));
+        var (a, b) = (Checkpoint.Load(dir["a/last.ckpt"]), Checkpoint.Load(dir["b/last.ckpt"]));
+        Assert.Equal(a.Weights, b.Weights);
+        Assert.Equal(a.TrainingWeights, b.TrainingWeights);
+        Assert.Equal(a.State.History.Select(h => h.ValLoss), b.State.History.Select(h => h.ValLoss));
+        if (average)
+        {
+            // the checkpoint predicts with the average and resumes from the weights as trained
+            Assert.NotEqual(a.Weights, a.TrainingWeights);
+            Assert.Equal(Checkpoint.SerializeWeights(straight), a.TrainingWeights);
+        }
+        else Assert.Empty(a.TrainingWeights);
     }
 
     [Fact]

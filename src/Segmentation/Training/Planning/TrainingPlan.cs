@@ -46,6 +46,8 @@ public sealed record TrainingPlan
     public double ScaleMin { get; init; } = 0.5;
     /// <summary>The random scale range before the crop.</summary>
     public double ScaleMax { get; init; } = 2;
+    /// <summary>The decay of the weight average validated and saved (<c>--ema</c>); null for none.</summary>
+    public double? WeightAverageDecay { get; init; }
     /// <summary>Flip vertically too (no up or down in microscopy and aerial images).</summary>
     public bool VerticalFlip { get; init; }
     /// <summary>percentile, zscore, dataset, imagenet or symmetric (<c>--normalize</c>).</summary>
@@ -121,8 +123,10 @@ public sealed record TrainingPlan
         Check(EvalEvery >= 1, $"EvalEvery {EvalEvery}: expected at least 1");
         Check(LearningRate > 0 && double.IsFinite(LearningRate), $"LearningRate {LearningRate}: expected a positive "
             + "number");
-        Check(ScaleMin > 0 && ScaleMax >= ScaleMin, $"ScaleMin {ScaleMin}, ScaleMax {ScaleMax}: expected 0 < min <= "
-            + "max");
+        Check(ScaleMin > 0 && ScaleMax >= ScaleMin && ScaleMax <= 10, $"ScaleMin {ScaleMin}, ScaleMax {ScaleMax}: "
+            + "expected 0 < min <= max <= 10");
+        Check(WeightAverageDecay is null or (> 0 and < 1), $"WeightAverageDecay {WeightAverageDecay}: expected "
+            + "between 0 and 1, or null");
         Check(Threads >= 1, $"Threads {Threads}: expected at least 1");
         Check(CacheMb >= 0, $"CacheMb {CacheMb}: expected 0 or more");
         Check(Task is "semantic" or "instance" or "panoptic", $"Task '{Task}': expected semantic, instance or "
