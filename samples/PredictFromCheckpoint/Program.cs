@@ -17,7 +17,7 @@ var checkpoint = Checkpoint.Load(checkpointPath);
 using var predictor = new Predictor(checkpoint, new PredictorOptions
 {
     Window = new Size2(256, 256), Stride = new Size2(170, 170), // sliding window, logits averaged where windows overlap
-    FlipTta = true,                                            // average with the mirrored image
+    Tta = TestTimeAugmentation.Flip,                           // average with the mirrored image
 });
 
 // 1. Mean IoU on labelled data, read with the checkpoint's own mask encoding.

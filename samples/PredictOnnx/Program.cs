@@ -10,7 +10,7 @@ if (args.Length < 3)
 var (modelPath, imageDir, outDir) = (args[0], args[1], args[2]);
 
 // Classes, names, colours, normalisation and the training resize come from the model's metadata.
-using var predictor = new OnnxPredictor(modelPath, new OnnxPredictorOptions { FlipTta = true });
+using var predictor = new OnnxPredictor(modelPath, new OnnxPredictorOptions { Tta = TestTimeAugmentation.Flip });
 Console.WriteLine($"{predictor.Info.Classes} classes: {string.Join(", ", predictor.Info.ClassNames)}");
 var files = OnnxPredictor.ImageFilesIn(imageDir); // PNG, JPEG, BMP, GIF, TIFF, WebP, TGA, PBM
 if (files.Count == 0)

@@ -523,7 +523,11 @@ public sealed class Trainer : IDisposable
                 O.BeforeStep?.Invoke(epoch, step);
                 float value = t.TrainStep(batch, normalization, apply);
                 ReportConvolutions();
-                if (apply) t.average?.Update(++optStep);
+                if (apply)
+                {
+                    optStep++;
+                    t.average?.Update(optStep);
+                }
                 images += batch.Count;
                 if (float.IsFinite(value)) lossSum += value * batch.Count;
                 else
@@ -592,22 +596,19 @@ public sealed class Trainer : IDisposable
         {
             int valSteps = valLoader!.BatchesPerEpoch;
             t.BroadcastModel($"the model's weights before evaluating epoch {epoch}");
-            t.average?.Swap(); // validate the average
-            SegmentationMetrics metrics;
-            double loss;
-            IReadOnlyList<Preview>? previews;
-            try
+            (SegmentationMetrics, double, IReadOnlyList<Preview>?) Validate()
             {
-                (metrics, loss) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
+                var (m, l) = t.Evaluate(valLoader, normalization, train.Description, cancellation, step =>
                 {
                     ReportConvolutions();
                     progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch,
                         Epochs = O.Epochs, Step = step, StepsPerEpoch = valSteps });
                 });
-                previews = O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device,
-                    train.Description, O.PreviewImages) : null;
+                return (m, l, O.PreviewImages > 0 ? Previews.Render(t.model, valLoader, normalization, t.device,
+                    train.Description, O.PreviewImages) : null);
             }
-            finally { t.average?.Swap(); }
+            // with a weight average, the average is what is validated
+            var (metrics, loss, previews) = t.average?.With(Validate) ?? Validate();
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Evaluated, Epoch = epoch, Epochs = O.Epochs,
                 Metrics = metrics, Previews = previews });
             return (metrics, loss);

@@ -71,7 +71,8 @@ public sealed record TrainerOptions
     /// <summary>Clip the global gradient norm to this (null: no clipping).</summary>
     public double? GradientClipNorm { get; init; }
     /// <summary>Validate and save an exponential moving average of the weights with this decay (0 to 1, open; e.g.
-    /// 0.998), warmed up as timm's: see <c>WeightAverage</c>. Null: the weights as trained.</summary>
+    /// 0.995), warmed up as timm's: see <c>WeightAverage</c>. The checkpoints hold the average (and, for resuming,
+    /// the weights as trained); the model itself keeps the weights as trained. Null: no average.</summary>
     public double? WeightAverageDecay { get; init; }
     /// <summary>Batches whose gradients are summed before each optimiser step.</summary>
     public int AccumulationSteps { get; init; } = 1;

@@ -90,6 +90,9 @@ public class TrainerTests
         }
         Assert.Equal(Flat(straight), Flat(resumed));
         var (a, b) = (Checkpoint.Load(dir["a/last.ckpt"]), Checkpoint.Load(dir["b/last.ckpt"]));
+        // the schedule moved on every step: 18 training images at batch 4, 4 epochs
+        Assert.InRange(a.State.OptimizerStep, 16, 20);
+        Assert.Equal(4, a.State.History.Select(h => h.LearningRate).Distinct().Count());
         Assert.Equal(a.Weights, b.Weights);
         Assert.Equal(a.TrainingWeights, b.TrainingWeights);
         Assert.Equal(a.State.History.Select(h => h.ValLoss), b.State.History.Select(h => h.ValLoss));
