@@ -121,6 +121,10 @@ internal static class PredictCommand
         return 0;
     }
 
+    /// <summary>The same views in Segmentation.Onnx's enum (the two enums list them in the same order).</summary>
+    private static Segmentation.Onnx.TestTimeAugmentation OnnxTta(Inference.TestTimeAugmentation tta) =>
+        (Segmentation.Onnx.TestTimeAugmentation)(int)tta;
+
     /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the
     /// path.</summary>
     private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes,
@@ -134,7 +138,7 @@ internal static class PredictCommand
         {
             var options = new OnnxPredictorOptions
             {
-                Classes = classes, Tta = (Segmentation.Onnx.TestTimeAugmentation)(int)(tta ?? 0),
+                Classes = classes, Tta = OnnxTta(tta ?? Inference.TestTimeAugmentation.None),
                 Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
                 Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
                     : null, SeedThreshold = p.GetValue(f.SeedThreshold),
@@ -144,8 +148,7 @@ internal static class PredictCommand
             {
                 // objects: the checkpoints' default
                 predictor.Dispose();
-                predictor = new OnnxPredictor(model, options with
-                    { Tta = (Segmentation.Onnx.TestTimeAugmentation)(int)PredictFlags.DefaultTta(true) });
+                predictor = new OnnxPredictor(model, options with { Tta = OnnxTta(PredictFlags.DefaultTta(true)) });
             }
         }
         catch (Exception e) when (e is InvalidDataException

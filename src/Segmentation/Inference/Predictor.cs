@@ -240,7 +240,7 @@ public sealed class Predictor : IDisposable
             var window = x[.., .., top..(top + th), left..(left + tw)];
             var part = th < min || tw < min ? PaddedForward(window, min) : model.Logits(window);
             sum[.., .., top..(top + th), left..(left + tw)].add_(part);
-            count[.., .., top..(top + th), left..(left + tw)].add_(1);
+            count[.., .., top..(top + th), left..(left + tw)].add_(Scalars.One, Scalars.One);
         }
         return sum / count;
     }

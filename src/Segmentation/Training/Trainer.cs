@@ -375,7 +375,7 @@ public sealed class Trainer : IDisposable
             if (!O.FitScheduleToTimeLimit || O.TimeLimit is not { } limit || valLoader is not null
                 && !timings.Any(x => x.Eval > 0)) return;
             var (train, eval) = EpochTimes();
-            double left = (limit - clock.Elapsed).TotalSeconds;
+            double left = (limit - Elapsed).TotalSeconds;
             int fitted = epoch, cap = plannedEpochs * GrowthCap;
             for (int e = epoch + 1; e <= cap; e++)
             {
@@ -574,7 +574,7 @@ public sealed class Trainer : IDisposable
                 : Enumerable.Range(epoch, O.Epochs - epoch + 1).Count(k => k % O.EvalEvery == 0 || k == O.Epochs);
             double seconds = left * train + evaluations * (eval > 0 ? eval : train);
             if (O.TimeLimit is { } limit) seconds = Math.Min(seconds,
-                Math.Max(0, (limit - clock.Elapsed).TotalSeconds));
+                Math.Max(0, (limit - Elapsed).TotalSeconds));
             return TimeSpan.FromSeconds(seconds);
         }
 
@@ -625,6 +625,10 @@ public sealed class Trainer : IDisposable
             t.ReleaseMemory(); // the checkpoint's model- and optimiser-sized buffers
         }
 
+        /// <summary>The run's time so far, across resumes: --time-limit is the whole run's budget, so a run resumed
+        /// after a crash goes on within what is left of it.</summary>
+        private TimeSpan Elapsed => TimeSpan.FromSeconds(priorSeconds) + clock.Elapsed;
+
         /// <summary>Early stopping and the time limit, checked after each epoch but the last.</summary>
         public bool ShouldStop(int epoch)
         {
@@ -650,7 +654,7 @@ public sealed class Trainer : IDisposable
         /// together).</summary>
         private bool TimeIsUp(TimeSpan limit)
         {
-            var up = new[] { clock.Elapsed >= limit ? 1.0 : 0 };
+            var up = new[] { Elapsed >= limit ? 1.0 : 0 };
             t.group?.AllReduce(up, $"the time-limit check");
             return up[0] > 0;
         }

@@ -106,6 +106,28 @@ public class TrainerTests
     }
 
     [Fact]
+    public void A_resumed_run_counts_the_time_before_it_against_the_time_limit()
+    {
+        using var dir = new TempDir();
+        var (train, val) = Shapes(24);
+        using (var first = Build())
+        using (var t = new Trainer(first, Quick(dir.Path, 4)))
+        using (var cts = new CancellationTokenSource())
+        {
+            var stopAfterTwo = new SynchronousProgress<TrainingProgress>(p => { if (p.Kind == ProgressKind.Epoch && p.Epoch == 2) cts.Cancel(); });
+            t.Fit(train, val, stopAfterTwo, cancellation: cts.Token);
+        }
+        var ckpt = Checkpoint.Load(dir["last.ckpt"]);
+        Assert.Equal(2, ckpt.State.Epoch);
+        // a budget the first two epochs nearly spent: the resumed run trains one more epoch and stops for time
+        using var resumed = ckpt.CreateModel();
+        using var trainer = new Trainer(resumed, Quick(dir.Path, 4) with { TimeLimit = TimeSpan.FromSeconds(ckpt.State.Seconds + 0.01) });
+        var r = trainer.Fit(train, val, resumeFrom: ckpt);
+        Assert.Equal("time limit", r.StopReason);
+        Assert.Equal(3, r.Epochs);
+    }
+
+    [Fact]
     public void The_best_checkpoint_is_required_by_a_non_null_path_or_an_error_that_says_why()
     {
         using var dir = new TempDir();

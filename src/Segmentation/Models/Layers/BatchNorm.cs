@@ -60,7 +60,7 @@ public sealed class BatchNorm : Layer, ICheckedComputation
     /// <summary>libtorch's kernel takes a bfloat16 or float16 input with float32 statistics as it is.</summary>
     protected override Tensor Compute(Tensor input)
     {
-        if (training) num_batches_tracked.add_(1);
+        if (training) num_batches_tracked.add_(Scalars.One, Scalars.One); // no temporary scalars: Scalars
         if (training && Sync is { WorldSize: > 1 } group)
             return Distributed.SyncBatchNormFunction.apply(input, weight, bias,
                 new Distributed.SyncBatchNormFunction.Settings(group, running_mean, running_var, Momentum, Epsilon));

@@ -27,7 +27,7 @@ public static class LayerOps
     {
         string? an = null, bn = null;
         if (OnnxTrace.Current is { } t) (an, bn) = (t.NameOf(a, "LayerOps.Add"), t.NameOf(b, "LayerOps.Add"));
-        var y = inPlace ? a.add_(b) : a + b;
+        var y = inPlace ? a.add_(b, Scalars.One) : a.add(b, Scalars.One); // no temporary alpha: Scalars
         OnnxTrace.Current?.Op(y, g => g.Add(an!, bn!));
         return y;
     }
