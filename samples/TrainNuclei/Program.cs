@@ -15,8 +15,11 @@ var data = args.Length > 0
 Console.WriteLine(data.DetectionReport);
 var (train, val) = data.Split(0.8, seed: 0);
 
-// three classes: background, object interior, object boundary (data.Description says so)
-using var model = new SegmentationModel(ModelDescription.UNet(classes: data.Description.Classes, baseChannels: 16, seed: 0));
+// three classes: background, object interior, object boundary (data.Description says so). OutputPlanes() counts them
+// and any plane the instance target adds: with `Instances = new InstanceSettings { Target = InstanceTarget.Distance }`
+// in the DatasetOptions, one more (StarDist's object probability, docs/instances.md).
+using var model = new SegmentationModel(ModelDescription.UNet(classes: data.Description.OutputPlanes(), baseChannels: 16,
+    seed: 0));
 using var trainer = new Trainer(model, new TrainerOptions
 {
     Epochs = args.Length > 0 ? 40 : 12, BatchSize = 8, LearningRate = args.Length > 0 ? 1e-3 : 3e-3,

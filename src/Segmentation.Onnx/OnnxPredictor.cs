@@ -54,9 +54,12 @@ public enum TestTimeAugmentation
 /// <param name="MinSeedSize">Smallest interior region that seeds an object, in pixels.</param>
 /// <param name="Panoptic">Whether stuff classes are predicted beside the objects (a class map comes with
 /// them).</param>
-/// <param name="SeedThreshold">Seeds where P(thing) is at least this; null: where the best class is a thing.</param>
+/// <param name="SeedThreshold">Seeds where P(thing) is at least this; null: where the best class is a thing. With
+/// <paramref name="Distance"/>: where the distance is at least this (null: 0.5).</param>
+/// <param name="Distance">Whether the model gives a distance plane after the classes (the distance target): objects
+/// are then seeded from and flooded by it.</param>
 public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize, bool Panoptic = false,
-    double? SeedThreshold = null);
+    double? SeedThreshold = null, bool Distance = false);
 
 /// <summary>The objects of one image.</summary>
 /// <param name="Objects">An object number per pixel (0: none), row by row.</param>
@@ -104,6 +107,8 @@ public sealed record OnnxModelInfo(int Classes, int InChannels, string[] ClassNa
     /// <summary>Bits a sample of the images the model was trained on (8 or 16): a record; it takes either
     /// depth.</summary>
     public int ImageBits { get; init; } = 8;
+    /// <summary>The output's planes: the classes, and after them any an instance target adds (the distance).</summary>
+    public int Planes { get; init; } = Classes;
 }
 
 /// <summary>
@@ -167,7 +172,7 @@ public sealed class OnnxPredictor : IDisposable
             double? seed = o.TryGetProperty("seedThreshold", out var t) && t.ValueKind != JsonValueKind.Null
                 ? t.GetDouble() : null;
             var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
-                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic", seed);
+                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic", seed, DistanceTarget(o));
             if (seed is { } st && !(st > 0 && st < 1))
                 throw new FormatException($"seedThreshold {st}: expected above 0 and below 1");
             if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
@@ -181,6 +186,27 @@ public sealed class OnnxPredictor : IDisposable
         {
             throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.InstanceDecoding}' = "
                 + $"'{Clip(json)}' cannot be read ({e.Message}).", e);
+        }
+    }
+
+    /// <summary>Whether instance-decoding metadata names the distance target ("target": "distance"; absent: the
+    /// boundary, as every model before it).</summary>
+    private static bool DistanceTarget(JsonElement o) => o.TryGetProperty("target", out var t)
+        && t.ValueKind != JsonValueKind.Null ? t.GetString() switch
+        {
+            "distance" => true, "boundary" => false,
+            var other => throw new FormatException($"target '{Clip(other ?? "")}': expected boundary or distance"),
+        } : false;
+
+    /// <summary>The output planes an instance target adds after the classes (read before the classes are checked
+    /// against the output: the distance target's model gives one more plane than it has classes).</summary>
+    private static int ExtraPlanes(Dictionary<string, string> meta)
+    {
+        if (!meta.TryGetValue(OnnxMetadataKeys.InstanceDecoding, out var json)) return 0;
+        try { return DistanceTarget(JsonDocument.Parse(json).RootElement) ? 1 : 0; }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
+        {
+            return 0; // ReadInstances reports what is wrong with it, naming the key
         }
     }
 
@@ -221,8 +247,9 @@ public sealed class OnnxPredictor : IDisposable
         int Int(string text) => int.Parse(text, CultureInfo.InvariantCulture);
         int channels = Read(OnnxMetadataKeys.InChannels, Int, inDims[1] > 0 ? inDims[1] : 3);
         Agree(path, OnnxMetadataKeys.InChannels, channels, "input", inDims[1]);
-        int? known = Read<int?>(OnnxMetadataKeys.Classes, t => Int(t), outDims[1] > 0 ? outDims[1] : null);
-        if (known is { } declared) Agree(path, OnnxMetadataKeys.Classes, declared, "output", outDims[1]);
+        int extra = ExtraPlanes(meta);
+        int? known = Read<int?>(OnnxMetadataKeys.Classes, t => Int(t), outDims[1] > 0 ? outDims[1] - extra : null);
+        if (known is { } declared) AgreeClasses(path, declared, extra, outDims[1]);
         if (known is { } k && Options.Classes is { } asked && asked != k)
             throw new InvalidDataException($"{path}: the model outputs {k} classes; {asked} were given.");
         int classes = known ?? Options.Classes
@@ -252,7 +279,7 @@ public sealed class OnnxPredictor : IDisposable
         int bits = Read(OnnxMetadataKeys.ImageBits, t => Int(t) is var b && b is 8 or 16 ? b
             : throw new FormatException("expected 8 or 16"), 8);
         return new OnnxModelInfo(classes, channels, names, colors, mean, std, resize, minimum)
-            { NormalizationScheme = scheme, Percentiles = (low, high), ImageBits = bits };
+            { NormalizationScheme = scheme, Percentiles = (low, high), ImageBits = bits, Planes = classes + extra };
     }
 
     private static void CheckClasses(string path, string[] names, string[] colors, int classes)
@@ -282,6 +309,17 @@ public sealed class OnnxPredictor : IDisposable
     private static string Clip(string text) => text.Length > 60 ? text[..60] + "..." : text;
 
     /// <summary>A metadata value must equal the graph's dimension when the graph fixes it.</summary>
+    /// <summary>The declared classes, and the planes an instance target adds after them, against the graph's output
+    /// channels.</summary>
+    private static void AgreeClasses(string path, int classes, int extra, int dimension)
+    {
+        if (extra == 0) Agree(path, OnnxMetadataKeys.Classes, classes, "output", dimension);
+        else if (dimension > 0 && classes + extra != dimension)
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Classes}' = {classes} and the "
+                + $"distance target's plane after them make {classes + extra} output planes, but the graph's output "
+                + $"has {dimension} channels; the metadata does not describe this graph.");
+    }
+
     private static void Agree(string path, string key, int declared, string what, int dimension)
     {
         if (dimension > 0 && declared != dimension)
@@ -350,7 +388,7 @@ public sealed class OnnxPredictor : IDisposable
         var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
             + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
         var r = InstanceDecoder.Decode(ImageLogits(image), Info.Classes, image.Height, image.Width, settings.Things,
-            settings.MinSize, settings.MinSeedSize, settings.SeedThreshold);
+            settings.MinSize, settings.MinSeedSize, settings.SeedThreshold, settings.Distance);
         return new OnnxInstances(r.Labels, r.Count, r.Classes, settings.Panoptic
             ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
     }
@@ -372,7 +410,7 @@ public sealed class OnnxPredictor : IDisposable
                 byte.MaxValue);
         return Info.Resize is { } size
             ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
-            size.Height, size.Width), Info.Classes, size.Height, size.Width, height, width) : Logits(x, height, width);
+            size.Height, size.Width), Info.Planes, size.Height, size.Width, height, width) : Logits(x, height, width);
     }
 
     /// <summary>Activations a segmentation network keeps per pixel of its input, at least (a U-Net's first stage alone
@@ -391,9 +429,9 @@ public sealed class OnnxPredictor : IDisposable
         var (rh, rw) = Info.Resize ?? (height, width);
         long runPixels = (long)rh * rw;
         long modelPixels = Options.Window is var (wh, ww) ? (long)Math.Min(wh, rh) * Math.Min(ww, rw) : runPixels;
-        double logits = (pixels + runPixels) * (double)Info.Classes * (Options.Tta == 0 ? 1 : 2)
+        double logits = (pixels + runPixels) * (double)Info.Planes * (Options.Tta == 0 ? 1 : 2)
             * (Options.Window is null ? 1 : 2);
-        return sizeof(float) * ((double)modelPixels * (ActivationFloatsPerPixel + Info.Classes) + logits
+        return sizeof(float) * ((double)modelPixels * (ActivationFloatsPerPixel + Info.Planes) + logits
             + (pixels + runPixels) * (double)Info.InChannels);
     }
 
@@ -442,7 +480,7 @@ public sealed class OnnxPredictor : IDisposable
         {
             var (vh, vw) = v.Transpose ? (w, h) : (h, w);
             var back = TestTimeViews.Undo(Windowed(TestTimeViews.Apply(x, Info.InChannels, h, w, v), vh, vw),
-                Info.Classes, h, w, v);
+                Info.Planes, h, w, v);
             for (int i = 0; i < logits.Length; i++) logits[i] += back[i];
         }
         if (views.Length > 1)
@@ -454,14 +492,14 @@ public sealed class OnnxPredictor : IDisposable
     {
         if (Options.Window is not { } win || (win.Height >= h && win.Width >= w)) return Run(x, h, w);
         var stride = Options.Stride ?? SlidingWindow.DefaultStride(win.Height, win.Width);
-        var sum = new float[Info.Classes * h * w];
+        var sum = new float[Info.Planes * h * w];
         var count = new float[h * w];
         foreach (var (y1, x1, th, tw) in SlidingWindow.Tiles(h, w, win.Height, win.Width, stride.Height, stride.Width))
         {
             var part = Run(Tensors.Crop(x, Info.InChannels, h, w, y1, x1, th, tw), th, tw);
-            Tensors.AddInto(sum, count, part, Info.Classes, h, w, y1, x1, th, tw);
+            Tensors.AddInto(sum, count, part, Info.Planes, h, w, y1, x1, th, tw);
         }
-        for (int k = 0; k < Info.Classes; k++)
+        for (int k = 0; k < Info.Planes; k++)
             for (int i = 0; i < h * w; i++) sum[k * h * w + i] /= count[i];
         return sum;
     }
@@ -475,7 +513,7 @@ public sealed class OnnxPredictor : IDisposable
         {
             int ph = Math.Max(h, min), pw = Math.Max(w, min);
             var padded = Run(Tensors.PadEdge(x, Info.InChannels, h, w, ph, pw), ph, pw);
-            return Tensors.Crop(padded, Info.Classes, ph, pw, 0, 0, h, w);
+            return Tensors.Crop(padded, Info.Planes, ph, pw, 0, 0, h, w);
         }
         var tensor = new DenseTensor<float>(x, new[] { 1, Info.InChannels, h, w });
         using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(input, tensor) });

@@ -15,6 +15,10 @@ namespace Segmentation.Shared;
 /// <item>Objects under <c>minSize</c> pixels are dropped; the rest are numbered 1..N in raster order of their first
 /// pixel, each with the thing class most of its pixels rank first among the thing classes.</item>
 /// </list>
+/// With the distance target the logits carry one more plane after the classes, the logit of each pixel's normalised
+/// distance to its object's edge (StarDist's object probability): the seeds are then the foreground pixels where it is
+/// at least the seed threshold (0.5 when none is given), and the flood goes in the order 1 - distance, from each
+/// object's centre out, so that touching objects meet where their distances fall. The rest is the same.
 /// Both predictors (TorchSharp and ONNX Runtime) run this same code on their logits.
 /// </summary>
 internal static class InstanceDecoder
@@ -35,27 +39,30 @@ internal static class InstanceDecoder
     /// <param name="minSize">Smallest object kept, in pixels.</param>
     /// <param name="minSeedSize">Smallest interior region that seeds an object, in pixels.</param>
     /// <param name="seedThreshold">Seeds where P(thing) is at least this; null: where the best class is a
-    /// thing.</param>
+    /// thing. With <paramref name="distance"/>: where the distance is at least this (null: 0.5).</param>
+    /// <param name="distance">Whether a distance plane follows the class planes.</param>
     public static Result Decode(ReadOnlySpan<float> logits, int classes, int height, int width,
-        ReadOnlySpan<bool> thing, int minSize, int minSeedSize, double? seedThreshold = null)
+        ReadOnlySpan<bool> thing, int minSize, int minSeedSize, double? seedThreshold = null, bool distance = false)
     {
-        int n = height * width;
-        if (classes < 2 || thing.Length != classes - 1 || logits.Length != (long)classes * n)
-            throw new ArgumentException($"Instance decoding needs {classes} x {height} x {width} logits and a thing "
+        int n = height * width, planes = classes + (distance ? 1 : 0);
+        if (classes < 2 || thing.Length != classes - 1 || logits.Length != (long)planes * n)
+            throw new ArgumentException($"Instance decoding needs {planes} x {height} x {width} logits and a thing "
                 + $"flag for each of the {classes - 1} classes before the boundary.");
         var best = new byte[n];
         var bestThing = new byte[n];
         var elevation = new byte[n];
         Score(logits, classes, n, thing, best, bestThing, elevation);
+        if (distance) Elevation(logits.Slice(classes * n, n), elevation);
         int boundary = classes - 1;
         var foreground = new bool[n];
         for (int i = 0; i < n; i++) foreground[i] = best[i] == boundary || thing[best[i]];
         var labels = new int[n];
         var seedClass = new byte[n]; // the class a pixel seeds, or NotSeed
+        if (distance) seedThreshold ??= 0.5;
         int cutoff = seedThreshold is { } t ? (int)Math.Floor(255 * (1 - t) + 1e-9) : -1;
         for (int i = 0; i < n; i++)
             seedClass[i] = seedThreshold is null ? best[i] < thing.Length && thing[best[i]] ? best[i] : NotSeed
-                : elevation[i] <= cutoff ? bestThing[i] : NotSeed;
+                : elevation[i] <= cutoff && (!distance || foreground[i]) ? bestThing[i] : NotSeed;
         int seeds = Seeds(seedClass, labels, height, width, minSeedSize);
         Flood(labels, foreground, elevation, height, width);
         int total = Unseeded(labels, foreground, height, width, seeds);
@@ -87,6 +94,16 @@ internal static class InstanceDecoder
             best[i] = (byte)arg; bestThing[i] = (byte)argThing;
             double p = float.IsNaN(max) ? 0 : things / sum;
             elevation[i] = (byte)Math.Clamp((int)Math.Round(255 * (1 - p)), 0, 255);
+        }
+    }
+
+    /// <summary>The elevation 255 x (1 - distance), the distance the sigmoid of its logit.</summary>
+    private static void Elevation(ReadOnlySpan<float> distanceLogits, byte[] elevation)
+    {
+        for (int i = 0; i < elevation.Length; i++)
+        {
+            double d = float.IsNaN(distanceLogits[i]) ? 0 : 1 / (1 + Math.Exp(-distanceLogits[i]));
+            elevation[i] = (byte)Math.Clamp((int)Math.Round(255 * (1 - d)), 0, 255);
         }
     }
 

@@ -94,6 +94,7 @@ internal static class PlanCommand
         if (plan.ClassWeights is { } classWeights) a.AddRange(new[] { "--class-weights", classWeights });
         if (plan.BoundaryWidth is { } b) a.AddRange(new[] { "--boundary-width", b.ToString(inv) });
         if (plan.MinObjectSize is { } m) a.AddRange(new[] { "--min-object-size", m.ToString(inv) });
+        if (plan.InstanceTarget is { } target) a.AddRange(new[] { "--instance-target", target });
         if (plan.TimeLimit is { } limit)
             a.AddRange(new[] { "--time-limit", ((long)Math.Ceiling(limit.TotalSeconds)).ToString(inv) + "s",
                 "--fit-to-time-limit" });

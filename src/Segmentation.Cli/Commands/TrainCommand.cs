@@ -137,7 +137,9 @@ internal static class TrainCommand
             },
         };
         config.Trainer.Validate();
-        log.WriteLine($"resuming {lastPath}: epoch {resumeFrom.State.Epoch} of {config.Trainer.Epochs} done");
+        // a schedule fitted to --time-limit records its own length: the epochs the run was heading for
+        log.WriteLine($"resuming {lastPath}: epoch {resumeFrom.State.Epoch} of "
+            + $"{resumeFrom.State.ScheduleEpochs ?? config.Trainer.Epochs} done");
         return (config, resumeFrom);
     }
 
@@ -480,7 +482,7 @@ internal static class TrainCommand
         if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
-            train.Description.InChannels, Classes = train.Description.Classes };
+            train.Description.InChannels, Classes = train.Description.OutputPlanes() }; // and a target's planes
         if (main) Directory.CreateDirectory(dir);
         // the record holds what the run resolved (classes and channels from the data, the panels drawn), not defaults
         if (resumeFrom is null && main)

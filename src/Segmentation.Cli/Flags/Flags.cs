@@ -23,6 +23,7 @@ internal sealed class DataFlags
     public required Option<double?> BoundaryWeight { get; init; }
     public required Option<int?> MinObjectSize { get; init; }
     public required Option<string?> Things { get; init; }
+    public required Option<string?> InstanceTarget { get; init; }
 
     public static DataFlags Add(Command cmd)
     {
@@ -57,9 +58,14 @@ internal sealed class DataFlags
                 "Instance data: loss weight of the boundary class (default 2)." },
             MinObjectSize = new Option<int?>("--min-object-size") { Description =
                 "Instance data: smallest predicted object kept, in pixels (default 8)." },
+            InstanceTarget = new Option<string?>("--instance-target") { Description =
+                "Instance data, training: boundary (the classes and each object's boundary; the default) or distance "
+                    + "(one more output, each object pixel's distance to its edge over the object's largest: objects "
+                    + "are seeded from its peaks, as StarDist's object probability)." },
         };
         foreach (var o in new Option[] { f.Classes, f.Mask, f.Palette, f.IgnoreIndex, f.SkipUnpaired,
-            f.BinaryThreshold, f.MaxPixels, f.Task, f.BoundaryWidth, f.BoundaryWeight, f.MinObjectSize, f.Things })
+            f.BinaryThreshold, f.MaxPixels, f.Task, f.BoundaryWidth, f.BoundaryWeight, f.MinObjectSize, f.Things,
+            f.InstanceTarget })
             cmd.Options.Add(o);
         return f;
     }
@@ -101,9 +107,10 @@ internal sealed class DataFlags
         if (task != SegmentationTaskKind.Panoptic && p.GetValue(f.Things) is not null)
             throw new OptionsException("--things names the thing classes of panoptic data: add --task panoptic.");
         if (task == SegmentationTaskKind.Semantic && (p.GetValue(f.BoundaryWidth) ?? p.GetValue(f.MinObjectSize))
-            is not null || task == SegmentationTaskKind.Semantic && p.GetValue(f.BoundaryWeight) is not null)
-            throw new OptionsException("--boundary-width, --boundary-weight and --min-object-size apply to instance "
-                + "data: add --task instance.");
+            is not null || task == SegmentationTaskKind.Semantic && (p.GetValue(f.BoundaryWeight) is not null
+                || p.GetValue(f.InstanceTarget) is not null))
+            throw new OptionsException("--boundary-width, --boundary-weight, --min-object-size and --instance-target "
+                + "apply to instance data: add --task instance.");
         return task;
     }
 
@@ -115,6 +122,8 @@ internal sealed class DataFlags
             BoundaryWidth = p.GetValue(f.BoundaryWidth) ?? s.BoundaryWidth,
             BoundaryWeight = p.GetValue(f.BoundaryWeight) ?? s.BoundaryWeight,
             MinSize = p.GetValue(f.MinObjectSize) ?? s.MinSize,
+            Target = p.GetValue(f.InstanceTarget) is { } target ? Cli.ParseEnum(target, "--instance-target",
+                ("boundary", Data.InstanceTarget.Boundary), ("distance", Data.InstanceTarget.Distance)) : s.Target,
         };
         s.ValidateSizes();
         return s;

@@ -44,8 +44,9 @@ internal sealed class TrainFlags
     public readonly Option<double?> Clip = new Option<double?>("--clip") { Description =
         "Clip the gradient norm to this." };
     public readonly Option<double?> Ema = new Option<double?>("--ema") { Description =
-        "Validate and save an exponential moving average of the weights with this decay, e.g. 0.998 (the first "
-            + "steps warm it up; resuming keeps both). Default: none, unless the plan takes one." };
+        "Validate and save an exponential moving average of the weights with this decay, e.g. 0.995 (the first "
+            + "steps warm it up; resuming keeps both). Default: none (measured equal on DSB2018, docs/plan.md), or "
+            + "plan.json's WeightAverageDecay." };
     public readonly Option<int> Accumulate = new Option<int>("--accumulate") { Description =
         "Batches per optimiser step.", DefaultValueFactory = _ => 1 };
     public readonly Option<string?> Loss = new Option<string?>("--loss") { Description = string.Join("; ",

@@ -26,13 +26,14 @@ public sealed class InstancePrediction
 /// </summary>
 public static class InstanceDecoding
 {
-    /// <summary>Decodes one image's logits, laid out classes x height x width.</summary>
+    /// <summary>Decodes one image's logits, laid out planes x height x width (the classes, then the distance with that
+    /// target).</summary>
     public static InstancePrediction Decode(ReadOnlySpan<float> logits, int height, int width,
         InstanceSettings settings)
     {
         int classes = settings.Things.Length + 1;
         var r = Shared.InstanceDecoder.Decode(logits, classes, height, width, settings.Things, settings.MinSize,
-            settings.MinSeedSize, settings.SeedThreshold);
+            settings.MinSeedSize, settings.SeedThreshold, settings.Target == InstanceTarget.Distance);
         return new InstancePrediction { Width = width, Height = height, Objects = r.Labels, Count = r.Count,
             Classes = r.Classes, BestClass = r.BestClass };
     }

@@ -139,14 +139,15 @@ public sealed class Predictor : IDisposable
         var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") },
             Normalization);
         var (x, _) = batch.ToDevice(device);
-        var logits = Logits(Normalization.Apply(x, batch))[0];
+        var planes = Logits(Normalization.Apply(x, batch))[0];
+        var logits = planes[..Description.Classes]; // the classes (an instance target may add planes after them)
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // instance data: the objects, decoded from the logits by the watershed the ONNX predictor runs too
         var objects = Description.Task != SegmentationTaskKind.Semantic ? InstanceDecoding.Decode(
-            logits.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width,
+            planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width,
             Description.Instances!) : null;
-        return new Prediction { Width = image.Width, Height = image.Height, Classes = model.Description.Classes,
+        return new Prediction { Width = image.Width, Height = image.Height, Classes = Description.Classes,
             Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }
 
@@ -259,9 +260,9 @@ public sealed class Predictor : IDisposable
     public SegmentationMetrics Evaluate(SegmentationDataset data, int batchSize = 1, int workers = 0,
         bool perImage = true, CancellationToken cancellation = default)
     {
-        if (data.Description.Classes != model.Description.Classes)
+        if (data.Description.Classes != Description.Classes)
             throw new DataException($"{data.Origin}: the data set has {data.Description.Classes} classes, the model "
-                + $"{model.Description.Classes}.");
+                + $"{Description.Classes}.");
         if (data.Description.Task != Description.Task)
             throw new DataException($"{data.Origin}: {data.Description.Task.ToString().ToLowerInvariant()} data, but "
                 + $"the model was trained on {Description.Task.ToString().ToLowerInvariant()} data.");

@@ -60,7 +60,7 @@ public sealed class Trainer : IDisposable
         Options = options ?? new TrainerOptions();
         Options.Validate();
         int classes = model.Description.Classes, min = model.MinimumInputSize;
-        if (Options.ClassWeights is { } w && w.Length != classes)
+        if (Options.ClassWeights is { } w && w.Length > classes) // checked against the data's classes in Fit
             throw new OptionsException($"{w.Length} class weights were given for a model with {classes} classes.");
         if (Options.Crop is { } crop && (crop.Height < min || crop.Width < min))
             throw new OptionsException($"Crop {crop} is smaller than the model's minimum input of {min}x{min}.");
@@ -251,6 +251,7 @@ public sealed class Trainer : IDisposable
             (loss as IDisposable)?.Dispose();
             loss = LossRegistry.Create(Options with { ClassWeights = instances.ClassWeights() });
         }
+        loss = task.Loss(loss); // the target's own terms (the distance target's)
     }
 
     /// <summary>The data must fit the model and each other; returns the training data's description.</summary>
@@ -264,8 +265,13 @@ public sealed class Trainer : IDisposable
             throw new DataException($"Training data is {d.Task.ToString().ToLowerInvariant()} data, validation data "
                 + $"{val.Description.Task.ToString().ToLowerInvariant()}.");
         var m = model.Description;
-        if (d.Classes != m.Classes)
+        if (d.OutputPlanes() != m.Classes)
             throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} "
+                + $"({string.Join(", ", d.ClassNames)})" + (d.OutputPlanes() == d.Classes ? "." : $", and its "
+                + $"{d.Instances!.Target.ToString().ToLowerInvariant()} target one more plane after them: give the "
+                + $"model {d.OutputPlanes()}."));
+        if (Options.ClassWeights is { } w && w.Length != d.Classes)
+            throw new OptionsException($"{w.Length} class weights were given for data of {d.Classes} classes "
                 + $"({string.Join(", ", d.ClassNames)}).");
         if (d.InChannels != m.InChannels)
             throw new OptionsException($"The model takes {m.InChannels} input channel(s) but the data set gives "
@@ -808,7 +814,7 @@ public sealed class Trainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var (images, targets) = task.ToDevice(batch, device);
-        var value = loss.Compute(model.forward(normalization.Apply(images, batch)), targets);
+        var value = loss.Compute(task.Outputs(model.forward(normalization.Apply(images, batch))), targets);
         var objective = Options.AccumulationSteps > 1 ? value / Options.AccumulationSteps : value;
         (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
         if (applyOptimizer)

@@ -221,8 +221,8 @@ public sealed record TrainerOptions
             throw new OptionsException($"Early-stopping patience is {EarlyStoppingPatience}; it must be at least 1.");
         if (TimeLimit is { } t && t <= TimeSpan.Zero)
             throw new OptionsException($"Time limit is {t}; it must be positive.");
-        if (!(ScaleMin > 0 && ScaleMax >= ScaleMin))
-            throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max.");
+        if (!(ScaleMin > 0 && ScaleMax >= ScaleMin && ScaleMax <= 10)) // the flag's and plan.json's range too
+            throw new OptionsException($"Scale range [{ScaleMin}, {ScaleMax}] must satisfy 0 < min <= max <= 10.");
         if (Threads is < 1) throw new OptionsException($"Threads is {Threads}; it must be at least 1.");
         if (Workers < 0) throw new OptionsException($"Workers is {Workers}; it must be 0 (one per core) or more.");
         if (CacheBytes < 0)

@@ -16,13 +16,17 @@ public class InstanceCliTests
 
     private const string Data = "builtin:shapes?count=200&size=64&seed=4&instances=1";
 
-    [Fact]
-    public void Train_predict_score_and_export_round_trip_on_built_in_instance_data()
+    /// <summary>Both targets: the boundary (the classes alone) and the distance (one more output plane, which the
+    /// export carries and ONNX Runtime decodes alike).</summary>
+    [Theory]
+    [InlineData("boundary")]
+    [InlineData("distance")]
+    public void Train_predict_score_and_export_round_trip_on_built_in_instance_data(string target)
     {
         using var d = new TempDir();
         var train = Run("train", "--data", Data, "--task", "instance", "--out", d["run"], "--epochs", "12",
             "--base-channels", "8", "--depth", "3", "--batch-size", "8", "--lr", "0.003", "--workers", "1",
-            "--device", "cpu", "--json");
+            "--device", "cpu", "--json", "--instance-target", target);
         Assert.True(train.Code == 0, train.Err);
         Assert.Contains("AP", train.Err + train.Out);
         var summary = train.LastJson();
@@ -33,6 +37,8 @@ public class InstanceCliTests
         string best = d["run/best.ckpt"];
         var ckpt = Checkpoint.Load(best);
         Assert.Equal(SegmentationTaskKind.Instance, ckpt.Dataset.Task); // eval and predict need no flag
+        Assert.Equal(target, ckpt.Dataset.Instances!.Target.ToString().ToLowerInvariant());
+        Assert.Equal(target == "distance" ? 4 : 3, ckpt.Model.Classes); // the distance: a plane after the classes
 
         // the validation images and their true objects, as a user's folders
         var val = SegmentationDataset.FromOrigin(ckpt.ValOrigin!, new DatasetOptions { Description = ckpt.Dataset });
@@ -152,5 +158,13 @@ public class InstanceCliTests
         var r = Run("train", "--data", Data, "--boundary-width", "3", "--out", d["run"]);
         Assert.Equal(2, r.Code);
         Assert.Contains("--task instance", r.Err);
+        var target = Run("train", "--data", Data, "--instance-target", "distance", "--out", d["run2"]);
+        Assert.Equal(2, target.Code);
+        Assert.Contains("--task instance", target.Err);
+        var unknown = Run("train", "--data", Data, "--task", "instance", "--instance-target", "flows", "--out",
+            d["run3"]);
+        Assert.Equal(2, unknown.Code);
+        Assert.Contains("flows", unknown.Err);
+        Assert.False(Directory.Exists(d["run"]) || Directory.Exists(d["run2"]) || Directory.Exists(d["run3"]));
     }
 }

@@ -89,6 +89,16 @@ public class PlanCliTests
         }
     }
 
+    /// <summary>plan.json's fields become train's flags: the instance target too, and only when set.</summary>
+    [Fact]
+    public void A_plans_instance_target_becomes_the_flag()
+    {
+        var plan = new Segmentation.Training.TrainingPlan { Task = "instance", BoundaryWidth = 2 };
+        Assert.DoesNotContain("--instance-target", Segmentation.Cli.PlanCommand.Arguments(plan));
+        var args = Segmentation.Cli.PlanCommand.Arguments(plan with { InstanceTarget = "distance" });
+        Assert.Equal("distance", args[args.IndexOf("--instance-target") + 1]);
+    }
+
     [Fact]
     public void A_folder_trained_without_model_flags_is_planned_and_the_plan_kept_in_the_run_folder()
     {

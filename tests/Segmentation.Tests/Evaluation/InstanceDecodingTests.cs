@@ -143,6 +143,31 @@ public class InstanceDecodingTests
         Assert.True(decoded.Objects[20..].All(v => v == 2), string.Join(",", decoded.Objects));
     }
 
+    /// <summary>Two squares side by side with no boundary drawn between them (a model that misses the contact): by the
+    /// classes alone one object; with the distance target's plane (logits of the true normalised distances) two, each
+    /// seeded at its centre and flooded out to the contact, every foreground pixel given to one of them. The ONNX
+    /// predictor runs the same decoding (InstanceCliTests).</summary>
+    [Fact]
+    public void The_distance_plane_separates_objects_the_classes_join()
+    {
+        const int h = 20, w = 36;
+        var ids = new ushort[h * w];
+        for (int y = 2; y < 18; y++) for (int x = 2; x < 34; x++) ids[y * w + x] = (ushort)(x < 18 ? 1 : 2);
+        var classes = LogitsFor(Array.ConvertAll(ids, v => v == 0 ? (byte)0 : (byte)1)); // interior everywhere
+        var distance = DistanceTargets.Make(ids, 1, h, w);
+        var planes = classes.Concat(distance.Select(d => (float)Math.Log((d + 1e-4) / (1 - d + 1e-4)))).ToArray();
+        Assert.Equal(1, InstanceDecoding.Decode(classes, h, w, Settings).Count);
+        var decoded = InstanceDecoding.Decode(planes, h, w, Settings with { Target = InstanceTarget.Distance });
+        Assert.Equal(2, decoded.Count);
+        var scorer = InstanceScorer.ForObjects();
+        scorer.Add(Array.ConvertAll(ids, v => (int)v), null, decoded.Objects, null);
+        Assert.Equal(1.0, scorer.Compute().ApPerThreshold[8]); // IoU >= 0.9 for both
+        Assert.Equal(ids.Count(v => v != 0), decoded.Objects.Count(v => v != 0));
+        // the planes must be there: the classes alone are refused for a distance model
+        Assert.Throws<ArgumentException>(() => InstanceDecoding.Decode(classes, h, w,
+            Settings with { Target = InstanceTarget.Distance }));
+    }
+
     private static int Components(bool[] mask, int h, int w)
     {
         var seen = new bool[mask.Length];

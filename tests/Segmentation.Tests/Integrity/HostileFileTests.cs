@@ -148,6 +148,8 @@ public class HostileFileTests
     [InlineData("task", "instance", "an instance model without 'instance_decoding' metadata")]
     [InlineData("instance_decoding", "{\"things\":[false,true],\"minSize\":8,\"minSeedSize\":4}", "2 thing flags for 5 classes")]
     [InlineData("instance_decoding", "{\"things\":[false,true,false,true],\"minSize\":0,\"minSeedSize\":4}", "sizes at least 1")]
+    [InlineData("instance_decoding", "{\"things\":[false,true,false,true],\"minSize\":8,\"minSeedSize\":4,\"target\":\"flows\"}", "target 'flows': expected boundary or distance")]
+    [InlineData("instance_decoding", "{\"things\":[false,true,false,true],\"minSize\":8,\"minSeedSize\":4,\"target\":\"distance\"}", "the distance target's plane after them make 6 output planes, but the graph's output has 5 channels")]
     public void Onnx_metadata_that_disagrees_with_the_graph_or_is_out_of_range_is_refused(string key, string value, string expected)
     {
         using var d = new TempDir();

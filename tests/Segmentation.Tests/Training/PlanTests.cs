@@ -128,6 +128,14 @@ public class PlanTests
         Assert.Contains(d.Path, folder.Message);
         File.WriteAllText(d["text.json"], "not json");
         Assert.Contains("not a plan", Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["text.json"])).Message);
+        foreach (var (edit, named) in new[] { (plan with { InstanceTarget = "flows" }, "InstanceTarget 'flows'"),
+            (plan with { InstanceTarget = "distance", Task = "semantic" }, "with Task semantic") })
+        {
+            File.WriteAllText(d["edited.json"], edit.ToJson());
+            Assert.Contains(named, Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["edited.json"])).Message);
+        }
+        File.WriteAllText(d["distance.json"], (plan with { InstanceTarget = "distance" }).ToJson());
+        Assert.Equal("distance", TrainingPlan.Load(d["distance.json"]).InstanceTarget);
     }
 
     [Fact]

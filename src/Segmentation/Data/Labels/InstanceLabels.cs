@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace Segmentation.Data;
 
@@ -14,14 +15,33 @@ public enum SegmentationTaskKind
     Panoptic,
 }
 
+/// <summary>What an instance model predicts besides the classes (<see cref="InstanceSettings.Target"/>).</summary>
+public enum InstanceTarget
+{
+    /// <summary>The classes and the boundary class only: objects are seeded from their interiors and flooded in
+    /// the order of P(object).</summary>
+    Boundary,
+    /// <summary>One more output plane: each object pixel's distance to the nearest pixel outside its object, over the
+    /// object's largest (StarDist's object probability, 1 at the centre of every object, large or small), learned as
+    /// a probability. Objects are seeded where it is at least the seed threshold and flooded from their centres
+    /// outwards.</summary>
+    Distance,
+}
+
 /// <summary>
 /// How instance data becomes a per-pixel target, and predictions become objects again. The model predicts, per pixel,
 /// the data's classes plus one more, the boundary of an object (the Data Science Bowl 2018 winners' targets:
-/// background, object interior, object boundary); <c>InstanceDecoder</c> turns its output into objects with a seeded
-/// watershed. Other targets (distance maps, Cellpose's flows) would be further settings behind the same task.
+/// background, object interior, object boundary), and with <see cref="InstanceTarget.Distance"/> one more plane, each
+/// object pixel's normalised distance to its object's edge; <c>InstanceDecoder</c> turns its output into objects with
+/// a seeded watershed. Cellpose's flows would be a further target behind the same task.
 /// </summary>
 public sealed record InstanceSettings
 {
+    /// <summary>What the model predicts besides the classes; the distance adds an output plane after them.</summary>
+    public InstanceTarget Target { get; init; } = InstanceTarget.Boundary;
+    /// <summary>Output planes beyond the classes that <see cref="Target"/> adds.</summary>
+    [JsonIgnore]
+    public int ExtraPlanes => Target == InstanceTarget.Distance ? 1 : 0;
     /// <summary>Pixels of an object within this many pixels (8-connected) of another object or of the background are
     /// its boundary.</summary>
     public int BoundaryWidth { get; init; } = 2;
@@ -34,8 +54,11 @@ public sealed record InstanceSettings
     public int MinSeedSize { get; init; } = 4;
     /// <summary>Seeds are the pixels whose probability of a thing class is at least this (StarDist's probability
     /// threshold); null: the pixels whose best class is a thing class (the argmax). Higher splits touching objects
-    /// more readily.</summary>
+    /// more readily. With the distance target: the pixels whose predicted normalised distance is at least this (null:
+    /// <see cref="DefaultDistanceSeed"/>).</summary>
     public double? SeedThreshold { get; init; }
+    /// <summary>The seed threshold of the distance target when none is given: the inner half of each object.</summary>
+    public const double DefaultDistanceSeed = 0.5;
     /// <summary>For each class before the boundary: whether it is a thing class (counted objects). Instance data:
     /// background no, object yes.</summary>
     public bool[] Things { get; init; } = { false, true };
@@ -66,18 +89,25 @@ public sealed record InstanceSettings
     }
 
     /// <summary>"boundary 2 px (weight 2), objects of 8 px or more".</summary>
-    public override string ToString() => $"boundary {BoundaryWidth} px (weight "
+    public override string ToString() => (Target == InstanceTarget.Distance ? "distance target, " : "")
+        + $"boundary {BoundaryWidth} px (weight "
         + $"{BoundaryWeight.ToString(CultureInfo.InvariantCulture)}), objects of {MinSize} px or more, seeds of "
         + $"{MinSeedSize} px or more"
         + (SeedThreshold is { } t ? $" where P(object) >= {t.ToString(CultureInfo.InvariantCulture)}" : "");
 
     /// <summary>As JSON (checkpoints, ONNX metadata).</summary>
-    public JsonObject ToJson() => new()
+    public JsonObject ToJson()
     {
-        ["boundaryWidth"] = BoundaryWidth, ["boundaryWeight"] = BoundaryWeight, ["minSize"] = MinSize,
-        ["minSeedSize"] = MinSeedSize, ["things"] = new JsonArray(Things.Select(t => (JsonNode?)t).ToArray()),
-        ["seedThreshold"] = SeedThreshold,
-    };
+        var o = new JsonObject
+        {
+            ["boundaryWidth"] = BoundaryWidth, ["boundaryWeight"] = BoundaryWeight, ["minSize"] = MinSize,
+            ["minSeedSize"] = MinSeedSize, ["things"] = new JsonArray(Things.Select(t => (JsonNode?)t).ToArray()),
+            ["seedThreshold"] = SeedThreshold,
+        };
+        // only when not the boundary: records of boundary models read as they always have
+        if (Target != InstanceTarget.Boundary) o["target"] = Target.ToString().ToLowerInvariant();
+        return o;
+    }
 
     /// <summary>From <see cref="ToJson"/>'s output.</summary>
     public static InstanceSettings FromJson(JsonObject o) => new()
@@ -85,8 +115,16 @@ public sealed record InstanceSettings
         BoundaryWidth = o["boundaryWidth"]!.GetValue<int>(), BoundaryWeight = o["boundaryWeight"]!.GetValue<double>(),
         MinSize = o["minSize"]!.GetValue<int>(), MinSeedSize = o["minSeedSize"]!.GetValue<int>(),
         Things = o["things"]!.AsArray().Select(t => t!.GetValue<bool>()).ToArray(),
-        SeedThreshold = o["seedThreshold"]?.GetValue<double>(),
+        SeedThreshold = o["seedThreshold"]?.GetValue<double>(), Target = ParseTarget(o["target"]?.GetValue<string>()),
     };
+
+    /// <summary>A target by its name (any case); null (records older than the distance target): the
+    /// boundary.</summary>
+    public static InstanceTarget ParseTarget(string? name) => name is null ? InstanceTarget.Boundary
+        : Enum.TryParse<InstanceTarget>(name, ignoreCase: true, out var t) && Enum.IsDefined(t)
+            && !int.TryParse(name, out _) ? t
+        : throw new DataException($"Instance target '{name}': expected one of "
+            + $"{string.Join(", ", Enum.GetNames<InstanceTarget>().Select(n => n.ToLowerInvariant()))}.");
 
     /// <summary>
     /// The description of panoptic data: the class masks' classes (<paramref name="classes"/>, with their names,
@@ -158,6 +196,119 @@ public static class InstanceTargets
                 }
         }
         return target;
+    }
+}
+
+/// <summary>
+/// The distance target of instance data (<see cref="InstanceTarget.Distance"/>): each object pixel's Euclidean distance
+/// to the nearest pixel of another object or the background, over the largest in its object (StarDist's object
+/// probability: 1 at every object's centre, 1 / radius at its edge), 0 on the background. The image's edge is no edge
+/// of an object (a crop cuts objects; StarDist pads by the edge). Exact distances (Felzenszwalb and Huttenlocher's
+/// transform), each object in its own bounding box and a pixel around it: time in proportion to the pixels.
+/// </summary>
+public static class DistanceTargets
+{
+    /// <summary>The targets of <paramref name="count"/> images of <paramref name="height"/> x <paramref name="width"/>
+    /// object numbers lying one after another.</summary>
+    public static float[] Make(ushort[] instances, int count, int height, int width)
+    {
+        int n = height * width;
+        if (instances.Length != (long)count * n)
+            throw new ArgumentException($"{instances.Length} object numbers for {count} images of {width}x{height}.");
+        var target = new float[instances.Length];
+        Parallel.For(0, count, b => Image(instances.AsSpan(b * n, n), target.AsSpan(b * n, n), height, width));
+        return target;
+    }
+
+    /// <summary>An object's bounding box: the first and last row and column.</summary>
+    private struct Box { public int X0, Y0, X1, Y1; }
+
+    private static void Image(ReadOnlySpan<ushort> ids, Span<float> target, int height, int width)
+    {
+        var boxes = new Dictionary<int, Box>();
+        for (int y = 0; y < height; y++)
+            for (int x = 0; x < width; x++)
+            {
+                int id = ids[y * width + x];
+                if (id == 0) continue;
+                boxes[id] = boxes.TryGetValue(id, out var b)
+                    ? new Box { X0 = Math.Min(b.X0, x), Y0 = b.Y0, X1 = Math.Max(b.X1, x), Y1 = y }
+                    : new Box { X0 = x, Y0 = y, X1 = x, Y1 = y };
+            }
+        foreach (var (id, b) in boxes) Object(ids, target, height, width, id, b);
+    }
+
+    /// <summary>Stands for "no source pixel yet" in the squared distances (above any in an image of 2^16 px a
+    /// side, exact in a double).</summary>
+    private const double Far = 1e12;
+
+    private static void Object(ReadOnlySpan<ushort> ids, Span<float> target, int height, int width, int id, Box b)
+    {
+        int x0 = Math.Max(0, b.X0 - 1), y0 = Math.Max(0, b.Y0 - 1);
+        int w = Math.Min(width - 1, b.X1 + 1) - x0 + 1, h = Math.Min(height - 1, b.Y1 + 1) - y0 + 1;
+        var d = new double[w * h];
+        bool any = false;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                bool inside = ids[(y0 + y) * width + x0 + x] == id;
+                d[y * w + x] = inside ? Far : 0;
+                any |= !inside;
+            }
+        Transform(d, w, h);
+        double max = 0;
+        for (int i = 0; i < d.Length; i++) if (d[i] > max && d[i] < Far) max = d[i];
+        max = Math.Sqrt(max);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                int p = (y0 + y) * width + x0 + x;
+                if (ids[p] == id) target[p] = any && max > 0 ? (float)(Math.Sqrt(d[y * w + x]) / max) : 1f;
+            }
+    }
+
+    /// <summary>Squared Euclidean distances to the nearest zero, in place: columns, then rows.</summary>
+    private static void Transform(double[] d, int w, int h)
+    {
+        int longest = Math.Max(w, h);
+        var f = new double[longest]; var r = new double[longest];
+        var v = new int[longest]; var z = new double[longest + 1];
+        for (int x = 0; x < w; x++)
+        {
+            for (int y = 0; y < h; y++) f[y] = d[y * w + x];
+            Lower(f, h, r, v, z);
+            for (int y = 0; y < h; y++) d[y * w + x] = r[y];
+        }
+        for (int y = 0; y < h; y++)
+        {
+            for (int x = 0; x < w; x++) f[x] = d[y * w + x];
+            Lower(f, w, r, v, z);
+            for (int x = 0; x < w; x++) d[y * w + x] = Math.Min(r[x], Far);
+        }
+    }
+
+    /// <summary>Where the parabolas of <paramref name="p"/> and <paramref name="q"/> cross.</summary>
+    private static double Meet(double[] f, int p, int q) => (f[q] + (double)q * q - (f[p] + (double)p * p))
+        / (2.0 * (q - p));
+
+    /// <summary>The lower envelope of the parabolas (q - p)^2 + f(p), sampled at q = 0..n-1.</summary>
+    private static void Lower(double[] f, int n, double[] result, int[] v, double[] z)
+    {
+        int k = 0;
+        v[0] = 0; z[0] = double.NegativeInfinity; z[1] = double.PositiveInfinity;
+        for (int q = 1; q < n; q++)
+        {
+            double s = Meet(f, v[k], q);
+            while (s <= z[k]) s = Meet(f, v[--k], q); // z[0] is minus infinity: k stays at 0 or above
+            k++; v[k] = q; z[k] = s; z[k + 1] = double.PositiveInfinity;
+        }
+        k = 0;
+        for (int q = 0; q < n; q++)
+        {
+            while (z[k + 1] < q) k++;
+            double dq = q - v[k];
+            result[q] = dq * dq + f[v[k]];
+        }
     }
 }
 

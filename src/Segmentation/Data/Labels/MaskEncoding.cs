@@ -69,6 +69,10 @@ public sealed record DatasetDescription
     /// <summary>For instance data: the boundary target and the decoding of predictions into objects.</summary>
     public InstanceSettings? Instances { get; init; }
 
+    /// <summary>The model's output planes for this data: the classes, and for instance data the planes its target adds
+    /// after them (<see cref="InstanceSettings.ExtraPlanes"/>).</summary>
+    public int OutputPlanes() => Classes + (Task == SegmentationTaskKind.Semantic ? 0 : Instances?.ExtraPlanes ?? 0);
+
     /// <summary>For panoptic data, how its class masks read: the classes before the boundary, as a semantic
     /// description; for other data, this description.</summary>
     public DatasetDescription ClassMasks() => Task != SegmentationTaskKind.Panoptic ? this : this with

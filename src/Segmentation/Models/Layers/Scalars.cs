@@ -13,4 +13,6 @@ internal static class Scalars
 {
     /// <summary>1 (an integer scalar: exact for every tensor type).</summary>
     public static readonly Scalar One = 1.ToScalar();
+    /// <summary>The ignore index of decoded masks (<see cref="Data.Labels.Ignore"/>, 255).</summary>
+    public static readonly Scalar Ignore = ((int)Data.Labels.Ignore).ToScalar();
 }

@@ -59,6 +59,9 @@ public sealed record TrainingPlan
     public int? BoundaryWidth { get; init; }
     /// <summary>Instance data: the smallest object kept, in pixels.</summary>
     public int? MinObjectSize { get; init; }
+    /// <summary>Instance data: what the model predicts besides the classes, boundary or distance
+    /// (<c>--instance-target</c>); null: the boundary.</summary>
+    public string? InstanceTarget { get; init; }
     /// <summary>libtorch's CPU threads.</summary>
     public int Threads { get; init; } = 1;
     /// <summary>Decoded samples kept in memory, MiB.</summary>
@@ -136,6 +139,10 @@ public sealed record TrainingPlan
         Check(Crop is null || Crop.Value.Height >= 1 && Crop.Value.Width >= 1, $"Crop {Crop}: expected HxW");
         Check(BoundaryWidth is null or (>= 1 and <= 16), $"BoundaryWidth {BoundaryWidth}: expected 1 to 16");
         Check(MinObjectSize is null or >= 1, $"MinObjectSize {MinObjectSize}: expected at least 1");
+        Check(InstanceTarget is null or "boundary" or "distance", $"InstanceTarget '{InstanceTarget}': expected "
+            + "boundary or distance, or null");
+        Check(InstanceTarget is null || Task != "semantic", $"InstanceTarget '{InstanceTarget}' with Task semantic: "
+            + "the target is instance data's");
         Check(ClassWeights is null or "none" or "median-frequency" or "inverse-frequency", $"ClassWeights "
             + $"'{ClassWeights}': expected none, median-frequency or inverse-frequency");
     }

@@ -50,8 +50,9 @@ internal static class Previews
                 var sample = loader.Prepare(order, 0, i);
                 var batch = DataLoader.Collate(new[] { sample }, normalization);
                 var (x, _) = batch.ToDevice(device);
-                var labels = model.Logits(normalization.Apply(x, batch)).argmax(1)[0].to_type(ScalarType.Byte).cpu()
-                    .data<byte>().ToArray();
+                // the classes' planes only (an instance target may add planes after them)
+                var labels = model.Logits(normalization.Apply(x, batch))[.., ..d.Classes].argmax(1)[0]
+                    .to_type(ScalarType.Byte).cpu().data<byte>().ToArray();
                 result.Add(Panel(sample.Name, sample.Image, sample.Mask, labels, d.ClassColors));
             }
         }

@@ -10,7 +10,9 @@ namespace Segmentation.Training;
 /// region (panoptic quality per class). Targets: the class mask with each object's boundary as a class
 /// of its own (<see cref="InstanceTargets"/>), made per batch after augmentation so the boundary keeps its width.
 /// Evaluation: the confusion matrix of those classes, and the objects decoded by the seeded watershed scored against
-/// the true ones (<see cref="InstanceScorer"/>). Best checkpoint: the highest AP (mean over IoU 0.50..0.95).
+/// the true ones (<see cref="InstanceScorer"/>). Best checkpoint: the highest AP (mean over IoU 0.50..0.95). With the
+/// distance target (<see cref="InstanceTarget.Distance"/>) the model gives one more plane, learned by <see
+/// cref="DistanceLoss"/> against <see cref="DistanceTargets"/>, and the watershed floods from its peaks.
 /// </summary>
 internal sealed class InstanceSegmentation(InstanceSettings settings, bool panoptic) : SegmentationTask
 {
@@ -28,8 +30,36 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
             Width = batch.Width, Images = batch.Images, Images16 = batch.Images16, Masks = target, Names = batch.Names,
             Levels = batch.Levels };
         var (images, masks) = withTargets.ToDevice(device);
-        return (images, new Targets(masks));
+        if (settings.Target != InstanceTarget.Distance) return (images, new Targets(masks));
+        var distance = tensor(DistanceTargets.Make(instances, batch.Count, batch.Height, batch.Width),
+            new long[] { batch.Count, batch.Height, batch.Width }).to(device);
+        return (images, new Targets(new Dictionary<string, Tensor> { [Targets.MaskName] = masks,
+            [DistanceName] = distance }));
     }
+
+    /// <summary>The name of the distance output and target (<see cref="InstanceTarget.Distance"/>): N x H x W, the
+    /// output a logit, the target in [0, 1].</summary>
+    public const string DistanceName = "distance";
+
+    /// <summary>With the distance target, the plane after the classes becomes the output <see
+    /// cref="DistanceName"/>.</summary>
+    public override ModelOutputs Outputs(ModelOutputs raw)
+    {
+        if (settings.Target != InstanceTarget.Distance) return raw;
+        var planes = raw.Logits;
+        int classes = settings.Things.Length + 1;
+        if (planes.shape[1] != classes + 1)
+            throw new OptionsException($"The distance target needs {classes + 1} output planes (the {classes} classes, "
+                + $"then the distance); the model gives {planes.shape[1]}.");
+        var outputs = raw.Names.ToDictionary(n => n, n => raw[n]);
+        outputs[ModelOutputs.LogitsName] = planes[.., ..classes];
+        outputs[DistanceName] = planes[.., classes];
+        return new ModelOutputs(outputs);
+    }
+
+    /// <inheritdoc />
+    public override ISegmentationLoss Loss(ISegmentationLoss classes) => settings.Target == InstanceTarget.Distance
+        ? new DistanceLoss(classes) : classes;
 
     /// <inheritdoc />
     public override string SelectionMetric => panoptic ? "PQ" : "AP";
@@ -70,7 +100,7 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
     {
         int hw = batch.Height * batch.Width;
         var host = logits.to_type(ScalarType.Float32).cpu().data<float>().ToArray();
-        int planes = (int)logits.shape[1];
+        int planes = (int)logits.shape[1]; // the classes, and the distance with that target
         var decoded = new InstancePrediction[batch.Count];
         Parallel.For(0, batch.Count, b => decoded[b] = InstanceDecoding.Decode(
             host.AsSpan(b * planes * hw, planes * hw), batch.Height, batch.Width, settings));

@@ -39,24 +39,40 @@ internal abstract class SegmentationTask
         Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
             CancellationToken cancellation, Distributed.ProcessGroup? group = null);
 
+    /// <summary>The model's outputs as this task's losses and metrics read them: the class logits under <see
+    /// cref="ModelOutputs.LogitsName"/>, and whatever else the task's target adds by name. By default, as they
+    /// are.</summary>
+    public virtual ModelOutputs Outputs(ModelOutputs raw) => raw;
+
+    /// <summary>The training loss of this task around a loss of the classes (its own target's terms added); by
+    /// default the loss of the classes.</summary>
+    public virtual ISegmentationLoss Loss(ISegmentationLoss classes) => classes;
+
     /// <summary>The one evaluation loop (<see cref="Evaluator.Run"/>) with the model's outputs and the task's loss:
     /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onLogits"/> sees
-    /// each batch's logits.</summary>
+    /// each batch's output planes as the model gave them (the classes and any planes the target adds).</summary>
     protected EvaluationResult RunEvaluator(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
         CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null,
         Distributed.ProcessGroup? group = null)
     {
         ModelOutputs? last = null;
-        Tensor Logits(Tensor x) => (last = model(x)).Logits;
-        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, masks)
-            => loss.Compute(last!, new Targets(masks));
+        Tensor? planes = null;
+        Tensor Logits(Tensor x)
+        {
+            var raw = model(x);
+            planes = raw.Logits;
+            return (last = Outputs(raw)).Logits;
+        }
+        Targets? batchTargets = null; // every target of the batch (the loop hands on the mask alone)
+        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, _) => loss.Compute(last!, batchTargets!);
         return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch,
             cancellation: cancellation, toDevice: b =>
             {
                 var (images, targets) = ToDevice(b, device);
+                batchTargets = targets;
                 return (images, targets.Mask);
-            }, onLogits: onLogits, group: group);
+            }, onLogits: onLogits is null ? null : (batch, _) => onLogits(batch, planes!), group: group);
     }
 }
 
