@@ -308,7 +308,6 @@ public sealed class OnnxPredictor : IDisposable
 
     private static string Clip(string text) => text.Length > 60 ? text[..60] + "..." : text;
 
-    /// <summary>A metadata value must equal the graph's dimension when the graph fixes it.</summary>
     /// <summary>The declared classes, and the planes an instance target adds after them, against the graph's output
     /// channels.</summary>
     private static void AgreeClasses(string path, int classes, int extra, int dimension)
@@ -320,6 +319,7 @@ public sealed class OnnxPredictor : IDisposable
                 + $"has {dimension} channels; the metadata does not describe this graph.");
     }
 
+    /// <summary>A metadata value must equal the graph's dimension when the graph fixes it.</summary>
     private static void Agree(string path, string key, int declared, string what, int dimension)
     {
         if (dimension > 0 && declared != dimension)

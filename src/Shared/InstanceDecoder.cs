@@ -58,7 +58,7 @@ internal static class InstanceDecoder
         for (int i = 0; i < n; i++) foreground[i] = best[i] == boundary || thing[best[i]];
         var labels = new int[n];
         var seedClass = new byte[n]; // the class a pixel seeds, or NotSeed
-        if (distance) seedThreshold ??= 0.5;
+        if (distance) seedThreshold ??= DefaultDistanceSeed;
         int cutoff = seedThreshold is { } t ? (int)Math.Floor(255 * (1 - t) + 1e-9) : -1;
         for (int i = 0; i < n; i++)
             seedClass[i] = seedThreshold is null ? best[i] < thing.Length && thing[best[i]] ? best[i] : NotSeed
@@ -106,6 +106,9 @@ internal static class InstanceDecoder
             elevation[i] = (byte)Math.Clamp((int)Math.Round(255 * (1 - d)), 0, 255);
         }
     }
+
+    /// <summary>The distance target's seed threshold when none is given: the inner half of each object.</summary>
+    internal const double DefaultDistanceSeed = 0.5;
 
     /// <summary>A pixel that seeds no object.</summary>
     private const byte NotSeed = 255;

@@ -55,10 +55,8 @@ public sealed record InstanceSettings
     /// <summary>Seeds are the pixels whose probability of a thing class is at least this (StarDist's probability
     /// threshold); null: the pixels whose best class is a thing class (the argmax). Higher splits touching objects
     /// more readily. With the distance target: the pixels whose predicted normalised distance is at least this (null:
-    /// <see cref="DefaultDistanceSeed"/>).</summary>
+    /// 0.5, the inner half of each object).</summary>
     public double? SeedThreshold { get; init; }
-    /// <summary>The seed threshold of the distance target when none is given: the inner half of each object.</summary>
-    public const double DefaultDistanceSeed = 0.5;
     /// <summary>For each class before the boundary: whether it is a thing class (counted objects). Instance data:
     /// background no, object yes.</summary>
     public bool[] Things { get; init; } = { false, true };
@@ -93,7 +91,8 @@ public sealed record InstanceSettings
         + $"boundary {BoundaryWidth} px (weight "
         + $"{BoundaryWeight.ToString(CultureInfo.InvariantCulture)}), objects of {MinSize} px or more, seeds of "
         + $"{MinSeedSize} px or more"
-        + (SeedThreshold is { } t ? $" where P(object) >= {t.ToString(CultureInfo.InvariantCulture)}" : "");
+        + (SeedThreshold is { } t ? $" where {(Target == InstanceTarget.Distance ? "the distance" : "P(object)")} >= "
+            + t.ToString(CultureInfo.InvariantCulture) : "");
 
     /// <summary>As JSON (checkpoints, ONNX metadata).</summary>
     public JsonObject ToJson()
