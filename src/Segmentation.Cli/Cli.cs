@@ -226,7 +226,8 @@ public static class Cli
     /// <c>--norm</c> goes to every part that has a normalisation.
     /// </summary>
     internal static ModelDescription Model(int inChannels, int classes, int baseChannels, int depth, string upsampling,
-        string norm = "batch", double dropout = 0, string encoder = "unet", string arch = "unet")
+        string norm = "batch", double dropout = 0, string encoder = "unet", string arch = "unet",
+        int fullResolution = 0)
     {
         var entry = ModelRegistry.Find(PartKind.Encoder, encoder); // an unknown name lists the known ones
         if (arch == "unet") arch = entry.DefaultArchitecture; // --encoder mit-b0 alone is SegFormer
@@ -242,10 +243,13 @@ public static class Cli
             ("none", NormLayer.None));
         var up = ParseEnum(upsampling, "--upsampling", ("transposed", UpsamplingMode.Transposed),
             ("bilinear", UpsamplingMode.Bilinear));
+        if (fullResolution != 0 && (encoder == "unet" || arch != "unet"))
+            throw new OptionsException($"--full-res-skip {fullResolution}: the skip is for smp's decoder on a ResNet "
+                + "--encoder; the paper's U-Net has one at every stride already.");
         var d = encoder == "unet"
             ? ModelDescription.UNet(classes, inChannels, baseChannels, depth, up, normLayer, dropout)
             : ModelDescription.For(encoder, classes, inChannels) with { Decoder = ModelPart.Of("smp-unet",
-            new SmpUNetDecoderOptions { Norm = normLayer }) };
+            new SmpUNetDecoderOptions { Norm = normLayer, FullResolutionChannels = fullResolution }) };
         return d.Resolve();
     }
 

@@ -81,6 +81,8 @@ internal static class PlanCommand
         if (plan.Encoder == "unet")
             a.AddRange(new[] { "--base-channels", plan.BaseChannels.ToString(inv), "--depth",
                 plan.Depth.ToString(inv) });
+        else if (plan.FullResolutionSkip > 0)
+            a.AddRange(new[] { "--full-res-skip", plan.FullResolutionSkip.ToString(inv) });
         a.AddRange(new[] { "--norm", plan.Norm });
         if (plan.Crop is { } crop) a.AddRange(new[] { "--crop", crop.ToString() });
         a.AddRange(new[] { "--batch-size", plan.BatchSize.ToString(inv), "--val-batch-size",

@@ -283,7 +283,7 @@ internal static class TrainCommand
             $"builtin:shapes?count={ShapesDefaults.Count}&size={ShapesDefaults.Size}&seed={p.GetValue(flags.Seed)}";
         var model = ModelFlags.Read(p, flags.Model, shapes);
         var encoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null;
-        var recipe = ModelRegistry.Recipe(model, encoderWeights is not null);
+        var recipe = TrainingRecipes.For(model, encoderWeights is not null);
         var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with
         {
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
@@ -342,7 +342,7 @@ internal static class TrainCommand
     /// <summary>Flags that choose the model: with none of them, a folder is planned (<see
     /// cref="PlanCommand"/>).</summary>
     private static readonly string[] ModelChoiceFlags = { "--arch", "--encoder", "--base-channels", "--depth", "--norm",
-        "--upsampling", "--dropout" };
+        "--upsampling", "--dropout", "--full-res-skip" };
 
     /// <summary>
     /// A new run's configuration: from --config's record, from --plan's file, from a plan made now (a folder given

@@ -140,6 +140,7 @@ internal sealed class ModelFlags
     public required Option<double> Dropout { get; init; }
     public required Option<string> Encoder { get; init; }
     public required Option<string> Arch { get; init; }
+    public required Option<int> FullResolutionSkip { get; init; }
 
     public static ModelFlags Add(Command cmd)
     {
@@ -167,9 +168,13 @@ internal sealed class ModelFlags
                     + "ImageNet-trained ResNet-18, blocks 2-2-2-3; --encoder-weights builtin), with "
                     + "segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do "
                     + "not apply).", DefaultValueFactory = _ => "unet" },
+            FullResolutionSkip = new Option<int>("--full-res-skip") { Description =
+                "With a ResNet --encoder: channels of a full-resolution skip into smp's decoder (two 3x3 convolutions "
+                    + "on the input, concatenated at its last block, where smp's Unet has no skip). Default 0: none.",
+                DefaultValueFactory = _ => 0 },
         };
         foreach (var o in new Option[] { f.Arch, f.Encoder, f.BaseChannels, f.Depth, f.Upsampling, f.Norm,
-            f.Dropout }) cmd.Options.Add(o);
+            f.Dropout, f.FullResolutionSkip }) cmd.Options.Add(o);
         return f;
     }
 
@@ -179,6 +184,6 @@ internal sealed class ModelFlags
         p.GetValue(f.BaseChannels) ?? (shapes ? TrainCommand.ShapesDefaults.BaseChannels : 64), p.GetValue(f.Depth)
             ?? (shapes ? TrainCommand.ShapesDefaults.Depth : 4),
         p.GetValue(f.Upsampling)!, p.GetValue(f.Norm)!, p.GetValue(f.Dropout), p.GetValue(f.Encoder)!,
-            p.GetValue(f.Arch)!);
+            p.GetValue(f.Arch)!, p.GetValue(f.FullResolutionSkip));
 }
 

@@ -34,6 +34,7 @@ internal static class NumericFlags
     {
         ["--accumulate"] = new(1, 4096, "batches per optimiser step"),
         ["--base-channels"] = new(1, 4096, "channels of the first level"),
+        ["--full-res-skip"] = new(0, 1024, "channels of the full-resolution skip (0: none)"),
         ["--batch-size"] = new(1, 65536, "images per step"),
         ["--binary-threshold"] = new(1, 255, "the gray level from which a pixel is foreground"),
         ["--boundary-weight"] = new(0, 1000, "the loss weight of the boundary class", MinOpen: true),

@@ -200,6 +200,9 @@ public static class PyTorchInterop
             || d.Head?.Name != "smp-conv")
             throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here with its own "
                 + $"decoder and head; this checkpoint's model is {d.Summary}.");
+        else if (d.Decoder.OptionsAs<SmpUNetDecoderOptions>().FullResolutionChannels > 0)
+            throw new OptionsException($"smp's Unet has no full-resolution skip; this checkpoint's decoder has one "
+                + $"({d.Decoder}).");
     }
 
     private static Tensor Need(string path, Dictionary<string, Tensor> source, string key) =>

@@ -32,7 +32,8 @@ internal static class BuiltinParts
         ModelRegistry.AddDecoder<UNetDecoderOptions>("unet", (c, o) => new UNetDecoder(c.Encoder.Stages, o),
             "The U-Net paper's expanding path: up-convolution (or bilinear + 1x1), skip concatenation, double 3x3 "
                 + "convolutions.");
-        ModelRegistry.AddDecoder<SmpUNetDecoderOptions>("smp-unet", (c, o) => new SmpUNetDecoder(c.Encoder.Stages, o),
+        ModelRegistry.AddDecoder<SmpUNetDecoderOptions>("smp-unet", (c, o) => new SmpUNetDecoder(c.Encoder.Stages,
+            c.Encoder.InChannels, o),
             "segmentation_models.pytorch's U-Net decoder: nearest upsampling, skip concatenation, two 3x3 "
                 + "convolutions per block.");
         ModelRegistry.AddHead<ConvHeadOptions>("conv", (c, o) => new ConvHead(c.InChannels, c.Classes, o, smp: false),
@@ -75,6 +76,6 @@ internal static class BuiltinParts
                 HiddenSize = encoder.StartsWith("mit-b", StringComparison.Ordinal) ? MixTransformer.Variant(encoder)
                     .DecoderHidden : 256,
             }),
-            _ => new ModelPart("resize"), (_, pretrained) => Training.TrainingRecipe.Segformer(pretrained));
+            _ => new ModelPart("resize"));
     }
 }

@@ -101,7 +101,6 @@ public static class ModelRegistry
     private static readonly Dictionary<(PartKind, string), RegisteredPart> Registered = new();
     private static readonly Dictionary<string, (string Summary, Func<string, ModelPart> Decoder, Func<string,
         ModelPart> Head)> Architectures = new();
-    private static readonly Dictionary<string, Func<ModelDescription, bool, Training.TrainingRecipe>> Recipes = new();
 
     static ModelRegistry() => BuiltinParts.Register();
 
@@ -131,38 +130,16 @@ public static class ModelRegistry
             (c, o) => build((HeadContext)c, o));
 
     /// <summary>Registers an architecture: the decoder and head it gives an encoder when a description leaves them
-    /// out.</summary>
+    /// out. Its training recipe, if it has one of its own, is registered with <c>TrainingRecipes.Add</c> (training is
+    /// a later stage than models).</summary>
     public static void AddArchitecture(string name, string summary, Func<string, ModelPart> decoder, Func<string,
-        ModelPart> head) => AddArchitecture(name, summary, decoder, head, (_, _) => Training.TrainingRecipe.Default);
-
-    /// <summary>
-    /// Registers an architecture with its training recipe: what <paramref name="recipe"/> gives for a model of it,
-    /// with or without a pretrained encoder, is what <see cref="Training.TrainerOptions.Recommended"/> and
-    /// <c>segment train</c> start from.
-    /// </summary>
-    public static void AddArchitecture(string name, string summary, Func<string, ModelPart> decoder, Func<string,
-        ModelPart> head, Func<ModelDescription, bool, Training.TrainingRecipe> recipe)
+        ModelPart> head)
     {
         lock (Gate)
         {
             if (!Architectures.TryAdd(name, (summary, decoder, head)))
                 throw new OptionsException($"An architecture named '{name}' is registered already.");
-            Recipes[name] = recipe;
         }
-    }
-
-    /// <summary>The training recipe of <paramref name="model"/>'s architecture, for a pretrained encoder or
-    /// none.</summary>
-    public static Training.TrainingRecipe Recipe(ModelDescription model, bool pretrainedEncoder)
-    {
-        Func<ModelDescription, bool, Training.TrainingRecipe>? recipe;
-        lock (Gate)
-        {
-            if (!Recipes.TryGetValue(model.Architecture, out recipe))
-                throw new OptionsException($"No architecture is registered as '{model.Architecture}'; there are: "
-                    + $"{string.Join(", ", Architectures.Keys.Order())}.");
-        }
-        return recipe(model, pretrainedEncoder);
     }
 
     /// <summary>The registered parts of one kind, by name.</summary>

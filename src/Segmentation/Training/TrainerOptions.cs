@@ -188,7 +188,7 @@ public sealed record TrainerOptions
     /// <paramref name="pretrainedEncoder"/>, the U-Nets' AdamW 1e-3, ...). Change what you need with <c>with</c>.
     /// </summary>
     public static TrainerOptions Recommended(Models.ModelDescription model, bool pretrainedEncoder = false) =>
-        Models.ModelRegistry.Recipe(model, pretrainedEncoder).ApplyTo(new TrainerOptions());
+        TrainingRecipes.For(model, pretrainedEncoder).ApplyTo(new TrainerOptions());
 
     /// <summary>Throws <see cref="OptionsException"/> naming the first bad value.</summary>
     public void Validate()

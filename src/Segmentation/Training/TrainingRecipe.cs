@@ -1,9 +1,8 @@
 namespace Segmentation.Training;
 
 /// <summary>
-/// The optimiser settings a model is trained with where it was published: an architecture's defaults (registered with
-/// it, <see cref="Models.ModelRegistry.AddArchitecture(string, string, Func{string, Models.ModelPart},
-/// Func{string, Models.ModelPart}, Func{Models.ModelDescription, bool, TrainingRecipe})"/>). <see
+/// The optimiser settings a model is trained with where it was published: an architecture's defaults (registered for
+/// it with <see cref="TrainingRecipes.Add"/>). <see
 /// cref="TrainerOptions.Recommended"/> starts from it; <c>segment train</c> takes every value a flag does not give from
 /// it, and <c>run.json</c> records which recipe that was (<see cref="TrainerOptions.Recipe"/>) and every value.
 /// </summary>

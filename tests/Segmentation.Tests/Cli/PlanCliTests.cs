@@ -31,7 +31,10 @@ public class PlanCliTests
     {
         using var d = new TempDir();
         MakeFolder(d["data"]);
-        var plan = Run("plan", "--data", d["data"], "--time-limit", "2m", "--threads", "1", "--out", d["plan.json"]);
+        // --encoder unet: the U-Net's two widths are timed (without it the pretrained encoder is planned where its
+        // weights are at hand)
+        var plan = Run("plan", "--data", d["data"], "--time-limit", "2m", "--threads", "1", "--encoder", "unet",
+            "--out", d["plan.json"]);
         Assert.True(plan.Code == 0, plan.Err);
         Assert.Contains("3-channel images (mixed: 6 gray, 2 colour", plan.Out);
         Assert.Contains("fingerprint of the training images", plan.Out);
@@ -91,12 +94,27 @@ public class PlanCliTests
 
     /// <summary>plan.json's fields become train's flags: the instance target too, and only when set.</summary>
     [Fact]
-    public void A_plans_instance_target_becomes_the_flag()
+    public void A_plans_instance_target_and_full_resolution_skip_become_flags()
     {
         var plan = new Segmentation.Training.TrainingPlan { Task = "instance", BoundaryWidth = 2 };
         Assert.DoesNotContain("--instance-target", Segmentation.Cli.PlanCommand.Arguments(plan));
         var args = Segmentation.Cli.PlanCommand.Arguments(plan with { InstanceTarget = "distance" });
         Assert.Equal("distance", args[args.IndexOf("--instance-target") + 1]);
+        var resnet = plan with { Encoder = "mlnet-resnet18", EncoderWeights = "builtin" };
+        Assert.DoesNotContain("--full-res-skip", Segmentation.Cli.PlanCommand.Arguments(resnet));
+        args = Segmentation.Cli.PlanCommand.Arguments(resnet with { FullResolutionSkip = 16 });
+        Assert.Equal("16", args[args.IndexOf("--full-res-skip") + 1]);
+    }
+
+    [Fact]
+    public void A_full_resolution_skip_on_the_papers_unet_is_refused_before_anything_is_written()
+    {
+        using var d = new TempDir();
+        var r = Run("train", "--full-res-skip", "8", "--epochs", "1", "--out", d["never"]);
+        Assert.Equal(2, r.Code);
+        Assert.Contains("--full-res-skip 8", r.Err);
+        Assert.Contains("ResNet --encoder", r.Err);
+        Assert.False(Directory.Exists(d["never"]));
     }
 
     [Fact]
@@ -111,7 +129,10 @@ public class PlanCliTests
         Assert.True(File.Exists(d["run/plan.json"]));
         var args = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!["Arguments"]!.AsArray()
             .Select(a => (string)a!).ToList();
-        Assert.Contains("--base-channels", args); // the record replays the plan with --config
+        // the record replays the plan with --config: the pretrained encoder where its weights are in the NuGet cache
+        bool weights = Segmentation.Models.Encoders.MlNetResNet18.FindInNuGetCache() is not null;
+        Assert.Equal(weights ? "mlnet-resnet18" : "unet", args[args.IndexOf("--encoder") + 1]);
+        Assert.Contains(weights ? "--encoder-weights" : "--base-channels", args);
         Assert.Equal("1", args[args.LastIndexOf("--epochs") + 1]);
 
         // With a model flag there is no plan.

@@ -49,6 +49,7 @@ public class OnnxExportTests
             ("plain transposed", ModelDescription.UNet(inChannels: 3, classes: 3, baseChannels: 8, depth: 4, seed: 1)),
             ("plain bilinear, group norm", ModelDescription.UNet(inChannels: 1, classes: 2, baseChannels: 8, depth: 3, upsampling: UpsamplingMode.Bilinear, norm: NormLayer.Group, seed: 2)),
             ("resnet18", ModelDescription.For("resnet18", classes: 4, inChannels: 3) with { Seed = 3 }),
+            ("resnet18, full-resolution skip", FullResolutionSkip()),
         };
         foreach (var (name, _) in models)
             foreach (var (h, w) in sizes)
@@ -59,8 +60,12 @@ public class OnnxExportTests
     {
         "plain transposed" => ModelDescription.UNet(inChannels: 3, classes: 3, baseChannels: 8, depth: 4, seed: 1),
         "plain bilinear, group norm" => ModelDescription.UNet(inChannels: 1, classes: 2, baseChannels: 8, depth: 3, upsampling: UpsamplingMode.Bilinear, norm: NormLayer.Group, seed: 2),
+        "resnet18, full-resolution skip" => FullResolutionSkip(),
         _ => ModelDescription.For("resnet18", classes: 4, inChannels: 3) with { Seed = 3 },
     };
+
+    private static ModelDescription FullResolutionSkip() => ModelDescription.For("resnet18", classes: 2, inChannels: 1)
+        with { Decoder = ModelPart.Of("smp-unet", new SmpUNetDecoderOptions { FullResolutionChannels = 8 }), Seed = 6 };
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -31,20 +31,69 @@ public class ArchitectureTests
         new object[] { "Inference", new[] { "Data", "Models", "Evaluation", "Checkpoints", "Distributed" } },
     };
 
+    /// <summary>
+    /// What each stage's compiled code uses, read off the assembly rather than the text (a name imported by a
+    /// <c>using</c> or written unqualified counts the same): base types, interfaces, fields, signatures, attributes and
+    /// every type, method and field a method body refers to (<see cref="CodeReferences"/>), lambdas and iterators
+    /// included, since the compiler nests them in the type that wrote them.
+    /// </summary>
     [Theory]
     [MemberData(nameof(Stages))]
-    public void A_stage_names_only_the_stages_before_it(string stage, string[] allowed)
+    public void A_stage_uses_only_the_stages_before_it(string stage, string[] allowed)
     {
-        var folder = Path.Combine(RepoRoot(), "src", "Segmentation", stage);
-        var stages = Stages().Select(s => (string)s[0]).ToList();
+        var stages = Stages().Select(s => (string)s[0]).ToHashSet();
+        var offences = new SortedSet<string>();
+        foreach (var type in typeof(Segmentation.Data.DatasetDescription).Assembly.GetTypes())
+        {
+            if (StageOf(type, stages) != stage) continue;
+            foreach (var used in CodeReferences.Of(type))
+                if (StageOf(used, stages) is { } other && other != stage && !allowed.Contains(other)
+                    && !KnownEdges.Contains((Outermost(type).FullName!, Outermost(used).FullName!)))
+                    offences.Add($"{Outermost(type).FullName} uses {Outermost(used).FullName}");
+        }
+        Assert.True(offences.Count == 0, $"{stage} uses what it may not ({offences.Count}): " + string.Join("; ", offences));
+    }
+
+    /// <summary>
+    /// The one edge against the stages still in the code, named so that no other joins it: the predictor scores objects
+    /// through the task (its watershed, AP and PQ), and the tasks live in Training. The task registry of issue 34
+    /// moves the tasks under both Training and Inference; then this list is empty.
+    /// </summary>
+    private static readonly HashSet<(string User, string Used)> KnownEdges = new()
+    {
+        ("Segmentation.Inference.Predictor", "Segmentation.Training.SegmentationTask"),
+    };
+
+    /// <summary>Every folder of src/Segmentation is its stage's namespace, so that the test above sees it.</summary>
+    [Fact]
+    public void A_stage_folder_declares_its_stage_namespace()
+    {
         var offences = new List<string>();
-        foreach (var file in Directory.EnumerateFiles(folder, "*.cs", SearchOption.AllDirectories))
-            foreach (Match m in Regex.Matches(File.ReadAllText(file), @"\bSegmentation\.(\w+)\b"))
+        foreach (var stage in Stages().Select(s => (string)s[0]))
+        {
+            var folder = Path.Combine(RepoRoot(), "src", "Segmentation", stage);
+            foreach (var file in Directory.EnumerateFiles(folder, "*.cs", SearchOption.AllDirectories))
             {
-                var named = m.Groups[1].Value;
-                if (stages.Contains(named) && named != stage && !allowed.Contains(named)) offences.Add($"{Path.GetRelativePath(folder, file)} names Segmentation.{named}");
+                var ns = Regex.Match(File.ReadAllText(file), @"^namespace\s+([\w.]+)", RegexOptions.Multiline).Groups[1].Value;
+                if (ns != $"Segmentation.{stage}" && !ns.StartsWith($"Segmentation.{stage}.", StringComparison.Ordinal))
+                    offences.Add($"{Path.GetRelativePath(folder, file)}: namespace '{ns}'");
             }
-        Assert.True(offences.Count == 0, string.Join("; ", offences.Distinct()));
+        }
+        Assert.True(offences.Count == 0, string.Join("; ", offences));
+    }
+
+    private static Type Outermost(Type t)
+    {
+        while (t.DeclaringType is { } outer) t = outer;
+        return t;
+    }
+
+    private static string? StageOf(Type t, ISet<string> stages)
+    {
+        var ns = Outermost(t).Namespace;
+        if (ns is null || !ns.StartsWith("Segmentation.", StringComparison.Ordinal)) return null;
+        var first = ns["Segmentation.".Length..].Split('.')[0];
+        return stages.Contains(first) ? first : null;
     }
 
     /// <summary>Every C# file of src/ (not build output), parsed as the compiler parses it.</summary>

@@ -108,6 +108,22 @@ public class PlanTests
         Assert.NotEqual("imagenet", scratch.Normalize);
     }
 
+    /// <summary>Gray semantic data (ISBI 2012's electron microscopy) goes on the pretrained encoder too, with its own
+    /// normalisation (ImageNet's means are colour ones).</summary>
+    [Fact]
+    public void Gray_semantic_data_is_planned_on_the_pretrained_encoder_with_its_own_normalisation()
+    {
+        var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 30, Size = 64, Seed = 2,
+            Channels = 1 }).Split(0.8);
+        var timings = Timings(0.5, 0.1, "group").Append(new PlanTiming("mlnet-resnet18", 0, 0.3)).ToArray();
+        var plan = TrainingPlanner.Plan(train, val, new PlannerOptions { Threads = 1, Timings = timings,
+            PretrainedResNet18 = "ResNet18.onnx" });
+        Assert.Equal(1, plan.Fingerprint!.Channels);
+        Assert.Equal(("mlnet-resnet18", "builtin", "batch"), (plan.Encoder, plan.EncoderWeights, plan.Norm));
+        Assert.NotEqual("imagenet", plan.Normalize);
+        Assert.Contains(plan.Reasons, r => r.Contains("gray images: on ISBI 2012", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void Plan_json_reads_back_and_a_bad_plan_is_refused_naming_the_field()
     {
@@ -129,7 +145,9 @@ public class PlanTests
         File.WriteAllText(d["text.json"], "not json");
         Assert.Contains("not a plan", Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["text.json"])).Message);
         foreach (var (edit, named) in new[] { (plan with { InstanceTarget = "flows" }, "InstanceTarget 'flows'"),
-            (plan with { InstanceTarget = "distance", Task = "semantic" }, "with Task semantic") })
+            (plan with { InstanceTarget = "distance", Task = "semantic" }, "with Task semantic"),
+            (plan with { Encoder = "unet", FullResolutionSkip = 16 }, "FullResolutionSkip 16 with Encoder unet"),
+            (plan with { Encoder = "mlnet-resnet18", FullResolutionSkip = -1 }, "FullResolutionSkip -1: expected 0") })
         {
             File.WriteAllText(d["edited.json"], edit.ToJson());
             Assert.Contains(named, Assert.Throws<OptionsException>(() => TrainingPlan.Load(d["edited.json"])).Message);

@@ -13,6 +13,12 @@ public sealed record SmpUNetDecoderOptions : IPartOptions
     public int[] Channels { get; init; } = { 256, 128, 64, 32, 16 };
     /// <summary>The normalisation after each convolution.</summary>
     public NormLayer Norm { get; init; } = NormLayer.Batch;
+    /// <summary>Channels of a full-resolution skip: two 3x3 convolution + normalisation + ReLU on the input image
+    /// (<c>stem.*</c>), concatenated at the last block where the encoder has no stride-1 map. 0 (smp's): none, and the
+    /// last block sees only the stride-2 features upsampled.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition =
+        System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public int FullResolutionChannels { get; init; }
 
     /// <inheritdoc />
     public void Validate()
@@ -20,6 +26,9 @@ public sealed record SmpUNetDecoderOptions : IPartOptions
         if (Channels.Length == 0 || Channels.Any(c => c < 1 || c > 65536))
             throw new OptionsException($"smp U-Net decoder Channels [{string.Join(", ", Channels)}] must be counts "
                 + $"from 1 to 65536, one per decoder block.");
+        if (FullResolutionChannels is < 0 or > 65536)
+            throw new OptionsException($"smp U-Net decoder FullResolutionChannels {FullResolutionChannels} must be 0 "
+                + "(none) to 65536.");
         if (!Enum.IsDefined(Norm))
             throw new OptionsException($"smp U-Net decoder Norm {Norm} is not one of: "
                 + $"{string.Join(", ", Enum.GetNames<NormLayer>())}.");
@@ -29,16 +38,20 @@ public sealed record SmpUNetDecoderOptions : IPartOptions
 /// <summary>
 /// segmentation_models.pytorch's U-Net decoder: each block upsamples by nearest neighbour, concatenates the skip of
 /// that stride (if the encoder has one), then two 3x3 convolution + normalisation + ReLU (<c>conv1.0</c>,
-/// <c>conv1.1</c>, ...: smp's names), ending at full resolution with the last block's channels.
+/// <c>conv1.1</c>, ...: smp's names), ending at full resolution with the last block's channels. With
+/// <see cref="SmpUNetDecoderOptions.FullResolutionChannels"/>, a small stem on the input is the last block's skip (the
+/// paper's U-Net has one at every stride; smp's ResNet U-Net has none at stride 1, where thin structures are drawn).
 /// </summary>
 internal sealed class SmpUNetDecoder : Decoder
 {
     private readonly TorchSharp.Modules.ModuleList<SmpDecoderBlock> blocks;
+    private readonly Sequential? stem;
     private readonly int[] skipIndex;
     private readonly long outChannels;
 
     /// <summary>One block per halving of the encoder's deepest stride.</summary>
-    public SmpUNetDecoder(IReadOnlyList<EncoderStage> stages, SmpUNetDecoderOptions o) : base("SmpDecoder")
+    public SmpUNetDecoder(IReadOnlyList<EncoderStage> stages, int inChannels, SmpUNetDecoderOptions o)
+        : base("SmpDecoder")
     {
         int n = (int)Math.Round(Math.Log2(stages[^1].Stride));
         if (o.Channels.Length != n)
@@ -47,16 +60,20 @@ internal sealed class SmpUNetDecoder : Decoder
                 + $"but {o.Channels.Length} decoder channel counts were given.");
         var list = new List<SmpDecoderBlock>();
         skipIndex = new int[n];
-        long inChannels = stages[^1].Channels;
+        long channels = stages[^1].Channels;
         for (int i = 0; i < n; i++)
         {
             int stride = stages[^1].Stride >> (i + 1);
             int stage = stages.ToList().FindIndex(s => s.Stride == stride);
             skipIndex[i] = stage < 0 ? -1 : stage + 1; // features[0] is the input
-            list.Add(new SmpDecoderBlock(inChannels, stage < 0 ? 0 : stages[stage].Channels, o.Channels[i], o.Norm));
-            inChannels = o.Channels[i];
+            long skip = stage >= 0 ? stages[stage].Channels : stride == 1 ? o.FullResolutionChannels : 0;
+            list.Add(new SmpDecoderBlock(channels, skip, o.Channels[i], o.Norm));
+            channels = o.Channels[i];
         }
         blocks = nn.ModuleList(list.ToArray());
+        if (o.FullResolutionChannels > 0 && skipIndex[^1] < 0)
+            stem = nn.Sequential(("0", SmpDecoderBlock.ConvNormRelu(inChannels, o.FullResolutionChannels, o.Norm)),
+                ("1", SmpDecoderBlock.ConvNormRelu(o.FullResolutionChannels, o.FullResolutionChannels, o.Norm)));
         outChannels = o.Channels[^1];
         RegisterComponents();
     }
@@ -69,7 +86,8 @@ internal sealed class SmpUNetDecoder : Decoder
     {
         var x = features[^1];
         for (int i = 0; i < blocks.Count; i++)
-            x = blocks[i].forward(x, skipIndex[i] < 0 ? null : features[skipIndex[i]], features[0]);
+            x = blocks[i].forward(x, skipIndex[i] >= 0 ? features[skipIndex[i]]
+                : i == blocks.Count - 1 && stem is not null ? stem.forward(features[0]) : null, features[0]);
         return x;
     }
 }
@@ -89,7 +107,8 @@ internal sealed class SmpDecoderBlock : nn.Module<Tensor, Tensor?, Tensor, Tenso
         RegisterComponents();
     }
 
-    private static Sequential ConvNormRelu(long cin, long cout, NormLayer norm)
+    /// <summary>3x3 convolution (no bias under a normalisation), normalisation, ReLU: smp's Conv2dReLU.</summary>
+    internal static Sequential ConvNormRelu(long cin, long cout, NormLayer norm)
     {
         var layers = new List<(string, nn.Module<Tensor,
             Tensor>)> { ("0", new Convolution(cin, cout, 3, padding: 1, bias: norm == NormLayer.None)) };

@@ -110,21 +110,21 @@ internal sealed class MixTransformer : Encoder, IPretrainedEncoder
     /// <summary>
     /// Loads an ImageNet-trained (or any) Mix Transformer of this variant from <paramref name="path"/>: a Hugging Face
     /// model folder (<c>nvidia/mit-b0</c>'s, or a whole SegFormer's), or a state dict file in Hugging Face's or the
-    /// original layout (<c>mit_b0.pth</c>; <see cref="Checkpoints.SegformerWeights"/>). Only the encoder is taken; a
+    /// original layout (<c>mit_b0.pth</c>; <see cref="SegformerWeights"/>). Only the encoder is taken; a
     /// classifier or decode head in the file is left out. The first patch embedding is fitted to the input channels as
     /// the ResNets' first convolution is. The weights expect ImageNet's normalisation, which is the trainer's default
     /// for RGB.
     /// </summary>
     public int LoadWeights(string path, Data.Normalization inputNormalization)
     {
-        var file = Directory.Exists(path) ? Checkpoints.SegformerWeights.FileIn(path) : path;
+        var file = Directory.Exists(path) ? SegformerWeights.FileIn(path) : path;
         using var scope = NewDisposeScope();
-        var weights = Checkpoints.SegformerWeights.ToHuggingFace(StateDicts.ReadFile(file), file, encoderOnly: true);
-        var (theirs, _) = Checkpoints.SegformerWeights.Variant(weights, file);
+        var weights = SegformerWeights.ToHuggingFace(StateDicts.ReadFile(file), file, encoderOnly: true);
+        var (theirs, _) = SegformerWeights.Variant(weights, file);
         if (theirs != variant)
             throw new SegmentationException($"{file}: holds a {theirs} encoder; this model's is {variant} (use "
                 + $"--encoder {theirs}).");
-        var encoder = Checkpoints.SegformerWeights.EncoderOnly(weights);
+        var encoder = SegformerWeights.EncoderOnly(weights);
         const string first = "patch_embeddings.0.proj.weight";
         if (encoder[first].shape[1] != inChannels)
             encoder[first] = ResNetEncoder.AdaptFirstConvolution(encoder[first], inChannels);

@@ -28,6 +28,9 @@ public sealed record TrainingPlan
     public int BaseChannels { get; init; } = 32;
     /// <summary>The U-Net's down-samplings.</summary>
     public int Depth { get; init; } = 4;
+    /// <summary>A ResNet encoder's full-resolution skip into smp's decoder, its channels (0: none;
+    /// <c>--full-res-skip</c>).</summary>
+    public int FullResolutionSkip { get; init; }
     /// <summary>batch or group.</summary>
     public string Norm { get; init; } = "batch";
     /// <summary>The random training crop (patch).</summary>
@@ -119,6 +122,10 @@ public sealed record TrainingPlan
         void Check(bool ok, string what) { if (!ok) throw new OptionsException($"{origin}: {what}."); }
         Check(BaseChannels is >= 1 and <= 1024, $"BaseChannels {BaseChannels}: expected 1 to 1024");
         Check(Depth is >= 1 and <= 8, $"Depth {Depth}: expected 1 to 8");
+        Check(FullResolutionSkip is >= 0 and <= 1024, $"FullResolutionSkip {FullResolutionSkip}: expected 0 (none) to "
+            + "1024");
+        Check(FullResolutionSkip == 0 || Encoder != "unet", $"FullResolutionSkip {FullResolutionSkip} with Encoder "
+            + "unet: the skip is for a ResNet encoder's decoder");
         Check(Norm is "batch" or "group" or "none", $"Norm '{Norm}': expected batch, group or none");
         Check(BatchSize is >= 1 and <= 4096, $"BatchSize {BatchSize}: expected 1 to 4096");
         Check(ValBatchSize >= 1, $"ValBatchSize {ValBatchSize}: expected at least 1");

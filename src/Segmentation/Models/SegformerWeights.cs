@@ -1,10 +1,9 @@
 using System.Text.RegularExpressions;
-using Segmentation.Models;
 using Segmentation.Models.Decoders;
 using Segmentation.Models.Encoders;
 using static TorchSharp.torch;
 
-namespace Segmentation.Checkpoints;
+namespace Segmentation.Models;
 
 /// <summary>
 /// SegFormer state dicts in any of the layouts they are published in, as Hugging Face's keys (the model's own):
