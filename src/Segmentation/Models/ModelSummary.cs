@@ -55,7 +55,8 @@ internal sealed record ModelSummary(ModelDescription Description, int Height, in
         LayerObservation.Run(model, names.Keys.OfType<Layer>(),
             (layer, x, y) => { if (layer.Summarise(names[layer], x, y) is { } row) rows.TryAdd(layer, row); },
             new long[] { 1, model.Description.InChannels, height, width }, model.Device, gradients: false,
-            names.Keys.OfType<Attention>(), (a, inputs, y) => rows.TryAdd(a, a.Summarise(names[a], inputs, y)));
+            names.Keys.OfType<IMultiInputLeaf>(), (a, inputs, y) => rows.TryAdd(a,
+                ((IMultiInputLeaf)a).Summarise(names[a], inputs, y)));
         var ordered = DepthFirst(model, "").Where(m => rows.ContainsKey(m.Module)).Select(m => rows[m.Module]).ToList();
         return new ModelSummary(model.Description, height, width, ordered);
     }

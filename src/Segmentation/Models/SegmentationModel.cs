@@ -95,7 +95,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
             foreach (var m in modules())
             {
                 if (m is Layer l) l.ComputeType = value.ComputeType();
-                else if (m is Attention a) a.ComputeType = value.ComputeType();
+                else if (m is IMultiInputLeaf a) a.ComputeType = value.ComputeType();
             }
         }
     }
@@ -218,7 +218,7 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     /// unchecked and fail the ONNX export. The library's parts have none; a test says so for each.
     /// </summary>
     internal IReadOnlyList<string> NonLeafModules() => named_modules()
-        .Where(m => m.module is not (Layer or Attention) && m.module.parameters(recurse: false).Any())
+        .Where(m => m.module is not (Layer or IMultiInputLeaf) && m.module.parameters(recurse: false).Any())
         .Select(m => $"{m.name} ({m.module.GetType().Name})").ToList();
 
     /// <summary>

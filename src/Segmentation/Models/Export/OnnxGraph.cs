@@ -151,6 +151,11 @@ internal sealed class OnnxGraph
         return Node("MatMul", new[] { Node("Softmax", new[] { scaled }, Int("axis", -1)), value });
     }
 
+    /// <summary>Bilinear sampling at an N x Ho x Wo x 2 grid, zeros outside, <c>align_corners=0</c> (opset 16's
+    /// GridSample).</summary>
+    public string GridSample(string x, string grid) => Node("GridSample", new[] { x, grid },
+        String("mode", "bilinear"), String("padding_mode", "zeros"), Int("align_corners", 0));
+
     /// <summary>A float32 scalar constant.</summary>
     private string Scalar(string hint, float value)
     {

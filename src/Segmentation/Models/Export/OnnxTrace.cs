@@ -57,6 +57,13 @@ internal sealed class OnnxTrace : IDisposable
         Bind(output, Graph.Attention(NameOf(query, path), NameOf(key, path), NameOf(value, path), query.shape[^1]));
     }
 
+    /// <summary>Records a grid sampling's node.</summary>
+    public void GridSample(GridSample layer, Tensor input, Tensor grid, Tensor output)
+    {
+        var path = PathOf(layer);
+        Bind(output, Graph.GridSample(NameOf(input, path), NameOf(grid, path)));
+    }
+
     /// <summary>Records an operation's node(s), made by <paramref name="node"/> from the graph.</summary>
     public void Op(Tensor output, Func<OnnxGraph, string> node) => Bind(output, node(Graph));
 

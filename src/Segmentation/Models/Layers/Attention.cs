@@ -10,7 +10,7 @@ namespace Segmentation.Models.Layers;
 /// explicit route), is checked against float64 like every leaf, has its summary line (2 N h L S d multiply-accumulates)
 /// and its ONNX nodes (MatMul, Softmax, MatMul).
 /// </summary>
-public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, ICheckedComputation
+public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IMultiInputLeaf
 {
     /// <summary>Creates the layer (it has no parameters).</summary>
     public Attention() : base(nameof(Attention)) { }
@@ -22,7 +22,13 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IChec
     internal int Route { get; set; }
 
     /// <summary>Called with the three inputs and the output after each pass while set.</summary>
-    internal Action<Attention, Tensor[], Tensor>? Observer { get; set; }
+    internal Action<nn.Module, Tensor[], Tensor>? Observer { get; set; }
+
+    ScalarType IMultiInputLeaf.ComputeType { get => ComputeType; set => ComputeType = value; }
+    int IMultiInputLeaf.Route { get => Route; set => Route = value; }
+    Action<nn.Module, Tensor[], Tensor>? IMultiInputLeaf.Observer { get => Observer; set => Observer = value; }
+    LayerSummary IMultiInputLeaf.Summarise(string path, Tensor[] inputs, Tensor output) =>
+        Summarise(path, inputs, output);
 
     /// <inheritdoc />
     public override Tensor forward(Tensor query, Tensor key, Tensor value)

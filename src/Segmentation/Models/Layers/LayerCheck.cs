@@ -37,7 +37,7 @@ internal static class LayerCheck
     {
         var names = LayerObservation.Names(model);
         var layers = names.Keys.OfType<Layer>().Where(l => l.Checkable is not null).ToList();
-        var attention = names.Keys.OfType<Attention>().ToList();
+        var attention = names.Keys.OfType<IMultiInputLeaf>().ToList();
         if (layers.Count + attention.Count == 0) return Array.Empty<LayerCheckResult>();
         var seen = new List<(nn.Module Module, ICheckedComputation Computation, long[][] Shapes, ScalarType Type)>();
         void Observe(nn.Module m, ICheckedComputation c, Tensor[] inputs, ScalarType compute)
@@ -48,7 +48,7 @@ internal static class LayerCheck
         }
         LayerObservation.Run(model, layers, (l, x, _) => Observe(l, l.Checkable!, new[] { x }, l.ComputeType),
             inputShape, device, training,
-            attention, (a, inputs, _) => Observe(a, a, inputs, a.ComputeType));
+            attention, (a, inputs, _) => Observe(a, (IMultiInputLeaf)a, inputs, ((IMultiInputLeaf)a).ComputeType));
         var results = new List<LayerCheckResult>();
         foreach (var (module, computation, shapes, type) in seen)
         {
@@ -65,7 +65,7 @@ internal static class LayerCheck
                     + $"{Describe(shapes)}) correctly on "
                     + $"{device}: errors {string.Join(", ", errors.Select(e => e.ToString("g2")))} against float64. "
                     + $"Run 'segment doctor'.");
-            if (module is Layer l) l.Route = route; else ((Attention)module).Route = route;
+            if (module is Layer l) l.Route = route; else ((IMultiInputLeaf)module).Route = route;
             results.Add(new LayerCheckResult(names[module], module.GetType().Name, Describe(shapes), route, errors,
                 tolerance));
         }

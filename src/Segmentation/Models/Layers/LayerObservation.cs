@@ -21,11 +21,11 @@ internal static class LayerObservation
     /// name="observe"/> on <paramref name="layers"/>.</summary>
     public static void Run(nn.Module model, IEnumerable<Layer> layers, Action<Layer, Tensor, Tensor> observe,
         long[] inputShape,
-        Device device, bool gradients, IEnumerable<Attention>? attention = null, Action<Attention, Tensor[],
+        Device device, bool gradients, IEnumerable<IMultiInputLeaf>? attention = null, Action<nn.Module, Tensor[],
             Tensor>? observeAttention = null)
     {
         var watched = layers.ToList();
-        var attending = attention?.ToList() ?? new List<Attention>();
+        var attending = attention?.ToList() ?? new List<IMultiInputLeaf>();
         bool wasTraining = model.training;
         var segmentation = model as SegmentationModel;
         bool selfCheck = segmentation?.VerifyLayers ?? false;
