@@ -143,13 +143,19 @@ internal sealed class OnnxGraph
         return Node("Mul", new[] { Node("Mul", new[] { x, onePlus }), Scalar("half", 0.5f) });
     }
 
-    /// <summary>softmax(Q Kᵀ / √d) V over the last two axes of N x heads x L x d inputs.</summary>
-    public string Attention(string query, string key, string value, long headDim)
+    /// <summary>softmax(Q Kᵀ / √d [+ M]) V over the last two axes of N x heads x L x d inputs, M an additive mask that
+    /// broadcasts to N x heads x L x S.</summary>
+    public string Attention(string query, string key, string value, long headDim, string? mask = null)
     {
         var scores = Node("MatMul", new[] { query, Node("Transpose", new[] { key }, Ints("perm", 0, 1, 3, 2)) });
         var scaled = Node("Mul", new[] { scores, Scalar("scale", (float)(1 / Math.Sqrt(headDim))) });
+        if (mask is not null) scaled = Node("Add", new[] { scaled, mask });
         return Node("MatMul", new[] { Node("Softmax", new[] { scaled }, Int("axis", -1)), value });
     }
+
+    /// <summary>0 where <paramref name="blocked"/> is false, -∞ where it is true (a Where node).</summary>
+    public string AttentionBias(string blocked) =>
+        Node("Where", new[] { blocked, Scalar("minus_infinity", float.NegativeInfinity), Scalar("zero", 0) });
 
     /// <summary>Bilinear sampling at an N x Ho x Wo x 2 grid, zeros outside, <c>align_corners=0</c> (opset 16's
     /// GridSample).</summary>

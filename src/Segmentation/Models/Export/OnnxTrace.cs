@@ -51,10 +51,11 @@ internal sealed class OnnxTrace : IDisposable
     }
 
     /// <summary>Records an attention layer's nodes.</summary>
-    public void Attention(Attention layer, Tensor query, Tensor key, Tensor value, Tensor output)
+    public void Attention(Attention layer, Tensor query, Tensor key, Tensor value, Tensor? mask, Tensor output)
     {
         var path = PathOf(layer);
-        Bind(output, Graph.Attention(NameOf(query, path), NameOf(key, path), NameOf(value, path), query.shape[^1]));
+        Bind(output, Graph.Attention(NameOf(query, path), NameOf(key, path), NameOf(value, path), query.shape[^1],
+            mask is null ? null : NameOf(mask, path)));
     }
 
     /// <summary>Records a grid sampling's node.</summary>

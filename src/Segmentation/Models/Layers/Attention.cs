@@ -5,10 +5,14 @@ using F = TorchSharp.torch.nn.functional;
 namespace Segmentation.Models.Layers;
 
 /// <summary>
-/// Scaled dot-product attention, softmax(Q Kᵀ / √d) V, over N x heads x L x d queries and N x heads x S x d keys and
-/// values: the leaf under every transformer block. Computes in the model's precision (the softmax in float32 along the
-/// explicit route), is checked against float64 like every leaf, has its summary line (2 N h L S d multiply-accumulates)
-/// and its ONNX nodes (MatMul, Softmax, MatMul).
+/// Scaled dot-product attention, softmax(Q Kᵀ / √d + M) V, over N x heads x L x d queries and N x heads x S x d keys
+/// and values: the leaf under every transformer block. M, when given (<see cref="forward(Tensor, Tensor, Tensor,
+/// Tensor)"/>), is an additive mask that broadcasts to N x heads x L x S: 0 where a query may see a key, -∞ where it
+/// may not (<see cref="LayerOps.AttentionBias"/> makes one from a boolean mask; Mask2Former's masked attention), or any
+/// bias. A query that may see no key gets NaN, as in PyTorch; the model decides what such a row should see. Computes in
+/// the model's precision (the softmax in float32 along the explicit route), is checked against float64 like every
+/// leaf, mask and all, has its summary line (2 N h L S d multiply-accumulates) and its ONNX nodes (MatMul, [Add],
+/// Softmax, MatMul).
 /// </summary>
 public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IMultiInputLeaf
 {
@@ -31,26 +35,42 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IMult
         Summarise(path, inputs, output);
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor query, Tensor key, Tensor value)
+    public override Tensor forward(Tensor query, Tensor key, Tensor value) => Attend(query, key, value, null);
+
+    /// <summary>Attention with an additive mask <paramref name="mask"/> that broadcasts to N x heads x L x S (see the
+    /// class summary).</summary>
+    public Tensor forward(Tensor query, Tensor key, Tensor value, Tensor mask)
+    {
+        if (mask.dim() != 4)
+            throw new ArgumentException($"An attention mask is N x heads x L x S (or broadcasts to it: 1 for any of "
+                + $"them); got {string.Join("x", mask.shape)}.");
+        return Attend(query, key, value, mask);
+    }
+
+    private Tensor Attend(Tensor query, Tensor key, Tensor value, Tensor? mask)
     {
         Tensor output;
-        if (query.dtype == ComputeType) output = Apply(Route, query, key, value);
+        if (query.dtype == ComputeType && (mask is null || mask.dtype == ComputeType))
+            output = Apply(Route, query, key, value, mask);
         else
         {
             using var scope = NewDisposeScope();
-            output = Apply(Route, query.to(ComputeType), key.to(ComputeType), value.to(ComputeType))
-                .MoveToOuterDisposeScope();
+            output = Apply(Route, query.to(ComputeType), key.to(ComputeType), value.to(ComputeType),
+                mask?.to(ComputeType)).MoveToOuterDisposeScope();
         }
-        Observer?.Invoke(this, new[] { query, key, value }, output);
-        OnnxTrace.Current?.Attention(this, query, key, value, output);
+        var inputs = mask is null ? new[] { query, key, value } : new[] { query, key, value, mask };
+        Observer?.Invoke(this, inputs, output);
+        OnnxTrace.Current?.Attention(this, query, key, value, mask, output);
         return output;
     }
 
-    private static Tensor Apply(int route, Tensor q, Tensor k, Tensor v)
+    private static Tensor Apply(int route, Tensor q, Tensor k, Tensor v, Tensor? mask)
     {
-        if (route == 0) return F.scaled_dot_product_attention(q, k, v);
+        if (route == 0) return mask is null ? F.scaled_dot_product_attention(q, k, v)
+            : F.scaled_dot_product_attention(q, k, v, mask);
         using var scope = NewDisposeScope();
         var scores = q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(q.shape[^1]));
+        if (mask is not null) scores = scores + mask;
         var weights = scores.to(ScalarType.Float32).softmax(-1).to(q.dtype);
         return weights.matmul(v).MoveToOuterDisposeScope();
     }
@@ -67,5 +87,5 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IMult
 
     Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) =>
-        Apply(route, inputs[0], inputs[1], inputs[2]);
+        Apply(route, inputs[0], inputs[1], inputs[2], inputs.Count > 3 ? inputs[3] : null);
 }

@@ -94,6 +94,17 @@ public static class LayerOps
         return y;
     }
 
+    /// <summary>A boolean mask, true where a query may not see a key (Hugging Face's Mask2Former convention), as the
+    /// additive mask <see cref="Attention"/> takes: -∞ there, 0 elsewhere, as float32.</summary>
+    public static Tensor AttentionBias(Tensor blocked)
+    {
+        if (blocked.dtype != ScalarType.Bool)
+            throw new ArgumentException($"AttentionBias takes a boolean mask; got {blocked.dtype}.");
+        var y = zeros(blocked.shape, ScalarType.Float32, blocked.device).masked_fill(blocked, float.NegativeInfinity);
+        OnnxTrace.Current?.Op(y, g => g.AttentionBias(g.Trace.NameOf(blocked, "LayerOps.AttentionBias")));
+        return y;
+    }
+
     /// <summary>N x heads x L x d back to tokens N x L x (heads d).</summary>
     public static Tensor MergeHeads(Tensor x)
     {
