@@ -10,7 +10,7 @@ namespace Segmentation.Models.Layers;
 /// Tensor)"/>), is an additive mask that broadcasts to N x heads x L x S: 0 where a query may see a key, -∞ where it
 /// may not (<see cref="LayerOps.AttentionBias"/> makes one from a boolean mask; Mask2Former's masked attention), or any
 /// bias. A query that may see no key gets NaN, as in PyTorch; the model decides what such a row should see. Computes in
-/// the model's precision (the softmax in float32 along the explicit route), is checked against float64 like every
+/// the model's precision (the softmax at least float32 along the explicit route), is checked against float64 like every
 /// leaf, mask and all, has its summary line (2 N h L S d multiply-accumulates) and its ONNX nodes (MatMul, [Add],
 /// Softmax, MatMul).
 /// </summary>
@@ -71,7 +71,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor, Tensor, Tensor>, IMult
         using var scope = NewDisposeScope();
         var scores = q.matmul(k.transpose(-2, -1)) * (1.0 / Math.Sqrt(q.shape[^1]));
         if (mask is not null) scores = scores + mask;
-        var weights = scores.to(ScalarType.Float32).softmax(-1).to(q.dtype);
+        // float32 for the half types (as libtorch's kernel accumulates); float64 stays float64, so that the check's
+        // reference is float64 throughout
+        var soft = q.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        var weights = scores.to(soft).softmax(-1).to(q.dtype);
         return weights.matmul(v).MoveToOuterDisposeScope();
     }
 
