@@ -66,7 +66,7 @@ internal sealed class SmpUNetDecoder : Decoder
             int stride = stages[^1].Stride >> (i + 1);
             int stage = stages.ToList().FindIndex(s => s.Stride == stride);
             skipIndex[i] = stage < 0 ? -1 : stage + 1; // features[0] is the input
-            long skip = stage >= 0 ? stages[stage].Channels : stride == 1 ? o.FullResolutionChannels : 0;
+            long skip = stage >= 0 ? stages[stage].Channels : i == n - 1 ? o.FullResolutionChannels : 0; // stride 1
             list.Add(new SmpDecoderBlock(channels, skip, o.Channels[i], o.Norm));
             channels = o.Channels[i];
         }
@@ -87,7 +87,7 @@ internal sealed class SmpUNetDecoder : Decoder
         var x = features[^1];
         for (int i = 0; i < blocks.Count; i++)
             x = blocks[i].forward(x, skipIndex[i] >= 0 ? features[skipIndex[i]]
-                : i == blocks.Count - 1 && stem is not null ? stem.forward(features[0]) : null, features[0]);
+                : i == blocks.Count - 1 ? stem?.forward(features[0]) : null, features[0]);
         return x;
     }
 }

@@ -37,8 +37,8 @@ internal static class LayerCheck
     {
         var names = LayerObservation.Names(model);
         var layers = names.Keys.OfType<Layer>().Where(l => l.Checkable is not null).ToList();
-        var attention = names.Keys.OfType<IMultiInputLeaf>().ToList();
-        if (layers.Count + attention.Count == 0) return Array.Empty<LayerCheckResult>();
+        var leaves = names.Keys.OfType<IMultiInputLeaf>().ToList(); // attention, grid sampling
+        if (layers.Count + leaves.Count == 0) return Array.Empty<LayerCheckResult>();
         var seen = new List<(nn.Module Module, ICheckedComputation Computation, long[][] Shapes, ScalarType Type)>();
         void Observe(nn.Module m, ICheckedComputation c, Tensor[] inputs, ScalarType compute)
         {
@@ -48,7 +48,7 @@ internal static class LayerCheck
         }
         LayerObservation.Run(model, layers, (l, x, _) => Observe(l, l.Checkable!, new[] { x }, l.ComputeType),
             inputShape, device, training,
-            attention, (a, inputs, _) => Observe(a, (IMultiInputLeaf)a, inputs, ((IMultiInputLeaf)a).ComputeType));
+            leaves, (m, inputs, _) => { var leaf = (IMultiInputLeaf)m; Observe(m, leaf, inputs, leaf.ComputeType); });
         var results = new List<LayerCheckResult>();
         foreach (var (module, computation, shapes, type) in seen)
         {

@@ -21,17 +21,17 @@ internal static class LayerObservation
     /// name="observe"/> on <paramref name="layers"/>.</summary>
     public static void Run(nn.Module model, IEnumerable<Layer> layers, Action<Layer, Tensor, Tensor> observe,
         long[] inputShape,
-        Device device, bool gradients, IEnumerable<IMultiInputLeaf>? attention = null, Action<nn.Module, Tensor[],
-            Tensor>? observeAttention = null)
+        Device device, bool gradients, IEnumerable<IMultiInputLeaf>? leaves = null, Action<nn.Module, Tensor[],
+            Tensor>? observeLeaf = null)
     {
         var watched = layers.ToList();
-        var attending = attention?.ToList() ?? new List<IMultiInputLeaf>();
+        var several = leaves?.ToList() ?? new List<IMultiInputLeaf>();
         bool wasTraining = model.training;
         var segmentation = model as SegmentationModel;
         bool selfCheck = segmentation?.VerifyLayers ?? false;
         if (segmentation is not null) segmentation.VerifyLayers = false;
         foreach (var l in watched) l.Observer = observe;
-        foreach (var a in attending) a.Observer = observeAttention;
+        foreach (var a in several) a.Observer = observeLeaf;
         try
         {
             model.eval();
@@ -48,7 +48,7 @@ internal static class LayerObservation
         finally
         {
             foreach (var l in watched) l.Observer = null;
-            foreach (var a in attending) a.Observer = null;
+            foreach (var a in several) a.Observer = null;
             if (wasTraining) model.train();
             if (segmentation is not null) segmentation.VerifyLayers = selfCheck;
         }
