@@ -30,14 +30,14 @@ internal static class ReportCommand
         foreach (var o in new Option[] { worst, device, output, overwrite }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
-            var run = new RunFolder(p.GetValue(runDir)!);
+            var run = new RunRecorder(p.GetValue(runDir)!);
             if (p.GetValue(worst) < 0) throw new OptionsException($"--worst {p.GetValue(worst)} must be 0 or more.");
             var path = p.GetValue(output) ?? run.Report;
             // the run's own report.html is the report's to replace; any other file the user has is not
             Cli.RefuseToReplace(path, p.GetValue(overwrite) || Path.GetFullPath(path) == Path.GetFullPath(run.Report),
                 "report.html");
             var html = Build(run, p.GetValue(worst), p.GetValue(device)!);
-            AtomicFile.WriteAllText(path, html);
+            run.WriteReport(html, path);
             ctx.Out.WriteLine($"wrote {path} ({html.Length / 1024} KiB)");
             return Cli.Ok;
         });
@@ -46,7 +46,7 @@ internal static class ReportCommand
 
     /// <summary>The page: everything inline (styles, and pictures as data URIs), so it can be mailed or archived
     /// alone.</summary>
-    internal static string Build(RunFolder run, int worstCount, string device)
+    internal static string Build(RunRecorder run, int worstCount, string device)
     {
         foreach (var needed in new[] { run.RunJson, run.Summary })
             if (!File.Exists(needed))

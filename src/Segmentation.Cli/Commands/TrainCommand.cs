@@ -59,7 +59,7 @@ internal static class TrainCommand
         Checkpoint? resumeFrom = null;
         RunConfig config;
         Cli.RefuseFileAsFolder(dir);
-        var run = new RunFolder(dir);
+        var run = new RunRecorder(dir);
         if (p.GetValue(flags.Resume) && p.GetValue(flags.Overwrite))
             throw new OptionsException("--resume continues a run and --overwrite deletes it; give one of them.");
         if (p.GetValue(flags.Resume) && !Directory.Exists(run.Directory))
@@ -113,9 +113,10 @@ internal static class TrainCommand
     {
         if (p.GetValue(flags.OutDir) is null)
             throw new OptionsException("--resume needs --out, the run folder to continue.");
-        var lastPath = new RunFolder(dir).Last;
+        var run = new RunRecorder(dir);
+        var lastPath = run.Last;
         if (!File.Exists(lastPath)) throw new SegmentationException($"{lastPath}: no checkpoint to resume from.");
-        var config = RunConfig.Load(new RunFolder(dir).RunJson, dir, log.WriteLine);
+        var config = RunConfig.Load(run.RunJson, dir, log.WriteLine);
         RefuseFlagsThatCannotChange(p, cmd, dir, config.Arguments);
         var resumeFrom = Checkpoint.Load(lastPath);
         var t0 = config.Trainer;
@@ -349,7 +350,7 @@ internal static class TrainCommand
     /// no model flags; written to the run folder), or from the flags alone. A distributed run plans only from --plan:
     /// its processes must agree, and timings taken in each would not.
     /// </summary>
-    private static RunConfig NewConfig(TextWriter log, Command cmd, TrainFlags flags, ParseResult p, RunFolder? run,
+    private static RunConfig NewConfig(TextWriter log, Command cmd, TrainFlags flags, ParseResult p, RunRecorder? run,
         bool distributed)
     {
         if (p.GetValue(flags.Config) is { } recorded) return FromRecord(recorded, cmd, p, flags, log);
@@ -361,11 +362,7 @@ internal static class TrainCommand
             log.WriteLine("no model flags: planning for this data and machine (segment plan; --plan FILE to give "
                 + "one)");
             plan = PlanCommand.Make(log, p, flags, cmd);
-            if (run is not null)
-            {
-                Directory.CreateDirectory(run.Directory);
-                AtomicFile.WriteAllText(run.Plan, plan.ToJson());
-            }
+            run?.WritePlan(plan.ToJson());
         }
         if (plan is null) return NewRun(p, flags) with { Arguments = Arguments(cmd, p) };
         PlanCommand.Print(log, plan);
@@ -451,7 +448,7 @@ internal static class TrainCommand
     }
 
     /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
-    private static string DescribeRun(RunFolder run)
+    private static string DescribeRun(RunRecorder run)
     {
         try
         {
@@ -483,14 +480,14 @@ internal static class TrainCommand
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
             train.Description.InChannels, Classes = train.Description.OutputPlanes() }; // and a target's planes
-        if (main) Directory.CreateDirectory(dir);
+        var run = new RunRecorder(dir);
         // the record holds what the run resolved (classes and channels from the data, the panels drawn), not defaults
         if (resumeFrom is null && main)
-            (config with
+            run.WriteRunConfig(config with
             {
                 Model = config.Model with { Classes = modelOptions.Classes, InChannels = modelOptions.InChannels },
                 Trainer = config.Trainer with { PreviewImages = trainerOptions.PreviewImages },
-            }).Save(new RunFolder(dir).RunJson);
+            });
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
             log.WriteLine($"encoder weights: {model.LoadEncoderWeights(encoderFile)} tensors from {encoderFile}");
@@ -502,12 +499,11 @@ internal static class TrainCommand
         log.WriteLine(DescribeOptimizer(trainerOptions));
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
-        var run = new RunFolder(dir);
         if (!main) tensorBoard = false;
         var reporter = new TrainingReporter(ctx, log) { Instances = train.Description.Task
             != SegmentationTaskKind.Semantic };
         var progress = tensorBoard ? new ProgressFanOut<TrainingProgress>(reporter,
-            new TensorBoardLogger(run.TensorBoard)) : (IProgress<TrainingProgress>)reporter;
+            run.OpenTensorBoard()) : (IProgress<TrainingProgress>)reporter;
         if (tensorBoard) log.WriteLine($"tensorboard: tensorboard --logdir {run.TensorBoard}");
         var result = Fit(trainer, train, validation, main ? progress : null, resumeFrom, run, main);
         if (!main) return result.StopReason == "interrupted" ? Cli.Interrupted : 0;
@@ -523,7 +519,7 @@ internal static class TrainCommand
     /// <summary>Trains until done or stopped (SIGINT or SIGTERM: between two steps; a second signal ends the process
     /// at once); an unexpected error leaves crash.log in the run folder (rank 0).</summary>
     private static TrainingResult Fit(Trainer trainer, SegmentationDataset train, SegmentationDataset? validation,
-        IProgress<TrainingProgress>? progress, Checkpoint? resumeFrom, RunFolder run, bool main)
+        IProgress<TrainingProgress>? progress, Checkpoint? resumeFrom, RunRecorder run, bool main)
     {
         using var interrupt = new CancellationTokenSource();
         int signals = 0;
@@ -614,16 +610,16 @@ internal static class TrainCommand
     }
 
     /// <summary>After training: curves, overlays, summary.json (atomically), and what to tell the user.</summary>
-    private static int Finish(CommandContext ctx, TextWriter log, RunFolder run, TrainingResult result,
+    private static int Finish(CommandContext ctx, TextWriter log, RunRecorder run, TrainingResult result,
         bool interrupted, TrainerOptions trainerOptions,
         TorchSharp.torch.Device device, long parameters, SegmentationDataset? validation, bool asJson)
     {
         string dir = run.Directory;
-        AtomicFile.Write(run.Curves, s => s.Write(Pictures.Curves(result.History)));
-        if (result.Metrics is { } best) AtomicFile.Write(run.Confusion, s => s.Write(Pictures.Confusion(best)));
+        run.WriteCurves(Pictures.Curves(result.History));
+        if (result.Metrics is { } best) run.WriteConfusion(Pictures.Confusion(best));
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
         if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation,
-            run.Overlays, trainerOptions.Device, trainerOptions.Precision);
+            run, trainerOptions.Device, trainerOptions.Precision);
 
         // The trainer wrote summary.json (the run folder's files are the library's; the CLI adds its pictures).
         var summary = File.Exists(run.Summary) ? JsonNode.Parse(RegularFile.ReadAllText(run.Summary,
@@ -655,12 +651,11 @@ internal static class TrainCommand
 
     /// <summary>overlays/: a panel (image | truth | prediction | errors, with the legend) for the first validation
     /// images, from the best checkpoint.</summary>
-    private static void WriteOverlays(string checkpoint, SegmentationDataset val, string dir, string device,
+    private static void WriteOverlays(string checkpoint, SegmentationDataset val, RunRecorder run, string device,
         Precision precision)
     {
         using var predictor = Predictor.FromFile(checkpoint,
             new PredictorOptions { Device = device, Precision = precision });
-        Directory.CreateDirectory(dir);
         for (int i = 0; i < Math.Min(4, val.Count); i++)
         {
             var sample = val.Load(i);
@@ -670,8 +665,7 @@ internal static class TrainCommand
                 ? InstanceTargets.Make(sample.Mask, ids, 1, sample.Height, sample.Width, s.BoundaryWidth,
                     (byte)s.Things.Length) : sample.Mask;
             var panel = Previews.Panel(sample.Name, sample.Image, truth, prediction.Labels, d.ClassColors);
-            AtomicFile.Write(Path.Combine(dir, sample.Name + ".png"),
-                s => s.Write(Pictures.Panel(panel, predictor.Description)));
+            run.WriteOverlay(sample.Name, Pictures.Panel(panel, predictor.Description));
         }
     }
 }

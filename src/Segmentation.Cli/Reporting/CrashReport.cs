@@ -20,7 +20,7 @@ internal static class CrashReport
             or OperationCanceledException;
 
     /// <summary>Writes crash.log into <paramref name="run"/> (atomically) and returns the error to show.</summary>
-    public static SegmentationException Write(RunFolder run, Exception e, string step, TrainerOptions options)
+    public static SegmentationException Write(RunRecorder run, Exception e, string step, TrainerOptions options)
     {
         var text = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
@@ -35,8 +35,7 @@ internal static class CrashReport
             + $"{options.Precision.ShortName()}");
         text.AppendLine();
         text.AppendLine(e.ToString());
-        Directory.CreateDirectory(run.Directory);
-        AtomicFile.WriteAllText(run.CrashLog, text.ToString());
+        run.WriteCrashLog(text.ToString());
         return new SegmentationException($"{Cli.WithoutBacktrace(e.Message)} (unexpected, at {step}: {run.CrashLog} "
             + $"has the stack trace to report; continue with: segment train --out {run.Directory} --resume)", e);
     }

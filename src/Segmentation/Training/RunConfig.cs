@@ -7,7 +7,7 @@ namespace Segmentation.Training;
 
 /// <summary>
 /// What a training run was asked to do, as <c>run.json</c> holds it (the run folder's record, written by the one who
-/// starts the run; <see cref="Checkpoints.RunFolder"/> names the file): the data, the model's description, the
+/// starts the run; <see cref="RunRecorder"/> names the file): the data, the model's description, the
 /// trainer's
 /// options, and the flags it was started with, so that a resume reopens the same data and a new run can repeat it.
 /// </summary>

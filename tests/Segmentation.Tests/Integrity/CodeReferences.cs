@@ -47,6 +47,29 @@ internal static class CodeReferences
     /// <summary>The types, and the declaring types of the methods and fields, that a method body's IL names.</summary>
     private static IEnumerable<Type> InBody(MethodBase method)
     {
+        foreach (var member in MembersInBody(method))
+        {
+            if (member is Type t) yield return t;
+            else
+            {
+                if (member.DeclaringType is { } owner) yield return owner;
+                if (member is MethodInfo mi)
+                {
+                    yield return mi.ReturnType;
+                    foreach (var g in mi.IsGenericMethod ? mi.GetGenericArguments() : Type.EmptyTypes) yield return g;
+                }
+                if (member is FieldInfo fi) yield return fi.FieldType;
+            }
+        }
+    }
+
+    /// <summary>The methods and constructors <paramref name="type"/> declares (with bodies or not).</summary>
+    public static IEnumerable<MethodBase> Methods(Type type) =>
+        type.GetMethods(Declared).Cast<MethodBase>().Concat(type.GetConstructors(Declared));
+
+    /// <summary>The types, methods, constructors and fields a method body's IL names, in order.</summary>
+    public static IEnumerable<MemberInfo> MembersInBody(MethodBase method)
+    {
         byte[]? il;
         try { il = method.GetMethodBody()?.GetILAsByteArray(); }
         catch (Exception e) when (e is InvalidOperationException or BadImageFormatException) { yield break; }
@@ -67,17 +90,7 @@ internal static class CodeReferences
                 try { member = module.ResolveMember(token, typeArgs, methodArgs); }
                 catch (Exception e) when (e is ArgumentException or TypeLoadException or MissingMemberException
                     or FileNotFoundException) { }
-                if (member is Type t) yield return t;
-                else if (member is not null)
-                {
-                    if (member.DeclaringType is { } owner) yield return owner;
-                    if (member is MethodInfo mi)
-                    {
-                        yield return mi.ReturnType;
-                        foreach (var g in mi.IsGenericMethod ? mi.GetGenericArguments() : Type.EmptyTypes) yield return g;
-                    }
-                    if (member is FieldInfo fi) yield return fi.FieldType;
-                }
+                if (member is not null) yield return member;
             }
             at += OperandSize(op, il, at);
         }

@@ -52,7 +52,7 @@ public class IntegrityTests
             try { t.Fit(train, val); } catch (SimulatedKill) { killed = true; }
             if (!killed) return; // this epoch did not improve, so there was no best write to interrupt
         }
-        var run = new RunFolder(dir.Path);
+        var run = new RunRecorder(dir.Path);
         if (!File.Exists(run.Last)) return; // killed before the first last.ckpt: nothing to resume, nothing claimed
 
         // Before any repair, the files are never behind what last.ckpt records: best.ckpt holds its best epoch or a later one.
@@ -88,7 +88,7 @@ public class IntegrityTests
         var (train, val) = Shapes();
         using (var model = new SegmentationModel(Tiny))
         using (var t = new Trainer(model, Options(dir.Path, 1))) t.Fit(train, val);
-        var run = new RunFolder(dir.Path);
+        var run = new RunRecorder(dir.Path);
         File.Delete(run.Best); // a disk that filled up, or a copy that lost it
         var done = run.Repair();
         Assert.Contains(done, l => l.Contains("from last.ckpt"));

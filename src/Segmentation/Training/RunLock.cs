@@ -1,4 +1,4 @@
-namespace Segmentation.Checkpoints;
+namespace Segmentation.Training;
 
 /// <summary>
 /// A run folder owned by one process: an exclusive advisory lock (<c>flock</c>, which .NET takes for
@@ -80,7 +80,7 @@ internal sealed class RunLock : IDisposable
                 .All(f => f == LockFile(directory));
             // a start that was refused leaves nothing in a folder the user had: the lock file goes unless a run is
             // there
-            if (empty || held.LockCreated && !new RunFolder(directory).HoldsRun) TryDelete(LockFile(directory));
+            if (empty || held.LockCreated && !new RunRecorder(directory).HoldsRun) TryDelete(LockFile(directory));
             held.Stream.Dispose();
             if (empty)
                 try { Directory.Delete(directory); }

@@ -1,7 +1,11 @@
-namespace Segmentation.Checkpoints;
+using Segmentation.Checkpoints;
+
+namespace Segmentation.Training;
 
 /// <summary>
-/// The files of one training run and the order they are written in. The one place that spells their names.
+/// The run recorder: the files of one training run, and the only writer of its folder (the trainer's checkpoints,
+/// metrics and summary; the tool's run.json, plan.json, pictures, overlays, report, TensorBoard events and crash log),
+/// in the order that keeps it consistent. The one place that spells the files' names; everyone else reads them.
 /// </summary>
 /// <remarks>
 /// What a record claims is never ahead of the files it names. When an epoch improves on the best mean IoU the trainer
@@ -11,13 +15,13 @@ namespace Segmentation.Checkpoints;
 /// So at every point the files are at or ahead of what last.ckpt records, never behind it, and <see cref="Repair"/>
 /// brings them back to exactly what it records.
 /// </remarks>
-internal sealed class RunFolder
+internal sealed class RunRecorder
 {
     /// <summary>The run's folder.</summary>
     public string Directory { get; }
 
     /// <summary>Opens (does not create) the run folder at <paramref name="directory"/>.</summary>
-    public RunFolder(string directory) => Directory = Path.GetFullPath(directory);
+    public RunRecorder(string directory) => Directory = Path.GetFullPath(directory);
 
     /// <summary>The checkpoint of the latest epoch (resume from it).</summary>
     public string Last => Path.Combine(Directory, "last.ckpt");
@@ -119,6 +123,75 @@ internal sealed class RunFolder
         System.IO.Directory.CreateDirectory(Directory);
         AtomicFile.WriteAllText(Summary,
             summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>Writes run.json: what the run was asked to do, as resolved.</summary>
+    public void WriteRunConfig(RunConfig config)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        config.Save(RunJson);
+    }
+
+    /// <summary>Writes plan.json: the plan <c>segment train</c> made for this run.</summary>
+    public void WritePlan(string json)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllText(Plan, json);
+    }
+
+    /// <summary>Writes crash.log: what an unexpected error left for its report.</summary>
+    public void WriteCrashLog(string text)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllText(CrashLog, text);
+    }
+
+    /// <summary>Writes curves.png (a PNG's bytes).</summary>
+    public void WriteCurves(byte[] png) => WriteFile(Curves, png);
+
+    /// <summary>Writes confusion.png (a PNG's bytes).</summary>
+    public void WriteConfusion(byte[] png) => WriteFile(Confusion, png);
+
+    /// <summary>Writes overlays/NAME.png (a PNG's bytes) for validation image <paramref name="name"/>.</summary>
+    public void WriteOverlay(string name, byte[] png)
+    {
+        if (name.Length == 0 || name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || name is "." or "..")
+            throw new ArgumentException($"'{name}' is not a file name for an overlay.", nameof(name));
+        System.IO.Directory.CreateDirectory(Overlays);
+        WriteFile(Path.Combine(Overlays, name + ".png"), png);
+    }
+
+    /// <summary>Writes the run's report page (report.html, or <paramref name="path"/> where the user named another
+    /// file); returns the path written.</summary>
+    public string WriteReport(string html, string? path = null)
+    {
+        path ??= Report;
+        if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } folder) System.IO.Directory.CreateDirectory(folder);
+        AtomicFile.WriteAllText(path, html);
+        return path;
+    }
+
+    /// <summary>A TensorBoard writer of event files under the run's tensorboard folder.</summary>
+    public TensorBoardLogger OpenTensorBoard() => new(TensorBoard);
+
+    /// <summary>The fingerprints of the data sets validated in full for this run (empty when none).</summary>
+    public IReadOnlySet<string> ValidatedData() => File.Exists(Validated)
+        ? RegularFile.ReadAllText(Validated, Limits.ConfigFileBytes, "record of checked data")
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).ToHashSet()
+        : new HashSet<string>();
+
+    /// <summary>Records the fingerprints of data sets validated in full (with those recorded before).</summary>
+    public void RecordValidatedData(IEnumerable<string> fingerprints)
+    {
+        var all = ValidatedData().Concat(fingerprints).Distinct().ToList();
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllText(Validated, string.Join("\n", all) + "\n");
+    }
+
+    private void WriteFile(string path, byte[] bytes)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.Write(path, s => s.Write(bytes));
     }
 
     /// <summary>
