@@ -56,6 +56,6 @@ for name in sys.argv[2:]:
     first = next((r["epoch"] for r in rows if r["meanIoU"] >= 0.9), None)
     seconds = sum(r.get("seconds", 0) for r in rows)
     at = " / ".join(f"{iou[e]:.3f}" if e in iou else "-" for e in (2, 4, 6, 8, 10, 12))
-    print(f"| {name} | {trainer.get('Recipe')}, {trainer['BatchSize']}, {trainer['LearningRate']:g} | {at} |"
+    print(f"| {name} | {trainer.get('Recipe')}, {trainer['BatchSize']}, {trainer['Optimizer']['LearningRate']:g} | {at} |"
           f" {first or 'never'} | {max(iou.values()):.4f} | {seconds:.0f} |")
 PY

@@ -26,9 +26,10 @@ using var trainer = new Trainer(model, new TrainerOptions
 {
     // About 2.5 minutes an epoch on a 2-core CPU (an hour in all); minutes on a GPU, where more epochs pay off.
     Epochs = 24, BatchSize = 4, Crop = new Size2(256, 256), ClassWeights = weights,
-    LearningRate = 1e-3, ValBatchSize = 4, EvalEvery = 4,
-    TimeLimit = TimeSpan.FromMinutes(minutes), CacheBytes = 1L << 30,
-    CheckpointDirectory = "runs/camvid-sample",
+    ValBatchSize = 4, CacheBytes = 1L << 30,
+    Optimizer = new() { LearningRate = 1e-3 },
+    Schedule = new() { TimeLimit = TimeSpan.FromMinutes(minutes) },
+    Checkpoints = new() { EvalEvery = 4, Directory = "runs/camvid-sample" },
 });
 var progress = new SynchronousProgress<TrainingProgress>(p => // in order, on the training thread
 {

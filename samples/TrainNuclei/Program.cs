@@ -22,8 +22,10 @@ using var model = new SegmentationModel(ModelDescription.UNet(classes: data.Desc
     seed: 0));
 using var trainer = new Trainer(model, new TrainerOptions
 {
-    Epochs = args.Length > 0 ? 40 : 12, BatchSize = 8, LearningRate = args.Length > 0 ? 1e-3 : 3e-3,
-    Crop = args.Length > 0 ? new Size2(128, 128) : null, CheckpointDirectory = "runs/nuclei-sample",
+    Epochs = args.Length > 0 ? 40 : 12, BatchSize = 8,
+    Crop = args.Length > 0 ? new Size2(128, 128) : null,
+    Optimizer = new() { LearningRate = args.Length > 0 ? 1e-3 : 3e-3 },
+    Checkpoints = new() { Directory = "runs/nuclei-sample" },
 });
 var progress = new SynchronousProgress<TrainingProgress>(p =>
 {

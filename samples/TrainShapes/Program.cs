@@ -11,8 +11,9 @@ var (train, val) = data.Split(0.8, seed: 0);
 var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 16, seed: 0)); // the seed fixes the weights
 using var trainer = new Trainer(model, new TrainerOptions
 {
-    Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice,
-    CheckpointDirectory = "runs/shapes-sample",
+    Epochs = 12, BatchSize = 8, Loss = LossKind.CrossEntropyDice,
+    Optimizer = new() { LearningRate = 3e-3 },
+    Checkpoints = new() { Directory = "runs/shapes-sample" },
 });
 
 // The library never prints: progress arrives here, and the script decides what to show.

@@ -9,7 +9,8 @@ using Segmentation.Training;
 var folder = args.Length > 0 ? args[0] : "run";
 var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 32, Size = 64, Seed = 1 }).Split(0.75, seed: 0);
 using var model = new SegmentationModel(ModelDescription.UNet(classes: train.Description.Classes, baseChannels: 8, depth: 3));
-using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 8, CheckpointDirectory = folder });
+using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 8,
+    Checkpoints = new() { Directory = folder } });
 var result = trainer.Fit(train, val);
 Console.WriteLine($"trained {result.Epochs} epoch(s): mean IoU {result.Metrics!.MeanIoU:F4}");
 

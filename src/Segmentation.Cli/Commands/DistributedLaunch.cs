@@ -107,7 +107,8 @@ internal static class DistributedLaunch
     public static TrainerOptions Apply(TrainerOptions options, TrainerOptions asked, ProcessGroup group, TextWriter log)
     {
         var env = LaunchEnvironment.Detect()!;
-        options = options with { ProcessGroup = group, Device = OwnDevice(options.Device, env) };
+        options = options with { Device = OwnDevice(options.Device, env),
+            Distribution = options.Distribution with { ProcessGroup = group } };
         if (asked.Threads is null && Devices.Resolve(options.Device).type == TorchSharp.DeviceType.CPU)
         {
             int threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, env.LocalWorldSize));
@@ -116,7 +117,7 @@ internal static class DistributedLaunch
             options = options with { Threads = threads };
         }
         log.WriteLine($"global batch {options.BatchSize}: {options.BatchSize / group.WorldSize} per process"
-            + (options.SyncBatchNorm ? ", batch norm synchronised" : ""));
+            + (options.Distribution.SyncBatchNorm ? ", batch norm synchronised" : ""));
         return options;
     }
 }

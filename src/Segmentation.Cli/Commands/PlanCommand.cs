@@ -53,7 +53,7 @@ internal static class PlanCommand
         foreach (var line in fingerprint.Describe()) log.WriteLine($"  {line}");
         var options = new PlannerOptions
         {
-            TimeLimit = config.Trainer.TimeLimit,
+            TimeLimit = config.Trainer.Schedule.TimeLimit,
             PretrainedResNet18 = p.GetResult(flags.Model.Encoder) is { Implicit: false } ? null
                 : MlNetResNet18.FindInNuGetCache(),
             Threads = config.Trainer.Threads, Timings = timings, Device = config.Trainer.Device,

@@ -125,16 +125,22 @@ internal static class TrainCommand
             Trainer = t0 with
             {
                 Epochs = p.GetValue(flags.Epochs) ?? t0.Epochs,
-                TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl))
-                    : t0.TimeLimit,
                 Workers = p.GetResult(flags.Workers) is { Implicit: false } ? p.GetValue(flags.Workers) : t0.Workers,
                 CacheBytes = p.GetResult(flags.CacheMb) is { Implicit: false }
                     ? Math.Max(-1, p.GetValue(flags.CacheMb)) * (1L << 20) : t0.CacheBytes,
                 Device = p.GetResult(flags.Device) is { Implicit: false } ? p.GetValue(flags.Device)! : t0.Device,
-                EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery)
-                    : t0.EvalEvery,
-                EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.EarlyStoppingPatience,
                 Threads = p.GetValue(flags.Threads) is { } threads ? ExplicitThreads(threads) : t0.Threads,
+                Schedule = t0.Schedule with
+                {
+                    TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl))
+                        : t0.Schedule.TimeLimit,
+                },
+                Checkpoints = t0.Checkpoints with
+                {
+                    EvalEvery = p.GetResult(flags.EvalEvery) is { Implicit: false } ? p.GetValue(flags.EvalEvery)
+                        : t0.Checkpoints.EvalEvery,
+                    EarlyStoppingPatience = p.GetValue(flags.Patience) ?? t0.Checkpoints.EarlyStoppingPatience,
+                },
             },
         };
         config.Trainer.Validate();
@@ -221,7 +227,8 @@ internal static class TrainCommand
 
     /// <summary>Fields of a record's model and trainer that are filled in when the run starts, not set by
     /// flags.</summary>
-    private static readonly string[] ResolvedFields = { "Model.Classes", "Model.InChannels", "Trainer.PreviewImages",
+    private static readonly string[] ResolvedFields = { "Model.Classes", "Model.InChannels",
+        "Trainer.Checkpoints.PreviewImages",
         "Trainer.Threads" };
 
     /// <summary>
@@ -285,42 +292,38 @@ internal static class TrainCommand
         var model = ModelFlags.Read(p, flags.Model, shapes);
         var encoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null;
         var recipe = TrainingRecipes.For(model, encoderWeights is not null);
-        var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with
+        var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with // the recipe's name; each value below
         {
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
             BatchSize = p.GetValue(flags.Batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
             Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
             Size = p.GetValue(flags.Size) is { } s ? Size2.Parse(s) : null,
-            LearningRate = p.GetValue(flags.Lr) ?? (shapes && recipe == TrainingRecipe.Default
-                ? ShapesDefaults.LearningRate : recipe.LearningRate),
-            Optimizer = p.GetValue(flags.Optimizer) is { } optimizer ? Cli.ParseEnum(optimizer, "--optimizer",
-                ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)) : recipe.Optimizer,
-            Schedule = p.GetValue(flags.Schedule) is { } schedule ? Cli.ParseEnum(schedule, "--schedule",
-                ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant))
-                : recipe.Schedule,
-            PolyPower = p.GetValue(flags.PolyPower) ?? recipe.PolyPower,
-            WarmupFraction = p.GetValue(flags.Warmup) ?? recipe.WarmupFraction,
-                WeightDecay = p.GetValue(flags.WeightDecay) ?? recipe.WeightDecay,
-                GradientClipNorm = p.GetValue(flags.Clip), WeightAverageDecay = p.GetValue(flags.Ema),
-            AccumulationSteps = p.GetValue(flags.Accumulate),
+            Optimizer = OptimizerFrom(p, flags, recipe, shapes),
+            Schedule = new ScheduleOptions
+            {
+                Kind = p.GetValue(flags.Schedule) is { } schedule ? Cli.ParseEnum(schedule, "--schedule",
+                    ("poly", ScheduleKind.Poly), ("cosine", ScheduleKind.Cosine), ("constant", ScheduleKind.Constant))
+                    : recipe.Schedule,
+                PolyPower = p.GetValue(flags.PolyPower) ?? recipe.PolyPower,
+                WarmupFraction = p.GetValue(flags.Warmup) ?? recipe.WarmupFraction,
+                TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
+                FitToTimeLimit = p.GetValue(flags.FitToTimeLimit),
+            },
+            Precision = new PrecisionOptions { Kind = Precisions.Parse(p.GetValue(flags.Precision)!) },
+            Checkpoints = new CheckpointOptions { EvalEvery = p.GetValue(flags.EvalEvery),
+                EarlyStoppingPatience = p.GetValue(flags.Patience) },
+            Distribution = new DistributionOptions { SyncBatchNorm = p.GetValue(flags.SyncBn) },
             Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
             LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma),
                 Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment),
                     VerticalFlip = p.GetValue(flags.Vflip),
             ScaleMin = TrainFlags.ScaleRange(p.GetValue(flags.Scale)).Min,
                 ScaleMax = TrainFlags.ScaleRange(p.GetValue(flags.Scale)).Max,
-            EvalEvery = p.GetValue(flags.EvalEvery), EarlyStoppingPatience = p.GetValue(flags.Patience),
-                ValBatchSize = p.GetValue(flags.ValBatchSize),
-                    FitScheduleToTimeLimit = p.GetValue(flags.FitToTimeLimit),
-                Workers = p.GetValue(flags.Workers),
+            ValBatchSize = p.GetValue(flags.ValBatchSize), Workers = p.GetValue(flags.Workers),
             CacheBytes = p.GetValue(flags.CacheMb) >= 0 ? (long)p.GetValue(flags.CacheMb) << 20
                 : throw new OptionsException($"--cache-mb {p.GetValue(flags.CacheMb)} must be 0 (no cache) or more."),
             Device = p.GetValue(flags.Device)!, Seed = p.GetValue(flags.Seed),
-                Precision = Precisions.Parse(p.GetValue(flags.Precision)!), SyncBatchNorm = p.GetValue(flags.SyncBn),
-            EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
             Threads = ExplicitThreads(p.GetValue(flags.Threads)),
-                FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
-            TimeLimit = p.GetValue(flags.TimeLimit) is { } tl ? TimeSpan.FromSeconds(Cli.ParseDuration(tl)) : null,
         };
         trainerOptions.Validate();
         var dataOptions = DataFlags.Read(p, flags.D, p.GetValue(flags.InChannels));
@@ -438,13 +441,17 @@ internal static class TrainCommand
     /// segformer-finetune".</summary>
     internal static string DescribeOptimizer(TrainerOptions o)
     {
-        var encoder = o.EncoderLearningRateScale != 1 ? $" (encoder {o.LearningRate * o.EncoderLearningRateScale:G3})"
+        var encoder = o.Optimizer.EncoderLearningRateScale != 1
+            ? $" (encoder {o.Optimizer.LearningRate * o.Optimizer.EncoderLearningRateScale:G3})"
             : "";
-        var schedule = o.Schedule == ScheduleKind.Poly ? $"poly {o.PolyPower:G3}" : o.Schedule.ToString()
+        var schedule = o.Schedule.Kind == ScheduleKind.Poly ? $"poly {o.Schedule.PolyPower:G3}"
+            : o.Schedule.Kind.ToString()
             .ToLowerInvariant();
         var recipe = o.Recipe is { } r ? $"; recipe {r}" : "";
-        return string.Create(CultureInfo.InvariantCulture, $"optimiser: {o.Optimizer} lr {o.LearningRate:G3}{encoder}, "
-            + $"weight decay {o.WeightDecay:G3}, {schedule}, warm-up {o.WarmupFraction * 100:G3} %{recipe}");
+        return string.Create(CultureInfo.InvariantCulture,
+            $"optimiser: {o.Optimizer.Kind} lr {o.Optimizer.LearningRate:G3}{encoder}, "
+            + $"weight decay {o.Optimizer.WeightDecay:G3}, {schedule}, warm-up {o.Schedule.WarmupFraction * 100:G3} "
+            + $"%{recipe}");
     }
 
     /// <summary>"epoch 3 of 12, best mean IoU 0.9121 at epoch 2" from last.ckpt, or which files are there.</summary>
@@ -474,8 +481,9 @@ internal static class TrainCommand
         log.WriteLine(train.DetectionReport);
         foreach (var w in train.Warnings) log.WriteLine($"warning: {w}");
         log.WriteLine($"data: {train.Count} training, {validation?.Count ?? 0} validation images");
-        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log) with { PreviewImages = tensorBoard
-            ? 4 : 0, BeforeStep = InjectedFailure(failAt) };
+        var trainerOptions = TrainerOptionsFor(config, train, resumeFrom, dir, log);
+        trainerOptions = trainerOptions with { Checkpoints = trainerOptions.Checkpoints with { PreviewImages =
+            tensorBoard ? 4 : 0 }, BeforeStep = InjectedFailure(failAt) };
         if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
         var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
@@ -486,7 +494,8 @@ internal static class TrainCommand
             run.WriteRunConfig(config with
             {
                 Model = config.Model with { Classes = modelOptions.Classes, InChannels = modelOptions.InChannels },
-                Trainer = config.Trainer with { PreviewImages = trainerOptions.PreviewImages },
+                Trainer = config.Trainer with { Checkpoints = config.Trainer.Checkpoints with { PreviewImages =
+                    trainerOptions.Checkpoints.PreviewImages } },
             });
         using var model = resumeFrom?.CreateModel() ?? new SegmentationModel(modelOptions);
         if (resumeFrom is null && config.EncoderWeights is { } encoderFile)
@@ -495,7 +504,7 @@ internal static class TrainCommand
         // the tool owns its process
         using var trainer = new Trainer(model, trainerOptions with { ManageProcessMemory = true });
         log.WriteLine($"model: {Cli.Shape(model.Description)}, {model.ParameterCount():N0} parameters, device "
-            + $"{trainer.Device}, precision {trainerOptions.Precision.ShortName()}");
+            + $"{trainer.Device}, precision {trainerOptions.Precision.Kind.ShortName()}");
         log.WriteLine(DescribeOptimizer(trainerOptions));
         log.WriteLine($"run folder: {Path.GetFullPath(dir)}");
 
@@ -511,7 +520,8 @@ internal static class TrainCommand
         bool interrupted = result.StopReason == "interrupted";
 
         // what auto resolved to
-        return Finish(ctx, log, run, result, interrupted, trainerOptions with { Precision = trainer.Options.Precision },
+        return Finish(ctx, log, run, result, interrupted,
+            trainerOptions with { Precision = trainerOptions.Precision with { Kind = trainer.Options.Precision.Kind } },
             trainer.Device, model.ParameterCount(),
             validation, asJson);
     }
@@ -552,6 +562,22 @@ internal static class TrainCommand
         };
     }
 
+    /// <summary>The optimiser flags, each falling back on the architecture's recipe (the built-in shapes data on the
+    /// main job's learning rate).</summary>
+    private static OptimizerOptions OptimizerFrom(ParseResult p, TrainFlags flags, TrainingRecipe recipe, bool shapes)
+        => new()
+        {
+            Kind = p.GetValue(flags.Optimizer) is { } optimizer ? Cli.ParseEnum(optimizer, "--optimizer",
+                ("adamw", OptimizerKind.AdamW), ("sgd", OptimizerKind.Sgd)) : recipe.Optimizer,
+            LearningRate = p.GetValue(flags.Lr) ?? (shapes && recipe == TrainingRecipe.Default
+                ? ShapesDefaults.LearningRate : recipe.LearningRate),
+            WeightDecay = p.GetValue(flags.WeightDecay) ?? recipe.WeightDecay,
+            GradientClipNorm = p.GetValue(flags.Clip), WeightAverageDecay = p.GetValue(flags.Ema),
+            AccumulationSteps = p.GetValue(flags.Accumulate),
+            EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
+            FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),
+        };
+
     /// <summary>--threads as recorded in run.json: a count, or null for auto (resolved when the run starts).</summary>
     private static int? ExplicitThreads(string? value) => value is null or "auto" ? null
         : Cli.ResolveThreads(value, null);
@@ -576,7 +602,7 @@ internal static class TrainCommand
     private static TrainerOptions TrainerOptionsFor(RunConfig config, SegmentationDataset train,
         Checkpoint? resumeFrom, string dir, TextWriter log)
     {
-        var trainerOptions = config.Trainer with { CheckpointDirectory = dir };
+        var trainerOptions = config.Trainer with { Checkpoints = config.Trainer.Checkpoints with { Directory = dir } };
         if (resumeFrom is null && config.NormalizationFor(train) is { } normalization)
         {
             trainerOptions = trainerOptions with { Normalization = normalization };
@@ -596,11 +622,13 @@ internal static class TrainCommand
         {
             // what the run learns from stays the checkpoint's; how it goes on takes the resume's flags
             var given = config.Trainer;
-            trainerOptions = TrainerOptions.FromCheckpoint(resumeFrom) with
+            var recorded = TrainerOptions.FromCheckpoint(resumeFrom);
+            trainerOptions = recorded with
             {
-                Epochs = given.Epochs, CheckpointDirectory = dir, TimeLimit = given.TimeLimit, Workers = given.Workers,
-                CacheBytes = given.CacheBytes, Device = given.Device, EvalEvery = given.EvalEvery,
-                EarlyStoppingPatience = given.EarlyStoppingPatience,
+                Epochs = given.Epochs, Workers = given.Workers, CacheBytes = given.CacheBytes, Device = given.Device,
+                Schedule = recorded.Schedule with { TimeLimit = given.Schedule.TimeLimit },
+                Checkpoints = recorded.Checkpoints with { Directory = dir, EvalEvery = given.Checkpoints.EvalEvery,
+                    EarlyStoppingPatience = given.Checkpoints.EarlyStoppingPatience },
             };
         }
         // run.json keeps what was asked (null: auto); the checkpoints record the count used
@@ -619,7 +647,7 @@ internal static class TrainCommand
         if (result.Metrics is { } best) run.WriteConfusion(Pictures.Confusion(best));
         string? bestPath = result.BestCheckpoint ?? (File.Exists(run.Last) ? run.Last : null);
         if (validation is not null && bestPath is not null && !interrupted) WriteOverlays(bestPath, validation,
-            run, trainerOptions.Device, trainerOptions.Precision);
+            run, trainerOptions.Device, trainerOptions.Precision.Kind);
 
         // The trainer wrote summary.json (the run folder's files are the library's; the CLI adds its pictures).
         var summary = File.Exists(run.Summary) ? JsonNode.Parse(RegularFile.ReadAllText(run.Summary,

@@ -32,7 +32,7 @@ internal static class CrashReport
         text.AppendLine(inv, $"cpu: {NativeRuntime.CpuModel()}, {Environment.ProcessorCount} core(s)");
         text.AppendLine(inv, $"threads: libtorch {TorchSharp.torch.get_num_threads()} (asked {options.Threads}), "
             + $"loader workers {options.Workers} (0: one per core), device {options.Device}, precision "
-            + $"{options.Precision.ShortName()}");
+            + $"{options.Precision.Kind.ShortName()}");
         text.AppendLine();
         text.AppendLine(e.ToString());
         run.WriteCrashLog(text.ToString());

@@ -57,7 +57,8 @@ public sealed class Checkpoint
     public required byte[] Weights { get; init; }
     /// <summary>Optimiser state in TorchSharp's format (empty when not saved).</summary>
     public byte[] OptimizerState { get; init; } = Array.Empty<byte>();
-    /// <summary>With a weight average (<c>TrainerOptions.WeightAverageDecay</c>): the weights training goes on from,
+    /// <summary>With a weight average (<c>TrainerOptions.Optimizer.WeightAverageDecay</c>): the weights training goes
+    /// on from,
     /// while <see cref="Weights"/> holds the average, which predicts. Empty otherwise.</summary>
     public byte[] TrainingWeights { get; init; } = Array.Empty<byte>();
     /// <summary>CPU random generator state after the epoch saved.</summary>

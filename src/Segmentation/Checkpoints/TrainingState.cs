@@ -29,7 +29,7 @@ public sealed record TrainingState
     /// the routes the interrupted run's had.</summary>
     public IReadOnlyList<Models.CheckedInput> CheckedInputs { get; init; } = Array.Empty<Models.CheckedInput>();
     /// <summary>The epochs the learning-rate schedule was laid over when the trainer fitted it to the time limit
-    /// (<c>TrainerOptions.FitScheduleToTimeLimit</c>); null when it was not shortened.</summary>
+    /// (<c>TrainerOptions.Schedule.FitToTimeLimit</c>); null when it was not shortened.</summary>
     public int? ScheduleEpochs { get; init; }
 }
 

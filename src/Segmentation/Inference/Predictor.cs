@@ -3,6 +3,7 @@ using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
 using Segmentation.Models.Layers;
+using Segmentation.Tasks;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -74,6 +75,7 @@ public sealed class Predictor : IDisposable
 {
     private readonly SegmentationModel model;
     private readonly Device device;
+    private readonly SegmentationTask task;
     private double? activationsPerPixel;
 
     /// <summary>What the labels mean (names, colours).</summary>
@@ -102,6 +104,7 @@ public sealed class Predictor : IDisposable
             throw new OptionsException($"Stride {s} must be positive.");
         Description = Options.SeedThreshold is { } seed && checkpoint.Dataset.Instances is { } objects
             ? checkpoint.Dataset with { Instances = objects with { SeedThreshold = seed } } : checkpoint.Dataset;
+        task = TaskRegistry.For(Description); // decodes and scores what the model predicts
         Normalization = checkpoint.Preprocessing.Normalization;
         CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);
@@ -143,10 +146,9 @@ public sealed class Predictor : IDisposable
         var logits = planes[..Description.Classes]; // the classes (an instance target may add planes after them)
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
-        // instance data: the objects, decoded from the logits by the watershed the ONNX predictor runs too
-        var objects = Description.Task != SegmentationTaskKind.Semantic ? InstanceDecoding.Decode(
-            planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width,
-            Description.Instances!) : null;
+        // the task's objects (instance data: the watershed the ONNX predictor runs too); none for classes alone
+        var objects = !task.HasObjects ? null : task.DecodeObjects(
+            planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width);
         return new Prediction { Width = image.Width, Height = image.Height, Classes = Description.Classes,
             Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }
@@ -170,10 +172,9 @@ public sealed class Predictor : IDisposable
         double logits = (double)pixels * model.Description.Classes * (Options.Tta == 0 ? 1 : 2)
             * (Options.Window is null
             ? 1 : 2); // a window's sum and count beside the output
-        // instance models: the logits copied to the host, and the watershed's per-pixel arrays (12 bytes a pixel)
-        double decoding = Description.Task == SegmentationTaskKind.Semantic ? 0
-            : pixels * (model.Description.Classes + 3.0);
-        return sizeof(float) * (activations + logits + decoding + pixels * model.Description.InChannels);
+        // the task's decoding: instance models copy the logits to the host, and the watershed keeps per-pixel arrays
+        double decoding = pixels * task.DecodingBytesPerPixel(model.Description.Classes);
+        return sizeof(float) * (activations + logits + pixels * model.Description.InChannels) + decoding;
     }
 
     /// <summary>Refuses an image whose prediction would not fit <paramref name="available"/> bytes, before anything is
@@ -268,11 +269,9 @@ public sealed class Predictor : IDisposable
                 + $"the model was trained on {Description.Task.ToString().ToLowerInvariant()} data.");
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false,
             Workers = workers, Normalization = Normalization });
-        if (Description.Task != SegmentationTaskKind.Semantic) // the task's own evaluation: objects, AP and PQ
-            return Training.SegmentationTask.For(Description).Evaluate(loader, device, Description, Normalization,
-                x => new ModelOutputs(Logits(x)), null, null, cancellation).Metrics;
-        return Evaluator.Run(loader, device, Description, Normalization, Logits, perImage: perImage,
-            cancellation: cancellation).Metrics;
+        // the task's own evaluation: the classes' confusion matrix, and objects, AP and PQ where the task has them
+        return task.Evaluate(loader, device, Description, Normalization, x => new ModelOutputs(Logits(x)), null, null,
+            cancellation, perImage: perImage).Metrics;
     }
 
     /// <inheritdoc />

@@ -3,7 +3,7 @@ namespace Segmentation.Training;
 /// <summary>Learning-rate schedule after the warm-up.</summary>
 public enum ScheduleKind
 {
-    /// <summary>lr = base * (1 - t)^power (<see cref="TrainerOptions.PolyPower"/>: 0.9 by default, as mmsegmentation's
+    /// <summary>lr = base * (1 - t)^power (<see cref="ScheduleOptions.PolyPower"/>: 0.9 by default, as mmsegmentation's
     /// and torchvision's segmentation recipes; SegFormer's is 1.0).</summary>
     Poly,
     /// <summary>Half a cosine from base to the minimum.</summary>

@@ -63,13 +63,17 @@ internal sealed record RunConfig
     }
 
     /// <summary>A record written before the model description holds the U-Net's options as its model: the same model,
-    /// described.</summary>
+    /// described; one written before the trainer's options were grouped holds them flat: the same options,
+    /// grouped.</summary>
     private static System.Text.Json.Nodes.JsonObject Upgrade(System.Text.Json.Nodes.JsonObject json)
     {
-        if (!LegacyUNetOptions.IsLegacy(json["Model"])) return json;
         var copy = json.DeepClone().AsObject();
-        copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription()
-            .Resolve(), Json);
+        if (LegacyUNetOptions.IsLegacy(json["Model"]))
+            copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription()
+                .Resolve(), Json);
+        // the trainer's options as earlier builds wrote them: flat
+        if (copy["Trainer"] is System.Text.Json.Nodes.JsonObject trainer)
+            copy["Trainer"] = TrainerOptionGroups.Upgrade(trainer).DeepClone();
         return copy;
     }
 

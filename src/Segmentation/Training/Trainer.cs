@@ -68,10 +68,10 @@ public sealed class Trainer : IDisposable
         this.model = model;
         device = Devices.Resolve(Options.Device);
         if ((Options.Crop ?? Options.Size) is { } stepSize) TrainingData.CheckMemory(model, stepSize,
-            Options.BatchSize / (Options.ProcessGroup?.WorldSize ?? 1), device);
+            Options.BatchSize / (Options.Distribution.ProcessGroup?.WorldSize ?? 1), device);
         model.to(device);
-        if (Options.Precision != Precision.Auto) model.Precision = Options.Precision; // auto: decided in Fit
-        parallel = new DataParallel(Options.ProcessGroup, model, Options.SyncBatchNorm);
+        if (Options.Precision.Kind != Precision.Auto) model.Precision = Options.Precision.Kind; // auto: decided in Fit
+        parallel = new DataParallel(Options.Distribution.ProcessGroup, model, Options.Distribution.SyncBatchNorm);
         step = new TrainingStep(model, device, Options, parallel);
     }
 
@@ -95,8 +95,8 @@ public sealed class Trainer : IDisposable
         foreach (var w in train.Warnings) Message(progress, w);
         ChoosePrecision(train, progress);
         // one process writes a run folder: rank 0 of a distributed run
-        var run = Options.CheckpointDirectory is null || !parallel.IsMain ? null
-            : new RunRecorder(Options.CheckpointDirectory);
+        var run = Options.Checkpoints.Directory is null || !parallel.IsMain ? null
+            : new RunRecorder(Options.Checkpoints.Directory);
         using var ownership = run?.Lock(); // one process writes a run folder
         TrainingData.Validate(train, val, run, progress, cancellation);
         int bits = train.ImageBits();
@@ -136,8 +136,8 @@ public sealed class Trainer : IDisposable
     /// </summary>
     private void ChoosePrecision(SegmentationDataset train, IProgress<TrainingProgress>? progress)
     {
-        bool auto = Options.Precision == Precision.Auto;
-        string? emulation = device.type != DeviceType.CPU ? null : Options.Precision switch
+        bool auto = Options.Precision.Kind == Precision.Auto;
+        string? emulation = device.type != DeviceType.CPU ? null : Options.Precision.Kind switch
         {
             Precision.Float16 => "libtorch's CPU kernels compute fp16 by reference code",
             Precision.BFloat16 => AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags()),
@@ -153,15 +153,17 @@ public sealed class Trainer : IDisposable
             var decision = AutoPrecision.Choose(model, device, shape);
             var chosen = new[] { decision.Chosen == Precision.BFloat16 ? 1.0 : 0 };
             parallel.FromMain(chosen, "the precision rank 0 chose");
-            Options = Options with { Precision = chosen[0] > 0 ? Precision.BFloat16 : Precision.Float32 };
-            model.Precision = Options.Precision;
+            Options = Options with { Precision = Options.Precision with { Kind = chosen[0] > 0 ? Precision.BFloat16
+                : Precision.Float32 } };
+            model.Precision = Options.Precision.Kind;
             progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message =
-                $"precision auto: {Options.Precision.ShortName()} ({decision.Reason})" });
+                $"precision auto: {Options.Precision.Kind.ShortName()} ({decision.Reason})" });
             return;
         }
-        double slowdown = 1 / AutoPrecision.Measure(model, device, shape, Options.Precision);
+        double slowdown = 1 / AutoPrecision.Measure(model, device, shape, Options.Precision.Kind);
         progress?.Report(new TrainingProgress { Kind = ProgressKind.Message, Message =
-            $"warning: {Options.Precision.ShortName()} is emulated on this CPU ({emulation}): this model's step takes "
+            $"warning: {Options.Precision.Kind.ShortName()} is emulated on this CPU ({emulation}): this model's step "
+                + $"takes "
                 + $"{slowdown:F1}x as long as in fp32. Use --precision fp32, or auto." });
     }
 

@@ -65,17 +65,19 @@ internal sealed class TrainingLoop
     /// <summary>The learning-rate schedule laid over <paramref name="epochs"/> epochs of optimiser steps.</summary>
     private LearningRateSchedule ScheduleOver(int epochs)
     {
-        long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.AccumulationSteps - 1) / O.AccumulationSteps;
+        long optimizerStepsPerEpoch = (trainLoader.BatchesPerEpoch + O.Optimizer.AccumulationSteps
+            - 1) / O.Optimizer.AccumulationSteps;
         long totalSteps = optimizerStepsPerEpoch * epochs;
-        return new LearningRateSchedule(O.Schedule, O.LearningRate, totalSteps,
-            (long)(O.WarmupFraction * totalSteps), O.PolyPower);
+        return new LearningRateSchedule(O.Schedule.Kind, O.Optimizer.LearningRate, totalSteps,
+            (long)(O.Schedule.WarmupFraction * totalSteps), O.Schedule.PolyPower);
     }
 
     /// <summary>Whether epoch <paramref name="k"/> of a run of <paramref name="epochs"/> is evaluated.</summary>
-    private bool Evaluates(int k, int epochs) => valLoader is not null && (k % O.EvalEvery == 0 || k == epochs);
+    private bool Evaluates(int k, int epochs) => valLoader is not null
+        && (k % O.Checkpoints.EvalEvery == 0 || k == epochs);
 
     /// <summary>
-    /// <see cref="TrainerOptions.FitScheduleToTimeLimit"/>: after each epoch, the most epochs (up to <see
+    /// <see cref="ScheduleOptions.FitToTimeLimit"/>: after each epoch, the most epochs (up to <see
     /// cref="GrowthCap"/> times those planned) whose training and evaluations at their median times still end
     /// within the limit; the schedule is laid over them when that differs from its current length. A plan's epoch
     /// time comes from a short step benchmark; where real epochs are faster, the run takes the epochs that fit
@@ -83,7 +85,7 @@ internal sealed class TrainingLoop
     /// </summary>
     private void FitToTimeLimit(int epoch)
     {
-        if (!O.FitScheduleToTimeLimit || O.TimeLimit is not { } limit || valLoader is not null
+        if (!O.Schedule.FitToTimeLimit || O.Schedule.TimeLimit is not { } limit || valLoader is not null
             && !clock.HasEvaluation) return;
         int cap = plannedEpochs * GrowthCap;
         var (fitted, train, eval, left) = clock.EpochsWithin(limit, epoch, cap,
@@ -111,7 +113,7 @@ internal sealed class TrainingLoop
             step.Resume(resumeFrom);
         }
         else TorchSharp.torch.random.manual_seed(O.Seed);
-        if (resumeFrom?.State.ScheduleEpochs is { } fitted && O.FitScheduleToTimeLimit && fitted != O.Epochs)
+        if (resumeFrom?.State.ScheduleEpochs is { } fitted && O.Schedule.FitToTimeLimit && fitted != O.Epochs)
         {
             Options = O with { Epochs = fitted }; // the schedule the run was fitted to, not the one planned
             schedule = ScheduleOver(fitted);
@@ -198,7 +200,7 @@ internal sealed class TrainingLoop
         foreach (var batch in trainLoader.Epoch(epoch - 1, cancellation))
         {
             stepIndex++;
-            bool apply = stepIndex % O.AccumulationSteps == 0 || stepIndex == steps;
+            bool apply = stepIndex % O.Optimizer.AccumulationSteps == 0 || stepIndex == steps;
             if (apply)
             {
                 lr = schedule.RateAt(optStep);
@@ -243,7 +245,7 @@ internal sealed class TrainingLoop
     /// <summary>Time to the end of the run (<see cref="RunClock.Eta"/>), never past the time limit.</summary>
     private TimeSpan Eta(int epoch, double doneOfEpoch, double imagesPerSecond) => clock.Eta(epoch, O.Epochs,
         doneOfEpoch, trainLoader.SamplesPerEpoch / Math.Max(imagesPerSecond, 1e-9), k => Evaluates(k, O.Epochs),
-        O.TimeLimit);
+        O.Schedule.TimeLimit);
 
     private TrainingDivergedException Diverged(float value, int epoch, int stepIndex, double lr)
     {
@@ -271,8 +273,9 @@ internal sealed class TrainingLoop
                 progress?.Report(new TrainingProgress { Kind = ProgressKind.ValidationStep, Epoch = epoch,
                     Epochs = O.Epochs, Step = i, StepsPerEpoch = valSteps });
             });
-            return (m, l, O.PreviewImages > 0 ? Previews.Render(model, valLoader, data.Normalization, step.Device,
-                data.Train.Description, O.PreviewImages) : null);
+            return (m, l, O.Checkpoints.PreviewImages > 0 ? Previews.Render(model, valLoader, data.Normalization,
+                step.Device,
+                data.Train.Description, O.Checkpoints.PreviewImages) : null);
         }
         // with a weight average, the average is what is validated
         var (metrics, loss, previews) = step.Average?.With(Validate) ?? Validate();
@@ -297,7 +300,7 @@ internal sealed class TrainingLoop
     public bool ShouldStop(int epoch)
     {
         if (epoch >= O.Epochs) return false;
-        if (O.EarlyStoppingPatience is { } patience && State.EvaluationsWithoutImprovement >= patience)
+        if (O.Checkpoints.EarlyStoppingPatience is { } patience && State.EvaluationsWithoutImprovement >= patience)
         {
             StopReason = "early stopping";
             Report(ProgressKind.Message, epoch,
@@ -306,7 +309,7 @@ internal sealed class TrainingLoop
             return true;
         }
         // in a distributed run, the limit has passed when it has on any process (all stop together)
-        if (O.TimeLimit is { } limit && parallel.Any(clock.Elapsed >= limit, "the time-limit check"))
+        if (O.Schedule.TimeLimit is { } limit && parallel.Any(clock.Elapsed >= limit, "the time-limit check"))
         {
             StopReason = "time limit";
             Report(ProgressKind.Message, epoch, $"time limit of {limit} reached after epoch {epoch}");
@@ -337,7 +340,7 @@ internal sealed class TrainingLoop
         summary["epochs"] = result.Epochs;
         summary["params"] = model.ParameterCount();
         summary["device"] = step.Device.ToString();
-        summary["precision"] = O.Precision.ShortName();
+        summary["precision"] = O.Precision.Kind.ShortName();
         summary["seconds"] = Math.Round(result.Seconds, 2);
         summary["stopReason"] = result.StopReason;
         var checkpoint = result.BestCheckpoint ?? (File.Exists(run!.Last) ? run.Last : null);

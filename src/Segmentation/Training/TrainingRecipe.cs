@@ -40,9 +40,10 @@ public sealed record TrainingRecipe
     /// <summary><paramref name="options"/> with this recipe's values and name.</summary>
     public TrainerOptions ApplyTo(TrainerOptions options) => options with
     {
-        Optimizer = Optimizer, LearningRate = LearningRate, EncoderLearningRateScale = EncoderLearningRateScale,
-        WeightDecay = WeightDecay, Schedule = Schedule, PolyPower = PolyPower, WarmupFraction = WarmupFraction,
         Recipe = Name,
+        Optimizer = options.Optimizer with { Kind = Optimizer, LearningRate = LearningRate,
+            EncoderLearningRateScale = EncoderLearningRateScale, WeightDecay = WeightDecay },
+        Schedule = options.Schedule with { Kind = Schedule, PolyPower = PolyPower, WarmupFraction = WarmupFraction },
     };
 
     /// <summary>

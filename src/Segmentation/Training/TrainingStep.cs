@@ -2,6 +2,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Tasks;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -25,7 +26,8 @@ internal sealed class TrainingStep : IDisposable
     private readonly FusedAdamW? fused;
     private readonly DeviceLossScaler? deviceScaler;
     private readonly bool ownsLoss;
-    private ISegmentationLoss loss;
+    private ISegmentationLoss classesLoss;
+    private TaskLoss loss;
 
     /// <summary>The task of the data (semantic until <see cref="UseTask"/>).</summary>
     public SegmentationTask Task { get; private set; } = SemanticSegmentation.Instance;
@@ -41,16 +43,18 @@ internal sealed class TrainingStep : IDisposable
     public TrainingStep(SegmentationModel model, Device device, TrainerOptions options, DataParallel parallel)
     {
         this.model = model; this.device = device; this.options = options; this.parallel = parallel;
-        scaler = options.Precision == Precision.Float16 ? new LossScaler(options.InitialLossScale,
-            growthInterval: options.LossScaleGrowthInterval) : null;
+        scaler = options.Precision.Kind == Precision.Float16 ? new LossScaler(options.Precision.InitialLossScale,
+            growthInterval: options.Precision.LossScaleGrowthInterval) : null;
         (optimizer, groupScales) = CreateOptimizer(model, options);
-        if (options.WeightAverageDecay is { } decay) Average = new WeightAverage(model, decay);
-        if (options.FusedOptimizer && optimizer is TorchSharp.Modules.AdamW adamW && FusedAdamW.Unavailable is null)
+        if (options.Optimizer.WeightAverageDecay is { } decay) Average = new WeightAverage(model, decay);
+        if (options.Optimizer.Fused && optimizer is TorchSharp.Modules.AdamW adamW && FusedAdamW.Unavailable is null)
         {
             fused = new FusedAdamW(adamW);
             if (scaler is not null) deviceScaler = new DeviceLossScaler(scaler, device);
         }
-        (loss, ownsLoss) = options.Loss.Object is { } given ? (given, false) : (LossRegistry.Create(options), true);
+        (classesLoss, ownsLoss) = options.Loss.Object is { } given ? (given, false)
+            : (LossRegistry.Create(options), true);
+        loss = new TaskLoss(classesLoss, Task, ownsLoss);
     }
 
     /// <summary>The float16 loss scaler as of the last read-back (null otherwise); see <see
@@ -67,37 +71,42 @@ internal sealed class TrainingStep : IDisposable
     private static (TorchSharp.Modules.OptimizerHelper, double[]) CreateOptimizer(SegmentationModel model,
         TrainerOptions o)
     {
-        bool split = o.EncoderLearningRateScale != 1 || o.FreezeEncoderEpochs > 0;
+        bool split = o.Optimizer.EncoderLearningRateScale != 1 || o.Optimizer.FreezeEncoderEpochs > 0;
         var encoderParameters = model.Encoder.parameters().ToHashSet();
         var groups = new List<(List<TorchSharp.Modules.Parameter> Parameters, double Scale)>();
         if (split)
         {
-            groups.Add((model.parameters().Where(encoderParameters.Contains).ToList(), o.EncoderLearningRateScale));
+            groups.Add((model.parameters().Where(encoderParameters.Contains).ToList(),
+                o.Optimizer.EncoderLearningRateScale));
             groups.Add((model.parameters().Where(p => !encoderParameters.Contains(p)).ToList(), 1.0));
         }
         else groups.Add((model.parameters().ToList(), 1.0));
         var scales = groups.Select(g => g.Scale).ToArray();
-        if (o.Optimizer == OptimizerKind.Sgd)
-            return (optim.SGD(groups.Select(g => new TorchSharp.Modules.SGD.ParamGroup(g.Parameters, o.LearningRate
-                * g.Scale, o.Momentum, weight_decay: o.WeightDecay)), o.LearningRate, o.Momentum,
-                    weight_decay: o.WeightDecay), scales);
-        return (optim.AdamW(groups.Select(g => new TorchSharp.Modules.AdamW.ParamGroup(g.Parameters, o.LearningRate
-            * g.Scale, weight_decay: o.WeightDecay)), o.LearningRate, weight_decay: o.WeightDecay), scales);
+        if (o.Optimizer.Kind == OptimizerKind.Sgd)
+            return (optim.SGD(groups.Select(g => new TorchSharp.Modules.SGD.ParamGroup(g.Parameters,
+                o.Optimizer.LearningRate
+                * g.Scale, o.Optimizer.Momentum, weight_decay: o.Optimizer.WeightDecay)), o.Optimizer.LearningRate,
+                    o.Optimizer.Momentum,
+                    weight_decay: o.Optimizer.WeightDecay), scales);
+        return (optim.AdamW(groups.Select(g => new TorchSharp.Modules.AdamW.ParamGroup(g.Parameters,
+            o.Optimizer.LearningRate
+            * g.Scale, weight_decay: o.Optimizer.WeightDecay)), o.Optimizer.LearningRate,
+                weight_decay: o.Optimizer.WeightDecay), scales);
     }
 
-    /// <summary>The task of the data; instance data weighs its boundary class in the loss when no weights are
-    /// given.</summary>
+    /// <summary>The task of the data (<see cref="TaskRegistry"/>): its own loss terms join the loss of the classes,
+    /// and its default class weights (instance data's boundary weight) apply when the options give none.</summary>
     public void UseTask(DatasetDescription d)
     {
         var chosen = SegmentationTask.For(d);
         if (chosen.Name == Task.Name) return;
         Task = chosen;
-        if (Task is InstanceSegmentation instances && ownsLoss && options.ClassWeights is null)
+        if (ownsLoss && options.ClassWeights is null && Task.DefaultClassWeights is { } weights)
         {
-            (loss as IDisposable)?.Dispose();
-            loss = LossRegistry.Create(options with { ClassWeights = instances.ClassWeights() });
+            (classesLoss as IDisposable)?.Dispose();
+            classesLoss = LossRegistry.Create(options with { ClassWeights = weights });
         }
-        loss = Task.Loss(loss); // the target's own terms (the distance target's)
+        loss = new TaskLoss(classesLoss, Task, ownsLoss);
     }
 
     /// <summary>Sets every group's learning rate: the scheduled rate times the group's share.</summary>
@@ -108,12 +117,13 @@ internal sealed class TrainingStep : IDisposable
             * groupScales[Math.Min(i++, groupScales.Length - 1)];
     }
 
-    /// <summary>Freezes the encoder during the first <see cref="TrainerOptions.FreezeEncoderEpochs"/> epochs, and thaws
+    /// <summary>Freezes the encoder during the first <see cref="OptimizerOptions.FreezeEncoderEpochs"/> epochs, and
+    /// thaws
     /// it after.</summary>
     public void FreezeEncoderFor(int epoch)
     {
-        if (options.FreezeEncoderEpochs == 0) return;
-        bool frozen = epoch <= options.FreezeEncoderEpochs;
+        if (options.Optimizer.FreezeEncoderEpochs == 0) return;
+        bool frozen = epoch <= options.Optimizer.FreezeEncoderEpochs;
         foreach (var p in model.Encoder.parameters()) p.requires_grad_(!frozen);
     }
 
@@ -130,12 +140,13 @@ internal sealed class TrainingStep : IDisposable
         using var scope = NewDisposeScope();
         var (images, targets) = Task.ToDevice(batch, device);
         var value = loss.Compute(Task.Outputs(model.forward(normalization.Apply(images, batch))), targets);
-        var objective = options.AccumulationSteps > 1 ? value / options.AccumulationSteps : value;
+        var objective = options.Optimizer.AccumulationSteps > 1 ? value / options.Optimizer.AccumulationSteps : value;
         (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
         if (applyOptimizer)
         {
             parallel.ReduceGradients(Name);
-            if (fused is not null) fused.Step(options.GradientClipNorm, deviceScaler); // the scale stays on the device
+            // the scale stays on the device
+            if (fused is not null) fused.Step(options.Optimizer.GradientClipNorm, deviceScaler);
             else PerParameterStep();
             optimizer.zero_grad();
         }
@@ -149,7 +160,7 @@ internal sealed class TrainingStep : IDisposable
         bool finite = scaler?.Unscale(model.parameters()) ?? true;
         if (finite)
         {
-            if (options.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
+            if (options.Optimizer.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(model.parameters(), clip);
             optimizer.step();
         }
         scaler?.Update(finite);
@@ -163,8 +174,8 @@ internal sealed class TrainingStep : IDisposable
         model.eval();
         try
         {
-            var result = Task.Evaluate(loader, device, d, normalization, model.forward, loss, onBatch, cancellation,
-                parallel.Group);
+            var result = Task.Evaluate(loader, device, d, normalization, model.forward, loss.Compute, onBatch,
+                cancellation, parallel.Group);
             return (result.Metrics, result.MeanLoss);
         }
         finally { model.train(); }
@@ -232,6 +243,6 @@ internal sealed class TrainingStep : IDisposable
         deviceScaler?.Dispose();
         Average?.Dispose();
         optimizer.Dispose();
-        if (ownsLoss) (loss as IDisposable)?.Dispose();
+        loss.Dispose(); // the loss of the classes with it, when the step built it
     }
 }

@@ -236,11 +236,11 @@ public class CliTests
 
         // A field edited in the record, which its command line does not say, is refused by name, not ignored.
         var edited = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
-        edited["Trainer"]!["LearningRate"] = 0.5;
+        edited["Trainer"]!["Optimizer"]!["LearningRate"] = 0.5;
         File.WriteAllText(d["edited.json"], edited.ToJsonString());
         var refused = Run("train", "--config", d["edited.json"], "--out", d["g"], "--no-tensorboard");
         Assert.Equal(2, refused.Code);
-        Assert.Contains("Trainer.LearningRate is 0.5 in the record", refused.Err);
+        Assert.Contains("Trainer.Optimizer.LearningRate is 0.5 in the record", refused.Err);
 
         // A record from before the command line was kept: merged field by field.
         var old = JsonNode.Parse(File.ReadAllText(d["a/run.json"]))!.AsObject();
@@ -579,7 +579,7 @@ public class CliTests
         var resumed = Run("train", "--resume", "--out", d["b"], "--epochs", "2", "--threads", "2", "--workers", "2", "--eval-every", "3");
         Assert.True(resumed.Code == 0, resumed.Err);
         var after = Segmentation.Training.TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(d["b/last.ckpt"]));
-        Assert.Equal((2, 2, 3), (after.Threads, after.Workers, after.EvalEvery)); // the resume's flags took effect
+        Assert.Equal((2, 2, 3), (after.Threads, after.Workers, after.Checkpoints.EvalEvery)); // the resume's flags took effect
 
         var bad = Run(new[] { "train", "--data", TinyShapes, "--out", d["c"], "--threads", "0" }.Concat(TinyModel).ToArray());
         Assert.Equal(2, bad.Code);
@@ -612,7 +612,7 @@ public class CliTests
         Assert.Equal(0, Run(new[] { "train", "--data", TinyShapes, "--epochs", "1", "--out", d["run"] }.Concat(TinyModel).ToArray()).Code);
         var record = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!;
         Assert.Equal(4, (int)record["Model"]!["Classes"]!);
-        Assert.Equal(4, (int)record["Trainer"]!["PreviewImages"]!);
+        Assert.Equal(4, (int)record["Trainer"]!["Checkpoints"]!["PreviewImages"]!);
         var description = Segmentation.Checkpoints.Checkpoint.Load(d["run/best.ckpt"]).Dataset.ToString();
         Assert.StartsWith("4 classes (background, circle, rectangle, triangle)", description);
         Assert.DoesNotContain("System.", description);

@@ -91,8 +91,10 @@ public class CudaTests
         using var model = new SegmentationModel(ModelDescription.UNet(classes: 4, baseChannels: 16, depth: 3, seed: 5));
         using var trainer = new Trainer(model, new TrainerOptions
         {
-            Epochs = 10, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 5, Workers = 2, Device = "cuda",
-            ManageProcessMemory = false, Precision = precision,
+            Epochs = 10, BatchSize = 8, Loss = LossKind.CrossEntropyDice, Seed = 5, Workers = 2, Device = "cuda",
+            ManageProcessMemory = false,
+            Optimizer = new() { LearningRate = 3e-3 },
+            Precision = new() { Kind = precision },
         });
         var result = trainer.Fit(train, val);
         Assert.All(result.History, h => Assert.True(double.IsFinite(h.TrainLoss), $"epoch {h.Epoch}: loss {h.TrainLoss}"));
@@ -107,7 +109,7 @@ public class CudaTests
         using var dir = new TempDir();
         var (train, val) = Shapes(32);
         using (var model = new SegmentationModel(Tiny))
-        using (var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 8, Seed = 5, Device = "cuda", CheckpointDirectory = dir.Path, ManageProcessMemory = false }))
+        using (var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 8, Seed = 5, Device = "cuda", ManageProcessMemory = false, Checkpoints = new() { Directory = dir.Path } }))
             trainer.Fit(train, val);
         var ckpt = Checkpoint.Load(dir["last.ckpt"]);
         using var onCuda = new Predictor(ckpt, new PredictorOptions { Device = "cuda" });

@@ -25,7 +25,7 @@ public class OnnxPredictorTests
         using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 3, seed: 2));
         // Cross-entropy with Dice, as the main job trains: after 3 epochs of cross-entropy alone the model predicted
         // background everywhere at one libtorch thread (its sums run in another order than at two).
-        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 4, BatchSize = 8, LearningRate = 3e-3, Workers = 1, Device = "cpu", CheckpointDirectory = dir.Path, ManageProcessMemory = false, Loss = LossKind.CrossEntropyDice });
+        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 4, BatchSize = 8, Workers = 1, Device = "cpu", ManageProcessMemory = false, Loss = LossKind.CrossEntropyDice, Optimizer = new() { LearningRate = 3e-3 }, Checkpoints = new() { Directory = dir.Path } });
         trainer.Fit(train, null);
         return Checkpoint.Load(dir["last.ckpt"]);
     });

@@ -20,7 +20,7 @@ public sealed class PredictorTests : IDisposable
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 16, Size = 32, Seed = 4, MaxShapes = 2 }).Split(0.75, seed: 0);
         random.manual_seed(3);
         using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 3));
-        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Seed = 3, Workers = 1, Device = "cpu", CheckpointDirectory = dir.Path, ManageProcessMemory = false });
+        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Seed = 3, Workers = 1, Device = "cpu", ManageProcessMemory = false, Checkpoints = new() { Directory = dir.Path } });
         trainer.Fit(train, val);
         checkpoint = Checkpoint.Load(dir["last.ckpt"]);
     }
@@ -183,7 +183,7 @@ public sealed class PredictorTests : IDisposable
         using var d = new TempDir();
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 12, Size = 40, Seed = 5, MaxShapes = 2 }).Split(0.75, seed: 0);
         using (var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 2)))
-        using (var t = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Size = new Size2(24, 24), Workers = 1, Device = "cpu", CheckpointDirectory = d.Path, ManageProcessMemory = false }))
+        using (var t = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Size = new Size2(24, 24), Workers = 1, Device = "cpu", ManageProcessMemory = false, Checkpoints = new() { Directory = d.Path } }))
             t.Fit(train, val);
         using var byDefault = Predictor.FromFile(d["last.ckpt"]);
         Assert.Equal(new Size2(24, 24), byDefault.Options.Size);

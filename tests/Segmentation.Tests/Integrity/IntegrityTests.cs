@@ -21,7 +21,8 @@ public class IntegrityTests
 
     private static TrainerOptions Options(string dir, int epochs) => new()
     {
-        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 1, Workers = 1, Device = "cpu", CheckpointDirectory = dir, ManageProcessMemory = false,
+        Epochs = epochs, BatchSize = 4, Seed = 1, Workers = 1, Device = "cpu", ManageProcessMemory = false,
+        Optimizer = new() { LearningRate = 3e-3 }, Checkpoints = new() { Directory = dir },
     };
 
     /// <summary>Every (epoch, boundary) at which a kill can fall between checkpoint writes.</summary>

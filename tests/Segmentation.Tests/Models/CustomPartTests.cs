@@ -167,8 +167,10 @@ public class CustomPartTests
         Assert.Empty(model.NonLeafModules()); // every parameter sits in a leaf layer
         var options = new TrainerOptions
         {
-            Epochs = 8, BatchSize = 4, LearningRate = 3e-3, Augment = false, Seed = 1, Device = "cpu", CheckpointDirectory = dir["run"],
+            Epochs = 8, BatchSize = 4, Augment = false, Seed = 1, Device = "cpu",
             ManageProcessMemory = false,
+            Optimizer = new() { LearningRate = 3e-3 },
+            Checkpoints = new() { Directory = dir["run"] },
         };
         TrainingResult result;
         using (var trainer = new Trainer(model, options)) result = trainer.Fit(data, data);

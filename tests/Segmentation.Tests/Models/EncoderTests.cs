@@ -238,7 +238,7 @@ public class EncoderTests
         float[] Weights(nn.Module m) => m.parameters().SelectMany(p => p.detach().data<float>().ToArray()).ToArray();
         var encoderBefore = Weights(model.Encoder);
         var decoderBefore = Weights(model) .Skip(encoderBefore.Length).ToArray();
-        var options = new TrainerOptions { Epochs = 2, BatchSize = 4, Device = "cpu", Seed = 1, ManageProcessMemory = false, Augment = false, FreezeEncoderEpochs = 1, EncoderLearningRateScale = 0.1 };
+        var options = new TrainerOptions { Epochs = 2, BatchSize = 4, Device = "cpu", Seed = 1, ManageProcessMemory = false, Augment = false, Optimizer = new() { FreezeEncoderEpochs = 1, EncoderLearningRateScale = 0.1 } };
         using var trainer = new Trainer(model, options);
         float[]? encoderAfterOne = null;
         trainer.Fit(train, progress: new SynchronousProgress<TrainingProgress>(p =>

@@ -90,7 +90,8 @@ public class SegformerTests
         using var model = new SegmentationModel(Segformer("mit-b0", 4, seed: 1));
         using var trainer = new Trainer(model, new TrainerOptions
         {
-            Epochs = 6, BatchSize = 4, LearningRate = 1e-3, Seed = 2, Workers = 1, Device = "cpu", Augment = false,
+            Epochs = 6, BatchSize = 4, Seed = 2, Workers = 1, Device = "cpu", Augment = false,
+            Optimizer = new() { LearningRate = 1e-3 },
         });
         var result = trainer.Fit(train, val);
         // From chance (a quarter of the pixels right, background aside) to most pixels: it learns, through every layer kind.

@@ -74,20 +74,21 @@ public sealed class AutoPrecisionTests
             MaxShapes = 2 }).Split(0.75, seed: 0);
         using var model = new SegmentationModel(Tiny with { Classes = train.Description.Classes });
         using var tmp = new TempDir();
-        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Precision =
-            Precision.Auto, CheckpointDirectory = tmp.Path, Threads = 1 });
+        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 1, BatchSize = 4, Threads = 1,
+            Precision = new() { Kind = Precision.Auto },
+                Checkpoints = new() { Directory = tmp.Path } });
         var messages = new List<string>();
         trainer.Fit(train, val, new SynchronousProgress<TrainingProgress>(p =>
         {
             if (p.Message is { } m) messages.Add(m);
         }));
-        Assert.NotEqual(Precision.Auto, trainer.Options.Precision);
-        Assert.Equal(trainer.Options.Precision, model.Precision);
-        Assert.Contains(messages, m => m.StartsWith($"precision auto: {trainer.Options.Precision.ShortName()} ("));
+        Assert.NotEqual(Precision.Auto, trainer.Options.Precision.Kind);
+        Assert.Equal(trainer.Options.Precision.Kind, model.Precision);
+        Assert.Contains(messages, m => m.StartsWith($"precision auto: {trainer.Options.Precision.Kind.ShortName()} ("));
         if (AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags()) is not null)
-            Assert.Equal(Precision.Float32, trainer.Options.Precision);
+            Assert.Equal(Precision.Float32, trainer.Options.Precision.Kind);
         var saved = TrainerOptions.FromCheckpoint(Segmentation.Checkpoints.Checkpoint.Load(
             Path.Combine(tmp.Path, "last.ckpt")));
-        Assert.Equal(trainer.Options.Precision, saved.Precision);
+        Assert.Equal(trainer.Options.Precision.Kind, saved.Precision.Kind);
     }
 }

@@ -18,11 +18,14 @@ public sealed class FusedOptimizerTests
 
     private static TrainerOptions Options(bool fused, Precision precision, bool clip, bool twoGroups) => new()
     {
-        BatchSize = 4, LearningRate = 3e-3, WeightDecay = 1e-2, Seed = 5, Device = "cpu", ManageProcessMemory = false,
-        Precision = precision, FusedOptimizer = fused, GradientClipNorm = clip ? 0.5 : null,
-        EncoderLearningRateScale = twoGroups ? 0.1 : 1,
+        BatchSize = 4, Seed = 5, Device = "cpu", ManageProcessMemory = false,
+        Optimizer = new()
+        {
+            LearningRate = 3e-3, WeightDecay = 1e-2, Fused = fused, GradientClipNorm = clip ? 0.5 : null,
+            EncoderLearningRateScale = twoGroups ? 0.1 : 1,
+        },
         // float16: a scale that overflows the first steps' gradients, then backs off, then grows every 3 good steps
-        InitialLossScale = 1 << 18, LossScaleGrowthInterval = 3,
+        Precision = new() { Kind = precision, InitialLossScale = 1 << 18, LossScaleGrowthInterval = 3 },
     };
 
     /// <summary>Whole training steps in float32 (forward, loss, backward, step), one and two parameter groups, with
@@ -139,9 +142,10 @@ public sealed class FusedOptimizerTests
         long Calls(bool fused, Precision precision)
         {
             using var model = new SegmentationModel(Tiny);
-            using var trainer = new Trainer(model, Options(fused, precision, clip: true, twoGroups: false) with
+            var options = Options(fused, precision, clip: true, twoGroups: false);
+            using var trainer = new Trainer(model, options with
             {
-                InitialLossScale = 256,
+                Precision = options.Precision with { InitialLossScale = 256 },
             });
             var norm = Normalization.DefaultFor(3);
             trainer.TrainStep(Batch(0), norm, applyOptimizer: true); // state and checks made on the first step

@@ -61,8 +61,9 @@ public class LossObjectTests
         var (train, val) = Shapes();
         var options = new TrainerOptions
         {
-            Epochs = 2, BatchSize = 4, Seed = 5, Workers = 1, Device = "cpu", Augment = false, CheckpointDirectory = dir.Path,
+            Epochs = 2, BatchSize = 4, Seed = 5, Workers = 1, Device = "cpu", Augment = false,
             Loss = TrainingLoss.From(new CountingCrossEntropy()),
+            Checkpoints = new() { Directory = dir.Path },
         };
         using (var model = Tiny())
         using (var trainer = new Trainer(model, options))
@@ -80,7 +81,7 @@ public class LossObjectTests
         var recorded = TrainerOptions.FromCheckpoint(checkpoint);
         Assert.Null(recorded.Loss.Object);
         using var again = checkpoint.CreateModel();
-        var e = Assert.Throws<OptionsException>(() => new Trainer(again, recorded with { CheckpointDirectory = null }));
+        var e = Assert.Throws<OptionsException>(() => new Trainer(again, recorded with { Checkpoints = recorded.Checkpoints with { Directory = null } }));
         Assert.Contains("needs it given again", e.Message);
     }
 }

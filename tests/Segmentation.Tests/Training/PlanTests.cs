@@ -173,8 +173,11 @@ public class PlanTests
             classes: 4, baseChannels: 4, depth: 2, seed: 1));
         var options = new TrainerOptions
         {
-            Epochs = 100000, BatchSize = 8, LearningRate = 1e-3, Workers = 1, Device = "cpu", EvalEvery = 2,
-            ManageProcessMemory = false, TimeLimit = TimeSpan.FromSeconds(6), FitScheduleToTimeLimit = true,
+            Epochs = 100000, BatchSize = 8, Workers = 1, Device = "cpu",
+            ManageProcessMemory = false,
+            Optimizer = new() { LearningRate = 1e-3 },
+            Schedule = new() { TimeLimit = TimeSpan.FromSeconds(6), FitToTimeLimit = true },
+            Checkpoints = new() { EvalEvery = 2 },
         };
         using var trainer = new Trainer(model, options);
         var result = trainer.Fit(train, val);
@@ -197,8 +200,11 @@ public class PlanTests
             classes: 4, baseChannels: 4, depth: 2, seed: 1));
         var options = new TrainerOptions
         {
-            Epochs = 3, BatchSize = 8, LearningRate = 1e-3, Workers = 1, Device = "cpu", EvalEvery = 1,
-            ManageProcessMemory = false, TimeLimit = TimeSpan.FromSeconds(60), FitScheduleToTimeLimit = true,
+            Epochs = 3, BatchSize = 8, Workers = 1, Device = "cpu",
+            ManageProcessMemory = false,
+            Optimizer = new() { LearningRate = 1e-3 },
+            Schedule = new() { TimeLimit = TimeSpan.FromSeconds(60), FitToTimeLimit = true },
+            Checkpoints = new() { EvalEvery = 1 },
         };
         using var trainer = new Trainer(model, options);
         var result = trainer.Fit(train, val);

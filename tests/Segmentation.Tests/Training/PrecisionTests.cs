@@ -20,8 +20,8 @@ public class PrecisionTests
 
     private static TrainerOptions Quick(Precision precision, string? dir = null, int epochs = 2) => new()
     {
-        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir,
-        ManageProcessMemory = false, Precision = precision,
+        Epochs = epochs, BatchSize = 4, Seed = 5, Workers = 2, Device = "cpu", ManageProcessMemory = false,
+        Optimizer = new() { LearningRate = 3e-3 }, Checkpoints = new() { Directory = dir }, Precision = new() { Kind = precision },
     };
 
     private static float[] Flat(SegmentationModel m) => m.parameters().SelectMany(p => p.detach().cpu().data<float>().ToArray()).ToArray();
@@ -70,7 +70,7 @@ public class PrecisionTests
     {
         // A scale of 1e38 makes the float16 gradients infinite: the step must be skipped, not applied.
         using var model = new SegmentationModel(Tiny);
-        using var trainer = new Trainer(model, Quick(Precision.Float16) with { InitialLossScale = 1e38, LossScaleGrowthInterval = 2 });
+        using var trainer = new Trainer(model, Quick(Precision.Float16) with { Precision = new() { Kind = Precision.Float16, InitialLossScale = 1e38, LossScaleGrowthInterval = 2 } });
         var norm = Normalization.DefaultFor(3);
         var before = Flat(model);
         float loss = trainer.TrainStep(Batch(1), norm, applyOptimizer: true);
@@ -85,7 +85,7 @@ public class PrecisionTests
     public void A_float16_step_that_does_not_overflow_trains_and_the_scale_grows_on_schedule()
     {
         using var model = new SegmentationModel(Tiny);
-        using var trainer = new Trainer(model, Quick(Precision.Float16) with { InitialLossScale = 256, LossScaleGrowthInterval = 2 });
+        using var trainer = new Trainer(model, Quick(Precision.Float16) with { Precision = new() { Kind = Precision.Float16, InitialLossScale = 256, LossScaleGrowthInterval = 2 } });
         var norm = Normalization.DefaultFor(3);
         var before = Flat(model);
         trainer.TrainStep(Batch(1), norm, applyOptimizer: true);
@@ -181,7 +181,7 @@ public class PrecisionTests
         using var dir = new TempDir();
         var (train, val) = Shapes();
         // fp16: a growth interval of 2 moves the scale during the run, so a resume that lost it would differ.
-        TrainerOptions Options(string sub) => Quick(precision, dir.Sub(sub), 4) with { LossScaleGrowthInterval = 2, InitialLossScale = 1024 };
+        TrainerOptions Options(string sub) => Quick(precision, dir.Sub(sub), 4) with { Precision = new() { Kind = precision, LossScaleGrowthInterval = 2, InitialLossScale = 1024 } };
         using var straight = new SegmentationModel(Tiny);
         double? straightScale;
         using (var t = new Trainer(straight, Options("a")))
@@ -198,12 +198,12 @@ public class PrecisionTests
             Assert.Equal(2, t.Fit(train, val, stopAfterTwo, cancellation: cts.Token).Epochs);
         }
         var ckpt = Checkpoint.Load(dir["b/last.ckpt"]);
-        Assert.Equal(precision, TrainerOptions.FromCheckpoint(ckpt).Precision);
+        Assert.Equal(precision, TrainerOptions.FromCheckpoint(ckpt).Precision.Kind);
         if (precision == Precision.Float16) Assert.True(ckpt.State.LossScale > 1024, $"loss scale {ckpt.State.LossScale} did not grow");
         else Assert.Null(ckpt.State.LossScale);
         using var resumed = ckpt.CreateModel();
         Assert.All(resumed.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype)); // checkpoints stay float32
-        using (var t = new Trainer(resumed, TrainerOptions.FromCheckpoint(ckpt) with { CheckpointDirectory = dir.Sub("b") }))
+        using (var t = new Trainer(resumed, TrainerOptions.FromCheckpoint(ckpt) with { Checkpoints = new() { Directory = dir.Sub("b") } }))
         {
             Assert.Equal(precision, t.Model.Precision);
             t.Fit(train, val, resumeFrom: ckpt);

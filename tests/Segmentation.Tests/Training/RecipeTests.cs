@@ -18,11 +18,11 @@ public class RecipeTests
         Assert.Equal(new TrainerOptions() with { Recipe = "unet" }, unet); // no drift between the two
 
         var finetune = TrainerOptions.Recommended(Segformer, pretrainedEncoder: true);
-        Assert.Equal(("segformer-finetune", OptimizerKind.AdamW, 0.01, 1.0), (finetune.Recipe, finetune.Optimizer, finetune.WeightDecay, finetune.PolyPower));
-        Assert.Equal(6e-5, finetune.LearningRate * finetune.EncoderLearningRateScale, 12); // the encoder at 6e-5 ...
-        Assert.Equal(6e-4, finetune.LearningRate, 12); // ... the decode head at 10x
+        Assert.Equal(("segformer-finetune", OptimizerKind.AdamW, 0.01, 1.0), (finetune.Recipe, finetune.Optimizer.Kind, finetune.Optimizer.WeightDecay, finetune.Schedule.PolyPower));
+        Assert.Equal(6e-5, finetune.Optimizer.LearningRate * finetune.Optimizer.EncoderLearningRateScale, 12); // the encoder at 6e-5 ...
+        Assert.Equal(6e-4, finetune.Optimizer.LearningRate, 12); // ... the decode head at 10x
         var scratch = TrainerOptions.Recommended(Segformer);
-        Assert.Equal(("segformer-scratch", 6e-4, 1.0), (scratch.Recipe, scratch.LearningRate, scratch.EncoderLearningRateScale));
+        Assert.Equal(("segformer-scratch", 6e-4, 1.0), (scratch.Recipe, scratch.Optimizer.LearningRate, scratch.Optimizer.EncoderLearningRateScale));
     }
 
     [Theory]
@@ -51,9 +51,9 @@ public class RecipeTests
         Assert.Contains("recipe segformer-finetune", r.Err + r.Out);
         var trainer = JsonNode.Parse(File.ReadAllText(d["run/run.json"]))!["Trainer"]!;
         Assert.Equal("segformer-finetune", (string)trainer["Recipe"]!);
-        Assert.Equal(6e-4, (double)trainer["LearningRate"]!, 12);
-        Assert.Equal(0.1, (double)trainer["EncoderLearningRateScale"]!, 12);
-        Assert.Equal(1.0, (double)trainer["PolyPower"]!, 12);
-        Assert.Equal(0.02, (double)trainer["WeightDecay"]!, 12); // a flag given wins over the recipe
+        Assert.Equal(6e-4, (double)trainer["Optimizer"]!["LearningRate"]!, 12);
+        Assert.Equal(0.1, (double)trainer["Optimizer"]!["EncoderLearningRateScale"]!, 12);
+        Assert.Equal(1.0, (double)trainer["Schedule"]!["PolyPower"]!, 12);
+        Assert.Equal(0.02, (double)trainer["Optimizer"]!["WeightDecay"]!, 12); // a flag given wins over the recipe
     }
 }

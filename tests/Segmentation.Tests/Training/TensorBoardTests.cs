@@ -31,7 +31,7 @@ public class TensorBoardTests
         using var dir = new TempDir();
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 24, Size = 32, Seed = 2 }).Split(0.75, seed: 0);
         using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 8, depth: 2, seed: 1));
-        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 6, Workers = 1, Device = "cpu", ManageProcessMemory = false, PreviewImages = 2 });
+        using var trainer = new Trainer(model, new TrainerOptions { Epochs = 2, BatchSize = 6, Workers = 1, Device = "cpu", ManageProcessMemory = false, Checkpoints = new() { PreviewImages = 2 } });
         var logger = new TensorBoardLogger(dir["tb"]);
         var result = trainer.Fit(train, val, logger);
 

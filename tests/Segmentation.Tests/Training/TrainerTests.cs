@@ -19,7 +19,8 @@ public class TrainerTests
 
     private static TrainerOptions Quick(string? dir = null, int epochs = 2) => new()
     {
-        Epochs = epochs, BatchSize = 4, LearningRate = 3e-3, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir, ManageProcessMemory = false,
+        Epochs = epochs, BatchSize = 4, Seed = 5, Workers = 2, Device = "cpu", ManageProcessMemory = false,
+        Optimizer = new() { LearningRate = 3e-3 }, Checkpoints = new() { Directory = dir },
     };
 
     private static SegmentationModel Build(int seed = 5) => new(Tiny with { Seed = seed });
@@ -61,10 +62,11 @@ public class TrainerTests
         };
         SegmentationModel Build() => new(description);
         TrainerOptions Options(string sub) => architecture == "unet" ? Quick(dir.Sub(sub), 4) with
-            { WeightAverageDecay = average ? 0.9 : null }
+            { Optimizer = new() { LearningRate = 3e-3, WeightAverageDecay = average ? 0.9 : null } }
             : TrainerOptions.Recommended(description, pretrainedEncoder: true) with
             {
-                Epochs = 4, BatchSize = 4, Seed = 5, Workers = 2, Device = "cpu", CheckpointDirectory = dir.Sub(sub),
+                Epochs = 4, BatchSize = 4, Seed = 5, Workers = 2, Device = "cpu",
+                Checkpoints = new() { Directory = dir.Sub(sub) },
             };
         using var straight = Build();
         using (var t = new Trainer(straight, Options("a"))) t.Fit(train, val);
@@ -121,7 +123,7 @@ public class TrainerTests
         Assert.Equal(2, ckpt.State.Epoch);
         // a budget the first two epochs nearly spent: the resumed run trains one more epoch and stops for time
         using var resumed = ckpt.CreateModel();
-        using var trainer = new Trainer(resumed, Quick(dir.Path, 4) with { TimeLimit = TimeSpan.FromSeconds(ckpt.State.Seconds + 0.01) });
+        using var trainer = new Trainer(resumed, Quick(dir.Path, 4) with { Schedule = new() { TimeLimit = TimeSpan.FromSeconds(ckpt.State.Seconds + 0.01) } });
         var r = trainer.Fit(train, val, resumeFrom: ckpt);
         Assert.Equal("time limit", r.StopReason);
         Assert.Equal(3, r.Epochs);
@@ -142,7 +144,7 @@ public class TrainerTests
         using var other = Build();
         using var none = new Trainer(other, Quick(null, 1));
         var e = Assert.Throws<OptionsException>(() => none.Fit(train, val).RequireBestCheckpoint());
-        Assert.Contains("CheckpointDirectory", e.Message);
+        Assert.Contains("Checkpoints.Directory", e.Message);
     }
 
     [Fact]
@@ -254,7 +256,7 @@ public class TrainerTests
         var (train, val) = SegmentationDataset.Shapes(new ShapesOptions { Count = 320, Size = 48, Seed = 3, MaxShapes = 3 }).Split(0.8, seed: 0);
         random.manual_seed(1);
         using var model = new SegmentationModel(ModelDescription.UNet(inChannels: 3, classes: 4, baseChannels: 16, depth: 3));
-        using var t = new Trainer(model, new TrainerOptions { Epochs = 12, BatchSize = 8, LearningRate = 3e-3, Loss = LossKind.CrossEntropyDice, Seed = 1, Workers = 2, Device = "cpu" });
+        using var t = new Trainer(model, new TrainerOptions { Epochs = 12, BatchSize = 8, Loss = LossKind.CrossEntropyDice, Seed = 1, Workers = 2, Device = "cpu", Optimizer = new() { LearningRate = 3e-3 } });
         var r = t.Fit(train, val);
         Assert.True(r.History[^1].TrainLoss < r.History[0].TrainLoss * 0.3, $"loss per epoch {string.Join(", ", r.History.Select(h => h.TrainLoss.ToString("F3")))}");
         Assert.True(r.Metrics!.MeanIoU > 0.8, $"mean IoU {r.Metrics.MeanIoU}; per epoch {string.Join(", ", r.History.Select(h => h.MeanIoU.ToString("F3")))}");

@@ -62,6 +62,6 @@ public class WeightAverageTests
         Assert.Contains("between 0 and 1", Assert.Throws<OptionsException>(() => new WeightAverage(model, decay))
             .Message);
         Assert.Contains("between 0 and 1", Assert.Throws<OptionsException>(() =>
-            new TrainerOptions { WeightAverageDecay = decay }.Validate()).Message);
+            new TrainerOptions { Optimizer = new() { WeightAverageDecay = decay } }.Validate()).Message);
     }
 }

@@ -150,24 +150,20 @@ internal static class TrainingBenchmark
             long parameters = 0;
             foreach (var precision in o.Precisions)
             {
-                steps.Add(Contender(o, $"trainer {precision.ShortName()}", new TrainerOptions { Device = o.Device,
-                    ManageProcessMemory = false, LearningRate = 1e-4, Precision = precision }, batch, norm,
+                steps.Add(Contender(o, $"trainer {precision.ShortName()}", Trainer(o, precision), batch, norm,
                     disposables, out var trainer, out var report));
                 (device, parameters) = (trainer.Device, trainer.Model.ParameterCount());
                 routes.Add(report);
                 progress?.Report($"{precision.ShortName()}: {report.Summary()}");
             }
+            var first = Trainer(o, o.Precisions[0]);
             if (o.ComparePerParameterOptimizer)
-                steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} per-parameter", new TrainerOptions
-                {
-                    Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4, Precision = o.Precisions[0],
-                    FusedOptimizer = false,
-                }, batch, norm, disposables));
+                steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} per-parameter", first with
+                    { Optimizer = first.Optimizer with { Fused = false } }, batch, norm, disposables));
             if (o.Group is { } group)
                 steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} {group.Backend} x{group.WorldSize}",
-                    new TrainerOptions { Device = o.Device, ManageProcessMemory = false, LearningRate = 1e-4,
-                        Precision = o.Precisions[0], ProcessGroup = group, BatchSize = group.WorldSize }, batch, norm,
-                    disposables));
+                    first with { BatchSize = group.WorldSize, Distribution = new() { ProcessGroup = group } }, batch,
+                    norm, disposables));
             if (o.CompareBare)
             {
                 var bare = o.Model.Encoder.Name == "unet" ? o.Precisions[0] : Precision.Float32;
@@ -190,6 +186,13 @@ internal static class TrainingBenchmark
         }
     }
 
+    /// <summary>The trainer's options for a contender: the benchmark's device, a small learning rate.</summary>
+    private static TrainerOptions Trainer(TrainingBenchmarkOptions o, Precision precision) => new()
+    {
+        Device = o.Device, ManageProcessMemory = false, Optimizer = new() { LearningRate = 1e-4 },
+        Precision = new() { Kind = precision },
+    };
+
     /// <summary>A trainer on its own model, its layers checked at the benchmark's shape, as a timed step.</summary>
     private static (string Name, Precision Precision, Action Step) Contender(TrainingBenchmarkOptions o, string name,
         TrainerOptions options, HostBatch batch, Normalization norm, List<IDisposable> disposables) =>
@@ -207,7 +210,7 @@ internal static class TrainingBenchmark
         report = model.CheckLayers(new long[] { o.BatchSize, o.Model.InChannels, o.Size.Height, o.Size.Width },
             training: true)!;
         model.train();
-        return (name, options.Precision, () => t.TrainStep(batch, norm, applyOptimizer: true));
+        return (name, options.Precision.Kind, () => t.TrainStep(batch, norm, applyOptimizer: true));
     }
 
     /// <summary>Warm-up and timed steps, one step of each contender in turn.</summary>

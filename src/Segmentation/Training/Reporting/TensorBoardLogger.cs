@@ -8,7 +8,7 @@ namespace Segmentation.Training;
 /// <c>epoch/val_loss</c>,
 /// <c>epoch/mean_iou</c>, <c>epoch/pixel_accuracy</c>, <c>iou/&lt;class&gt;</c> and, for objects, <c>epoch/ap</c>,
 /// <c>epoch/ap50</c>, <c>epoch/pq</c> (at the epoch); and the trainer's
-/// validation previews (<see cref="TrainerOptions.PreviewImages"/>) as images <c>val/&lt;name&gt;</c>. Pass it to
+/// validation previews (<see cref="CheckpointOptions.PreviewImages"/>) as images <c>val/&lt;name&gt;</c>. Pass it to
 /// <see cref="Trainer.Fit"/>, alone or beside another consumer (<see cref="ProgressFanOut{T}"/>).
 /// </summary>
 public sealed class TensorBoardLogger : IProgress<TrainingProgress>

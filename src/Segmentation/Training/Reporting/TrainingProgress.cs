@@ -62,7 +62,7 @@ public sealed record TrainingProgress
     /// <summary>For messages and checkpoints.</summary>
     public string? Message { get; init; }
     /// <summary>For <see cref="ProgressKind.Evaluated"/>: pictures of the first validation predictions (<see
-    /// cref="TrainerOptions.PreviewImages"/>; null when none were asked for).</summary>
+    /// cref="CheckpointOptions.PreviewImages"/>; null when none were asked for).</summary>
     public IReadOnlyList<Preview>? Previews { get; init; }
     /// <summary>For <see cref="ProgressKind.Convolutions"/>: what the check found and chose.</summary>
     public ConvolutionReport? Convolutions { get; init; }
@@ -91,10 +91,10 @@ public sealed record TrainingResult
 
     /// <summary>
     /// <see cref="BestCheckpoint"/> where there is one, for <c>Predictor.FromFile(result.RequireBestCheckpoint())</c>;
-    /// otherwise an error that says why (no <see cref="TrainerOptions.CheckpointDirectory"/>, or no evaluation yet).
+    /// otherwise an error that says why (no <see cref="CheckpointOptions.Directory"/>, or no evaluation yet).
     /// </summary>
     public string RequireBestCheckpoint() => BestCheckpoint ?? throw new OptionsException(
-        "This training wrote no best checkpoint: give TrainerOptions.CheckpointDirectory (and validation data) to "
+        "This training wrote no best checkpoint: give TrainerOptions.Checkpoints.Directory (and validation data) to "
             + "have one.");
 }
 

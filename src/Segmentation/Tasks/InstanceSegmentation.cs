@@ -1,9 +1,10 @@
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Models.Layers;
 using static TorchSharp.torch;
 
-namespace Segmentation.Training;
+namespace Segmentation.Tasks;
 
 /// <summary>
 /// Instance segmentation: every object its own mask; and panoptic segmentation, which adds stuff classes scored by
@@ -12,7 +13,7 @@ namespace Segmentation.Training;
 /// Evaluation: the confusion matrix of those classes, and the objects decoded by the seeded watershed scored against
 /// the true ones (<see cref="InstanceScorer"/>). Best checkpoint: the highest AP (mean over IoU 0.50..0.95). With the
 /// distance target (<see cref="InstanceTarget.Distance"/>) the model gives one more plane, learned by <see
-/// cref="DistanceLoss"/> against <see cref="DistanceTargets"/>, and the watershed floods from its peaks.
+/// cref="OwnLoss"/> against <see cref="DistanceTargets"/>, and the watershed floods from its peaks.
 /// </summary>
 internal sealed class InstanceSegmentation(InstanceSettings settings, bool panoptic) : SegmentationTask
 {
@@ -57,9 +58,29 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         return new ModelOutputs(outputs);
     }
 
+    /// <summary>With the distance target: the binary cross-entropy of the distance output's logits against the
+    /// normalised distances (StarDist's object-probability loss), averaged over the pixels that are not ignored,
+    /// weight 1. None otherwise.</summary>
+    public override Tensor? OwnLoss(ModelOutputs outputs, Targets targets)
+    {
+        if (settings.Target != InstanceTarget.Distance) return null;
+        using var scope = NewDisposeScope();
+        var logits = outputs[DistanceName].to_type(ScalarType.Float32);
+        var valid = targets.Mask.ne(Scalars.Ignore).to_type(ScalarType.Float32);
+        var bce = nn.functional.binary_cross_entropy_with_logits(logits, targets[DistanceName],
+            reduction: nn.Reduction.None);
+        return ((bce * valid).sum() / valid.sum().clamp_min(Scalars.One)).MoveToOuterDisposeScope();
+    }
+
     /// <inheritdoc />
-    public override ISegmentationLoss Loss(ISegmentationLoss classes) => settings.Target == InstanceTarget.Distance
-        ? new DistanceLoss(classes) : classes;
+    public override bool HasObjects => true;
+
+    /// <inheritdoc />
+    public override InstancePrediction? DecodeObjects(float[] planes, int height, int width) =>
+        InstanceDecoding.Decode(planes, height, width, settings);
+
+    /// <inheritdoc />
+    public override double DecodingBytesPerPixel(int planes) => sizeof(float) * (planes + 3.0);
 
     /// <inheritdoc />
     public override string SelectionMetric => panoptic ? "PQ" : "AP";
@@ -70,18 +91,19 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
 
     /// <summary>The loss weights of the classes when none are given: 1, and the boundary weight for the
     /// boundary.</summary>
-    public float[] ClassWeights() => Enumerable.Repeat(1f, settings.Things.Length)
+    public override float[] DefaultClassWeights => Enumerable.Repeat(1f, settings.Things.Length)
         .Append((float)settings.BoundaryWeight).ToArray();
 
     /// <inheritdoc />
     public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
-        Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-        CancellationToken cancellation, Distributed.ProcessGroup? group = null)
+        Normalization normalization, Func<Tensor, ModelOutputs> model, Func<ModelOutputs, Targets, Tensor>? loss,
+        Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
+        bool perImage = false)
     {
         var scorer = panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
             : InstanceScorer.ForObjects();
         var result = RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation,
-            onLogits: (batch, logits) => Score(logits, batch, scorer), group: group);
+            onLogits: (batch, logits) => Score(logits, batch, scorer), group: group, perImage: perImage);
         if (group is not null) scorer.AllReduce(group);
         return result with { Metrics = result.Metrics with { Instances = scorer.Compute() } };
     }

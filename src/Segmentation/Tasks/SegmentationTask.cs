@@ -3,21 +3,20 @@ using Segmentation.Evaluation;
 using Segmentation.Models;
 using static TorchSharp.torch;
 
-namespace Segmentation.Training;
+namespace Segmentation.Tasks;
 
 /// <summary>
-/// What a kind of segmentation asks of the trainer: the targets a batch carries (by name), the loss when the options
-/// name none, how an epoch is evaluated, and which number picks the best checkpoint. Semantic segmentation is the
-/// first (<see cref="SemanticSegmentation"/>); instance and panoptic segmentation plug in here.
+/// A kind of segmentation, as training, evaluation and prediction meet it: the targets a batch carries (by name), the
+/// loss terms of its own targets, its decoding of the model's outputs (the class map, and the objects of instance and
+/// panoptic data), how an epoch is evaluated, and which number picks the best checkpoint. Tasks are found by name in
+/// <see cref="TaskRegistry"/>; semantic segmentation is <see cref="SemanticSegmentation"/>, instance and panoptic
+/// segmentation <see cref="InstanceSegmentation"/>. Training and inference both ask the task, so neither switches on
+/// the kind of data.
 /// </summary>
 internal abstract class SegmentationTask
 {
-    /// <summary>The task of data described by <paramref name="d"/>.</summary>
-    public static SegmentationTask For(DatasetDescription d) => d.Task switch
-    {
-        SegmentationTaskKind.Semantic => SemanticSegmentation.Instance,
-        _ => new InstanceSegmentation(d.Instances!, d.Task == SegmentationTaskKind.Panoptic),
-    };
+    /// <summary>The task of data described by <paramref name="d"/> (<see cref="TaskRegistry.For"/>).</summary>
+    public static SegmentationTask For(DatasetDescription d) => TaskRegistry.For(d);
 
     /// <summary>The task's name, as records say it.</summary>
     public abstract string Name { get; }
@@ -33,28 +32,43 @@ internal abstract class SegmentationTask
     public abstract double Score(SegmentationMetrics metrics);
 
     /// <summary>Evaluates <paramref name="model"/> on a loader's data; the mean loss too when <paramref name="loss"/>
-    /// is given.</summary>
+    /// is given (the training loss: outputs and targets to a scalar); per image too with <paramref
+    /// name="perImage"/>.</summary>
     public abstract EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
-        Normalization normalization,
-        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-            CancellationToken cancellation, Distributed.ProcessGroup? group = null);
+        Normalization normalization, Func<Tensor, ModelOutputs> model, Func<ModelOutputs, Targets, Tensor>? loss,
+        Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
+        bool perImage = false);
 
     /// <summary>The model's outputs as this task's losses and metrics read them: the class logits under <see
     /// cref="ModelOutputs.LogitsName"/>, and whatever else the task's target adds by name. By default, as they
     /// are.</summary>
     public virtual ModelOutputs Outputs(ModelOutputs raw) => raw;
 
-    /// <summary>The training loss of this task around a loss of the classes (its own target's terms added); by
-    /// default the loss of the classes.</summary>
-    public virtual ISegmentationLoss Loss(ISegmentationLoss classes) => classes;
+    /// <summary>The loss terms of this task's own targets (beyond the classes', which the trainer's loss gives),
+    /// as a scalar; null when it has none (the default).</summary>
+    public virtual Tensor? OwnLoss(ModelOutputs outputs, Targets targets) => null;
+
+    /// <summary>The classes' loss weights when the options give none (null: unweighted).</summary>
+    public virtual float[]? DefaultClassWeights => null;
+
+    /// <summary>Whether the task decodes objects from the outputs (<see cref="DecodeObjects"/>).</summary>
+    public virtual bool HasObjects => false;
+
+    /// <summary>The objects of one image, decoded from its output planes (C x H x W, float32, as the model gave
+    /// them); null for a task without objects (the default).</summary>
+    public virtual InstancePrediction? DecodeObjects(float[] planes, int height, int width) => null;
+
+    /// <summary>Bytes a pixel that <see cref="DecodeObjects"/> needs for a model of <paramref name="planes"/> output
+    /// planes (0 without objects): for the predictor's memory check before it allocates.</summary>
+    public virtual double DecodingBytesPerPixel(int planes) => 0;
 
     /// <summary>The one evaluation loop (<see cref="Evaluator.Run"/>) with the model's outputs and the task's loss:
     /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onLogits"/> sees
     /// each batch's output planes as the model gave them (the classes and any planes the target adds).</summary>
     protected EvaluationResult RunEvaluator(DataLoader loader, Device device, DatasetDescription description,
-        Normalization normalization, Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch,
-        CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null,
-        Distributed.ProcessGroup? group = null)
+        Normalization normalization, Func<Tensor, ModelOutputs> model, Func<ModelOutputs, Targets, Tensor>? loss,
+        Action<int>? onBatch, CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null,
+        Distributed.ProcessGroup? group = null, bool perImage = false)
     {
         ModelOutputs? last = null;
         Tensor? planes = null;
@@ -65,8 +79,8 @@ internal abstract class SegmentationTask
             return (last = Outputs(raw)).Logits;
         }
         Targets? batchTargets = null; // every target of the batch (the loop hands on the mask alone)
-        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, _) => loss.Compute(last!, batchTargets!);
-        return Evaluator.Run(loader, device, description, normalization, Logits, scored, onBatch: onBatch,
+        Func<Tensor, Tensor, Tensor>? scored = loss is null ? null : (_, _) => loss(last!, batchTargets!);
+        return Evaluator.Run(loader, device, description, normalization, Logits, scored, perImage, onBatch: onBatch,
             cancellation: cancellation, toDevice: b =>
             {
                 var (images, targets) = ToDevice(b, device);
@@ -103,8 +117,9 @@ internal sealed class SemanticSegmentation : SegmentationTask
 
     /// <inheritdoc />
     public override EvaluationResult Evaluate(DataLoader loader, Device device, DatasetDescription description,
-        Normalization normalization,
-        Func<Tensor, ModelOutputs> model, ISegmentationLoss? loss, Action<int>? onBatch, CancellationToken cancellation,
-        Distributed.ProcessGroup? group = null)
-        => RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation, group: group);
+        Normalization normalization, Func<Tensor, ModelOutputs> model, Func<ModelOutputs, Targets, Tensor>? loss,
+        Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
+        bool perImage = false)
+        => RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation, group: group,
+            perImage: perImage);
 }
