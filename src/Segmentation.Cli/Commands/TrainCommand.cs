@@ -292,8 +292,9 @@ internal static class TrainCommand
         var model = ModelFlags.Read(p, flags.Model, shapes);
         var encoderWeights = p.GetValue(flags.EncoderWeights) is { } ew ? EncoderWeightsFile(ew) : null;
         var recipe = TrainingRecipes.For(model, encoderWeights is not null);
-        var trainerOptions = recipe.ApplyTo(new TrainerOptions()) with // the recipe's name; each value below
+        var trainerOptions = new TrainerOptions // the recipe's values where a flag gives none
         {
+            Recipe = recipe.Name,
             Epochs = p.GetValue(flags.Epochs) ?? (shapes ? ShapesDefaults.Epochs : 40),
             BatchSize = p.GetValue(flags.Batch) ?? (shapes ? ShapesDefaults.BatchSize : 4),
             Crop = p.GetValue(flags.Crop) is { } c ? Size2.Parse(c) : null,
@@ -521,7 +522,7 @@ internal static class TrainCommand
 
         // what auto resolved to
         return Finish(ctx, log, run, result, interrupted,
-            trainerOptions with { Precision = trainerOptions.Precision with { Kind = trainer.Options.Precision.Kind } },
+            trainerOptions with { Precision = trainer.Options.Precision },
             trainer.Device, model.ParameterCount(),
             validation, asJson);
     }

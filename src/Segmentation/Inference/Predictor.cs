@@ -147,8 +147,7 @@ public sealed class Predictor : IDisposable
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // the task's objects (instance data: the watershed the ONNX predictor runs too); none for classes alone
-        var objects = !task.HasObjects ? null : task.DecodeObjects(
-            planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), image.Height, image.Width);
+        var objects = task.DecodeObjects(planes);
         return new Prediction { Width = image.Width, Height = image.Height, Classes = Description.Classes,
             Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }

@@ -73,11 +73,9 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
     }
 
     /// <inheritdoc />
-    public override bool HasObjects => true;
-
-    /// <inheritdoc />
-    public override InstancePrediction? DecodeObjects(float[] planes, int height, int width) =>
-        InstanceDecoding.Decode(planes, height, width, settings);
+    public override InstancePrediction? DecodeObjects(Tensor planes) => InstanceDecoding.Decode(
+        planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), (int)planes.shape[1], (int)planes.shape[2],
+        settings);
 
     /// <inheritdoc />
     public override double DecodingBytesPerPixel(int planes) => sizeof(float) * (planes + 3.0);

@@ -15,9 +15,6 @@ namespace Segmentation.Tasks;
 /// </summary>
 internal abstract class SegmentationTask
 {
-    /// <summary>The task of data described by <paramref name="d"/> (<see cref="TaskRegistry.For"/>).</summary>
-    public static SegmentationTask For(DatasetDescription d) => TaskRegistry.For(d);
-
     /// <summary>The task's name, as records say it.</summary>
     public abstract string Name { get; }
 
@@ -51,12 +48,9 @@ internal abstract class SegmentationTask
     /// <summary>The classes' loss weights when the options give none (null: unweighted).</summary>
     public virtual float[]? DefaultClassWeights => null;
 
-    /// <summary>Whether the task decodes objects from the outputs (<see cref="DecodeObjects"/>).</summary>
-    public virtual bool HasObjects => false;
-
-    /// <summary>The objects of one image, decoded from its output planes (C x H x W, float32, as the model gave
-    /// them); null for a task without objects (the default).</summary>
-    public virtual InstancePrediction? DecodeObjects(float[] planes, int height, int width) => null;
+    /// <summary>The objects of one image, decoded from its output planes (C x H x W, as the model gave them); null for
+    /// a task without objects (the default, which leaves the planes on their device).</summary>
+    public virtual InstancePrediction? DecodeObjects(Tensor planes) => null;
 
     /// <summary>Bytes a pixel that <see cref="DecodeObjects"/> needs for a model of <paramref name="planes"/> output
     /// planes (0 without objects): for the predictor's memory check before it allocates.</summary>

@@ -67,13 +67,15 @@ internal sealed record RunConfig
     /// grouped.</summary>
     private static System.Text.Json.Nodes.JsonObject Upgrade(System.Text.Json.Nodes.JsonObject json)
     {
+        bool legacyModel = LegacyUNetOptions.IsLegacy(json["Model"]);
+        var trainer = json["Trainer"] as System.Text.Json.Nodes.JsonObject;
+        var grouped = trainer is null ? null : TrainerOptionGroups.Upgrade(trainer); // a copy only when it was flat
+        if (!legacyModel && ReferenceEquals(grouped, trainer)) return json;
         var copy = json.DeepClone().AsObject();
-        if (LegacyUNetOptions.IsLegacy(json["Model"]))
+        if (legacyModel)
             copy["Model"] = JsonSerializer.SerializeToNode(LegacyUNetOptions.Read(json["Model"]!).ToDescription()
                 .Resolve(), Json);
-        // the trainer's options as earlier builds wrote them: flat
-        if (copy["Trainer"] is System.Text.Json.Nodes.JsonObject trainer)
-            copy["Trainer"] = TrainerOptionGroups.Upgrade(trainer).DeepClone();
+        if (!ReferenceEquals(grouped, trainer)) copy["Trainer"] = grouped;
         return copy;
     }
 

@@ -98,7 +98,7 @@ internal sealed class TrainingStep : IDisposable
     /// and its default class weights (instance data's boundary weight) apply when the options give none.</summary>
     public void UseTask(DatasetDescription d)
     {
-        var chosen = SegmentationTask.For(d);
+        var chosen = TaskRegistry.For(d);
         if (chosen.Name == Task.Name) return;
         Task = chosen;
         if (ownsLoss && options.ClassWeights is null && Task.DefaultClassWeights is { } weights)

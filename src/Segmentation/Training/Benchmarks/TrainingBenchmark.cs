@@ -150,13 +150,13 @@ internal static class TrainingBenchmark
             long parameters = 0;
             foreach (var precision in o.Precisions)
             {
-                steps.Add(Contender(o, $"trainer {precision.ShortName()}", Trainer(o, precision), batch, norm,
+                steps.Add(Contender(o, $"trainer {precision.ShortName()}", ContenderOptions(o, precision), batch, norm,
                     disposables, out var trainer, out var report));
                 (device, parameters) = (trainer.Device, trainer.Model.ParameterCount());
                 routes.Add(report);
                 progress?.Report($"{precision.ShortName()}: {report.Summary()}");
             }
-            var first = Trainer(o, o.Precisions[0]);
+            var first = ContenderOptions(o, o.Precisions[0]);
             if (o.ComparePerParameterOptimizer)
                 steps.Add(Contender(o, $"trainer {o.Precisions[0].ShortName()} per-parameter", first with
                     { Optimizer = first.Optimizer with { Fused = false } }, batch, norm, disposables));
@@ -187,7 +187,7 @@ internal static class TrainingBenchmark
     }
 
     /// <summary>The trainer's options for a contender: the benchmark's device, a small learning rate.</summary>
-    private static TrainerOptions Trainer(TrainingBenchmarkOptions o, Precision precision) => new()
+    private static TrainerOptions ContenderOptions(TrainingBenchmarkOptions o, Precision precision) => new()
     {
         Device = o.Device, ManageProcessMemory = false, Optimizer = new() { LearningRate = 1e-4 },
         Precision = new() { Kind = precision },
