@@ -148,10 +148,11 @@ internal sealed class ModelFlags
         {
             Arch = new Option<string>("--arch")
             {
-                Description =
-                    "The architecture: unet (the default: the paper's U-Net, or smp's Unet on a ResNet) or segformer "
-                        + "(with "
-                    + "--encoder mit-b0 to mit-b5: SegFormer under Hugging Face's names). 'segment models' lists them.",
+                Description = "The architecture: "
+                    + string.Join(", ", ModelRegistry.ArchitectureNames().Select(a => a.Name)
+                    .Order(StringComparer.Ordinal))
+                    + ". unet (the default) is the paper's U-Net, or smp's Unet on another encoder; an encoder whose "
+                    + "default is another architecture (mit-b*: segformer) gets that one. 'segment models' lists them.",
                 DefaultValueFactory = _ => "unet",
             },
             BaseChannels = new Option<int?>("--base-channels") { Description =
@@ -163,11 +164,11 @@ internal sealed class ModelFlags
                 => "batch" },
             Dropout = new Option<double>("--dropout") { Description = "Dropout before the bottleneck.",
                 DefaultValueFactory = _ => 0 },
-            Encoder = new Option<string>("--encoder") { Description =
-                "unet (the paper's), resnet18, resnet34, resnet50 (torchvision layouts) or mlnet-resnet18 (ML.NET's "
-                    + "ImageNet-trained ResNet-18, blocks 2-2-2-3; --encoder-weights builtin), with "
-                    + "segmentation_models.pytorch's decoder; --base-channels, --depth, --upsampling and --dropout do "
-                    + "not apply).", DefaultValueFactory = _ => "unet" },
+            Encoder = new Option<string>("--encoder") { Description = "The encoder: "
+                + string.Join(", ", ModelRegistry.Parts(PartKind.Encoder).Select(e => e.Name))
+                + ". unet is the paper's (--base-channels, --depth, --upsampling and --dropout shape it); the others "
+                + "take smp's decoder in a U-Net; mlnet-resnet18 takes --encoder-weights builtin (ML.NET's ImageNet "
+                + "ResNet-18). 'segment models' describes each.", DefaultValueFactory = _ => "unet" },
             FullResolutionSkip = new Option<int>("--full-res-skip") { Description =
                 "With a ResNet --encoder: channels of a full-resolution skip into smp's decoder (two 3x3 convolutions "
                     + "on the input, concatenated at its last block, where smp's Unet has no skip). Default 0: none.",
