@@ -4,6 +4,7 @@
 # mean IoU epoch by epoch, the first epoch at or above 0.9, and what each run's run.json recorded (recipe, batch,
 # learning rate). docs/models.md has the figures.
 #   bash tools/shapes_encoders.sh                   # unet r18 r34 r50 mlnet; logs and runs in /tmp/shapes-encoders
+#   bash tools/shapes_encoders.sh fpn34 cnx cnxfpn  # the FPN on ResNet-34, ConvNeXt-T in a U-Net and in an FPN
 #   bash tools/shapes_encoders.sh r18 -- --seed 1   # some of them, with more flags for every run
 set -u
 cd "$(dirname "$0")/.."
@@ -24,7 +25,10 @@ flags_of() {
     r34) echo "--encoder resnet34" ;;
     r50) echo "--encoder resnet50" ;;
     mlnet) echo "--encoder mlnet-resnet18 --encoder-weights builtin" ;;
-    *) echo "unknown run $1 (unet, r18, r34, r50, mlnet)" >&2; exit 2 ;;
+    fpn34) echo "--arch fpn --encoder resnet34" ;;
+    cnx) echo "--encoder convnext-tiny" ;;
+    cnxfpn) echo "--arch fpn --encoder convnext-tiny" ;;
+    *) echo "unknown run $1 (unet, r18, r34, r50, mlnet, fpn34, cnx, cnxfpn)" >&2; exit 2 ;;
   esac
 }
 run() {

@@ -43,6 +43,7 @@ internal static class BuiltinParts
             "segmentation_models.pytorch's segmentation head: a convolution (3x3 there), keys segmentation_head.0.*.");
         RegisterSegformer();
         FpnDecoder.Register();
+        ConvNeXt.Register();
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",
