@@ -22,8 +22,9 @@ internal static class ExportCommand
                 DefaultValueFactory = _ => "onnx",
         };
         var layout = new Option<string?>("--layout") { Description =
-            "pytorch and safetensors: milesial (the plain U-Net), smp (ResNet encoders) or hf (a SegFormer, as a "
-                + "Hugging Face model folder); default: the one that fits the model." };
+            "pytorch and safetensors: milesial (the plain U-Net), smp (smp's Unet or FPN on a ResNet or ConvNeXt, "
+                + "torchvision's encoder names) or hf (a SegFormer, as a Hugging Face model folder); default: the one "
+                + "that fits the model." };
         var output = new Option<string>("--out") { Description = "The file to write.", Required = true };
         var overwrite = Cli.OverwriteFlag();
         foreach (var o in new Option[] { checkpoint, format, layout, output, overwrite }) cmd.Options.Add(o);

@@ -15,8 +15,9 @@ public enum PyTorchLayout
     /// <summary>milesial/Pytorch-UNet's <c>UNet(n_channels, n_classes, bilinear=False)</c>; inputs pixel /
     /// 255.</summary>
     Milesial,
-    /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs
-    /// ImageNet-normalised.</summary>
+    /// <summary>segmentation_models.pytorch's <c>Unet(encoder_name="resnet18|34|50")</c>; inputs ImageNet-normalised.
+    /// Export writes any model on a torchvision-style encoder under its own keys, which are smp's (Unet, FPN) and
+    /// torchvision's (ResNet, ConvNeXt).</summary>
     Smp,
     /// <summary>Hugging Face's <c>SegformerForSemanticSegmentation</c>: a model folder (<see
     /// cref="HuggingFaceSegformer"/>).</summary>
@@ -196,11 +197,13 @@ public static class PyTorchInterop
                     + $"model has encoder {d.Encoder}, decoder {d.Decoder} (the keys might map, but its class could "
                     + $"not take them).");
         }
-        else if (d.Encoder.Name is not ("resnet18" or "resnet34" or "resnet50") || d.Decoder?.Name != "smp-unet"
-            || d.Head?.Name != "smp-conv")
-            throw new OptionsException($"smp's Unet has a resnet18, resnet34 or resnet50 encoder here with its own "
-                + $"decoder and head; this checkpoint's model is {d.Summary}.");
-        else if (d.Decoder.OptionsAs<SmpUNetDecoderOptions>().FullResolutionChannels > 0)
+        else if (d.Encoder.Name == "unet" || d.Architecture == "segformer"
+            || d.Encoder.Name.StartsWith("mit-b", StringComparison.Ordinal))
+            throw new OptionsException($"segmentation_models.pytorch's layout holds a torchvision-style encoder "
+                + $"(resnet*, convnext-tiny) with smp's decoder and head (Unet, FPN); this checkpoint's model is "
+                + $"{d.Summary}: export the paper's U-Net with --layout milesial, SegFormer with --layout hf.");
+        else if (d.Decoder?.Name == "smp-unet" && d.Decoder.OptionsAs<SmpUNetDecoderOptions>()
+            .FullResolutionChannels > 0)
             throw new OptionsException($"smp's Unet has no full-resolution skip; this checkpoint's decoder has one "
                 + $"({d.Decoder}).");
     }
