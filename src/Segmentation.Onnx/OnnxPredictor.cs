@@ -146,7 +146,7 @@ public sealed class OnnxPredictor : IDisposable
         catch (OnnxRuntimeException e) { throw new InvalidDataException($"{modelPath}: ONNX Runtime cannot load it "
             + $"({e.Message}).", e); }
         input = session.InputMetadata.Keys.First();
-        output = session.OutputMetadata.Keys.First();
+        output = PixelLogitsOutput(modelPath, session);
         Info = ReadInfo(modelPath);
         Instances = ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes);
         if (Options.SeedThreshold is { } seed)
@@ -516,8 +516,40 @@ public sealed class OnnxPredictor : IDisposable
             return Tensors.Crop(padded, Info.Planes, ph, pw, 0, 0, h, w);
         }
         var tensor = new DenseTensor<float>(x, new[] { 1, Info.InChannels, h, w });
-        using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(input, tensor) });
+        using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(input, tensor) }, new[] { output });
         return results.First().AsTensor<float>().ToArray();
+    }
+
+    /// <summary>
+    /// The graph output this predictor decodes: the class logits per pixel, found by meaning in the outputs the
+    /// metadata lists (<see cref="OnnxMetadataKeys.Outputs"/>; a model may give others beside them, auxiliary or per
+    /// query), or the graph's only output where the metadata lists none (exports before the list, other tools').
+    /// </summary>
+    private static string PixelLogitsOutput(string path, InferenceSession session)
+    {
+        if (!session.ModelMetadata.CustomMetadataMap.TryGetValue(OnnxMetadataKeys.Outputs, out var json))
+            return session.OutputMetadata.Keys.First();
+        List<(string Name, string Kind)> declared;
+        try
+        {
+            declared = JsonDocument.Parse(json).RootElement.EnumerateArray()
+                .Select(e => (e.GetProperty("name").GetString() ?? "", e.GetProperty("kind").GetString() ?? ""))
+                .ToList();
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException)
+        {
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Outputs}' is not a list of outputs "
+                + $"with a name and a kind ({e.Message}).", e);
+        }
+        var logits = declared.FirstOrDefault(o => o.Kind == OnnxMetadataKeys.PixelClassLogits).Name;
+        if (string.IsNullOrEmpty(logits))
+            throw new InvalidDataException($"{path}: the model gives no class logits per pixel (its outputs: "
+                + $"{string.Join(", ", declared.Select(o => $"{o.Name} ({o.Kind})"))}); this predictor decodes "
+                + "those.");
+        if (!session.OutputMetadata.ContainsKey(logits))
+            throw new InvalidDataException($"{path}: the metadata names the class logits '{logits}', which is not an "
+                + $"output of the graph ({string.Join(", ", session.OutputMetadata.Keys)}).");
+        return logits;
     }
 
     /// <summary>Writes <paramref name="labels"/> as an 8-bit gray PNG of class indices.</summary>

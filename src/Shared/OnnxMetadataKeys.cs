@@ -36,4 +36,11 @@ internal static class OnnxMetadataKeys
     /// boundary), <c>minSize</c> and <c>minSeedSize</c> (and the training's <c>boundaryWidth</c>,
     /// <c>boundaryWeight</c>).</summary>
     public const string InstanceDecoding = "instance_decoding";
+    /// <summary>The graph's outputs as the model's head declared them, a JSON array of objects with <c>name</c>,
+    /// <c>rank</c>, <c>kind</c> (<c>pixel-class-logits</c>, <c>query-class-logits</c>, <c>query-mask-logits</c>,
+    /// <c>pixel-regression</c>, <c>auxiliary</c>) and <c>description</c>. Absent (models exported before it): one
+    /// output, the class logits per pixel.</summary>
+    public const string Outputs = "outputs";
+    /// <summary>The kind of output a predictor decodes: the class logits per pixel.</summary>
+    public const string PixelClassLogits = "pixel-class-logits";
 }

@@ -42,8 +42,15 @@ public static class OnnxExport
         using var net = checkpoint.CreateModel();
         var graph = net.ToOnnxGraph(Input, out var outputs);
         graph.Name = "segmentation_" + checkpoint.Model.Architecture;
-        graph.Input.Add(Value(Input, checkpoint.Model.InChannels));
-        foreach (var name in outputs) graph.Output.Add(Value(name, name == Output ? checkpoint.Model.Classes : null));
+        // the input is shaped as an output per pixel is: batch, its channels, height, width
+        graph.Input.Add(Value(new ModelOutput(Input, 4, OutputKind.PixelRegression), checkpoint.Model.InChannels));
+        foreach (var name in outputs)
+        {
+            var declared = net.Outputs.FirstOrDefault(o => o.Name == name)
+                ?? throw new InvalidOperationException($"The model gave an undeclared output '{name}'.");
+            graph.Output.Add(Value(declared, declared.Kind == OutputKind.PixelClassLogits ? checkpoint.Model.Classes
+                : null));
+        }
         var model = new ModelProto
         {
             IrVersion = 8, ProducerName = "Segmentation", Graph = graph,
@@ -54,6 +61,8 @@ public static class OnnxExport
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
         foreach (var (key, value) in Metadata(checkpoint,
             net.MinimumInputSize)) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        model.MetadataProps.Add(new StringStringEntryProto { Key = OnnxMetadataKeys.Outputs, Value = OutputsJson(
+            net.Outputs) });
         return model;
     }
 
@@ -79,17 +88,28 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.InstanceDecoding, c.Dataset.Instances!.ToJson().ToJsonString());
     }
 
-    private static ValueInfoProto Value(string name, long? channels)
+    /// <summary>The outputs as the metadata lists them (<see cref="OnnxMetadataKeys.Outputs"/>).</summary>
+    public static string OutputsJson(IReadOnlyList<ModelOutput> outputs) => JsonSerializer.Serialize(outputs.Select(o =>
+        new { name = o.Name, rank = o.Rank, kind = ModelOutput.KindName(o.Kind), description = o.Description }));
+
+    /// <summary>
+    /// A graph output of the declared rank: the batch first; for outputs per pixel at the input's size, the channels
+    /// (the classes where known) then <c>height</c> and <c>width</c>, the input's; any other dimension has a name of
+    /// its own (<c>aux_dim2</c>), since it need not equal another output's.
+    /// </summary>
+    private static ValueInfoProto Value(ModelOutput output, long? channels)
     {
         var shape = new TensorShapeProto();
-        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "batch" });
-        shape.Dim.Add(channels is { } c ? new TensorShapeProto.Types.Dimension { DimValue = c }
-            : new TensorShapeProto.Types.Dimension { DimParam = name + "_channels" });
-        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "height" });
-        shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "width" });
+        static TensorShapeProto.Types.Dimension Named(string name) => new() { DimParam = name };
+        bool perPixel = output.Kind is OutputKind.PixelClassLogits or OutputKind.PixelRegression && output.Rank == 4;
+        shape.Dim.Add(Named("batch"));
+        for (int i = 1; i < output.Rank; i++)
+            shape.Dim.Add(i == 1 && channels is { } c ? new TensorShapeProto.Types.Dimension { DimValue = c }
+                : perPixel && i == 2 ? Named("height") : perPixel && i == 3 ? Named("width")
+                : Named($"{output.Name}_{(i == 1 && perPixel ? "channels" : "dim" + i)}"));
         return new ValueInfoProto
         {
-            Name = name,
+            Name = output.Name,
             Type = new TypeProto { TensorType =
                 new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
         };

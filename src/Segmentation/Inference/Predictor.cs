@@ -109,6 +109,8 @@ public sealed class Predictor : IDisposable
         CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
+        try { task.CheckModel(model.Outputs); }
+        catch { model.Dispose(); throw; }
         int min = model.MinimumInputSize;
         if (Options.Window is { } w && (w.Height < min || w.Width < min))
         {

@@ -41,9 +41,15 @@ public sealed record EncoderContext(int InChannels);
 public sealed record DecoderContext(Encoder Encoder, int Classes);
 
 /// <summary>What a head is built with.</summary>
-/// <param name="InChannels">Channels of the decoder's output.</param>
+/// <param name="InChannels">Channels of the decoder's (first) output.</param>
 /// <param name="Classes">Classes of the model.</param>
-public sealed record HeadContext(long InChannels, int Classes);
+public sealed record HeadContext(long InChannels, int Classes)
+{
+    /// <summary>The encoder's maps, the input first: a head may take any scale.</summary>
+    public IReadOnlyList<FeatureMap> EncoderMaps { get; init; } = Array.Empty<FeatureMap>();
+    /// <summary>The decoder's maps, its first output first.</summary>
+    public IReadOnlyList<FeatureMap> DecoderMaps { get; init; } = Array.Empty<FeatureMap>();
+}
 
 /// <summary>A part in the registry: its name, kind, options (with their defaults), pretrained sources and
 /// builder.</summary>

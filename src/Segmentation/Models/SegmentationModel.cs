@@ -47,7 +47,8 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         decoder = (Decoder)ModelRegistry.Find(PartKind.Decoder, d.Decoder!.Name)
             .Build(new DecoderContext(encoder, d.Classes), d.Decoder.Options);
         head = (Head)ModelRegistry.Find(PartKind.Head, d.Head!.Name)
-            .Build(new HeadContext(decoder.OutChannels, d.Classes), d.Head.Options);
+            .Build(new HeadContext(decoder.OutChannels, d.Classes) { EncoderMaps = encoder.Maps,
+                DecoderMaps = decoder.Maps }, d.Head.Options);
         if (encoder.InChannels != d.InChannels)
             throw new OptionsException($"The encoder '{d.Encoder.Name}' takes {encoder.InChannels} channels; the "
                 + $"description says {d.InChannels}.");
@@ -74,10 +75,20 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     {
         CheckInput(input);
         if (VerifyLayers && !checking) CheckLayers(input.shape, training && is_grad_enabled());
-        var outputs = head.forward(decoder.forward(encoder.forward(input)), input);
-        return outputs.Logits.dtype == ScalarType.Float32 ? outputs : outputs.Map(t => t.is_floating_point()
-            ? t.to(ScalarType.Float32) : t);
+        var encoded = new Features(encoder.Maps, encoder.forward(input));
+        var decoded = new Features(decoder.Maps, decoder.Decode(encoded.All));
+        var outputs = head.forward(new HeadInput(input, encoded, decoded)).Checked(head.Outputs,
+            Description.Head!.Name);
+        return outputs.Names.All(n => outputs[n].dtype is ScalarType.Float32 or ScalarType.Int64 or ScalarType.Bool)
+            ? outputs : outputs.Map(t => t.is_floating_point() ? t.to(ScalarType.Float32) : t);
     }
+
+    /// <summary>What the forward pass returns: each output's name, rank and meaning, as the head declares
+    /// them.</summary>
+    public IReadOnlyList<ModelOutput> Outputs => head.Outputs;
+
+    /// <summary>The encoder's maps (the input first) and the decoder's, named and strided.</summary>
+    public (IReadOnlyList<FeatureMap> Encoder, IReadOnlyList<FeatureMap> Decoder) Maps => (encoder.Maps, decoder.Maps);
 
     /// <summary>Just the logits N x Classes x H x W.</summary>
     public Tensor Logits(Tensor input) => forward(input).Logits;

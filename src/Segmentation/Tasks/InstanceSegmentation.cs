@@ -55,7 +55,8 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         var outputs = raw.Names.ToDictionary(n => n, n => raw[n]);
         outputs[ModelOutputs.LogitsName] = planes[.., ..classes];
         outputs[DistanceName] = planes[.., classes];
-        return new ModelOutputs(outputs);
+        return new ModelOutputs(outputs, raw.Schema.Append(new ModelOutput(DistanceName, 3, OutputKind.PixelRegression,
+            "the distance target's logits, N x H x W")).ToList());
     }
 
     /// <summary>With the distance target: the binary cross-entropy of the distance output's logits against the

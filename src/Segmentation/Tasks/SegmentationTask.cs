@@ -36,6 +36,18 @@ internal abstract class SegmentationTask
         Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
         bool perImage = false);
 
+    /// <summary>The outputs this task reads, by meaning: the class logits per pixel for the built-in tasks.</summary>
+    public virtual IReadOnlyList<OutputKind> NeededOutputs => new[] { OutputKind.PixelClassLogits };
+
+    /// <summary>Refuses a model that lacks an output this task reads, naming what it gives; no output is mandatory
+    /// for a model, only for the tasks that read it.</summary>
+    public void CheckModel(IReadOnlyList<ModelOutput> outputs)
+    {
+        foreach (var kind in NeededOutputs.Where(k => outputs.All(o => o.Kind != k)))
+            throw new OptionsException($"The {Name} task reads the model's {ModelOutput.KindName(kind)} output; this "
+                + $"model gives {ModelOutputs.Describe(outputs)}.");
+    }
+
     /// <summary>The model's outputs as this task's losses and metrics read them: the class logits under <see
     /// cref="ModelOutputs.LogitsName"/>, and whatever else the task's target adds by name. By default, as they
     /// are.</summary>

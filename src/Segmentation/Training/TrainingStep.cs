@@ -99,6 +99,7 @@ internal sealed class TrainingStep : IDisposable
     public void UseTask(DatasetDescription d)
     {
         var chosen = TaskRegistry.For(d);
+        chosen.CheckModel(model.Outputs);
         if (chosen.Name == Task.Name) return;
         Task = chosen;
         if (ownsLoss && options.ClassWeights is null && Task.DefaultClassWeights is { } weights)

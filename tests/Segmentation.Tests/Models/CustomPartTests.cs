@@ -119,18 +119,32 @@ public sealed class ToyDecoder : Decoder
 /// <summary>Options of the toy head (none).</summary>
 public sealed record ToyHeadOptions;
 
-/// <summary>A user's head: a 1x1 classifier, then logits resized to the model's input (its decoder stops at stride 2).</summary>
+/// <summary>
+/// A user's head: a 1x1 classifier, then logits resized to the model's input (its decoder stops at stride 2); and,
+/// from the encoder's deepest map, which a head receives beside the decoder's, a second classifier whose logits stay at
+/// that stride: an auxiliary output (deep supervision), declared with its rank and meaning.
+/// </summary>
 public sealed class ToyHead : Head
 {
-    private readonly Convolution classifier;
+    private readonly Convolution classifier, aux;
 
-    public ToyHead(long inChannels, int classes) : base(nameof(ToyHead))
+    public ToyHead(long inChannels, int classes, FeatureMap deepest) : base(nameof(ToyHead))
     {
         classifier = new Convolution(inChannels, classes, 1);
+        aux = new Convolution(deepest.Channels, classes, 1);
         RegisterComponents();
     }
 
-    public override ModelOutputs forward(Tensor features, Tensor input) => new(LayerOps.ResizeLike(classifier.forward(features), input));
+    public override IReadOnlyList<ModelOutput> Outputs { get; } = new[]
+    {
+        ModelOutput.PixelLogits, new ModelOutput("aux", 4, OutputKind.Auxiliary, "class logits at the encoder's deepest stride"),
+    };
+
+    public override ModelOutputs forward(HeadInput x) => new(new Dictionary<string, Tensor>
+    {
+        [ModelOutputs.LogitsName] = LayerOps.ResizeLike(classifier.forward(x.Decoded), x.Input),
+        ["aux"] = aux.forward(x.Encoder[x.Encoder.Count - 1]),
+    }, Outputs);
 }
 
 /// <summary>
@@ -145,7 +159,7 @@ public class CustomPartTests
     {
         ModelRegistry.AddEncoder<ToyEncoderOptions>("test-toy", (c, o) => new ToyEncoder(c.InChannels, o), "a test's encoder");
         ModelRegistry.AddDecoder<ToyDecoderOptions>("test-toy-attention", (c, o) => new ToyDecoder(c.Encoder.Stages, o), "a test's decoder");
-        ModelRegistry.AddHead<ToyHeadOptions>("test-toy-head", (c, _) => new ToyHead(c.InChannels, c.Classes), "a test's head");
+        ModelRegistry.AddHead<ToyHeadOptions>("test-toy-head", (c, _) => new ToyHead(c.InChannels, c.Classes, c.EncoderMaps[^1]), "a test's head");
         return true;
     }
 
@@ -211,6 +225,11 @@ public class CustomPartTests
         Assert.Contains("head.classifier.weight", keys);
         Assert.Contains("encoder.down1.conv.weight", keys);
 
+        // The head declared its outputs; the model gives them by name and meaning, and the export names each.
+        Assert.Equal(new[] { ("logits", OutputKind.PixelClassLogits), ("aux", OutputKind.Auxiliary) },
+            loaded.Outputs.Select(o => (o.Name, o.Kind)));
+        Assert.Contains("\"aux\"", OnnxExport.Build(checkpoint).MetadataProps.Single(p => p.Key == "outputs").Value);
+
         // The predictor takes it from the file alone.
         using var predictor = Predictor.FromFile(result.LastCheckpoint!, new PredictorOptions { Device = "cpu" });
         var image = data.Load(0).Image;
@@ -231,6 +250,12 @@ public class CustomPartTests
             var actual = tensor(outputs.Single(r => r.Name == OnnxExport.Output).AsTensor<float>().ToArray(), expected.shape);
             double error = (actual - expected).abs().max().item<float>();
             Assert.True(error <= 1e-4, $"{h}x{w}: max |ONNX Runtime - TorchSharp| = {error:E2}");
+            // the auxiliary output too, at its own stride, under its declared name
+            Tensor expectedAux;
+            using (no_grad()) expectedAux = loaded.forward(x)["aux"];
+            var aux = outputs.Single(r => r.Name == "aux").AsTensor<float>();
+            Assert.Equal(expectedAux.shape, aux.Dimensions.ToArray().Select(d => (long)d).ToArray());
+            Assert.True((tensor(aux.ToArray(), expectedAux.shape) - expectedAux).abs().max().item<float>() <= 1e-4);
         }
     }
 

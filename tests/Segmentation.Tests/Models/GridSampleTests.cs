@@ -48,7 +48,7 @@ public class GridSampleTests
     {
         ModelRegistry.AddDecoder<ToyHeadOptions>("test-grid-sample", (c, _) => new GridSampleDecoder(c.Encoder.Stages),
             "a test's decoder that samples its map at predicted points");
-        ModelRegistry.AddHead<ToyHeadOptions>("test-grid-head", (c, _) => new ToyHead(c.InChannels, c.Classes),
+        ModelRegistry.AddHead<ToyHeadOptions>("test-grid-head", (c, _) => new ToyHead(c.InChannels, c.Classes, c.EncoderMaps[^1]),
             "a test's head");
         return true;
     }

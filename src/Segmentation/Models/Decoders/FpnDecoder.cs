@@ -55,6 +55,7 @@ internal sealed class FpnDecoder : Decoder
     private readonly Dropout dropout;
 #pragma warning restore IDE1006
     private readonly long outChannels;
+    private readonly int outStride;
 
     /// <summary>Registers the decoder, its head and the <c>fpn</c> architecture (any encoder with four maps).</summary>
     internal static void Register()
@@ -86,6 +87,7 @@ internal sealed class FpnDecoder : Decoder
             new FpnSegmentationBlock(o.PyramidChannels, o.SegmentationChannels, up)).ToArray());
         dropout = new Dropout(o.Dropout, channels: true);
         outChannels = o.SegmentationChannels;
+        outStride = stages[^4].Stride;
         RegisterComponents();
         using var _ = no_grad();
         foreach (var conv in modules().OfType<Convolution>()) // smp's initialize_decoder
@@ -98,6 +100,9 @@ internal sealed class FpnDecoder : Decoder
 
     /// <inheritdoc />
     public override long OutChannels => outChannels;
+
+    /// <inheritdoc />
+    public override int OutStride => outStride;
 
     /// <inheritdoc />
     public override Tensor forward(Tensor[] features)
@@ -219,6 +224,6 @@ internal sealed class FpnHead : Head
         new[] { ("segmentation_head", (nn.Module)head) };
 
     /// <inheritdoc />
-    public override ModelOutputs forward(Tensor features, Tensor input) =>
-        new(FpnDecoder.ResizeTo(head.forward(features), input, nearest: false));
+    public override ModelOutputs forward(HeadInput x) =>
+        new(FpnDecoder.ResizeTo(head.forward(x.Decoded), x.Input, nearest: false));
 }

@@ -45,6 +45,7 @@ internal sealed class SegformerDecoder : Decoder
     private readonly Convolution classifier;
 #pragma warning restore IDE1006
     private readonly long classes;
+    private readonly int outStride;
 
     /// <summary>One projection per encoder stage (the Mix Transformer gives strides 4 to 32).</summary>
     public SegformerDecoder(IReadOnlyList<EncoderStage> stages, int classes, SegformerDecoderOptions o)
@@ -57,12 +58,16 @@ internal sealed class SegformerDecoder : Decoder
         dropout = new Layers.Dropout(o.ClassifierDropout);
         classifier = new Convolution(o.HiddenSize, classes, 1);
         this.classes = classes;
+        outStride = stages[0].Stride;
         RegisterComponents();
         MixTransformer.InitialiseAsTransformers(this);
     }
 
     /// <summary>The logits' classes (the classifier is part of Hugging Face's decode head).</summary>
     public override long OutChannels => classes;
+
+    /// <summary>The first stage's stride (4 on a Mix Transformer).</summary>
+    public override int OutStride => outStride;
 
     /// <summary>Hugging Face's layout: <c>decode_head.*</c>.</summary>
     public override IEnumerable<(string Name, nn.Module Module)> StateDictModules()

@@ -54,6 +54,6 @@ internal sealed class ConvHead : Head
         new[] { (smp ? "segmentation_head" : "head", (nn.Module)conv) };
 
     /// <inheritdoc />
-    public override ModelOutputs forward(Tensor features, Tensor input) => new(conv.forward(features));
+    public override ModelOutputs forward(HeadInput x) => new(conv.forward(x.Decoded));
 
 }

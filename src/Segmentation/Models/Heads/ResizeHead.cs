@@ -20,5 +20,5 @@ internal sealed class ResizeHead : Head
         => Array.Empty<(string, nn.Module)>();
 
     /// <inheritdoc />
-    public override ModelOutputs forward(Tensor features, Tensor input) => new(LayerOps.ResizeLike(features, input));
+    public override ModelOutputs forward(HeadInput x) => new(LayerOps.ResizeLike(x.Decoded, x.Input));
 }

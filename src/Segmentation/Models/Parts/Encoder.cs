@@ -19,6 +19,15 @@ public abstract class Encoder : nn.Module<Tensor, Tensor[]>
     /// <summary>Image channels the encoder takes.</summary>
     public abstract int InChannels { get; }
 
+    /// <summary>
+    /// The maps <c>forward</c> returns, named and strided: the input (<c>input</c>, stride 1), then each stage (its
+    /// <see cref="EncoderStage.Name"/>, or <c>stage1</c>, <c>stage2</c>, ...).
+    /// </summary>
+    public IReadOnlyList<FeatureMap> Maps => maps ??= new[] { new FeatureMap("input", InChannels, 1) }
+        .Concat(Stages.Select((s, i) => new FeatureMap(s.Name ?? $"stage{i + 1}", s.Channels, s.Stride))).ToArray();
+
+    private FeatureMap[]? maps;
+
     /// <summary>The largest stride.</summary>
     public int OutputStride => Stages[^1].Stride;
 

@@ -4,4 +4,9 @@ namespace Segmentation.Models.Parts;
 /// size).</summary>
 /// <param name="Channels">Channels of the feature map.</param>
 /// <param name="Stride">How many input pixels one of its pixels spans per side: 1, 2, 4, ...</param>
-public sealed record EncoderStage(int Channels, int Stride);
+public sealed record EncoderStage(int Channels, int Stride)
+{
+    /// <summary>Its name among the encoder's maps (<see cref="Encoder.Maps"/>); null: <c>stage1</c>, <c>stage2</c>,
+    /// ... by position.</summary>
+    public string? Name { get; init; }
+}
