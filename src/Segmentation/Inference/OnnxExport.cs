@@ -83,9 +83,7 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
         yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));
-        if (c.Dataset.Task == SegmentationTaskKind.Semantic) yield break;
-        yield return (OnnxMetadataKeys.Task, c.Dataset.Task.ToString().ToLowerInvariant());
-        yield return (OnnxMetadataKeys.InstanceDecoding, c.Dataset.Instances!.ToJson().ToJsonString());
+        foreach (var entry in Tasks.TaskRegistry.For(c.Dataset).OnnxMetadata()) yield return entry; // the task's own
     }
 
     /// <summary>The outputs as the metadata lists them (<see cref="OnnxMetadataKeys.Outputs"/>).</summary>

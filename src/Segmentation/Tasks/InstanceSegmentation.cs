@@ -38,6 +38,13 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
             [DistanceName] = distance }));
     }
 
+    /// <inheritdoc />
+    public override IEnumerable<(string Key, string Value)> OnnxMetadata() => new[]
+    {
+        (Shared.OnnxMetadataKeys.Task, Name), (Shared.OnnxMetadataKeys.InstanceDecoding,
+            settings.ToJson().ToJsonString()),
+    };
+
     /// <summary>The name of the distance output and target (<see cref="InstanceTarget.Distance"/>): N x H x W, the
     /// output a logit, the target in [0, 1].</summary>
     public const string DistanceName = "distance";

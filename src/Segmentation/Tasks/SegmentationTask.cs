@@ -36,6 +36,11 @@ internal abstract class SegmentationTask
         Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
         bool perImage = false);
 
+    /// <summary>What an ONNX export of this task's model carries for the task in its metadata, by key (nothing for
+    /// semantic segmentation; the task and its decoding settings for instance and panoptic models, which
+    /// <c>Segmentation.Onnx</c> reads).</summary>
+    public virtual IEnumerable<(string Key, string Value)> OnnxMetadata() => Array.Empty<(string, string)>();
+
     /// <summary>The outputs this task reads, by meaning: the class logits per pixel for the built-in tasks.</summary>
     public virtual IReadOnlyList<OutputKind> NeededOutputs => new[] { OutputKind.PixelClassLogits };
 

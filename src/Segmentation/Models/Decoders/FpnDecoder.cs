@@ -57,9 +57,12 @@ internal sealed class FpnDecoder : Decoder
     private readonly long outChannels;
     private readonly int outStride;
 
-    /// <summary>Registers the decoder, its head and the <c>fpn</c> architecture (any encoder with four maps).</summary>
+    /// <summary>Registers its resize op, the decoder, its head and the <c>fpn</c> architecture (any encoder with four
+    /// maps).</summary>
     internal static void Register()
     {
+        Ops.Add(ResizeToOp.Nearest);
+        Ops.Add(ResizeToOp.BilinearAligned);
         ModelRegistry.AddDecoder<FpnDecoderOptions>("fpn", (c, o) => new FpnDecoder(c.Encoder.Stages, o),
             "segmentation_models.pytorch's FPN decoder: a 256-wide pyramid on the encoder's four deepest maps, "
                 + "128-wide segmentation blocks merged by addition, dropout 0.2 (smp's keys).");
@@ -117,32 +120,91 @@ internal sealed class FpnDecoder : Decoder
         for (int i = 1; i < 4; i++) merged = LayerOps.Add(merged, seg_blocks[i].forward(levels[i], levels[(i + 1)..]));
         return dropout.forward(merged);
     }
+}
 
-    /// <summary>
-    /// <paramref name="x"/> resized to the height and width of <paramref name="like"/>: by nearest neighbour
-    /// (PyTorch's floor rule) or bilinearly with aligned corners, as smp's <c>F.interpolate(scale_factor=2)</c> calls
-    /// are; recorded for the ONNX export as a <c>Resize</c> to sizes read from both shapes when the graph runs.
-    /// </summary>
-    internal static Tensor ResizeTo(Tensor x, Tensor like, bool nearest)
+/// <summary>
+/// <c>x</c> resized to the height and width of <c>like</c> (the op's two inputs): by nearest neighbour (PyTorch's
+/// floor rule, its float32 scale) or bilinearly with aligned corners, as smp's <c>F.interpolate(scale_factor=2)</c>
+/// calls are where the sizes double. Route 1 spells it out with gathers (nearest: the same indices; bilinear: the two
+/// neighbours on each axis and their weights); the ONNX node is a <c>Resize</c> to sizes read from both shapes when
+/// the graph runs.
+/// </summary>
+internal sealed class ResizeToOp : Op
+{
+    /// <summary>Nearest neighbour (smp's pyramid).</summary>
+    public static ResizeToOp Nearest { get; } = new(nearest: true);
+    /// <summary>Bilinear with aligned corners (smp's segmentation blocks and head).</summary>
+    public static ResizeToOp BilinearAligned { get; } = new(nearest: false);
+
+    private readonly bool nearest;
+
+    private ResizeToOp(bool nearest) : base(nearest ? "ResizeToNearest" : "ResizeToBilinearAligned")
+        => this.nearest = nearest;
+
+    /// <inheritdoc />
+    internal override Tensor Compute(int route, IReadOnlyList<Tensor> inputs)
     {
+        var (x, like) = (inputs[0], inputs[1]);
         var size = new[] { like.shape[2], like.shape[3] };
-        var y = nearest ? F.interpolate(x, size, mode: InterpolationMode.Nearest)
-            : F.interpolate(x, size, mode: InterpolationMode.Bilinear, align_corners: true);
-        OnnxTrace.Current?.Op(y, g =>
+        if (route == 0)
+            return nearest ? F.interpolate(x, size, mode: InterpolationMode.Nearest)
+                : F.interpolate(x, size, mode: InterpolationMode.Bilinear, align_corners: true);
+        using var scope = NewDisposeScope();
+        var y = nearest ? Pick(Pick(x, 2, size[0]), 3, size[1]) : Lerp(Lerp(x, 2, size[0]), 3, size[1]);
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>PyTorch's nearest source of each output index: floor(index x (in / out)), the scale in
+    /// float32.</summary>
+    private static Tensor Pick(Tensor x, int dim, long outSize)
+    {
+        long n = x.shape[dim];
+        float scale = (float)n / outSize;
+        var index = new long[outSize];
+        for (long i = 0; i < outSize; i++) index[i] = Math.Min((long)MathF.Floor(i * scale), n - 1);
+        return x.index_select(dim, tensor(index, device: x.device));
+    }
+
+    /// <summary>Linear interpolation along one axis with aligned corners: source i (in - 1) / (out - 1).</summary>
+    private static Tensor Lerp(Tensor x, int dim, long outSize)
+    {
+        long n = x.shape[dim];
+        double scale = outSize > 1 ? (n - 1) / (double)(outSize - 1) : 0;
+        var src = arange(outSize, ScalarType.Float64) * scale;
+        var i0 = src.floor().clamp(max: n - 1).to(ScalarType.Int64);
+        var i1 = (i0 + 1).clamp(max: n - 1);
+        var shape = new long[] { 1, 1, 1, 1 };
+        shape[dim] = outSize;
+        var w = (src - i0.to(ScalarType.Float64)).to(x.dtype).to(x.device).reshape(shape);
+        return x.index_select(dim, i0.to(x.device)) * (1 - w) + x.index_select(dim, i1.to(x.device)) * w;
+    }
+
+    /// <inheritdoc />
+    internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
+    {
+        string Slice(string v, long start, long end) => g.Node("Slice",
+            new[] { g.Node("Shape", new[] { v }), g.Int64s("start", start), g.Int64s("end", end) });
+        var sizes = g.Node("Concat", new[] { Slice(inputs[0], 0, 2), Slice(inputs[1], 2, 4) },
+            OnnxGraph.Int("axis", 0));
+        return nearest
+            ? g.Node("Resize", new[] { inputs[0], "", "", sizes }, OnnxGraph.String("mode", "nearest"),
+                OnnxGraph.String("coordinate_transformation_mode", "asymmetric"),
+                OnnxGraph.String("nearest_mode", "floor"))
+            : g.Node("Resize", new[] { inputs[0], "", "", sizes }, OnnxGraph.String("mode", "linear"),
+                OnnxGraph.String("coordinate_transformation_mode", "align_corners"));
+    }
+
+    /// <summary>Doubling (the pyramid of an input divisible by 32), the odd sizes of other inputs, and a
+    /// shrink.</summary>
+    internal override IReadOnlyList<Tensor[]> CheckInputs()
+    {
+        var g = new Generator(11);
+        Tensor[] Case(long c, long h, long w, long oh, long ow) => new[]
         {
-            string Slice(string v, long start, long end) => g.Node("Slice",
-                new[] { g.Node("Shape", new[] { v }), g.Int64s("start", start), g.Int64s("end", end) });
-            var source = g.Trace.NameOf(x, "FpnDecoder.ResizeTo");
-            var sizes = g.Node("Concat", new[] { Slice(source, 0, 2),
-                Slice(g.Trace.NameOf(like, "FpnDecoder.ResizeTo"), 2, 4) }, OnnxGraph.Int("axis", 0));
-            return nearest
-                ? g.Node("Resize", new[] { source, "", "", sizes }, OnnxGraph.String("mode", "nearest"),
-                    OnnxGraph.String("coordinate_transformation_mode", "asymmetric"),
-                    OnnxGraph.String("nearest_mode", "floor"))
-                : g.Node("Resize", new[] { source, "", "", sizes }, OnnxGraph.String("mode", "linear"),
-                    OnnxGraph.String("coordinate_transformation_mode", "align_corners"));
-        });
-        return y;
+            randn(new long[] { 2, c, h, w }, ScalarType.Float64, generator: g),
+            zeros(new long[] { 1, 1, oh, ow }, ScalarType.Float64),
+        };
+        return new[] { Case(3, 4, 6, 8, 12), Case(2, 3, 5, 5, 9), Case(2, 9, 18, 18, 35), Case(1, 7, 7, 4, 5) };
     }
 }
 
@@ -161,7 +223,7 @@ internal sealed class FpnBlock : nn.Module<Tensor, Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x, Tensor skip) =>
-        LayerOps.Add(FpnDecoder.ResizeTo(x, skip, nearest: true), skip_conv.forward(skip));
+        LayerOps.Add(ResizeToOp.Nearest.Run(x, skip), skip_conv.forward(skip));
 }
 
 /// <summary>smp's <c>SegmentationBlock</c>: one <c>Conv3x3GNReLU</c> per upsampling (one when there is none), each
@@ -194,7 +256,7 @@ internal sealed class FpnSegmentationBlock : nn.Module<Tensor, Tensor[], Tensor>
         for (int i = 0; i < convs.Count; i++)
         {
             x = convs[i].forward(x);
-            if (i < upsamples) x = FpnDecoder.ResizeTo(x, finer[i], nearest: false);
+            if (i < upsamples) x = ResizeToOp.BilinearAligned.Run(x, finer[i]);
         }
         return x;
     }
@@ -225,5 +287,5 @@ internal sealed class FpnHead : Head
 
     /// <inheritdoc />
     public override ModelOutputs forward(HeadInput x) =>
-        new(FpnDecoder.ResizeTo(head.forward(x.Decoded), x.Input, nearest: false));
+        new(ResizeToOp.BilinearAligned.Run(head.forward(x.Decoded), x.Input));
 }
