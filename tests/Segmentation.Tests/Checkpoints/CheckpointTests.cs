@@ -1,3 +1,5 @@
+extern alias onnx;
+
 using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Inference;
@@ -89,18 +91,27 @@ public class FormerCheckpointTests
         Assert.Equal((4, depth, norm), (encoder.BaseChannels, encoder.Depth, encoder.Norm));
         Assert.Equal(up, checkpoint.Model.Decoder!.OptionsAs<UNetDecoderOptions>().Upsampling);
         using var predictor = new Predictor(checkpoint, new PredictorOptions { Device = "cpu" });
+        // and through today's ONNX export, on ONNX Runtime
+        using var d = new TempDir();
+        OnnxExport.Write(checkpoint, d["m.onnx"]);
+        using var onnx = new onnx::Segmentation.Onnx.OnnxPredictor(d["m.onnx"]);
         var reader = new ImageReader();
-        int differing = 0, distinct = 0;
+        int differing = 0, distinct = 0, onnxDiffering = 0, pixels = 0;
         foreach (var image in new[] { "p1", "p2" })
         {
-            var input = reader.ReadImage(Path.Combine(Fixtures(), "images", image + ".png"), 3);
+            var path = Path.Combine(Fixtures(), "images", image + ".png");
+            var input = reader.ReadImage(path, 3);
             var expected = reader.ReadImage(Path.Combine(Fixtures(), "masks", $"{name}-{image}.png"), 1).Pixels;
             var labels = predictor.Predict(input).Labels;
             Assert.Equal(expected.Length, labels.Length);
             differing += expected.Where((v, i) => v != labels[i]).Count();
             distinct = Math.Max(distinct, labels.Distinct().Count());
+            var viaOnnx = onnx.Predict(onnx.Read(path));
+            onnxDiffering += expected.Where((v, i) => v != viaOnnx[i]).Count();
+            pixels += expected.Length;
         }
         Assert.Equal(0, differing);
+        Assert.True(onnxDiffering <= pixels / 100, $"{onnxDiffering} of {pixels} pixels differ through ONNX Runtime");
         Assert.True(distinct >= 2, "the fixture's masks should hold more than one class, or the comparison says little");
     }
 
