@@ -183,10 +183,15 @@ internal sealed class ConvNeXtBlock : nn.Module<Tensor, Tensor>
 
     /// <summary>The state under the names <see cref="named_parameters"/> gives (the block has no buffers).</summary>
     public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null,
-        string? prefix = null)
+        string? prefix = null) => StateUnderOwnNames(named_parameters(), destination, prefix);
+
+    /// <summary>A module's state as its renamed parameters (it has no buffers), under <paramref name="prefix"/>:
+    /// TorchSharp's own walk would add the leaves' keys as well.</summary>
+    internal static Dictionary<string, Tensor> StateUnderOwnNames(IEnumerable<(string Name, Parameter Parameter)>
+        parameters, Dictionary<string, Tensor>? destination, string? prefix)
     {
         destination ??= new Dictionary<string, Tensor>();
-        foreach (var (name, p) in named_parameters())
+        foreach (var (name, p) in parameters)
             destination.TryAdd(string.IsNullOrEmpty(prefix) ? name : $"{prefix}.{name}", p);
         return destination;
     }
@@ -222,13 +227,7 @@ internal sealed class ChannelsLayerNorm : nn.Module<Tensor, Tensor>
 
     /// <inheritdoc cref="ConvNeXtBlock.state_dict"/>
     public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null,
-        string? prefix = null)
-    {
-        destination ??= new Dictionary<string, Tensor>();
-        foreach (var (name, p) in named_parameters())
-            destination.TryAdd(string.IsNullOrEmpty(prefix) ? name : $"{prefix}.{name}", p);
-        return destination;
-    }
+        string? prefix = null) => ConvNeXtBlock.StateUnderOwnNames(named_parameters(), destination, prefix);
 
     public override Tensor forward(Tensor x) => LayerOps.ToMap(norm.forward(LayerOps.ToTokens(x)), x);
 }
