@@ -53,8 +53,8 @@ public static class Cli
     internal static (RootCommand Root, Option<bool> Verbose) Commands(CommandContext context)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Show stack traces of errors.", Recursive = true };
-        var root = new RootCommand("segment: train, evaluate and run semantic segmentation models (U-Nets, SegFormer) "
-            + "on TorchSharp, and run them on ONNX Runtime.");
+        var root = new RootCommand("segment: train, evaluate and run semantic, instance and panoptic segmentation "
+            + "models (U-Nets, FPNs, SegFormer) on TorchSharp, and run them on ONNX Runtime.");
         root.Options.Add(verbose);
         root.Subcommands.Add(TrainCommand.Create(context));
         root.Subcommands.Add(PlanCommand.Create(context));

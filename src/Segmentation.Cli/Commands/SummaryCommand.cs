@@ -13,7 +13,8 @@ internal static class SummaryCommand
     public static Command Create(CommandContext ctx)
     {
         var cmd = new Command("summary",
-            "Layer table, parameter count and multiply-accumulates of a U-Net configuration.");
+            "Layer table, parameter count and multiply-accumulates of a model the flags describe (a U-Net by "
+                + "default).");
         var m = ModelFlags.Add(cmd);
         var inChannels = new Option<int>("--in-channels") { DefaultValueFactory = _ => 3 };
         var classes = new Option<int>("--classes") { DefaultValueFactory = _ => 2 };

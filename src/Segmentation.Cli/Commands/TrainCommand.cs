@@ -29,7 +29,8 @@ internal static class TrainCommand
     public static Command Create(CommandContext ctx)
     {
         var cmd = new Command("train",
-            "Train a U-Net. Without --data it trains on the built-in shapes data set (the README's main job).");
+            "Train a model (a U-Net unless --arch or --encoder says otherwise; 'segment models' lists them). "
+                + "Without --data it trains on the built-in shapes data set (the README's main job).");
         var flags = new TrainFlags(cmd);
         cmd.SetAction(p => Run(ctx, cmd, flags, p));
         return cmd;
