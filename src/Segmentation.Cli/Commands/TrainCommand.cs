@@ -332,7 +332,7 @@ internal static class TrainCommand
         return new RunConfig
         {
             Data = RunConfig.Absolute(dataSpec), Val = p.GetValue(flags.Val) is { } v ? RunConfig.Absolute(v) : null,
-                ValSplit = p.GetValue(flags.ValSplit),
+                ValSplit = p.GetValue(flags.ValSplit), SplitSeed = p.GetValue(flags.SplitSeed),
             DataOptions = dataOptions with { PaletteFile = dataOptions.PaletteFile is { } pf ? Path.GetFullPath(pf)
                 : null },
             Model = model, EncoderWeights = encoderWeights,

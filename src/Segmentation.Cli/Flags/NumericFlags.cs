@@ -64,6 +64,7 @@ internal static class NumericFlags
         ["--poly-power"] = new(0, 100, "the poly schedule's exponent", MinOpen: true),
         ["--rounds"] = new(1, 1e6, "rounds"),
         ["--seed"] = new(0, int.MaxValue, "a seed"),
+        ["--split-seed"] = new(0, int.MaxValue, "a seed"),
         ["--seed-threshold"] = new(0, 1, "a probability", MinOpen: true, MaxOpen: true),
         ["--size"] = new(16, 1 << 15, "pixels a side"),
         ["--steps"] = new(1, 1e7, "steps"),

@@ -18,6 +18,9 @@ internal sealed class TrainFlags
         "Validation folder (images/ and masks/)." };
     public readonly Option<double?> ValSplit = new Option<double?>("--val-split") { Description =
         "Share of --data held out for validation when there is no validation folder (default 0.2)." };
+    public readonly Option<int?> SplitSeed = new Option<int?>("--split-seed") { Description =
+        "Seed of the --val-split hold-out (default: --seed, which then changes the validation images too): give it to "
+            + "compare seeds on one split." };
     public readonly Option<int?> InChannels = new Option<int?>("--in-channels") { Description =
         "Image channels fed to the model (default: 1 for gray data, else 3)." };
     public readonly Option<int?> Epochs = new Option<int?>("--epochs") { Description =
@@ -145,7 +148,8 @@ internal sealed class TrainFlags
     {
         D = DataFlags.Add(cmd);
         Model = ModelFlags.Add(cmd);
-        foreach (var o in new Option[] { Data, Val, ValSplit, InChannels, Epochs, Batch, Crop, Size, Lr, Optimizer,
+        foreach (var o in new Option[] { Data, Val, ValSplit, SplitSeed, InChannels, Epochs, Batch, Crop, Size, Lr,
+            Optimizer,
             Schedule, PolyPower, Warmup, WeightDecay, Clip, Ema, Accumulate, Loss, ClassWeights, Smoothing, FocalGamma,
             NoAugment, Augment, Scale, Vflip, EvalEvery, Patience, Workers, CacheMb, Device, Precision, EncoderWeights,
             EncoderLr, FreezeEncoder, Threads, Seed, TimeLimit, OutDir, Resume, Overwrite, Config, NoTensorBoard, Json,

@@ -26,6 +26,10 @@ internal sealed record RunConfig
     public string? DataRelative { get; init; }
     public string? ValRelative { get; init; }
     public double? ValSplit { get; init; }
+    /// <summary>The seed of the validation split (<c>--split-seed</c>); null: the training seed, as every run before
+    /// the flag, so their resumes keep their split. Runs that differ only in their training seed keep one split when
+    /// this is given.</summary>
+    public int? SplitSeed { get; init; }
     public required DatasetOptions DataOptions { get; init; }
     public required ModelDescription Model { get; init; }
     /// <summary>Pretrained encoder weights the run started from (absolute path; read once, at the start).</summary>
@@ -186,6 +190,6 @@ internal sealed record RunConfig
         if (fraction == 0) return (all, null);
         if (!(fraction > 0 && fraction < 1))
             throw new OptionsException($"--val-split {fraction} must be between 0 and 1.");
-        return all.Split(1 - fraction, Trainer.Seed);
+        return all.Split(1 - fraction, SplitSeed ?? Trainer.Seed);
     }
 }
