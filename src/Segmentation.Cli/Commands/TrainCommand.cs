@@ -636,7 +636,7 @@ internal static class TrainCommand
         // run.json keeps what was asked (null: auto); the checkpoints record the count used. A resumed auto run takes
         // the count the interrupted one used: oneDNN splits its sums by threads, so another count computes otherwise,
         // and the load on the machine when it resumes would decide it.
-        int? used = resumeFrom is null ? null : TrainerOptions.FromCheckpoint(resumeFrom).Threads;
+        int? used = resumeFrom is null ? null : trainerOptions.Threads; // the checkpoint's, read above
         int threads = config.Trainer.Threads ?? (used is > 0 ? used.Value : Cli.ResolveThreads(null, log));
         if (config.Trainer.Threads is not null) log.WriteLine($"threads: {threads} (--threads)");
         else if (used is > 0) log.WriteLine($"threads: {threads} (the interrupted run's, so that it computes as it "

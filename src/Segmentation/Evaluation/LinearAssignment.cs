@@ -25,14 +25,11 @@ public static class LinearAssignment
                         + $"numbers "
                         + "or +infinity (a forbidden pair).", nameof(cost));
         if (n == 0 || m == 0) return (Array.Empty<int>(), Array.Empty<int>());
-        if (n <= m) return Pairs(Assign(n, m, (i, j) => cost[i, j]), n);
+        if (n <= m) return (Enumerable.Range(0, n).ToArray(), Assign(n, m, (i, j) => cost[i, j]));
         var byColumn = Assign(m, n, (i, j) => cost[j, i]); // transposed: each column gets a row
         var pairs = Enumerable.Range(0, m).Select(c => (Row: byColumn[c], Column: c)).OrderBy(p => p.Row).ToArray();
         return (pairs.Select(p => p.Row).ToArray(), pairs.Select(p => p.Column).ToArray());
     }
-
-    private static (int[] Rows, int[] Columns) Pairs(int[] columnOfRow, int n) =>
-        (Enumerable.Range(0, n).ToArray(), columnOfRow);
 
     /// <summary>Shortest augmenting paths for n &lt;= m: the column of each row.</summary>
     private static int[] Assign(int n, int m, Func<int, int, double> a)

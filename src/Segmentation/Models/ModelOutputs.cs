@@ -20,7 +20,7 @@ public sealed class ModelOutputs
     public ModelOutputs(IReadOnlyDictionary<string, Tensor> outputs, IReadOnlyList<ModelOutput>? schema = null)
     {
         this.outputs = new Dictionary<string, Tensor>(outputs);
-        Schema = schema ?? (outputs.ContainsKey(LogitsName) ? new[] { ModelOutput.PixelLogits }
+        Schema = schema ?? (outputs.ContainsKey(LogitsName) ? ModelOutput.PixelLogitsOnly
             : Array.Empty<ModelOutput>());
     }
 
@@ -58,6 +58,15 @@ public sealed class ModelOutputs
     /// <summary>The outputs of a schema in words: "logits (pixel-class-logits, rank 4), ...".</summary>
     public static string Describe(IReadOnlyList<ModelOutput> schema) => schema.Count == 0 ? "nothing declared"
         : string.Join(", ", schema.Select(o => $"{o.Name} ({ModelOutput.KindName(o.Kind)}, rank {o.Rank})"));
+
+    /// <summary>These outputs with every floating-point tensor in float32 (themselves when they are already).</summary>
+    internal ModelOutputs ToFloat32()
+    {
+        foreach (var t in outputs.Values)
+            if (t.is_floating_point() && t.dtype != ScalarType.Float32)
+                return Map(x => x.is_floating_point() ? x.to(ScalarType.Float32) : x);
+        return this;
+    }
 
     /// <summary>The same outputs with each tensor mapped (e.g. cast to float32).</summary>
     internal ModelOutputs Map(Func<Tensor, Tensor> map) =>

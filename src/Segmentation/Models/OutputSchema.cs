@@ -29,10 +29,14 @@ public sealed record ModelOutput(string Name, int Rank, OutputKind Kind, string 
     public static ModelOutput PixelLogits { get; } = new(ModelOutputs.LogitsName, 4, OutputKind.PixelClassLogits,
         "class logits, N x classes x H x W at the input's size");
 
+    /// <summary>A schema of <see cref="PixelLogits"/> alone: every built-in head's (one instance, so that holding a
+    /// pass to it costs a reference comparison).</summary>
+    public static IReadOnlyList<ModelOutput> PixelLogitsOnly { get; } = new[] { PixelLogits };
+
     /// <summary>The kind's name in metadata: <c>pixel-class-logits</c>, ...</summary>
     public static string KindName(OutputKind kind) => kind switch
     {
-        OutputKind.PixelClassLogits => "pixel-class-logits",
+        OutputKind.PixelClassLogits => Shared.OnnxMetadataKeys.PixelClassLogits, // what Segmentation.Onnx looks for
         OutputKind.QueryClassLogits => "query-class-logits",
         OutputKind.QueryMaskLogits => "query-mask-logits",
         OutputKind.PixelRegression => "pixel-regression",

@@ -77,18 +77,13 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
         if (VerifyLayers && !checking) CheckLayers(input.shape, training && is_grad_enabled());
         var encoded = new Features(encoder.Maps, encoder.forward(input));
         var decoded = new Features(decoder.Maps, decoder.Decode(encoded.All));
-        var outputs = head.forward(new HeadInput(input, encoded, decoded)).Checked(head.Outputs,
-            Description.Head!.Name);
-        return outputs.Names.All(n => outputs[n].dtype is ScalarType.Float32 or ScalarType.Int64 or ScalarType.Bool)
-            ? outputs : outputs.Map(t => t.is_floating_point() ? t.to(ScalarType.Float32) : t);
+        return head.forward(new HeadInput(input, encoded, decoded)).Checked(head.Outputs, Description.Head!.Name)
+            .ToFloat32();
     }
 
     /// <summary>What the forward pass returns: each output's name, rank and meaning, as the head declares
     /// them.</summary>
     public IReadOnlyList<ModelOutput> Outputs => head.Outputs;
-
-    /// <summary>The encoder's maps (the input first) and the decoder's, named and strided.</summary>
-    public (IReadOnlyList<FeatureMap> Encoder, IReadOnlyList<FeatureMap> Decoder) Maps => (encoder.Maps, decoder.Maps);
 
     /// <summary>Just the logits N x Classes x H x W.</summary>
     public Tensor Logits(Tensor input) => forward(input).Logits;

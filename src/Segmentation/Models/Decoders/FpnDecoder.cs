@@ -182,10 +182,7 @@ internal sealed class ResizeToOp : Op
     /// <inheritdoc />
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
-        string Slice(string v, long start, long end) => g.Node("Slice",
-            new[] { g.Node("Shape", new[] { v }), g.Int64s("start", start), g.Int64s("end", end) });
-        var sizes = g.Node("Concat", new[] { Slice(inputs[0], 0, 2), Slice(inputs[1], 2, 4) },
-            OnnxGraph.Int("axis", 0));
+        var sizes = g.SizesLike(inputs[0], inputs[1]);
         return nearest
             ? g.Node("Resize", new[] { inputs[0], "", "", sizes }, OnnxGraph.String("mode", "nearest"),
                 OnnxGraph.String("coordinate_transformation_mode", "asymmetric"),

@@ -119,13 +119,7 @@ internal sealed class ConvNeXt : Encoder, IPretrainedEncoder
     public int LoadWeights(string path, Normalization inputNormalization)
     {
         using var scope = NewDisposeScope();
-        var source = StateDicts.ReadFile(path)
-            .Where(kv => !kv.Key.StartsWith("classifier.", StringComparison.Ordinal))
-            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..]
-                : kv.Key, kv => kv.Value);
-        if (source.TryGetValue("features.0.0.weight", out var stem) && stem.shape.Length == 4
-            && stem.shape[1] != inChannels)
-            source["features.0.0.weight"] = ResNetEncoder.AdaptFirstConvolution(stem, inChannels);
+        var source = ResNetEncoder.TorchvisionWeights(path, "classifier.", "features.0.0.weight", inChannels);
         StateDicts.Load(this, source, $"{path} (convnext-tiny encoder weights)");
         return source.Count;
     }

@@ -139,15 +139,27 @@ internal sealed class ResNetEncoder : Encoder, IPretrainedEncoder
             StateDicts.Load(this, weights, $"{path} ({Kind} encoder weights)", Tracked);
             return weights.Count;
         }
-        var source = StateDicts.ReadFile(path)
-            .Where(kv => !kv.Key.StartsWith("fc.", StringComparison.Ordinal))
-            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..]
-                : kv.Key, kv => kv.Value);
-        if (source.TryGetValue("conv1.weight", out var first) && first.shape.Length == 4
-            && first.shape[1] != inChannels)
-            source["conv1.weight"] = AdaptFirstConvolution(first, inChannels);
+        var source = TorchvisionWeights(path, "fc.", "conv1.weight", inChannels);
         StateDicts.Load(this, source, $"{path} ({Kind} encoder weights)", Tracked);
         return source.Count;
+    }
+
+    /// <summary>
+    /// A torchvision model's state dict as an encoder's weights: the classifier's keys (under <paramref
+    /// name="classifier"/>) left out, smp's <c>encoder.</c> prefix dropped, and an RGB first convolution (<paramref
+    /// name="firstConvolution"/>) fitted to <paramref name="inChannels"/> (<see cref="AdaptFirstConvolution"/>).
+    /// </summary>
+    internal static Dictionary<string, Tensor> TorchvisionWeights(string path, string classifier,
+        string firstConvolution, int inChannels)
+    {
+        var source = StateDicts.ReadFile(path)
+            .Where(kv => !kv.Key.StartsWith(classifier, StringComparison.Ordinal))
+            .ToDictionary(kv => kv.Key.StartsWith("encoder.", StringComparison.Ordinal) ? kv.Key["encoder.".Length..]
+                : kv.Key, kv => kv.Value);
+        if (source.TryGetValue(firstConvolution, out var first) && first.shape.Length == 4
+            && first.shape[1] != inChannels)
+            source[firstConvolution] = AdaptFirstConvolution(first, inChannels);
+        return source;
     }
 
     /// <summary>

@@ -175,14 +175,16 @@ internal sealed class OnnxGraph
     private string ShapeSlice(string x, long start, long end) =>
         Node("Slice", new[] { Node("Shape", new[] { x }), Int64s("start", start), Int64s("end", end) });
 
+    /// <summary>The shape of <paramref name="x"/> (N x C x ...) with <paramref name="like"/>'s height and width, read
+    /// from both when the graph runs: the sizes of a resize, or of a reshape back to a map.</summary>
+    public string SizesLike(string x, string like) =>
+        Node("Concat", new[] { ShapeSlice(x, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
+
     /// <summary>Bilinear resize of <paramref name="x"/> to <paramref name="like"/>'s height and width (PyTorch's
     /// align_corners=False).</summary>
-    public string ResizeLike(string x, string like)
-    {
-        var sizes = Node("Concat", new[] { ShapeSlice(x, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
-        return Node("Resize", new[] { x, "", "", sizes }, String("mode", "linear"),
+    public string ResizeLike(string x, string like) =>
+        Node("Resize", new[] { x, "", "", SizesLike(x, like) }, String("mode", "linear"),
             String("coordinate_transformation_mode", "pytorch_half_pixel"));
-    }
 
     /// <summary>N x C x H x W to N x HW x C.</summary>
     public string ToTokens(string x) =>
@@ -192,8 +194,7 @@ internal sealed class OnnxGraph
     public string ToMap(string tokens, string like)
     {
         var channelsFirst = Node("Transpose", new[] { tokens }, Ints("perm", 0, 2, 1));
-        var shape = Node("Concat", new[] { ShapeSlice(channelsFirst, 0, 2), ShapeSlice(like, 2, 4) }, Int("axis", 0));
-        return Node("Reshape", new[] { channelsFirst, shape });
+        return Node("Reshape", new[] { channelsFirst, SizesLike(channelsFirst, like) });
     }
 
     /// <summary>N x L x (heads d) to N x heads x L x d.</summary>

@@ -22,7 +22,10 @@ public abstract class Decoder : nn.Module<Tensor[], Tensor>
     /// <c>decoded</c>. A decoder with several outputs (a pixel decoder's multi-scale maps beside its mask features)
     /// declares them here, the one most heads classify first, and overrides <see cref="Decode"/>.
     /// </summary>
-    public virtual IReadOnlyList<FeatureMap> Maps => new[] { new FeatureMap("decoded", (int)OutChannels, OutStride) };
+    public virtual IReadOnlyList<FeatureMap> Maps => maps ??= new[] { new FeatureMap("decoded", (int)OutChannels,
+        OutStride) };
+
+    private FeatureMap[]? maps;
 
     /// <summary>The maps of <see cref="Maps"/> for the encoder's maps (the input first): by default
     /// <c>forward</c>'s one.</summary>

@@ -17,9 +17,7 @@ public abstract class Head : nn.Module<HeadInput, ModelOutputs>
 
     /// <summary>What <c>forward</c> returns, each output by name, rank and meaning (by default the class logits
     /// per pixel, <see cref="ModelOutput.PixelLogits"/>). The model holds every pass to it.</summary>
-    public virtual IReadOnlyList<ModelOutput> Outputs => PixelLogitsOnly;
-
-    private static readonly ModelOutput[] PixelLogitsOnly = { ModelOutput.PixelLogits };
+    public virtual IReadOnlyList<ModelOutput> Outputs => ModelOutput.PixelLogitsOnly;
 
     /// <summary>
     /// The modules the model registers for this head, by state-dict prefix: by default the head itself as <c>head</c>.
