@@ -80,6 +80,76 @@ public class LinearAssignmentTests
     }
 
     [Fact]
+    public void Two_hundred_random_matrices_up_to_8x8_reach_the_brute_force_minimum()
+    {
+        var random = new Random(35);
+        for (int trial = 0; trial < 200; trial++)
+        {
+            int n = random.Next(1, 9), m = random.Next(1, 9);
+            if (trial < 8) (n, m) = (8, 8); // the largest shape, every time
+            var cost = new double[n, m];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < m; j++)
+                    cost[i, j] = trial % 2 == 0 ? random.NextDouble() * 10 - 5 : random.Next(0, 4);
+            var a = LinearAssignment.Solve(cost);
+            AssertValid(cost, a);
+            double brute = BruteForce(cost);
+            Assert.True(Math.Abs(Total(cost, a) - brute) <= 1e-9 * Math.Max(1, Math.Abs(brute)),
+                $"trial {trial}, {n}x{m}: {Total(cost, a)} against the minimum {brute}");
+        }
+    }
+
+    /// <summary>SplitMix64 matrices, bit for bit those of <c>tools/fixtures/make_assignment.py</c>.</summary>
+    private static IEnumerable<double[,]> SplitMixMatrices(int count, int rows, int cols, ulong seed)
+    {
+        ulong state = seed;
+        for (int k = 0; k < count; k++)
+        {
+            var cost = new double[rows, cols];
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++)
+                {
+                    state += 0x9E3779B97F4A7C15;
+                    ulong z = state;
+                    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+                    z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+                    z ^= z >> 31;
+                    cost[i, j] = (z >> 11) * Math.Pow(2, -53) * 5 - 2;
+                }
+            yield return cost;
+        }
+    }
+
+    [Fact]
+    public void Fifty_random_100x20_matrices_get_SciPys_assignment()
+    {
+        using var json = JsonDocument.Parse(File.ReadAllText(Fixture("scipy-random-100x20.json")));
+        var root = json.RootElement;
+        var answers = root.GetProperty("answers").EnumerateArray().ToList();
+        Assert.Equal(50, answers.Count);
+        int k = 0;
+        foreach (var cost in SplitMixMatrices(50, root.GetProperty("rows").GetInt32(), root.GetProperty("cols")
+            .GetInt32(), root.GetProperty("seed").GetUInt64()))
+        {
+            var a = LinearAssignment.Solve(cost);
+            AssertValid(cost, a);
+            double total = answers[k].GetProperty("total").GetDouble();
+            Assert.True(Math.Abs(Total(cost, a) - total) <= 1e-9 * Math.Max(1, Math.Abs(total)),
+                $"matrix {k}: {Total(cost, a)} against SciPy's {total}");
+            Assert.Equal(answers[k].GetProperty("rows").EnumerateArray().Select(v => v.GetInt32()), a.Rows);
+            Assert.Equal(answers[k].GetProperty("cols").EnumerateArray().Select(v => v.GetInt32()), a.Columns);
+            k++;
+        }
+    }
+
+    private static string Fixture(string name)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Segmentation.sln"))) dir = dir.Parent;
+        return Path.Combine(dir!.FullName, "tests", "fixtures", "assignment", name);
+    }
+
+    [Fact]
     public void SciPys_linear_sum_assignment_gives_the_same_total_and_where_the_minimum_is_unique_the_same_pairs()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
