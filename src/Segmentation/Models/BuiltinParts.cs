@@ -44,6 +44,7 @@ internal static class BuiltinParts
         RegisterSegformer();
         FpnDecoder.Register();
         ConvNeXt.Register();
+        Swin.Register();
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",

@@ -685,7 +685,8 @@ public class CliTests
         var o = r.LastJson();
         var encoders = o["encoders"]!.AsArray().Select(e => e!.AsObject()).ToList();
         Assert.Equal(new[] { "convnext-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5",
-            "mlnet-resnet18", "resnet18", "resnet34", "resnet50", "unet" },
+            "mlnet-resnet18", "resnet18", "resnet34", "resnet50", "swin-base", "swin-large", "swin-small", "swin-tiny",
+            "unet" },
             encoders.Select(e => (string)e["name"]!).Where(n => !n.StartsWith("test-")).ToArray());
         Assert.All(encoders.Where(e => !((string)e["name"]!).StartsWith("test-")),
             e => Assert.True((bool)e["supports"]!["precision"]! && (bool)e["supports"]!["check"]!

@@ -202,16 +202,17 @@ internal sealed class NumberedLayers : nn.Module
 }
 
 /// <summary>
-/// Layer normalisation over the channels of an N x C x H x W map (torchvision's <c>LayerNorm2d</c>, epsilon 1e-6): the
+/// Layer normalisation over the channels of an N x C x H x W map (torchvision's <c>LayerNorm2d</c>, epsilon 1e-6 unless
+/// given): the
 /// map as tokens, a <see cref="Layers.LayerNorm"/> (a leaf, keys <c>weight</c> and <c>bias</c>), and back.
 /// </summary>
 internal sealed class ChannelsLayerNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Layers.LayerNorm norm;
 
-    public ChannelsLayerNorm(int channels) : base("LayerNorm2d")
+    public ChannelsLayerNorm(int channels, double epsilon = 1e-6) : base("LayerNorm2d")
     {
-        norm = new Layers.LayerNorm(channels, 1e-6);
+        norm = new Layers.LayerNorm(channels, epsilon);
         RegisterComponents();
     }
 
