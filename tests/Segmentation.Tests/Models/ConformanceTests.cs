@@ -77,7 +77,7 @@ public class ConformanceTests
         OnnxRuntimeAgrees(model);
     }
 
-    private static void StateDictRoundTrip(SegmentationModel model)
+    internal static void StateDictRoundTrip(SegmentationModel model)
     {
         var bytes = Checkpoint.SerializeWeights(model);
         using var other = new SegmentationModel(model.Description with { Seed = 2 });
@@ -90,7 +90,7 @@ public class ConformanceTests
         Assert.Equal(bytes, Checkpoint.SerializeWeights(other));
     }
 
-    private static void StridesAsDeclared(SegmentationModel model)
+    internal static void StridesAsDeclared(SegmentationModel model)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -116,7 +116,7 @@ public class ConformanceTests
         AutoPrecision.NoNativeBf16(AutoPrecision.CpuFlags()) is null ? Segmentation.Models.Precision.BFloat16
             : Segmentation.Models.Precision.Float32;
 
-    private static void FloatCheckCoversEveryLeafInBf16(SegmentationModel model)
+    internal static void FloatCheckCoversEveryLeafInBf16(SegmentationModel model)
     {
         model.Precision = CheckedPrecision;
         try
@@ -133,7 +133,7 @@ public class ConformanceTests
         finally { model.Precision = Segmentation.Models.Precision.Float32; }
     }
 
-    private static void OnnxRuntimeAgrees(SegmentationModel model)
+    internal static void OnnxRuntimeAgrees(SegmentationModel model)
     {
         model.eval();
         using var scope = NewDisposeScope();

@@ -43,6 +43,9 @@ internal sealed class OnnxGraph
         return name;
     }
 
+    /// <summary>Adds a float32 constant initializer with a fresh name from <paramref name="hint"/>.</summary>
+    public string Constant(string hint, Tensor t) => Initializer(Fresh(hint), t);
+
     /// <summary>Adds an int64 constant initializer.</summary>
     public string Int64s(string hint, params long[] values)
     {

@@ -65,6 +65,15 @@ internal sealed class OnnxTrace : IDisposable
         Bind(output, Graph.GridSample(NameOf(input, path), NameOf(grid, path)));
     }
 
+    /// <summary>Records the nodes of a leaf of several inputs that exports itself: <paramref name="export"/> gets the
+    /// graph, its inputs' names and its state-dict path, and returns its output's name.</summary>
+    public void MultiInputLeaf(nn.Module layer, Tensor[] inputs, Tensor output,
+        Func<OnnxGraph, string[], string, string> export)
+    {
+        var path = PathOf(layer);
+        Bind(output, export(Graph, inputs.Select(x => NameOf(x, path)).ToArray(), path));
+    }
+
     /// <summary>Records an operation's node(s), made by <paramref name="node"/> from the graph.</summary>
     public void Op(Tensor output, Func<OnnxGraph, string> node) => Bind(output, node(Graph));
 

@@ -53,7 +53,7 @@ public sealed class GridSample : nn.Module<Tensor, Tensor, Tensor>, IMultiInputL
 
     /// <summary>The explicit route: pixel coordinates ((g + 1) size - 1) / 2, the four neighbours' values (zero
     /// outside the map) weighted by their bilinear shares.</summary>
-    private static Tensor Gathered(Tensor input, Tensor grid)
+    internal static Tensor Gathered(Tensor input, Tensor grid)
     {
         using var scope = NewDisposeScope();
         long n = input.shape[0], c = input.shape[1], h = input.shape[2], w = input.shape[3];
