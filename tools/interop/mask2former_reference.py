@@ -12,6 +12,10 @@ transformers' keys (under model.pixel_level_module.decoder. in a whole model).
         across levels and outside the maps). Writes pixel_decoder.pth (the state dict), pixel_decoder_io.pth (the four
         input maps, the position embeddings, every deformable layer's output, the three multi-scale maps and the mask
         features) and pixel_decoder_keys.txt.
+        Then the transformer module (width 32, 4 heads, 6 queries, decoder_layers 4: three masked-attention layers,
+        one per level, feed-forward 64, 3 classes): transformer.pth (its state dict under transformer_module. with the
+        class_predictor), transformer_io.pth (its inputs, each layer's input and attention mask, each prediction's
+        masks and class logits) and transformer_keys.txt.
 
 Debian's python3-torch (1.13) is enough; transformers itself is not needed.
 """
@@ -178,9 +182,179 @@ def fixture(out):
           f"{'x'.join(map(str, trace['mask_features'].shape))}")
 
 
+
+
+# --- the transformer module (transformers' Mask2FormerTransformerModule and its decoder), written from the same file
+
+
+class SelfAttention(nn.Module):  # Mask2FormerAttention
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.scaling = self.head_dim ** -0.5
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, hidden, position):  # (Q, B, C) as transformers
+        hidden = hidden.permute(1, 0, 2)
+        position = position.permute(1, 0, 2)
+        b, t, c = hidden.shape
+        with_pos = hidden + position
+
+        def shape(x):
+            return x.view(b, -1, self.heads, self.head_dim).transpose(1, 2).contiguous().view(b * self.heads, -1,
+                                                                                                self.head_dim)
+        q = shape(self.q_proj(with_pos) * self.scaling)
+        k = shape(self.k_proj(with_pos))
+        v = shape(self.v_proj(hidden))
+        w = F.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+        out = torch.bmm(w, v).view(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, c)
+        return self.out_proj(out).permute(1, 0, 2)
+
+
+class DecoderLayer(nn.Module):  # Mask2FormerMaskedAttentionDecoderLayer, post-norm
+    def __init__(self, dim, heads, ffn):
+        super().__init__()
+        self.self_attn = SelfAttention(dim, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, 0.0)
+        self.cross_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn)
+        self.fc2 = nn.Linear(ffn, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+
+    def forward(self, hidden, level_tokens, level_position, query_position, mask):
+        residual = hidden
+        hidden = self.cross_attn(query=hidden + query_position, key=level_tokens + level_position,
+                                 value=level_tokens, attn_mask=mask, key_padding_mask=None)[0]
+        hidden = self.cross_attn_layer_norm(residual + hidden)
+        hidden = self.self_attn_layer_norm(hidden + self.self_attn(hidden, query_position))
+        return self.final_layer_norm(hidden + self.fc2(F.relu(self.fc1(hidden))))
+
+
+class PredictionBlock(nn.Module):
+    def __init__(self, i, o, relu):
+        super().__init__()
+        self.add_module("0", nn.Linear(i, o))
+        self.add_module("1", nn.ReLU() if relu else nn.Identity())
+
+    def forward(self, x):
+        return self._modules["1"](self._modules["0"](x))
+
+
+class MLPHead(nn.Module):
+    def __init__(self, dim, out, layers=3):
+        super().__init__()
+        for i in range(layers):
+            self.add_module(str(i), PredictionBlock(dim, out if i == layers - 1 else dim, i < layers - 1))
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+class MaskPredictor(nn.Module):
+    def __init__(self, dim, heads, mask_dim):
+        super().__init__()
+        self.heads = heads
+        self.mask_embedder = MLPHead(dim, mask_dim)
+
+    def forward(self, outputs, pixels, size):
+        embeddings = self.mask_embedder(outputs.transpose(0, 1))
+        masks = torch.einsum("bqc, bchw -> bqhw", embeddings, pixels)
+        attention = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        attention = attention.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.heads, 1, 1)
+        return masks, (attention.flatten(0, 1) < 0.5).bool().detach()
+
+
+class MaskedAttentionDecoder(nn.Module):
+    def __init__(self, dim, heads, ffn, layers, mask_dim):
+        super().__init__()
+        self.layers = nn.ModuleList([DecoderLayer(dim, heads, ffn) for _ in range(layers)])
+        self.layernorm = nn.LayerNorm(dim)
+        self.mask_predictor = MaskPredictor(dim, heads, mask_dim)
+
+
+class TransformerModule(nn.Module):
+    def __init__(self, dim, heads, ffn, decoder_layers, queries, mask_dim):
+        super().__init__()
+        self.queries_embedder = nn.Embedding(queries, dim)
+        self.queries_features = nn.Embedding(queries, dim)
+        self.decoder = MaskedAttentionDecoder(dim, heads, ffn, decoder_layers - 1, mask_dim)
+        self.level_embed = nn.Embedding(3, dim)
+
+    def forward(self, multi_scale, mask_features, class_predictor, trace):
+        tokens, positions, sizes = [], [], []
+        for i in range(3):
+            sizes.append(multi_scale[i].shape[-2:])
+            positions.append(sine_position_embedding(multi_scale[i], multi_scale[i].shape[1] // 2).flatten(2)
+                             .permute(2, 0, 1))
+            tokens.append((multi_scale[i].flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+        b = tokens[0].shape[1]
+        query_position = self.queries_embedder.weight.unsqueeze(1).repeat(1, b, 1)
+        hidden = self.queries_features.weight.unsqueeze(1).repeat(1, b, 1)
+        decoder = self.decoder
+        intermediate = decoder.layernorm(hidden)
+        masks, attention = decoder.mask_predictor(intermediate, mask_features, sizes[0])
+        trace["masks0"], trace["classes0"] = masks, class_predictor(intermediate.transpose(0, 1))
+        for i, layer in enumerate(decoder.layers):
+            where = (attention.sum(-1) != attention.shape[-1]).to(attention.dtype)
+            attention = attention * where.unsqueeze(-1)
+            trace[f"hidden{i}"], trace[f"attention{i}"] = hidden.transpose(0, 1), attention
+            level = i % 3
+            hidden = layer(hidden, tokens[level], positions[level], query_position, attention)
+            intermediate = decoder.layernorm(hidden)
+            masks, attention = decoder.mask_predictor(intermediate, mask_features, sizes[(i + 1) % 3])
+            trace[f"masks{i + 1}"] = masks
+            trace[f"classes{i + 1}"] = class_predictor(intermediate.transpose(0, 1))
+        trace[f"hidden{len(decoder.layers)}"] = hidden.transpose(0, 1)
+        return trace
+
+
+def transformer_fixture(out):
+    torch.manual_seed(37)
+    dim, heads, queries, classes = 32, 4, 6, 3
+    module = TransformerModule(dim, heads, ffn=64, decoder_layers=4, queries=queries, mask_dim=dim).eval()
+    class_predictor = nn.Linear(dim, classes + 1)
+    with torch.no_grad():
+        for name, p in list(module.named_parameters()) + [("class_predictor." + n, p)
+                                                           for n, p in class_predictor.named_parameters()]:
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.2 * torch.randn_like(p))
+            elif "embed" in name or "queries" in name:
+                p.copy_(torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]))
+        class_predictor.weight.mul_(3)  # the queries do not collapse onto one class
+    sizes = [(2, 2), (3, 4), (6, 8)]
+    multi_scale = [torch.randn(2, dim, h, w) for h, w in sizes]
+    mask_features = torch.randn(2, dim, 12, 16)
+    with torch.no_grad():
+        trace = module(multi_scale, mask_features, class_predictor, {})
+    state = {f"transformer_module.{k}": v for k, v in module.state_dict().items()}
+    state.update({f"class_predictor.{k}": v for k, v in class_predictor.state_dict().items()})
+    torch.save(state, os.path.join(out, "transformer.pth"))
+    io = {f"multi_scale{i}": m for i, m in enumerate(multi_scale)}
+    io["mask_features"] = mask_features
+    io.update({k: (v.float() if v.dtype == torch.bool else v).contiguous() for k, v in trace.items()})
+    torch.save(io, os.path.join(out, "transformer_io.pth"))
+    with open(os.path.join(out, "transformer_keys.txt"), "w") as f:
+        for k, v in state.items():
+            f.write(f"{k} {'x'.join(map(str, v.shape))}\n")
+    blocked = [trace[f"attention{i}"].float().mean().item() for i in range(3)]
+    print(f"{sum(v.numel() for v in state.values())} parameters; blocked share of each layer's mask: "
+          + ", ".join(f"{b:.2f}" for b in blocked))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixture")
     a = ap.parse_args()
     if a.fixture:
         fixture(a.fixture)
+        transformer_fixture(a.fixture)

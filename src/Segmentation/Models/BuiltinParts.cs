@@ -46,6 +46,7 @@ internal static class BuiltinParts
         ConvNeXt.Register();
         Swin.Register();
         DeformableOps.Register();
+        MaskedAttentionOps.Register();
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",
