@@ -315,7 +315,8 @@ internal static class TrainCommand
             Checkpoints = new CheckpointOptions { EvalEvery = p.GetValue(flags.EvalEvery),
                 EarlyStoppingPatience = p.GetValue(flags.Patience) },
             Distribution = new DistributionOptions { SyncBatchNorm = p.GetValue(flags.SyncBn) },
-            Loss = LossRegistry.Parse(p.GetValue(flags.Loss) ?? (shapes ? ShapesDefaults.Loss : "ce")),
+            Loss = p.GetValue(flags.Loss) is { } loss ? LossRegistry.Parse(loss) : recipe.Loss
+                ?? LossRegistry.Parse(shapes ? ShapesDefaults.Loss : "ce"),
             LabelSmoothing = p.GetValue(flags.Smoothing), FocalGamma = p.GetValue(flags.FocalGamma),
                 Augment = !p.GetValue(flags.NoAugment), Augmentation = p.GetValue(flags.Augment),
                     VerticalFlip = p.GetValue(flags.Vflip),
@@ -574,7 +575,8 @@ internal static class TrainCommand
             LearningRate = p.GetValue(flags.Lr) ?? (shapes && recipe == TrainingRecipe.Default
                 ? ShapesDefaults.LearningRate : recipe.LearningRate),
             WeightDecay = p.GetValue(flags.WeightDecay) ?? recipe.WeightDecay,
-            GradientClipNorm = p.GetValue(flags.Clip), WeightAverageDecay = p.GetValue(flags.Ema),
+            GradientClipNorm = p.GetValue(flags.Clip) ?? recipe.GradientClipNorm,
+                WeightAverageDecay = p.GetValue(flags.Ema),
             AccumulationSteps = p.GetValue(flags.Accumulate),
             EncoderLearningRateScale = p.GetValue(flags.EncoderLr) ?? recipe.EncoderLearningRateScale,
             FreezeEncoderEpochs = p.GetValue(flags.FreezeEncoder),

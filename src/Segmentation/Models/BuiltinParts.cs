@@ -45,13 +45,32 @@ internal static class BuiltinParts
         FpnDecoder.Register();
         ConvNeXt.Register();
         Swin.Register();
-        DeformableOps.Register();
-        MaskedAttentionOps.Register();
+        RegisterMask2Former();
         ModelRegistry.AddArchitecture("unet",
             "encoder -> decoder(features) -> head, logits at the input's size; the U-Net paper's parts for the unet "
                 + "encoder, smp's Unet parts for the others.",
             encoder => new ModelPart(encoder == "unet" ? "unet" : "smp-unet"),
             encoder => new ModelPart(encoder == "unet" ? "conv" : "smp-conv"));
+    }
+
+    /// <summary>Mask2Former's parts: the pixel decoder, the transformer decoder and its heads, the architecture (its
+    /// recipe is in Training), and their ops.</summary>
+    private static void RegisterMask2Former()
+    {
+        DeformableOps.Register();
+        MaskedAttentionOps.Register();
+        ModelRegistry.AddDecoder<Mask2FormerPixelDecoderOptions>(Mask2FormerPixelDecoder.Name,
+            (c, o) => new Mask2FormerPixelDecoder(c.Encoder.Stages, o),
+            "Mask2Former's pixel decoder (transformers' keys): multi-scale deformable attention over the encoder's "
+                + "three deepest maps, an FPN step to stride 4; the mask features, then the three refined maps.");
+        ModelRegistry.AddHead<Mask2FormerHeadOptions>("mask2former", (c, o) => new Mask2FormerHead(c.DecoderMaps,
+            c.Classes, o),
+            "Mask2Former's transformer decoder (transformers' keys): 100 queries, masked attention to the pixel "
+                + "decoder's levels, per-query class and mask logits and the semantic scores per pixel.");
+        ModelRegistry.AddArchitecture("mask2former",
+            "Mask2Former: any encoder (the paper's Swin or ResNet-50), the multi-scale deformable pixel decoder, the "
+                + "masked-attention transformer decoder; trained with its matched set loss.",
+            _ => new ModelPart(Mask2FormerPixelDecoder.Name), _ => new ModelPart("mask2former"));
     }
 
     /// <summary>SegFormer's parts: the Mix Transformers, the all-MLP decode head, the resizing head, the architecture

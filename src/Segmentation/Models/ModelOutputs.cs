@@ -43,6 +43,13 @@ public sealed class ModelOutputs
     public Tensor? Find(OutputKind kind) => Schema.FirstOrDefault(o => o.Kind == kind) is { } o
         && outputs.TryGetValue(o.Name, out var t) ? t : null;
 
+    /// <summary>The output named <paramref name="name"/>, if the model gives one.</summary>
+    public bool TryGet(string name, out Tensor tensor)
+    {
+        tensor = outputs.TryGetValue(name, out var t) ? t : null!;
+        return t is not null;
+    }
+
     /// <summary>An output by name; a missing one is an error that lists those there are.</summary>
     public Tensor this[string name] => outputs.TryGetValue(name, out var t) ? t
         : throw new KeyNotFoundException($"The model has no output '{name}'; it has "

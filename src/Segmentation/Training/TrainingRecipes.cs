@@ -14,6 +14,7 @@ public static class TrainingRecipes
     private static readonly Dictionary<string, Func<ModelDescription, bool, TrainingRecipe>> Recipes = new()
     {
         ["segformer"] = (_, pretrained) => TrainingRecipe.Segformer(pretrained),
+        ["mask2former"] = (_, pretrained) => TrainingRecipe.Mask2Former(pretrained),
     };
 
     /// <summary>Registers <paramref name="architecture"/>'s recipe: what <paramref name="recipe"/> gives for a model of

@@ -87,7 +87,7 @@ public class Mask2FormerPixelDecoderTests
         using var model = new SegmentationModel(new ModelDescription
         {
             Encoder = new ModelPart("resnet18"), Classes = 3, Seed = 3,
-            Decoder = ModelPart.Of("test-" + Mask2FormerPixelDecoder.Name, Small with { Layers = 1 }),
+            Decoder = ModelPart.Of(Mask2FormerPixelDecoder.Name, Small with { Layers = 1 }),
             Head = new ModelPart("test-m2f-head"),
         });
         Assert.Empty(model.NonLeafModules());
@@ -97,21 +97,15 @@ public class Mask2FormerPixelDecoderTests
     }
 }
 
-/// <summary>Mask2Former's parts registered for tests (under test- names, which the conformance test leaves out) until
-/// the architecture registers them.</summary>
+/// <summary>A test's head on the pixel decoder (under a test- name, which the conformance test leaves out).</summary>
 internal static class Mask2FormerTestParts
 {
     public static readonly bool Registered = Register();
 
     private static bool Register()
     {
-        ModelRegistry.AddDecoder<Mask2FormerPixelDecoderOptions>("test-" + Mask2FormerPixelDecoder.Name,
-            (c, o) => new Mask2FormerPixelDecoder(c.Encoder.Stages, o), "the pixel decoder, until Mask2Former has it");
         ModelRegistry.AddHead<ToyHeadOptions>("test-m2f-head",
             (c, _) => new ToyHead(c.InChannels, c.Classes, c.EncoderMaps[^1]), "a test's head");
-        ModelRegistry.AddHead<Segmentation.Models.Heads.Mask2FormerHeadOptions>("test-mask2former-head",
-            (c, o) => new Segmentation.Models.Heads.Mask2FormerHead(c.DecoderMaps, c.Classes, o),
-            "Mask2Former's head, until it is registered");
         return true;
     }
 }

@@ -109,11 +109,11 @@ public class Mask2FormerTransformerTests
         using var model = new SegmentationModel(new ModelDescription
         {
             Encoder = new ModelPart("resnet18"), Classes = 3, Seed = 4,
-            Decoder = ModelPart.Of("test-" + Mask2FormerPixelDecoder.Name, new Mask2FormerPixelDecoderOptions
+            Decoder = ModelPart.Of(Mask2FormerPixelDecoder.Name, new Mask2FormerPixelDecoderOptions
             {
                 FeatureSize = 32, MaskFeatureSize = 32, Heads = 4, Layers = 1, FeedForward = 64,
             }),
-            Head = ModelPart.Of("test-mask2former-head", Small),
+            Head = ModelPart.Of("mask2former", Small),
         });
         Assert.Empty(model.NonLeafModules());
         ConformanceTests.StateDictRoundTrip(model);

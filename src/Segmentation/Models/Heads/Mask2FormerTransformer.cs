@@ -358,18 +358,30 @@ internal sealed class Mask2FormerHead : Head
         transformer_module = new Mask2FormerTransformer(new MaskedDecoderShape(hidden, o.Heads, o.FeedForward,
             o.Layers, o.Queries, decoderMaps[0].Channels));
         class_predictor = new Layers.Linear(hidden, classes + 1);
+        Outputs = o.Layers > 0 ? MainOutputs.Concat(AuxiliaryOutputs).ToArray() : MainOutputs;
         RegisterComponents();
     }
 
     /// <inheritdoc />
-    public override IReadOnlyList<ModelOutput> Outputs { get; } = new[]
+    public override IReadOnlyList<ModelOutput> Outputs { get; }
+
+    private static readonly ModelOutput[] MainOutputs =
     {
-        new ModelOutput(ModelOutputs.LogitsName, 4, OutputKind.PixelClassLogits,
+        new(ModelOutputs.LogitsName, 4, OutputKind.PixelClassLogits,
             "class scores per pixel at the input's size (Mask2Former's semantic inference)"),
-        new ModelOutput(ClassLogits, 3, OutputKind.QueryClassLogits, "class logits per query, the last no object"),
-        new ModelOutput(MaskLogits, 4, OutputKind.QueryMaskLogits,
-            "mask logits per query at the mask features' stride"),
+        new(ClassLogits, 3, OutputKind.QueryClassLogits, "class logits per query, the last no object"),
+        new(MaskLogits, 4, OutputKind.QueryMaskLogits, "mask logits per query at the mask features' stride"),
     };
+
+    private static readonly ModelOutput[] AuxiliaryOutputs =
+    {
+        new(AuxClassLogits, 4, OutputKind.Auxiliary, "class logits per query of every earlier prediction, N x "
+            + "predictions x queries x (classes + 1)"),
+        new(AuxMaskLogits, 5, OutputKind.Auxiliary, "mask logits per query of every earlier prediction"),
+    };
+
+    /// <summary>The auxiliary outputs' names (the predictions before the last, stacked on dimension 1).</summary>
+    internal const string AuxClassLogits = "aux_" + ClassLogits, AuxMaskLogits = "aux_" + MaskLogits;
 
     /// <summary>Every prediction (before the first layer, then after each), for the decoder's maps.</summary>
     internal List<QueryPrediction> Predictions(Tensor[] decoderMaps) =>
@@ -382,15 +394,22 @@ internal sealed class Mask2FormerHead : Head
     /// <inheritdoc />
     public override ModelOutputs forward(HeadInput x)
     {
-        var last = Predictions(Enumerable.Range(0, 4).Select(i => x.Decoder[i]).ToArray())[^1];
+        var all = Predictions(Enumerable.Range(0, 4).Select(i => x.Decoder[i]).ToArray());
+        var last = all[^1];
         var probabilities = QueryProbabilitiesOp.Instance.Run(last.Classes);
         var masks = SigmoidOp.Instance.Run(LayerOps.ResizeLike(last.Masks, x.Input));
-        return new ModelOutputs(new Dictionary<string, Tensor>
+        var outputs = new Dictionary<string, Tensor>
         {
             [ModelOutputs.LogitsName] = semantic.forward(probabilities, masks),
             [ClassLogits] = last.Classes,
             [MaskLogits] = last.Masks,
-        }, Outputs);
+        };
+        if (all.Count > 1)
+        {
+            outputs[AuxClassLogits] = StackOp.Instance.Run(all.Take(all.Count - 1).Select(p => p.Classes).ToArray());
+            outputs[AuxMaskLogits] = StackOp.Instance.Run(all.Take(all.Count - 1).Select(p => p.Masks).ToArray());
+        }
+        return new ModelOutputs(outputs, Outputs);
     }
 }
 
@@ -439,5 +458,27 @@ internal sealed class SigmoidOp : Op
     internal override IReadOnlyList<Tensor[]> CheckInputs() => new[]
     {
         new[] { randn(new long[] { 2, 3, 4, 5 }, ScalarType.Float64, generator: new Generator(7)) * 4 },
+    };
+}
+
+/// <summary>Tensors of one shape stacked on a new dimension 1 (ONNX Unsqueeze and Concat).</summary>
+internal sealed class StackOp : Op
+{
+    public static StackOp Instance { get; } = new();
+
+    private StackOp() : base("Stack") { }
+
+    internal override int RouteCount => 1;
+
+    internal override Tensor Compute(int route, IReadOnlyList<Tensor> inputs) => stack(inputs.ToArray(), 1);
+
+    internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs) =>
+        g.Node("Concat", inputs.Select(x => g.Node("Unsqueeze", new[] { x, g.Int64s("axes", 1) })).ToArray(),
+            OnnxGraph.Int("axis", 1));
+
+    internal override IReadOnlyList<Tensor[]> CheckInputs() => new[]
+    {
+        Enumerable.Range(0, 3).Select(i => randn(new long[] { 2, 4, 5 }, ScalarType.Float64,
+            generator: new Generator((ulong)(10 + i)))).ToArray(),
     };
 }

@@ -278,5 +278,6 @@ internal static class MaskedAttentionOps
         Ops.Add(MaskedAttentionOp.Instance);
         Ops.Add(QueryProbabilitiesOp.Instance);
         Ops.Add(SigmoidOp.Instance);
+        Ops.Add(StackOp.Instance);
     }
 }

@@ -146,7 +146,8 @@ internal static class LayerCheck
         if (!training) return new[] { y.detach().cpu() };
         using var weighting = randn(y.shape, float64, generator: new Generator(0xD1CE)).to(y.dtype).to(y.device);
         y.backward(new[] { weighting });
-        return new[] { y.detach().cpu() }.Concat(xs.Select(x => x.grad!.cpu())).Concat(ps.Select(p => p.grad!.cpu()))
-            .ToArray();
+        // an input read only for its shape (a learned query's batch size) has no gradient: zeros on both sides
+        static Tensor Gradient(Tensor t) => t.grad?.cpu() ?? zeros(t.shape, t.dtype);
+        return new[] { y.detach().cpu() }.Concat(xs.Select(Gradient)).Concat(ps.Select(Gradient)).ToArray();
     }
 }

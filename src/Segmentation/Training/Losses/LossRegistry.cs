@@ -17,6 +17,9 @@ public enum LossKind
     Lovasz,
     /// <summary>Cross-entropy + Lovász-softmax, equal weights (the paper trains this way from the start).</summary>
     CrossEntropyLovasz,
+    /// <summary>Mask2Former's matched set loss on per-query class and mask logits (<see
+    /// cref="MaskClassificationLoss"/>).</summary>
+    MaskClassification,
 }
 
 /// <summary>
@@ -41,6 +44,9 @@ public static class LossRegistry
         new(LossKind.Lovasz, "lovasz", "Lovasz-softmax, a surrogate of 1 - IoU", _ => new LovaszSoftmaxLoss()),
         new(LossKind.CrossEntropyLovasz, "ce+lovasz", "cross-entropy + Lovasz-softmax",
             o => new CombinedLoss((CrossEntropy(o), 1.0), (new LovaszSoftmaxLoss(), 1.0))),
+        new(LossKind.MaskClassification, "mask2former", "Mask2Former's loss: queries matched to the classes' masks, "
+            + "2 x class cross-entropy + 5 x mask cross-entropy + 5 x Dice on sampled points, auxiliary predictions "
+            + "too", _ => new MaskClassificationLoss()),
     };
 
     private static ISegmentationLoss CrossEntropy(TrainerOptions o) => new CrossEntropyLoss(o.ClassWeights,
