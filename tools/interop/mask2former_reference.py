@@ -351,10 +351,33 @@ def transformer_fixture(out):
           + ", ".join(f"{b:.2f}" for b in blocked))
 
 
+def counts(classes=133):
+    """Parameter counts of whole Mask2Formers (transformers' default config: feature, mask and hidden 256, 6 deformable
+    layers of feed-forward 1024, 9 masked-attention layers of feed-forward 2048, 100 queries) on Swin-T/S/B, with
+    transformers' SwinBackbone from swin_reference.py."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("swin_reference", os.path.join(os.path.dirname(__file__),
+                                                                                 "swin_reference.py"))
+    swin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(swin)
+    for name in ("swin-tiny", "swin-small", "swin-base"):
+        v = swin.VARIANTS[name]
+        backbone = swin.SwinBackbone(dict(v, num_channels=3))
+        channels = [v["embed_dim"] * 2 ** i for i in range(4)]
+        pixel = PixelDecoder(channels, dim=256, heads=8, ffn=1024, layers=6, mask_dim=256)
+        transformer = TransformerModule(256, 8, ffn=2048, decoder_layers=10, queries=100, mask_dim=256)
+        head = nn.Linear(256, classes + 1)
+        total = sum(sum(p.numel() for p in m.parameters()) for m in (backbone, pixel, transformer, head))
+        print(f"mask2former on {name}, {classes} classes: {total:,} parameters")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixture")
+    ap.add_argument("--counts", action="store_true")
     a = ap.parse_args()
     if a.fixture:
         fixture(a.fixture)
         transformer_fixture(a.fixture)
+    if a.counts:
+        counts()

@@ -103,6 +103,18 @@ public class Mask2FormerTransformerTests
     }
 
     [Fact]
+    public void A_swin_tiny_mask2former_counts_the_parameters_of_transformers_default_config()
+    {
+        // transformers' Mask2Former (feature, mask and hidden 256, 6 + 9 layers, 100 queries) on SwinBackbone, COCO
+        // panoptic's 133 classes: /usr/bin/python3 tools/interop/mask2former_reference.py --counts
+        using var model = new SegmentationModel(new ModelDescription
+        {
+            Architecture = "mask2former", Encoder = new ModelPart("swin-tiny"), Classes = 133, Seed = 1,
+        });
+        Assert.Equal(47_435_264, model.parameters().Sum(p => p.numel()));
+    }
+
+    [Fact]
     public void In_a_model_every_leaf_passes_the_float64_check_and_onnx_runtime_agrees()
     {
         Assert.True(Mask2FormerTestParts.Registered);
