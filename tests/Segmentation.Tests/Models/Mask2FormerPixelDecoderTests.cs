@@ -20,36 +20,22 @@ public class Mask2FormerPixelDecoderTests
         FeatureSize = 64, MaskFeatureSize = 32, Heads = 8, Layers = 2, FeedForward = 128,
     };
 
-    private static string Fixture(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Segmentation.sln"))) dir = dir.Parent;
-        return Path.Combine(dir!.FullName, "tests", "fixtures", "mask2former", name);
-    }
-
     private static Mask2FormerPixelDecoder Reference()
     {
         var stages = new[] { new EncoderStage(8, 4), new EncoderStage(16, 8), new EncoderStage(32, 16),
             new EncoderStage(64, 32) };
         var decoder = new Mask2FormerPixelDecoder(stages, Small);
-        StateDicts.Load(decoder, StateDicts.ReadFile(Fixture("pixel_decoder.pth")), "the reference's pixel decoder");
+        StateDicts.Load(decoder, StateDicts.ReadFile(Mask2FormerFixtures.File("pixel_decoder.pth")), "the reference's pixel decoder");
         decoder.eval();
         return decoder;
-    }
-
-    private static void Near(Tensor expected, Tensor actual, string what)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double scale = expected.abs().max().item<float>();
-        double error = (actual - expected).abs().max().item<float>();
-        Assert.True(error <= 1e-4 * scale, $"{what}: max difference {error:E2}, largest value {scale:E2}");
     }
 
     [Fact]
     public void Keys_and_shapes_are_transformers_in_its_order()
     {
         using var decoder = Reference();
-        var expected = File.ReadAllLines(Fixture("pixel_decoder_keys.txt")).Where(l => l.Length > 0);
+        var expected = System.IO.File.ReadAllLines(Mask2FormerFixtures.File("pixel_decoder_keys.txt"))
+            .Where(l => l.Length > 0);
         Assert.Equal(expected, KeyFixtures.Lines(decoder.state_dict(), ""));
     }
 
@@ -59,23 +45,23 @@ public class Mask2FormerPixelDecoderTests
         using var decoder = Reference();
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var io = StateDicts.ReadFile(Fixture("pixel_decoder_io.pth"));
+        var io = StateDicts.ReadFile(Mask2FormerFixtures.File("pixel_decoder_io.pth"));
         var features = Enumerable.Range(0, 4).Select(i => io[$"feature{i}"]).ToArray();
         var projected = decoder.Project(features);
         for (int l = 0; l < 3; l++)
-            Near(io[$"position{l}"], new SinePositionOp(32).Run(projected[l]), $"position embedding of level {l}");
+            Mask2FormerFixtures.Near(io[$"position{l}"], new SinePositionOp(32).Run(projected[l]), $"position embedding of level {l}");
         var (positions, points) = decoder.Embed(projected);
         var tokens = io["tokens"];
-        Near(tokens, LayerOps.Concat(projected.Select(LayerOps.ToTokens).ToArray()), "projected tokens");
+        Mask2FormerFixtures.Near(tokens, LayerOps.Concat(projected.Select(LayerOps.ToTokens).ToArray()), "projected tokens");
         for (int i = 0; i < 2; i++)
         {
             var next = io[$"encoder{i}"];
-            Near(next, decoder.EncoderLayer(i).forward(tokens, positions, points, projected), $"deformable layer {i}");
+            Mask2FormerFixtures.Near(next, decoder.EncoderLayer(i).forward(tokens, positions, points, projected), $"deformable layer {i}");
             tokens = next;
         }
         var outputs = decoder.Decode(features);
-        Near(io["mask_features"], outputs[0], "mask features");
-        for (int i = 0; i < 3; i++) Near(io[$"multi_scale{i}"], outputs[1 + i], $"multi-scale map {i}");
+        Mask2FormerFixtures.Near(io["mask_features"], outputs[0], "mask features");
+        for (int i = 0; i < 3; i++) Mask2FormerFixtures.Near(io[$"multi_scale{i}"], outputs[1 + i], $"multi-scale map {i}");
         Assert.Equal(new[] { ("mask_features", 32, 4), ("multi_scale_0", 64, 32), ("multi_scale_1", 64, 16),
             ("multi_scale_2", 64, 8) }, decoder.Maps.Select(m => (m.Name, m.Channels, m.Stride)));
     }
@@ -107,5 +93,26 @@ internal static class Mask2FormerTestParts
         ModelRegistry.AddHead<ToyHeadOptions>("test-m2f-head",
             (c, _) => new ToyHead(c.InChannels, c.Classes, c.EncoderMaps[^1]), "a test's head");
         return true;
+    }
+}
+
+/// <summary>The reference's fixtures (<c>tests/fixtures/mask2former</c>) and the comparison every stage uses.</summary>
+internal static class Mask2FormerFixtures
+{
+    public static string File(string name)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !System.IO.File.Exists(Path.Combine(dir.FullName, "Segmentation.sln")))
+            dir = dir.Parent;
+        return Path.Combine(dir!.FullName, "tests", "fixtures", "mask2former", name);
+    }
+
+    /// <summary>Within 1e-4 of the expected tensor's largest magnitude.</summary>
+    public static void Near(Tensor expected, Tensor actual, string what)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        double scale = expected.abs().max().item<float>();
+        double error = (actual - expected).abs().max().item<float>();
+        Assert.True(error <= 1e-4 * scale, $"{what}: max difference {error:E2}, largest value {scale:E2}");
     }
 }

@@ -17,29 +17,14 @@ public class Mask2FormerTransformerTests
 {
     private static readonly Mask2FormerHeadOptions Small = new() { Queries = 6, Layers = 3, Heads = 4, FeedForward = 64 };
 
-    private static string Fixture(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Segmentation.sln"))) dir = dir.Parent;
-        return Path.Combine(dir!.FullName, "tests", "fixtures", "mask2former", name);
-    }
-
     private static Mask2FormerHead Reference()
     {
         var maps = new[] { new FeatureMap("mask_features", 32, 4), new FeatureMap("multi_scale_0", 32, 32),
             new FeatureMap("multi_scale_1", 32, 16), new FeatureMap("multi_scale_2", 32, 8) };
         var head = new Mask2FormerHead(maps, 3, Small);
-        StateDicts.Load(head, StateDicts.ReadFile(Fixture("transformer.pth")), "the reference's transformer module");
+        StateDicts.Load(head, StateDicts.ReadFile(Mask2FormerFixtures.File("transformer.pth")), "the reference's transformer module");
         head.eval();
         return head;
-    }
-
-    private static void Near(Tensor expected, Tensor actual, string what)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double scale = expected.abs().max().item<float>();
-        double error = (actual - expected).abs().max().item<float>();
-        Assert.True(error <= 1e-4 * scale, $"{what}: max difference {error:E2}, largest value {scale:E2}");
     }
 
     /// <summary>The reference's mask (N heads x Q x S, 1 where blocked, the same for every head) as this decoder's
@@ -61,7 +46,8 @@ public class Mask2FormerTransformerTests
     public void Keys_and_shapes_are_transformers_in_its_order()
     {
         using var head = Reference();
-        var expected = File.ReadAllLines(Fixture("transformer_keys.txt")).Where(l => l.Length > 0);
+        var expected = System.IO.File.ReadAllLines(Mask2FormerFixtures.File("transformer_keys.txt"))
+            .Where(l => l.Length > 0);
         Assert.Equal(expected, KeyFixtures.Lines(head.state_dict(), ""));
     }
 
@@ -71,27 +57,27 @@ public class Mask2FormerTransformerTests
         using var head = Reference();
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var io = StateDicts.ReadFile(Fixture("transformer_io.pth"));
+        var io = StateDicts.ReadFile(Mask2FormerFixtures.File("transformer_io.pth"));
         var levels = Enumerable.Range(0, 3).Select(i => io[$"multi_scale{i}"]).ToArray();
         var maskFeatures = io["mask_features"];
         var transformer = head.Transformer;
         var (tokens, positions) = transformer.LevelTokens(levels);
         var (queryPositions, queryFeatures) = transformer.Queries(maskFeatures);
-        Near(io["hidden0"], queryFeatures, "the learned queries");
+        Mask2FormerFixtures.Near(io["hidden0"], queryFeatures, "the learned queries");
         var (first, firstMask) = transformer.Decoder.Predict(queryFeatures, maskFeatures, levels[0], head.ClassPredictor);
-        Near(io["masks0"], first.Masks, "masks before the first layer");
-        Near(io["classes0"], first.Classes, "classes before the first layer");
+        Mask2FormerFixtures.Near(io["masks0"], first.Masks, "masks before the first layer");
+        Mask2FormerFixtures.Near(io["classes0"], first.Classes, "classes before the first layer");
         SameMask(Additive(io["attention0"], 4), firstMask, "the first layer's mask");
         for (int i = 0; i < 3; i++)
         {
             var mask = Additive(io[$"attention{i}"], 4);
             var hidden = transformer.Decoder.Layer(i).forward(io[$"hidden{i}"], tokens[i % 3], positions[i % 3],
                 queryPositions, mask);
-            Near(io[$"hidden{i + 1}"], hidden, $"layer {i}'s queries");
+            Mask2FormerFixtures.Near(io[$"hidden{i + 1}"], hidden, $"layer {i}'s queries");
             var (prediction, next) = transformer.Decoder.Predict(io[$"hidden{i + 1}"], maskFeatures,
                 levels[(i + 1) % 3], head.ClassPredictor);
-            Near(io[$"masks{i + 1}"], prediction.Masks, $"layer {i}'s masks");
-            Near(io[$"classes{i + 1}"], prediction.Classes, $"layer {i}'s classes");
+            Mask2FormerFixtures.Near(io[$"masks{i + 1}"], prediction.Masks, $"layer {i}'s masks");
+            Mask2FormerFixtures.Near(io[$"classes{i + 1}"], prediction.Classes, $"layer {i}'s classes");
             if (i < 2)
                 SameMask(Additive(io[$"attention{i + 1}"], 4), next, $"layer {i + 1}'s mask");
         }

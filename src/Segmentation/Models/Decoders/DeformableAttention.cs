@@ -19,19 +19,12 @@ namespace Segmentation.Models.Decoders;
 /// checked against float64 (route 1 gathers the neighbours itself), and exports as ONNX <c>Softmax</c>, one
 /// <c>GridSample</c> per level and the weighted sum.
 /// </summary>
-internal sealed class DeformableSampling : nn.Module, IMultiInputLeaf
+internal sealed class DeformableSampling : MultiInputLeaf
 {
     private readonly int heads, levels, points;
-    private static readonly Scalar Two = 2.0.ToScalar(); // held: no temporary scalars per step (Scalars)
 
     public DeformableSampling(int heads, int levels, int points) : base(nameof(DeformableSampling))
         => (this.heads, this.levels, this.points) = (heads, levels, points);
-
-    internal int Route { get; set; }
-    internal Action<nn.Module, Tensor[], Tensor>? Observer { get; set; }
-    ScalarType IMultiInputLeaf.ComputeType { get => ScalarType.Float32; set { } }
-    int IMultiInputLeaf.Route { get => Route; set => Route = value; }
-    Action<nn.Module, Tensor[], Tensor>? IMultiInputLeaf.Observer { get => Observer; set => Observer = value; }
 
     /// <summary>Samples; <paramref name="values"/> holds one map per level, coarsest or finest first as the offsets
     /// were laid out.</summary>
@@ -48,9 +41,7 @@ internal sealed class DeformableSampling : nn.Module, IMultiInputLeaf
             output = Apply(Route, inputs.Select(x => x.to(ScalarType.Float32)).ToArray()).to(values[0].dtype)
                 .MoveToOuterDisposeScope();
         }
-        Observer?.Invoke(this, inputs, output);
-        OnnxTrace.Current?.MultiInputLeaf(this, inputs, output, (g, names, _) => ExportOnnx(g, names));
-        return output;
+        return Record(inputs, output, (g, names, _) => ExportOnnx(g, names));
     }
 
     private Tensor Apply(int route, IReadOnlyList<Tensor> inputs)
@@ -124,13 +115,13 @@ internal sealed class DeformableSampling : nn.Module, IMultiInputLeaf
         return g.Node("Transpose", new[] { byChannel }, OnnxGraph.Ints("perm", 0, 2, 1));
     }
 
-    LayerSummary IMultiInputLeaf.Summarise(string path, Tensor[] inputs, Tensor output) =>
+    public override LayerSummary Summarise(string path, Tensor[] inputs, Tensor output) =>
         new(path, "DeformableSampling", output.shape[1..], 0, 4L * inputs[1].numel() / inputs[1].shape[0] / 2
             * (inputs[3].shape[1] / heads));
 
-    IReadOnlyList<Tensor> ICheckedComputation.Parameters => Array.Empty<Tensor>();
+    public override IReadOnlyList<Tensor> Parameters => Array.Empty<Tensor>();
 
-    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
+    public override Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) => Apply(route, inputs);
 }
 
@@ -345,7 +336,7 @@ internal sealed class LevelMapOp : Op
 /// levels x C parameter of the pixel decoder): N x sum(H W) x C from the levels' position maps N x C x H x W. A leaf of
 /// several inputs with a parameter, checked against float64 and exported as Transpose, Add and Concat.
 /// </summary>
-internal sealed class LevelEmbedding : nn.Module, IMultiInputLeaf
+internal sealed class LevelEmbedding : MultiInputLeaf
 {
     private readonly Parameter weight;
 
@@ -360,24 +351,13 @@ internal sealed class LevelEmbedding : nn.Module, IMultiInputLeaf
     /// <summary>The embeddings, levels x C.</summary>
     public Parameter Weight => weight;
 
-    internal int Route { get; set; }
-    internal Action<nn.Module, Tensor[], Tensor>? Observer { get; set; }
-    ScalarType IMultiInputLeaf.ComputeType { get => ScalarType.Float32; set { } }
-    int IMultiInputLeaf.Route { get => Route; set => Route = value; }
-    Action<nn.Module, Tensor[], Tensor>? IMultiInputLeaf.Observer { get => Observer; set => Observer = value; }
-
-    public Tensor forward(params Tensor[] positions)
-    {
-        var output = Apply(Route, positions, weight);
-        Observer?.Invoke(this, positions, output);
-        OnnxTrace.Current?.MultiInputLeaf(this, positions, output, (g, names, path) =>
+    public Tensor forward(params Tensor[] positions) => Record(positions, Apply(Route, positions, weight),
+        (g, names, path) =>
         {
             var rows = names.Select((p, l) => g.Node("Add", new[] { g.ToTokens(p),
                 g.Initializer($"{path}.level{l}", weight.detach()[l]) })).ToArray();
             return g.Node("Concat", rows, OnnxGraph.Int("axis", 1));
         });
-        return output;
-    }
 
     private static Tensor Apply(int route, IReadOnlyList<Tensor> positions, Tensor weight)
     {
@@ -391,11 +371,11 @@ internal sealed class LevelEmbedding : nn.Module, IMultiInputLeaf
         return cat(rows, 1).MoveToOuterDisposeScope();
     }
 
-    LayerSummary IMultiInputLeaf.Summarise(string path, Tensor[] inputs, Tensor output) =>
+    public override LayerSummary Summarise(string path, Tensor[] inputs, Tensor output) =>
         new(path, "LevelEmbedding", output.shape[1..], weight.numel(), 0);
 
-    IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight };
+    public override IReadOnlyList<Tensor> Parameters => new Tensor[] { weight };
 
-    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
+    public override Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) => Apply(route, inputs, parameters[0]);
 }

@@ -54,7 +54,7 @@ internal sealed class QueryEmbedding : Layer, ICheckedComputation
 /// model's precision; checked against float64 (route 1: one matrix product over the stacked inputs, then split);
 /// exported as three MatMul and Add on the thirds.
 /// </summary>
-internal sealed class PackedInProjection : nn.Module, IMultiInputLeaf
+internal sealed class PackedInProjection : MultiInputLeaf
 {
     private readonly Parameter weight, bias;
 
@@ -68,12 +68,7 @@ internal sealed class PackedInProjection : nn.Module, IMultiInputLeaf
         nn.init.xavier_uniform_(weight); // PyTorch's _reset_parameters
     }
 
-    internal ScalarType ComputeType { get; set; } = ScalarType.Float32;
-    internal int Route { get; set; }
-    internal Action<nn.Module, Tensor[], Tensor>? Observer { get; set; }
-    ScalarType IMultiInputLeaf.ComputeType { get => ComputeType; set => ComputeType = value; }
-    int IMultiInputLeaf.Route { get => Route; set => Route = value; }
-    Action<nn.Module, Tensor[], Tensor>? IMultiInputLeaf.Observer { get => Observer; set => Observer = value; }
+    protected override bool FollowsModelPrecision => true;
 
     public Tensor forward(Tensor query, Tensor key, Tensor value)
     {
@@ -84,8 +79,7 @@ internal sealed class PackedInProjection : nn.Module, IMultiInputLeaf
             output = Apply(Route, inputs.Select(x => x.to(ComputeType)).ToArray(), weight.to(ComputeType),
                 bias.to(ComputeType)).MoveToOuterDisposeScope();
         }
-        Observer?.Invoke(this, inputs, output);
-        OnnxTrace.Current?.MultiInputLeaf(this, inputs, output, (g, names, path) =>
+        return Record(inputs, output, (g, names, path) =>
         {
             long c = weight.shape[1];
             var parts = names.Select((x, k) => g.Node("Add", new[] { g.Node("MatMul", new[] { x,
@@ -93,7 +87,6 @@ internal sealed class PackedInProjection : nn.Module, IMultiInputLeaf
                 g.Initializer($"{path}.in_proj_bias.{k}", bias.detach().narrow(0, k * c, c)) })).ToArray();
             return g.Node("Concat", parts, OnnxGraph.Int("axis", 1));
         });
-        return output;
     }
 
     private static Tensor Apply(int route, IReadOnlyList<Tensor> inputs, Tensor w, Tensor b)
@@ -114,14 +107,13 @@ internal sealed class PackedInProjection : nn.Module, IMultiInputLeaf
         return cat(parts, 1).MoveToOuterDisposeScope();
     }
 
-    LayerSummary IMultiInputLeaf.Summarise(string path, Tensor[] inputs, Tensor output) =>
+    public override LayerSummary Summarise(string path, Tensor[] inputs, Tensor output) =>
         new(path, "InProjection", output.shape[1..], weight.numel() + bias.numel(),
             output.shape[1] * weight.shape[1] * weight.shape[1]);
 
-    IReadOnlyList<Tensor> ICheckedComputation.Parameters => new Tensor[] { weight, bias };
-    bool ICheckedComputation.FollowsPrecision => true;
+    public override IReadOnlyList<Tensor> Parameters => new Tensor[] { weight, bias };
 
-    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
+    public override Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) => Apply(route, inputs, parameters[0], parameters[1]);
 }
 
@@ -164,16 +156,11 @@ internal sealed class PackedPartOp : Op
 /// of two inputs (a product of two activations), checked against float64 (route 1 sums the channels one by one) and
 /// exported as MatMul between Reshapes.
 /// </summary>
-internal sealed class MaskProduct : nn.Module, IMultiInputLeaf
+internal sealed class MaskProduct : MultiInputLeaf
 {
     public MaskProduct() : base(nameof(MaskProduct)) { }
 
-    internal ScalarType ComputeType { get; set; } = ScalarType.Float32;
-    internal int Route { get; set; }
-    internal Action<nn.Module, Tensor[], Tensor>? Observer { get; set; }
-    ScalarType IMultiInputLeaf.ComputeType { get => ComputeType; set => ComputeType = value; }
-    int IMultiInputLeaf.Route { get => Route; set => Route = value; }
-    Action<nn.Module, Tensor[], Tensor>? IMultiInputLeaf.Observer { get => Observer; set => Observer = value; }
+    protected override bool FollowsModelPrecision => true;
 
     public Tensor forward(Tensor embeddings, Tensor pixels)
     {
@@ -181,15 +168,13 @@ internal sealed class MaskProduct : nn.Module, IMultiInputLeaf
         Tensor output;
         using (var scope = NewDisposeScope())
             output = Apply(Route, embeddings.to(ComputeType), pixels.to(ComputeType)).MoveToOuterDisposeScope();
-        Observer?.Invoke(this, inputs, output);
-        OnnxTrace.Current?.MultiInputLeaf(this, inputs, output, (g, names, _) =>
+        return Record(inputs, output, (g, names, _) =>
         {
             var flat = g.Node("Reshape", new[] { names[1], g.Int64s("flat", 0, 0, -1) });
             var shape = g.Node("Concat", new[] { OnnxShape.Slice(g, names[0], 0, 2), OnnxShape.Slice(g, names[1], 2,
                 4) }, OnnxGraph.Int("axis", 0));
             return g.Node("Reshape", new[] { g.Node("MatMul", new[] { names[0], flat }), shape });
         });
-        return output;
     }
 
     private static Tensor Apply(int route, Tensor embeddings, Tensor pixels)
@@ -204,13 +189,12 @@ internal sealed class MaskProduct : nn.Module, IMultiInputLeaf
         return sum.MoveToOuterDisposeScope();
     }
 
-    LayerSummary IMultiInputLeaf.Summarise(string path, Tensor[] inputs, Tensor output) =>
+    public override LayerSummary Summarise(string path, Tensor[] inputs, Tensor output) =>
         new(path, "MaskProduct", output.shape[1..], 0, output.numel() / output.shape[0] * inputs[0].shape[2]);
 
-    IReadOnlyList<Tensor> ICheckedComputation.Parameters => Array.Empty<Tensor>();
-    bool ICheckedComputation.FollowsPrecision => true;
+    public override IReadOnlyList<Tensor> Parameters => Array.Empty<Tensor>();
 
-    Tensor ICheckedComputation.Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
+    public override Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) => Apply(route, inputs[0], inputs[1]);
 }
 
