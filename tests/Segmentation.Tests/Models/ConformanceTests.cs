@@ -30,6 +30,11 @@ public class ConformanceTests
         "mit-b2", "mit-b3", "mit-b4", "mit-b5", "swin-small", "swin-base", "swin-large",
     };
 
+    /// <summary>The largest variants (82 and 195 million parameters) skip the state-dict round trip too: a second copy
+    /// and two serialisations of up to 800 MB take 20 s of the suite for the code path their family's smallest
+    /// variant already takes.</summary>
+    private static readonly HashSet<string> Largest = new() { "mit-b5", "swin-large" };
+
     public static IEnumerable<object[]> Cases()
     {
         var encoders = ModelRegistry.Parts(PartKind.Encoder)
@@ -70,7 +75,7 @@ public class ConformanceTests
         };
         using var model = new SegmentationModel(description);
         Assert.Empty(model.NonLeafModules()); // parameters only in leaf layers
-        StateDictRoundTrip(model);
+        if (!Largest.Contains(encoder)) StateDictRoundTrip(model);
         StridesAsDeclared(model);
         if (StructureOnly.Contains(encoder)) return;
         FloatCheckCoversEveryLeafInBf16(model);
