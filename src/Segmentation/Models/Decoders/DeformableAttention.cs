@@ -1,6 +1,5 @@
 using Segmentation.Models.Export;
 using Segmentation.Models.Layers;
-using TorchSharp;
 using Parameter = TorchSharp.Modules.Parameter;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -73,8 +72,8 @@ internal sealed class DeformableSampling : MultiInputLeaf
     private string ExportOnnx(OnnxGraph g, string[] names)
     {
         var (reference, offsets, logits) = (names[0], names[1], names[2]);
-        var nq = OnnxShape.Slice(g, reference, 0, 2);
-        var q = OnnxShape.Slice(g, reference, 1, 2);
+        var nq = g.ShapeSlice(reference, 0, 2);
+        var q = g.ShapeSlice(reference, 1, 2);
         var weights = g.Node("Softmax", new[] { g.Node("Reshape", new[] { logits, g.Node("Concat", new[] { nq,
             g.Int64s("hlp", heads, (long)levels * points) }, OnnxGraph.Int("axis", 0)) }) }, OnnxGraph.Int("axis", -1));
         var weightsT = g.Node("Reshape", new[] { g.Node("Transpose", new[] { weights }, OnnxGraph.Ints("perm", 0, 2, 1,
@@ -88,8 +87,8 @@ internal sealed class DeformableSampling : MultiInputLeaf
         for (int l = 0; l < levels; l++)
         {
             var v = names[3 + l];
-            var hw = OnnxShape.Slice(g, v, 2, 4);
-            var wh = g.Node("Concat", new[] { OnnxShape.Slice(g, v, 3, 4), OnnxShape.Slice(g, v, 2, 3) },
+            var hw = g.ShapeSlice(v, 2, 4);
+            var wh = g.Node("Concat", new[] { g.ShapeSlice(v, 3, 4), g.ShapeSlice(v, 2, 3) },
                 OnnxGraph.Int("axis", 0));
             var perPixel = g.Node("Div", new[] { g.Constant("two", tensor(new float[] { 2, 2 })),
                 g.Node("Cast", new[] { wh }, OnnxGraph.Int("to", 1)) });
@@ -99,7 +98,7 @@ internal sealed class DeformableSampling : MultiInputLeaf
             var gridT = g.Node("Reshape", new[] { g.Node("Transpose", new[] { grid }, OnnxGraph.Ints("perm", 0, 2, 1, 3,
                 4)), g.Node("Concat", new[] { g.Int64s("m1", -1), q, g.Int64s("p2", points, 2) },
                 OnnxGraph.Int("axis", 0)) });
-            var channels = OnnxShape.Slice(g, v, 1, 2);
+            var channels = g.ShapeSlice(v, 1, 2);
             var d = g.Node("Div", new[] { channels, g.Int64s("heads", heads) });
             var map = g.Node("Reshape", new[] { v, g.Node("Concat", new[] { g.Int64s("m1", -1), d, hw },
                 OnnxGraph.Int("axis", 0)) });
@@ -109,8 +108,8 @@ internal sealed class DeformableSampling : MultiInputLeaf
             g.Int64s("flat", 0, 0, 0, (long)levels * points) });
         var sum = g.Node("ReduceSum", new[] { g.Node("Mul", new[] { all, weightsT }), g.Int64s("axes", -1) },
             OnnxGraph.Int("keepdims", 0)); // N heads x d x Q
-        var c = OnnxShape.Slice(g, names[3], 1, 2);
-        var byChannel = g.Node("Reshape", new[] { sum, g.Node("Concat", new[] { OnnxShape.Slice(g, reference, 0,
+        var c = g.ShapeSlice(names[3], 1, 2);
+        var byChannel = g.Node("Reshape", new[] { sum, g.Node("Concat", new[] { g.ShapeSlice(reference, 0,
             1), c, q }, OnnxGraph.Int("axis", 0)) });
         return g.Node("Transpose", new[] { byChannel }, OnnxGraph.Ints("perm", 0, 2, 1));
     }
@@ -123,14 +122,6 @@ internal sealed class DeformableSampling : MultiInputLeaf
 
     public override Tensor Apply(int route, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> parameters,
         bool training) => Apply(route, inputs);
-}
-
-/// <summary>Shape reads for ONNX nodes.</summary>
-internal static class OnnxShape
-{
-    /// <summary>Elements <paramref name="start"/> to <paramref name="end"/> of a value's shape (1-D int64).</summary>
-    public static string Slice(OnnxGraph g, string x, long start, long end) =>
-        g.Node("Slice", new[] { g.Node("Shape", new[] { x }), g.Int64s("start", start), g.Int64s("end", end) });
 }
 
 /// <summary>
@@ -173,7 +164,7 @@ internal sealed class ReferencePointsOp : Op
         {
             string Centres(long axis) // (2 i + 1) / size - 1 for i < size
             {
-                var size = OnnxShape.Slice(g, map, axis, axis + 1);
+                var size = g.ShapeSlice(map, axis, axis + 1);
                 var sizeF = g.Node("Cast", new[] { size }, OnnxGraph.Int("to", 1));
                 var i = g.Node("Cast", new[] { g.Node("Range", new[] { g.Node("Squeeze", new[] { g.Int64s("zero", 0) }),
                     g.Node("Squeeze", new[] { size }), g.Node("Squeeze", new[] { g.Int64s("one", 1) }) }) },
@@ -182,7 +173,7 @@ internal sealed class ReferencePointsOp : Op
                     g.Constant("one", tensor(1f)) });
                 return g.Node("Sub", new[] { g.Node("Div", new[] { odd, sizeF }), g.Constant("one", tensor(1f)) });
             }
-            var hw = OnnxShape.Slice(g, map, 2, 4);
+            var hw = g.ShapeSlice(map, 2, 4);
             var ys = g.Node("Expand", new[] { g.Node("Unsqueeze", new[] { Centres(2), g.Int64s("axes", 1) }), hw });
             var xs = g.Node("Expand", new[] { g.Node("Unsqueeze", new[] { Centres(3), g.Int64s("axes", 0) }), hw });
             var pair = g.Node("Concat", new[] { g.Node("Unsqueeze", new[] { xs, g.Int64s("axes", 2) }),
@@ -191,7 +182,7 @@ internal sealed class ReferencePointsOp : Op
         }
         var all = g.Node("Unsqueeze", new[] { g.Node("Concat", parts.ToArray(), OnnxGraph.Int("axis", 0)),
             g.Int64s("axes", 0) });
-        var shape = g.Node("Concat", new[] { OnnxShape.Slice(g, inputs[0], 0, 1), g.Int64s("rest", 1, 1) },
+        var shape = g.Node("Concat", new[] { g.ShapeSlice(inputs[0], 0, 1), g.Int64s("rest", 1, 1) },
             OnnxGraph.Int("axis", 0));
         return g.Node("Tile", new[] { all, shape });
     }
@@ -257,7 +248,7 @@ internal sealed class SinePositionOp : Op
         var odd = g.Constant("odd", tensor(Enumerable.Range(0, features).Select(k => k % 2 == 1 ? 1f : 0f).ToArray()));
         string Axis(long axis) // F x size
         {
-            var size = OnnxShape.Slice(g, x, axis, axis + 1);
+            var size = g.ShapeSlice(x, axis, axis + 1);
             var sizeF = g.Node("Cast", new[] { size }, OnnxGraph.Int("to", 1));
             var i = g.Node("Cast", new[] { g.Node("Range", new[] { g.Node("Squeeze", new[] { g.Int64s("one", 1) }),
                 g.Node("Squeeze", new[] { g.Node("Add", new[] { size, g.Int64s("one", 1) }) }),
@@ -270,13 +261,13 @@ internal sealed class SinePositionOp : Op
                 g.Node("Mul", new[] { g.Node("Cos", new[] { angles }), odd }) });
             return g.Node("Transpose", new[] { waves }, OnnxGraph.Ints("perm", 1, 0));
         }
-        var hw = OnnxShape.Slice(g, x, 2, 4);
+        var hw = g.ShapeSlice(x, 2, 4);
         var full = g.Node("Concat", new[] { g.Int64s("f", features), hw }, OnnxGraph.Int("axis", 0));
         var ys = g.Node("Expand", new[] { g.Node("Unsqueeze", new[] { Axis(2), g.Int64s("axes", 2) }), full });
         var xs = g.Node("Expand", new[] { g.Node("Unsqueeze", new[] { Axis(3), g.Int64s("axes", 1) }), full });
         var one = g.Node("Unsqueeze", new[] { g.Node("Concat", new[] { ys, xs }, OnnxGraph.Int("axis", 0)),
             g.Int64s("axes", 0) });
-        var shape = g.Node("Concat", new[] { OnnxShape.Slice(g, x, 0, 1), g.Int64s("f2", 2L * features), hw },
+        var shape = g.Node("Concat", new[] { g.ShapeSlice(x, 0, 1), g.Int64s("f2", 2L * features), hw },
             OnnxGraph.Int("axis", 0));
         return g.Node("Expand", new[] { one, shape });
     }
@@ -313,7 +304,7 @@ internal sealed class LevelMapOp : Op
 
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
-        string Area(string map) => g.Node("ReduceProd", new[] { OnnxShape.Slice(g, map, 2, 4) },
+        string Area(string map) => g.Node("ReduceProd", new[] { g.ShapeSlice(map, 2, 4) },
             OnnxGraph.Int("keepdims", 1));
         var start = g.Int64s("zero", 0);
         for (int k = 0; k < level; k++) start = g.Node("Add", new[] { start, Area(inputs[1 + k]) });

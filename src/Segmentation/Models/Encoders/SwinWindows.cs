@@ -29,10 +29,6 @@ internal static class SwinWindows
     /// <summary>The amount that pads <paramref name="size"/> to a multiple of <paramref name="multiple"/>.</summary>
     internal static long PadFor(long size, long multiple) => (multiple - size % multiple) % multiple;
 
-    /// <summary>Elements <paramref name="start"/> to <paramref name="end"/> of a value's shape (1-D int64).</summary>
-    internal static string ShapeSlice(OnnxGraph g, string x, long start, long end) =>
-        g.Node("Slice", new[] { g.Node("Shape", new[] { x }), g.Int64s("start", start), g.Int64s("end", end) });
-
     /// <summary>The sizes <paramref name="sizes"/> (1-D int64) padded up to multiples of <paramref
     /// name="multiple"/>.</summary>
     internal static string PaddedSizes(OnnxGraph g, string sizes, long multiple, out string pads)
@@ -98,7 +94,7 @@ internal sealed class PadToMultipleOp : Op
 
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
-        SwinWindows.PaddedSizes(g, SwinWindows.ShapeSlice(g, inputs[0], 2, 4), multiple, out var pads);
+        SwinWindows.PaddedSizes(g, g.ShapeSlice(inputs[0], 2, 4), multiple, out var pads);
         var all = g.Node("Concat", new[] { g.Int64s("zeros", 0, 0, 0, 0, 0, 0), pads }, OnnxGraph.Int("axis", 0));
         return g.Node("Pad", new[] { inputs[0], all });
     }
@@ -136,7 +132,12 @@ internal sealed class WindowPartitionOp : Op
     }
 
     /// <summary>For each output position (window by window, row by row), the flat index of its source pixel.</summary>
-    internal static Tensor Index(long h, long w, int window, int shift, Device device)
+    internal static Tensor Index(long h, long w, int window, int shift, Device device) =>
+        tensor(Order(h, w, window, shift), device: device);
+
+    /// <summary>The flat source index of each position of the windows, window by window and row by row within
+    /// each, after a roll by -<paramref name="shift"/>.</summary>
+    internal static long[] Order(long h, long w, int window, int shift)
     {
         var index = new long[h * w];
         int k = 0;
@@ -145,25 +146,25 @@ internal sealed class WindowPartitionOp : Op
                 for (long i = 0; i < window; i++)
                     for (long j = 0; j < window; j++)
                         index[k++] = (a * window + i + shift) % h * w + (b * window + j + shift) % w;
-        return tensor(index, device: device);
+        return index;
     }
 
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
         var hw = g.Node("Transpose", new[] { inputs[0] }, OnnxGraph.Ints("perm", 0, 2, 3, 1));
         var rolled = SwinWindows.Roll(g, SwinWindows.Roll(g, hw, -shift, 1), -shift, 2);
-        var counts = g.Node("Div", new[] { SwinWindows.ShapeSlice(g, rolled, 1, 3), g.Int64s("window", window) });
+        var counts = g.Node("Div", new[] { g.ShapeSlice(rolled, 1, 3), g.Int64s("window", window) });
         var w1 = g.Int64s("window", window);
         var shape = g.Node("Concat", new[]
         {
-            SwinWindows.ShapeSlice(g, rolled, 0, 1), g.Node("Slice", new[] { counts, g.Int64s("s", 0),
+            g.ShapeSlice(rolled, 0, 1), g.Node("Slice", new[] { counts, g.Int64s("s", 0),
                 g.Int64s("e", 1) }), w1, g.Node("Slice", new[] { counts, g.Int64s("s", 1), g.Int64s("e", 2) }), w1,
-            SwinWindows.ShapeSlice(g, rolled, 3, 4),
+            g.ShapeSlice(rolled, 3, 4),
         }, OnnxGraph.Int("axis", 0));
         var six = g.Node("Transpose", new[] { g.Node("Reshape", new[] { rolled, shape }) },
             OnnxGraph.Ints("perm", 0, 1, 3, 2, 4, 5));
         var flat = g.Node("Concat", new[] { g.Int64s("windows", -1, (long)window * window),
-            SwinWindows.ShapeSlice(g, rolled, 3, 4) }, OnnxGraph.Int("axis", 0));
+            g.ShapeSlice(rolled, 3, 4) }, OnnxGraph.Int("axis", 0));
         return g.Node("Reshape", new[] { six, flat });
     }
 
@@ -210,11 +211,11 @@ internal sealed class WindowMergeOp : Op
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
         var (windows, like) = (inputs[0], inputs[1]);
-        var sizes = SwinWindows.ShapeSlice(g, like, 2, 4);
+        var sizes = g.ShapeSlice(like, 2, 4);
         var padded = SwinWindows.PaddedSizes(g, sizes, window, out _);
         var counts = g.Node("Div", new[] { padded, g.Int64s("window", window) });
-        var n = SwinWindows.ShapeSlice(g, like, 0, 1);
-        var c = SwinWindows.ShapeSlice(g, windows, 2, 3);
+        var n = g.ShapeSlice(like, 0, 1);
+        var c = g.ShapeSlice(windows, 2, 3);
         var six = g.Node("Reshape", new[] { windows, g.Node("Concat", new[] { n, counts,
             g.Int64s("window", window, window), c }, OnnxGraph.Int("axis", 0)) });
         var map = g.Node("Reshape",
@@ -287,24 +288,15 @@ internal sealed class WindowMaskOp : Op
     }
 
     /// <summary>The band pair of each position, window by window and row by row within each.</summary>
-    private long[] Ids(long[] rows, long[] columns, long hp, long wp)
-    {
-        var ids = new long[hp * wp];
-        int k = 0;
-        for (long a = 0; a < hp / window; a++)
-            for (long b = 0; b < wp / window; b++)
-                for (long i = 0; i < window; i++)
-                    for (long j = 0; j < window; j++)
-                        ids[k++] = rows[a * window + i] * 3 + columns[b * window + j];
-        return ids;
-    }
+    private long[] Ids(long[] rows, long[] columns, long hp, long wp) => WindowPartitionOp.Order(hp, wp, window, 0)
+        .Select(source => rows[source / wp] * 3 + columns[source % wp]).ToArray();
 
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
         var x = inputs[0];
         string Bands(long axis)
         {
-            var size = SwinWindows.ShapeSlice(g, x, axis, axis + 1);
+            var size = g.ShapeSlice(x, axis, axis + 1);
             var positions = g.Node("Range", new[] { SwinWindows.Scalar(g, "zero", 0), g.Node("Squeeze",
                 new[] { size }), SwinWindows.Scalar(g, "one", 1) });
             string From(long back) => g.Node("Cast", new[] { g.Node("GreaterOrEqual", new[] { positions,
@@ -316,7 +308,7 @@ internal sealed class WindowMaskOp : Op
             g.Node("Mul", new[] { g.Node("Unsqueeze", new[] { Bands(2), g.Int64s("axes", 1) }), g.Int64s("three", 3) }),
             g.Node("Unsqueeze", new[] { Bands(3), g.Int64s("axes", 0) }),
         });
-        var counts = g.Node("Div", new[] { SwinWindows.ShapeSlice(g, x, 2, 4), g.Int64s("window", window) });
+        var counts = g.Node("Div", new[] { g.ShapeSlice(x, 2, 4), g.Int64s("window", window) });
         var four = g.Node("Concat", new[] { g.Node("Slice", new[] { counts, g.Int64s("s", 0), g.Int64s("e", 1) }),
             g.Int64s("window", window), g.Node("Slice", new[] { counts, g.Int64s("s", 1), g.Int64s("e", 2) }),
             g.Int64s("window", window) }, OnnxGraph.Int("axis", 0));
@@ -326,7 +318,7 @@ internal sealed class WindowMaskOp : Op
             g.Int64s("axes", 1) }), g.Node("Unsqueeze", new[] { windows, g.Int64s("axes", 2) }) }) });
         var hundreds = g.Node("Mul", new[] { g.Node("Cast", new[] { differ }, OnnxGraph.Int("to", 7)),
             g.Int64s("minus100", -100) });
-        var tiles = g.Node("Concat", new[] { SwinWindows.ShapeSlice(g, x, 0, 1), g.Int64s("ones", 1, 1) },
+        var tiles = g.Node("Concat", new[] { g.ShapeSlice(x, 0, 1), g.Int64s("ones", 1, 1) },
             OnnxGraph.Int("axis", 0));
         var repeated = g.Node("Tile", new[] { hundreds, tiles });
         return g.Node("Cast", new[] { g.Node("Reshape", new[] { repeated, g.Int64s("flat", -1,

@@ -175,7 +175,7 @@ internal sealed class OnnxGraph
     }
 
     /// <summary>Elements <paramref name="start"/> to <paramref name="end"/> of a value's shape.</summary>
-    private string ShapeSlice(string x, long start, long end) =>
+    public string ShapeSlice(string x, long start, long end) =>
         Node("Slice", new[] { Node("Shape", new[] { x }), Int64s("start", start), Int64s("end", end) });
 
     /// <summary>The shape of <paramref name="x"/> (N x C x ...) with <paramref name="like"/>'s height and width, read

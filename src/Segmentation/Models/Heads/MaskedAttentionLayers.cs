@@ -33,7 +33,7 @@ internal sealed class QueryEmbedding : Layer, ICheckedComputation
 
     internal override string ExportOnnx(OnnxGraph g, string input, string path) =>
         g.Node("Expand", new[] { g.Node("Unsqueeze", new[] { g.Initializer(path + ".weight", weight),
-            g.Int64s("axes", 0) }), g.Node("Concat", new[] { OnnxShape.Slice(g, input, 0, 1),
+            g.Int64s("axes", 0) }), g.Node("Concat", new[] { g.ShapeSlice(input, 0, 1),
             g.Int64s("qc", weight.shape[0], weight.shape[1]) }, OnnxGraph.Int("axis", 0)) });
 
     internal override LayerSummary Summarise(string path, Tensor input, Tensor output) => ShapeRow(path, "Embedding",
@@ -136,8 +136,8 @@ internal sealed class PackedPartOp : Op
 
     internal override string ExportOnnx(OnnxGraph g, IReadOnlyList<string> inputs)
     {
-        var q = OnnxShape.Slice(g, inputs[1], 1, 2);
-        var s = OnnxShape.Slice(g, inputs[2], 1, 2);
+        var q = g.ShapeSlice(inputs[1], 1, 2);
+        var s = g.ShapeSlice(inputs[2], 1, 2);
         var start = part == 0 ? g.Int64s("zero", 0) : part == 1 ? q : g.Node("Add", new[] { q, s });
         var end = part == 0 ? q : g.Node("Add", new[] { start, s });
         return g.Node("Slice", new[] { inputs[0], start, end, g.Int64s("axis", 1) });
@@ -171,7 +171,7 @@ internal sealed class MaskProduct : MultiInputLeaf
         return Record(inputs, output, (g, names, _) =>
         {
             var flat = g.Node("Reshape", new[] { names[1], g.Int64s("flat", 0, 0, -1) });
-            var shape = g.Node("Concat", new[] { OnnxShape.Slice(g, names[0], 0, 2), OnnxShape.Slice(g, names[1], 2,
+            var shape = g.Node("Concat", new[] { g.ShapeSlice(names[0], 0, 2), g.ShapeSlice(names[1], 2,
                 4) }, OnnxGraph.Int("axis", 0));
             return g.Node("Reshape", new[] { g.Node("MatMul", new[] { names[0], flat }), shape });
         });
