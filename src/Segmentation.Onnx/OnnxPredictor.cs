@@ -59,7 +59,21 @@ public enum TestTimeAugmentation
 /// <param name="Distance">Whether the model gives a distance plane after the classes (the distance target): objects
 /// are then seeded from and flooded by it.</param>
 public sealed record OnnxInstanceDecoding(bool[] Things, int MinSize, int MinSeedSize, bool Panoptic = false,
-    double? SeedThreshold = null, bool Distance = false);
+    double? SeedThreshold = null, bool Distance = false)
+{
+    /// <summary>Mask classifiers (Mask2Former): the decoding of their per-query outputs; null for per-pixel
+    /// models.</summary>
+    public OnnxMaskDecoding? Queries { get; init; }
+}
+
+/// <summary>How a mask classifier's per-query outputs become objects and segments (transformers'
+/// post-processing).</summary>
+/// <param name="Threshold">The least instance score, and the least class probability of a panoptic segment's
+/// query.</param>
+/// <param name="MaskThreshold">The mask probability of a panoptic query's own pixels.</param>
+/// <param name="Overlap">The share of its own pixels a panoptic query must keep.</param>
+/// <param name="Fuse">The classes that are one panoptic segment each (the stuff classes).</param>
+public sealed record OnnxMaskDecoding(float Threshold, float MaskThreshold, float Overlap, int[] Fuse);
 
 /// <summary>The objects of one image.</summary>
 /// <param name="Objects">An object number per pixel (0: none), row by row.</param>
@@ -151,9 +165,21 @@ public sealed class OnnxPredictor : IDisposable
         Instances = ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes);
         if (Options.SeedThreshold is { } seed)
             Instances = seed > 0 && seed < 1 ? Instances is null ? throw new ArgumentException("A seed threshold "
-                + "applies to instance models; this one is semantic.") : Instances with { SeedThreshold = seed }
+                + "applies to instance models; this one is semantic.") : Instances with { SeedThreshold = seed,
+                    Queries = Instances.Queries is { } q ? q with { Threshold = (float)seed } : null }
                 : throw new ArgumentException($"Seed threshold {seed}: expected above 0 and below 1.");
+        if (Instances?.Queries is not null)
+        {
+            if (Options.Window is not null || Options.Tta != TestTimeAugmentation.None)
+                throw new ArgumentException("This model decodes its objects from its queries, from one pass of the "
+                    + "whole image: sliding windows and test-time augmentation do not apply to them. Predict without "
+                    + "--slide and with --tta none (OnnxPredictorOptions.Window, Tta).");
+            queryOutputs = (OutputOfKind(modelPath, session, OnnxMetadataKeys.QueryClassLogits),
+                OutputOfKind(modelPath, session, OnnxMetadataKeys.QueryMaskLogits));
+        }
     }
+
+    private readonly (string Classes, string Masks)? queryOutputs;
 
     /// <summary>The instance decoding settings of an instance model, checked against its class count.</summary>
     private static OnnxInstanceDecoding? ReadInstances(string path, Dictionary<string, string> meta, int classes)
@@ -172,13 +198,15 @@ public sealed class OnnxPredictor : IDisposable
             double? seed = o.TryGetProperty("seedThreshold", out var t) && t.ValueKind != JsonValueKind.Null
                 ? t.GetDouble() : null;
             var d = new OnnxInstanceDecoding(things, o.GetProperty("minSize").GetInt32(),
-                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic", seed, DistanceTarget(o));
+                o.GetProperty("minSeedSize").GetInt32(), task == "panoptic", seed, DistanceTarget(o))
+                { Queries = ReadMaskDecoding(path, meta, classes) };
             if (seed is { } st && !(st > 0 && st < 1))
                 throw new FormatException($"seedThreshold {st}: expected above 0 and below 1");
-            if (things.Length != classes - 1 || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
-                throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class before "
-                    + $"the "
-                    + "boundary, at least one set), sizes at least 1");
+            // a mask classifier predicts the classes alone; a per-pixel model the boundary after them
+            int flags = d.Queries is null ? classes - 1 : classes;
+            if (things.Length != flags || !things.Contains(true) || d.MinSize < 1 || d.MinSeedSize < 1)
+                throw new FormatException($"{things.Length} thing flags for {classes} classes (one per class"
+                    + (d.Queries is null ? " before the boundary" : "") + ", at least one set), sizes at least 1");
             return d;
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException
@@ -186,6 +214,31 @@ public sealed class OnnxPredictor : IDisposable
         {
             throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.InstanceDecoding}' = "
                 + $"'{Clip(json)}' cannot be read ({e.Message}).", e);
+        }
+    }
+
+    /// <summary>A mask classifier's decoding settings (<see cref="OnnxMetadataKeys.MaskDecoding"/>), or null where the
+    /// metadata has none (a per-pixel model).</summary>
+    private static OnnxMaskDecoding? ReadMaskDecoding(string path, Dictionary<string, string> meta, int classes)
+    {
+        if (!meta.TryGetValue(OnnxMetadataKeys.MaskDecoding, out var json)) return null;
+        try
+        {
+            var o = JsonDocument.Parse(json).RootElement;
+            var d = new OnnxMaskDecoding(o.GetProperty("threshold").GetSingle(),
+                o.GetProperty("maskThreshold").GetSingle(), o.GetProperty("overlap").GetSingle(),
+                o.GetProperty("fuse").EnumerateArray().Select(e => e.GetInt32()).ToArray());
+            if (!(d.Threshold is >= 0 and < 1) || !(d.MaskThreshold is >= 0 and < 1) || !(d.Overlap is >= 0 and < 1)
+                || d.Fuse.Any(c => c < 0 || c >= classes))
+                throw new FormatException($"thresholds and overlap from 0 to below 1, and classes below {classes}, "
+                    + "expected");
+            return d;
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException
+            or FormatException)
+        {
+            throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.MaskDecoding}' = '{Clip(json)}' "
+                + $"cannot be read ({e.Message}).", e);
         }
     }
 
@@ -387,10 +440,47 @@ public sealed class OnnxPredictor : IDisposable
     {
         var settings = Instances ?? throw new InvalidOperationException("This model is not an instance model (its "
             + $"metadata has no '{OnnxMetadataKeys.Task}' = instance).");
+        if (settings.Queries is { } queries) return PredictQueries(image, settings, queries);
         var r = InstanceDecoder.Decode(ImageLogits(image), Info.Classes, image.Height, image.Width, settings.Things,
             settings.MinSize, settings.MinSeedSize, settings.SeedThreshold, settings.Distance);
         return new OnnxInstances(r.Labels, r.Count, r.Classes, settings.Panoptic
             ? InstanceDecoder.ClassMap(r.Labels, r.Classes, r.BestClass, settings.Things) : null);
+    }
+
+    /// <summary>A mask classifier's objects: one pass at the model's size, its queries decoded as the TorchSharp
+    /// predictor decodes them (<see cref="MaskClassificationDecoder"/>), pixels of no segment given the class map's
+    /// class.</summary>
+    private OnnxInstances PredictQueries(OnnxImage image, OnnxInstanceDecoding settings, OnnxMaskDecoding d)
+    {
+        int width = image.Width, height = image.Height;
+        CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
+        var x = image.Pixels16 is { } wide ? Normalise(wide, width, height, ushort.MaxValue)
+            : Normalise(image.Pixels ?? throw new ArgumentException("An OnnxImage without samples."), width, height,
+                byte.MaxValue);
+        var (rh, rw) = Info.Resize ?? (height, width);
+        if (rh < Info.MinimumInputSize || rw < Info.MinimumInputSize)
+            throw new ArgumentException($"A {width}x{height} image is smaller than this model's smallest input "
+                + $"({Info.MinimumInputSize}x{Info.MinimumInputSize}); its queries' masks are not padded.");
+        if (Info.Resize is not null) x = Tensors.Resize(x, Info.InChannels, height, width, rh, rw);
+        var (classOutput, maskOutput) = queryOutputs!.Value;
+        var tensor = new DenseTensor<float>(x, new[] { 1, Info.InChannels, rh, rw });
+        using var results = session.Run(new[] { NamedOnnxValue.CreateFromTensor(input, tensor) },
+            new[] { output, classOutput, maskOutput });
+        var logits = results.First(r => r.Name == output).AsTensor<float>().ToArray();
+        var classLogits = results.First(r => r.Name == classOutput).AsTensor<float>().ToArray();
+        var maskTensor = results.First(r => r.Name == maskOutput).AsTensor<float>();
+        int q = maskTensor.Dimensions[1], h = maskTensor.Dimensions[2], w = maskTensor.Dimensions[3];
+        if (Info.Resize is not null) logits = Tensors.Resize(logits, Info.Planes, rh, rw, height, width);
+        var best = Array.ConvertAll(Tensors.Argmax(logits, Info.Classes, height * width), v => (int)v);
+        var things = Enumerable.Range(0, settings.Things.Length).Where(c => settings.Things[c]).ToHashSet();
+        var decoded = settings.Panoptic
+            ? MaskClassificationDecoder.Panoptic(classLogits, maskTensor.ToArray(), q, h, w, height, width,
+                d.Threshold, d.MaskThreshold, d.Overlap, d.Fuse.ToHashSet())
+            : MaskClassificationDecoder.Instances(classLogits, maskTensor.ToArray(), q, h, w, height, width,
+                d.Threshold, things);
+        var (objects, count, classes, classMap) = MaskClassificationDecoder.ToObjects(decoded, things, best);
+        return new OnnxInstances(objects, count, classes, settings.Panoptic
+            ? InstanceDecoder.ClassMap(objects, classes, classMap, settings.Things) : null);
     }
 
     /// <summary>Logits C x H x W of an 8-bit H x W x C image: what <see cref="Predict(byte[], int, int)"/> takes the
@@ -525,10 +615,15 @@ public sealed class OnnxPredictor : IDisposable
     /// metadata lists (<see cref="OnnxMetadataKeys.Outputs"/>; a model may give others beside them, auxiliary or per
     /// query), or the graph's only output where the metadata lists none (exports before the list, other tools').
     /// </summary>
-    private static string PixelLogitsOutput(string path, InferenceSession session)
+    private static string PixelLogitsOutput(string path, InferenceSession session) =>
+        session.ModelMetadata.CustomMetadataMap.ContainsKey(OnnxMetadataKeys.Outputs)
+            ? OutputOfKind(path, session, OnnxMetadataKeys.PixelClassLogits) : session.OutputMetadata.Keys.First();
+
+    /// <summary>The graph output of a kind (<see cref="OnnxMetadataKeys.PixelClassLogits"/>, ...), found by meaning in
+    /// the outputs the metadata lists; an error names what the model gives.</summary>
+    private static string OutputOfKind(string path, InferenceSession session, string kind)
     {
-        if (!session.ModelMetadata.CustomMetadataMap.TryGetValue(OnnxMetadataKeys.Outputs, out var json))
-            return session.OutputMetadata.Keys.First();
+        var json = session.ModelMetadata.CustomMetadataMap.GetValueOrDefault(OnnxMetadataKeys.Outputs, "[]");
         List<(string Name, string Kind)> declared;
         try
         {
@@ -541,16 +636,24 @@ public sealed class OnnxPredictor : IDisposable
             throw new InvalidDataException($"{path}: metadata '{OnnxMetadataKeys.Outputs}' is not a list of outputs "
                 + $"with a name and a kind ({e.Message}).", e);
         }
-        var logits = declared.FirstOrDefault(o => o.Kind == OnnxMetadataKeys.PixelClassLogits).Name;
-        if (string.IsNullOrEmpty(logits))
-            throw new InvalidDataException($"{path}: the model gives no class logits per pixel (its outputs: "
+        var name = declared.FirstOrDefault(o => o.Kind == kind).Name;
+        if (string.IsNullOrEmpty(name))
+            throw new InvalidDataException($"{path}: the model gives no {Words(kind)} ({kind}; its outputs: "
                 + $"{string.Join(", ", declared.Select(o => $"{o.Name} ({o.Kind})"))}); this predictor decodes "
                 + "those.");
-        if (!session.OutputMetadata.ContainsKey(logits))
-            throw new InvalidDataException($"{path}: the metadata names the class logits '{logits}', which is not an "
+        if (!session.OutputMetadata.ContainsKey(name))
+            throw new InvalidDataException($"{path}: the metadata names the {kind} output '{name}', which is not an "
                 + $"output of the graph ({string.Join(", ", session.OutputMetadata.Keys)}).");
-        return logits;
+        return name;
     }
+
+    private static string Words(string kind) => kind switch
+    {
+        OnnxMetadataKeys.PixelClassLogits => "class logits per pixel",
+        OnnxMetadataKeys.QueryClassLogits => "class logits per query",
+        OnnxMetadataKeys.QueryMaskLogits => "mask logits per query",
+        _ => kind,
+    };
 
     /// <summary>Writes <paramref name="labels"/> as an 8-bit gray PNG of class indices.</summary>
     public static void SaveLabels(string path, byte[] labels, int width, int height)

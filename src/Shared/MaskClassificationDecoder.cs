@@ -26,15 +26,17 @@ internal static class MaskClassificationDecoder
     /// mask where its logit is above 0, scored by the class probability times the mask's mean probability inside it;
     /// those of at least <paramref name="threshold"/> with a pixel are instances, numbered from 0 in that order, a
     /// later
-    /// one painting over an earlier.</summary>
+    /// one painting over an earlier. <paramref name="labels"/>: the classes that may be instances (null: all; the
+    /// thing classes, where a class such as the background is a region, not an object).</summary>
     public static Decoded Instances(float[] classLogits, float[] maskLogits, int queries, int h, int w, int height,
-        int width, float threshold = 0.5f)
+        int width, float threshold = 0.5f, IReadOnlySet<int>? labels = null)
     {
         int classes = Check(classLogits, maskLogits, queries, h, w);
         var probabilities = Softmax(classLogits, queries, classes + 1);
         var candidates = new List<(float Score, int Query, int Label)>(queries * classes);
         for (int q = 0; q < queries; q++)
-            for (int k = 0; k < classes; k++) candidates.Add((probabilities[q * (classes + 1) + k], q, k));
+            for (int k = 0; k < classes; k++)
+                if (labels?.Contains(k) ?? true) candidates.Add((probabilities[q * (classes + 1) + k], q, k));
         var best = candidates.OrderByDescending(c => c.Score).ThenBy(c => c.Query * classes + c.Label).Take(queries)
             .ToList();
         var map = Enumerable.Repeat(-1, height * width).ToArray();
@@ -102,6 +104,34 @@ internal static class MaskClassificationDecoder
             if (fuseIt) fused[kept[j].Label] = id;
         }
         return new Decoded(map, height, width, segments);
+    }
+
+    /// <summary>Objects and a class map from a decoded image: each segment of a class in <paramref name="things"/> an
+    /// object, numbered from 1 in the raster order of its first pixel (0: none), with its class; each pixel's class
+    /// the class of its segment, or <paramref name="fallback"/>'s where it has none (the class map's; 255 for none
+    /// with no fallback).</summary>
+    public static (int[] Objects, int Count, int[] Classes, byte[] ClassMap) ToObjects(Decoded decoded,
+        IReadOnlySet<int> things, IReadOnlyList<int>? fallback = null)
+    {
+        // a fused class's queries share their segment's id (transformers lists each)
+        var labelOf = decoded.Segments.GroupBy(s => s.Id).ToDictionary(g => g.Key, g => g.First().LabelId);
+        var classMap = new byte[decoded.Map.Length];
+        var objects = new int[decoded.Map.Length];
+        var numbers = new Dictionary<int, int>();
+        var classes = new List<int>();
+        for (int i = 0; i < objects.Length; i++)
+        {
+            bool known = labelOf.TryGetValue(decoded.Map[i], out int label);
+            classMap[i] = (byte)(known ? label : fallback?[i] ?? 255);
+            if (!known || !things.Contains(label)) continue;
+            if (!numbers.TryGetValue(decoded.Map[i], out int number))
+            {
+                numbers[decoded.Map[i]] = number = numbers.Count + 1;
+                classes.Add(label);
+            }
+            objects[i] = number;
+        }
+        return (objects, numbers.Count, classes.ToArray(), classMap);
     }
 
     private static int Check(float[] classLogits, float[] maskLogits, int queries, int h, int w)

@@ -36,6 +36,11 @@ internal static class OnnxMetadataKeys
     /// boundary), <c>minSize</c> and <c>minSeedSize</c> (and the training's <c>boundaryWidth</c>,
     /// <c>boundaryWeight</c>).</summary>
     public const string InstanceDecoding = "instance_decoding";
+    /// <summary>Mask classifiers (Mask2Former) of instance and panoptic data: their decoding's settings, a JSON object
+    /// with <c>threshold</c> (the least instance score and panoptic class probability), <c>maskThreshold</c>,
+    /// <c>overlap</c> (transformers' post-processing), <c>fuse</c> (the classes that are one panoptic segment each)
+    /// and <c>things</c>. Present: the objects come from the query outputs, not the per-pixel planes.</summary>
+    public const string MaskDecoding = "mask_decoding";
     /// <summary>The graph's outputs as the model's head declared them, a JSON array of objects with <c>name</c>,
     /// <c>rank</c>, <c>kind</c> (<c>pixel-class-logits</c>, <c>query-class-logits</c>, <c>query-mask-logits</c>,
     /// <c>pixel-regression</c>, <c>auxiliary</c>) and <c>description</c>. Absent (models exported before it): one
@@ -43,4 +48,7 @@ internal static class OnnxMetadataKeys
     public const string Outputs = "outputs";
     /// <summary>The kind of output a predictor decodes: the class logits per pixel.</summary>
     public const string PixelClassLogits = "pixel-class-logits";
+    /// <summary>The kinds of output a mask classifier's objects are decoded from: class and mask logits per
+    /// query.</summary>
+    public const string QueryClassLogits = "query-class-logits", QueryMaskLogits = "query-mask-logits";
 }

@@ -144,7 +144,7 @@ internal static class PredictCommand
                     : null, SeedThreshold = p.GetValue(f.SeedThreshold),
             };
             predictor = new OnnxPredictor(model, options);
-            if (tta is null && predictor.Instances is not null)
+            if (tta is null && predictor.Instances is { Queries: null })
             {
                 // objects: the checkpoints' default
                 predictor.Dispose();

@@ -9,6 +9,7 @@ using Segmentation.Inference;
 using Segmentation.Models;
 using Segmentation.Models.Layers;
 using Segmentation.Models.Encoders;
+using Segmentation.Tasks;
 using Segmentation.Training;
 using static TorchSharp.torch;
 
@@ -489,8 +490,10 @@ internal static class TrainCommand
             tensorBoard ? 4 : 0 }, BeforeStep = InjectedFailure(failAt) };
         if (group is not null) trainerOptions = DistributedLaunch.Apply(trainerOptions, config.Trainer, group, log);
         if (resumeFrom is not null) RefuseChangedData(config, train, resumeFrom);
-        var modelOptions = (resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed }) with { InChannels =
-            train.Description.InChannels, Classes = train.Description.OutputPlanes() }; // and a target's planes
+        var described = resumeFrom?.Model ?? config.Model with { Seed = trainerOptions.Seed };
+        // and a target's planes
+        var modelOptions = described with { InChannels = train.Description.InChannels, Classes =
+            TaskRegistry.For(train.Description, described).ModelClasses(train.Description) };
         var run = new RunRecorder(dir);
         // the record holds what the run resolved (classes and channels from the data, the panels drawn), not defaults
         if (resumeFrom is null && main)

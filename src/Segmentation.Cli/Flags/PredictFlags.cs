@@ -88,10 +88,12 @@ internal sealed class PredictFlags
     public Predictor Open(ParseResult p, Checkpoint ckpt, TextWriter? log = null)
     {
         var (window, stride, tta) = Windowing(p);
+        // a mask classifier decodes its objects from one pass: no views by default
+        bool queries = Segmentation.Tasks.TaskRegistry.For(ckpt.Dataset, ckpt.Model).DecodesQueries;
         return new Predictor(ckpt, new PredictorOptions
         {
             Device = p.GetValue(Device)!, Size = ckpt.Preprocessing.Size,
-                Tta = tta ?? DefaultTta(ckpt.Dataset.Task != SegmentationTaskKind.Semantic),
+                Tta = tta ?? DefaultTta(ckpt.Dataset.Task != SegmentationTaskKind.Semantic && !queries),
                 Precision = Precisions.Parse(p.GetValue(Precision)!),
             Window = window, Stride = stride,
             Threads = Cli.ResolveThreads(p.GetValue(Threads), log),

@@ -70,10 +70,13 @@ public static class OnnxExport
     public static IEnumerable<(string Key, string Value)> Metadata(Checkpoint c, int minimumInputSize)
     {
         var p = c.Preprocessing;
-        yield return (OnnxMetadataKeys.Classes, c.Dataset.Classes.ToString(CultureInfo.InvariantCulture));
-        yield return (OnnxMetadataKeys.ClassNames, JsonSerializer.Serialize(c.Dataset.ClassNames));
+        var task = Tasks.TaskRegistry.For(c.Dataset, c.Model);
+        // the model's classes: a mask classifier of instance data predicts them without the per-pixel boundary
+        int classes = task.DecodesQueries ? task.ModelClasses(c.Dataset) : c.Dataset.Classes;
+        yield return (OnnxMetadataKeys.Classes, classes.ToString(CultureInfo.InvariantCulture));
+        yield return (OnnxMetadataKeys.ClassNames, JsonSerializer.Serialize(c.Dataset.ClassNames.Take(classes)));
         yield return (OnnxMetadataKeys.ClassColors,
-            JsonSerializer.Serialize(c.Dataset.ClassColors.Select(x => x.ToString())));
+            JsonSerializer.Serialize(c.Dataset.ClassColors.Take(classes).Select(x => x.ToString())));
         yield return (OnnxMetadataKeys.InChannels, c.Model.InChannels.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.NormalizationMean, JsonSerializer.Serialize(p.Normalization.Mean));
         yield return (OnnxMetadataKeys.NormalizationStd, JsonSerializer.Serialize(p.Normalization.Std));
@@ -83,7 +86,7 @@ public static class OnnxExport
         yield return (OnnxMetadataKeys.Resize, p.Size?.ToString() ?? "");
         yield return (OnnxMetadataKeys.IgnoreIndex, c.Dataset.IgnoreIndex.ToString(CultureInfo.InvariantCulture));
         yield return (OnnxMetadataKeys.MinimumInputSize, minimumInputSize.ToString(CultureInfo.InvariantCulture));
-        foreach (var entry in Tasks.TaskRegistry.For(c.Dataset).OnnxMetadata()) yield return entry; // the task's own
+        foreach (var entry in task.OnnxMetadata()) yield return entry; // the task's own
     }
 
     /// <summary>The outputs as the metadata lists them (<see cref="OnnxMetadataKeys.Outputs"/>).</summary>

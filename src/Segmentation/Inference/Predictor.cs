@@ -104,12 +104,19 @@ public sealed class Predictor : IDisposable
             throw new OptionsException($"Stride {s} must be positive.");
         Description = Options.SeedThreshold is { } seed && checkpoint.Dataset.Instances is { } objects
             ? checkpoint.Dataset with { Instances = objects with { SeedThreshold = seed } } : checkpoint.Dataset;
-        task = TaskRegistry.For(Description); // decodes and scores what the model predicts
         Normalization = checkpoint.Preprocessing.Normalization;
         CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);
         model = checkpoint.CreateModel();
-        try { task.CheckModel(model.Outputs); }
+        try
+        {
+            task = TaskRegistry.For(Description, model.Outputs.Select(o => o.Kind)); // decodes and scores its outputs
+            task.CheckModel(model.Outputs);
+            if (task.DecodesQueries && (Options.Window is not null || Options.Tta != TestTimeAugmentation.None))
+                throw new OptionsException($"This {task.Name} model decodes its objects from its queries, from one "
+                    + "pass of the whole image: sliding windows and test-time augmentation do not apply to them. "
+                    + "Predict without --slide and with --tta none (PredictorOptions.Window, Tta).");
+        }
         catch { model.Dispose(); throw; }
         int min = model.MinimumInputSize;
         if (Options.Window is { } w && (w.Height < min || w.Width < min))
@@ -144,12 +151,13 @@ public sealed class Predictor : IDisposable
         var batch = DataLoader.Collate(new[] { new Sample(image, new byte[image.Width * image.Height], "input") },
             Normalization);
         var (x, _) = batch.ToDevice(device);
-        var planes = Logits(Normalization.Apply(x, batch))[0];
+        var input = Normalization.Apply(x, batch);
+        var planes = Logits(input)[0];
         var logits = planes[..Description.Classes]; // the classes (an instance target may add planes after them)
         var labels = logits.argmax(0).to_type(ScalarType.Byte).cpu();
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // the task's objects (instance data: the watershed the ONNX predictor runs too); none for classes alone
-        var objects = task.DecodeObjects(planes);
+        var objects = task.DecodeObjects(planes, () => Outputs(input));
         return new Prediction { Width = image.Width, Height = image.Height, Classes = Description.Classes,
             Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }
@@ -208,6 +216,24 @@ public sealed class Predictor : IDisposable
         if (Options.Size is not null) logits = nn.functional.interpolate(logits, new long[] { h, w },
             mode: InterpolationMode.Bilinear, align_corners: false);
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The model's outputs for a normalised batch, from one pass at the configured size (no windows, no
+    /// views); the class logits at the batch's size.</summary>
+    private ModelOutputs Outputs(Tensor images)
+    {
+        long h = images.shape[2], w = images.shape[3];
+        var x = Options.Size is { } size ? nn.functional.interpolate(images, new long[] { size.Height, size.Width },
+            mode: InterpolationMode.Bilinear, align_corners: false) : images;
+        int min = model.MinimumInputSize;
+        if (x.shape[2] < min || x.shape[3] < min)
+            throw new DataException($"A {w}x{h} image is smaller than this model's smallest input ({min}x{min}); its "
+                + "queries' masks are not padded. Predict it at a larger size (--size, PredictorOptions.Size).");
+        var raw = model.forward(x);
+        var logits = raw.Logits.shape[2] == h && raw.Logits.shape[3] == w ? raw.Logits : nn.functional.interpolate(
+            raw.Logits, new long[] { h, w }, mode: InterpolationMode.Bilinear, align_corners: false);
+        return new ModelOutputs(raw.Names.ToDictionary(n => n, n => n == ModelOutputs.LogitsName ? logits : raw[n]),
+            raw.Schema);
     }
 
     /// <summary>A N x C x H x W batch seen through a test-time view.</summary>
@@ -271,8 +297,8 @@ public sealed class Predictor : IDisposable
         var loader = new DataLoader(data, new DataLoaderOptions { BatchSize = batchSize, Shuffle = false,
             Workers = workers, Normalization = Normalization });
         // the task's own evaluation: the classes' confusion matrix, and objects, AP and PQ where the task has them
-        return task.Evaluate(loader, device, Description, Normalization, x => new ModelOutputs(Logits(x)), null, null,
-            cancellation, perImage: perImage).Metrics;
+        return task.Evaluate(loader, device, Description, Normalization, x => task.DecodesQueries ? Outputs(x)
+            : new ModelOutputs(Logits(x)), null, null, cancellation, perImage: perImage).Metrics;
     }
 
     /// <inheritdoc />

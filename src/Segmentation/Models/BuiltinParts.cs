@@ -66,7 +66,8 @@ internal static class BuiltinParts
         ModelRegistry.AddHead<Mask2FormerHeadOptions>("mask2former", (c, o) => new Mask2FormerHead(c.DecoderMaps,
             c.Classes, o),
             "Mask2Former's transformer decoder (transformers' keys): 100 queries, masked attention to the pixel "
-                + "decoder's levels, per-query class and mask logits and the semantic scores per pixel.");
+                + "decoder's levels, per-query class and mask logits and the semantic scores per pixel.",
+            new[] { OutputKind.PixelClassLogits, OutputKind.QueryClassLogits, OutputKind.QueryMaskLogits });
         ModelRegistry.AddArchitecture("mask2former",
             "Mask2Former: any encoder (the paper's Swin or ResNet-50), the multi-scale deformable pixel decoder, the "
                 + "masked-attention transformer decoder; trained with its matched set loss.",

@@ -78,6 +78,9 @@ public sealed class RegisteredPart
     public IReadOnlyList<PretrainedSource> Pretrained { get; }
     /// <summary>Encoders: the architecture of their default model (<see cref="ModelDescription.For"/>).</summary>
     public string DefaultArchitecture { get; init; } = "unet";
+    /// <summary>Heads: the kinds of output they give, as declared when registered (known before a model is built:
+    /// a task that reads per-query outputs sizes the model's classes from them).</summary>
+    public IReadOnlyList<OutputKind> Gives { get; init; } = new[] { OutputKind.PixelClassLogits };
     /// <summary>Its options with their default values.</summary>
     public JsonObject Defaults => Resolve(null);
 
@@ -130,10 +133,33 @@ public static class ModelRegistry
         where TOptions : class, new() => Add<TOptions>(name, PartKind.Decoder, summary,
             Array.Empty<PretrainedSource>(), (c, o) => build((DecoderContext)c, o));
 
-    /// <summary>Registers a head built from <typeparamref name="TOptions"/>.</summary>
+    /// <summary>Registers a head built from <typeparamref name="TOptions"/> that gives the per-pixel class logits
+    /// (and whatever else its <see cref="Head.Outputs"/> declare beside them).</summary>
     public static void AddHead<TOptions>(string name, Func<HeadContext, TOptions, Head> build, string summary)
+        where TOptions : class, new() => AddHead(name, build, summary, new[] { OutputKind.PixelClassLogits });
+
+    /// <summary>Registers a head built from <typeparamref name="TOptions"/> that gives the kinds of output <paramref
+    /// name="gives"/> (a mask classifier: the per-query class and mask logits).</summary>
+    public static void AddHead<TOptions>(string name, Func<HeadContext, TOptions, Head> build, string summary,
+        IReadOnlyList<OutputKind> gives)
         where TOptions : class, new() => Add<TOptions>(name, PartKind.Head, summary, Array.Empty<PretrainedSource>(),
-            (c, o) => build((HeadContext)c, o));
+            (c, o) => build((HeadContext)c, o), gives: gives);
+
+    /// <summary>The kinds of output the model <paramref name="d"/> describes gives, from its head's registration
+    /// (its architecture's head when the description names none); nothing is built.</summary>
+    public static IReadOnlyList<OutputKind> OutputKinds(ModelDescription d) =>
+        Find(PartKind.Head, d.Head?.Name ?? HeadOf(d.Architecture, d.Encoder.Name)).Gives;
+
+    private static string HeadOf(string architecture, string encoder)
+    {
+        lock (Gate)
+        {
+            if (!Architectures.TryGetValue(architecture, out var a))
+                throw new OptionsException($"No architecture is registered as '{architecture}'; there are: "
+                    + $"{string.Join(", ", Architectures.Keys.OrderBy(k => k, StringComparer.Ordinal))}.");
+            return a.Head(encoder).Name;
+        }
+    }
 
     /// <summary>Registers an architecture: the decoder and head it gives an encoder when a description leaves them
     /// out. Its training recipe, if it has one of its own, is registered with <c>TrainingRecipes.Add</c> (training is
@@ -176,7 +202,7 @@ public static class ModelRegistry
     }
 
     private static void Add<TOptions>(string name, PartKind kind, string summary, PretrainedSource[] pretrained,
-        Func<object, TOptions, nn.Module> build, string architecture = "unet")
+        Func<object, TOptions, nn.Module> build, string architecture = "unet", IReadOnlyList<OutputKind>? gives = null)
         where TOptions : class, new()
     {
         if (string.IsNullOrWhiteSpace(name)) throw new OptionsException($"A {kind} needs a name.");
@@ -190,7 +216,8 @@ public static class ModelRegistry
             return options;
         }
         var part = new RegisteredPart(name, kind, typeof(TOptions), summary, pretrained,
-            (c, o) => build(c, (TOptions)o), Read) { DefaultArchitecture = architecture };
+            (c, o) => build(c, (TOptions)o), Read) { DefaultArchitecture = architecture,
+            Gives = gives ?? new[] { OutputKind.PixelClassLogits } };
         lock (Gate)
         {
             if (!Registered.TryAdd((kind, name), part))

@@ -37,8 +37,8 @@ public sealed record ModelOutput(string Name, int Rank, OutputKind Kind, string 
     public static string KindName(OutputKind kind) => kind switch
     {
         OutputKind.PixelClassLogits => Shared.OnnxMetadataKeys.PixelClassLogits, // what Segmentation.Onnx looks for
-        OutputKind.QueryClassLogits => "query-class-logits",
-        OutputKind.QueryMaskLogits => "query-mask-logits",
+        OutputKind.QueryClassLogits => Shared.OnnxMetadataKeys.QueryClassLogits,
+        OutputKind.QueryMaskLogits => Shared.OnnxMetadataKeys.QueryMaskLogits,
         OutputKind.PixelRegression => "pixel-regression",
         _ => "auxiliary",
     };

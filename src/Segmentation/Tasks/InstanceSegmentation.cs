@@ -81,7 +81,8 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
     }
 
     /// <inheritdoc />
-    public override InstancePrediction? DecodeObjects(Tensor planes) => InstanceDecoding.Decode(
+    public override InstancePrediction? DecodeObjects(Tensor planes, Func<ModelOutputs> outputs) =>
+        InstanceDecoding.Decode(
         planes.to_type(ScalarType.Float32).cpu().data<float>().ToArray(), (int)planes.shape[1], (int)planes.shape[2],
         settings);
 
@@ -109,7 +110,7 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         var scorer = panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
             : InstanceScorer.ForObjects();
         var result = RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation,
-            onLogits: (batch, logits) => Score(logits, batch, scorer), group: group, perImage: perImage);
+            onOutputs: (batch, outputs) => Score(outputs.Logits, batch, scorer), group: group, perImage: perImage);
         if (group is not null) scorer.AllReduce(group);
         return result with { Metrics = result.Metrics with { Instances = scorer.Compute() } };
     }
@@ -132,6 +133,15 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         var decoded = new InstancePrediction[batch.Count];
         Parallel.For(0, batch.Count, b => decoded[b] = InstanceDecoding.Decode(
             host.AsSpan(b * planes * hw, planes * hw), batch.Height, batch.Width, settings));
+        Score(decoded, batch, scorer, settings.Things, panoptic);
+    }
+
+    /// <summary>Scores each image's decoded objects against its true objects (panoptic: the segments of both, the
+    /// stuff classes' by each pixel's best class); ignored pixels are void.</summary>
+    internal static void Score(InstancePrediction[] decoded, HostBatch batch, InstanceScorer scorer, bool[] things,
+        bool panoptic)
+    {
+        int hw = batch.Height * batch.Width;
         for (int b = 0; b < batch.Count; b++)
         {
             var truth = new int[hw];
@@ -143,9 +153,9 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
             }
             if (!panoptic) { scorer.Add(truth, null, decoded[b].Objects, null, isVoid); continue; }
             var classes = batch.Masks.AsSpan(b * hw, hw);
-            var t = PanopticSegments.Build(truth, FirstClassOf(truth, classes), classes, settings.Things);
+            var t = PanopticSegments.Build(truth, FirstClassOf(truth, classes), classes, things);
             var p = decoded[b];
-            var q = PanopticSegments.Build(p.Objects, o => p.Classes[o - 1], p.BestClass, settings.Things);
+            var q = PanopticSegments.Build(p.Objects, o => p.Classes[o - 1], p.BestClass, things);
             scorer.Add(t.Ids, t.Classes, q.Ids, q.Classes, isVoid);
         }
     }

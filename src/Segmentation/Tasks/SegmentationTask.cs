@@ -65,28 +65,38 @@ internal abstract class SegmentationTask
     /// <summary>The classes' loss weights when the options give none (null: unweighted).</summary>
     public virtual float[]? DefaultClassWeights => null;
 
-    /// <summary>The objects of one image, decoded from its output planes (C x H x W, as the model gave them); null for
-    /// a task without objects (the default, which leaves the planes on their device).</summary>
-    public virtual InstancePrediction? DecodeObjects(Tensor planes) => null;
+    /// <summary>The objects of one image, decoded from its output planes (C x H x W, as the model gave them) or, for a
+    /// task that reads other outputs, from the model's outputs for the image (a batch of one, at the size the model
+    /// ran at), which <paramref name="outputs"/> computes when asked; null for a task without objects (the default,
+    /// which leaves the planes on their device).</summary>
+    public virtual InstancePrediction? DecodeObjects(Tensor planes, Func<ModelOutputs> outputs) => null;
+
+    /// <summary>Whether <see cref="DecodeObjects"/> reads outputs other than the per-pixel planes (a mask classifier's
+    /// queries): its objects then come from one pass of the whole image, not from the averaged views or windows that
+    /// make the planes.</summary>
+    public virtual bool DecodesQueries => false;
+
+    /// <summary>The classes the model predicts for data described by <paramref name="d"/>: the data's classes and any
+    /// planes its target adds (the default), or what the task's model needs instead.</summary>
+    public virtual int ModelClasses(DatasetDescription d) => d.OutputPlanes();
 
     /// <summary>Bytes a pixel that <see cref="DecodeObjects"/> needs for a model of <paramref name="planes"/> output
     /// planes (0 without objects): for the predictor's memory check before it allocates.</summary>
     public virtual double DecodingBytesPerPixel(int planes) => 0;
 
     /// <summary>The one evaluation loop (<see cref="Evaluator.Run"/>) with the model's outputs and the task's loss:
-    /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onLogits"/> sees
-    /// each batch's output planes as the model gave them (the classes and any planes the target adds).</summary>
+    /// batches reach the device through this task's <see cref="ToDevice"/>, and <paramref name="onOutputs"/> sees
+    /// each batch's outputs as the model gave them (the output planes: the classes and any planes the target adds;
+    /// and any other output).</summary>
     protected EvaluationResult RunEvaluator(DataLoader loader, Device device, DatasetDescription description,
         Normalization normalization, Func<Tensor, ModelOutputs> model, Func<ModelOutputs, Targets, Tensor>? loss,
-        Action<int>? onBatch, CancellationToken cancellation, Action<HostBatch, Tensor>? onLogits = null,
+        Action<int>? onBatch, CancellationToken cancellation, Action<HostBatch, ModelOutputs>? onOutputs = null,
         Distributed.ProcessGroup? group = null, bool perImage = false)
     {
-        ModelOutputs? last = null;
-        Tensor? planes = null;
+        ModelOutputs? last = null, raw = null;
         Tensor Logits(Tensor x)
         {
-            var raw = model(x);
-            planes = raw.Logits;
+            raw = model(x);
             return (last = Outputs(raw)).Logits;
         }
         Targets? batchTargets = null; // every target of the batch (the loop hands on the mask alone)
@@ -97,7 +107,7 @@ internal abstract class SegmentationTask
                 var (images, targets) = ToDevice(b, device);
                 batchTargets = targets;
                 return (images, targets.Mask);
-            }, onLogits: onLogits is null ? null : (batch, _) => onLogits(batch, planes!), group: group);
+            }, onLogits: onOutputs is null ? null : (batch, _) => onOutputs(batch, raw!), group: group);
     }
 }
 

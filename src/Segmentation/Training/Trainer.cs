@@ -2,6 +2,7 @@ using Segmentation.Checkpoints;
 using Segmentation.Data;
 using Segmentation.Evaluation;
 using Segmentation.Models;
+using Segmentation.Tasks;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -178,11 +179,13 @@ public sealed class Trainer : IDisposable
             throw new DataException($"Training data is {d.Task.ToString().ToLowerInvariant()} data, validation data "
                 + $"{val.Description.Task.ToString().ToLowerInvariant()}.");
         var m = model.Description;
-        if (d.OutputPlanes() != m.Classes)
+        int planes = TaskRegistry.For(d, model.Outputs.Select(o => o.Kind)).ModelClasses(d);
+        if (planes != m.Classes)
             throw new OptionsException($"The model has {m.Classes} output classes but the data set has {d.Classes} "
-                + $"({string.Join(", ", d.ClassNames)})" + (d.OutputPlanes() == d.Classes ? "." : $", and its "
+                + $"({string.Join(", ", d.ClassNames)})" + (planes == d.Classes ? "." : planes < d.Classes
+                    ? $", the last the per-pixel task's: give this model {planes}." : $", and its "
                 + $"{d.Instances!.Target.ToString().ToLowerInvariant()} target one more plane after them: give the "
-                + $"model {d.OutputPlanes()}."));
+                + $"model {planes}."));
         if (Options.ClassWeights is { } w && w.Length != d.Classes)
             throw new OptionsException($"{w.Length} class weights were given for data of {d.Classes} classes "
                 + $"({string.Join(", ", d.ClassNames)}).");

@@ -54,7 +54,21 @@ internal sealed class TrainingStep : IDisposable
         }
         (classesLoss, ownsLoss) = options.Loss.Object is { } given ? (given, false)
             : (LossRegistry.Create(options), true);
+        ShareMaskCount();
         loss = new TaskLoss(classesLoss, Task, ownsLoss);
+    }
+
+    /// <summary>A data-parallel run's set loss divides by the mean number of target masks over the processes, so that
+    /// it stays the loss of one process on the whole batch (transformers' all-reduce of num_masks).</summary>
+    private void ShareMaskCount()
+    {
+        if (classesLoss is not MaskClassificationLoss set || parallel.Group is not { WorldSize: > 1 } group) return;
+        set.ReduceCount = own =>
+        {
+            var all = new[] { own };
+            group.AllReduce(all, "the number of target masks");
+            return all[0] / group.WorldSize;
+        };
     }
 
     /// <summary>The float16 loss scaler as of the last read-back (null otherwise); see <see
@@ -98,7 +112,7 @@ internal sealed class TrainingStep : IDisposable
     /// and its default class weights (instance data's boundary weight) apply when the options give none.</summary>
     public void UseTask(DatasetDescription d)
     {
-        var chosen = TaskRegistry.For(d);
+        var chosen = TaskRegistry.For(d, model.Outputs.Select(o => o.Kind));
         chosen.CheckModel(model.Outputs);
         if (chosen.Name == Task.Name) return;
         Task = chosen;
@@ -106,6 +120,7 @@ internal sealed class TrainingStep : IDisposable
         {
             (classesLoss as IDisposable)?.Dispose();
             classesLoss = LossRegistry.Create(options with { ClassWeights = weights });
+            ShareMaskCount();
         }
         loss = new TaskLoss(classesLoss, Task, ownsLoss);
     }

@@ -85,4 +85,60 @@ public class MaskClassificationLossTests
         for (int i = 0; i < 3; i++)
             Assert.True(auxMasks.grad![.., i].abs().sum().item<float>() > 0, $"auxiliary prediction {i}");
     }
+
+    /// <summary>Every case of instance data's pixels: stuff, an object, a thing pixel outside any object, ignored; and
+    /// a class the data does not have.</summary>
+    [Fact]
+    public void Segments_are_each_object_and_each_stuff_class_present_and_nothing_else()
+    {
+        // two 2x3 images; classes: 0 background (stuff), 1 round (thing), 2 oval (thing); 255 ignored
+        var mask = new byte[] { 0, 1, 1, 2, 2, 255, /* second */ 1, 1, 0, 0, 2, 1 };
+        var objects = new ushort[] { 0, 7, 7, 3, 3, 0, /* second */ 0, 5, 0, 0, 9, 5 };
+        var things = new[] { false, true, true };
+        var (segments, classes, most) = Tasks.SegmentTargets.Make(mask, objects, 2, 6, things);
+        // image 1: background, object 7 (round), object 3 (oval), in order of their first pixel; the ignored pixel none
+        Assert.Equal(new[] { 0, 1, 1, 2, 2, -1 }, segments[..6]);
+        // image 2: a round pixel without an object belongs to none; object 5 is one segment, wherever its pixels are
+        Assert.Equal(new[] { -1, 0, 1, 1, 2, 0 }, segments[6..]);
+        Assert.Equal(3, most);
+        Assert.Equal(new long[] { 0, 1, 2, /* second */ 1, 0, 2 }, classes);
+        var bad = Assert.Throws<DataException>(() => Tasks.SegmentTargets.Make(new byte[] { 3 }, new ushort[] { 0 },
+            1, 1, things));
+        Assert.Contains("class 3", bad.Message);
+    }
+
+    /// <summary>Segments that are one per class present (all stuff) give the semantic targets' loss exactly, and
+    /// sharing the mask count over processes divides the mask terms by the shared count.</summary>
+    [Fact]
+    public void Segment_targets_give_the_semantic_loss_when_each_class_is_one_segment_and_the_count_can_be_shared()
+    {
+        using var scope = NewDisposeScope();
+        var mask = Mask();
+        var bytes = mask.to(ScalarType.Byte).data<byte>().ToArray();
+        var (segments, classes, most) = Tasks.SegmentTargets.Make(bytes, new ushort[64], 1, 64,
+            new[] { false, false, false });
+        var targets = new Targets(new Dictionary<string, Tensor>
+        {
+            [Targets.MaskName] = mask,
+            [MaskClassificationLoss.SegmentsName] = tensor(segments, new long[] { 1, 8, 8 }),
+            [MaskClassificationLoss.SegmentClassesName] = tensor(classes, new long[] { 1, most }),
+        });
+        var outputs = new ModelOutputs(new Dictionary<string, Tensor>
+        {
+            [MaskClassificationLoss.ClassLogits] = randn(new long[] { 1, 5, 4 }),
+            [MaskClassificationLoss.MaskLogits] = randn(new long[] { 1, 5, 8, 8 }),
+        }, Schema);
+        float Loss(Targets t, Func<double, double>? reduce = null)
+        {
+            manual_seed(3);
+            return new MaskClassificationLoss { Points = 64, ReduceCount = reduce }.Compute(outputs, t).item<float>();
+        }
+        float semantic = Loss(new Targets(mask)), segmented = Loss(targets);
+        Assert.Equal(semantic, segmented);
+        // the class term does not divide by the count, the mask terms do: twice the count takes half of them off,
+        // four times the count a quarter more
+        float twice = Loss(targets, own => own * 2), fourfold = Loss(targets, own => own * 4);
+        Assert.True(segmented - twice > 0.01, $"{segmented} vs {twice}");
+        Assert.Equal(segmented - twice, 2 * (twice - fourfold), 4);
+    }
 }

@@ -8,7 +8,7 @@ namespace Segmentation.Models.Parts;
 /// mask logits, regressions and auxiliary outputs for others. Its forward pass gets every map of the encoder and of
 /// the decoder and the model's input (<see cref="HeadInput"/>); a head whose decoder works at a lower resolution
 /// resizes its logits to the input with <see cref="Layers.LayerOps.ResizeLike"/>. Register it with
-/// <see cref="ModelRegistry.AddHead"/>.
+/// <see cref="ModelRegistry.AddHead{TOptions}(string, Func{HeadContext, TOptions, Head}, string)"/>.
 /// </summary>
 public abstract class Head : nn.Module<HeadInput, ModelOutputs>
 {

@@ -8,8 +8,10 @@ using F = TorchSharp.torch.nn.functional;
 namespace Segmentation.Training;
 
 /// <summary>
-/// Mask2Former's training loss (transformers' <c>Mask2FormerLoss</c> with its <c>Mask2FormerHungarianMatcher</c>) for
-/// semantic targets: each class present in an image is one target mask (ignored pixels belong to none). For every
+/// Mask2Former's training loss (transformers' <c>Mask2FormerLoss</c> with its <c>Mask2FormerHungarianMatcher</c>). The
+/// target masks are the segments of each image when the targets hold them (<see cref="SegmentsName"/>: instance and
+/// panoptic data, each object and each stuff class present one segment), else one per class present (semantic data);
+/// ignored pixels belong to none. For every
 /// prediction (the last and, when the model gives them, each auxiliary one), the queries are matched to the targets by
 /// the least total of 2 x (minus the class probability) + 5 x sigmoid cross-entropy + 5 x Dice, the mask terms on
 /// <see cref="Points"/> points drawn uniformly (<see cref="LinearAssignment"/>, exact). The loss is 2 x the class
@@ -32,12 +34,23 @@ public sealed class MaskClassificationLoss : ISegmentationLoss
     public const string ClassLogits = "class_queries_logits", MaskLogits = "masks_queries_logits",
         AuxClassLogits = "aux_class_queries_logits", AuxMaskLogits = "aux_masks_queries_logits";
 
+    /// <summary>The targets' names of the segment map (N x H x W, int32: each pixel's segment, -1 where none) and of
+    /// the segments' classes (N x S, int64, -1 after an image's last segment).</summary>
+    public const string SegmentsName = "segments", SegmentClassesName = "segment_classes";
+
+    /// <summary>The number of target masks the terms are divided by, from this process's count: in a data-parallel
+    /// run, the mean over the processes (transformers all-reduces it and divides by the world size); null: this
+    /// process's own.</summary>
+    public Func<double, double>? ReduceCount { get; set; }
+
     /// <inheritdoc />
     public Tensor Compute(ModelOutputs outputs, Targets targets)
     {
         using var scope = NewDisposeScope();
-        var (classes, masks) = TargetMasks(targets.Mask);
-        double count = Math.Max(1, classes.Sum(c => c.shape[0]));
+        var (classes, masks) = targets.Names.Contains(SegmentsName)
+            ? SegmentMasks(targets[SegmentsName], targets[SegmentClassesName]) : TargetMasks(targets.Mask);
+        double own = classes.Sum(c => c.shape[0]);
+        double count = Math.Max(1, ReduceCount?.Invoke(own) ?? own);
         var total = Term(outputs[ClassLogits], outputs[MaskLogits], classes, masks, count);
         if (outputs.TryGet(AuxClassLogits, out var auxClasses) && outputs.TryGet(AuxMaskLogits, out var auxMasks))
             for (long i = 0; i < auxClasses.shape[1]; i++)
@@ -59,6 +72,24 @@ public sealed class MaskClassificationLoss : ISegmentationLoss
             classes[b] = present;
             masks[b] = present.numel() == 0 ? zeros(new long[] { 0, image.shape[0], image.shape[1] }, device:
                 image.device) : image.unsqueeze(0).eq(present.reshape(-1, 1, 1)).to(ScalarType.Float32);
+        }
+        return (classes, masks);
+    }
+
+    /// <summary>Each image's classes (T, int64) and masks (T x H x W, float32) from a segment map and the segments'
+    /// classes.</summary>
+    internal static (Tensor[] Classes, Tensor[] Masks) SegmentMasks(Tensor segments, Tensor segmentClasses)
+    {
+        long n = segments.shape[0];
+        var classes = new Tensor[n];
+        var masks = new Tensor[n];
+        for (long b = 0; b < n; b++)
+        {
+            var own = segmentClasses[b];
+            var present = own.masked_select(own.ge(0));
+            classes[b] = present;
+            var ids = arange(present.shape[0], ScalarType.Int32, segments.device).reshape(-1, 1, 1);
+            masks[b] = segments[b].unsqueeze(0).eq(ids).to(ScalarType.Float32);
         }
         return (classes, masks);
     }
