@@ -23,20 +23,7 @@ public static class HuggingFaceSegformer
     /// name="warnings"/>).</summary>
     public static Checkpoint Import(string folder, bool allowNonFinite = false, IProgress<string>? warnings = null)
     {
-        var configPath = Path.Combine(folder, "config.json");
-        if (!File.Exists(configPath))
-            throw new SegmentationException($"{folder}: no config.json; a Hugging Face model folder has one.");
-        JsonObject config;
-        try
-        {
-            config = JsonNode.Parse(RegularFile.ReadAllText(configPath, Limits.ConfigFileBytes, "model config"))
-                ?.AsObject() ?? throw new JsonException("empty");
-        }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException
-            or IOException)
-        {
-            throw new SegmentationException($"{configPath}: not a JSON object ({e.Message}).", e);
-        }
+        var (config, configPath) = ReadConfig(folder);
         var description = Describe(config, configPath);
         var weightsPath = SegformerWeights.FileIn(folder);
         using var scope = NewDisposeScope();
@@ -59,6 +46,25 @@ public static class HuggingFaceSegformer
             $"imported from {Path.GetFullPath(folder)} (Hugging Face SegFormer)", dataset);
     }
 
+    /// <summary>A Hugging Face model folder's config.json, and its path; an error names the folder or the
+    /// file.</summary>
+    internal static (JsonObject Config, string Path) ReadConfig(string folder)
+    {
+        var configPath = Path.Combine(folder, "config.json");
+        if (!File.Exists(configPath))
+            throw new SegmentationException($"{folder}: no config.json; a Hugging Face model folder has one.");
+        try
+        {
+            return (JsonNode.Parse(RegularFile.ReadAllText(configPath, Limits.ConfigFileBytes, "model config"))
+                ?.AsObject() ?? throw new JsonException("empty"), configPath);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException
+            or IOException)
+        {
+            throw new SegmentationException($"{configPath}: not a JSON object ({e.Message}).", e);
+        }
+    }
+
     /// <summary>The key of our own in config.json: what transformers' config has no field for (the task, the instance
     /// decoding, the class colours, the per-image normalisation).</summary>
     public const string OwnKey = "segmentation";
@@ -67,7 +73,7 @@ public static class HuggingFaceSegformer
     /// Our settings from config.json's <see cref="OwnKey"/>, checked against the model (classes and channels); a
     /// folder without them imports as a semantic model, and <paramref name="warnings"/> says so.
     /// </summary>
-    private static (DatasetDescription?, Normalization?) Ours(JsonObject config, string path,
+    internal static (DatasetDescription?, Normalization?) Ours(JsonObject config, string path,
         ModelDescription model, IProgress<string>? warnings)
     {
         if (config[OwnKey] is not JsonObject ours)
@@ -81,7 +87,8 @@ public static class HuggingFaceSegformer
             var dataset = DatasetDescription.FromJson(ours["dataset"]!.AsObject());
             var normalization = ours["normalization"].Deserialize<Normalization>(Checkpoint.Json)!;
             normalization.Validate(model.InChannels);
-            if (dataset.Classes != model.Classes || dataset.InChannels != model.InChannels)
+            if (Tasks.TaskRegistry.For(dataset, model).ModelClasses(dataset) != model.Classes
+                || dataset.InChannels != model.InChannels)
                 throw new FormatException($"{dataset.Classes} classes and {dataset.InChannels} channels for a model of "
                     + $"{model.Classes} and {model.InChannels}");
             return (dataset, normalization);
@@ -143,9 +150,9 @@ public static class HuggingFaceSegformer
     }
 
     /// <summary>The most classes a model of this library has (masks hold 8-bit labels).</summary>
-    private const int MaxClasses = 256;
+    internal const int MaxClasses = 256;
 
-    private static string[] ClassNames(JsonObject config, int classes)
+    internal static string[] ClassNames(JsonObject config, int classes)
     {
         var names = DatasetDescription.Defaults(classes).Names.ToArray();
         if (config["id2label"] is not JsonObject labels) return names;
@@ -160,7 +167,7 @@ public static class HuggingFaceSegformer
     /// The normalisation of <c>preprocessor_config.json</c> (rescale by 1/255, then mean and std per channel, which is
     /// ours exactly), or ImageNet's when there is no such file. Other rescales are refused: ours divides by 255.
     /// </summary>
-    private static Normalization Preprocess(string path, int channels)
+    internal static Normalization Preprocess(string path, int channels)
     {
         if (!File.Exists(path)) return Normalization.DefaultFor(channels);
         var o = JsonNode.Parse(RegularFile.ReadAllText(path, Limits.ConfigFileBytes, "preprocessor config"))?.AsObject()
@@ -239,18 +246,27 @@ public static class HuggingFaceSegformer
                     Checkpoint.Json),
             },
         };
+        using var scope = NewDisposeScope();
+        using var model = checkpoint.CreateModel();
+        WriteFolder(checkpoint, folder, config, model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.cpu()),
+            "SegformerImageProcessor");
+    }
+
+    /// <summary>Writes a Hugging Face model folder: the weights as <c>model.safetensors</c>, the preprocessing (no
+    /// resize, rescale 1/255, the checkpoint's mean and std) as <c>preprocessor_config.json</c> for <paramref
+    /// name="processor"/>, and <paramref name="config"/> as <c>config.json</c>, last, each atomically.</summary>
+    internal static void WriteFolder(Checkpoint checkpoint, string folder, JsonObject config,
+        Dictionary<string, Tensor> weights, string processor)
+    {
         var p = checkpoint.Preprocessing.Normalization;
         var preprocessor = new JsonObject
         {
-            ["image_processor_type"] = "SegformerImageProcessor", ["do_resize"] = false, ["do_rescale"] = true,
+            ["image_processor_type"] = processor, ["do_resize"] = false, ["do_rescale"] = true,
                 ["rescale_factor"] = 1 / 255.0,
             ["do_normalize"] = true, ["image_mean"] = new JsonArray(p.Mean.Select(v => (JsonNode?)(double)v).ToArray()),
             ["image_std"] = new JsonArray(p.Std.Select(v => (JsonNode?)(double)v).ToArray()),
                 ["do_reduce_labels"] = false,
         };
-        using var scope = NewDisposeScope();
-        using var model = checkpoint.CreateModel();
-        var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.cpu());
         var bytes = new MemoryStream(); // PyBridge closes the stream it writes to
         TorchSharp.PyBridge.Safetensors.SaveStateDict(bytes, weights);
         Directory.CreateDirectory(folder);

@@ -91,8 +91,12 @@ public static class PyTorchInterop
     {
         // a model folder, or a weights file in one (its config.json beside it)
         if (layout == PyTorchLayout.HuggingFace)
-            return HuggingFaceSegformer.Import(File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path))!
-                : path, allowNonFinite, warnings);
+        {
+            var folder = File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path))! : path;
+            return HuggingFaceMask2Former.Is(HuggingFaceSegformer.ReadConfig(folder).Config)
+                ? HuggingFaceMask2Former.Import(folder, allowNonFinite, warnings)
+                : HuggingFaceSegformer.Import(folder, allowNonFinite, warnings);
+        }
         if (layout == PyTorchLayout.Segformer)
             return HuggingFaceSegformer.ImportStateDict(path, allowNonFinite, warnings);
         using var scope = NewDisposeScope();

@@ -85,14 +85,20 @@ public static class ModelExporters
 
         public string Write(Checkpoint c, string path, ExportOptions options)
         {
-            var wanted = options.Layout ?? (c.Model.Architecture == "segformer" ? PyTorchLayout.HuggingFace
-                : (PyTorchLayout?)null);
+            var wanted = options.Layout ?? (c.Model.Architecture is "segformer" or "mask2former"
+                ? PyTorchLayout.HuggingFace : (PyTorchLayout?)null);
             if (wanted == PyTorchLayout.Segformer)
                 throw new OptionsException("The original SegFormer layout (patch_embed1, fused attn.kv) is read only; "
                     + "a SegFormer is written in Hugging Face's: --format safetensors --layout hf.");
             if (wanted == PyTorchLayout.HuggingFace && !safetensors)
                 throw new OptionsException("The Hugging Face layout is written as a folder of safetensors: --format "
                     + "safetensors --layout hf.");
+            if (wanted == PyTorchLayout.HuggingFace && c.Model.Architecture == "mask2former")
+            {
+                HuggingFaceMask2Former.Export(c, path);
+                return "a Hugging Face Mask2Former folder (config.json, model.safetensors, preprocessor_config.json) "
+                    + "that transformers' from_pretrained reads";
+            }
             if (wanted == PyTorchLayout.HuggingFace)
             {
                 HuggingFaceSegformer.Export(c, path);

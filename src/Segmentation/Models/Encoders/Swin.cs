@@ -19,9 +19,27 @@ public sealed record SwinOptions : IPartOptions
     /// the checkpoints Mask2Former starts from).</summary>
     public int? WindowSize { get; init; }
 
+    /// <summary>The first stage's channels (transformers' embed_dim; null: the variant's). With <see cref="Depths"/>
+    /// and <see cref="Heads"/>, any <c>SwinConfig</c> (an imported Hugging Face model's, say).</summary>
+    public int? EmbedDim { get; init; }
+
+    /// <summary>Blocks per stage, four (depths; null: the variant's).</summary>
+    public int[]? Depths { get; init; }
+
+    /// <summary>Attention heads per stage, four (num_heads; null: the variant's).</summary>
+    public int[]? Heads { get; init; }
+
     /// <inheritdoc />
     public void Validate()
     {
+        if (EmbedDim is < 1 or > 4096 || Depths is { } d && (d.Length != 4 || d.Any(n => n is < 1 or > 64))
+            || Heads is { } h && (h.Length != 4 || h.Any(n => n is < 1 or > 256)))
+            throw new OptionsException($"Swin EmbedDim {EmbedDim}, Depths [{string.Join(", ", Depths ?? [])}] and "
+                + $"Heads [{string.Join(", ", Heads ?? [])}]: a width of 1 to 4096, four stages of 1 to 64 blocks and "
+                + "1 to 256 heads.");
+        if (EmbedDim is { } e && (Heads ?? new[] { 1, 1, 1, 1 }).Select((n, i) => (e << i) % n).Any(r => r != 0))
+            throw new OptionsException($"Swin EmbedDim {e}: each stage's width (doubling) must divide by its heads "
+                + $"[{string.Join(", ", Heads!)}].");
         if (double.IsNaN(DropPathRate) || DropPathRate is < 0 or >= 1)
             throw new OptionsException($"Swin DropPathRate is {DropPathRate}; it must be in [0, 1).");
         if (WindowSize is < 2 or > 64)
@@ -37,6 +55,13 @@ public sealed record SwinOptions : IPartOptions
 internal sealed record SwinShape(int EmbedDim, int[] Depths, int[] Heads, int Window)
 {
     /// <summary>The registered variants: Swin-T, -S, -B and -L (the paper's Table 1).</summary>
+    public static SwinShape Of(string name, SwinOptions o)
+    {
+        var v = Of(name, o.WindowSize);
+        return new(o.EmbedDim ?? v.EmbedDim, o.Depths ?? v.Depths, o.Heads ?? v.Heads, v.Window);
+    }
+
+    /// <summary>A registered variant with <paramref name="window"/> (null: its own).</summary>
     public static SwinShape Of(string name, int? window) => name switch
     {
         "swin-tiny" => new(96, new[] { 2, 2, 6, 2 }, new[] { 3, 6, 12, 24 }, window ?? 7),
@@ -83,8 +108,8 @@ internal sealed class Swin : Encoder, IPretrainedEncoder
         SwinWindows.Register();
         foreach (var variant in SwinShape.Variants)
         {
-            var shape = SwinShape.Of(variant, null);
-            ModelRegistry.AddEncoder<SwinOptions>(variant, (c, o) => new Swin(SwinShape.Of(variant, o.WindowSize),
+            var shape = SwinShape.Of(variant, (int?)null);
+            ModelRegistry.AddEncoder<SwinOptions>(variant, (c, o) => new Swin(SwinShape.Of(variant, o),
                 c.InChannels, o),
                 $"transformers' Swin Transformer {variant[5..]} as SwinBackbone (width {shape.EmbedDim}, blocks "
                     + $"{string.Join("-", shape.Depths)}, window {shape.Window}); maps at strides 4 to 32.",

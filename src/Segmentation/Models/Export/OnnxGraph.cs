@@ -32,9 +32,13 @@ internal sealed class OnnxGraph
         return $"{hint}_{counters[hint]}";
     }
 
-    /// <summary>Adds a float32 initializer holding <paramref name="t"/>.</summary>
+    private readonly HashSet<string> initializers = new(StringComparer.Ordinal);
+
+    /// <summary>Adds a float32 initializer holding <paramref name="t"/>; a layer that runs more than once (a shared
+    /// predictor applied to every prediction) names the same weights again, and they are written once.</summary>
     public string Initializer(string name, Tensor t)
     {
+        if (!initializers.Add(name)) return name;
         using var cpu = t.detach().to(ScalarType.Float32).cpu().contiguous();
         var proto = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float,
             RawData = ByteString.CopyFrom(cpu.bytes) };

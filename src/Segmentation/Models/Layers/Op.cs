@@ -41,6 +41,9 @@ public abstract class Op
         var trace = OnnxTrace.Current;
         var names = trace is null ? null : inputs.Select(x => trace.NameOf(x, Name)).ToArray();
         var y = Compute(0, inputs);
+        // an op that leaves its input as it is at this size (a pad with nothing to pad) still records its node, for
+        // the sizes where it does not: its output must be a tensor of its own, or the input would be renamed to it
+        if (trace is not null && inputs.Any(x => ReferenceEquals(x, y))) y = y.alias();
         if (trace is not null) trace.Op(y, g => ExportOnnx(g, names!));
         return y;
     }
