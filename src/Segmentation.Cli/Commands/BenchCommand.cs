@@ -117,8 +117,11 @@ internal static class BenchCommand
                 + "unless started by a launcher), alternating with the plain trainer." };
         var perParameter = new Option<bool>("--compare-per-parameter") { Description =
             "Also time the trainer with TorchSharp's per-parameter AdamW instead of the fused step." };
+        var profile = new Option<bool>("--profile") { Description =
+            "After the timed steps, as many more of the first contender timed by part: forward (encoder, decoder, "
+                + "head; Mask2Former's deformable sampling), loss (its matcher), backward, optimiser step." };
         foreach (var o in new Option[] { inChannels, classes, batch, size, steps, warmup, device, noBare, precision,
-            allocator, json, threads, distributed, perParameter }) cmd.Options.Add(o);
+            allocator, json, threads, distributed, perParameter, profile }) cmd.Options.Add(o);
         cmd.SetAction(p =>
         {
             if (p.GetValue(threads) is { } t) CpuThreads.Apply(Cli.ResolveThreads(t, ctx.Err));
@@ -137,7 +140,7 @@ internal static class BenchCommand
             var log = p.GetValue(json) ? ctx.Err : ctx.Out;
             using var group = p.GetValue(distributed) is { } backend ? OneProcessGroup(backend, options.Device) : null;
             var r = TrainingBenchmark.Run(options with { Group = group, ComparePerParameterOptimizer =
-                p.GetValue(perParameter) }, new Progress(log));
+                p.GetValue(perParameter), Profile = p.GetValue(profile) }, new Progress(log));
             PrintTrainBenchmark(log, r, mode);
             if (p.GetValue(json)) ctx.Out.WriteLine(TrainBenchmarkJson(r, mode).ToJsonString());
             return Cli.Ok;
@@ -174,6 +177,13 @@ internal static class BenchCommand
         }
         foreach (var (c, paired) in r.RatiosToFirst)
             log.WriteLine($"a step of {c.Name} takes {paired} times as long as one of {first.Name}");
+        if (r.Profile.Count == 0) return;
+        double step = r.Profile[0].Seconds;
+        log.WriteLine($"profile of {first.Name}, mean of {first.Steps.Count()} more step(s) (a part's parts follow "
+            + $"it):");
+        foreach (var (part, seconds) in r.Profile)
+            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  {part,-42} {seconds:F3} s  {seconds / step,6:P1}"));
     }
 
     private static JsonObject TrainBenchmarkJson(TrainingBenchmarkResult r, bool tunedAllocator) => new()
@@ -184,6 +194,7 @@ internal static class BenchCommand
         ["overheadRatio"] = double.IsNaN(r.BareStepSeconds) ? null : r.OverheadRatio,
         ["deviceMemoryMiB"] = r.DeviceMemoryMiB,
         ["allocator"] = tunedAllocator ? r.Allocator : "default",
+        ["profile"] = new JsonObject(r.Profile.Select(x => KeyValuePair.Create(x.Part, (JsonNode?)x.Seconds))),
         ["steps"] = new JsonArray(r.Contenders[0].Steps.Select(x => (JsonNode?)x).ToArray()),
         ["ratiosToFirst"] = new JsonArray(r.RatiosToFirst.Select(x => (JsonNode?)new JsonObject
         {

@@ -17,16 +17,17 @@ internal static class ImportCommand
     {
         var cmd = new Command("import",
             "Make a checkpoint from a PyTorch state dict: milesial/Pytorch-UNet's UNet(bilinear=False), "
-                + "segmentation_models.pytorch's Unet(resnet18|34|50), a Hugging Face SegFormer or Mask2Former (Swin) folder or a "
-                + "SegFormer file in the original (NVlabs, mmsegmentation 0.x) layout. The model's shape is read from the "
-                + "tensors; "
-                + "the source's preprocessing is recorded, so predict gives its masks.");
+                + "segmentation_models.pytorch's Unet(resnet18|34|50), a Hugging Face SegFormer or Mask2Former (Swin) "
+                + "folder, or a SegFormer file in the original (NVlabs, mmsegmentation 0.x) layout. The model's shape "
+                + "is read from the tensors (and a folder's config); the source's preprocessing is recorded, so "
+                + "predict gives its masks.");
         var file = new Option<string>("--pytorch") { Description =
-            "The state dict: .pth (torch.save(model.state_dict())) or .safetensors; for hf-segformer and hf-mask2former, "
-                + "the model folder "
-                + "(config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json).", Required = true };
+            "The state dict: .pth (torch.save(model.state_dict())) or .safetensors; for hf-segformer and "
+                + "hf-mask2former, the model folder (config.json, model.safetensors or pytorch_model.bin, "
+                + "preprocessor_config.json).", Required = true };
         var from = new Option<string>("--from") { Description =
-            "milesial, smp, hf-segformer or hf-mask2former (a model folder) or segformer (a file: patch_embed1.., block1.., fused "
+            "milesial, smp, hf-segformer or hf-mask2former (a model folder) or segformer (a file: patch_embed1.., "
+                + "block1.., fused "
                 + "attn.kv): whose key names and preprocessing.",
             Required = true };
         var output = new Option<string>("--out") { Description = "The checkpoint to write.", Required = true };

@@ -87,7 +87,9 @@ public static class HuggingFaceSegformer
             var dataset = DatasetDescription.FromJson(ours["dataset"]!.AsObject());
             var normalization = ours["normalization"].Deserialize<Normalization>(Checkpoint.Json)!;
             normalization.Validate(model.InChannels);
-            if (Tasks.TaskRegistry.For(dataset, model).ModelClasses(dataset) != model.Classes
+            // a mask classifier of instance data predicts its classes without the per-pixel task's boundary
+            bool queries = ModelRegistry.OutputKinds(model).Contains(OutputKind.QueryClassLogits);
+            if (dataset.Classes != model.Classes && !(queries && dataset.Classes == model.Classes + 1)
                 || dataset.InChannels != model.InChannels)
                 throw new FormatException($"{dataset.Classes} classes and {dataset.InChannels} channels for a model of "
                     + $"{model.Classes} and {model.InChannels}");

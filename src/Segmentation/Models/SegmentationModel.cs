@@ -75,8 +75,10 @@ public sealed class SegmentationModel : nn.Module<Tensor, ModelOutputs>
     {
         CheckInput(input);
         if (VerifyLayers && !checking) CheckLayers(input.shape, training && is_grad_enabled());
-        var encoded = new Features(encoder.Maps, encoder.forward(input));
-        var decoded = new Features(decoder.Maps, decoder.Decode(encoded.All));
+        Features encoded, decoded;
+        using (StepProfile.Time("forward: encoder")) encoded = new Features(encoder.Maps, encoder.forward(input));
+        using (StepProfile.Time("forward: decoder")) decoded = new Features(decoder.Maps, decoder.Decode(encoded.All));
+        using var _ = StepProfile.Time("forward: head");
         return head.forward(new HeadInput(input, encoded, decoded)).Checked(head.Outputs, Description.Head!.Name)
             .ToFloat32();
     }

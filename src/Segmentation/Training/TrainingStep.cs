@@ -154,10 +154,14 @@ internal sealed class TrainingStep : IDisposable
     public float Run(HostBatch batch, Normalization normalization, bool applyOptimizer)
     {
         using var scope = NewDisposeScope();
-        var (images, targets) = Task.ToDevice(batch, device);
+        Tensor images;
+        Targets targets;
+        using (StepProfile.Time("targets")) (images, targets) = Task.ToDevice(batch, device);
         var value = loss.Compute(Task.Outputs(model.forward(normalization.Apply(images, batch))), targets);
         var objective = options.Optimizer.AccumulationSteps > 1 ? value / options.Optimizer.AccumulationSteps : value;
-        (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
+        using (StepProfile.Time("backward"))
+            (deviceScaler?.ScaleLoss(objective) ?? scaler?.ScaleLoss(objective) ?? objective).backward();
+        using var optimiserTime = StepProfile.Time("optimiser step");
         if (applyOptimizer)
         {
             parallel.ReduceGradients(Name);

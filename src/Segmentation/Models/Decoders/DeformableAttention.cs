@@ -32,6 +32,7 @@ internal sealed class DeformableSampling : MultiInputLeaf
         if (values.Length != levels)
             throw new ArgumentException($"Deformable sampling over {levels} levels got {values.Length} maps.");
         var inputs = new[] { reference, offsets, logits }.Concat(values).ToArray();
+        using var _ = StepProfile.Time("forward: decoder: deformable sampling");
         Tensor output;
         if (inputs.All(x => x.dtype == ScalarType.Float32)) output = Apply(Route, inputs);
         else

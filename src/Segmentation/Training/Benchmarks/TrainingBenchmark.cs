@@ -39,6 +39,9 @@ internal sealed record TrainingBenchmarkOptions
     /// <summary>Also time the first precision's trainer with TorchSharp's per-parameter AdamW (and the host-side loss
     /// scaler) instead of the fused step, alternating with the others.</summary>
     public bool ComparePerParameterOptimizer { get; init; }
+    /// <summary>After the timed steps, as many more of the first contender, timed by part (<see
+    /// cref="TrainingBenchmarkResult.Profile"/>).</summary>
+    public bool Profile { get; init; }
 }
 
 /// <summary>One contender's timings.</summary>
@@ -117,6 +120,10 @@ internal sealed record TrainingBenchmarkResult
     public string Allocator { get; init; } = "";
     /// <summary>What the convolution checks chose, one line per precision.</summary>
     public IReadOnlyList<string> Convolutions { get; init; } = Array.Empty<string>();
+    /// <summary>With <see cref="TrainingBenchmarkOptions.Profile"/>: the mean seconds of a step in each part
+    /// (<c>StepProfile</c>'s names, a part's parts after it: "forward: decoder: deformable sampling"), and of the whole
+    /// step; empty otherwise.</summary>
+    public IReadOnlyList<(string Part, double Seconds)> Profile { get; init; } = Array.Empty<(string, double)>();
     /// <summary>Seconds the convolution checks took (once per process, shape and precision).</summary>
     public double CheckSeconds { get; init; }
     /// <summary>CUDA: device memory in use after the timed steps (the caching allocator keeps its peak), in MiB; null
@@ -172,6 +179,7 @@ internal static class TrainingBenchmark
             var timings = Alternate(steps, o, progress);
             return new TrainingBenchmarkResult
             {
+                Profile = o.Profile ? Profile(steps[0].Step, o.Steps) : Array.Empty<(string, double)>(),
                 Contenders = steps.Select((s, i) => new BenchmarkContender(s.Name, s.Precision, timings[i].ToArray(),
                     o.BatchSize)).ToArray(),
                 Parameters = parameters, Device = device.ToString(), Allocator = AllocatorTuning.Status,
@@ -186,12 +194,40 @@ internal static class TrainingBenchmark
         }
     }
 
-    /// <summary>The trainer's options for a contender: the benchmark's device, a small learning rate.</summary>
-    private static TrainerOptions ContenderOptions(TrainingBenchmarkOptions o, Precision precision) => new()
+    /// <summary><paramref name="steps"/> steps timed by part: each part's mean seconds, and the whole step's
+    /// ("step"), in order of first use.</summary>
+    private static IReadOnlyList<(string, double)> Profile(Action step, int steps)
     {
-        Device = o.Device, ManageProcessMemory = false, Optimizer = new() { LearningRate = 1e-4 },
-        Precision = new() { Kind = precision },
-    };
+        var totals = new Dictionary<string, double>(StringComparer.Ordinal);
+        var order = new List<string>();
+        double whole = 0;
+        for (int i = 0; i < steps; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            var parts = StepProfile.Record(step);
+            whole += clock.Elapsed.TotalSeconds;
+            foreach (var (part, seconds) in parts)
+            {
+                if (!totals.ContainsKey(part)) order.Add(part);
+                totals[part] = totals.GetValueOrDefault(part) + seconds;
+            }
+        }
+        return order.Select(p => (p, totals[p] / steps)).Prepend(("step", whole / steps)).ToList();
+    }
+
+    /// <summary>The trainer's options for a contender: the benchmark's device, a small learning rate, and the
+    /// architecture's own loss and gradient clipping (Mask2Former's set loss), so that the step is the one training
+    /// takes.</summary>
+    private static TrainerOptions ContenderOptions(TrainingBenchmarkOptions o, Precision precision)
+    {
+        var recipe = TrainingRecipes.For(o.Model, pretrainedEncoder: false);
+        return new()
+        {
+            Device = o.Device, ManageProcessMemory = false, Optimizer = new() { LearningRate = 1e-4,
+                GradientClipNorm = recipe.GradientClipNorm },
+            Precision = new() { Kind = precision }, Loss = recipe.Loss ?? LossKind.CrossEntropy,
+        };
+    }
 
     /// <summary>A trainer on its own model, its layers checked at the benchmark's shape, as a timed step.</summary>
     private static (string Name, Precision Precision, Action Step) Contender(TrainingBenchmarkOptions o, string name,

@@ -46,6 +46,7 @@ public sealed class MaskClassificationLoss : ISegmentationLoss
     /// <inheritdoc />
     public Tensor Compute(ModelOutputs outputs, Targets targets)
     {
+        using var time = StepProfile.Time("loss");
         using var scope = NewDisposeScope();
         var (classes, masks) = targets.Names.Contains(SegmentsName)
             ? SegmentMasks(targets[SegmentsName], targets[SegmentClassesName]) : TargetMasks(targets.Mask);
@@ -123,6 +124,7 @@ public sealed class MaskClassificationLoss : ISegmentationLoss
     /// <summary>The matcher's assignment for one image: query rows and target columns.</summary>
     private (int[] Rows, int[] Columns) Match(Tensor classLogits, Tensor maskLogits, Tensor classes, Tensor masks)
     {
+        using var time = StepProfile.Time("loss: matcher");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var probabilities = classLogits.softmax(-1).index_select(1, classes); // Q x T
@@ -143,6 +145,7 @@ public sealed class MaskClassificationLoss : ISegmentationLoss
         var values = cost.data<double>().ToArray();
         var matrix = new double[q, t];
         for (long i = 0; i < q; i++) for (long j = 0; j < t; j++) matrix[i, j] = values[i * t + j];
+        using var assignment = StepProfile.Time("loss: matcher: assignment");
         return LinearAssignment.Solve(matrix);
     }
 
