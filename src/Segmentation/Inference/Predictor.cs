@@ -57,7 +57,8 @@ public sealed class Prediction
     public int Width { get; init; }
     /// <summary>Height.</summary>
     public int Height { get; init; }
-    /// <summary>Classes.</summary>
+    /// <summary>Classes the model predicts (the planes of <see cref="Probabilities"/>; a mask classifier of instance
+    /// data predicts the data's classes without the per-pixel boundary).</summary>
     public int Classes { get; init; }
     /// <summary>Class index per pixel (argmax).</summary>
     public byte[] Labels { get; init; } = Array.Empty<byte>();
@@ -158,7 +159,7 @@ public sealed class Predictor : IDisposable
         float[]? probs = probabilities ? logits.softmax(0).cpu().data<float>().ToArray() : null;
         // the task's objects (instance data: the watershed the ONNX predictor runs too); none for classes alone
         var objects = task.DecodeObjects(planes, () => Outputs(input));
-        return new Prediction { Width = image.Width, Height = image.Height, Classes = Description.Classes,
+        return new Prediction { Width = image.Width, Height = image.Height, Classes = (int)logits.shape[0],
             Labels = labels.data<byte>().ToArray(), Probabilities = probs, Instances = objects };
     }
 
