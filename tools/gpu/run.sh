@@ -10,7 +10,8 @@
 #   5. the same model's CPU step on this machine's cores, ours beside PyTorch's (fp32, bf16);
 #   6. the whole test suite on this machine's libtorch (CPU), if time is left.
 #   3a-3e. what --precision auto picks; the fused AdamW step against the per-parameter one, in the trainer and alone;
-#   NCCL at world size 1; 3f. what channels_last is worth, in PyTorch;
+#   NCCL at world size 1; 3f. what channels_last is worth, in PyTorch; 3g. Mask2Former (Swin-T): our step by part
+#   beside PyTorch's, from the references of transformers' modules (MASK2FORMER=0 leaves it out);
 # Steps 2, 3b, 5 and 6 can be left out with DOCTOR=0, BARE=0, CPU=0, SUITE=0 (3a, 3c, 3d, 3f with AUTO=0, FUSED=0,
 # NCCL=0, CHANNELS_LAST=0); PRECISIONS="fp32 bf16" limits step 3; DIAG=1 adds a .NET GC experiment.
 # Everything goes to $OUT (default /tmp/gpu-out): gpu.log, results.jsonl, ldd.txt, and the rebuilt shim if any.
@@ -108,6 +109,13 @@ if [ "${DIAG:-0}" = 1 ]; then
   echo "-- bf16 with a 512 MiB gen0 budget (fewer .NET collections)"
   DOTNET_GCgen0size=0x20000000 timeout 120 $SEG bench train --device cuda --batch-size 16 --size 256x256 --steps 20 --warmup 5 --precision bf16 --no-bare 2>&1 | tail -1
 fi
+
+say "3g. Mask2Former on Swin-T (256x256, batch 2, fp32): our step by part beside PyTorch's forward + backward + AdamW of the same model (the references of transformers' modules, a stand-in loss: set it beside our step less its loss)"
+if [ "${MASK2FORMER:-1}" = 1 ] && [ "$(left)" -gt 200 ]; then
+  timeout 150 $SEG bench train --device cuda --arch mask2former --encoder swin-tiny --classes 4 --batch-size 2 --size 256x256 --steps 10 --warmup 3 --no-bare --profile --json 2> "$OUT/mask2former.err" | tail -1 | sed "s/^/{\"who\":\"segmentation-mask2former\",\"precision\":\"fp32\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+  grep -A12 "^profile" "$OUT/mask2former.err" || true
+  timeout 150 $PY "$root/tools/gpu/torch_mask2former.py" --device cuda --batch-size 2 --size 256 --steps 10 --warmup 3 | sed "s/^/{\"who\":\"pytorch-mask2former\",\"precision\":\"fp32\",\"r\":/; s/$/}/" | tee -a "$OUT/results.jsonl"
+else echo "skipped: $(left) s left"; fi
 
 say "4. CUDA tests"
 timeout 240 $DOTNET "$B/xunit/xunit.console.dll" "$B/tests/Segmentation.Tests.dll" -class Segmentation.Tests.Cuda.CudaTests -nocolor 2>&1 | grep -v '^\s*at ' | tail -40
