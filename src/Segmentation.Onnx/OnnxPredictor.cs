@@ -32,6 +32,9 @@ public sealed record OnnxPredictorOptions
     /// <summary>Instance models: seed objects where P(object) is at least this (0 to 1, open), instead of the
     /// model's metadata.</summary>
     public double? SeedThreshold { get; init; }
+    /// <summary>The output to decode: "semantic" (the class map alone, from any model), "instance" (objects, from an
+    /// instance or panoptic model) or "panoptic"; null: the model's own task.</summary>
+    public string? Task { get; init; }
 }
 
 /// <summary>The views test-time augmentation averages; the same as the TorchSharp predictor's.</summary>
@@ -162,7 +165,8 @@ public sealed class OnnxPredictor : IDisposable
         input = session.InputMetadata.Keys.First();
         output = PixelLogitsOutput(modelPath, session);
         Info = ReadInfo(modelPath);
-        Instances = ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes);
+        Instances = Chosen(ReadInstances(modelPath, session.ModelMetadata.CustomMetadataMap, Info.Classes),
+            Options.Task);
         if (Options.SeedThreshold is { } seed)
             Instances = seed > 0 && seed < 1 ? Instances is null ? throw new ArgumentException("A seed threshold "
                 + "applies to instance models; this one is semantic.") : Instances with { SeedThreshold = seed,
@@ -180,6 +184,20 @@ public sealed class OnnxPredictor : IDisposable
     }
 
     private readonly (string Classes, string Masks)? queryOutputs;
+
+    /// <summary>The decoding of the output <paramref name="task"/> asks for: none for the class map alone, objects
+    /// without segments from a panoptic model; an error where the model does not give it.</summary>
+    private static OnnxInstanceDecoding? Chosen(OnnxInstanceDecoding? own, string? task) => task switch
+    {
+        null => own,
+        "semantic" => null,
+        "instance" when own is not null => own with { Panoptic = false },
+        "panoptic" when own is { Panoptic: true } => own,
+        _ => throw new ArgumentException($"Task '{task}': this model gives "
+            + (own is null ? "the class map (semantic) alone" : own.Panoptic ? "segments (panoptic), objects "
+                + "(instance) and the class map (semantic)" : "objects (instance) and the class map (semantic)")
+            + "."),
+    };
 
     /// <summary>The instance decoding settings of an instance model, checked against its class count.</summary>
     private static OnnxInstanceDecoding? ReadInstances(string path, Dictionary<string, string> meta, int classes)

@@ -16,7 +16,7 @@ internal static class PredictCommand
     {
         var cmd = new Command("predict",
             "Predict masks: <name>.png holds class indices; --color, --overlay and --probabilities add pictures.");
-        var f = PredictFlags.Add(cmd);
+        var f = PredictFlags.Add(cmd).WithTask(cmd);
         var input = new Option<string>("--input") { Description = "An image file or a folder of images.",
             Required = true };
         var outDir = new Option<string>("--out") { Description = "Output folder.", Required = true };
@@ -125,6 +125,16 @@ internal static class PredictCommand
     private static Segmentation.Onnx.TestTimeAugmentation OnnxTta(Inference.TestTimeAugmentation tta) =>
         (Segmentation.Onnx.TestTimeAugmentation)(int)tta;
 
+    /// <summary>The ONNX predictor's options from the flags (views: none unless given).</summary>
+    private static OnnxPredictorOptions OnnxOptions(CommandContext ctx, ParseResult p, PredictFlags f, int? classes,
+        Size2? window, Size2? stride, Inference.TestTimeAugmentation? tta) => new()
+    {
+        Classes = classes, Tta = OnnxTta(tta ?? Inference.TestTimeAugmentation.None),
+        Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
+        Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width) : null,
+        SeedThreshold = p.GetValue(f.SeedThreshold), Task = f.TaskKind(p)?.ToString().ToLowerInvariant(),
+    };
+
     /// <summary>--onnx: the same masks through Segmentation.Onnx (ONNX Runtime), with no TorchSharp in the
     /// path.</summary>
     private static int PredictOnnx(CommandContext ctx, ParseResult p, PredictFlags f, string model, int? classes,
@@ -136,13 +146,7 @@ internal static class PredictCommand
         OnnxPredictor predictor;
         try
         {
-            var options = new OnnxPredictorOptions
-            {
-                Classes = classes, Tta = OnnxTta(tta ?? Inference.TestTimeAugmentation.None),
-                Threads = Cli.ResolveThreads(p.GetValue(f.Threads), ctx.Err),
-                Window = window is { } w ? (w.Height, w.Width) : null, Stride = stride is { } s ? (s.Height, s.Width)
-                    : null, SeedThreshold = p.GetValue(f.SeedThreshold),
-            };
+            var options = OnnxOptions(ctx, p, f, classes, window, stride, tta);
             predictor = new OnnxPredictor(model, options);
             if (tta is null && predictor.Instances is { Queries: null })
             {

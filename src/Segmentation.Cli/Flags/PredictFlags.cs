@@ -20,6 +20,23 @@ internal sealed class PredictFlags
     public required Option<string> Precision { get; init; }
     public required Option<string?> Threads { get; init; }
     public required Option<double?> SeedThreshold { get; init; }
+    /// <summary>predict's --task (null where the command has none).</summary>
+    public Option<string?>? Task { get; private set; }
+
+    /// <summary>Adds --task: the output to decode.</summary>
+    public PredictFlags WithTask(Command cmd)
+    {
+        Task = new Option<string?>("--task") { Description = "The output to decode: semantic (the class map alone, "
+            + "from any model), instance (objects; from an instance or panoptic model) or panoptic (segments). "
+            + "Default: the task the model was trained for." };
+        cmd.Options.Add(Task);
+        return this;
+    }
+
+    /// <summary>--task as a task kind (null: not given).</summary>
+    public SegmentationTaskKind? TaskKind(ParseResult p) => Task is not null && p.GetValue(Task) is { } t
+        ? Cli.ParseEnum(t, "--task", ("semantic", SegmentationTaskKind.Semantic),
+            ("instance", SegmentationTaskKind.Instance), ("panoptic", SegmentationTaskKind.Panoptic)) : null;
 
     public static PredictFlags Add(Command cmd)
     {
@@ -88,12 +105,14 @@ internal sealed class PredictFlags
     public Predictor Open(ParseResult p, Checkpoint ckpt, TextWriter? log = null)
     {
         var (window, stride, tta) = Windowing(p);
+        var task = Predictor.Decoded(ckpt.Dataset.Task, TaskKind(p));
         // a mask classifier decodes its objects from one pass: no views by default
-        bool queries = Segmentation.Tasks.TaskRegistry.For(ckpt.Dataset, ckpt.Model).DecodesQueries;
+        bool queries = Segmentation.Tasks.TaskRegistry.For(ckpt.Dataset with { Task = task }, ckpt.Model)
+            .DecodesQueries;
         return new Predictor(ckpt, new PredictorOptions
         {
             Device = p.GetValue(Device)!, Size = ckpt.Preprocessing.Size,
-                Tta = tta ?? DefaultTta(ckpt.Dataset.Task != SegmentationTaskKind.Semantic && !queries),
+                Tta = tta ?? DefaultTta(task != SegmentationTaskKind.Semantic && !queries), Task = task,
                 Precision = Precisions.Parse(p.GetValue(Precision)!),
             Window = window, Stride = stride,
             Threads = Cli.ResolveThreads(p.GetValue(Threads), log),

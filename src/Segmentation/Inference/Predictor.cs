@@ -34,6 +34,10 @@ public sealed record PredictorOptions
     /// <summary>Instance models: seeds where P(object) is at least this, instead of the checkpoint's setting (<see
     /// cref="InstanceSettings.SeedThreshold"/>).</summary>
     public double? SeedThreshold { get; init; }
+    /// <summary>The output to decode (null: the task the model was trained for): any model gives the class map alone
+    /// (<see cref="SegmentationTaskKind.Semantic"/>), and a panoptic model its objects alone (<see
+    /// cref="SegmentationTaskKind.Instance"/>); one model, its outputs chosen.</summary>
+    public SegmentationTaskKind? Task { get; init; }
 }
 
 /// <summary>The views test-time augmentation averages; the same in <c>Segmentation.Onnx</c>.</summary>
@@ -105,6 +109,7 @@ public sealed class Predictor : IDisposable
             throw new OptionsException($"Stride {s} must be positive.");
         Description = Options.SeedThreshold is { } seed && checkpoint.Dataset.Instances is { } objects
             ? checkpoint.Dataset with { Instances = objects with { SeedThreshold = seed } } : checkpoint.Dataset;
+        Description = Description with { Task = Decoded(Description.Task, Options.Task) };
         Normalization = checkpoint.Preprocessing.Normalization;
         CpuThreads.Apply(Options.Threads);
         device = Devices.Resolve(Options.Device);
@@ -129,6 +134,24 @@ public sealed class Predictor : IDisposable
         model.Precision = Options.Precision;
         model.eval();
     }
+
+    /// <summary>The task to decode: <paramref name="asked"/> where the trained one holds it (the class map in any;
+    /// objects in panoptic segments), else an error that says what the model gives.</summary>
+    internal static SegmentationTaskKind Decoded(SegmentationTaskKind trained, SegmentationTaskKind? asked) =>
+        asked switch
+        {
+            null => trained,
+            var a when a == trained || a == SegmentationTaskKind.Semantic => a.Value,
+            SegmentationTaskKind.Instance when trained == SegmentationTaskKind.Panoptic
+                => SegmentationTaskKind.Instance,
+            var a => throw new OptionsException($"This model was trained on {Name(trained)} data: it gives "
+                + (trained == SegmentationTaskKind.Semantic ? "the class map (semantic) alone"
+                    : trained == SegmentationTaskKind.Instance ? "objects (instance) and the class map (semantic)"
+                    : "segments (panoptic), objects (instance) and the class map (semantic)")
+                + $", not {Name(a!.Value)} output."),
+        };
+
+    private static string Name(SegmentationTaskKind kind) => kind.ToString().ToLowerInvariant();
 
     /// <summary>Loads <paramref name="checkpointPath"/> and builds the predictor.</summary>
     public static Predictor FromFile(string checkpointPath, PredictorOptions? options = null)

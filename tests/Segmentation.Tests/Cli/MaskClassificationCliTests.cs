@@ -108,6 +108,40 @@ public class MaskClassificationCliTests
         if (task == "Instance")
             Assert.True(objects > 0, $"no objects passed the threshold: the comparison would be empty");
 
+        // one model, its outputs chosen: the class map alone from either, objects alone from the panoptic one, the
+        // same through ONNX Runtime; what the model does not give is refused by name
+        var semantic = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["sem"],
+            "--task", "semantic");
+        Assert.True(semantic.Code == 0, semantic.Err);
+        var semanticOnnx = Run("predict", "--onnx", d["m.onnx"], "--input", d["in"], "--out", d["semonnx"], "--task",
+            "semantic");
+        Assert.True(semanticOnnx.Code == 0, semanticOnnx.Err);
+        Assert.Equal(8, Image.Identify(d["sem/0.png"]).PixelType.BitsPerPixel); // classes, not objects
+        Assert.False(File.Exists(d["sem/0_classes.png"]));
+        using (var t = Image.Load<L8>(d["sem/0.png"]))
+        using (var o = Image.Load<L8>(d["semonnx/0.png"]))
+        {
+            int agree = 0;
+            for (int y = 0; y < 64; y++) for (int x = 0; x < 64; x++) if (t[x, y].PackedValue == o[x, y].PackedValue)
+                agree++;
+            Assert.True(agree >= 64 * 64 * 99 / 100, $"class maps: {agree} of {64 * 64} pixels agree");
+        }
+        var instances = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["inst"],
+            "--task", "instance", "--seed-threshold", "0.05");
+        if (task == "Panoptic")
+        {
+            Assert.True(instances.Code == 0, instances.Err);
+            Assert.Equal(16, Image.Identify(d["inst/0.png"]).PixelType.BitsPerPixel);
+            Assert.False(File.Exists(d["inst/0_classes.png"]));
+        }
+        var panoptic = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["pan"],
+            "--task", task == "Panoptic" ? "semantic" : "panoptic");
+        if (task == "Instance")
+        {
+            Assert.NotEqual(0, panoptic.Code);
+            Assert.Contains("trained on instance data", panoptic.Err);
+        }
+
         // views do not apply to objects decoded from queries: refused, not silently ignored
         var views = Run("predict", "--checkpoint", d["run/best.ckpt"], "--input", d["in"], "--out", d["views"],
             "--tta", "flips");
