@@ -472,9 +472,7 @@ public sealed class OnnxPredictor : IDisposable
     {
         int width = image.Width, height = image.Height;
         CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
-        var x = image.Pixels16 is { } wide ? Normalise(wide, width, height, ushort.MaxValue)
-            : Normalise(image.Pixels ?? throw new ArgumentException("An OnnxImage without samples."), width, height,
-                byte.MaxValue);
+        var x = Normalised(image);
         var (rh, rw) = Info.Resize ?? (height, width);
         if (rh < Info.MinimumInputSize || rw < Info.MinimumInputSize)
             throw new ArgumentException($"A {width}x{height} image is smaller than this model's smallest input "
@@ -513,9 +511,7 @@ public sealed class OnnxPredictor : IDisposable
     {
         int width = image.Width, height = image.Height;
         CheckMemory(height, width, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
-        var x = image.Pixels16 is { } wide ? Normalise(wide, width, height, ushort.MaxValue)
-            : Normalise(image.Pixels ?? throw new ArgumentException("An OnnxImage without samples."), width, height,
-                byte.MaxValue);
+        var x = Normalised(image);
         return Info.Resize is { } size
             ? Tensors.Resize(Logits(Tensors.Resize(x, Info.InChannels, height, width, size.Height, size.Width),
             size.Height, size.Width), Info.Planes, size.Height, size.Width, height, width) : Logits(x, height, width);
@@ -556,6 +552,12 @@ public sealed class OnnxPredictor : IDisposable
             + $"OnnxPredictorOptions.Window)"
             + $"{(Info.Resize is null ? "" : ", or export a model without a training size")}.");
     }
+
+    /// <summary>The image normalised at its depth (<see cref="Normalise{T}"/>).</summary>
+    private float[] Normalised(OnnxImage image) => image.Pixels16 is { } wide
+        ? Normalise(wide, image.Width, image.Height, ushort.MaxValue)
+        : Normalise(image.Pixels ?? throw new ArgumentException("An OnnxImage without samples."), image.Width,
+            image.Height, byte.MaxValue);
 
     /// <summary>C x H x W floats: ((pixel / full - offset) / scale - mean) / std, with the image's offset and scale
     /// under the model's per-image scheme (the library's rule, <see cref="IntensityLevels"/>); full is 255 for 8-bit

@@ -107,13 +107,17 @@ internal sealed class InstanceSegmentation(InstanceSettings settings, bool panop
         Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
         bool perImage = false)
     {
-        var scorer = panoptic ? new InstanceScorer(description.ClassNames[..^1], settings.Things)
-            : InstanceScorer.ForObjects();
+        var scorer = ScorerFor(description, settings.Things, panoptic);
         var result = RunEvaluator(loader, device, description, normalization, model, loss, onBatch, cancellation,
             onOutputs: (batch, outputs) => Score(outputs.Logits, batch, scorer), group: group, perImage: perImage);
         if (group is not null) scorer.AllReduce(group);
         return result with { Metrics = result.Metrics with { Instances = scorer.Compute() } };
     }
+
+    /// <summary>The scorer of the task's objects: per class for panoptic data (the classes before the boundary),
+    /// class-agnostic objects otherwise.</summary>
+    internal static InstanceScorer ScorerFor(DatasetDescription d, bool[] things, bool panoptic) => panoptic
+        ? new InstanceScorer(d.ClassNames[..^1], things) : InstanceScorer.ForObjects();
 
     /// <summary>Each true object's class: the class mask at its first pixel.</summary>
     private static Func<int, int> FirstClassOf(int[] objects, ReadOnlySpan<byte> classes)

@@ -130,7 +130,7 @@ internal sealed class MaskClassificationTask(DatasetDescription description, boo
         Action<int>? onBatch, CancellationToken cancellation, Distributed.ProcessGroup? group = null,
         bool perImage = false)
     {
-        var scorer = panoptic ? new InstanceScorer(d.ClassNames[..^1], settings.Things) : InstanceScorer.ForObjects();
+        var scorer = InstanceSegmentation.ScorerFor(d, settings.Things, panoptic);
         var result = RunEvaluator(loader, device, d, normalization, model, loss, onBatch, cancellation,
             onOutputs: (batch, outputs) => Score(outputs, batch, scorer), group: group, perImage: perImage);
         if (group is not null) scorer.AllReduce(group);
